@@ -1,0 +1,99 @@
+//! Node configuration and the limits on every queue, batch and buffer.
+
+use crate::ids::NodeId;
+
+/// Everything a node needs to know that is not in its data directory.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id (non-zero, never reused for a wiped disk).
+    pub id: NodeId,
+    /// Seeds all randomness in the node (election timeouts, SQLite's PRNG).
+    pub seed: u64,
+    /// Milliseconds per raft tick.
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomized in
+    /// `[election_ticks, 2 * election_ticks)`).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Take a snapshot and compact the log after this many applied entries.
+    pub snapshot_interval_entries: u64,
+    /// Entries kept in the log below the snapshot index, so that a follower
+    /// just behind catches up from the log instead of by snapshot.
+    pub compaction_lag_entries: u64,
+    /// Log segment size before a new segment file is started.
+    pub segment_bytes_max: u64,
+    /// The limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// A configuration with default settings for node `id`.
+    pub fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            seed: id.0,
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_interval_entries: 10_000,
+            compaction_lag_entries: 1_000,
+            segment_bytes_max: 16 * 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Limits on everything that grows. Exceeding one is a clear error to the
+/// client, never unbounded memory.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Bytes in one client write request (SQL text plus parameters).
+    pub request_bytes_max: usize,
+    /// Statements in one client write request.
+    pub statements_per_request_max: usize,
+    /// Requests waiting at the leader for the next batch.
+    pub write_queue_max: usize,
+    /// Requests in one batch (one raft entry).
+    pub batch_requests_max: usize,
+    /// Bytes of changesets in one batch; a request that would exceed it
+    /// waits for the next batch, and a request larger than it on its own
+    /// is refused.
+    pub batch_bytes_max: usize,
+    /// Reads waiting for ReadIndex or for apply to catch up.
+    pub pending_reads_max: usize,
+    /// Admin requests (membership, transfer) in progress.
+    pub pending_admin_max: usize,
+    /// Bytes of raft entries in one append message.
+    pub raft_message_bytes_max: u64,
+    /// Append messages in flight to one follower.
+    pub raft_inflight_messages_max: usize,
+    /// Bytes in one snapshot chunk.
+    pub snapshot_chunk_bytes_max: usize,
+    /// Rows in one query result chunk.
+    pub query_chunk_rows_max: usize,
+    /// Bytes (approximate) in one query result chunk.
+    pub query_chunk_bytes_max: usize,
+    /// Ticks a read waits for ReadIndex before it fails.
+    pub read_timeout_ticks: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_bytes_max: 4 * 1024 * 1024,
+            statements_per_request_max: 1_000,
+            write_queue_max: 10_000,
+            batch_requests_max: 1_024,
+            batch_bytes_max: 16 * 1024 * 1024,
+            pending_reads_max: 10_000,
+            pending_admin_max: 16,
+            raft_message_bytes_max: 1024 * 1024,
+            raft_inflight_messages_max: 256,
+            snapshot_chunk_bytes_max: 1024 * 1024,
+            query_chunk_rows_max: 1_000,
+            query_chunk_bytes_max: 1024 * 1024,
+            read_timeout_ticks: 50,
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The `Disk` trait: a flat directory of files under the log store, with two
+//! implementations, real files (`FsDisk`) and an in-memory disk that models a
+//! crash (`MemDisk`).
+//!
+//! Semantics every implementation keeps (they are what the log store relies
+//! on, and what `MemDisk` punishes when they are not respected):
+//! - `append`/`truncate` change a file's contents at once for reads, but are
+//!   durable only after `sync(name)`.
+//! - `create`, `rename` and `remove` change the directory at once for
+//!   `list`/`read`, but are durable only after `sync_dir()`.
+//! - Every error is final for the caller: the log store never retries a failed
+//!   write or sync (fail-stop).
+
+use thiserror::Error;
+
+/// A disk operation failed. The node must stop.
+#[derive(Debug, Error)]
+pub enum DiskError {
+    #[error("file {name:?} not found")]
+    NotFound { name: String },
+    #[error("file {name:?} already exists")]
+    AlreadyExists { name: String },
+    #[error("I/O error on {name:?}: {message}")]
+    Io { name: String, message: String },
+}
+
+/// A flat directory of files.
+pub trait Disk: Send {
+    /// The names of the files in the directory, sorted.
+    fn list(&self) -> Result<Vec<String>, DiskError>;
+    /// The whole current contents of a file.
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError>;
+    /// Creates an empty file. Fails if it exists.
+    fn create(&mut self, name: &str) -> Result<(), DiskError>;
+    /// Appends to the end of a file.
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError>;
+    /// Cuts a file to `len` bytes.
+    fn truncate(&mut self, name: &str, len: u64) -> Result<(), DiskError>;
+    /// Makes a file's contents durable.
+    fn sync(&mut self, name: &str) -> Result<(), DiskError>;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError>;
+    /// Removes a file.
+    fn remove(&mut self, name: &str) -> Result<(), DiskError>;
+    /// Makes creates, renames and removes durable.
+    fn sync_dir(&mut self) -> Result<(), DiskError>;
+}
