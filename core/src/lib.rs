@@ -4,4 +4,12 @@ pub mod config;
 pub mod disk;
 pub mod ids;
 pub mod log;
+pub mod node;
 pub mod sql;
+
+pub use config::{Config, Limits};
+pub use ids::{LogIndex, NodeId, Term};
+pub use node::{
+    AdminError, ClientToken, Consistency, MemberChange, Node, OpenError, Output, PeerError, ReadError, Role, Status,
+    WriteError, WriteOutcome,
+};

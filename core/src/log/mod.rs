@@ -119,3 +119,4 @@ impl<D: Disk> LogStore<D> {
         self.disk
     }
 }
+mod storage_stub;

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use deeb_proto::{QueryChunk, Statement, StatementResult, WriteBatch, Op};
+use deeb_proto::{Op, QueryChunk, Statement, StatementResult, WriteBatch};
 use thiserror::Error;
 
 /// A failure of the database itself (I/O, corruption). Stops the node.
@@ -102,10 +102,7 @@ impl StateMachine {
 
     /// Leader: runs one request inside a savepoint of the open batch. The
     /// inner `Err` is the client's error (rolled back to the savepoint).
-    pub fn execute_request(
-        &mut self,
-        statements: &[Statement],
-    ) -> Result<Result<Executed, RequestError>, SqlError> {
+    pub fn execute_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError> {
         let _ = statements;
         todo!()
     }

@@ -1,0 +1,279 @@
+//! Membership changes (joint consensus when more than one voter changes),
+//! member addresses in replicated state, and leader transfer.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use deeb_proto::MemberContext;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
+};
+use raft::StateRole;
+
+use super::output::{AdminError, ClientToken, Output};
+use super::{Fatal, MemberStatus, Node};
+use crate::disk::Disk;
+use crate::ids::{LogIndex, NodeId};
+use crate::sql::{Applied, ApplyError};
+
+/// One change to the cluster's membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add a voter, or promote a learner (its address may then be empty).
+    AddVoter { id: NodeId, address: String },
+    /// Add a non-voting learner (a read replica that catches up).
+    AddLearner { id: NodeId, address: String },
+    /// Remove a voter or learner.
+    Remove { id: NodeId },
+}
+
+/// Admin requests in progress.
+#[derive(Default)]
+pub(super) struct Admin {
+    changes: Vec<PendingChange>,
+    transfer: Option<PendingTransfer>,
+}
+
+struct PendingChange {
+    index: u64,
+    term: u64,
+    token: ClientToken,
+}
+
+struct PendingTransfer {
+    token: ClientToken,
+    target: NodeId,
+    deadline_tick: u64,
+}
+
+impl<D: Disk> Node<D> {
+    /// Proposes a membership change; the answer comes as `Output::AdminDone`
+    /// once the change is applied.
+    ///
+    /// # Errors
+    /// Not the leader, another change pending, or an invalid change.
+    pub fn change_membership(
+        &mut self,
+        now: Duration,
+        token: ClientToken,
+        changes: Vec<MemberChange>,
+    ) -> Result<(), AdminError> {
+        self.advance_clock(now);
+        self.check_admin()?;
+        if self.raw.raft.has_pending_conf() || self.conf_state().auto_leave {
+            return Err(AdminError::ChangeInProgress);
+        }
+        let conf_change = self.build_conf_change(&changes)?;
+        let context = Vec::new();
+        if let Err(error) = self.raw.propose_conf_change(context, conf_change) {
+            return Err(AdminError::Invalid(error.to_string()));
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        let term = self.raw.raft.term;
+        self.admin.changes.push(PendingChange { index, term, token });
+        self.drive();
+        Ok(())
+    }
+
+    /// Asks the leader to hand leadership to `target`; the answer comes as
+    /// `Output::AdminDone` when `target` leads.
+    ///
+    /// # Errors
+    /// Not the leader, or `target` is not a voter.
+    pub fn transfer_leader(&mut self, now: Duration, token: ClientToken, target: NodeId) -> Result<(), AdminError> {
+        self.advance_clock(now);
+        self.check_admin()?;
+        if !self.conf_state().voters.contains(&target.0) {
+            return Err(AdminError::Invalid(format!("node {target} is not a voter")));
+        }
+        if target == self.id {
+            self.outputs.push_back(Output::AdminDone { token, result: Ok(()) });
+            return Ok(());
+        }
+        let deadline_tick = self.ticks + 2 * self.config.election_ticks as u64;
+        if let Some(previous) = self.admin.transfer.replace(PendingTransfer { token, target, deadline_tick }) {
+            let result = Err(AdminError::Invalid(format!("superseded by a transfer to {target}")));
+            self.outputs.push_back(Output::AdminDone { token: previous.token, result });
+        }
+        self.raw.transfer_leader(target.0);
+        self.drive();
+        Ok(())
+    }
+
+    fn check_admin(&self) -> Result<(), AdminError> {
+        if self.fatal.is_some() {
+            return Err(AdminError::Stopped);
+        }
+        if self.role != StateRole::Leader {
+            return Err(AdminError::NotLeader { leader: self.leader() });
+        }
+        let max = self.config.limits.pending_admin_max;
+        if self.admin.changes.len() >= max {
+            return Err(AdminError::QueueFull { max });
+        }
+        Ok(())
+    }
+
+    fn build_conf_change(&self, changes: &[MemberChange]) -> Result<ConfChangeV2, AdminError> {
+        if changes.is_empty() {
+            return Err(AdminError::Invalid("no membership change given".to_owned()));
+        }
+        let mut conf_change = ConfChangeV2::default();
+        conf_change.set_transition(ConfChangeTransition::Auto);
+        let mut contexts = Vec::new();
+        for change in changes {
+            let (change_type, id, address) = self.resolve_change(change)?;
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(change_type);
+            single.node_id = id.0;
+            conf_change.mut_changes().push(single);
+            if let Some(address) = address {
+                contexts.push(MemberContext { node_id: id.0, address });
+            }
+        }
+        conf_change.context = encode_contexts(&contexts).into();
+        Ok(conf_change)
+    }
+
+    fn resolve_change(&self, change: &MemberChange) -> Result<(ConfChangeType, NodeId, Option<String>), AdminError> {
+        let conf = self.conf_state();
+        let known = |id: NodeId| conf.voters.contains(&id.0) || conf.learners.contains(&id.0);
+        match change {
+            MemberChange::AddVoter { id, address } | MemberChange::AddLearner { id, address } => {
+                let address = match (address.is_empty(), self.address(*id)) {
+                    (false, _) => address.clone(),
+                    (true, Some(existing)) => existing.to_owned(),
+                    (true, None) => return Err(AdminError::Invalid(format!("node {id} needs an address"))),
+                };
+                if id.0 == 0 {
+                    return Err(AdminError::Invalid("node id 0 is reserved".to_owned()));
+                }
+                let change_type = match change {
+                    MemberChange::AddVoter { .. } => ConfChangeType::AddNode,
+                    _ => ConfChangeType::AddLearnerNode,
+                };
+                Ok((change_type, *id, Some(address)))
+            }
+            MemberChange::Remove { id } if known(*id) => Ok((ConfChangeType::RemoveNode, *id, None)),
+            MemberChange::Remove { id } => Err(AdminError::Invalid(format!("node {id} is not a member"))),
+        }
+    }
+
+    /// Applies a committed conf change: raft's configuration, the log's conf
+    /// state, and the member addresses in the database.
+    pub(super) fn apply_conf_change(&mut self, entry: &Entry, applied: Applied) -> Result<(), Fatal> {
+        let conf_change =
+            decode_conf_change(entry).map_err(|reason| ApplyError::Divergence { index: applied.index, reason })?;
+        let conf_state = self.raw.apply_conf_change(&conf_change)?;
+        let mut members: Vec<(u64, Option<String>)> = Vec::new();
+        for context in decode_contexts(&conf_change.context) {
+            members.push((context.node_id, Some(context.address)));
+        }
+        for change in conf_change.get_changes() {
+            if change.get_change_type() == ConfChangeType::RemoveNode {
+                members.push((change.node_id, None));
+            }
+        }
+        let conf_bytes = conf_state.write_to_bytes().expect("conf state encodes");
+        self.sm.apply_membership(applied, &conf_bytes, &members)?;
+        self.raw.mut_store().set_conf_state(&conf_state)?;
+        self.reload_members()?;
+        tracing::info!(node = self.id.0, index = applied.index, ?conf_state, "membership changed");
+        self.admin.on_applied(applied, &mut self.outputs);
+        Ok(())
+    }
+
+    pub(super) fn reload_members(&mut self) -> Result<(), Fatal> {
+        self.members = self.sm.members()?.into_iter().map(|(id, address)| (NodeId(id), address)).collect();
+        Ok(())
+    }
+
+    pub(super) fn member_statuses(&self) -> Vec<MemberStatus> {
+        let conf = self.conf_state();
+        let leader = self.role == StateRole::Leader;
+        let progress = self.raw.raft.prs();
+        let member = |id: u64, learner: bool| MemberStatus {
+            id: NodeId(id),
+            address: self.address(NodeId(id)).unwrap_or_default().to_owned(),
+            learner,
+            matched: leader.then(|| progress.get(id).map(|p| LogIndex(p.matched))).flatten(),
+        };
+        let voters = conf.voters.iter().chain(&conf.voters_outgoing).map(|&id| member(id, false));
+        let mut all: Vec<MemberStatus> = voters.chain(conf.learners.iter().map(|&id| member(id, true))).collect();
+        all.sort_by_key(|m| m.id);
+        all.dedup_by_key(|m| m.id);
+        all
+    }
+}
+
+impl Admin {
+    fn on_applied(&mut self, applied: Applied, outputs: &mut VecDeque<Output>) {
+        let (done, waiting): (Vec<_>, Vec<_>) = self.changes.drain(..).partition(|c| c.index <= applied.index);
+        self.changes = waiting;
+        for change in done {
+            let result = if change.index == applied.index && change.term == applied.term {
+                Ok(())
+            } else {
+                Err(AdminError::OutcomeUnknown)
+            };
+            outputs.push_back(Output::AdminDone { token: change.token, result });
+        }
+    }
+
+    pub(super) fn on_tick(&mut self, ticks: u64, outputs: &mut VecDeque<Output>) {
+        if let Some(transfer) = self.transfer.take_if(|t| ticks >= t.deadline_tick) {
+            let result = Err(AdminError::TransferTimeout(transfer.target));
+            outputs.push_back(Output::AdminDone { token: transfer.token, result });
+        }
+    }
+
+    pub(super) fn on_leader_change(&mut self, leader: NodeId, outputs: &mut VecDeque<Output>) {
+        if let Some(transfer) = self.transfer.take_if(|t| t.target == leader) {
+            outputs.push_back(Output::AdminDone { token: transfer.token, result: Ok(()) });
+        }
+    }
+
+    pub(super) fn on_leadership_lost(&mut self, outputs: &mut VecDeque<Output>) {
+        for change in self.changes.drain(..) {
+            outputs.push_back(Output::AdminDone { token: change.token, result: Err(AdminError::OutcomeUnknown) });
+        }
+    }
+}
+
+fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2, String> {
+    match entry.get_entry_type() {
+        EntryType::EntryConfChange => {
+            let v1 = ConfChange::parse_from_bytes(&entry.data).map_err(|e| format!("bad conf change: {e}"))?;
+            // The same conversion raft-rs's `ConfChangeI::into_v2` does.
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(v1.get_change_type());
+            single.node_id = v1.node_id;
+            let mut v2 = ConfChangeV2::default();
+            v2.mut_changes().push(single);
+            v2.context = v1.context;
+            Ok(v2)
+        }
+        _ => ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| format!("bad conf change: {e}")),
+    }
+}
+
+fn encode_contexts(contexts: &[MemberContext]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for context in contexts {
+        context.encode_length_delimited(&mut bytes).expect("a Vec grows as needed");
+    }
+    bytes
+}
+
+fn decode_contexts(mut bytes: &[u8]) -> Vec<MemberContext> {
+    let mut contexts = Vec::new();
+    while !bytes.is_empty() {
+        match MemberContext::decode_length_delimited(&mut bytes) {
+            Ok(context) => contexts.push(context),
+            Err(_) => break,
+        }
+    }
+    contexts
+}

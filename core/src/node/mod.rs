@@ -1,0 +1,634 @@
+//! The sans-IO node: raft-rs's `RawNode` over our log store and SQLite state
+//! machine. See the crate docs for the call order a host must follow.
+
+mod logger;
+mod membership;
+mod output;
+mod reads;
+mod snapshots;
+mod writes;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{RawNode, StateRole};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::disk::Disk;
+use crate::ids::{LogIndex, NodeId, Term};
+use crate::log::{LogError, LogStore};
+use crate::sql::{Applied, ApplyError, Reader, SqlError, StateMachine};
+
+pub use membership::MemberChange;
+pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOutcome};
+pub use reads::Consistency;
+pub use snapshots::{ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver};
+
+use membership::Admin;
+use reads::Reads;
+use snapshots::Snapshots;
+use writes::Writes;
+
+/// Opening a node failed.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("database: {0}")]
+    Sql(#[from] SqlError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A peer message could not be taken.
+#[derive(Debug, Error)]
+pub enum PeerError {
+    #[error("undecodable raft message: {0}")]
+    Decode(String),
+    #[error("message for node {to} delivered to node {me}")]
+    WrongRecipient { to: u64, me: u64 },
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// A fatal error: the node stops and the host must exit.
+#[derive(Debug, Error)]
+enum Fatal {
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("database: {0}")]
+    Sql(#[from] SqlError),
+    #[error("{0}")]
+    Apply(#[from] ApplyError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// The node's role, as the host and status reports see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    Candidate,
+    PreCandidate,
+    Leader,
+}
+
+/// A point-in-time view of the node for status reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+    pub snapshot_index: LogIndex,
+    pub members: Vec<MemberStatus>,
+    /// Time since this node last heard from the leader (zero on the leader).
+    pub since_leader_contact: Option<Duration>,
+}
+
+/// One member as the node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub address: String,
+    pub learner: bool,
+    /// Replication progress, known on the leader only.
+    pub matched: Option<LogIndex>,
+}
+
+/// One deeb node. See the crate docs for how a host drives it.
+pub struct Node<D: Disk> {
+    id: NodeId,
+    config: Config,
+    raw: RawNode<LogStore<D>>,
+    sm: StateMachine,
+    rng: SmallRng,
+    now: Duration,
+    next_tick: Duration,
+    ticks: u64,
+    role: StateRole,
+    outputs: VecDeque<Output>,
+    fatal: Option<String>,
+    writes: Writes,
+    reads: Reads,
+    admin: Admin,
+    snapshots: Snapshots,
+    members: BTreeMap<NodeId, String>,
+    last_leader_contact: Option<Duration>,
+}
+
+impl<D: Disk> Node<D> {
+    /// Opens the node on its log disk and data directory, recovering from a
+    /// crash if needed. `initial_members` (every voter of a new cluster with
+    /// its address, identical on each) is used only on a brand-new node;
+    /// a node that joins an existing cluster passes none and waits to be
+    /// added.
+    ///
+    /// # Errors
+    /// A corrupt log or database, or an unusable data directory.
+    pub fn open(
+        config: Config,
+        disk: D,
+        data_dir: &Path,
+        initial_members: &[(NodeId, String)],
+        now: Duration,
+    ) -> Result<Self, OpenError> {
+        validate_config(&config)?;
+        std::fs::create_dir_all(data_dir)?;
+        let (mut log, recovery) = LogStore::open(disk, config.segment_bytes_max)?;
+        if recovery.torn_bytes_cut > 0 {
+            tracing::warn!(node = config.id.0, bytes = recovery.torn_bytes_cut, "cut torn log tail");
+        }
+        let mut sm = StateMachine::open(&data_dir.join("state.db"), config.seed)?;
+        bootstrap(&config, &mut log, &mut sm, initial_members)?;
+        reconcile(&mut log, &sm)?;
+        let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
+        let applied = sm.applied();
+        let raft_config = raft_config(&config, applied.index);
+        let raw = RawNode::new(&raft_config, log, &logger::raft_logger(config.id))?;
+        let members = sm.members()?.into_iter().map(|(id, address)| (NodeId(id), address)).collect();
+        let mut node = Self {
+            id: config.id,
+            rng: SmallRng::seed_from_u64(config.seed),
+            next_tick: now + Duration::from_millis(config.tick_ms),
+            config,
+            raw,
+            sm,
+            now,
+            ticks: 0,
+            role: StateRole::Follower,
+            outputs: VecDeque::new(),
+            fatal: None,
+            writes: Writes::default(),
+            reads: Reads::default(),
+            admin: Admin::default(),
+            snapshots,
+            members,
+            last_leader_contact: None,
+        };
+        node.randomize_election_timeout();
+        node.snapshot_if_missing();
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Time passed: runs the raft ticks that are due. Call it whenever
+    /// `poll_timeout` is reached (calling it early is harmless).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.advance_clock(now);
+        let mut ticks_run = 0;
+        while self.now >= self.next_tick && ticks_run < TICKS_PER_CALL_MAX && self.fatal.is_none() {
+            self.raw.tick();
+            self.ticks += 1;
+            ticks_run += 1;
+            self.next_tick += Duration::from_millis(self.config.tick_ms);
+            self.randomize_election_timeout();
+            self.on_tick();
+        }
+        if self.now >= self.next_tick {
+            // The host slept far too long; do not replay every missed tick.
+            self.next_tick = self.now + Duration::from_millis(self.config.tick_ms);
+        }
+        self.drive();
+    }
+
+    /// When the node next wants `handle_timeout`.
+    pub fn poll_timeout(&self) -> Duration {
+        self.next_tick
+    }
+
+    /// The next effect for the host, or `None` when there is nothing to do.
+    /// Drain it after every call that feeds the node.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// A batch of raft messages from a peer (rust-protobuf bytes each).
+    ///
+    /// # Errors
+    /// A message that does not decode, is not for this node, or is a kind a
+    /// peer may not send; the node keeps working and the rest of the batch
+    /// is not stepped.
+    pub fn step(&mut self, now: Duration, messages: &[Vec<u8>]) -> Result<(), PeerError> {
+        self.advance_clock(now);
+        let mut result = Ok(());
+        for bytes in messages {
+            result = self.step_one(bytes);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.drive();
+        result
+    }
+
+    /// The host could not deliver to `to` (connection failed).
+    pub fn report_unreachable(&mut self, to: NodeId) {
+        self.raw.report_unreachable(to.0);
+        self.drive();
+    }
+
+    /// A read-only connection for running a query the node said may run.
+    ///
+    /// # Errors
+    /// The database could not be opened.
+    pub fn reader(&self) -> Result<Reader, SqlError> {
+        self.sm.reader()
+    }
+
+    /// The state digest at the applied index (see `StateMachine::digest`).
+    ///
+    /// # Errors
+    /// The database could not be read.
+    pub fn digest(&self) -> Result<(LogIndex, u64), SqlError> {
+        Ok((LogIndex(self.sm.applied().index), self.sm.digest()?))
+    }
+
+    /// A known member's address.
+    pub fn address(&self, id: NodeId) -> Option<&str> {
+        self.members.get(&id).map(String::as_str)
+    }
+
+    /// The leader this node knows of, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.raw.raft.leader_id {
+            raft::INVALID_ID => None,
+            id => Some(NodeId(id)),
+        }
+    }
+
+    /// True if the node stopped on a fatal error.
+    pub fn is_stopped(&self) -> bool {
+        self.fatal.is_some()
+    }
+
+    /// A status report.
+    pub fn status(&self) -> Status {
+        let raft = &self.raw.raft;
+        Status {
+            id: self.id,
+            role: role_of(raft.state),
+            term: Term(raft.term),
+            leader: self.leader(),
+            commit_index: LogIndex(raft.raft_log.committed),
+            applied_index: LogIndex(self.sm.applied().index),
+            snapshot_index: LogIndex(self.raw.store().snapshot_metadata().index),
+            members: self.member_statuses(),
+            since_leader_contact: self.since_leader_contact(),
+        }
+    }
+
+    /// Gives the log disk back, closing the node (for crash tests).
+    pub fn into_disk(self) -> D {
+        let Self { raw, .. } = self;
+        let store = raw.raft.r.raft_log.store;
+        store.into_disk()
+    }
+
+    // --- the engine -------------------------------------------------------
+
+    fn advance_clock(&mut self, now: Duration) {
+        // The host's clock never goes backwards for the node.
+        self.now = self.now.max(now);
+    }
+
+    fn step_one(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+        let message = Message::parse_from_bytes(bytes).map_err(|error| PeerError::Decode(error.to_string()))?;
+        self.check_peer_message(&message)?;
+        self.note_peer_contact(&message);
+        match self.raw.step(message) {
+            Ok(()) | Err(raft::Error::StepPeerNotFound) => {}
+            Err(error) => return Err(PeerError::Refused(error.to_string())),
+        }
+        self.randomize_election_timeout();
+        Ok(())
+    }
+
+    fn check_peer_message(&self, message: &Message) -> Result<(), PeerError> {
+        if message.to != self.id.0 {
+            return Err(PeerError::WrongRecipient { to: message.to, me: self.id.0 });
+        }
+        if raft::raw_node::is_local_msg(message.get_msg_type()) {
+            return Err(PeerError::Refused(format!("{:?} is local to a node", message.get_msg_type())));
+        }
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            return Err(PeerError::Refused("snapshots arrive through the snapshot stream".to_owned()));
+        }
+        if message.from == raft::INVALID_ID || message.from == self.id.0 {
+            return Err(PeerError::Refused(format!("bad sender {}", message.from)));
+        }
+        Ok(())
+    }
+
+    fn note_peer_contact(&mut self, message: &Message) {
+        if message.term >= self.raw.raft.term && message.from == self.raw.raft.leader_id {
+            self.last_leader_contact = Some(self.now);
+        }
+        self.reads.note_ack(message, self.raw.raft.term, self.now);
+    }
+
+    /// Raft-rs draws election timeouts from `thread_rng`, which is not
+    /// deterministic; whenever it has just reset its election clock, replace
+    /// the draw with one from our seeded generator.
+    fn randomize_election_timeout(&mut self) {
+        if self.raw.raft.election_elapsed == 0 {
+            let low = self.config.election_ticks;
+            let timeout = self.rng.gen_range(low..2 * low);
+            self.raw.raft.set_randomized_election_timeout(timeout);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.reads.on_tick(&mut self.raw, self.ticks, &mut self.outputs);
+        self.admin.on_tick(self.ticks, &mut self.outputs);
+    }
+
+    /// Runs everything that can run now: ready handling, batching, snapshots.
+    fn drive(&mut self) {
+        for _ in 0..DRIVE_ROUNDS_MAX {
+            if self.fatal.is_some() {
+                return;
+            }
+            let progressed = match self.drive_once() {
+                Ok(progressed) => progressed,
+                Err(error) => {
+                    self.stop(error);
+                    return;
+                }
+            };
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn drive_once(&mut self) -> Result<bool, Fatal> {
+        let mut progressed = false;
+        if self.raw.has_ready() {
+            self.handle_ready()?;
+            progressed = true;
+        }
+        progressed |= self.maybe_start_batch()?;
+        self.maybe_snapshot()?;
+        Ok(progressed)
+    }
+
+    fn handle_ready(&mut self) -> Result<(), Fatal> {
+        let mut ready = self.raw.ready();
+        if let Some(soft_state) = ready.ss() {
+            let (role, leader) = (soft_state.raft_state, soft_state.leader_id);
+            self.on_role_change(role, leader)?;
+        }
+        // The leader may send appends before persisting its own copy.
+        self.send_messages(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot())?;
+        }
+        self.apply_entries(ready.take_committed_entries())?;
+        self.persist(&ready)?;
+        self.reads.on_read_states(ready.take_read_states());
+        // Votes and append responses only after what they promise is durable.
+        self.send_messages(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hard_state = self.raw.store().hard_state().clone();
+            hard_state.commit = commit;
+            self.raw.mut_store().set_hard_state(&hard_state)?;
+        }
+        self.send_messages(light.take_messages());
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.reads.release(self.sm.applied().index, &mut self.outputs);
+        Ok(())
+    }
+
+    fn persist(&mut self, ready: &raft::Ready) -> Result<(), Fatal> {
+        let store = self.raw.mut_store();
+        if !ready.entries().is_empty() {
+            store.append(ready.entries())?;
+        }
+        if let Some(hard_state) = ready.hs() {
+            store.set_hard_state(hard_state)?;
+        }
+        if ready.must_sync() || !ready.entries().is_empty() || ready.hs().is_some() {
+            store.sync()?;
+        }
+        Ok(())
+    }
+
+    fn send_messages(&mut self, messages: Vec<Message>) {
+        let mut by_peer: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+        for message in messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.send_snapshot(message);
+                continue;
+            }
+            let bytes = message.write_to_bytes().expect("raft messages always encode");
+            by_peer.entry(message.to).or_default().push(bytes);
+        }
+        for (to, messages) in by_peer {
+            self.outputs.push_back(Output::Send { to: NodeId(to), messages });
+        }
+    }
+
+    fn on_role_change(&mut self, role: StateRole, leader: u64) -> Result<(), Fatal> {
+        let was_leader = self.role == StateRole::Leader;
+        self.role = role;
+        tracing::info!(node = self.id.0, term = self.raw.raft.term, ?role, leader, "role change");
+        if was_leader && role != StateRole::Leader {
+            let leader = self.leader();
+            self.writes.on_leadership_lost(&mut self.sm, leader, &mut self.outputs)?;
+            self.reads.on_leadership_lost();
+            self.admin.on_leadership_lost(&mut self.outputs);
+        }
+        self.admin.on_leader_change(NodeId(leader), &mut self.outputs);
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), Fatal> {
+        for entry in entries {
+            let applied = Applied { index: entry.index, term: entry.term };
+            if applied.index <= self.sm.applied().index {
+                continue; // Already in the database (replayed after restart).
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    self.writes.settle_not_ours(applied.index, &mut self.outputs);
+                    self.sm.apply_empty(applied)?;
+                }
+                EntryType::EntryNormal => self.apply_command(&entry, applied)?,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.writes.settle_not_ours(applied.index, &mut self.outputs);
+                    self.apply_conf_change(&entry, applied)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_command(&mut self, entry: &Entry, applied: Applied) -> Result<(), Fatal> {
+        use prost::Message as _;
+        let command = deeb_proto::Command::decode(entry.data.as_ref()).map_err(|error| ApplyError::Divergence {
+            index: applied.index,
+            reason: format!("undecodable command: {error}"),
+        })?;
+        match command.kind {
+            Some(deeb_proto::command::Kind::WriteBatch(batch)) => {
+                self.writes.apply(&mut self.sm, self.id, &batch, applied, &mut self.outputs)?
+            }
+            None => {
+                return Err(Fatal::Apply(ApplyError::Divergence {
+                    index: applied.index,
+                    reason: "command of an unknown kind (written by a newer version?)".to_owned(),
+                }))
+            }
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, error: Fatal) {
+        let reason = format!("node {} stopped: {error}", self.id);
+        tracing::error!(node = self.id.0, %reason, "fatal");
+        self.fatal = Some(reason.clone());
+        self.outputs.push_back(Output::Stopped { reason });
+    }
+
+    fn since_leader_contact(&self) -> Option<Duration> {
+        if self.role == StateRole::Leader {
+            return Some(Duration::ZERO);
+        }
+        self.last_leader_contact.map(|at| self.now.saturating_sub(at))
+    }
+
+    fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+}
+
+fn role_of(role: StateRole) -> Role {
+    match role {
+        StateRole::Follower => Role::Follower,
+        StateRole::Candidate => Role::Candidate,
+        StateRole::PreCandidate => Role::PreCandidate,
+        StateRole::Leader => Role::Leader,
+    }
+}
+
+fn validate_config(config: &Config) -> Result<(), OpenError> {
+    let invalid = |what: &str| Err(OpenError::Invalid(what.to_owned()));
+    if config.id.0 == 0 {
+        return invalid("node id must be non-zero");
+    }
+    if config.tick_ms == 0 || config.heartbeat_ticks == 0 {
+        return invalid("tick_ms and heartbeat_ticks must be non-zero");
+    }
+    if config.election_ticks <= config.heartbeat_ticks {
+        return invalid("election_ticks must exceed heartbeat_ticks");
+    }
+    if config.snapshot_interval_entries == 0 {
+        return invalid("snapshot_interval_entries must be non-zero");
+    }
+    Ok(())
+}
+
+fn raft_config(config: &Config, applied: u64) -> raft::Config {
+    raft::Config {
+        id: config.id.0,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        max_size_per_msg: config.limits.raft_message_bytes_max,
+        max_inflight_msgs: config.limits.raft_inflight_messages_max,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..raft::Config::default()
+    }
+}
+
+/// A brand-new node of a new cluster records the initial voters and their
+/// addresses before raft starts.
+fn bootstrap<D: Disk>(
+    config: &Config,
+    log: &mut LogStore<D>,
+    sm: &mut StateMachine,
+    initial_members: &[(NodeId, String)],
+) -> Result<(), OpenError> {
+    let fresh = log.is_empty() && sm.applied().index == 0 && sm.conf_state()?.is_none();
+    if !fresh || initial_members.is_empty() {
+        return Ok(());
+    }
+    if !initial_members.iter().any(|(id, _)| *id == config.id) {
+        return Err(OpenError::Invalid(format!("node {} is not among the initial members", config.id)));
+    }
+    let mut conf_state = ConfState::default();
+    conf_state.voters = initial_members.iter().map(|(id, _)| id.0).collect();
+    let members: Vec<(u64, Option<String>)> =
+        initial_members.iter().map(|(id, address)| (id.0, Some(address.clone()))).collect();
+    let conf_bytes = conf_state.write_to_bytes().expect("conf state encodes");
+    sm.apply_membership(Applied::default(), &conf_bytes, &members)?;
+    log.set_conf_state(&conf_state)?;
+    log.sync()?;
+    Ok(())
+}
+
+/// After a crash the database (whose applied index and conf state are
+/// written in the same transaction as each entry) is the authority; bring
+/// the log's metadata up to it.
+fn reconcile<D: Disk>(log: &mut LogStore<D>, sm: &StateMachine) -> Result<(), OpenError> {
+    let applied = sm.applied();
+    let Some(conf_bytes) = sm.conf_state()? else { return Ok(()) };
+    let conf_state = ConfState::parse_from_bytes(&conf_bytes)
+        .map_err(|error| OpenError::Invalid(format!("stored conf state does not decode: {error}")))?;
+    if applied.index > log.last_index() {
+        // Crashed after installing a snapshot into the database but before
+        // the log recorded it.
+        let mut snapshot = Snapshot::default();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = applied.index;
+        metadata.term = applied.term;
+        metadata.set_conf_state(conf_state);
+        log.apply_snapshot(snapshot.get_metadata())?;
+        return Ok(());
+    }
+    if applied.index + 1 < log.first_index() {
+        return Err(OpenError::Invalid(format!(
+            "log starts at {} but the database has applied only {}; the data directory is inconsistent",
+            log.first_index(),
+            applied.index
+        )));
+    }
+    if log.conf_state() != &conf_state {
+        log.set_conf_state(&conf_state)?;
+    }
+    if log.hard_state().commit < applied.index {
+        let mut hard_state = log.hard_state().clone();
+        hard_state.commit = applied.index;
+        log.set_hard_state(&hard_state)?;
+    }
+    log.sync()?;
+    Ok(())
+}
+
+/// Raft ticks run by one `handle_timeout` at most.
+const TICKS_PER_CALL_MAX: usize = 100;
+/// Rounds of ready handling and batching per input, so one call is bounded.
+const DRIVE_ROUNDS_MAX: usize = 64;

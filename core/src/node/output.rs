@@ -1,0 +1,105 @@
+//! What the node hands back to its host, and the errors clients see.
+
+use deeb_proto::{SnapshotHeader, StatementResult};
+use thiserror::Error;
+
+use crate::ids::{LogIndex, NodeId};
+use crate::sql::{QueryError, RequestError};
+
+/// A host-chosen number that routes a reply to the client that asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientToken(pub u64);
+
+/// One effect the host must carry out, drained with `Node::poll_output`.
+#[derive(Debug)]
+pub enum Output {
+    /// Raft messages (rust-protobuf encoded `eraftpb::Message`) for a peer.
+    /// Already persisted where raft requires it: send them as they come.
+    Send { to: NodeId, messages: Vec<Vec<u8>> },
+    /// Stream the snapshot file `header.index` to `to`, in chunks read with
+    /// `Node::snapshot_file`, then report with `Node::report_snapshot`.
+    SendSnapshot { to: NodeId, header: SnapshotHeader },
+    /// A write finished (or failed) for good.
+    WriteDone { token: ClientToken, result: Result<WriteOutcome, WriteError> },
+    /// The read may run now on a `Reader` (this node has applied enough).
+    ReadReady { token: ClientToken },
+    /// The read cannot be served.
+    ReadFailed { token: ClientToken, error: ReadError },
+    /// An admin request finished.
+    AdminDone { token: ClientToken, result: Result<(), AdminError> },
+    /// The node hit a fatal error (disk, divergence) and stopped. The host
+    /// must exit; restarting recovers from disk.
+    Stopped { reason: String },
+}
+
+/// The result of a committed write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteOutcome {
+    /// One per statement, in order.
+    pub results: Vec<StatementResult>,
+    /// The log index of the entry that carried it.
+    pub index: LogIndex,
+}
+
+/// Why a write was not applied (or may not have been).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum WriteError {
+    #[error("not the leader (leader: {})", display_leader(*.leader))]
+    NotLeader { leader: Option<NodeId> },
+    #[error("{what} is {size}, over the limit of {max}")]
+    TooLarge { what: &'static str, size: usize, max: usize },
+    #[error("write queue full ({max} requests waiting); retry later")]
+    QueueFull { max: usize },
+    #[error("{0}")]
+    Statement(#[from] RequestError),
+    #[error("outcome unknown: leadership changed before the write was known to commit")]
+    OutcomeUnknown,
+    #[error("bad request: {0}")]
+    Invalid(String),
+    #[error("node stopped")]
+    Stopped,
+}
+
+/// Why a read cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ReadError {
+    #[error("no leader known; cannot confirm a linearizable read")]
+    NoLeader,
+    #[error("not the leader (leader: {}); lease reads run on the leader", display_leader(*.leader))]
+    NotLeader { leader: Option<NodeId> },
+    #[error("read timed out waiting for the leader to confirm its commit index")]
+    Timeout,
+    #[error("leader lease not held (no quorum contact recently); use linearizable")]
+    LeaseExpired,
+    #[error("too stale: last leader contact {staleness_ms} ms ago, bound {max_ms} ms")]
+    TooStale { staleness_ms: u64, max_ms: u64 },
+    #[error("too many reads waiting ({max}); retry later")]
+    QueueFull { max: usize },
+    #[error("{0}")]
+    Query(#[from] QueryError),
+    #[error("node stopped")]
+    Stopped,
+}
+
+/// Why an admin request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum AdminError {
+    #[error("not the leader (leader: {})", display_leader(*.leader))]
+    NotLeader { leader: Option<NodeId> },
+    #[error("a membership change is already in progress; retry when it is applied")]
+    ChangeInProgress,
+    #[error("too many admin requests in progress ({max})")]
+    QueueFull { max: usize },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("outcome unknown: leadership changed before the change was known to commit")]
+    OutcomeUnknown,
+    #[error("leader transfer to {0} did not complete in time")]
+    TransferTimeout(NodeId),
+    #[error("node stopped")]
+    Stopped,
+}
+
+fn display_leader(leader: Option<NodeId>) -> String {
+    leader.map_or_else(|| "unknown".to_owned(), |id| id.to_string())
+}

@@ -1,0 +1,320 @@
+//! Snapshots: a consistent copy of the database at an applied index, taken
+//! every `snapshot_interval_entries`, after which the log is compacted to it.
+//! Snapshots move as files in bounded chunks, outside raft's messages: the
+//! leader's `MsgSnapshot` carries only metadata, and the receiver steps it
+//! into raft once the whole file has arrived and checked out.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deeb_proto::SnapshotHeader;
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
+use raft::SnapshotStatus;
+use thiserror::Error;
+
+use super::{Fatal, Node};
+use crate::disk::Disk;
+use crate::ids::NodeId;
+
+/// A snapshot stream could not be taken.
+#[derive(Debug, Error)]
+pub enum SnapshotReceiveError {
+    #[error("bad snapshot header: {0}")]
+    BadHeader(String),
+    #[error("chunk at offset {got}, expected {expected}")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("snapshot is {got} bytes, header said {expected}")]
+    WrongSize { expected: u64, got: u64 },
+    #[error("snapshot checksum mismatch")]
+    Checksum,
+    #[error("snapshot file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A snapshot file on disk, ready to be streamed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub index: u64,
+    pub term: u64,
+    pub bytes: u64,
+    pub crc32c: u32,
+}
+
+impl SnapshotFile {
+    /// Reads up to `max` bytes at `offset` (empty at the end).
+    ///
+    /// # Errors
+    /// The file could not be read (it may have been replaced by a newer
+    /// snapshot: report the transfer as failed and let raft retry).
+    pub fn read_chunk(&self, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut chunk = Vec::with_capacity(max.min(1 << 20));
+        file.take(max as u64).read_to_end(&mut chunk)?;
+        Ok(chunk)
+    }
+
+    fn load(path: PathBuf, index: u64, term: u64) -> std::io::Result<Self> {
+        let mut file = File::open(&path)?;
+        let (mut crc, mut bytes) = (0u32, 0u64);
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buffer[..read]);
+            bytes += read as u64;
+        }
+        Ok(Self { path, index, term, bytes, crc32c: crc })
+    }
+}
+
+/// Receives one snapshot stream into a file. `Send`, so the host may write
+/// chunks off its event loop; hand the result to `Node::install_received`.
+pub struct SnapshotReceiver {
+    header: SnapshotHeader,
+    message: Message,
+    path: PathBuf,
+    file: File,
+    written: u64,
+    crc32c: u32,
+}
+
+impl SnapshotReceiver {
+    /// Appends the chunk at `offset` (chunks must come in order).
+    ///
+    /// # Errors
+    /// Out of order, past the announced size, or a write failure.
+    pub fn write_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), SnapshotReceiveError> {
+        if offset != self.written {
+            return Err(SnapshotReceiveError::OutOfOrder { expected: self.written, got: offset });
+        }
+        let total = self.written + data.len() as u64;
+        if total > self.header.total_bytes {
+            return Err(SnapshotReceiveError::WrongSize { expected: self.header.total_bytes, got: total });
+        }
+        self.file.write_all(data)?;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, data);
+        self.written = total;
+        Ok(())
+    }
+
+    /// Checks size and checksum and makes the file durable.
+    ///
+    /// # Errors
+    /// The stream was short or corrupt, or the file could not be synced.
+    pub fn finish(self) -> Result<ReceivedSnapshot, SnapshotReceiveError> {
+        if self.written != self.header.total_bytes {
+            return Err(SnapshotReceiveError::WrongSize { expected: self.header.total_bytes, got: self.written });
+        }
+        if self.crc32c != self.header.crc32c {
+            return Err(SnapshotReceiveError::Checksum);
+        }
+        self.file.sync_all()?;
+        Ok(ReceivedSnapshot { message: self.message, path: self.path, index: self.header.index })
+    }
+}
+
+/// A complete, checked snapshot file waiting to be handed to raft.
+pub struct ReceivedSnapshot {
+    message: Message,
+    path: PathBuf,
+    index: u64,
+}
+
+/// The snapshot files of one node.
+pub(super) struct Snapshots {
+    dir: PathBuf,
+    latest: Option<SnapshotFile>,
+    /// Received files by index, waiting for raft to accept them.
+    incoming: BTreeMap<u64, PathBuf>,
+    next_incoming: u64,
+}
+
+impl Snapshots {
+    /// Keeps the snapshot matching the log's compaction point and removes
+    /// every other file (older snapshots, half-received ones).
+    pub(super) fn open(dir: &Path, metadata: &SnapshotMetadata) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let keep = file_name(metadata.index, metadata.term);
+        let mut latest = None;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if metadata.index > 0 && entry.file_name().to_str() == Some(keep.as_str()) {
+                latest = Some(SnapshotFile::load(entry.path(), metadata.index, metadata.term)?);
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(Self { dir: dir.to_owned(), latest, incoming: BTreeMap::new(), next_incoming: 0 })
+    }
+}
+
+impl<D: Disk> Node<D> {
+    /// The snapshot file at `index`, if this node has it, for streaming.
+    pub fn snapshot_file(&self, index: u64) -> Option<SnapshotFile> {
+        self.snapshots.latest.clone().filter(|file| file.index == index)
+    }
+
+    /// The host finished (or failed) streaming a snapshot to `to`.
+    pub fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
+        let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+        self.raw.report_snapshot(to.0, status);
+        self.drive();
+    }
+
+    /// Starts receiving a snapshot stream.
+    ///
+    /// # Errors
+    /// The header's raft message is not a snapshot for this node, or the
+    /// file cannot be created.
+    pub fn snapshot_receiver(&mut self, header: SnapshotHeader) -> Result<SnapshotReceiver, SnapshotReceiveError> {
+        let bad = |reason: String| SnapshotReceiveError::BadHeader(reason);
+        let message = Message::parse_from_bytes(&header.raft_message).map_err(|e| bad(e.to_string()))?;
+        let metadata = message.get_snapshot().get_metadata();
+        if message.get_msg_type() != MessageType::MsgSnapshot || message.to != self.id.0 {
+            return Err(bad("not a snapshot message for this node".to_owned()));
+        }
+        if metadata.index != header.index || metadata.term != header.term || message.from == self.id.0 {
+            return Err(bad("metadata does not match the header".to_owned()));
+        }
+        self.snapshots.next_incoming += 1;
+        let name = format!("incoming-{}-{}.tmp", header.index, self.snapshots.next_incoming);
+        let path = self.snapshots.dir.join(name);
+        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        Ok(SnapshotReceiver { header, message, path, file, written: 0, crc32c: 0 })
+    }
+
+    /// Hands a complete snapshot file to raft, which installs it if it is
+    /// still newer than this node's state.
+    pub fn install_received(&mut self, now: Duration, received: ReceivedSnapshot) {
+        self.advance_clock(now);
+        if let Some(stale) = self.snapshots.incoming.insert(received.index, received.path) {
+            let _ = fs::remove_file(stale);
+        }
+        self.note_peer_contact(&received.message);
+        if let Err(error) = self.raw.step(received.message) {
+            tracing::warn!(node = self.id.0, %error, "snapshot message refused");
+        }
+        self.drive();
+        self.discard_stale_incoming();
+    }
+
+    /// Raft accepted a snapshot: replace the database with the received file
+    /// (atomically), then the log.
+    pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Fatal> {
+        let metadata = snapshot.get_metadata();
+        let Some(path) = self.snapshots.incoming.remove(&metadata.index) else {
+            return Err(Fatal::Snapshot(format!("raft installs snapshot {} but no file arrived", metadata.index)));
+        };
+        assert!(!self.sm.batch_open(), "a follower has no open batch");
+        let applied = self.sm.install_snapshot(&path)?;
+        if applied.index != metadata.index || applied.term != metadata.term {
+            return Err(Fatal::Snapshot(format!(
+                "snapshot file holds {}/{} but raft says {}/{}",
+                applied.index, applied.term, metadata.index, metadata.term
+            )));
+        }
+        self.raw.mut_store().apply_snapshot(metadata)?;
+        self.writes.on_snapshot_installed(metadata.index, &mut self.outputs);
+        self.adopt_snapshot_file(&path, metadata.index, metadata.term).map_err(io_fatal)?;
+        self.reload_members()?;
+        tracing::info!(node = self.id.0, index = metadata.index, "installed snapshot");
+        Ok(())
+    }
+
+    /// Takes a snapshot when enough entries were applied since the last.
+    pub(super) fn maybe_snapshot(&mut self) -> Result<(), Fatal> {
+        let since = self.snapshots.latest.as_ref().map_or(0, |file| file.index);
+        if self.sm.applied().index < since + self.config.snapshot_interval_entries {
+            return Ok(());
+        }
+        self.take_snapshot()
+    }
+
+    /// After a restart that lost the snapshot file, take a new one so that
+    /// lagging followers can still be served.
+    pub(super) fn snapshot_if_missing(&mut self) {
+        let compacted = self.raw.store().snapshot_metadata().index > 0;
+        if compacted && self.snapshots.latest.is_none() {
+            if let Err(error) = self.take_snapshot() {
+                self.stop(error);
+            }
+        }
+    }
+
+    fn take_snapshot(&mut self) -> Result<(), Fatal> {
+        let temporary = self.snapshots.dir.join("taking.tmp");
+        let _ = fs::remove_file(&temporary);
+        let applied = self.sm.create_snapshot(&temporary)?;
+        let mut metadata = SnapshotMetadata::default();
+        metadata.index = applied.index;
+        metadata.term = applied.term;
+        metadata.set_conf_state(self.conf_state());
+        self.adopt_snapshot_file(&temporary, applied.index, applied.term).map_err(io_fatal)?;
+        if applied.index > self.raw.store().snapshot_metadata().index {
+            self.raw.mut_store().compact(&metadata)?;
+        }
+        tracing::debug!(node = self.id.0, index = applied.index, "took snapshot");
+        Ok(())
+    }
+
+    /// Moves `path` into place as the latest snapshot and drops the older.
+    fn adopt_snapshot_file(&mut self, path: &Path, index: u64, term: u64) -> std::io::Result<()> {
+        let final_path = self.snapshots.dir.join(file_name(index, term));
+        fs::rename(path, &final_path)?;
+        File::open(&self.snapshots.dir)?.sync_all()?;
+        let file = SnapshotFile::load(final_path, index, term)?;
+        if let Some(previous) = self.snapshots.latest.replace(file) {
+            if previous.index != index || previous.term != term {
+                fs::remove_file(previous.path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Raft sends a snapshot: announce the file to the host, or tell raft it
+    /// failed if the file is not the one it describes.
+    pub(super) fn send_snapshot(&mut self, message: Message) {
+        let metadata = message.get_snapshot().get_metadata();
+        let to = message.to;
+        let Some(file) = self.snapshot_file(metadata.index).filter(|f| f.term == metadata.term) else {
+            tracing::warn!(node = self.id.0, to, index = metadata.index, "no snapshot file to send");
+            self.raw.report_snapshot(to, SnapshotStatus::Failure);
+            return;
+        };
+        let header = SnapshotHeader {
+            from: self.id.0,
+            index: file.index,
+            term: file.term,
+            total_bytes: file.bytes,
+            raft_message: message.write_to_bytes().expect("raft messages always encode"),
+            crc32c: file.crc32c,
+        };
+        self.outputs.push_back(super::Output::SendSnapshot { to: NodeId(to), header });
+    }
+
+    fn discard_stale_incoming(&mut self) {
+        let applied = self.sm.applied().index;
+        let stale: Vec<u64> = self.snapshots.incoming.range(..=applied).map(|(index, _)| *index).collect();
+        for index in stale {
+            if let Some(path) = self.snapshots.incoming.remove(&index) {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+}
+
+fn file_name(index: u64, term: u64) -> String {
+    format!("snap-{index:020}-{term:020}.db")
+}
+
+fn io_fatal(error: std::io::Error) -> Fatal {
+    Fatal::Snapshot(error.to_string())
+}

@@ -1,0 +1,283 @@
+//! The write pipeline on the leader: queue, group commit, and matching a
+//! committed entry to the clients waiting for it (by index, term, proposer
+//! and request ids: never by index alone).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use deeb_proto::{Statement, StatementResult, Write, WriteBatch};
+use prost::Message as _;
+use raft::StateRole;
+
+use super::output::{ClientToken, Output, WriteError, WriteOutcome};
+use super::{Fatal, Node};
+use crate::disk::Disk;
+use crate::ids::{LogIndex, NodeId};
+use crate::sql::{Applied, StateMachine};
+
+/// Queued and in-flight writes.
+#[derive(Default)]
+pub(super) struct Writes {
+    queue: VecDeque<QueuedWrite>,
+    in_flight: Option<InFlight>,
+    /// After a batch was rolled back for exceeding `batch_bytes_max`, the
+    /// next batch takes at most this many requests.
+    next_batch_requests_max: Option<usize>,
+    next_request_id: u64,
+}
+
+struct QueuedWrite {
+    token: ClientToken,
+    statements: Vec<Statement>,
+}
+
+/// A batch proposed by this node and not yet applied.
+struct InFlight {
+    index: u64,
+    term: u64,
+    /// True while the SQLite transaction that executed it is still open.
+    transaction_open: bool,
+    requests: Vec<Waiter>,
+}
+
+struct Waiter {
+    request_id: u64,
+    token: ClientToken,
+    results: Vec<StatementResult>,
+}
+
+impl<D: Disk> Node<D> {
+    /// Queues a client write (statements applied atomically). The answer
+    /// comes later as `Output::WriteDone`.
+    ///
+    /// # Errors
+    /// Refused at once: not the leader (forward it), over a limit, empty.
+    pub fn submit_write(
+        &mut self,
+        now: Duration,
+        token: ClientToken,
+        statements: Vec<Statement>,
+    ) -> Result<(), WriteError> {
+        self.advance_clock(now);
+        if self.fatal.is_some() {
+            return Err(WriteError::Stopped);
+        }
+        if self.role != StateRole::Leader {
+            return Err(WriteError::NotLeader { leader: self.leader() });
+        }
+        self.check_write(&statements)?;
+        self.writes.queue.push_back(QueuedWrite { token, statements });
+        self.drive();
+        Ok(())
+    }
+
+    fn check_write(&self, statements: &[Statement]) -> Result<(), WriteError> {
+        let limits = &self.config.limits;
+        if statements.is_empty() {
+            return Err(WriteError::Invalid("a write needs at least one statement".to_owned()));
+        }
+        if statements.len() > limits.statements_per_request_max {
+            return Err(WriteError::TooLarge {
+                what: "statements in the request",
+                size: statements.len(),
+                max: limits.statements_per_request_max,
+            });
+        }
+        let bytes: usize = statements.iter().map(Statement::encoded_len).sum();
+        if bytes > limits.request_bytes_max {
+            return Err(WriteError::TooLarge { what: "request size", size: bytes, max: limits.request_bytes_max });
+        }
+        if self.writes.queue.len() >= limits.write_queue_max {
+            return Err(WriteError::QueueFull { max: limits.write_queue_max });
+        }
+        Ok(())
+    }
+
+    /// Starts the next group commit if this node leads, nothing of ours is in
+    /// flight, and every earlier entry is applied. Returns true if it
+    /// proposed.
+    pub(super) fn maybe_start_batch(&mut self) -> Result<bool, Fatal> {
+        let log = &self.raw.raft.raft_log;
+        let ready_to_batch = self.role == StateRole::Leader
+            && self.writes.in_flight.is_none()
+            && !self.writes.queue.is_empty()
+            && self.raw.raft.lead_transferee.is_none()
+            && log.applied == log.last_index()
+            && self.sm.applied().index == log.applied;
+        if !ready_to_batch {
+            return Ok(false);
+        }
+        let next_index = log.last_index() + 1;
+        self.sm.begin_batch(next_index)?;
+        let (batch, waiters) = self.execute_queue()?;
+        if waiters.is_empty() {
+            self.sm.rollback_batch()?;
+            return Ok(false);
+        }
+        self.propose_batch(batch, waiters, next_index)
+    }
+
+    /// Runs queued requests inside the open batch transaction until a limit
+    /// is reached. A request whose SQL fails is answered at once.
+    fn execute_queue(&mut self) -> Result<(WriteBatch, Vec<Waiter>), Fatal> {
+        let limits = &self.config.limits;
+        let requests_max = self.writes.next_batch_requests_max.take().unwrap_or(limits.batch_requests_max);
+        let bytes_max = limits.batch_bytes_max;
+        let mut batch = WriteBatch { proposer: self.id.0, writes: Vec::new() };
+        let mut waiters: Vec<Waiter> = Vec::new();
+        let mut executed: Vec<QueuedWrite> = Vec::new();
+        let mut bytes = 0;
+        while executed.len() < requests_max && bytes < bytes_max {
+            let Some(queued) = self.writes.queue.pop_front() else { break };
+            match self.sm.execute_request(&queued.statements)? {
+                Err(error) => self
+                    .outputs
+                    .push_back(Output::WriteDone { token: queued.token, result: Err(WriteError::Statement(error)) }),
+                Ok(result) => {
+                    let request_id = self.writes.allocate_request_id(self.raw.raft.term);
+                    let write = Write { request_id, ops: result.ops };
+                    bytes += write.encoded_len();
+                    batch.writes.push(write);
+                    waiters.push(Waiter { request_id, token: queued.token, results: result.results });
+                    executed.push(queued);
+                }
+            }
+        }
+        if bytes > bytes_max && executed.len() > 1 {
+            return self.retry_smaller(executed);
+        }
+        if bytes > bytes_max {
+            // One request alone is larger than a batch may be.
+            self.sm.rollback_batch()?;
+            let token = executed[0].token;
+            let error = WriteError::TooLarge { what: "row changes of the request", size: bytes, max: bytes_max };
+            self.outputs.push_back(Output::WriteDone { token, result: Err(error) });
+            return Ok((batch, Vec::new()));
+        }
+        Ok((batch, waiters))
+    }
+
+    /// The batch outgrew `batch_bytes_max`: undo it, put its requests back
+    /// in order, and let the next batch stop before the last one.
+    fn retry_smaller(&mut self, executed: Vec<QueuedWrite>) -> Result<(WriteBatch, Vec<Waiter>), Fatal> {
+        self.sm.rollback_batch()?;
+        self.writes.next_batch_requests_max = Some(executed.len() - 1);
+        for queued in executed.into_iter().rev() {
+            self.writes.queue.push_front(queued);
+        }
+        Ok((WriteBatch::default(), Vec::new()))
+    }
+
+    fn propose_batch(&mut self, batch: WriteBatch, waiters: Vec<Waiter>, next_index: u64) -> Result<bool, Fatal> {
+        let command = deeb_proto::Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
+        if let Err(error) = self.raw.propose(Vec::new(), command.encode_to_vec()) {
+            tracing::debug!(node = self.id.0, %error, "proposal refused");
+            self.sm.rollback_batch()?;
+            let leader = self.leader();
+            for waiter in waiters {
+                let result = Err(WriteError::NotLeader { leader });
+                self.outputs.push_back(Output::WriteDone { token: waiter.token, result });
+            }
+            return Ok(false);
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        assert_eq!(index, next_index, "a leader's proposal lands right after its last entry");
+        let term = self.raw.raft.term;
+        self.writes.in_flight = Some(InFlight { index, term, transaction_open: true, requests: waiters });
+        Ok(true)
+    }
+}
+
+impl Writes {
+    fn allocate_request_id(&mut self, term: u64) -> u64 {
+        // Unique per proposer: the term in the high bits, a counter below.
+        self.next_request_id += 1;
+        (term << 32) | (self.next_request_id & 0xffff_ffff)
+    }
+
+    /// Applies a committed batch: commits our open transaction if it is our
+    /// entry, otherwise applies the changesets; answers our waiters.
+    pub(super) fn apply(
+        &mut self,
+        sm: &mut StateMachine,
+        me: NodeId,
+        batch: &WriteBatch,
+        applied: Applied,
+        outputs: &mut VecDeque<Output>,
+    ) -> Result<(), Fatal> {
+        let in_flight = self.in_flight.take_if(|flight| flight.index == applied.index);
+        let Some(flight) = in_flight else {
+            assert!(!sm.batch_open(), "a batch transaction is open while applying entry {}", applied.index);
+            sm.apply_batch(batch, applied)?;
+            return Ok(());
+        };
+        if !flight.matches(applied.term, me, batch) {
+            assert!(!flight.transaction_open, "open batch at {} but the log holds another entry", applied.index);
+            sm.apply_batch(batch, applied)?;
+            flight.answer_unknown(outputs);
+            return Ok(());
+        }
+        if flight.transaction_open {
+            sm.commit_batch(applied)?;
+        } else {
+            sm.apply_batch(batch, applied)?;
+        }
+        for waiter in flight.requests {
+            let outcome = WriteOutcome { results: waiter.results, index: LogIndex(applied.index) };
+            outputs.push_back(Output::WriteDone { token: waiter.token, result: Ok(outcome) });
+        }
+        Ok(())
+    }
+
+    /// An entry that is not a write batch applied at `index`: if we were
+    /// waiting there, our batch was lost.
+    pub(super) fn settle_not_ours(&mut self, index: u64, outputs: &mut VecDeque<Output>) {
+        if let Some(flight) = self.in_flight.take_if(|flight| flight.index <= index) {
+            assert!(!flight.transaction_open, "open batch at {} but the log holds another entry", flight.index);
+            flight.answer_unknown(outputs);
+        }
+    }
+
+    /// Leadership lost: roll back the open transaction (the entry may still
+    /// commit; then it is applied from its changesets) and turn the queue
+    /// away.
+    pub(super) fn on_leadership_lost(
+        &mut self,
+        sm: &mut StateMachine,
+        leader: Option<NodeId>,
+        outputs: &mut VecDeque<Output>,
+    ) -> Result<(), Fatal> {
+        if let Some(flight) = self.in_flight.as_mut() {
+            if flight.transaction_open {
+                sm.rollback_batch()?;
+                flight.transaction_open = false;
+            }
+        }
+        for queued in self.queue.drain(..) {
+            let result = Err(WriteError::NotLeader { leader });
+            outputs.push_back(Output::WriteDone { token: queued.token, result });
+        }
+        self.next_batch_requests_max = None;
+        Ok(())
+    }
+
+    /// A snapshot jumped over our in-flight entry: we cannot know.
+    pub(super) fn on_snapshot_installed(&mut self, index: u64, outputs: &mut VecDeque<Output>) {
+        self.settle_not_ours(index, outputs);
+    }
+}
+
+impl InFlight {
+    fn matches(&self, term: u64, me: NodeId, batch: &WriteBatch) -> bool {
+        term == self.term
+            && batch.proposer == me.0
+            && batch.writes.len() == self.requests.len()
+            && batch.writes.iter().zip(&self.requests).all(|(write, waiter)| write.request_id == waiter.request_id)
+    }
+
+    fn answer_unknown(self, outputs: &mut VecDeque<Output>) {
+        for waiter in self.requests {
+            outputs.push_back(Output::WriteDone { token: waiter.token, result: Err(WriteError::OutcomeUnknown) });
+        }
+    }
+}
