@@ -1,0 +1,314 @@
+//! Scenario tests: real nodes in the deterministic in-process harness.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deeb_core::{Config, Consistency, MemberChange, NodeId, ReadError, WriteError};
+use harness::{integer, integer_of, query, statement, with_params, Cluster, Reply};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn three_nodes_elect_replicate_and_read_anywhere() {
+    let mut cluster = Cluster::new(3, 1);
+    cluster.execute("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)");
+    let outcome = cluster.execute("INSERT INTO kv VALUES (1, 'one')");
+    assert_eq!(outcome.results[0].rows_affected, 1);
+    assert_eq!(outcome.results[0].last_insert_id, 1);
+    let leader = cluster.wait_leader();
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let rows = cluster.read(follower, Consistency::Linearizable, "SELECT v FROM kv WHERE k = 1").expect("read");
+    assert_eq!(rows.len(), 1);
+    cluster.assert_converged();
+}
+
+#[test]
+fn five_nodes_survive_two_crashes() {
+    let mut cluster = Cluster::new(5, 2);
+    cluster.execute("CREATE TABLE t (x INTEGER)");
+    let leader = cluster.wait_leader();
+    let others: Vec<u64> = (1..=5).filter(|&id| id != leader).collect();
+    cluster.crash(leader);
+    cluster.crash(others[0]);
+    for value in 0..10 {
+        cluster.execute(&format!("INSERT INTO t VALUES ({value})"));
+    }
+    cluster.start(leader);
+    cluster.start(others[0]);
+    cluster.assert_converged();
+    let survivor = cluster.running()[0];
+    assert_eq!(query(cluster.node(survivor), "SELECT x FROM t").len(), 10);
+}
+
+/// Same seed, same outcome: a faulty run replays exactly.
+#[test]
+fn same_seed_same_outcome() {
+    let trace = |seed: u64| {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.drop_rate = 0.1;
+        cluster.execute("CREATE TABLE t (x INTEGER, r BLOB)");
+        for value in 0..20 {
+            cluster.execute(&format!("INSERT INTO t VALUES ({value}, randomblob(8))"));
+            if value == 10 {
+                let leader = cluster.wait_leader();
+                cluster.restart(leader);
+            }
+        }
+        let digest = cluster.assert_converged();
+        (digest, cluster.now, cluster.leaders_by_term.clone())
+    };
+    assert_eq!(trace(7), trace(7));
+}
+
+/// Row-change capture makes non-deterministic SQL safe: every replica ends
+/// with the leader's values, across leader changes.
+#[test]
+fn replicas_equal_despite_nondeterministic_sql() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.execute("CREATE TABLE auto (id INTEGER PRIMARY KEY AUTOINCREMENT, r INTEGER, b BLOB, at TEXT)");
+    cluster.execute("CREATE TABLE nopk (a INTEGER, b TEXT)");
+    cluster.execute("CREATE TABLE audit (n INTEGER)");
+    cluster.execute("CREATE TRIGGER count_insert AFTER INSERT ON nopk BEGIN INSERT INTO audit VALUES (new.a); END");
+    for round in 0..6 {
+        cluster.execute("INSERT INTO auto (r, b, at) VALUES (random(), randomblob(16), datetime('now'))");
+        cluster.write(vec![
+            with_params("INSERT INTO nopk VALUES (?, hex(randomblob(4)))", vec![integer(round)]),
+            statement("UPDATE nopk SET b = b || 'x' WHERE a % 2 = 0"),
+        ]);
+        if round == 2 {
+            let leader = cluster.wait_leader();
+            let target = (1..=3).find(|&id| id != leader).expect("another node");
+            cluster.transfer_leader(leader, target).expect("transfer");
+        }
+        if round == 4 {
+            let leader = cluster.wait_leader();
+            cluster.isolate(leader);
+            cluster.run_for(3 * SECOND);
+            cluster.heal();
+        }
+    }
+    cluster.execute("DELETE FROM auto WHERE id = 2");
+    cluster.execute("DELETE FROM nopk WHERE a = 1");
+    cluster.assert_converged();
+    let any = cluster.running()[0];
+    assert_eq!(query(cluster.node(any), "SELECT n FROM audit").len(), 6, "trigger ran once per insert");
+}
+
+/// Writes in flight when the leader is cut off get their real result or
+/// "outcome unknown", never a wrong answer, and nothing applies twice.
+#[test]
+fn leader_loss_mid_batch() {
+    for seed in 10..16 {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.execute("CREATE TABLE s (v INTEGER)");
+        let leader = cluster.wait_leader();
+        let mut tokens = BTreeMap::new();
+        for value in 0..20 {
+            if let Ok(token) = cluster.submit_write(leader, vec![statement(&format!("INSERT INTO s VALUES ({value})"))]) {
+                tokens.insert(value, token);
+            }
+            if value == 8 {
+                cluster.step();
+            }
+        }
+        cluster.isolate(leader);
+        cluster.run_for(5 * SECOND);
+        cluster.heal();
+        let mut acknowledged = Vec::new();
+        for (value, token) in tokens {
+            match cluster.wait_reply(token, 30 * SECOND) {
+                Reply::Write(Ok(_)) => acknowledged.push(value),
+                Reply::Write(Err(WriteError::OutcomeUnknown | WriteError::NotLeader { .. })) => {}
+                other => panic!("seed {seed}: unexpected reply {other:?}"),
+            }
+        }
+        cluster.assert_converged();
+        let rows = query(cluster.node(leader), "SELECT v, count(*) FROM s GROUP BY v");
+        for row in &rows {
+            assert_eq!(integer_of(row, 1), 1, "seed {seed}: value {} applied twice", integer_of(row, 0));
+        }
+        let present: Vec<i64> = rows.iter().map(|row| integer_of(row, 0)).collect();
+        for value in acknowledged {
+            assert!(present.contains(&value), "seed {seed}: acknowledged {value} lost");
+        }
+    }
+}
+
+/// Crash-restart with unsynced writes lost, repeatedly, under message loss.
+#[test]
+fn crashes_lose_nothing_acknowledged() {
+    let mut cluster = Cluster::new(3, 4);
+    cluster.drop_rate = 0.05;
+    cluster.execute("CREATE TABLE c (v INTEGER)");
+    for value in 0..30 {
+        cluster.execute(&format!("INSERT INTO c VALUES ({value})"));
+        if value % 7 == 3 {
+            let victim = 1 + cluster.now.as_millis() as u64 % 3;
+            cluster.restart(victim);
+        }
+    }
+    cluster.heal();
+    cluster.assert_converged();
+    for id in 1..=3 {
+        assert_eq!(query(cluster.node(id), "SELECT v FROM c").len(), 30, "node {id}");
+    }
+}
+
+#[test]
+fn whole_cluster_restart_keeps_data() {
+    let mut cluster = Cluster::new(3, 5);
+    cluster.execute("CREATE TABLE p (v INTEGER)");
+    for value in 0..5 {
+        cluster.execute(&format!("INSERT INTO p VALUES ({value})"));
+    }
+    for id in 1..=3 {
+        cluster.crash(id);
+    }
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    cluster.execute("INSERT INTO p VALUES (5)");
+    cluster.assert_converged();
+    assert_eq!(query(cluster.node(1), "SELECT v FROM p").len(), 6);
+}
+
+fn small_snapshots(config: &mut Config) {
+    config.snapshot_interval_entries = 10;
+}
+
+/// A node down while the others compact past it catches up by snapshot.
+#[test]
+fn snapshot_catch_up() {
+    let mut cluster = Cluster::with_config(3, 6, small_snapshots);
+    cluster.execute("CREATE TABLE big (v INTEGER, pad TEXT)");
+    let leader = cluster.wait_leader();
+    let lagging = (1..=3).find(|&id| id != leader).expect("a follower");
+    cluster.crash(lagging);
+    for value in 0..40 {
+        cluster.execute(&format!("INSERT INTO big VALUES ({value}, hex(randomblob(100)))"));
+    }
+    let live = cluster.leader().expect("leader");
+    assert!(cluster.node(live).status().snapshot_index.0 > 10, "leader compacted");
+    cluster.start(lagging);
+    cluster.assert_converged();
+    assert_eq!(query(cluster.node(lagging), "SELECT v FROM big").len(), 40);
+    assert!(cluster.node(lagging).status().snapshot_index.0 > 10, "caught up by snapshot");
+    // And it keeps working after a restart on the installed snapshot.
+    cluster.restart(lagging);
+    cluster.execute("INSERT INTO big VALUES (40, '')");
+    cluster.assert_converged();
+}
+
+/// Learner added, promoted, a voter removed and leadership moved, with 10%
+/// of messages lost.
+#[test]
+fn membership_under_message_loss() {
+    let mut cluster = Cluster::new(3, 8);
+    cluster.drop_rate = 0.1;
+    cluster.execute("CREATE TABLE m (v INTEGER)");
+    cluster.execute("INSERT INTO m VALUES (1)");
+    cluster.add_slot(4, Vec::new());
+    let leader = cluster.wait_leader();
+    let learner = MemberChange::AddLearner { id: NodeId(4), address: "node-4:7000".to_owned() };
+    cluster.admin(leader, vec![learner]).expect("add learner");
+    cluster.run_until(30 * SECOND, "learner catches up", |c| {
+        c.node(4).status().applied_index >= c.node(leader).status().applied_index
+    });
+    let leader = cluster.wait_leader();
+    cluster.admin(leader, vec![MemberChange::AddVoter { id: NodeId(4), address: String::new() }]).expect("promote");
+    let leader = cluster.wait_leader();
+    let removed = (1..=3).find(|&id| id != leader).expect("a voter to remove");
+    cluster.admin(leader, vec![MemberChange::Remove { id: NodeId(removed) }]).expect("remove");
+    cluster.crash(removed);
+    let leader = cluster.wait_leader();
+    cluster.transfer_leader(leader, 4).expect("transfer to the new voter");
+    cluster.execute("INSERT INTO m VALUES (2)");
+    cluster.heal();
+    cluster.assert_converged();
+    let status = cluster.node(4).status();
+    assert_eq!(status.members.len(), 3);
+    assert!(status.members.iter().all(|member| !member.learner && member.id.0 != removed));
+    assert_eq!(cluster.node(4).address(NodeId(4)), Some("node-4:7000"));
+}
+
+/// Joint consensus: two voters change at once.
+#[test]
+fn joint_change_of_two_voters() {
+    let mut cluster = Cluster::new(3, 9);
+    cluster.execute("CREATE TABLE j (v INTEGER)");
+    cluster.add_slot(4, Vec::new());
+    cluster.add_slot(5, Vec::new());
+    let leader = cluster.wait_leader();
+    let changes = vec![
+        MemberChange::AddVoter { id: NodeId(4), address: "node-4:7000".to_owned() },
+        MemberChange::AddVoter { id: NodeId(5), address: "node-5:7000".to_owned() },
+    ];
+    cluster.admin(leader, changes).expect("joint change");
+    cluster.execute("INSERT INTO j VALUES (1)");
+    cluster.run_until(30 * SECOND, "joint config left", |c| {
+        let leader = c.leader();
+        leader.is_some_and(|id| c.node(id).status().members.len() == 5)
+    });
+    cluster.assert_converged();
+}
+
+/// Bad input is an error for that client; the node keeps working.
+#[test]
+fn bad_input_is_refused_and_the_node_keeps_working() {
+    let mut cluster = Cluster::new(3, 11);
+    cluster.execute("CREATE TABLE b (v INTEGER)");
+    let leader = cluster.wait_leader();
+    // Malformed SQL: the statement's error, as data.
+    let token = cluster.submit_write(leader, vec![statement("INSERT INTO nowhere VALUES (1")]).expect("queued");
+    match cluster.wait_reply(token, 10 * SECOND) {
+        Reply::Write(Err(WriteError::Statement(error))) => assert!(error.message.contains("syntax"), "{error}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Oversized request.
+    let huge = "x".repeat(5 * 1024 * 1024);
+    let error = cluster.submit_write(leader, vec![statement(&huge)]).expect_err("too large");
+    assert!(matches!(error, WriteError::TooLarge { .. }), "{error}");
+    assert!(error.to_string().contains("over the limit"));
+    // A write on the read path.
+    let reader = cluster.node(leader).reader().expect("reader");
+    let refused = reader.query(&statement("DELETE FROM b"), 10, 1024, &mut |_| true);
+    assert!(refused.is_err());
+    let refused = reader.query(&statement("BEGIN"), 10, 1024, &mut |_| true);
+    assert!(refused.is_err());
+    // A peer message that does not decode.
+    let now = cluster.now;
+    let error = cluster.node_mut(leader).step(now, &[vec![0xff, 0xff, 0xff]]).expect_err("garbage");
+    assert!(error.to_string().contains("undecodable"), "{error}");
+    // A write to a follower names the leader.
+    let follower = (1..=3).find(|&id| id != leader).expect("follower");
+    let error = cluster.submit_write(follower, vec![statement("INSERT INTO b VALUES (1)")]).expect_err("follower");
+    assert_eq!(error, WriteError::NotLeader { leader: Some(NodeId(leader)) });
+    // Still healthy.
+    cluster.execute("INSERT INTO b VALUES (2)");
+    cluster.assert_converged();
+}
+
+#[test]
+fn stale_and_lease_reads() {
+    let mut cluster = Cluster::new(3, 12);
+    cluster.execute("CREATE TABLE r (v INTEGER)");
+    cluster.execute("INSERT INTO r VALUES (1)");
+    cluster.run_for(SECOND);
+    let leader = cluster.wait_leader();
+    let follower = (1..=3).find(|&id| id != leader).expect("follower");
+    let bound = Consistency::Stale { max_staleness: Some(SECOND) };
+    cluster.read(follower, bound, "SELECT v FROM r").expect("fresh enough");
+    cluster.read(leader, Consistency::Lease, "SELECT v FROM r").expect("lease held");
+    cluster.isolate(follower);
+    cluster.run_for(3 * SECOND);
+    let error = cluster.read(follower, bound, "SELECT v FROM r").expect_err("too stale");
+    assert!(matches!(error, ReadError::TooStale { .. }), "{error}");
+    let unbounded = Consistency::Stale { max_staleness: None };
+    assert_eq!(cluster.read(follower, unbounded, "SELECT v FROM r").expect("stale ok").len(), 1);
+    let error = cluster.read(follower, Consistency::Linearizable, "SELECT v FROM r").expect_err("cut off");
+    assert!(matches!(error, ReadError::Timeout | ReadError::NoLeader), "{error}");
+    cluster.heal();
+    cluster.read(follower, Consistency::Linearizable, "SELECT v FROM r").expect("healed");
+}

@@ -1,0 +1,447 @@
+//! A deterministic in-process cluster: real `Node`s on `MemDisk`s, a seeded
+//! network that drops, delays and partitions, and crash/restart with
+//! unsynced writes lost. Everything derives from one seed, and every wait has
+//! a bound. (In the spirit of quinn-proto's `Pair` and raft-rs's `Network`.)
+
+#![allow(dead_code)] // Each test binary uses a different part of it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deeb_core::disk::MemDisk;
+use deeb_core::node::SnapshotReceiver;
+use deeb_core::{
+    AdminError, ClientToken, Config, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, WriteError,
+    WriteOutcome,
+};
+use deeb_proto::{value, Row, Statement, Value};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Simulated time advances in steps of this.
+pub const STEP: Duration = Duration::from_millis(5);
+
+pub struct Slot {
+    pub node: Option<Node<MemDisk>>,
+    pub disk: MemDisk,
+    pub data_dir: PathBuf,
+    initial: Vec<(NodeId, String)>,
+}
+
+/// What a client got back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Write(Result<WriteOutcome, WriteError>),
+    ReadReady,
+    ReadFailed(ReadError),
+    Admin(Result<(), AdminError>),
+}
+
+struct InFlight {
+    deliver_at: Duration,
+    from: u64,
+    to: u64,
+    messages: Vec<Vec<u8>>,
+}
+
+pub struct Cluster {
+    pub slots: BTreeMap<u64, Slot>,
+    pub now: Duration,
+    pub rng: SmallRng,
+    pub replies: HashMap<ClientToken, Reply>,
+    /// Every (term, leader) pair ever observed: election safety.
+    pub leaders_by_term: BTreeMap<u64, u64>,
+    pub drop_rate: f64,
+    pub delay_max: Duration,
+    cut: BTreeSet<(u64, u64)>,
+    in_flight: Vec<InFlight>,
+    next_token: u64,
+    seed: u64,
+    configure: fn(&mut Config),
+    _dir: tempfile::TempDir,
+}
+
+pub fn default_config(_: &mut Config) {}
+
+impl Cluster {
+    pub fn new(size: u64, seed: u64) -> Self {
+        Self::with_config(size, seed, default_config)
+    }
+
+    pub fn with_config(size: u64, seed: u64, configure: fn(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let initial: Vec<(NodeId, String)> = (1..=size).map(|id| (NodeId(id), format!("node-{id}:7000"))).collect();
+        let mut cluster = Self {
+            slots: BTreeMap::new(),
+            now: Duration::ZERO,
+            rng: SmallRng::seed_from_u64(seed),
+            replies: HashMap::new(),
+            leaders_by_term: BTreeMap::new(),
+            drop_rate: 0.0,
+            delay_max: Duration::from_millis(10),
+            cut: BTreeSet::new(),
+            in_flight: Vec::new(),
+            next_token: 0,
+            seed,
+            configure,
+            _dir: dir,
+        };
+        for id in 1..=size {
+            cluster.add_slot(id, initial.clone());
+        }
+        cluster
+    }
+
+    /// Creates a node's disk and data directory and starts it. A node that
+    /// will join passes no initial members.
+    pub fn add_slot(&mut self, id: u64, initial: Vec<(NodeId, String)>) {
+        let data_dir = self._dir.path().join(format!("node-{id}"));
+        let slot = Slot { node: None, disk: MemDisk::new(), data_dir, initial };
+        self.slots.insert(id, slot);
+        self.start(id);
+    }
+
+    pub fn config(&self, id: u64) -> Config {
+        let mut config = Config::new(NodeId(id));
+        config.seed = self.seed.wrapping_mul(31).wrapping_add(id);
+        (self.configure)(&mut config);
+        config
+    }
+
+    pub fn start(&mut self, id: u64) {
+        let config = self.config(id);
+        let slot = self.slots.get_mut(&id).expect("known node");
+        assert!(slot.node.is_none(), "node {id} already running");
+        let node = Node::open(config, slot.disk.clone(), &slot.data_dir, &slot.initial, self.now)
+            .unwrap_or_else(|error| panic!("node {id} failed to open: {error}"));
+        slot.node = Some(node);
+    }
+
+    /// Kills a node: unsynced log writes are kept, dropped or torn.
+    pub fn crash(&mut self, id: u64) {
+        let slot = self.slots.get_mut(&id).expect("known node");
+        if let Some(node) = slot.node.take() {
+            let disk = node.into_disk();
+            disk.crash(self.rng.gen());
+        }
+        self.in_flight.retain(|message| message.to != id && message.from != id);
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.crash(id);
+        self.start(id);
+    }
+
+    pub fn node(&self, id: u64) -> &Node<MemDisk> {
+        self.slots[&id].node.as_ref().expect("node is running")
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Node<MemDisk> {
+        self.slots.get_mut(&id).and_then(|slot| slot.node.as_mut()).expect("node is running")
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.slots.iter().filter(|(_, slot)| slot.node.is_some()).map(|(id, _)| *id).collect()
+    }
+
+    /// Cuts every link between the two groups (both directions).
+    pub fn partition(&mut self, left: &[u64], right: &[u64]) {
+        for &a in left {
+            for &b in right {
+                self.cut.insert((a, b));
+                self.cut.insert((b, a));
+            }
+        }
+    }
+
+    pub fn isolate(&mut self, id: u64) {
+        let others: Vec<u64> = self.slots.keys().copied().filter(|&other| other != id).collect();
+        self.partition(&[id], &others);
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.drop_rate = 0.0;
+    }
+
+    fn token(&mut self) -> ClientToken {
+        self.next_token += 1;
+        ClientToken(self.next_token)
+    }
+
+    // --- time ----------------------------------------------------------------
+
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `done` holds; panics past `bound` of simulated time.
+    pub fn run_until(&mut self, bound: Duration, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
+        let end = self.now + bound;
+        while !done(self) {
+            assert!(self.now < end, "seed {}: not reached within {bound:?}: {what}", self.seed);
+            self.step();
+        }
+    }
+
+    pub fn step(&mut self) {
+        self.now += STEP;
+        self.deliver_due();
+        for id in self.running() {
+            let now = self.now;
+            let node = self.node_mut(id);
+            if node.poll_timeout() <= now {
+                node.handle_timeout(now);
+            }
+            self.drain(id);
+        }
+        self.observe_leaders();
+    }
+
+    fn deliver_due(&mut self) {
+        let now = self.now;
+        let (due, later): (Vec<InFlight>, Vec<InFlight>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|message| message.deliver_at <= now);
+        self.in_flight = later;
+        for message in due {
+            let alive = self.slots.get(&message.to).is_some_and(|slot| slot.node.is_some());
+            if !alive || self.cut.contains(&(message.from, message.to)) {
+                continue;
+            }
+            let node = self.node_mut(message.to);
+            node.step(now, &message.messages).expect("peer messages from real nodes decode");
+            self.drain(message.to);
+        }
+    }
+
+    /// Carries out a node's outputs.
+    pub fn drain(&mut self, id: u64) {
+        while let Some(output) = self.slots.get_mut(&id).and_then(|slot| slot.node.as_mut()).and_then(Node::poll_output)
+        {
+            match output {
+                Output::Send { to, messages } => self.send(id, to.0, messages),
+                Output::SendSnapshot { to, header } => self.stream_snapshot(id, to.0, header),
+                Output::WriteDone { token, result } => {
+                    self.replies.insert(token, Reply::Write(result));
+                }
+                Output::ReadReady { token } => {
+                    self.replies.insert(token, Reply::ReadReady);
+                }
+                Output::ReadFailed { token, error } => {
+                    self.replies.insert(token, Reply::ReadFailed(error));
+                }
+                Output::AdminDone { token, result } => {
+                    self.replies.insert(token, Reply::Admin(result));
+                }
+                Output::Stopped { reason } => panic!("seed {}: node {id} stopped: {reason}", self.seed),
+            }
+        }
+    }
+
+    fn send(&mut self, from: u64, to: u64, messages: Vec<Vec<u8>>) {
+        for message in messages {
+            if self.rng.gen_bool(self.drop_rate) {
+                continue;
+            }
+            let delay = self.rng.gen_range(Duration::ZERO..=self.delay_max);
+            self.in_flight.push(InFlight { deliver_at: self.now + delay, from, to, messages: vec![message] });
+        }
+    }
+
+    /// Streams a snapshot file in small chunks, as a host would.
+    fn stream_snapshot(&mut self, from: u64, to: u64, header: deeb_proto::SnapshotHeader) {
+        let reachable = !self.cut.contains(&(from, to)) && self.slots.get(&to).is_some_and(|s| s.node.is_some());
+        let delivered = reachable && self.try_stream(from, to, header);
+        self.node_mut(from).report_snapshot(NodeId(to), delivered);
+        self.drain(from);
+        if delivered {
+            self.drain(to);
+        }
+    }
+
+    fn try_stream(&mut self, from: u64, to: u64, header: deeb_proto::SnapshotHeader) -> bool {
+        let Some(file) = self.node(from).snapshot_file(header.index) else { return false };
+        let Ok(mut receiver): Result<SnapshotReceiver, _> = self.node_mut(to).snapshot_receiver(header) else {
+            return false;
+        };
+        let mut offset = 0;
+        loop {
+            let chunk = file.read_chunk(offset, 64 * 1024).expect("snapshot file readable");
+            if chunk.is_empty() {
+                break;
+            }
+            receiver.write_chunk(offset, &chunk).expect("chunks in order");
+            offset += chunk.len() as u64;
+        }
+        let received = receiver.finish().expect("complete snapshot checks out");
+        let now = self.now;
+        self.node_mut(to).install_received(now, received);
+        true
+    }
+
+    fn observe_leaders(&mut self) {
+        for id in self.running() {
+            let status = self.node(id).status();
+            if status.role == Role::Leader {
+                let previous = self.leaders_by_term.insert(status.term.0, id);
+                assert!(
+                    previous.is_none_or(|p| p == id),
+                    "seed {}: two leaders in term {}: {previous:?} and {id}",
+                    self.seed,
+                    status.term
+                );
+            }
+        }
+    }
+
+    // --- clients -------------------------------------------------------------
+
+    /// The leader with the highest term among running nodes.
+    pub fn leader(&self) -> Option<u64> {
+        self.running()
+            .into_iter()
+            .map(|id| (self.node(id).status(), id))
+            .filter(|(status, _)| status.role == Role::Leader)
+            .max_by_key(|(status, _)| status.term)
+            .map(|(_, id)| id)
+    }
+
+    pub fn wait_leader(&mut self) -> u64 {
+        self.run_until(Duration::from_secs(30), "a leader", |c| c.leader().is_some());
+        self.leader().expect("just checked")
+    }
+
+    /// Submits a write to `id`; the token's reply arrives later.
+    pub fn submit_write(&mut self, id: u64, statements: Vec<Statement>) -> Result<ClientToken, WriteError> {
+        let token = self.token();
+        let now = self.now;
+        self.node_mut(id).submit_write(now, token, statements)?;
+        self.drain(id);
+        Ok(token)
+    }
+
+    pub fn wait_reply(&mut self, token: ClientToken, bound: Duration) -> Reply {
+        self.run_until(bound, "a reply", |c| c.replies.contains_key(&token));
+        self.replies.remove(&token).expect("just checked")
+    }
+
+    /// Writes through the current leader, retrying on leader changes.
+    pub fn write(&mut self, statements: Vec<Statement>) -> WriteOutcome {
+        for _attempt in 0..50 {
+            let leader = self.wait_leader();
+            let Ok(token) = self.submit_write(leader, statements.clone()) else {
+                self.run_for(Duration::from_millis(100));
+                continue;
+            };
+            match self.wait_reply(token, Duration::from_secs(30)) {
+                Reply::Write(Ok(outcome)) => return outcome,
+                Reply::Write(Err(WriteError::Statement(error))) => panic!("statement failed: {error}"),
+                other => tracing::debug!(?other, "write retried"),
+            }
+        }
+        panic!("seed {}: write not acknowledged in 50 attempts", self.seed)
+    }
+
+    pub fn execute(&mut self, sql: &str) -> WriteOutcome {
+        self.write(vec![statement(sql)])
+    }
+
+    /// Reads on node `id` at `consistency`.
+    pub fn read(&mut self, id: u64, consistency: Consistency, sql: &str) -> Result<Vec<Row>, ReadError> {
+        let token = self.token();
+        let now = self.now;
+        self.node_mut(id).submit_read(now, token, consistency)?;
+        self.drain(id);
+        match self.wait_reply(token, Duration::from_secs(30)) {
+            Reply::ReadReady => Ok(query(self.node(id), sql)),
+            Reply::ReadFailed(error) => Err(error),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    pub fn admin(&mut self, id: u64, changes: Vec<MemberChange>) -> Result<(), AdminError> {
+        let token = self.token();
+        let now = self.now;
+        self.node_mut(id).change_membership(now, token, changes)?;
+        self.drain(id);
+        match self.wait_reply(token, Duration::from_secs(30)) {
+            Reply::Admin(result) => result,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    pub fn transfer_leader(&mut self, id: u64, target: u64) -> Result<(), AdminError> {
+        let token = self.token();
+        let now = self.now;
+        self.node_mut(id).transfer_leader(now, token, NodeId(target))?;
+        self.drain(id);
+        match self.wait_reply(token, Duration::from_secs(30)) {
+            Reply::Admin(result) => result,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// Runs until every running node has applied the same index, then
+    /// returns each node's (applied index, digest).
+    pub fn converge(&mut self) -> BTreeMap<u64, (u64, u64)> {
+        self.run_until(Duration::from_secs(60), "replicas converge", |c| {
+            let applied: BTreeSet<u64> = c.running().iter().map(|&id| c.node(id).status().applied_index.0).collect();
+            let commit = c.running().iter().map(|&id| c.node(id).status().commit_index.0).max().unwrap_or(0);
+            applied.len() == 1 && applied.first() == Some(&commit)
+        });
+        self.running()
+            .into_iter()
+            .map(|id| {
+                let (index, digest) = self.node(id).digest().expect("digest");
+                (id, (index.0, digest))
+            })
+            .collect()
+    }
+
+    pub fn assert_converged(&mut self) -> u64 {
+        let digests = self.converge();
+        let distinct: BTreeSet<(u64, u64)> = digests.values().copied().collect();
+        assert_eq!(distinct.len(), 1, "seed {}: replicas differ: {digests:?}", self.seed);
+        digests.values().next().expect("at least one node").1
+    }
+}
+
+pub fn statement(sql: &str) -> Statement {
+    Statement { sql: sql.to_owned(), params: Vec::new(), named_params: Vec::new() }
+}
+
+pub fn with_params(sql: &str, params: Vec<Value>) -> Statement {
+    Statement { sql: sql.to_owned(), params, named_params: Vec::new() }
+}
+
+pub fn integer(value: i64) -> Value {
+    Value { kind: Some(value::Kind::Integer(value)) }
+}
+
+pub fn text(value: &str) -> Value {
+    Value { kind: Some(value::Kind::Text(value.to_owned())) }
+}
+
+/// Runs a query on a node's reader and collects every row.
+pub fn query(node: &Node<MemDisk>, sql: &str) -> Vec<Row> {
+    let reader = node.reader().expect("reader opens");
+    let mut rows = Vec::new();
+    reader
+        .query(&statement(sql), 1000, 1 << 20, &mut |chunk| {
+            rows.extend(chunk.rows);
+            true
+        })
+        .unwrap_or_else(|error| panic!("query {sql:?} failed: {error}"));
+    rows
+}
+
+pub fn integer_of(row: &Row, column: usize) -> i64 {
+    match row.values[column].kind {
+        Some(value::Kind::Integer(value)) => value,
+        ref other => panic!("column {column} is {other:?}, not an integer"),
+    }
+}
