@@ -122,7 +122,16 @@ impl<D: Disk> Node<D> {
         }
         let mut conf_change = ConfChangeV2::default();
         conf_change.set_transition(ConfChangeTransition::Auto);
-        let mut contexts = Vec::new();
+        // Every add carries the whole address book, so a joining node that
+        // applies it can reach every member (the initial members' addresses
+        // are bootstrapped locally, not logged).
+        let adds = changes.iter().any(|change| !matches!(change, MemberChange::Remove { .. }));
+        let mut contexts: Vec<MemberContext> = if adds {
+            let known = self.members.iter();
+            known.map(|(id, address)| MemberContext { node_id: id.0, address: address.clone() }).collect()
+        } else {
+            Vec::new()
+        };
         for change in changes {
             let (change_type, id, address) = self.resolve_change(change)?;
             let mut single = ConfChangeSingle::default();
