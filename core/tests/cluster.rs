@@ -106,7 +106,8 @@ fn leader_loss_mid_batch() {
         let leader = cluster.wait_leader();
         let mut tokens = BTreeMap::new();
         for value in 0..20 {
-            if let Ok(token) = cluster.submit_write(leader, vec![statement(&format!("INSERT INTO s VALUES ({value})"))]) {
+            if let Ok(token) = cluster.submit_write(leader, vec![statement(&format!("INSERT INTO s VALUES ({value})"))])
+            {
                 tokens.insert(value, token);
             }
             if value == 8 {
