@@ -27,7 +27,7 @@ pub(crate) fn keywords(sql: &str, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = sql;
     while out.len() < n {
-        rest = skip_space_and_comments(rest);
+        rest = skip_space_and_comments(rest).trim_start_matches('.');
         let end = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(rest.len());
@@ -131,6 +131,9 @@ pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>) -> O
         | ffi::SQLITE_DROP_TEMP_TABLE
         | ffi::SQLITE_DROP_TEMP_TRIGGER
         | ffi::SQLITE_DROP_TEMP_VIEW => return Some("temporary objects are not allowed".into()),
+        // SQLite's session code reads table_xinfo while the statement runs;
+        // client PRAGMA statements are refused by keyword before this.
+        ffi::SQLITE_PRAGMA if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => {}
         ffi::SQLITE_PRAGMA => return Some("PRAGMA is not allowed in execute requests".into()),
         ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => {
             return Some("transaction control is not allowed: each request is one transaction".into())

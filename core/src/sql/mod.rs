@@ -76,3 +76,6 @@ pub struct Executed {
     pub results: Vec<StatementResult>,
 }
 
+
+#[cfg(test)]
+mod tests;
