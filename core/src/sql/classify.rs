@@ -62,9 +62,15 @@ pub(crate) fn refuse_write(sql: &str) -> Option<String> {
             Some("temporary objects (CREATE TEMP ...) are not allowed".to_string())
         }
         "CREATE" if is_create_table_as(sql) => Some(CTAS_MESSAGE.to_string()),
+        "DELETE" | "WITH" if sql.to_ascii_lowercase().contains("sqlite_sequence") => {
+            Some(SEQUENCE_MESSAGE.to_string())
+        }
         _ => None,
     }
 }
+
+/// The refusal message for writes to `sqlite_sequence`.
+const SEQUENCE_MESSAGE: &str = "sqlite_sequence may not be written directly";
 
 /// The refusal message for `CREATE TABLE ... AS SELECT`.
 pub(crate) const CTAS_MESSAGE: &str = "CREATE TABLE ... AS SELECT is not supported (schema \
@@ -121,7 +127,12 @@ fn is_internal(name: Option<&str>) -> bool {
 }
 
 /// Authorizer policy for client statements on the write path.
-pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>) -> Option<String> {
+///
+/// Direct writes to `sqlite_sequence` are refused: every replica maintains
+/// it itself. DELETE is let through outside triggers because DROP TABLE of
+/// an AUTOINCREMENT table issues one internally; a client's own DELETE on it
+/// is refused by [`refuse_write`].
+pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String> {
     match action {
         ffi::SQLITE_CREATE_TEMP_INDEX
         | ffi::SQLITE_CREATE_TEMP_TABLE
@@ -148,9 +159,13 @@ pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>) -> O
     if is_internal(a) || is_internal(b) {
         return Some(format!("tables named {INTERNAL_PREFIX}* are internal to deeb"));
     }
-    let writes = matches!(action, ffi::SQLITE_INSERT | ffi::SQLITE_UPDATE | ffi::SQLITE_DELETE);
+    let writes = match action {
+        ffi::SQLITE_INSERT | ffi::SQLITE_UPDATE => true,
+        ffi::SQLITE_DELETE => trigger.is_some(),
+        _ => false,
+    };
     if writes && a.is_some_and(|t| t.eq_ignore_ascii_case("sqlite_sequence")) {
-        return Some("sqlite_sequence may not be written directly".into());
+        return Some(SEQUENCE_MESSAGE.into());
     }
     None
 }

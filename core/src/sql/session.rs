@@ -256,7 +256,10 @@ pub(crate) fn seed_prng(seed: i32) {
 }
 
 /// What the authorizer refuses, as a reason for the client.
-pub(crate) type Policy = fn(action: c_int, a: Option<&str>, b: Option<&str>) -> Option<String>;
+/// Arguments: the action code, its two detail strings and the name of the
+/// trigger whose body is being coded, if any.
+pub(crate) type Policy =
+    fn(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String>;
 
 /// The authorizer's state: the policy and the first refusal reason.
 struct AuthState {
@@ -270,13 +273,13 @@ unsafe extern "C" fn authorize(
     a: *const c_char,
     b: *const c_char,
     _db: *const c_char,
-    _trigger: *const c_char,
+    trigger: *const c_char,
 ) -> c_int {
     // SAFETY: `ctx` is the boxed `AuthState` owned by the live `Authorizer`.
     let state = unsafe { &*(ctx as *const AuthState) };
     // SAFETY: SQLite passes null or NUL-terminated strings.
-    let (a, b) = unsafe { (c_str(a), c_str(b)) };
-    match (state.policy)(action, a.as_deref(), b.as_deref()) {
+    let (a, b, trigger) = unsafe { (c_str(a), c_str(b), c_str(trigger)) };
+    match (state.policy)(action, a.as_deref(), b.as_deref(), trigger.as_deref()) {
         None => ffi::SQLITE_OK,
         Some(reason) => {
             let mut denied = state.denied.borrow_mut();

@@ -218,6 +218,7 @@ fn refused_statements_on_write_path() {
         ("CREATE TABLE c AS SELECT * FROM t", "INSERT INTO"),
         ("CREATE TEMP TABLE tt(a)", "temporary"),
         ("UPDATE sqlite_sequence SET seq = 5", "sqlite_sequence"),
+        ("DELETE FROM sqlite_sequence", "sqlite_sequence"),
         ("CREATE TABLE p(a DEFAULT (?))", "not constant"),
     ] {
         let message = refused(&mut sm, sql);
@@ -420,4 +421,45 @@ fn leader_runs_are_reproducible() {
     leader_batch(&mut a, 1, &req);
     leader_batch(&mut b, 1, &req);
     assert_eq!(scalar(&a, "SELECT x FROM r"), scalar(&b, "SELECT x FROM r"));
+}
+
+#[test]
+fn triggers_cannot_write_internal_tables() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    leader_batch(&mut sm, 1, &[vec![st("CREATE TABLE t(a)")]]);
+    for (body, needle) in [
+        ("UPDATE _deeb_meta SET applied_index = 99", "_deeb_"),
+        ("DELETE FROM sqlite_sequence", "sqlite_sequence"),
+    ] {
+        sm.begin_batch(2).expect("begin");
+        let r = sm
+            .execute_request(&[
+                st(&format!("CREATE TRIGGER evil AFTER INSERT ON t BEGIN {body}; END")),
+                st("INSERT INTO t VALUES (1)"),
+            ])
+            .expect("execute");
+        sm.rollback_batch().expect("rollback");
+        let err = r.expect_err("refused");
+        assert_eq!(err.statement_index, 1);
+        assert!(err.message.contains(needle), "{err}");
+    }
+    assert_eq!(sm.applied(), Applied { index: 1, term: 1 });
+}
+
+#[test]
+fn dropping_autoincrement_table_replicates() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut follower = open(&dir, "follower.db");
+    let requests = [
+        vec![st("CREATE TABLE a(id INTEGER PRIMARY KEY AUTOINCREMENT, v)"), st("CREATE TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT, v)")],
+        vec![st("INSERT INTO a(v) VALUES (1), (2)"), st("INSERT INTO b(v) VALUES (1)"), st("DELETE FROM a")],
+        vec![st("DROP TABLE b")],
+    ];
+    let (batch, results) = leader_batch(&mut leader, 1, &requests);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    follower.apply_batch(&batch, Applied { index: 1, term: 1 }).expect("apply");
+    assert_eq!(leader.digest().expect("d"), follower.digest().expect("d"));
+    assert_eq!(scalar(&follower, "SELECT seq FROM sqlite_sequence WHERE name = 'a'"), int(2));
 }
