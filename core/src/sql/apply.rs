@@ -52,7 +52,10 @@ fn apply_op(conn: &Connection, kind: Option<&op::Kind>, index: u64) -> Result<()
             }
         }),
         Some(op::Kind::Changeset(changeset)) => apply_changeset(conn, changeset, index),
-        None => Err(divergence(index, "an op with no kind (unknown op type?)".into())),
+        None => Err(divergence(
+            index,
+            "an op with no kind (unknown op type?)".into(),
+        )),
     }
 }
 
@@ -64,13 +67,19 @@ fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<()
     let before = conn.total_changes();
     let conflicts = session::apply_changeset(conn, changeset).map_err(SqlError::from)?;
     if !conflicts.is_empty() {
-        return Err(divergence(index, format!("changeset conflict: {}", conflicts.join("; "))));
+        return Err(divergence(
+            index,
+            format!("changeset conflict: {}", conflicts.join("; ")),
+        ));
     }
     let modified = conn.total_changes() - before;
     if modified != changes.len() as u64 {
         return Err(divergence(
             index,
-            format!("changeset has {} change(s) but {modified} row(s) were modified", changes.len()),
+            format!(
+                "changeset has {} change(s) but {modified} row(s) were modified",
+                changes.len()
+            ),
         ));
     }
     Ok(())
@@ -80,7 +89,9 @@ fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<()
 /// does not exist. Tables without a declared primary key carry the rowid
 /// as an extra first column.
 fn expected_columns(conn: &Connection, table: &str) -> Result<Option<usize>, SqlError> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| r.get(0))?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| {
+        r.get(0)
+    })?;
     if n == 0 {
         return Ok(None);
     }
@@ -105,7 +116,11 @@ fn check_tables(conn: &Connection, changes: &[ChangeInfo], index: u64) -> Result
             None => {
                 return Err(divergence(
                     index,
-                    format!("{} on table {:?}, which does not exist here", session::op_name(change.op), change.table),
+                    format!(
+                        "{} on table {:?}, which does not exist here",
+                        session::op_name(change.op),
+                        change.table
+                    ),
                 ))
             }
             Some(n) if n != change.columns => {

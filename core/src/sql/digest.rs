@@ -73,7 +73,9 @@ pub(crate) fn digest(conn: &Connection) -> rusqlite::Result<u64> {
         META,
     )?;
     let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name <> ?1 ORDER BY name")?
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> ?1 ORDER BY name",
+        )?
         .query_map([META], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for table in tables {
@@ -103,7 +105,8 @@ fn ordered_select(conn: &Connection, table: &str) -> rusqlite::Result<String> {
 
 /// The declared primary key columns of `table`, in key order.
 pub(crate) fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+    let mut stmt =
+        conn.prepare("SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
     let cols = stmt
         .query_map([table], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;

@@ -28,8 +28,10 @@ pub use state_machine::StateMachine;
 /// A failure of the database itself (I/O, corruption). Stops the node.
 #[derive(Debug, Error)]
 pub enum SqlError {
+    /// An error from SQLite.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Any other failure (misuse, I/O, an invalid snapshot).
     #[error("{0}")]
     Other(String),
 }
@@ -39,7 +41,9 @@ pub enum SqlError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("statement {statement_index}: {message}")]
 pub struct RequestError {
+    /// The index of the failing statement within the request.
     pub statement_index: usize,
+    /// SQLite's message, or why deeb refused the statement.
     pub message: String,
 }
 
@@ -48,7 +52,13 @@ pub struct RequestError {
 pub enum ApplyError {
     /// This replica's data differs from the leader's. Stop; never guess.
     #[error("replica divergence at index {index}: {reason}")]
-    Divergence { index: u64, reason: String },
+    Divergence {
+        /// The log index of the entry being applied.
+        index: u64,
+        /// What differed (names the table).
+        reason: String,
+    },
+    /// The database itself failed.
     #[error(transparent)]
     Sql(#[from] SqlError),
 }
@@ -56,8 +66,10 @@ pub enum ApplyError {
 /// A query was refused or failed. Returned to the client.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QueryError {
+    /// The statement could write, or is refused on the read path.
     #[error("not a read-only statement: {0}")]
     NotReadOnly(String),
+    /// SQLite's error message (syntax, missing table, bad parameters...).
     #[error("{0}")]
     Sql(String),
 }
@@ -65,17 +77,20 @@ pub enum QueryError {
 /// The index and term of the last entry applied to the database.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// The raft log index.
     pub index: u64,
+    /// The raft term of that entry.
     pub term: u64,
 }
 
 /// What one successful request produced on the leader.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Executed {
+    /// The ops to replicate (DDL texts and changesets), in order.
     pub ops: Vec<Op>,
+    /// One result per statement.
     pub results: Vec<StatementResult>,
 }
-
 
 #[cfg(test)]
 mod tests;

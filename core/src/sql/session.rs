@@ -70,7 +70,9 @@ impl<'c> Session<'c> {
             return Err(code_error(rc, "sqlite3session_object_config"));
         }
         // SAFETY: live session; the filter is a plain function, no context.
-        unsafe { ffi::sqlite3session_table_filter(session.raw, Some(session_filter), ptr::null_mut()) };
+        unsafe {
+            ffi::sqlite3session_table_filter(session.raw, Some(session_filter), ptr::null_mut())
+        };
         // SAFETY: live session; a null table name attaches all tables.
         let rc = unsafe { ffi::sqlite3session_attach(session.raw, ptr::null()) };
         if rc != ffi::SQLITE_OK {
@@ -135,7 +137,8 @@ pub(crate) fn changeset_changes(changeset: &[u8]) -> rusqlite::Result<Vec<Change
     let mut raw = ptr::null_mut();
     // SAFETY: the buffer outlives the iterator (tied by `ChangesetIter`'s
     // lifetime); SQLite only reads it despite the `*mut` signature.
-    let rc = unsafe { ffi::sqlite3changeset_start(&mut raw, len, changeset.as_ptr() as *mut c_void) };
+    let rc =
+        unsafe { ffi::sqlite3changeset_start(&mut raw, len, changeset.as_ptr() as *mut c_void) };
     if rc != ffi::SQLITE_OK {
         return Err(code_error(rc, "sqlite3changeset_start"));
     }
@@ -161,7 +164,8 @@ fn current_change(iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<Ch
     let (mut ncol, mut op, mut indirect): (c_int, c_int, c_int) = (0, 0, 0);
     // SAFETY: `iter` points at a current change (after SQLITE_ROW or inside a
     // conflict handler); out pointers are valid locals.
-    let rc = unsafe { ffi::sqlite3changeset_op(iter, &mut table, &mut ncol, &mut op, &mut indirect) };
+    let rc =
+        unsafe { ffi::sqlite3changeset_op(iter, &mut table, &mut ncol, &mut op, &mut indirect) };
     if rc != ffi::SQLITE_OK {
         return Err(code_error(rc, "sqlite3changeset_op"));
     }
@@ -214,7 +218,10 @@ unsafe extern "C" fn abort_on_conflict(
 
 /// Applies `changeset` to `conn`'s main database. Returns the conflicts seen
 /// (non-empty means the apply was aborted and undone) or an SQLite error.
-pub(crate) fn apply_changeset(conn: &Connection, changeset: &[u8]) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn apply_changeset(
+    conn: &Connection,
+    changeset: &[u8],
+) -> rusqlite::Result<Vec<String>> {
     let len = c_int::try_from(changeset.len())
         .map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
     let conflicts: Conflicts = RefCell::new(Vec::new());
@@ -308,7 +315,9 @@ impl<'c> Authorizer<'c> {
         let ctx: *const AuthState = &*state;
         // SAFETY: valid handle; `ctx` points into a Box kept alive (and not
         // moved) until Drop removes the authorizer.
-        let rc = unsafe { ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), ctx.cast_mut().cast()) };
+        let rc = unsafe {
+            ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), ctx.cast_mut().cast())
+        };
         if rc != ffi::SQLITE_OK {
             return Err(code_error(rc, "sqlite3_set_authorizer"));
         }

@@ -25,6 +25,9 @@ INSERT OR IGNORE INTO _deeb_meta(id, applied_index, applied_term) VALUES (0, 0, 
 CREATE TABLE IF NOT EXISTS _deeb_members(id INTEGER PRIMARY KEY, address TEXT NOT NULL);
 ";
 
+/// A membership change: new conf state bytes and member address updates.
+type MembershipChange<'a> = (&'a [u8], &'a [(u64, Option<String>)]);
+
 /// The savepoint each leader request runs in.
 const SAVEPOINT: &str = "deeb_request";
 
@@ -103,7 +106,9 @@ impl StateMachine {
         let writer = Connection::open(path)?;
         let mode: String = writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(SqlError::Other(format!("could not enable WAL (journal_mode={mode})")));
+            return Err(SqlError::Other(format!(
+                "could not enable WAL (journal_mode={mode})"
+            )));
         }
         writer.execute_batch("PRAGMA synchronous=FULL")?;
         writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))?;
@@ -135,9 +140,13 @@ impl StateMachine {
 
     /// Node id -> address, as of `applied`, ordered by id.
     pub fn members(&self) -> Result<Vec<(u64, String)>, SqlError> {
-        let mut stmt = self.writer.prepare("SELECT id, address FROM _deeb_members ORDER BY id")?;
+        let mut stmt = self
+            .writer
+            .prepare("SELECT id, address FROM _deeb_members ORDER BY id")?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -148,7 +157,8 @@ impl StateMachine {
         if self.batch_open {
             return Err(SqlError::Other("a batch is already open".into()));
         }
-        self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+        self.writer
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
         session::seed_prng(prng_seed(self.seed, next_index));
         self.writer.execute_batch("BEGIN IMMEDIATE")?;
         self.batch_open = true;
@@ -165,7 +175,8 @@ impl StateMachine {
         if !self.batch_open {
             return Err(SqlError::Other("no batch is open".into()));
         }
-        self.writer.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
+        self.writer
+            .execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
         let mut executed = Executed::default();
         for (statement_index, statement) in statements.iter().enumerate() {
             match self.run_statement(statement)? {
@@ -191,7 +202,9 @@ impl StateMachine {
         if self.writer.is_autocommit() {
             // SQLite rolled the whole transaction back (e.g. on SQLITE_FULL).
             self.batch_open = false;
-            return Err(SqlError::Other("SQLite rolled back the batch transaction".into()));
+            return Err(SqlError::Other(
+                "SQLite rolled back the batch transaction".into(),
+            ));
         }
         self.writer
             .execute_batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"))?;
@@ -277,14 +290,17 @@ impl StateMachine {
     fn apply_membership_or_empty(
         &mut self,
         applied: Applied,
-        change: Option<(&[u8], &[(u64, Option<String>)])>,
+        change: Option<MembershipChange<'_>>,
     ) -> Result<(), SqlError> {
         self.ensure_no_batch()?;
         let tx = self
             .writer
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some((conf_state, members)) = change {
-            tx.execute("UPDATE _deeb_meta SET conf_state = ?1 WHERE id = 0", [conf_state])?;
+            tx.execute(
+                "UPDATE _deeb_meta SET conf_state = ?1 WHERE id = 0",
+                [conf_state],
+            )?;
             for (id, address) in members {
                 match address {
                     Some(a) => tx.execute(
@@ -342,9 +358,9 @@ impl StateMachine {
     /// returns the point it reflects (read from the copy). An existing file
     /// at `dest` is replaced.
     pub fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError> {
-        let dest_str = dest
-            .to_str()
-            .ok_or_else(|| SqlError::Other(format!("snapshot path is not UTF-8: {}", dest.display())))?;
+        let dest_str = dest.to_str().ok_or_else(|| {
+            SqlError::Other(format!("snapshot path is not UTF-8: {}", dest.display()))
+        })?;
         if dest.exists() {
             std::fs::remove_file(dest).map_err(io_err)?;
         }
@@ -353,7 +369,9 @@ impl StateMachine {
             let copy = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             read_applied(&copy)?
         };
-        File::open(dest).and_then(|f| f.sync_all()).map_err(io_err)?;
+        File::open(dest)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err)?;
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir).and_then(|f| f.sync_all()).map_err(io_err)?;
         }
@@ -369,19 +387,28 @@ impl StateMachine {
         let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let check: String = source.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
-            return Err(SqlError::Other(format!("snapshot fails integrity check: {check}")));
+            return Err(SqlError::Other(format!(
+                "snapshot fails integrity check: {check}"
+            )));
         }
         read_applied(&source)?;
         {
             let backup = Backup::new(&source, &mut self.writer)?;
             match backup.step(-1)? {
                 StepResult::Done => {}
-                other => return Err(SqlError::Other(format!("snapshot install incomplete: {other:?}"))),
+                other => {
+                    return Err(SqlError::Other(format!(
+                        "snapshot install incomplete: {other:?}"
+                    )))
+                }
             }
         }
-        let mode: String = self.writer.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let mode: String = self
+            .writer
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            self.writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
+            self.writer
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
         }
         self.applied = read_applied(&self.writer)?;
         Ok(self.applied)
@@ -396,18 +423,19 @@ fn run_client(
 ) -> Result<Result<(StatementResult, bool), String>, SqlError> {
     let auth = Authorizer::new(conn, classify::write_policy)?;
     let total_before = conn.total_changes();
-    let client_error = |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
-        if is_fatal(&e) {
-            return Err(e.into());
-        }
-        Ok(Err(match (auth.denied(), e) {
-            (Some(reason), _) => reason,
-            (None, rusqlite::Error::MultipleStatement) => {
-                "one statement per sql string: multiple statements provided".into()
+    let client_error =
+        |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
+            if is_fatal(&e) {
+                return Err(e.into());
             }
-            (None, e) => e.to_string(),
-        }))
-    };
+            Ok(Err(match (auth.denied(), e) {
+                (Some(reason), _) => reason,
+                (None, rusqlite::Error::MultipleStatement) => {
+                    "one statement per sql string: multiple statements provided".into()
+                }
+                (None, e) => e.to_string(),
+            }))
+        };
     let mut stmt = match conn.prepare(&statement.sql) {
         Ok(s) => s,
         Err(e) => return client_error(e),
@@ -426,7 +454,11 @@ fn run_client(
     }
     drop(rows);
     drop(stmt);
-    let rows_affected = if conn.total_changes() == total_before { 0 } else { conn.changes() };
+    let rows_affected = if conn.total_changes() == total_before {
+        0
+    } else {
+        conn.changes()
+    };
     let result = StatementResult {
         rows_affected,
         last_insert_id: conn.last_insert_rowid(),

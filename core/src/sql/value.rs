@@ -40,7 +40,10 @@ pub(crate) fn approx_size(value: &Value) -> usize {
 
 /// Binds the statement's parameters (positional or named, not both).
 /// Returns the client-facing message on failure.
-pub(crate) fn bind(stmt: &mut rusqlite::Statement<'_>, statement: &Statement) -> Result<(), String> {
+pub(crate) fn bind(
+    stmt: &mut rusqlite::Statement<'_>,
+    statement: &Statement,
+) -> Result<(), String> {
     let expected = stmt.parameter_count();
     if !statement.params.is_empty() && !statement.named_params.is_empty() {
         return Err("use positional or named parameters, not both".to_string());
@@ -61,7 +64,11 @@ pub(crate) fn bind(stmt: &mut rusqlite::Statement<'_>, statement: &Statement) ->
     Ok(())
 }
 
-fn bind_named(stmt: &mut rusqlite::Statement<'_>, statement: &Statement, expected: usize) -> Result<(), String> {
+fn bind_named(
+    stmt: &mut rusqlite::Statement<'_>,
+    statement: &Statement,
+    expected: usize,
+) -> Result<(), String> {
     if statement.named_params.len() != expected {
         return Err(format!(
             "statement expects {expected} parameter(s), {} named given",
