@@ -119,4 +119,3 @@ impl<D: Disk> LogStore<D> {
         self.disk
     }
 }
-mod storage_stub;
