@@ -18,8 +18,12 @@ pub struct FsDisk {
 impl FsDisk {
     /// Opens the directory, creating it (and its parents) if missing.
     pub fn open(directory: &Path) -> Result<Self, DiskError> {
-        fs::create_dir_all(directory).map_err(|error| to_disk_error(directory_name(directory), &error))?;
-        Ok(Self { directory: directory.to_path_buf(), append_handles: HashMap::new() })
+        fs::create_dir_all(directory)
+            .map_err(|error| to_disk_error(directory_name(directory), &error))?;
+        Ok(Self {
+            directory: directory.to_path_buf(),
+            append_handles: HashMap::new(),
+        })
     }
 
     /// The directory this disk works in.
@@ -41,7 +45,10 @@ impl FsDisk {
         }
         self.append_handles
             .get_mut(name)
-            .ok_or_else(|| DiskError::Io { name: name.to_string(), message: "append handle vanished".to_string() })
+            .ok_or_else(|| DiskError::Io {
+                name: name.to_string(),
+                message: "append handle vanished".to_string(),
+            })
     }
 }
 
@@ -55,7 +62,10 @@ fn to_disk_error(name: &str, error: &io::Error) -> DiskError {
     match error.kind() {
         io::ErrorKind::NotFound => DiskError::NotFound { name },
         io::ErrorKind::AlreadyExists => DiskError::AlreadyExists { name },
-        _ => DiskError::Io { name, message: error.to_string() },
+        _ => DiskError::Io {
+            name,
+            message: error.to_string(),
+        },
     }
 }
 
@@ -65,7 +75,10 @@ impl Disk for FsDisk {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.directory).map_err(|error| to_disk_error(name, &error))? {
             let entry = entry.map_err(|error| to_disk_error(name, &error))?;
-            let is_file = entry.file_type().map_err(|error| to_disk_error(name, &error))?.is_file();
+            let is_file = entry
+                .file_type()
+                .map_err(|error| to_disk_error(name, &error))?
+                .is_file();
             // Names that are not UTF-8 cannot be ours, so they are skipped.
             if let (true, Some(file_name)) = (is_file, entry.file_name().to_str()) {
                 names.push(file_name.to_string());
@@ -90,7 +103,8 @@ impl Disk for FsDisk {
 
     fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         let file = self.append_handle(name)?;
-        file.write_all(data).map_err(|error| to_disk_error(name, &error))
+        file.write_all(data)
+            .map_err(|error| to_disk_error(name, &error))
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> Result<(), DiskError> {
@@ -98,7 +112,8 @@ impl Disk for FsDisk {
             .write(true)
             .open(self.path(name))
             .map_err(|error| to_disk_error(name, &error))?;
-        file.set_len(len).map_err(|error| to_disk_error(name, &error))
+        file.set_len(len)
+            .map_err(|error| to_disk_error(name, &error))
     }
 
     fn sync(&mut self, name: &str) -> Result<(), DiskError> {
@@ -124,7 +139,9 @@ impl Disk for FsDisk {
     fn sync_dir(&mut self) -> Result<(), DiskError> {
         let name = directory_name(&self.directory);
         let directory = File::open(&self.directory).map_err(|error| to_disk_error(name, &error))?;
-        directory.sync_all().map_err(|error| to_disk_error(name, &error))
+        directory
+            .sync_all()
+            .map_err(|error| to_disk_error(name, &error))
     }
 }
 
@@ -138,12 +155,18 @@ mod tests {
         let mut disk = FsDisk::open(&temporary.path().join("nested/log")).expect("open");
         disk.create("b").expect("create b");
         disk.create("a").expect("create a");
-        assert!(matches!(disk.create("a"), Err(DiskError::AlreadyExists { .. })));
+        assert!(matches!(
+            disk.create("a"),
+            Err(DiskError::AlreadyExists { .. })
+        ));
         disk.append("a", b"hello ").expect("append");
         disk.append("a", b"world").expect("append");
         disk.sync("a").expect("sync");
         disk.sync_dir().expect("sync_dir");
-        assert_eq!(disk.list().expect("list"), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            disk.list().expect("list"),
+            vec!["a".to_string(), "b".to_string()]
+        );
         assert_eq!(disk.read("a").expect("read"), b"hello world");
         disk.truncate("a", 5).expect("truncate");
         disk.append("a", b"!").expect("append after truncate");

@@ -86,12 +86,14 @@ impl Record {
 }
 
 fn parse<M: Message>(body: &[u8]) -> Result<M, String> {
-    M::parse_from_bytes(body).map_err(|error| format!("undecodable {}: {error}", M::descriptor_static().name()))
+    M::parse_from_bytes(body)
+        .map_err(|error| format!("undecodable {}: {error}", M::descriptor_static().name()))
 }
 
 /// Frames a payload with its length and checksum.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(payload.len()).expect("payloads are checked against PAYLOAD_BYTES_MAX first");
+    let length =
+        u32::try_from(payload.len()).expect("payloads are checked against PAYLOAD_BYTES_MAX first");
     let mut framed = Vec::with_capacity(HEADER_BYTES + payload.len());
     framed.extend_from_slice(&length.to_le_bytes());
     framed.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
@@ -149,7 +151,8 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 }
 
 fn read_frame(bytes: &[u8], offset: usize) -> Frame {
-    let (Some(length), Some(checksum)) = (read_u32(bytes, offset), read_u32(bytes, offset + 4)) else {
+    let (Some(length), Some(checksum)) = (read_u32(bytes, offset), read_u32(bytes, offset + 4))
+    else {
         return Frame::Incomplete;
     };
     let payload_bytes = length as usize;
@@ -172,7 +175,9 @@ fn read_frame(bytes: &[u8], offset: usize) -> Frame {
 /// tell a torn tail (nothing valid after) from damage in the middle.
 fn valid_frame_from(bytes: &[u8], from: usize) -> bool {
     (from..bytes.len()).any(|offset| match read_frame(bytes, offset) {
-        Frame::Valid { payload_start, end } => Record::decode_payload(&bytes[payload_start..end]).is_ok(),
+        Frame::Valid { payload_start, end } => {
+            Record::decode_payload(&bytes[payload_start..end]).is_ok()
+        }
         _ => false,
     })
 }
@@ -183,27 +188,48 @@ pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
     let mut offset = 0;
     while offset < bytes.len() {
         let damage = match read_frame(bytes, offset) {
-            Frame::Valid { payload_start, end } => match Record::decode_payload(&bytes[payload_start..end]) {
-                Ok(record) => {
-                    decoded.records.push(Located { offset: offset as u64, record });
-                    offset = end;
-                    continue;
+            Frame::Valid { payload_start, end } => {
+                match Record::decode_payload(&bytes[payload_start..end]) {
+                    Ok(record) => {
+                        decoded.records.push(Located {
+                            offset: offset as u64,
+                            record,
+                        });
+                        offset = end;
+                        continue;
+                    }
+                    // A matching checksum means these bytes were written so:
+                    // a bug or deliberate damage, never a torn write.
+                    Err(reason) => Damage {
+                        offset: offset as u64,
+                        reason,
+                        torn: false,
+                    },
                 }
-                // A matching checksum means these bytes were written so:
-                // a bug or deliberate damage, never a torn write.
-                Err(reason) => Damage { offset: offset as u64, reason, torn: false },
-            },
+            }
             Frame::Incomplete => {
                 let reason = format!("incomplete record ({} bytes left)", bytes.len() - offset);
-                Damage { offset: offset as u64, reason, torn: !valid_frame_from(bytes, offset + 1) }
+                Damage {
+                    offset: offset as u64,
+                    reason,
+                    torn: !valid_frame_from(bytes, offset + 1),
+                }
             }
             Frame::BadLength(length) => {
                 let reason = format!("invalid record length {length}");
-                Damage { offset: offset as u64, reason, torn: !valid_frame_from(bytes, offset + 1) }
+                Damage {
+                    offset: offset as u64,
+                    reason,
+                    torn: !valid_frame_from(bytes, offset + 1),
+                }
             }
             Frame::BadChecksum => {
                 let reason = "checksum mismatch".to_string();
-                Damage { offset: offset as u64, reason, torn: !valid_frame_from(bytes, offset + 1) }
+                Damage {
+                    offset: offset as u64,
+                    reason,
+                    torn: !valid_frame_from(bytes, offset + 1),
+                }
             }
         };
         decoded.damage = Some(damage);
@@ -218,27 +244,33 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut entry = Entry::default();
-        entry.index = index;
-        entry.term = term;
-        entry.data = data.to_vec().into();
-        entry
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
     }
 
     fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-        let mut hard_state = HardState::default();
-        hard_state.term = term;
-        hard_state.vote = vote;
-        hard_state.commit = commit;
-        hard_state
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
     }
 
     fn sample_records() -> Vec<Record> {
-        let mut metadata = SnapshotMetadata::default();
-        metadata.index = 4;
-        metadata.term = 2;
-        let mut conf_state = ConfState::default();
-        conf_state.voters = vec![1, 2, 3];
+        let metadata = SnapshotMetadata {
+            index: 4,
+            term: 2,
+            ..Default::default()
+        };
+        let conf_state = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
         vec![
             Record::Compact(metadata.clone()),
             Record::HardState(hard_state(2, 1, 3)),
@@ -250,7 +282,10 @@ mod tests {
     }
 
     fn encode_all(records: &[Record]) -> Vec<u8> {
-        records.iter().flat_map(|record| record.encode().expect("small record")).collect()
+        records
+            .iter()
+            .flat_map(|record| record.encode().expect("small record"))
+            .collect()
     }
 
     #[test]
@@ -260,7 +295,11 @@ mod tests {
         let decoded = decode_segment(&bytes);
         assert_eq!(decoded.damage, None);
         assert_eq!(decoded.valid_bytes, bytes.len() as u64);
-        let got: Vec<Record> = decoded.records.into_iter().map(|located| located.record).collect();
+        let got: Vec<Record> = decoded
+            .records
+            .into_iter()
+            .map(|located| located.record)
+            .collect();
         assert_eq!(got, records);
     }
 
@@ -292,7 +331,10 @@ mod tests {
         let mut bytes = u32::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0; 12]);
         let damage = decode_segment(&bytes).damage.expect("damage found");
-        assert!(damage.reason.contains("invalid record length"), "{damage:?}");
+        assert!(
+            damage.reason.contains("invalid record length"),
+            "{damage:?}"
+        );
     }
 
     #[test]
