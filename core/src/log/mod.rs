@@ -55,7 +55,9 @@ pub struct Recovery {
     /// Bytes cut from the tail of the last segment (a whole last segment
     /// whose checkpoint never completed counts too).
     pub torn_bytes_cut: u64,
+    /// The first index after recovery (snapshot index + 1).
     pub first_index: u64,
+    /// The last index after recovery.
     pub last_index: u64,
 }
 

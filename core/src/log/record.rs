@@ -171,15 +171,51 @@ fn read_frame(bytes: &[u8], offset: usize) -> Frame {
     }
 }
 
-/// Whether any valid, decodable frame starts at or after `from`. Used to
-/// tell a torn tail (nothing valid after) from damage in the middle.
-fn valid_frame_from(bytes: &[u8], from: usize) -> bool {
-    (from..bytes.len()).any(|offset| match read_frame(bytes, offset) {
-        Frame::Valid { payload_start, end } => {
-            Record::decode_payload(&bytes[payload_start..end]).is_ok()
+/// Bytes the search for a valid frame after damage may checksum. Torn
+/// tails are short, so this only runs out after damage far from the end.
+const SEARCH_CHECKSUM_BYTES_MAX: usize = 256 << 20;
+
+/// Whether any valid, decodable frame starts at or after `from`, used to
+/// tell a torn tail (nothing valid after) from damage in the middle. `None`
+/// when the search ran out of budget, which the caller treats as damage.
+fn valid_frame_from(bytes: &[u8], from: usize) -> Option<bool> {
+    let mut budget = SEARCH_CHECKSUM_BYTES_MAX;
+    for offset in from..bytes.len() {
+        // Cheap filters first: a known kind byte and a length that fits.
+        let known_kind = bytes
+            .get(offset + HEADER_BYTES)
+            .is_some_and(|kind| (KIND_ENTRY..=KIND_RESTORE).contains(kind));
+        let length = read_u32(bytes, offset).map_or(0, |length| length as usize);
+        if !known_kind
+            || length == 0
+            || length > (bytes.len() - offset).saturating_sub(HEADER_BYTES)
+        {
+            continue;
         }
-        _ => false,
-    })
+        budget = budget.checked_sub(length)?;
+        if let Frame::Valid { payload_start, end } = read_frame(bytes, offset) {
+            if Record::decode_payload(&bytes[payload_start..end]).is_ok() {
+                return Some(true);
+            }
+        }
+    }
+    Some(false)
+}
+
+/// Describes bad bytes at `offset`, deciding whether they may be torn.
+fn damage_at(bytes: &[u8], offset: usize, reason: String) -> Damage {
+    let (torn, reason) = match valid_frame_from(bytes, offset + 1) {
+        Some(followed) => (!followed, reason),
+        None => (
+            false,
+            format!("{reason} (too much data after it to tell a torn write)"),
+        ),
+    };
+    Damage {
+        offset: offset as u64,
+        reason,
+        torn,
+    }
 }
 
 /// Decodes one segment's bytes. Never panics, whatever the input.
@@ -209,28 +245,12 @@ pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
             }
             Frame::Incomplete => {
                 let reason = format!("incomplete record ({} bytes left)", bytes.len() - offset);
-                Damage {
-                    offset: offset as u64,
-                    reason,
-                    torn: !valid_frame_from(bytes, offset + 1),
-                }
+                damage_at(bytes, offset, reason)
             }
             Frame::BadLength(length) => {
-                let reason = format!("invalid record length {length}");
-                Damage {
-                    offset: offset as u64,
-                    reason,
-                    torn: !valid_frame_from(bytes, offset + 1),
-                }
+                damage_at(bytes, offset, format!("invalid record length {length}"))
             }
-            Frame::BadChecksum => {
-                let reason = "checksum mismatch".to_string();
-                Damage {
-                    offset: offset as u64,
-                    reason,
-                    torn: !valid_frame_from(bytes, offset + 1),
-                }
-            }
+            Frame::BadChecksum => damage_at(bytes, offset, "checksum mismatch".to_string()),
         };
         decoded.damage = Some(damage);
         break;
@@ -350,6 +370,17 @@ mod tests {
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let decoded = decode_segment(&bytes);
             proptest::prop_assert!(decoded.valid_bytes <= bytes.len() as u64);
+        }
+
+        #[test]
+        fn decoding_checksummed_garbage_never_panics(
+            kind in 1..=5u8,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let mut payload = vec![kind];
+            payload.extend_from_slice(&body);
+            let decoded = decode_segment(&frame(&payload));
+            proptest::prop_assert!(decoded.records.len() + usize::from(decoded.damage.is_some()) == 1);
         }
     }
 }
