@@ -72,29 +72,18 @@ impl View {
     }
 
     fn last_term(&self) -> u64 {
-        self.entries
-            .last()
-            .map_or(self.snapshot.term, |entry| entry.term)
+        self.entries.last().map_or(self.snapshot.term, |entry| entry.term)
     }
 
     fn assert_valid(&self) {
         for (offset, entry) in self.entries.iter().enumerate() {
-            assert_eq!(
-                entry.index,
-                self.snapshot.index + 1 + offset as u64,
-                "entries contiguous from snapshot + 1"
-            );
+            assert_eq!(entry.index, self.snapshot.index + 1 + offset as u64, "entries contiguous from snapshot + 1");
         }
     }
 }
 
 fn entry(index: u64, term: u64, salt: u64) -> Entry {
-    Entry {
-        index,
-        term,
-        data: format!("{index}/{term}/{salt}").into_bytes().into(),
-        ..Default::default()
-    }
+    Entry { index, term, data: format!("{index}/{term}/{salt}").into_bytes().into(), ..Default::default() }
 }
 
 fn metadata(index: u64, term: u64, conf_state: &ConfState) -> SnapshotMetadata {
@@ -109,26 +98,13 @@ fn metadata(index: u64, term: u64, conf_state: &ConfState) -> SnapshotMetadata {
 /// Runs one operation on the store and on the model. Returns the model
 /// states a crash during the operation may leave, and whether the
 /// operation makes everything durable when it succeeds.
-fn run(
-    store: &mut LogStore<MemDisk>,
-    model: &mut View,
-    operation: &Operation,
-    salt: u64,
-) -> (Vec<View>, bool, bool) {
+fn run(store: &mut LogStore<MemDisk>, model: &mut View, operation: &Operation, salt: u64) -> (Vec<View>, bool, bool) {
     let mut states = Vec::new();
     let (result, durable) = match *operation {
-        Operation::Append {
-            back,
-            count,
-            new_term,
-        } => {
-            let start = (model.last_index() + 1)
-                .saturating_sub(back)
-                .max(model.snapshot.index + 1);
+        Operation::Append { back, count, new_term } => {
+            let start = (model.last_index() + 1).saturating_sub(back).max(model.snapshot.index + 1);
             let term = model.last_term().max(model.hard_state.term) + u64::from(new_term);
-            let batch: Vec<Entry> = (start..start + count)
-                .map(|index| entry(index, term, salt))
-                .collect();
+            let batch: Vec<Entry> = (start..start + count).map(|index| entry(index, term, salt)).collect();
             for entry in &batch {
                 let keep = (entry.index - model.snapshot.index - 1) as usize;
                 model.entries.truncate(keep);
@@ -147,10 +123,7 @@ fn run(
             (store.set_hard_state(&hard_state), false)
         }
         Operation::SetConfState { voters } => {
-            let conf_state = ConfState {
-                voters: (1..=voters).collect(),
-                ..Default::default()
-            };
+            let conf_state = ConfState { voters: (1..=voters).collect(), ..Default::default() };
             model.conf_state = conf_state.clone();
             states.push(model.clone());
             (store.set_conf_state(&conf_state), false)
@@ -160,25 +133,16 @@ fn run(
             if model.entries.is_empty() {
                 return (states, true, false);
             }
-            let index = model
-                .last_index()
-                .saturating_sub(back)
-                .max(model.snapshot.index + 1);
+            let index = model.last_index().saturating_sub(back).max(model.snapshot.index + 1);
             let term = model.entries[(index - model.snapshot.index - 1) as usize].term;
             let point = metadata(index, term, &model.conf_state);
-            model
-                .entries
-                .drain(..(index - model.snapshot.index) as usize);
+            model.entries.drain(..(index - model.snapshot.index) as usize);
             model.snapshot = point.clone();
             states.push(model.clone());
             (store.compact(&point), true)
         }
         Operation::ApplySnapshot { ahead } => {
-            let point = metadata(
-                model.last_index() + ahead,
-                model.last_term() + 1,
-                &model.conf_state,
-            );
+            let point = metadata(model.last_index() + ahead, model.last_term() + 1, &model.conf_state);
             model.entries.clear();
             model.snapshot = point.clone();
             model.hard_state.commit = model.hard_state.commit.max(point.index);
@@ -213,11 +177,7 @@ fn scenario(operations: &[Operation], crash_after: usize, fault: Option<(usize, 
             history.extend(states);
             break;
         }
-        assert_eq!(
-            View::of(&store),
-            model,
-            "store diverged from the model after {operation:?}"
-        );
+        assert_eq!(View::of(&store), model, "store diverged from the model after {operation:?}");
         if durable {
             history = vec![model.clone()];
         } else {
@@ -226,16 +186,11 @@ fn scenario(operations: &[Operation], crash_after: usize, fault: Option<(usize, 
     }
     drop(store);
     disk.crash(seed);
-    let (mut recovered, _) =
-        LogStore::open(disk.clone(), SEGMENT_BYTES).expect("recovery after crash");
+    let (mut recovered, _) = LogStore::open(disk.clone(), SEGMENT_BYTES).expect("recovery after crash");
     let view = View::of(&recovered);
     check_recovered(&view, &history);
     // The recovered store keeps working, and what it writes survives.
-    let next = entry(
-        view.last_index() + 1,
-        view.last_term().max(view.hard_state.term) + 1,
-        999,
-    );
+    let next = entry(view.last_index() + 1, view.last_term().max(view.hard_state.term) + 1, 999);
     recovered.append(&[next]).expect("append after recovery");
     recovered.sync().expect("sync after recovery");
     let expected = View::of(&recovered);
@@ -263,17 +218,9 @@ proptest! {
 #[test]
 fn crash_without_any_sync_recovers_an_earlier_state() {
     let operations = vec![
-        Operation::Append {
-            back: 0,
-            count: 3,
-            new_term: true,
-        },
+        Operation::Append { back: 0, count: 3, new_term: true },
         Operation::SetHardState { vote: 1 },
-        Operation::Append {
-            back: 1,
-            count: 2,
-            new_term: true,
-        },
+        Operation::Append { back: 1, count: 2, new_term: true },
     ];
     for seed in 0..32 {
         scenario(&operations, operations.len(), None, seed);

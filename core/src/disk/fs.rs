@@ -18,12 +18,8 @@ pub struct FsDisk {
 impl FsDisk {
     /// Opens the directory, creating it (and its parents) if missing.
     pub fn open(directory: &Path) -> Result<Self, DiskError> {
-        fs::create_dir_all(directory)
-            .map_err(|error| to_disk_error(directory_name(directory), &error))?;
-        Ok(Self {
-            directory: directory.to_path_buf(),
-            append_handles: HashMap::new(),
-        })
+        fs::create_dir_all(directory).map_err(|error| to_disk_error(directory_name(directory), &error))?;
+        Ok(Self { directory: directory.to_path_buf(), append_handles: HashMap::new() })
     }
 
     /// The directory this disk works in.
@@ -37,18 +33,13 @@ impl FsDisk {
 
     fn append_handle(&mut self, name: &str) -> Result<&mut File, DiskError> {
         if !self.append_handles.contains_key(name) {
-            let file = OpenOptions::new()
-                .append(true)
-                .open(self.path(name))
-                .map_err(|error| to_disk_error(name, &error))?;
+            let file =
+                OpenOptions::new().append(true).open(self.path(name)).map_err(|error| to_disk_error(name, &error))?;
             self.append_handles.insert(name.to_string(), file);
         }
         self.append_handles
             .get_mut(name)
-            .ok_or_else(|| DiskError::Io {
-                name: name.to_string(),
-                message: "append handle vanished".to_string(),
-            })
+            .ok_or_else(|| DiskError::Io { name: name.to_string(), message: "append handle vanished".to_string() })
     }
 }
 
@@ -62,10 +53,7 @@ fn to_disk_error(name: &str, error: &io::Error) -> DiskError {
     match error.kind() {
         io::ErrorKind::NotFound => DiskError::NotFound { name },
         io::ErrorKind::AlreadyExists => DiskError::AlreadyExists { name },
-        _ => DiskError::Io {
-            name,
-            message: error.to_string(),
-        },
+        _ => DiskError::Io { name, message: error.to_string() },
     }
 }
 
@@ -75,10 +63,7 @@ impl Disk for FsDisk {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.directory).map_err(|error| to_disk_error(name, &error))? {
             let entry = entry.map_err(|error| to_disk_error(name, &error))?;
-            let is_file = entry
-                .file_type()
-                .map_err(|error| to_disk_error(name, &error))?
-                .is_file();
+            let is_file = entry.file_type().map_err(|error| to_disk_error(name, &error))?.is_file();
             // Names that are not UTF-8 cannot be ours, so they are skipped.
             if let (true, Some(file_name)) = (is_file, entry.file_name().to_str()) {
                 names.push(file_name.to_string());
@@ -103,17 +88,12 @@ impl Disk for FsDisk {
 
     fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         let file = self.append_handle(name)?;
-        file.write_all(data)
-            .map_err(|error| to_disk_error(name, &error))
+        file.write_all(data).map_err(|error| to_disk_error(name, &error))
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> Result<(), DiskError> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(self.path(name))
-            .map_err(|error| to_disk_error(name, &error))?;
-        file.set_len(len)
-            .map_err(|error| to_disk_error(name, &error))
+        let file = OpenOptions::new().write(true).open(self.path(name)).map_err(|error| to_disk_error(name, &error))?;
+        file.set_len(len).map_err(|error| to_disk_error(name, &error))
     }
 
     fn sync(&mut self, name: &str) -> Result<(), DiskError> {
@@ -139,9 +119,7 @@ impl Disk for FsDisk {
     fn sync_dir(&mut self) -> Result<(), DiskError> {
         let name = directory_name(&self.directory);
         let directory = File::open(&self.directory).map_err(|error| to_disk_error(name, &error))?;
-        directory
-            .sync_all()
-            .map_err(|error| to_disk_error(name, &error))
+        directory.sync_all().map_err(|error| to_disk_error(name, &error))
     }
 }
 
@@ -155,18 +133,12 @@ mod tests {
         let mut disk = FsDisk::open(&temporary.path().join("nested/log")).expect("open");
         disk.create("b").expect("create b");
         disk.create("a").expect("create a");
-        assert!(matches!(
-            disk.create("a"),
-            Err(DiskError::AlreadyExists { .. })
-        ));
+        assert!(matches!(disk.create("a"), Err(DiskError::AlreadyExists { .. })));
         disk.append("a", b"hello ").expect("append");
         disk.append("a", b"world").expect("append");
         disk.sync("a").expect("sync");
         disk.sync_dir().expect("sync_dir");
-        assert_eq!(
-            disk.list().expect("list"),
-            vec!["a".to_string(), "b".to_string()]
-        );
+        assert_eq!(disk.list().expect("list"), vec!["a".to_string(), "b".to_string()]);
         assert_eq!(disk.read("a").expect("read"), b"hello world");
         disk.truncate("a", 5).expect("truncate");
         disk.append("a", b"!").expect("append after truncate");

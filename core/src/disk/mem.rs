@@ -46,16 +46,11 @@ pub struct MemDisk {
 }
 
 fn injected(name: &str, what: &str) -> DiskError {
-    DiskError::Io {
-        name: name.to_string(),
-        message: format!("injected fault: {what}"),
-    }
+    DiskError::Io { name: name.to_string(), message: format!("injected fault: {what}") }
 }
 
 fn not_found(name: &str) -> DiskError {
-    DiskError::NotFound {
-        name: name.to_string(),
-    }
+    DiskError::NotFound { name: name.to_string() }
 }
 
 impl MemDisk {
@@ -67,9 +62,7 @@ impl MemDisk {
     fn lock(&self) -> MutexGuard<'_, MemState> {
         // A panic while holding the lock can only come from a failing test;
         // the state is still usable for reporting.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes the next `sync` or `sync_dir` fail (and not sync anything).
@@ -118,11 +111,7 @@ fn crashed_contents(contents: &FileContents, random: &mut SmallRng) -> Vec<u8> {
     }
     if !current.starts_with(durable) {
         // A truncate not yet synced: either it reached the disk or not.
-        return if random.gen_bool(0.5) {
-            current.clone()
-        } else {
-            durable.clone()
-        };
+        return if random.gen_bool(0.5) { current.clone() } else { durable.clone() };
     }
     match random.gen_range(0..3) {
         0 => current.clone(),
@@ -161,10 +150,7 @@ impl MemState {
     }
 
     fn contents_mut(&mut self, name: &str) -> Result<&mut FileContents, DiskError> {
-        let inode = *self
-            .current_directory
-            .get(name)
-            .ok_or_else(|| not_found(name))?;
+        let inode = *self.current_directory.get(name).ok_or_else(|| not_found(name))?;
         self.inodes.get_mut(&inode).ok_or_else(|| not_found(name))
     }
 
@@ -189,10 +175,7 @@ impl Disk for MemDisk {
 
     fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
         let state = self.lock();
-        let inode = state
-            .current_directory
-            .get(name)
-            .ok_or_else(|| not_found(name))?;
+        let inode = state.current_directory.get(name).ok_or_else(|| not_found(name))?;
         let contents = state.inodes.get(inode).ok_or_else(|| not_found(name))?;
         Ok(contents.current.clone())
     }
@@ -201,9 +184,7 @@ impl Disk for MemDisk {
         let mut state = self.lock();
         state.spend_operation(name)?;
         if state.current_directory.contains_key(name) {
-            return Err(DiskError::AlreadyExists {
-                name: name.to_string(),
-            });
+            return Err(DiskError::AlreadyExists { name: name.to_string() });
         }
         let inode = state.next_inode;
         state.next_inode += 1;
@@ -217,10 +198,7 @@ impl Disk for MemDisk {
         state.spend_operation(name)?;
         state.contents_mut(name)?;
         let allowed = state.spend_bytes(data.len());
-        state
-            .contents_mut(name)?
-            .current
-            .extend_from_slice(&data[..allowed]);
+        state.contents_mut(name)?.current.extend_from_slice(&data[..allowed]);
         if allowed < data.len() {
             return Err(injected(name, "byte budget spent"));
         }
@@ -251,10 +229,7 @@ impl Disk for MemDisk {
     fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.spend_operation(from)?;
-        let inode = state
-            .current_directory
-            .remove(from)
-            .ok_or_else(|| not_found(from))?;
+        let inode = state.current_directory.remove(from).ok_or_else(|| not_found(from))?;
         state.current_directory.insert(to.to_string(), inode);
         Ok(())
     }
@@ -262,10 +237,7 @@ impl Disk for MemDisk {
     fn remove(&mut self, name: &str) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.spend_operation(name)?;
-        state
-            .current_directory
-            .remove(name)
-            .ok_or_else(|| not_found(name))?;
+        state.current_directory.remove(name).ok_or_else(|| not_found(name))?;
         Ok(())
     }
 
@@ -316,10 +288,7 @@ mod tests {
             disk.crash(seed);
             lengths.insert(disk.read("f").expect("file survives").len());
         }
-        assert!(
-            lengths.contains(&1) && lengths.contains(&11) && lengths.len() > 2,
-            "{lengths:?}"
-        );
+        assert!(lengths.contains(&1) && lengths.contains(&11) && lengths.len() > 2, "{lengths:?}");
     }
 
     #[test]

@@ -36,16 +36,9 @@ pub enum LogError {
     Disk(#[from] DiskError),
     /// Bytes on disk that a crash cannot explain.
     #[error("log corrupt in {file} at offset {offset}: {reason}")]
-    Corrupt {
-        file: String,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { file: String, offset: u64, reason: String },
     /// A record larger than [`record::PAYLOAD_BYTES_MAX`] was refused.
-    #[error(
-        "log record of {bytes} bytes exceeds the limit of {} bytes",
-        record::PAYLOAD_BYTES_MAX
-    )]
+    #[error("log record of {bytes} bytes exceeds the limit of {} bytes", record::PAYLOAD_BYTES_MAX)]
     RecordTooLarge { bytes: usize },
 }
 
@@ -115,15 +108,9 @@ struct LoadedSegment {
 
 /// The records a segment must start with.
 fn checkpoint_problem(records: &[record::Located]) -> Option<String> {
-    let kinds: Vec<&Record> = records
-        .iter()
-        .take(3)
-        .map(|located| &located.record)
-        .collect();
+    let kinds: Vec<&Record> = records.iter().take(3).map(|located| &located.record).collect();
     match kinds.as_slice() {
-        [Record::Compact(_) | Record::Restore(_), Record::HardState(_), Record::ConfState(_)] => {
-            None
-        }
+        [Record::Compact(_) | Record::Restore(_), Record::HardState(_), Record::ConfState(_)] => None,
         _ if kinds.len() < 3 => Some("segment ends inside its checkpoint".to_string()),
         _ => Some("segment does not start with a checkpoint".to_string()),
     }
@@ -131,19 +118,11 @@ fn checkpoint_problem(records: &[record::Located]) -> Option<String> {
 
 /// Reads and decodes one segment, deciding whether its damage is a torn
 /// tail (allowed only at the end of the last segment) or corruption.
-fn load_segment<D: Disk>(
-    disk: &D,
-    sequence: u64,
-    is_last: bool,
-) -> Result<LoadedSegment, LogError> {
+fn load_segment<D: Disk>(disk: &D, sequence: u64, is_last: bool) -> Result<LoadedSegment, LogError> {
     let name = segment_name(sequence);
     let bytes = disk.read(&name)?;
     let decoded = decode_segment(&bytes);
-    let corrupt = |offset, reason| LogError::Corrupt {
-        file: name.clone(),
-        offset,
-        reason,
-    };
+    let corrupt = |offset, reason| LogError::Corrupt { file: name.clone(), offset, reason };
     if let Some(damage) = &decoded.damage {
         if !(is_last && damage.torn) {
             return Err(corrupt(damage.offset, damage.reason.clone()));
@@ -158,74 +137,38 @@ fn load_segment<D: Disk>(
         }
     }
     let torn_bytes = bytes.len() as u64 - decoded.valid_bytes;
-    let segment = Segment {
-        sequence,
-        bytes: decoded.valid_bytes,
-        max_entry_index: 0,
-    };
-    Ok(LoadedSegment {
-        segment,
-        decoded,
-        torn_bytes,
-    })
+    let segment = Segment { sequence, bytes: decoded.valid_bytes, max_entry_index: 0 };
+    Ok(LoadedSegment { segment, decoded, torn_bytes })
 }
 
 impl<D: Disk> LogStore<D> {
     /// Opens (or creates, on an empty disk) the log, recovering from a crash.
     pub fn open(disk: D, segment_bytes_max: u64) -> Result<(Self, Recovery), LogError> {
-        let mut sequences: Vec<u64> = disk
-            .list()?
-            .iter()
-            .filter_map(|name| parse_segment_name(name))
-            .collect();
+        let mut sequences: Vec<u64> = disk.list()?.iter().filter_map(|name| parse_segment_name(name)).collect();
         sequences.sort_unstable();
         let mut loaded = Vec::with_capacity(sequences.len());
         for (position, &sequence) in sequences.iter().enumerate() {
-            loaded.push(load_segment(
-                &disk,
-                sequence,
-                position + 1 == sequences.len(),
-            )?);
+            loaded.push(load_segment(&disk, sequence, position + 1 == sequences.len())?);
         }
         let mut torn_bytes_cut = 0;
         let mut discarded = None;
-        if loaded
-            .last()
-            .is_some_and(|last| checkpoint_problem(&last.decoded.records).is_some())
-        {
-            let last = loaded
-                .pop()
-                .expect("checked above that there is a last segment");
+        if loaded.last().is_some_and(|last| checkpoint_problem(&last.decoded.records).is_some()) {
+            let last = loaded.pop().expect("checked above that there is a last segment");
             torn_bytes_cut += last.segment.bytes + last.torn_bytes;
             discarded = Some(last.segment.name());
         }
         let (state, segments) = replay_segments(&mut loaded)?;
-        let mut store = Self {
-            disk,
-            segment_bytes_max,
-            state,
-            segments,
-            unsynced_writes: false,
-            failure: None,
-        };
+        let mut store = Self { disk, segment_bytes_max, state, segments, unsynced_writes: false, failure: None };
         torn_bytes_cut += store.cut_damage(&loaded, discarded)?;
         store.state.check_invariants();
-        let recovery = Recovery {
-            torn_bytes_cut,
-            first_index: store.first_index(),
-            last_index: store.last_index(),
-        };
+        let recovery = Recovery { torn_bytes_cut, first_index: store.first_index(), last_index: store.last_index() };
         tracing::info!(?recovery, segments = store.segments.len(), "log recovered");
         Ok((store, recovery))
     }
 
     /// Makes recovery's cuts durable: truncates the torn tail of the last
     /// segment and removes a last segment whose checkpoint never completed.
-    fn cut_damage(
-        &mut self,
-        loaded: &[LoadedSegment],
-        discarded: Option<String>,
-    ) -> Result<u64, LogError> {
+    fn cut_damage(&mut self, loaded: &[LoadedSegment], discarded: Option<String>) -> Result<u64, LogError> {
         let mut cut = 0;
         if let Some(name) = discarded {
             self.disk.remove(&name)?;
@@ -258,9 +201,7 @@ impl<D: Disk> LogStore<D> {
         self.check_usable()?;
         // Check before writing, so a bad call panics with nothing on disk.
         self.state.check_append(entries);
-        let result = entries
-            .iter()
-            .try_for_each(|entry| self.write(&Record::Entry(entry.clone())));
+        let result = entries.iter().try_for_each(|entry| self.write(&Record::Entry(entry.clone())));
         self.fail_stop(result)?;
         self.state.append(entries);
         Ok(())
@@ -382,21 +323,13 @@ impl<D: Disk> LogStore<D> {
     /// Writes one record to the current segment, starting a new segment
     /// first if there is none or the current one is full.
     fn write(&mut self, record: &Record) -> Result<(), LogError> {
-        let bytes = record
-            .encode()
-            .map_err(|bytes| LogError::RecordTooLarge { bytes })?;
-        let needs_segment = self
-            .segments
-            .last()
-            .is_none_or(|last| last.bytes >= self.segment_bytes_max);
+        let bytes = record.encode().map_err(|bytes| LogError::RecordTooLarge { bytes })?;
+        let needs_segment = self.segments.last().is_none_or(|last| last.bytes >= self.segment_bytes_max);
         if needs_segment {
             let checkpoint = checkpoint(Record::Compact(self.state.snapshot.clone()), &self.state);
             self.start_segment(&checkpoint)?;
         }
-        let current = self
-            .segments
-            .last_mut()
-            .expect("a segment was just ensured");
+        let current = self.segments.last_mut().expect("a segment was just ensured");
         self.disk.append(&segment_name(current.sequence), &bytes)?;
         current.bytes += bytes.len() as u64;
         if let Record::Entry(entry) = record {
@@ -420,11 +353,7 @@ impl<D: Disk> LogStore<D> {
         self.sync_current()?;
         let mut bytes = Vec::new();
         for record in checkpoint {
-            bytes.extend(
-                record
-                    .encode()
-                    .map_err(|bytes| LogError::RecordTooLarge { bytes })?,
-            );
+            bytes.extend(record.encode().map_err(|bytes| LogError::RecordTooLarge { bytes })?);
         }
         let sequence = self.segments.last().map_or(1, |last| last.sequence + 1);
         let name = segment_name(sequence);
@@ -432,11 +361,7 @@ impl<D: Disk> LogStore<D> {
         self.disk.append(&name, &bytes)?;
         self.disk.sync(&name)?;
         self.disk.sync_dir()?;
-        self.segments.push(Segment {
-            sequence,
-            bytes: bytes.len() as u64,
-            max_entry_index: 0,
-        });
+        self.segments.push(Segment { sequence, bytes: bytes.len() as u64, max_entry_index: 0 });
         Ok(())
     }
 
@@ -446,18 +371,13 @@ impl<D: Disk> LogStore<D> {
         // Only a prefix may go: a later segment's entries can be superseded
         // by an earlier segment's only through the segments between them.
         let older = self.segments.len() - 1;
-        let deletable = self.segments[..older]
-            .iter()
-            .take_while(|segment| segment.max_entry_index <= metadata.index)
-            .count();
+        let deletable =
+            self.segments[..older].iter().take_while(|segment| segment.max_entry_index <= metadata.index).count();
         self.remove_oldest(deletable)
     }
 
     fn restore_on_disk(&mut self, restored: &LogState) -> Result<(), LogError> {
-        self.start_segment(&checkpoint(
-            Record::Restore(restored.snapshot.clone()),
-            restored,
-        ))?;
+        self.start_segment(&checkpoint(Record::Restore(restored.snapshot.clone()), restored))?;
         self.remove_oldest(self.segments.len() - 1)
     }
 
@@ -478,11 +398,7 @@ impl<D: Disk> LogStore<D> {
 /// The records that start a segment: `point` (a compaction to the current
 /// snapshot, or a restore), then the hard and conf state.
 fn checkpoint(point: Record, state: &LogState) -> [Record; 3] {
-    [
-        point,
-        Record::HardState(state.hard_state.clone()),
-        Record::ConfState(state.conf_state.clone()),
-    ]
+    [point, Record::HardState(state.hard_state.clone()), Record::ConfState(state.conf_state.clone())]
 }
 
 /// Replays the loaded segments in order into the log state.
@@ -495,24 +411,16 @@ fn replay_segments(loaded: &mut [LoadedSegment]) -> Result<(LogState, Vec<Segmen
             if let Record::Entry(entry) = &located.record {
                 segment.segment.max_entry_index = segment.segment.max_entry_index.max(entry.index);
             }
-            replay
-                .apply(located.record)
-                .map_err(|reason| LogError::Corrupt {
-                    file: name.clone(),
-                    offset: located.offset,
-                    reason,
-                })?;
+            replay.apply(located.record).map_err(|reason| LogError::Corrupt {
+                file: name.clone(),
+                offset: located.offset,
+                reason,
+            })?;
         }
         segments.push(segment.segment.clone());
     }
-    let file = segments
-        .first()
-        .map_or_else(|| "<no segment>".to_string(), Segment::name);
-    let state = replay.finish().map_err(|reason| LogError::Corrupt {
-        file,
-        offset: 0,
-        reason,
-    })?;
+    let file = segments.first().map_or_else(|| "<no segment>".to_string(), Segment::name);
+    let state = replay.finish().map_err(|reason| LogError::Corrupt { file, offset: 0, reason })?;
     Ok((state, segments))
 }
 

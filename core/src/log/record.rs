@@ -86,14 +86,12 @@ impl Record {
 }
 
 fn parse<M: Message>(body: &[u8]) -> Result<M, String> {
-    M::parse_from_bytes(body)
-        .map_err(|error| format!("undecodable {}: {error}", M::descriptor_static().name()))
+    M::parse_from_bytes(body).map_err(|error| format!("undecodable {}: {error}", M::descriptor_static().name()))
 }
 
 /// Frames a payload with its length and checksum.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let length =
-        u32::try_from(payload.len()).expect("payloads are checked against PAYLOAD_BYTES_MAX first");
+    let length = u32::try_from(payload.len()).expect("payloads are checked against PAYLOAD_BYTES_MAX first");
     let mut framed = Vec::with_capacity(HEADER_BYTES + payload.len());
     framed.extend_from_slice(&length.to_le_bytes());
     framed.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
@@ -151,8 +149,7 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 }
 
 fn read_frame(bytes: &[u8], offset: usize) -> Frame {
-    let (Some(length), Some(checksum)) = (read_u32(bytes, offset), read_u32(bytes, offset + 4))
-    else {
+    let (Some(length), Some(checksum)) = (read_u32(bytes, offset), read_u32(bytes, offset + 4)) else {
         return Frame::Incomplete;
     };
     let payload_bytes = length as usize;
@@ -182,14 +179,10 @@ fn valid_frame_from(bytes: &[u8], from: usize) -> Option<bool> {
     let mut budget = SEARCH_CHECKSUM_BYTES_MAX;
     for offset in from..bytes.len() {
         // Cheap filters first: a known kind byte and a length that fits.
-        let known_kind = bytes
-            .get(offset + HEADER_BYTES)
-            .is_some_and(|kind| (KIND_ENTRY..=KIND_RESTORE).contains(kind));
+        let known_kind =
+            bytes.get(offset + HEADER_BYTES).is_some_and(|kind| (KIND_ENTRY..=KIND_RESTORE).contains(kind));
         let length = read_u32(bytes, offset).map_or(0, |length| length as usize);
-        if !known_kind
-            || length == 0
-            || length > (bytes.len() - offset).saturating_sub(HEADER_BYTES)
-        {
+        if !known_kind || length == 0 || length > (bytes.len() - offset).saturating_sub(HEADER_BYTES) {
             continue;
         }
         budget = budget.checked_sub(length)?;
@@ -206,16 +199,9 @@ fn valid_frame_from(bytes: &[u8], from: usize) -> Option<bool> {
 fn damage_at(bytes: &[u8], offset: usize, reason: String) -> Damage {
     let (torn, reason) = match valid_frame_from(bytes, offset + 1) {
         Some(followed) => (!followed, reason),
-        None => (
-            false,
-            format!("{reason} (too much data after it to tell a torn write)"),
-        ),
+        None => (false, format!("{reason} (too much data after it to tell a torn write)")),
     };
-    Damage {
-        offset: offset as u64,
-        reason,
-        torn,
-    }
+    Damage { offset: offset as u64, reason, torn }
 }
 
 /// Decodes one segment's bytes. Never panics, whatever the input.
@@ -227,29 +213,20 @@ pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
             Frame::Valid { payload_start, end } => {
                 match Record::decode_payload(&bytes[payload_start..end]) {
                     Ok(record) => {
-                        decoded.records.push(Located {
-                            offset: offset as u64,
-                            record,
-                        });
+                        decoded.records.push(Located { offset: offset as u64, record });
                         offset = end;
                         continue;
                     }
                     // A matching checksum means these bytes were written so:
                     // a bug or deliberate damage, never a torn write.
-                    Err(reason) => Damage {
-                        offset: offset as u64,
-                        reason,
-                        torn: false,
-                    },
+                    Err(reason) => Damage { offset: offset as u64, reason, torn: false },
                 }
             }
             Frame::Incomplete => {
                 let reason = format!("incomplete record ({} bytes left)", bytes.len() - offset);
                 damage_at(bytes, offset, reason)
             }
-            Frame::BadLength(length) => {
-                damage_at(bytes, offset, format!("invalid record length {length}"))
-            }
+            Frame::BadLength(length) => damage_at(bytes, offset, format!("invalid record length {length}")),
             Frame::BadChecksum => damage_at(bytes, offset, "checksum mismatch".to_string()),
         };
         decoded.damage = Some(damage);
@@ -264,33 +241,16 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        Entry {
-            index,
-            term,
-            data: data.to_vec().into(),
-            ..Default::default()
-        }
+        Entry { index, term, data: data.to_vec().into(), ..Default::default() }
     }
 
     fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-        HardState {
-            term,
-            vote,
-            commit,
-            ..Default::default()
-        }
+        HardState { term, vote, commit, ..Default::default() }
     }
 
     fn sample_records() -> Vec<Record> {
-        let metadata = SnapshotMetadata {
-            index: 4,
-            term: 2,
-            ..Default::default()
-        };
-        let conf_state = ConfState {
-            voters: vec![1, 2, 3],
-            ..Default::default()
-        };
+        let metadata = SnapshotMetadata { index: 4, term: 2, ..Default::default() };
+        let conf_state = ConfState { voters: vec![1, 2, 3], ..Default::default() };
         vec![
             Record::Compact(metadata.clone()),
             Record::HardState(hard_state(2, 1, 3)),
@@ -302,10 +262,7 @@ mod tests {
     }
 
     fn encode_all(records: &[Record]) -> Vec<u8> {
-        records
-            .iter()
-            .flat_map(|record| record.encode().expect("small record"))
-            .collect()
+        records.iter().flat_map(|record| record.encode().expect("small record")).collect()
     }
 
     #[test]
@@ -315,11 +272,7 @@ mod tests {
         let decoded = decode_segment(&bytes);
         assert_eq!(decoded.damage, None);
         assert_eq!(decoded.valid_bytes, bytes.len() as u64);
-        let got: Vec<Record> = decoded
-            .records
-            .into_iter()
-            .map(|located| located.record)
-            .collect();
+        let got: Vec<Record> = decoded.records.into_iter().map(|located| located.record).collect();
         assert_eq!(got, records);
     }
 
@@ -351,10 +304,7 @@ mod tests {
         let mut bytes = u32::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0; 12]);
         let damage = decode_segment(&bytes).damage.expect("damage found");
-        assert!(
-            damage.reason.contains("invalid record length"),
-            "{damage:?}"
-        );
+        assert!(damage.reason.contains("invalid record length"), "{damage:?}");
     }
 
     #[test]

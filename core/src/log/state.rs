@@ -44,11 +44,7 @@ impl LogState {
     pub fn check_append(&self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
         for pair in entries.windows(2) {
-            assert_eq!(
-                pair[0].index + 1,
-                pair[1].index,
-                "raft bug: appended entries are not contiguous"
-            );
+            assert_eq!(pair[0].index + 1, pair[1].index, "raft bug: appended entries are not contiguous");
         }
         assert!(
             first.index > self.snapshot.index,
@@ -71,8 +67,7 @@ impl LogState {
             return;
         }
         self.check_compact(metadata);
-        self.entries
-            .drain(..(metadata.index - self.snapshot.index) as usize);
+        self.entries.drain(..(metadata.index - self.snapshot.index) as usize);
         self.snapshot = metadata.clone();
     }
 
@@ -102,11 +97,7 @@ impl LogState {
     /// Asserts the invariants every operation keeps.
     pub fn check_invariants(&self) {
         for (offset, entry) in self.entries.iter().enumerate() {
-            assert_eq!(
-                entry.index,
-                self.first_index() + offset as u64,
-                "log entries are not contiguous"
-            );
+            assert_eq!(entry.index, self.first_index() + offset as u64, "log entries are not contiguous");
         }
     }
 }
@@ -153,10 +144,7 @@ impl Replay {
     fn apply_entry(&mut self, entry: Entry) -> Result<(), String> {
         let index = entry.index;
         if index <= self.state.snapshot.index {
-            return Err(format!(
-                "entry {index} is at or below the snapshot index {}",
-                self.state.snapshot.index
-            ));
+            return Err(format!("entry {index} is at or below the snapshot index {}", self.state.snapshot.index));
         }
         let last = self.last_index();
         if index > last + 1 && !self.state.entries.is_empty() {
@@ -167,9 +155,7 @@ impl Replay {
             self.state.entries.clear();
             self.base = index - 1;
         } else {
-            self.state
-                .entries
-                .truncate((index - self.base - 1) as usize);
+            self.state.entries.truncate((index - self.base - 1) as usize);
         }
         self.state.entries.push(entry);
         Ok(())
@@ -179,10 +165,7 @@ impl Replay {
         if metadata.index <= self.state.snapshot.index {
             return;
         }
-        let dropped = metadata
-            .index
-            .saturating_sub(self.base)
-            .min(self.state.entries.len() as u64);
+        let dropped = metadata.index.saturating_sub(self.base).min(self.state.entries.len() as u64);
         self.state.entries.drain(..dropped as usize);
         self.base = self.base.max(metadata.index);
         self.state.snapshot = metadata;
@@ -206,19 +189,11 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            ..Default::default()
-        }
+        Entry { index, term, ..Default::default() }
     }
 
     fn metadata(index: u64, term: u64) -> SnapshotMetadata {
-        SnapshotMetadata {
-            index,
-            term,
-            ..Default::default()
-        }
+        SnapshotMetadata { index, term, ..Default::default() }
     }
 
     fn replay(records: Vec<Record>) -> Result<LogState, String> {
@@ -263,11 +238,7 @@ mod tests {
 
     #[test]
     fn replay_accepts_a_gap_covered_by_a_later_compaction() {
-        let records = vec![
-            Record::Entry(entry(11, 2)),
-            Record::Entry(entry(12, 2)),
-            Record::Compact(metadata(11, 2)),
-        ];
+        let records = vec![Record::Entry(entry(11, 2)), Record::Entry(entry(12, 2)), Record::Compact(metadata(11, 2))];
         let state = replay(records).expect("gap is covered");
         assert_eq!(state.entries, vec![entry(12, 2)]);
         assert_eq!(state.first_index(), 12);
@@ -275,11 +246,9 @@ mod tests {
 
     #[test]
     fn replay_rejects_an_uncovered_gap() {
-        let error =
-            replay(vec![Record::Entry(entry(5, 1))]).expect_err("entries 1..=4 are missing");
+        let error = replay(vec![Record::Entry(entry(5, 1))]).expect_err("entries 1..=4 are missing");
         assert!(error.contains("entries 1 to 4 are missing"), "{error}");
-        let error =
-            replay(vec![Record::Entry(entry(1, 1)), Record::Entry(entry(3, 1))]).expect_err("gap");
+        let error = replay(vec![Record::Entry(entry(1, 1)), Record::Entry(entry(3, 1))]).expect_err("gap");
         assert!(error.contains("gap"), "{error}");
     }
 }

@@ -9,10 +9,7 @@ use crate::disk::Disk;
 
 impl<D: Disk> Storage for LogStore<D> {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(
-            self.state.hard_state.clone(),
-            self.state.conf_state.clone(),
-        ))
+        Ok(RaftState::new(self.state.hard_state.clone(), self.state.conf_state.clone()))
     }
 
     /// # Panics
@@ -29,12 +26,8 @@ impl<D: Disk> Storage for LogStore<D> {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         let last = self.state.last_index();
-        assert!(
-            low <= high && high <= last + 1,
-            "entries [{low}, {high}) out of bounds (last index {last})"
-        );
-        let mut entries =
-            self.state.entries[(low - first) as usize..(high - first) as usize].to_vec();
+        assert!(low <= high && high <= last + 1, "entries [{low}, {high}) out of bounds (last index {last})");
+        let mut entries = self.state.entries[(low - first) as usize..(high - first) as usize].to_vec();
         raft::util::limit_size(&mut entries, max_size.into());
         Ok(entries)
     }
@@ -68,9 +61,7 @@ impl<D: Disk> Storage for LogStore<D> {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let metadata = &self.state.snapshot;
         if metadata.index == 0 || metadata.index < request_index {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(metadata.clone());

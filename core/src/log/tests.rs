@@ -9,12 +9,7 @@ use crate::disk::{FsDisk, MemDisk};
 const SEGMENT_BYTES: u64 = 1 << 20;
 
 pub fn entry(index: u64, term: u64) -> Entry {
-    Entry {
-        index,
-        term,
-        data: format!("data {index}/{term}").into_bytes().into(),
-        ..Default::default()
-    }
+    Entry { index, term, data: format!("data {index}/{term}").into_bytes().into(), ..Default::default() }
 }
 
 fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -22,19 +17,11 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
 }
 
 fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-    HardState {
-        term,
-        vote,
-        commit,
-        ..Default::default()
-    }
+    HardState { term, vote, commit, ..Default::default() }
 }
 
 fn conf_state(voters: &[u64]) -> ConfState {
-    ConfState {
-        voters: voters.to_vec(),
-        ..Default::default()
-    }
+    ConfState { voters: voters.to_vec(), ..Default::default() }
 }
 
 fn metadata(index: u64, term: u64, voters: &[u64]) -> SnapshotMetadata {
@@ -58,15 +45,9 @@ fn context() -> GetEntriesContext {
 fn populated(disk: &MemDisk, segment_bytes: u64) -> LogStore<MemDisk> {
     let (mut store, _) = open(disk, segment_bytes);
     store.append(&entries(1..=7, 1)).expect("append");
-    store
-        .set_conf_state(&conf_state(&[1, 2, 3]))
-        .expect("conf state");
-    store
-        .append(&entries(6..=9, 2))
-        .expect("append with conflict");
-    store
-        .set_hard_state(&hard_state(2, 1, 5))
-        .expect("hard state");
+    store.set_conf_state(&conf_state(&[1, 2, 3])).expect("conf state");
+    store.append(&entries(6..=9, 2)).expect("append with conflict");
+    store.set_hard_state(&hard_state(2, 1, 5)).expect("hard state");
     store.sync().expect("sync");
     store
 }
@@ -80,14 +61,7 @@ fn empty_disk_gives_an_empty_store() {
     let (store, recovery) = open(&MemDisk::new(), SEGMENT_BYTES);
     assert!(store.is_empty());
     assert_eq!((store.first_index(), store.last_index()), (1, 0));
-    assert_eq!(
-        recovery,
-        Recovery {
-            torn_bytes_cut: 0,
-            first_index: 1,
-            last_index: 0
-        }
-    );
+    assert_eq!(recovery, Recovery { torn_bytes_cut: 0, first_index: 1, last_index: 0 });
     assert_eq!(store.term(0).expect("term 0"), 0);
 }
 
@@ -96,20 +70,10 @@ fn state_round_trips_through_reopen() {
     let disk = MemDisk::new();
     let store = populated(&disk, SEGMENT_BYTES);
     assert!(!store.is_empty());
-    assert_eq!(
-        store.in_memory_entries(),
-        [entries(1..=5, 1), entries(6..=9, 2)].concat()
-    );
+    assert_eq!(store.in_memory_entries(), [entries(1..=5, 1), entries(6..=9, 2)].concat());
     let (reopened, recovery) = open(&disk, SEGMENT_BYTES);
     assert_same_state(&store, &reopened);
-    assert_eq!(
-        recovery,
-        Recovery {
-            torn_bytes_cut: 0,
-            first_index: 1,
-            last_index: 9
-        }
-    );
+    assert_eq!(recovery, Recovery { torn_bytes_cut: 0, first_index: 1, last_index: 9 });
     let initial = reopened.initial_state().expect("initial state");
     assert_eq!(initial.hard_state, hard_state(2, 1, 5));
     assert_eq!(initial.conf_state, conf_state(&[1, 2, 3]));
@@ -119,11 +83,7 @@ fn state_round_trips_through_reopen() {
 fn round_trips_through_many_small_segments() {
     let disk = MemDisk::new();
     let store = populated(&disk, 64);
-    assert!(
-        store.segment_names().len() > 3,
-        "{:?}",
-        store.segment_names()
-    );
+    assert!(store.segment_names().len() > 3, "{:?}", store.segment_names());
     let (reopened, _) = open(&disk, 64);
     assert_same_state(&store, &reopened);
 }
@@ -138,46 +98,17 @@ fn storage_follows_raft_semantics() {
     assert_eq!(Storage::last_index(&store).expect("last"), 9);
     assert_eq!(store.term(3).expect("snapshot term"), 1);
     assert_eq!(store.term(7).expect("term"), 2);
-    assert!(matches!(
-        store.term(2),
-        Err(raft::Error::Store(StorageError::Compacted))
-    ));
-    assert!(matches!(
-        store.term(10),
-        Err(raft::Error::Store(StorageError::Unavailable))
-    ));
-    assert!(matches!(
-        store.entries(3, 5, None, context()),
-        Err(raft::Error::Store(StorageError::Compacted))
-    ));
-    assert_eq!(
-        store.entries(4, 10, None, context()).expect("entries"),
-        store.in_memory_entries()
-    );
-    assert_eq!(
-        store.entries(5, 7, None, context()).expect("entries"),
-        [entry(5, 1), entry(6, 2)]
-    );
-    assert_eq!(
-        store
-            .entries(4, 10, Some(0), context())
-            .expect("at least one")
-            .len(),
-        1
-    );
-    assert!(store
-        .entries(6, 6, None, context())
-        .expect("empty range")
-        .is_empty());
+    assert!(matches!(store.term(2), Err(raft::Error::Store(StorageError::Compacted))));
+    assert!(matches!(store.term(10), Err(raft::Error::Store(StorageError::Unavailable))));
+    assert!(matches!(store.entries(3, 5, None, context()), Err(raft::Error::Store(StorageError::Compacted))));
+    assert_eq!(store.entries(4, 10, None, context()).expect("entries"), store.in_memory_entries());
+    assert_eq!(store.entries(5, 7, None, context()).expect("entries"), [entry(5, 1), entry(6, 2)]);
+    assert_eq!(store.entries(4, 10, Some(0), context()).expect("at least one").len(), 1);
+    assert!(store.entries(6, 6, None, context()).expect("empty range").is_empty());
     let snapshot = store.snapshot(0, 2).expect("snapshot");
     assert_eq!(snapshot.get_metadata(), &metadata(3, 1, &[1, 2, 3]));
     assert!(snapshot.data.is_empty());
-    assert!(matches!(
-        store.snapshot(4, 2),
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable
-        ))
-    ));
+    assert!(matches!(store.snapshot(4, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
 }
 
 #[test]
@@ -190,12 +121,7 @@ fn entries_past_the_end_panic() {
 #[test]
 fn no_snapshot_is_temporarily_unavailable() {
     let store = populated(&MemDisk::new(), SEGMENT_BYTES);
-    assert!(matches!(
-        store.snapshot(0, 2),
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable
-        ))
-    ));
+    assert!(matches!(store.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
 }
 
 #[test]
@@ -222,16 +148,12 @@ fn compaction_deletes_covered_segments_and_survives_reopen() {
 fn apply_snapshot_replaces_the_log() {
     let disk = MemDisk::new();
     let mut store = populated(&disk, 64);
-    store
-        .apply_snapshot(&metadata(20, 3, &[1, 2]))
-        .expect("apply snapshot");
+    store.apply_snapshot(&metadata(20, 3, &[1, 2])).expect("apply snapshot");
     assert_eq!((store.first_index(), store.last_index()), (21, 20));
     assert_eq!(store.hard_state(), &hard_state(3, 1, 20));
     assert_eq!(store.conf_state(), &conf_state(&[1, 2]));
     assert_eq!(store.segment_names().len(), 1);
-    store
-        .append(&[entry(21, 3)])
-        .expect("append after snapshot");
+    store.append(&[entry(21, 3)]).expect("append after snapshot");
     store.sync().expect("sync");
     let (reopened, _) = open(&disk, 64);
     assert_same_state(&store, &reopened);
@@ -252,10 +174,7 @@ fn apply_snapshot_is_atomic_across_crashes() {
             assert_eq!(reopened.state, new_state);
         } else {
             let recovered = &reopened.state;
-            assert!(
-                recovered == &old_state
-                    || recovered == &old_state.restored(&metadata(20, 3, &[1, 2]))
-            );
+            assert!(recovered == &old_state || recovered == &old_state.restored(&metadata(20, 3, &[1, 2])));
         }
     }
 }
@@ -267,9 +186,7 @@ fn torn_tail_is_cut() {
     let last = store.segment_names().pop().expect("a segment");
     let mut writer = disk.clone();
     let partial = Record::Entry(entry(10, 2)).encode().expect("encode");
-    writer
-        .append(&last, &partial[..partial.len() - 3])
-        .expect("append partial record");
+    writer.append(&last, &partial[..partial.len() - 3]).expect("append partial record");
     writer.append(&last, &[0xAB; 5]).expect("append garbage");
     let (reopened, recovery) = open(&disk, SEGMENT_BYTES);
     assert_eq!(recovery.torn_bytes_cut, partial.len() as u64 + 2);
@@ -292,21 +209,12 @@ fn flipped_bit_in_the_middle_of_the_last_segment_is_corruption() {
     let disk = MemDisk::new();
     let store = populated(&disk, SEGMENT_BYTES);
     let last = store.segment_names().pop().expect("a segment");
-    let offset = Record::Compact(SnapshotMetadata::default())
-        .encode()
-        .expect("encode")
-        .len()
-        + 2;
+    let offset = Record::Compact(SnapshotMetadata::default()).encode().expect("encode").len() + 2;
     flip_bit(&disk, &last, offset);
-    let error = LogStore::open(disk.clone(), SEGMENT_BYTES)
-        .err()
-        .expect("corruption detected");
+    let error = LogStore::open(disk.clone(), SEGMENT_BYTES).err().expect("corruption detected");
     let message = error.to_string();
     assert!(matches!(error, LogError::Corrupt { .. }));
-    assert!(
-        message.contains(&last) && message.contains("offset"),
-        "{message}"
-    );
+    assert!(message.contains(&last) && message.contains("offset"), "{message}");
 }
 
 #[test]
@@ -317,11 +225,7 @@ fn flipped_bit_in_an_older_segment_is_corruption() {
     let bytes = disk.read(&names[1]).expect("read");
     flip_bit(&disk, &names[1], bytes.len() - 1);
     match LogStore::open(disk.clone(), 64) {
-        Err(LogError::Corrupt {
-            file,
-            offset,
-            reason,
-        }) => {
+        Err(LogError::Corrupt { file, offset, reason }) => {
             assert_eq!(file, names[1]);
             assert!(offset > 0, "offset of the last record, got {offset}");
             assert!(reason.contains("checksum"), "{reason}");
@@ -350,11 +254,7 @@ fn failed_append_stops_the_store() {
     let mut store = populated(&disk, SEGMENT_BYTES);
     disk.fail_after_bytes(10);
     assert!(store.append(&entries(10..=12, 2)).is_err());
-    assert_eq!(
-        store.last_index(),
-        9,
-        "memory is unchanged by a failed write"
-    );
+    assert_eq!(store.last_index(), 9, "memory is unchanged by a failed write");
     assert!(store.sync().is_err());
 }
 
@@ -362,16 +262,12 @@ fn failed_append_stops_the_store() {
 fn fs_disk_round_trip() {
     let temporary = tempfile::tempdir().expect("tempdir");
     let directory = temporary.path().join("log");
-    let (mut store, _) =
-        LogStore::open(FsDisk::open(&directory).expect("disk"), 128).expect("open");
+    let (mut store, _) = LogStore::open(FsDisk::open(&directory).expect("disk"), 128).expect("open");
     store.append(&entries(1..=20, 1)).expect("append");
-    store
-        .set_hard_state(&hard_state(1, 1, 15))
-        .expect("hard state");
+    store.set_hard_state(&hard_state(1, 1, 15)).expect("hard state");
     store.compact(&metadata(10, 1, &[1])).expect("compact");
     store.sync().expect("sync");
-    let (reopened, recovery) =
-        LogStore::open(FsDisk::open(&directory).expect("disk"), 128).expect("reopen");
+    let (reopened, recovery) = LogStore::open(FsDisk::open(&directory).expect("disk"), 128).expect("reopen");
     assert_eq!(reopened.state, store.state);
     assert_eq!(recovery.first_index, 11);
     assert_eq!(recovery.last_index, 20);

@@ -280,9 +280,7 @@ pub(super) fn bootstrap<D: Disk>(
     let entries: Vec<Entry> =
         members.iter().zip(1..).map(|((id, address), index)| bootstrap_entry(*id, address, index)).collect();
     log.append(&entries)?;
-    let mut hard_state = HardState::default();
-    hard_state.term = BOOTSTRAP_TERM;
-    hard_state.commit = entries.len() as u64;
+    let hard_state = HardState { term: BOOTSTRAP_TERM, commit: entries.len() as u64, ..Default::default() };
     log.set_hard_state(&hard_state)?;
     log.sync()?;
     Ok(())

@@ -25,11 +25,8 @@ impl StateMachine {
     pub fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
         self.ensure_no_batch()?;
         let conn = self.writer_mut();
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
-            .map_err(SqlError::from)?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(SqlError::from)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false).map_err(SqlError::from)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
         for write in &batch.writes {
             for op in &write.ops {
                 apply_op(&tx, op.kind.as_ref(), applied.index)?;
@@ -52,34 +49,25 @@ fn apply_op(conn: &Connection, kind: Option<&op::Kind>, index: u64) -> Result<()
             }
         }),
         Some(op::Kind::Changeset(changeset)) => apply_changeset(conn, changeset, index),
-        None => Err(divergence(
-            index,
-            "an op with no kind (unknown op type?)".into(),
-        )),
+        None => Err(divergence(index, "an op with no kind (unknown op type?)".into())),
     }
 }
 
 /// Checks, applies and verifies one changeset.
 fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<(), ApplyError> {
-    let changes = session::changeset_changes(changeset)
-        .map_err(|e| divergence(index, format!("unreadable changeset: {e}")))?;
+    let changes =
+        session::changeset_changes(changeset).map_err(|e| divergence(index, format!("unreadable changeset: {e}")))?;
     check_tables(conn, &changes, index)?;
     let before = conn.total_changes();
     let conflicts = session::apply_changeset(conn, changeset).map_err(SqlError::from)?;
     if !conflicts.is_empty() {
-        return Err(divergence(
-            index,
-            format!("changeset conflict: {}", conflicts.join("; ")),
-        ));
+        return Err(divergence(index, format!("changeset conflict: {}", conflicts.join("; "))));
     }
     let modified = conn.total_changes() - before;
     if modified != changes.len() as u64 {
         return Err(divergence(
             index,
-            format!(
-                "changeset has {} change(s) but {modified} row(s) were modified",
-                changes.len()
-            ),
+            format!("changeset has {} change(s) but {modified} row(s) were modified", changes.len()),
         ));
     }
     Ok(())
@@ -89,9 +77,7 @@ fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<()
 /// does not exist. Tables without a declared primary key carry the rowid
 /// as an extra first column.
 fn expected_columns(conn: &Connection, table: &str) -> Result<Option<usize>, SqlError> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| {
-        r.get(0)
-    })?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| r.get(0))?;
     if n == 0 {
         return Ok(None);
     }
@@ -116,20 +102,13 @@ fn check_tables(conn: &Connection, changes: &[ChangeInfo], index: u64) -> Result
             None => {
                 return Err(divergence(
                     index,
-                    format!(
-                        "{} on table {:?}, which does not exist here",
-                        session::op_name(change.op),
-                        change.table
-                    ),
+                    format!("{} on table {:?}, which does not exist here", session::op_name(change.op), change.table),
                 ))
             }
             Some(n) if n != change.columns => {
                 return Err(divergence(
                     index,
-                    format!(
-                        "table {:?} has {n} column(s) here but the changeset has {}",
-                        change.table, change.columns
-                    ),
+                    format!("table {:?} has {n} column(s) here but the changeset has {}", change.table, change.columns),
                 ))
             }
             Some(_) => {}

@@ -28,9 +28,7 @@ pub(crate) fn keywords(sql: &str, n: usize) -> Vec<String> {
     let mut rest = sql;
     while out.len() < n {
         rest = skip_space_and_comments(rest).trim_start_matches('.');
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
         if end == 0 {
             break;
         }
@@ -41,17 +39,7 @@ pub(crate) fn keywords(sql: &str, n: usize) -> Vec<String> {
 }
 
 /// Statements refused by their first keyword on both paths.
-const CONTROL: &[&str] = &[
-    "BEGIN",
-    "COMMIT",
-    "END",
-    "ROLLBACK",
-    "SAVEPOINT",
-    "RELEASE",
-    "ATTACH",
-    "DETACH",
-    "VACUUM",
-];
+const CONTROL: &[&str] = &["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "ATTACH", "DETACH", "VACUUM"];
 
 /// Why a statement is refused on the write path by its keywords, if it is.
 pub(crate) fn refuse_write(sql: &str) -> Option<String> {
@@ -66,17 +54,11 @@ pub(crate) fn refuse_write(sql: &str) -> Option<String> {
     match first {
         "PRAGMA" => Some("PRAGMA is not allowed in execute requests".to_string()),
         "ANALYZE" => Some("ANALYZE is not allowed in execute requests".to_string()),
-        "CREATE"
-            if words
-                .get(1)
-                .is_some_and(|w| w == "TEMP" || w == "TEMPORARY") =>
-        {
+        "CREATE" if words.get(1).is_some_and(|w| w == "TEMP" || w == "TEMPORARY") => {
             Some("temporary objects (CREATE TEMP ...) are not allowed".to_string())
         }
         "CREATE" if is_create_table_as(sql) => Some(CTAS_MESSAGE.to_string()),
-        "DELETE" | "WITH" if sql.to_ascii_lowercase().contains("sqlite_sequence") => {
-            Some(SEQUENCE_MESSAGE.to_string())
-        }
+        "DELETE" | "WITH" if sql.to_ascii_lowercase().contains("sqlite_sequence") => Some(SEQUENCE_MESSAGE.to_string()),
         _ => None,
     }
 }
@@ -96,20 +78,12 @@ fn is_create_table_as(sql: &str) -> bool {
         return false;
     }
     let head = sql.split('(').next().unwrap_or("");
-    head.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| w.eq_ignore_ascii_case("AS"))
+    head.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w.eq_ignore_ascii_case("AS"))
 }
 
 /// Pragmas a query may run (all read-only).
-const READ_PRAGMAS: &[&str] = &[
-    "TABLE_INFO",
-    "TABLE_XINFO",
-    "TABLE_LIST",
-    "INDEX_LIST",
-    "INDEX_INFO",
-    "INDEX_XINFO",
-    "FOREIGN_KEY_LIST",
-];
+const READ_PRAGMAS: &[&str] =
+    &["TABLE_INFO", "TABLE_XINFO", "TABLE_LIST", "INDEX_LIST", "INDEX_INFO", "INDEX_XINFO", "FOREIGN_KEY_LIST"];
 
 /// Why a statement is refused on the read path by its keywords, if it is.
 pub(crate) fn refuse_read(sql: &str) -> Option<String> {
@@ -126,13 +100,7 @@ pub(crate) fn refuse_read(sql: &str) -> Option<String> {
         };
         let allowed = name.is_some_and(|n| READ_PRAGMAS.contains(&n.as_str()));
         if !allowed || sql.contains('=') {
-            return Some(
-                format!(
-                    "only these pragmas may be queried: {}",
-                    READ_PRAGMAS.join(", ")
-                )
-                .to_lowercase(),
-            );
+            return Some(format!("only these pragmas may be queried: {}", READ_PRAGMAS.join(", ")).to_lowercase());
         }
     }
     None
@@ -140,8 +108,7 @@ pub(crate) fn refuse_read(sql: &str) -> Option<String> {
 
 fn is_internal(name: Option<&str>) -> bool {
     name.is_some_and(|n| {
-        n.len() >= INTERNAL_PREFIX.len()
-            && n[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX)
+        n.len() >= INTERNAL_PREFIX.len() && n[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX)
     })
 }
 
@@ -151,12 +118,7 @@ fn is_internal(name: Option<&str>) -> bool {
 /// it itself. DELETE is let through outside triggers because DROP TABLE of
 /// an AUTOINCREMENT table issues one internally; a client's own DELETE on it
 /// is refused by [`refuse_write`].
-pub(crate) fn write_policy(
-    action: c_int,
-    a: Option<&str>,
-    b: Option<&str>,
-    trigger: Option<&str>,
-) -> Option<String> {
+pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String> {
     match action {
         ffi::SQLITE_CREATE_TEMP_INDEX
         | ffi::SQLITE_CREATE_TEMP_TABLE
@@ -168,27 +130,18 @@ pub(crate) fn write_policy(
         | ffi::SQLITE_DROP_TEMP_VIEW => return Some("temporary objects are not allowed".into()),
         // SQLite's session code reads table_xinfo while the statement runs;
         // client PRAGMA statements are refused by keyword before this.
-        ffi::SQLITE_PRAGMA
-            if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => {}
+        ffi::SQLITE_PRAGMA if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => {}
         ffi::SQLITE_PRAGMA => return Some("PRAGMA is not allowed in execute requests".into()),
         ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => {
-            return Some(
-                "transaction control is not allowed: each request is one transaction".into(),
-            )
+            return Some("transaction control is not allowed: each request is one transaction".into())
         }
-        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => {
-            return Some("ATTACH and DETACH are not allowed".into())
-        }
+        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => return Some("ATTACH and DETACH are not allowed".into()),
         ffi::SQLITE_ANALYZE => return Some("ANALYZE is not allowed".into()),
-        ffi::SQLITE_CREATE_VTABLE | ffi::SQLITE_DROP_VTABLE => {
-            return Some("virtual tables are not supported".into())
-        }
+        ffi::SQLITE_CREATE_VTABLE | ffi::SQLITE_DROP_VTABLE => return Some("virtual tables are not supported".into()),
         _ => {}
     }
     if is_internal(a) || is_internal(b) {
-        return Some(format!(
-            "tables named {INTERNAL_PREFIX}* are internal to deeb"
-        ));
+        return Some(format!("tables named {INTERNAL_PREFIX}* are internal to deeb"));
     }
     let writes = match action {
         ffi::SQLITE_INSERT | ffi::SQLITE_UPDATE => true,
@@ -207,19 +160,14 @@ mod tests {
 
     #[test]
     fn keywords_skip_comments() {
-        assert_eq!(
-            keywords(" -- hi\n /* x */ begin  transaction", 2),
-            vec!["BEGIN", "TRANSACTION"]
-        );
+        assert_eq!(keywords(" -- hi\n /* x */ begin  transaction", 2), vec!["BEGIN", "TRANSACTION"]);
         assert_eq!(keywords("", 2), Vec::<String>::new());
     }
 
     #[test]
     fn ctas_detected() {
         assert!(is_create_table_as("CREATE TABLE t AS SELECT 1"));
-        assert!(is_create_table_as(
-            "create table if not exists t as select 1"
-        ));
+        assert!(is_create_table_as("create table if not exists t as select 1"));
         assert!(!is_create_table_as("CREATE TABLE t(a AS (1))"));
         assert!(!is_create_table_as("CREATE INDEX i ON t(a)"));
     }

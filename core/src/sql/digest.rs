@@ -73,9 +73,7 @@ pub(crate) fn digest(conn: &Connection) -> rusqlite::Result<u64> {
         META,
     )?;
     let tables: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> ?1 ORDER BY name",
-        )?
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name <> ?1 ORDER BY name")?
         .query_map([META], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for table in tables {
@@ -105,11 +103,8 @@ fn ordered_select(conn: &Connection, table: &str) -> rusqlite::Result<String> {
 
 /// The declared primary key columns of `table`, in key order.
 pub(crate) fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare("SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
-    let cols = stmt
-        .query_map([table], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare("SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+    let cols = stmt.query_map([table], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<_>>()?;
     Ok(cols)
 }
 
@@ -117,11 +112,7 @@ pub(crate) fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Ve
 fn hash_query(conn: &Connection, h: &mut Fnv64, sql: &str, param: &str) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(sql)?;
     let columns = stmt.column_count();
-    let mut rows = if stmt.parameter_count() == 1 {
-        stmt.query([param])?
-    } else {
-        stmt.query([])?
-    };
+    let mut rows = if stmt.parameter_count() == 1 { stmt.query([param])? } else { stmt.query([])? };
     while let Some(row) = rows.next()? {
         h.write(b"R");
         for i in 0..columns {

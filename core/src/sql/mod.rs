@@ -17,6 +17,7 @@ use thiserror::Error;
 mod apply;
 mod classify;
 mod digest;
+mod random;
 mod reader;
 mod session;
 mod state_machine;

@@ -42,16 +42,10 @@ impl Reader {
         value::bind(&mut stmt, statement).map_err(QueryError::Sql)?;
         let columns: Vec<Column> = stmt
             .columns()
-            .map(|c| Column {
-                name: c.name().to_string(),
-                declared_type: c.decl_type().unwrap_or("").to_string(),
-            })
+            .map(|c| Column { name: c.name().to_string(), declared_type: c.decl_type().unwrap_or("").to_string() })
             .collect();
         let width = columns.len();
-        let mut chunk = QueryChunk {
-            columns,
-            ..QueryChunk::default()
-        };
+        let mut chunk = QueryChunk { columns, ..QueryChunk::default() };
         let (mut bytes, mut sent) = (0usize, false);
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(sql_err)? {

@@ -52,10 +52,7 @@ impl<'c> Session<'c> {
         if rc != ffi::SQLITE_OK {
             return Err(code_error(rc, "sqlite3session_create"));
         }
-        let session = Session {
-            raw,
-            _conn: PhantomData,
-        };
+        let session = Session { raw, _conn: PhantomData };
         let mut on: c_int = 1;
         // SAFETY: `raw` is a live session; the ROWID option takes an int*.
         // It must be set before any table is attached.
@@ -70,9 +67,7 @@ impl<'c> Session<'c> {
             return Err(code_error(rc, "sqlite3session_object_config"));
         }
         // SAFETY: live session; the filter is a plain function, no context.
-        unsafe {
-            ffi::sqlite3session_table_filter(session.raw, Some(session_filter), ptr::null_mut())
-        };
+        unsafe { ffi::sqlite3session_table_filter(session.raw, Some(session_filter), ptr::null_mut()) };
         // SAFETY: live session; a null table name attaches all tables.
         let rc = unsafe { ffi::sqlite3session_attach(session.raw, ptr::null()) };
         if rc != ffi::SQLITE_OK {
@@ -132,20 +127,15 @@ impl Drop for ChangesetIter<'_> {
 
 /// Lists the changes of `changeset` in order, without applying them.
 pub(crate) fn changeset_changes(changeset: &[u8]) -> rusqlite::Result<Vec<ChangeInfo>> {
-    let len = c_int::try_from(changeset.len())
-        .map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
+    let len = c_int::try_from(changeset.len()).map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
     let mut raw = ptr::null_mut();
     // SAFETY: the buffer outlives the iterator (tied by `ChangesetIter`'s
     // lifetime); SQLite only reads it despite the `*mut` signature.
-    let rc =
-        unsafe { ffi::sqlite3changeset_start(&mut raw, len, changeset.as_ptr() as *mut c_void) };
+    let rc = unsafe { ffi::sqlite3changeset_start(&mut raw, len, changeset.as_ptr() as *mut c_void) };
     if rc != ffi::SQLITE_OK {
         return Err(code_error(rc, "sqlite3changeset_start"));
     }
-    let iter = ChangesetIter {
-        raw,
-        _data: PhantomData::<&[u8]>,
-    };
+    let iter = ChangesetIter { raw, _data: PhantomData::<&[u8]> };
     let mut out = Vec::new();
     loop {
         // SAFETY: live iterator.
@@ -164,18 +154,13 @@ fn current_change(iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<Ch
     let (mut ncol, mut op, mut indirect): (c_int, c_int, c_int) = (0, 0, 0);
     // SAFETY: `iter` points at a current change (after SQLITE_ROW or inside a
     // conflict handler); out pointers are valid locals.
-    let rc =
-        unsafe { ffi::sqlite3changeset_op(iter, &mut table, &mut ncol, &mut op, &mut indirect) };
+    let rc = unsafe { ffi::sqlite3changeset_op(iter, &mut table, &mut ncol, &mut op, &mut indirect) };
     if rc != ffi::SQLITE_OK {
         return Err(code_error(rc, "sqlite3changeset_op"));
     }
     // SAFETY: the table name stays valid while the iterator is on this change.
     let table = unsafe { c_str(table) }.unwrap_or_default();
-    Ok(ChangeInfo {
-        table,
-        columns: usize::try_from(ncol).unwrap_or(0),
-        op,
-    })
+    Ok(ChangeInfo { table, columns: usize::try_from(ncol).unwrap_or(0), op })
 }
 
 /// A short name for a changeset operation code.
@@ -192,11 +177,7 @@ pub(crate) fn op_name(op: c_int) -> &'static str {
 type Conflicts = RefCell<Vec<String>>;
 
 /// Conflict handler: record the conflict, then abort the whole apply.
-unsafe extern "C" fn abort_on_conflict(
-    ctx: *mut c_void,
-    kind: c_int,
-    iter: *mut ffi::sqlite3_changeset_iter,
-) -> c_int {
+unsafe extern "C" fn abort_on_conflict(ctx: *mut c_void, kind: c_int, iter: *mut ffi::sqlite3_changeset_iter) -> c_int {
     let what = match kind {
         ffi::SQLITE_CHANGESET_DATA => "row differs (DATA)",
         ffi::SQLITE_CHANGESET_NOTFOUND => "row not found (NOTFOUND)",
@@ -218,12 +199,8 @@ unsafe extern "C" fn abort_on_conflict(
 
 /// Applies `changeset` to `conn`'s main database. Returns the conflicts seen
 /// (non-empty means the apply was aborted and undone) or an SQLite error.
-pub(crate) fn apply_changeset(
-    conn: &Connection,
-    changeset: &[u8],
-) -> rusqlite::Result<Vec<String>> {
-    let len = c_int::try_from(changeset.len())
-        .map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
+pub(crate) fn apply_changeset(conn: &Connection, changeset: &[u8]) -> rusqlite::Result<Vec<String>> {
+    let len = c_int::try_from(changeset.len()).map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
     let conflicts: Conflicts = RefCell::new(Vec::new());
     // SAFETY: valid handle while `conn` is borrowed; the buffer is only
     // read; `conflicts` outlives the call and matches the handler's cast.
@@ -254,19 +231,14 @@ pub(crate) fn seed_prng(seed: i32) {
     // SAFETY: PRNG_SEED takes an int and a (nullable) sqlite3*; null means
     // the seed is used as given.
     unsafe {
-        ffi::sqlite3_test_control(
-            ffi::SQLITE_TESTCTRL_PRNG_SEED,
-            seed as c_int,
-            ptr::null_mut::<ffi::sqlite3>(),
-        )
+        ffi::sqlite3_test_control(ffi::SQLITE_TESTCTRL_PRNG_SEED, seed as c_int, ptr::null_mut::<ffi::sqlite3>())
     };
 }
 
 /// What the authorizer refuses, as a reason for the client.
 /// Arguments: the action code, its two detail strings and the name of the
 /// trigger whose body is being coded, if any.
-pub(crate) type Policy =
-    fn(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String>;
+pub(crate) type Policy = fn(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String>;
 
 /// The authorizer's state: the policy and the first refusal reason.
 struct AuthState {
@@ -308,16 +280,11 @@ pub(crate) struct Authorizer<'c> {
 impl<'c> Authorizer<'c> {
     /// Installs `policy` as `conn`'s authorizer.
     pub(crate) fn new(conn: &'c Connection, policy: Policy) -> rusqlite::Result<Self> {
-        let state = Box::new(AuthState {
-            policy,
-            denied: RefCell::new(None),
-        });
+        let state = Box::new(AuthState { policy, denied: RefCell::new(None) });
         let ctx: *const AuthState = &*state;
         // SAFETY: valid handle; `ctx` points into a Box kept alive (and not
         // moved) until Drop removes the authorizer.
-        let rc = unsafe {
-            ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), ctx.cast_mut().cast())
-        };
+        let rc = unsafe { ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), ctx.cast_mut().cast()) };
         if rc != ffi::SQLITE_OK {
             return Err(code_error(rc, "sqlite3_set_authorizer"));
         }

@@ -10,6 +10,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::digest::{self, Fnv64};
+use super::random::BatchRandom;
 use super::session::{self, Authorizer, Session};
 use super::{classify, value, Applied, Executed, Reader, RequestError, SqlError};
 
@@ -39,6 +40,8 @@ pub struct StateMachine {
     seed: u64,
     applied: Applied,
     batch_open: bool,
+    /// Behind the writer's `random()` and `randomblob()`.
+    random: BatchRandom,
 }
 
 /// A statement's outcome on the leader: its op (if it changed anything) and
@@ -66,15 +69,11 @@ fn io_err(e: std::io::Error) -> SqlError {
 
 /// Reads the applied index and term from `_deeb_meta`.
 pub(crate) fn read_applied(conn: &Connection) -> Result<Applied, SqlError> {
-    let (index, term): (i64, i64) = conn.query_row(
-        "SELECT applied_index, applied_term FROM _deeb_meta WHERE id = 0",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(Applied {
-        index: index as u64,
-        term: term as u64,
-    })
+    let (index, term): (i64, i64) =
+        conn.query_row("SELECT applied_index, applied_term FROM _deeb_meta WHERE id = 0", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(Applied { index: index as u64, term: term as u64 })
 }
 
 /// Writes the applied index and term into `_deeb_meta`.
@@ -91,12 +90,11 @@ fn schema_version(conn: &Connection) -> Result<i64, SqlError> {
 }
 
 /// A PRNG seed derived from the node seed and the batch's index.
-fn prng_seed(seed: u64, index: u64) -> i32 {
+fn batch_seed(seed: u64, index: u64) -> u64 {
     let mut h = Fnv64::new();
     h.write(&seed.to_le_bytes());
     h.write(&index.to_le_bytes());
-    let x = h.finish();
-    ((x >> 32) ^ x) as u32 as i32
+    h.finish()
 }
 
 impl StateMachine {
@@ -106,20 +104,13 @@ impl StateMachine {
         let writer = Connection::open(path)?;
         let mode: String = writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(SqlError::Other(format!(
-                "could not enable WAL (journal_mode={mode})"
-            )));
+            return Err(SqlError::Other(format!("could not enable WAL (journal_mode={mode})")));
         }
         writer.execute_batch("PRAGMA synchronous=FULL")?;
         writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))?;
         let applied = read_applied(&writer)?;
-        Ok(StateMachine {
-            path: path.to_path_buf(),
-            writer,
-            seed,
-            applied,
-            batch_open: false,
-        })
+        let random = BatchRandom::install(&writer)?;
+        Ok(StateMachine { path: path.to_path_buf(), writer, seed, applied, batch_open: false, random })
     }
 
     /// The last applied entry (cached; committed state).
@@ -131,22 +122,16 @@ impl StateMachine {
     pub fn conf_state(&self) -> Result<Option<Vec<u8>>, SqlError> {
         let conf = self
             .writer
-            .query_row("SELECT conf_state FROM _deeb_meta WHERE id = 0", [], |r| {
-                r.get::<_, Option<Vec<u8>>>(0)
-            })
+            .query_row("SELECT conf_state FROM _deeb_meta WHERE id = 0", [], |r| r.get::<_, Option<Vec<u8>>>(0))
             .optional()?;
         Ok(conf.flatten())
     }
 
     /// Node id -> address, as of `applied`, ordered by id.
     pub fn members(&self) -> Result<Vec<(u64, String)>, SqlError> {
-        let mut stmt = self
-            .writer
-            .prepare("SELECT id, address FROM _deeb_members ORDER BY id")?;
+        let mut stmt = self.writer.prepare("SELECT id, address FROM _deeb_members ORDER BY id")?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-            })?
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -157,9 +142,12 @@ impl StateMachine {
         if self.batch_open {
             return Err(SqlError::Other("a batch is already open".into()));
         }
-        self.writer
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
-        session::seed_prng(prng_seed(self.seed, next_index));
+        self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+        let seed = batch_seed(self.seed, next_index);
+        // Our own random()/randomblob() cover client SQL; SQLite's global PRNG
+        // is seeded too for anything internal that draws from it.
+        self.random.reseed(seed);
+        session::seed_prng(((seed >> 32) ^ seed) as u32 as i32);
         self.writer.execute_batch("BEGIN IMMEDIATE")?;
         self.batch_open = true;
         Ok(())
@@ -168,15 +156,11 @@ impl StateMachine {
     /// Leader: runs one request inside a savepoint of the open batch. The
     /// inner `Err` is the client's error (rolled back to the savepoint). An
     /// outer `Err` means the batch is unusable: roll it back.
-    pub fn execute_request(
-        &mut self,
-        statements: &[Statement],
-    ) -> Result<Result<Executed, RequestError>, SqlError> {
+    pub fn execute_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError> {
         if !self.batch_open {
             return Err(SqlError::Other("no batch is open".into()));
         }
-        self.writer
-            .execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
+        self.writer.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
         let mut executed = Executed::default();
         for (statement_index, statement) in statements.iter().enumerate() {
             match self.run_statement(statement)? {
@@ -186,10 +170,7 @@ impl StateMachine {
                 }
                 Err(message) => {
                     self.undo_request()?;
-                    return Ok(Err(RequestError {
-                        statement_index,
-                        message,
-                    }));
+                    return Ok(Err(RequestError { statement_index, message }));
                 }
             }
         }
@@ -202,12 +183,9 @@ impl StateMachine {
         if self.writer.is_autocommit() {
             // SQLite rolled the whole transaction back (e.g. on SQLITE_FULL).
             self.batch_open = false;
-            return Err(SqlError::Other(
-                "SQLite rolled back the batch transaction".into(),
-            ));
+            return Err(SqlError::Other("SQLite rolled back the batch transaction".into()));
         }
-        self.writer
-            .execute_batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"))?;
+        self.writer.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"))?;
         Ok(())
     }
 
@@ -293,14 +271,9 @@ impl StateMachine {
         change: Option<MembershipChange<'_>>,
     ) -> Result<(), SqlError> {
         self.ensure_no_batch()?;
-        let tx = self
-            .writer
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some((conf_state, members)) = change {
-            tx.execute(
-                "UPDATE _deeb_meta SET conf_state = ?1 WHERE id = 0",
-                [conf_state],
-            )?;
+            tx.execute("UPDATE _deeb_meta SET conf_state = ?1 WHERE id = 0", [conf_state])?;
             for (id, address) in members {
                 match address {
                     Some(a) => tx.execute(
@@ -358,9 +331,8 @@ impl StateMachine {
     /// returns the point it reflects (read from the copy). An existing file
     /// at `dest` is replaced.
     pub fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError> {
-        let dest_str = dest.to_str().ok_or_else(|| {
-            SqlError::Other(format!("snapshot path is not UTF-8: {}", dest.display()))
-        })?;
+        let dest_str =
+            dest.to_str().ok_or_else(|| SqlError::Other(format!("snapshot path is not UTF-8: {}", dest.display())))?;
         if dest.exists() {
             std::fs::remove_file(dest).map_err(io_err)?;
         }
@@ -369,9 +341,7 @@ impl StateMachine {
             let copy = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             read_applied(&copy)?
         };
-        File::open(dest)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err)?;
+        File::open(dest).and_then(|f| f.sync_all()).map_err(io_err)?;
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir).and_then(|f| f.sync_all()).map_err(io_err)?;
         }
@@ -387,28 +357,19 @@ impl StateMachine {
         let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let check: String = source.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
-            return Err(SqlError::Other(format!(
-                "snapshot fails integrity check: {check}"
-            )));
+            return Err(SqlError::Other(format!("snapshot fails integrity check: {check}")));
         }
         read_applied(&source)?;
         {
             let backup = Backup::new(&source, &mut self.writer)?;
             match backup.step(-1)? {
                 StepResult::Done => {}
-                other => {
-                    return Err(SqlError::Other(format!(
-                        "snapshot install incomplete: {other:?}"
-                    )))
-                }
+                other => return Err(SqlError::Other(format!("snapshot install incomplete: {other:?}"))),
             }
         }
-        let mode: String = self
-            .writer
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let mode: String = self.writer.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            self.writer
-                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
+            self.writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
         }
         self.applied = read_applied(&self.writer)?;
         Ok(self.applied)
@@ -417,25 +378,21 @@ impl StateMachine {
 
 /// Prepares and runs a client statement under the write authorizer.
 /// Returns its result and whether it had parameters, or the client message.
-fn run_client(
-    conn: &Connection,
-    statement: &Statement,
-) -> Result<Result<(StatementResult, bool), String>, SqlError> {
+fn run_client(conn: &Connection, statement: &Statement) -> Result<Result<(StatementResult, bool), String>, SqlError> {
     let auth = Authorizer::new(conn, classify::write_policy)?;
     let total_before = conn.total_changes();
-    let client_error =
-        |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
-            if is_fatal(&e) {
-                return Err(e.into());
+    let client_error = |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
+        if is_fatal(&e) {
+            return Err(e.into());
+        }
+        Ok(Err(match (auth.denied(), e) {
+            (Some(reason), _) => reason,
+            (None, rusqlite::Error::MultipleStatement) => {
+                "one statement per sql string: multiple statements provided".into()
             }
-            Ok(Err(match (auth.denied(), e) {
-                (Some(reason), _) => reason,
-                (None, rusqlite::Error::MultipleStatement) => {
-                    "one statement per sql string: multiple statements provided".into()
-                }
-                (None, e) => e.to_string(),
-            }))
-        };
+            (None, e) => e.to_string(),
+        }))
+    };
     let mut stmt = match conn.prepare(&statement.sql) {
         Ok(s) => s,
         Err(e) => return client_error(e),
@@ -454,14 +411,7 @@ fn run_client(
     }
     drop(rows);
     drop(stmt);
-    let rows_affected = if conn.total_changes() == total_before {
-        0
-    } else {
-        conn.changes()
-    };
-    let result = StatementResult {
-        rows_affected,
-        last_insert_id: conn.last_insert_rowid(),
-    };
+    let rows_affected = if conn.total_changes() == total_before { 0 } else { conn.changes() };
+    let result = StatementResult { rows_affected, last_insert_id: conn.last_insert_rowid() };
     Ok(Ok((result, has_params)))
 }

@@ -40,10 +40,7 @@ pub(crate) fn approx_size(value: &Value) -> usize {
 
 /// Binds the statement's parameters (positional or named, not both).
 /// Returns the client-facing message on failure.
-pub(crate) fn bind(
-    stmt: &mut rusqlite::Statement<'_>,
-    statement: &Statement,
-) -> Result<(), String> {
+pub(crate) fn bind(stmt: &mut rusqlite::Statement<'_>, statement: &Statement) -> Result<(), String> {
     let expected = stmt.parameter_count();
     if !statement.params.is_empty() && !statement.named_params.is_empty() {
         return Err("use positional or named parameters, not both".to_string());
@@ -52,28 +49,17 @@ pub(crate) fn bind(
         return bind_named(stmt, statement, expected);
     }
     if statement.params.len() != expected {
-        return Err(format!(
-            "statement expects {expected} parameter(s), {} given",
-            statement.params.len()
-        ));
+        return Err(format!("statement expects {expected} parameter(s), {} given", statement.params.len()));
     }
     for (i, value) in statement.params.iter().enumerate() {
-        stmt.raw_bind_parameter(i + 1, to_sql(value))
-            .map_err(|e| e.to_string())?;
+        stmt.raw_bind_parameter(i + 1, to_sql(value)).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-fn bind_named(
-    stmt: &mut rusqlite::Statement<'_>,
-    statement: &Statement,
-    expected: usize,
-) -> Result<(), String> {
+fn bind_named(stmt: &mut rusqlite::Statement<'_>, statement: &Statement, expected: usize) -> Result<(), String> {
     if statement.named_params.len() != expected {
-        return Err(format!(
-            "statement expects {expected} parameter(s), {} named given",
-            statement.named_params.len()
-        ));
+        return Err(format!("statement expects {expected} parameter(s), {} named given", statement.named_params.len()));
     }
     for named in &statement.named_params {
         let index = stmt
@@ -82,8 +68,7 @@ fn bind_named(
             .ok_or_else(|| format!("no parameter named {:?}", named.name))?;
         let null = Value::default();
         let value = named.value.as_ref().unwrap_or(&null);
-        stmt.raw_bind_parameter(index, to_sql(value))
-            .map_err(|e| e.to_string())?;
+        stmt.raw_bind_parameter(index, to_sql(value)).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
