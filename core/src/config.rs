@@ -25,6 +25,9 @@ pub struct Config {
     pub segment_bytes_max: u64,
     /// The limits.
     pub limits: Limits,
+    /// Deliberately injected bugs, for proving the simulator catches them.
+    /// All off by default; never turn one on outside a test.
+    pub mutations: Mutations,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Config {
             compaction_lag_entries: 1_000,
             segment_bytes_max: 16 * 1024 * 1024,
             limits: Limits::default(),
+            mutations: Mutations::default(),
         }
     }
 }
@@ -95,5 +99,34 @@ impl Default for Limits {
             query_chunk_bytes_max: 1024 * 1024,
             read_timeout_ticks: 50,
         }
+    }
+}
+
+/// Known bug classes that can be switched on at run time, so the simulator
+/// can show it catches each one (a checker that never fails proves nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Serve linearizable reads locally, without ReadIndex.
+    pub read_without_read_index: bool,
+    /// Serve a read once ReadIndex answers, before applying up to it.
+    pub read_before_apply: bool,
+    /// Never fsync the log: acknowledge what a crash can lose.
+    pub skip_log_sync: bool,
+    /// Send votes and append responses before what they promise is synced
+    /// (the sync happens at the next ready instead).
+    pub send_before_sync: bool,
+    /// Persist the hard state without the vote.
+    pub forget_vote: bool,
+    /// Answer a proposal when any entry at its index applies.
+    pub match_index_only: bool,
+    /// Replicate parameterless statements as SQL text to re-execute instead
+    /// of their row changes.
+    pub replicate_statements: bool,
+}
+
+impl Mutations {
+    /// True if any mutation is on.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
     }
 }

@@ -78,7 +78,7 @@ pub mod log;
 pub mod node;
 pub mod sql;
 
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, Mutations};
 pub use ids::{LogIndex, NodeId, Term};
 pub use node::{
     AdminError, ClientToken, Consistency, MemberChange, Node, OpenError, Output, PeerError, ReadError, Role, Status,

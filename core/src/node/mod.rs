@@ -129,6 +129,8 @@ pub struct Node<D: Disk> {
     snapshots: Snapshots,
     members: BTreeMap<NodeId, String>,
     last_leader_contact: Option<Duration>,
+    /// Mutation `send_before_sync` only: a sync deferred to the next ready.
+    sync_owed: bool,
 }
 
 impl<D: Disk> Node<D> {
@@ -160,6 +162,7 @@ impl<D: Disk> Node<D> {
         let applied = sm.applied();
         let raft_config = raft_config(&config, applied.index);
         let raw = RawNode::new(&raft_config, log, &logger::raft_logger(config.id))?;
+        let match_index_only = config.mutations.match_index_only;
         let members = sm.members()?.into_iter().map(|(id, address)| (NodeId(id), address)).collect();
         let mut node = Self {
             id: config.id,
@@ -173,12 +176,13 @@ impl<D: Disk> Node<D> {
             role: StateRole::Follower,
             outputs: VecDeque::new(),
             fatal: None,
-            writes: Writes::default(),
+            writes: Writes::new(match_index_only),
             reads: Reads::default(),
             admin: Admin::default(),
             snapshots,
             members,
             last_leader_contact: None,
+            sync_owed: false,
         };
         node.randomize_election_timeout();
         node.snapshot_if_missing();
@@ -416,20 +420,34 @@ impl<D: Disk> Node<D> {
         self.send_messages(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
-        self.reads.release(self.sm.applied().index, &mut self.outputs);
+        let release_at = if self.config.mutations.read_before_apply { u64::MAX } else { self.sm.applied().index };
+        self.reads.release(release_at, &mut self.outputs);
         Ok(())
     }
 
     fn persist(&mut self, ready: &raft::Ready) -> Result<(), Fatal> {
+        let mutations = &self.config.mutations;
+        let (skip_sync, defer_sync) = (mutations.skip_log_sync, mutations.send_before_sync);
+        let forget_vote = mutations.forget_vote;
         let store = self.raw.mut_store();
+        if std::mem::take(&mut self.sync_owed) {
+            store.sync()?;
+        }
         if !ready.entries().is_empty() {
             store.append(ready.entries())?;
         }
         if let Some(hard_state) = ready.hs() {
-            store.set_hard_state(hard_state)?;
+            let mut hard_state = hard_state.clone();
+            if forget_vote {
+                hard_state.vote = raft::INVALID_ID;
+            }
+            store.set_hard_state(&hard_state)?;
         }
-        if ready.must_sync() || !ready.entries().is_empty() || ready.hs().is_some() {
-            store.sync()?;
+        let must_sync = ready.must_sync() || !ready.entries().is_empty() || ready.hs().is_some();
+        match (must_sync, skip_sync, defer_sync) {
+            (false, _, _) | (true, true, _) => {}
+            (true, false, true) => self.sync_owed = true,
+            (true, false, false) => store.sync()?,
         }
         Ok(())
     }

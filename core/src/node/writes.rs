@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use deeb_proto::{Statement, StatementResult, Write, WriteBatch};
+use deeb_proto::{op, Op, Statement, StatementResult, Write, WriteBatch};
 use prost::Message as _;
 use raft::StateRole;
 
@@ -24,6 +24,8 @@ pub(super) struct Writes {
     /// next batch takes at most this many requests.
     next_batch_requests_max: Option<usize>,
     next_request_id: u64,
+    /// Mutation `match_index_only`.
+    match_index_only: bool,
 }
 
 struct QueuedWrite {
@@ -135,7 +137,11 @@ impl<D: Disk> Node<D> {
                     .push_back(Output::WriteDone { token: queued.token, result: Err(WriteError::Statement(error)) }),
                 Ok(result) => {
                     let request_id = self.writes.allocate_request_id(self.raw.raft.term);
-                    let write = Write { request_id, ops: result.ops };
+                    let ops = match self.config.mutations.replicate_statements {
+                        true => statements_as_text(&queued.statements, result.ops),
+                        false => result.ops,
+                    };
+                    let write = Write { request_id, ops };
                     bytes += write.encoded_len();
                     batch.writes.push(write);
                     waiters.push(Waiter { request_id, token: queued.token, results: result.results });
@@ -189,6 +195,10 @@ impl<D: Disk> Node<D> {
 }
 
 impl Writes {
+    pub(super) fn new(match_index_only: bool) -> Self {
+        Self { match_index_only, ..Self::default() }
+    }
+
     fn allocate_request_id(&mut self, term: u64) -> u64 {
         // Unique per proposer: the term in the high bits, a counter below.
         self.next_request_id += 1;
@@ -211,7 +221,7 @@ impl Writes {
             sm.apply_batch(batch, applied)?;
             return Ok(());
         };
-        if !flight.matches(applied.term, me, batch) {
+        if !flight.matches(applied.term, me, batch) && !self.match_index_only {
             assert!(!flight.transaction_open, "open batch at {} but the log holds another entry", applied.index);
             sm.apply_batch(batch, applied)?;
             flight.answer_unknown(outputs);
@@ -265,6 +275,16 @@ impl Writes {
     pub(super) fn on_snapshot_installed(&mut self, index: u64, outputs: &mut VecDeque<Output>) {
         self.settle_not_ours(index, outputs);
     }
+}
+
+/// Mutation `replicate_statements`: parameterless statements travel as SQL
+/// text (re-executed by followers, so `random()` diverges), the rest as
+/// their row changes.
+fn statements_as_text(statements: &[Statement], ops: Vec<Op>) -> Vec<Op> {
+    if statements.iter().any(|statement| !statement.params.is_empty() || !statement.named_params.is_empty()) {
+        return ops;
+    }
+    statements.iter().map(|statement| Op { kind: Some(op::Kind::Ddl(statement.sql.clone())) }).collect()
 }
 
 impl InFlight {
