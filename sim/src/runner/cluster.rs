@@ -1,0 +1,160 @@
+//! The simulated cluster: real `deeb_server::run_node` on madsim nodes, each
+//! over a `MemDisk` that survives kills and loses unsynced writes on restart.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deeb_core::disk::MemDisk;
+use deeb_core::{Mutations, NodeId};
+use deeb_proto::{StatusRequest, StatusResponse};
+use deeb_server::ServeConfig;
+use madsim::runtime::{Handle, NodeHandle};
+
+use super::swarm::Swarm;
+use crate::checker::convergence::ReplicaState;
+use crate::checker::elections::LeaderObserved;
+
+/// The port every simulated node serves on.
+const PORT: u16 = 7000;
+
+pub fn address_of(id: u64) -> String {
+    format!("{}:{PORT}", ip_of(id))
+}
+
+fn ip_of(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, u8::try_from(id).expect("fewer than 256 nodes")))
+}
+
+/// One server node of the simulation.
+pub struct SimNode {
+    pub id: u64,
+    pub handle: NodeHandle,
+    pub running: bool,
+    pub paused: bool,
+}
+
+/// The nodes, and what the god's-eye observer saw.
+pub struct Cluster {
+    pub nodes: Vec<SimNode>,
+    /// Current voters and learners (removed nodes leave this set).
+    pub members: BTreeSet<u64>,
+    pub fatal: Arc<Mutex<Vec<String>>>,
+    pub leaders: Arc<Mutex<Vec<LeaderObserved>>>,
+    data_dir: PathBuf,
+    initial: Vec<(NodeId, String)>,
+    swarm: Swarm,
+    mutations: Mutations,
+    crash_salt: Arc<AtomicU64>,
+}
+
+impl Cluster {
+    pub fn start(swarm: &Swarm, mutations: Mutations, data_dir: &Path, seed: u64) -> Self {
+        let initial: Vec<(NodeId, String)> = (1..=swarm.nodes).map(|id| (NodeId(id), address_of(id))).collect();
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            members: (1..=swarm.nodes).collect(),
+            fatal: Arc::new(Mutex::new(Vec::new())),
+            leaders: Arc::new(Mutex::new(Vec::new())),
+            data_dir: data_dir.to_owned(),
+            initial: initial.clone(),
+            swarm: swarm.clone(),
+            mutations,
+            crash_salt: Arc::new(AtomicU64::new(seed)),
+        };
+        for id in 1..=swarm.nodes {
+            cluster.spawn_node(id, initial.clone(), None);
+        }
+        cluster
+    }
+
+    /// Starts a node that joins through an existing member.
+    pub fn join_node(&mut self, via: u64) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        self.spawn_node(id, Vec::new(), Some(address_of(via)));
+        self.members.insert(id);
+        id
+    }
+
+    fn spawn_node(&mut self, id: u64, peers: Vec<(NodeId, String)>, join: Option<String>) {
+        let config = self.serve_config(id, peers, join);
+        let disk = MemDisk::new();
+        let (fatal, salt) = (self.fatal.clone(), self.crash_salt.clone());
+        let handle = Handle::current()
+            .create_node()
+            .name(format!("node-{id}"))
+            .ip(ip_of(id))
+            .init(move || {
+                let (config, disk, fatal) = (config.clone(), disk.clone(), fatal.clone());
+                // A (re)start after a kill: unsynced log writes are lost.
+                disk.crash(salt.fetch_add(1, Ordering::SeqCst));
+                async move {
+                    if let Err(error) = deeb_server::run_node(config, disk, std::future::pending::<()>()).await {
+                        fatal.lock().expect("fatal lock").push(format!("node {id}: {error}"));
+                    }
+                }
+            })
+            .build();
+        self.nodes.push(SimNode { id, handle, running: true, paused: false });
+    }
+
+    fn serve_config(&self, id: u64, peers: Vec<(NodeId, String)>, join: Option<String>) -> ServeConfig {
+        let listen = SocketAddr::new(ip_of(id), PORT);
+        let mut config = ServeConfig::new(NodeId(id), self.data_dir.join(format!("node-{id}")), listen);
+        config.peers = peers;
+        config.join = join;
+        config.core.seed = self.crash_salt.load(Ordering::SeqCst).wrapping_mul(7919).wrapping_add(id);
+        config.core.snapshot_interval_entries = self.swarm.snapshot_interval_entries;
+        config.core.mutations = self.mutations.clone();
+        if self.swarm.tiny_timeouts {
+            config.core.tick_ms = 20;
+            config.core.election_ticks = 5;
+            config.core.heartbeat_ticks = 1;
+        }
+        config.request_timeout = Duration::from_secs(2);
+        config
+    }
+
+    pub fn server_addresses(&self) -> Vec<String> {
+        self.initial.iter().map(|(_, address)| address.clone()).collect()
+    }
+
+    pub fn node(&self, id: u64) -> &SimNode {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut SimNode {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Live members, for convergence checks.
+    pub fn live_members(&self) -> Vec<u64> {
+        self.members.iter().copied().filter(|&id| self.node(id).running).collect()
+    }
+}
+
+/// Asks one node for its status (and digest), bounded.
+pub async fn status(id: u64, with_digest: bool) -> Option<StatusResponse> {
+    let connect = deeb_server::client::connect(&address_of(id));
+    let mut client = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
+    let call = client.status(StatusRequest { with_digest });
+    let response = tokio::time::timeout(Duration::from_secs(2), call).await.ok()?.ok()?;
+    Some(response.into_inner())
+}
+
+/// The replica state of every given node, or `None` for unreachable ones.
+pub async fn replica_states(ids: &[u64]) -> Vec<Option<ReplicaState>> {
+    let mut states = Vec::new();
+    for &id in ids {
+        let state = status(id, true).await.map(|status| ReplicaState {
+            node: id,
+            applied_index: status.digest_index,
+            digest: status.digest,
+        });
+        states.push(state);
+    }
+    states
+}

@@ -1,0 +1,84 @@
+//! The injected bugs the simulator must catch, switched on at run time.
+
+use deeb_core::Mutations;
+
+/// One deliberately injected bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutant {
+    /// Linearizable reads served locally without ReadIndex (SIM-NOTES M1).
+    ReadWithoutReadIndex,
+    /// A read served once ReadIndex answers, before applying up to it (M2).
+    ReadBeforeApply,
+    /// The log is never fsynced: acknowledged writes die with power (M4).
+    AckBeforeFsync,
+    /// Votes and append responses sent before their sync (M5).
+    SendBeforeSync,
+    /// The vote is not persisted (M6).
+    ForgetVote,
+    /// A proposal answered when any entry at its index applies (M7).
+    MatchIndexOnly,
+    /// Statements replicated as text and re-executed (M11).
+    ReplicateStatements,
+    /// The client history flips one read result (M20): must always fail.
+    Canary,
+}
+
+impl Mutant {
+    pub const ALL: [Mutant; 8] = [
+        Mutant::Canary,
+        Mutant::ReadWithoutReadIndex,
+        Mutant::ReadBeforeApply,
+        Mutant::AckBeforeFsync,
+        Mutant::SendBeforeSync,
+        Mutant::ForgetVote,
+        Mutant::MatchIndexOnly,
+        Mutant::ReplicateStatements,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::ReadWithoutReadIndex => "read-without-read-index",
+            Mutant::ReadBeforeApply => "read-before-apply",
+            Mutant::AckBeforeFsync => "ack-before-fsync",
+            Mutant::SendBeforeSync => "send-before-sync",
+            Mutant::ForgetVote => "forget-vote",
+            Mutant::MatchIndexOnly => "match-index-only",
+            Mutant::ReplicateStatements => "replicate-statements",
+            Mutant::Canary => "canary",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|mutant| mutant.name() == text)
+    }
+
+    /// The core switches this mutant turns on (none for the canary, which
+    /// lives in the history recorder).
+    pub fn mutations(self) -> Mutations {
+        let mut mutations = Mutations::default();
+        match self {
+            Mutant::ReadWithoutReadIndex => mutations.read_without_read_index = true,
+            Mutant::ReadBeforeApply => mutations.read_before_apply = true,
+            Mutant::AckBeforeFsync => mutations.skip_log_sync = true,
+            Mutant::SendBeforeSync => mutations.send_before_sync = true,
+            Mutant::ForgetVote => mutations.forget_vote = true,
+            Mutant::MatchIndexOnly => mutations.match_index_only = true,
+            Mutant::ReplicateStatements => mutations.replicate_statements = true,
+            Mutant::Canary => {}
+        }
+        mutations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_each_mutant_switches_something() {
+        for mutant in Mutant::ALL {
+            assert_eq!(Mutant::parse(mutant.name()), Some(mutant));
+            assert_eq!(mutant.mutations().any(), mutant != Mutant::Canary, "{mutant:?}");
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! One seed: a cluster, clients, a fault phase, a heal phase, and the checks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::cluster::{self, Cluster};
+use super::mutants::Mutant;
+use super::swarm::{Scenario, Swarm};
+use super::workload::{self, Client, Recorder, ACCOUNTS, INITIAL_BALANCE};
+use crate::checker::history::{Kind, Operation};
+use crate::checker::liveness::LivenessObservation;
+use crate::checker::{self};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub nodes: u64,
+    pub mutant: Option<Mutant>,
+}
+
+/// What one seed found.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub swarm: String,
+    pub operations: usize,
+    pub faults: usize,
+    pub violations: Vec<String>,
+    /// A hash of the recorded history: equal for equal runs.
+    pub history_hash: u64,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> bool {
+        !self.violations.is_empty()
+    }
+}
+
+/// Runs one seed in its own madsim runtime.
+pub fn run_seed(options: &RunOptions) -> RunReport {
+    let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
+    let mut config = madsim::Config::default();
+    config.net.packet_loss_rate = swarm.packet_loss_rate;
+    let directory = scratch_directory();
+    let mut runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, config);
+    runtime.set_time_limit(SIMULATED_TIME_MAX);
+    let (options_inner, swarm_inner, path) = (options.clone(), swarm.clone(), directory.path().to_owned());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        runtime.block_on(simulate(options_inner, swarm_inner, path))
+    }));
+    match outcome {
+        Ok(report) => report,
+        Err(panic) => RunReport {
+            swarm: swarm.describe(),
+            violations: vec![format!("panic: {}", panic_message(&panic))],
+            ..RunReport::default()
+        },
+    }
+}
+
+async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathBuf) -> RunReport {
+    let mutations = options.mutant.map(Mutant::mutations).unwrap_or_default();
+    let mut cluster = Cluster::start(&swarm, mutations, &directory, options.seed);
+    let addresses = cluster.server_addresses();
+    let client_node = Handle::current().create_node().name("clients").ip([10, 0, 1, 1].into()).build();
+    let mut report = RunReport { swarm: swarm.describe(), ..RunReport::default() };
+    let setup_addresses = addresses.clone();
+    let ready = client_node.spawn(async move { workload::setup(&setup_addresses).await }).await.unwrap_or(false);
+    if !ready {
+        report.violations.push("setup: the cluster never accepted the schema".to_owned());
+        return report;
+    }
+    let recorder = Arc::new(Recorder::new(options.mutant == Some(Mutant::Canary)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for id in 0..swarm.clients as u64 {
+        let client = Client::new(id, options.seed, addresses.clone(), recorder.clone(), stop.clone());
+        clients.push(client_node.spawn(client.run()));
+    }
+    let observer = client_node.spawn(observe_leaders(swarm.nodes + 2, cluster.leaders.clone(), stop.clone()));
+    let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
+    report.faults = fault_phase(&mut cluster, &swarm, &mut rng).await;
+    heal(&mut cluster);
+    let healed = recorder.now();
+    let leader_seen = client_node.spawn(wait_for_leader(cluster.live_members())).await.ok().flatten();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut in_flight = 0;
+    for client in clients {
+        if tokio::time::timeout(Duration::from_secs(10), client).await.is_err() {
+            in_flight += 1;
+        }
+    }
+    let _ = observer.await;
+    let final_addresses = cluster.live_members().into_iter().map(cluster::address_of).collect::<Vec<_>>();
+    let final_set = client_node.spawn(async move { workload::read_set(&final_addresses).await }).await.ok().flatten();
+    let live = cluster.live_members();
+    let replicas = client_node.spawn(converge(live)).await.unwrap_or_default();
+    let liveness = LivenessObservation {
+        healed,
+        leader_seen: leader_seen.map(|at| at.max(healed)),
+        leader_bound: LEADER_AFTER_HEAL_MAX,
+        operations_in_flight: in_flight,
+    };
+    let mut history = recorder.operations();
+    match final_set {
+        Some(values) => history.push(Operation {
+            client: u64::MAX,
+            invoked: recorder.now(),
+            completed: Some(recorder.now()),
+            kind: Kind::SetFinal { values },
+        }),
+        None => report.violations.push("liveness: the final read of the set never succeeded".to_owned()),
+    }
+    check_all(&mut report, &history, &cluster, &replicas, &liveness);
+    report
+}
+
+fn check_all(
+    report: &mut RunReport,
+    history: &[Operation],
+    cluster: &Cluster,
+    replicas: &[checker::ReplicaState],
+    liveness: &LivenessObservation,
+) {
+    report.operations = history.len();
+    report.history_hash = hash_history(history);
+    let leaders = cluster.leaders.lock().expect("leaders lock").clone();
+    let results = [
+        ("linearizability", checker::linearizability::check_linearizability(history)),
+        ("bank", checker::bank::check_bank(history, ACCOUNTS as i64 * INITIAL_BALANCE)),
+        ("set", checker::set::check_set(history)),
+        ("elections", checker::elections::check_election_safety(&leaders)),
+        ("convergence", checker::convergence::check_convergence(replicas)),
+        ("liveness", checker::liveness::check_liveness(liveness)),
+    ];
+    for (name, result) in results {
+        if let Err(violation) = result {
+            report.violations.push(format!("{name}: {violation}"));
+        }
+    }
+    for fatal in cluster.fatal.lock().expect("fatal lock").iter() {
+        report.violations.push(format!("node stopped: {fatal}"));
+    }
+}
+
+/// Injects faults until the fault phase ends; returns how many.
+async fn fault_phase(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng) -> usize {
+    let start = tokio::time::Instant::now();
+    let mut faults = 0;
+    let mut joined = false;
+    while start.elapsed() < swarm.fault_phase {
+        let wait = rng.gen_range(swarm.fault_interval / 2..swarm.fault_interval * 3 / 2);
+        tokio::time::sleep(wait).await;
+        faults += inject_one(cluster, swarm, rng, &mut joined).await;
+    }
+    faults
+}
+
+async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, joined: &mut bool) -> usize {
+    let net = NetSim::current();
+    let handle = Handle::current();
+    let members: Vec<u64> = cluster.members.iter().copied().collect();
+    let victim = members[rng.gen_range(0..members.len())];
+    match rng.gen_range(0..10) {
+        0..=2 if swarm.partitions => partition(cluster, &members, rng, swarm.one_way_partitions),
+        3 if swarm.partitions => heal_links(cluster.nodes.len() as u64),
+        4..=5 if swarm.kills => {
+            let node = cluster.node_mut(victim);
+            if node.running {
+                handle.kill(node.handle.id());
+                node.running = false;
+            } else {
+                handle.restart(node.handle.id());
+                node.running = true;
+            }
+        }
+        6 if swarm.power_loss => {
+            for node in &mut cluster.nodes {
+                handle.kill(node.handle.id());
+            }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(10..500))).await;
+            for node in cluster.nodes.iter_mut().filter(|node| cluster_member(&cluster.members, node.id)) {
+                handle.restart(node.handle.id());
+                node.running = true;
+            }
+        }
+        7 if swarm.pauses => {
+            let node = cluster.node_mut(victim);
+            if node.paused {
+                handle.resume(node.handle.id());
+            } else {
+                handle.pause(node.handle.id());
+            }
+            node.paused = !node.paused;
+        }
+        8 if swarm.membership => membership_change(cluster, rng, joined).await,
+        9 if swarm.leader_transfers => transfer_leader(&members, rng).await,
+        _ => return 0,
+    }
+    let _ = net;
+    1
+}
+
+fn cluster_member(members: &std::collections::BTreeSet<u64>, id: u64) -> bool {
+    members.contains(&id)
+}
+
+/// Cuts server-to-server links only: clients still reach every node, so a
+/// stale leader keeps answering them (which is what catches stale reads).
+fn partition(cluster: &Cluster, members: &[u64], rng: &mut SmallRng, one_way: bool) {
+    heal_links(cluster.nodes.len() as u64);
+    let net = NetSim::current();
+    let mut side: Vec<bool> = members.iter().map(|_| rng.gen_bool(0.5)).collect();
+    if rng.gen_bool(0.3) {
+        // Isolate one node (often the leader, by chance).
+        side = members.iter().enumerate().map(|(position, _)| position == 0).collect();
+    }
+    for (a_position, &a) in members.iter().enumerate() {
+        for (b_position, &b) in members.iter().enumerate() {
+            if side[a_position] && !side[b_position] {
+                let (a_id, b_id) = (cluster.node(a).handle.id(), cluster.node(b).handle.id());
+                net.clog_link(a_id, b_id);
+                if !one_way {
+                    net.clog_link(b_id, a_id);
+                }
+            }
+        }
+    }
+}
+
+fn heal_links(nodes: u64) {
+    let net = NetSim::current();
+    let handle = Handle::current();
+    let ids: Vec<_> = (1..=nodes).filter_map(|id| handle.get_node(format!("node-{id}")).map(|n| n.id())).collect();
+    for &a in &ids {
+        for &b in &ids {
+            if a != b {
+                net.unclog_link(a, b);
+            }
+        }
+    }
+}
+
+fn heal(cluster: &mut Cluster) {
+    heal_links(cluster.nodes.len() as u64);
+    let handle = Handle::current();
+    let members = cluster.members.clone();
+    for node in &mut cluster.nodes {
+        if node.paused {
+            handle.resume(node.handle.id());
+            node.paused = false;
+        }
+        if !node.running && members.contains(&node.id) {
+            handle.restart(node.handle.id());
+            node.running = true;
+        }
+    }
+}
+
+async fn membership_change(cluster: &mut Cluster, rng: &mut SmallRng, joined: &mut bool) {
+    let via = *cluster.members.iter().next().expect("a member");
+    if !*joined {
+        cluster.join_node(via);
+        *joined = true;
+        return;
+    }
+    if cluster.members.len() > 3 {
+        let members: Vec<u64> = cluster.members.iter().copied().collect();
+        let removed = members[rng.gen_range(0..members.len())];
+        let request = deeb_proto::RemoveNodeRequest { node_id: removed };
+        let target = cluster::address_of(*members.iter().find(|&&m| m != removed).expect("another member"));
+        let done = Handle::current()
+            .create_node()
+            .name(format!("admin-{}", rng.gen::<u32>()))
+            .ip([10, 0, 2, rng.gen_range(1..250)].into())
+            .build()
+            .spawn(async move {
+                let Ok(Ok(mut client)) =
+                    tokio::time::timeout(Duration::from_secs(1), deeb_server::client::connect(&target)).await
+                else {
+                    return false;
+                };
+                matches!(tokio::time::timeout(Duration::from_secs(3), client.remove_node(request)).await, Ok(Ok(_)))
+            })
+            .await
+            .unwrap_or(false);
+        if done {
+            cluster.members.remove(&removed);
+        }
+    }
+}
+
+async fn transfer_leader(members: &[u64], rng: &mut SmallRng) {
+    let target = members[rng.gen_range(0..members.len())];
+    let via = cluster::address_of(members[rng.gen_range(0..members.len())]);
+    let request = deeb_proto::TransferLeaderRequest { node_id: target };
+    let _ = Handle::current()
+        .create_node()
+        .name(format!("admin-{}", rng.gen::<u32>()))
+        .ip([10, 0, 3, rng.gen_range(1..250)].into())
+        .build()
+        .spawn(async move {
+            if let Ok(Ok(mut client)) =
+                tokio::time::timeout(Duration::from_secs(1), deeb_server::client::connect(&via)).await
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(3), client.transfer_leader(request)).await;
+            }
+        })
+        .await;
+}
+
+/// Polls every node's role for the election-safety check.
+async fn observe_leaders(
+    nodes: u64,
+    leaders: Arc<std::sync::Mutex<Vec<checker::LeaderObserved>>>,
+    stop: Arc<AtomicBool>,
+) {
+    for _ in 0..OBSERVATIONS_MAX {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        for id in 1..=nodes {
+            if let Some(status) = cluster::status(id, false).await {
+                if status.role == "leader" {
+                    leaders.lock().expect("leaders lock").push(checker::LeaderObserved { term: status.term, node: id });
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_leader(members: Vec<u64>) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < LEADER_AFTER_HEAL_MAX * 2 {
+        for &id in &members {
+            if cluster::status(id, false).await.is_some_and(|status| status.role == "leader") {
+                return Some(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Waits (bounded) for every live member to reach the same applied index,
+/// then returns their states (the last seen, if they never agree).
+async fn converge(members: Vec<u64>) -> Vec<checker::ReplicaState> {
+    let mut last = Vec::new();
+    for _ in 0..CONVERGENCE_POLLS_MAX {
+        let states = cluster::replica_states(&members).await;
+        let reachable: Vec<_> = states.iter().flatten().cloned().collect();
+        let same_index = reachable.windows(2).all(|pair| pair[0].applied_index == pair[1].applied_index);
+        if reachable.len() == members.len() && same_index {
+            return reachable;
+        }
+        last = reachable;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+fn hash_history(history: &[Operation]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("{history:?}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn scratch_directory() -> tempfile::TempDir {
+    // SQLite fsyncs for real: on tmpfs that costs nothing.
+    let shm = std::path::Path::new("/dev/shm");
+    let made = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+    made.expect("a scratch directory for the simulated nodes")
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+        .unwrap_or_else(|| "non-string panic".to_owned())
+}
+
+const SIMULATED_TIME_MAX: Duration = Duration::from_secs(600);
+const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_secs(10);
+const OBSERVATIONS_MAX: usize = 10_000;
+const CONVERGENCE_POLLS_MAX: usize = 150;
+const FAULT_SALT: u64 = 0xFA17_5EED;

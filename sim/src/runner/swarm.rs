@@ -1,0 +1,156 @@
+//! Each seed draws its own fault mix and intensities ("swarm testing", as in
+//! TigerBeetle's VOPR): one seed, one reproducible scenario.
+
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// A named family of scenarios (`--scenario`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Everything below, mixed per seed.
+    Mixed,
+    /// Partitions only (leader isolation, minority/majority, bridge, one-way).
+    Partitions,
+    /// Kills, restarts and whole-cluster power loss.
+    Crashes,
+    /// Membership changes and leader transfers under faults.
+    Membership,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [Scenario::Mixed, Scenario::Partitions, Scenario::Crashes, Scenario::Membership];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scenario| scenario.name() == text)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Mixed => "mixed",
+            Scenario::Partitions => "partitions",
+            Scenario::Crashes => "crashes",
+            Scenario::Membership => "membership",
+        }
+    }
+}
+
+/// The faults one seed runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Swarm {
+    pub nodes: u64,
+    pub clients: usize,
+    /// How long faults are injected; a heal phase follows.
+    pub fault_phase: Duration,
+    /// Mean time between fault actions.
+    pub fault_interval: Duration,
+    pub packet_loss_rate: f64,
+    pub partitions: bool,
+    pub one_way_partitions: bool,
+    pub kills: bool,
+    pub power_loss: bool,
+    pub pauses: bool,
+    pub membership: bool,
+    pub leader_transfers: bool,
+    /// Small election timeouts and snapshot intervals.
+    pub tiny_timeouts: bool,
+    pub snapshot_interval_entries: u64,
+}
+
+impl Swarm {
+    /// Draws a fault mix from `seed` for `scenario`.
+    pub fn draw(seed: u64, scenario: Scenario, nodes: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed ^ SWARM_SALT);
+        let mut coin = |p: f64| rng.gen_bool(p);
+        let (partitions, kills, membership) = match scenario {
+            Scenario::Mixed => (coin(0.7), coin(0.6), coin(0.3)),
+            Scenario::Partitions => (true, false, false),
+            Scenario::Crashes => (false, true, false),
+            Scenario::Membership => (coin(0.5), coin(0.3), true),
+        };
+        let power_loss = kills && coin(0.4);
+        let one_way_partitions = partitions && coin(0.4);
+        let pauses = scenario == Scenario::Mixed && coin(0.3);
+        let leader_transfers = coin(0.3) || scenario == Scenario::Membership;
+        let tiny_timeouts = coin(0.3);
+        let packet_loss_rate = if coin(0.3) { rng.gen_range(0.0..0.05) } else { 0.0 };
+        let snapshot_interval_entries = if coin(0.5) { rng.gen_range(5..50) } else { 10_000 };
+        Self {
+            nodes,
+            clients: rng.gen_range(2..6),
+            fault_phase: Duration::from_millis(rng.gen_range(4_000..12_000)),
+            fault_interval: Duration::from_millis(rng.gen_range(200..1_500)),
+            packet_loss_rate,
+            partitions,
+            one_way_partitions,
+            kills,
+            power_loss,
+            pauses,
+            membership,
+            leader_transfers,
+            tiny_timeouts,
+            snapshot_interval_entries,
+        }
+    }
+
+    /// The faults this seed drew, for the failure report.
+    pub fn describe(&self) -> String {
+        let mut faults = Vec::new();
+        let flags = [
+            (self.partitions, "partitions"),
+            (self.one_way_partitions, "one-way"),
+            (self.kills, "kills"),
+            (self.power_loss, "power-loss"),
+            (self.pauses, "pauses"),
+            (self.membership, "membership"),
+            (self.leader_transfers, "transfers"),
+            (self.tiny_timeouts, "tiny-timeouts"),
+        ];
+        for (on, name) in flags {
+            if on {
+                faults.push(name.to_owned());
+            }
+        }
+        if self.packet_loss_rate > 0.0 {
+            faults.push(format!("loss={:.3}", self.packet_loss_rate));
+        }
+        if self.snapshot_interval_entries < 10_000 {
+            faults.push(format!("snapshot-every={}", self.snapshot_interval_entries));
+        }
+        format!(
+            "nodes={} clients={} faults={}ms [{}]",
+            self.nodes,
+            self.clients,
+            self.fault_phase.as_millis(),
+            faults.join(" ")
+        )
+    }
+}
+
+/// Keeps the swarm draw independent of madsim's own use of the seed.
+const SWARM_SALT: u64 = 0x5EED_0F_DEEB;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_swarm_and_seeds_differ() {
+        assert_eq!(Swarm::draw(3, Scenario::Mixed, 3), Swarm::draw(3, Scenario::Mixed, 3));
+        let distinct: std::collections::BTreeSet<String> =
+            (0..50).map(|seed| Swarm::draw(seed, Scenario::Mixed, 3).describe()).collect();
+        assert!(distinct.len() > 10, "seeds should draw different mixes: {distinct:?}");
+    }
+
+    #[test]
+    fn scenarios_force_their_faults() {
+        for seed in 0..20 {
+            assert!(Swarm::draw(seed, Scenario::Partitions, 3).partitions);
+            assert!(Swarm::draw(seed, Scenario::Crashes, 3).kills);
+            assert!(Swarm::draw(seed, Scenario::Membership, 5).membership);
+        }
+        assert_eq!(Scenario::parse("crashes"), Some(Scenario::Crashes));
+        assert_eq!(Scenario::parse("nope"), None);
+    }
+}

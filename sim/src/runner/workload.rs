@@ -1,0 +1,329 @@
+//! Simulated clients: register reads, writes and compare-and-set on a
+//! key-value table, bank transfers and total reads, and set inserts. Every
+//! invocation and completion is recorded with simulated time; a request that
+//! timed out or failed in a way that does not prove it never happened is
+//! indeterminate.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deeb_proto::deeb_client::DeebClient;
+use deeb_proto::{value, Consistency, ExecuteRequest, QueryRequest, Statement, Value};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::checker::history::{Kind, Operation};
+
+/// Keys of the register workload: few, so operations contend.
+pub const KEYS: u64 = 4;
+/// Bank accounts and the balance each starts with.
+pub const ACCOUNTS: u64 = 4;
+pub const INITIAL_BALANCE: i64 = 100;
+
+/// Statements that create the workload's tables and initial rows.
+pub fn setup_statements() -> Vec<Statement> {
+    let mut statements = vec![
+        plain("CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER)"),
+        plain("CREATE TABLE bank (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)"),
+        plain("CREATE TABLE items (v INTEGER)"),
+        plain("CREATE TABLE noise (id INTEGER PRIMARY KEY AUTOINCREMENT, r INTEGER)"),
+    ];
+    for account in 0..ACCOUNTS {
+        statements.push(statement(
+            "INSERT INTO bank (id, balance) VALUES (?, ?)",
+            vec![integer(account as i64), integer(INITIAL_BALANCE)],
+        ));
+    }
+    statements
+}
+
+/// The shared history of one run.
+pub struct Recorder {
+    start: Instant,
+    operations: Mutex<Vec<Operation>>,
+    /// Canary mutant: corrupt the next successful register read.
+    canary: AtomicBool,
+}
+
+impl Recorder {
+    pub fn new(canary: bool) -> Self {
+        Self { start: Instant::now(), operations: Mutex::new(Vec::new()), canary: AtomicBool::new(canary) }
+    }
+
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn record(&self, operation: Operation) {
+        self.operations.lock().expect("recorder lock").push(operation);
+    }
+
+    pub fn operations(&self) -> Vec<Operation> {
+        self.operations.lock().expect("recorder lock").clone()
+    }
+
+    /// Flips the observed value once, if the canary is armed.
+    fn canary(&self, observed: Option<Option<i64>>) -> Option<Option<i64>> {
+        match observed {
+            Some(Some(value)) if self.canary.swap(false, Ordering::SeqCst) => Some(Some(value ^ CANARY_FLIP)),
+            other => other,
+        }
+    }
+}
+
+/// One simulated client, looping until `stop`.
+pub struct Client {
+    pub id: u64,
+    pub addresses: Vec<String>,
+    pub recorder: Arc<Recorder>,
+    pub stop: Arc<AtomicBool>,
+    pub rng: SmallRng,
+    channels: HashMap<String, DeebClient<Channel>>,
+    counter: i64,
+}
+
+impl Client {
+    pub fn new(id: u64, seed: u64, addresses: Vec<String>, recorder: Arc<Recorder>, stop: Arc<AtomicBool>) -> Self {
+        let rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(id));
+        Self { id, addresses, recorder, stop, rng, channels: HashMap::new(), counter: 0 }
+    }
+
+    /// Runs operations until told to stop; every operation is bounded.
+    pub async fn run(mut self) {
+        for _ in 0..OPERATIONS_PER_CLIENT_MAX {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            self.one_operation().await;
+            let pause = Duration::from_millis(self.rng.gen_range(0..20));
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn one_operation(&mut self) {
+        let choice = self.rng.gen_range(0..100);
+        match choice {
+            0..=24 => self.register_write().await,
+            25..=54 => self.register_read().await,
+            55..=69 => self.compare_and_set().await,
+            70..=79 => self.transfer().await,
+            80..=87 => self.bank_read().await,
+            88..=95 => self.set_insert().await,
+            _ => self.noise().await,
+        }
+    }
+
+    fn unique_value(&mut self) -> i64 {
+        self.counter += 1;
+        ((self.id as i64) << 32) | self.counter
+    }
+
+    async fn register_write(&mut self) {
+        let key = self.rng.gen_range(0..KEYS);
+        let value = self.unique_value();
+        let sql = "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
+        let invoked = self.recorder.now();
+        let result = self.execute(vec![statement(sql, vec![integer(key as i64), integer(value)])]).await;
+        let completed = result.ok().map(|_| self.recorder.now());
+        self.record(invoked, completed, Kind::Write { key, value });
+    }
+
+    async fn register_read(&mut self) {
+        let key = self.rng.gen_range(0..KEYS);
+        let invoked = self.recorder.now();
+        let rows = self.query(statement("SELECT v FROM kv WHERE k = ?", vec![integer(key as i64)])).await;
+        let observed = rows.map(|rows| rows.first().and_then(|row| row.first().copied().flatten()));
+        let observed = self.recorder.canary(observed);
+        let completed = observed.map(|_| self.recorder.now());
+        self.record(invoked, completed, Kind::Read { key, observed });
+    }
+
+    async fn compare_and_set(&mut self) {
+        let key = self.rng.gen_range(0..KEYS);
+        let expected = self.recent_value(key).await;
+        let Some(expected) = expected else { return };
+        let new = self.unique_value();
+        let sql = "UPDATE kv SET v = ? WHERE k = ? AND v = ?";
+        let invoked = self.recorder.now();
+        let params = vec![integer(new), integer(key as i64), integer(expected)];
+        let result = self.execute(vec![statement(sql, params)]).await;
+        let succeeded = result.ok().map(|rows| rows.first().copied().unwrap_or(0) == 1);
+        let completed = succeeded.map(|_| self.recorder.now());
+        self.record(invoked, completed, Kind::CompareAndSet { key, expected, new, succeeded });
+    }
+
+    /// A value the key held recently (from a read), to make CAS succeed often.
+    async fn recent_value(&mut self, key: u64) -> Option<i64> {
+        let invoked = self.recorder.now();
+        let rows = self.query(statement("SELECT v FROM kv WHERE k = ?", vec![integer(key as i64)])).await;
+        let observed = rows.map(|rows| rows.first().and_then(|row| row.first().copied().flatten()));
+        let completed = observed.map(|_| self.recorder.now());
+        self.record(invoked, completed, Kind::Read { key, observed });
+        observed.flatten()
+    }
+
+    async fn transfer(&mut self) {
+        let from = self.rng.gen_range(0..ACCOUNTS);
+        let to = (from + self.rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
+        let amount = self.rng.gen_range(1..10);
+        let statements = vec![
+            statement("UPDATE bank SET balance = balance - ? WHERE id = ?", vec![integer(amount), integer(from as i64)]),
+            statement("UPDATE bank SET balance = balance + ? WHERE id = ?", vec![integer(amount), integer(to as i64)]),
+        ];
+        let invoked = self.recorder.now();
+        let succeeded = self.execute(statements).await.ok().map(|_| true);
+        let completed = succeeded.map(|_| self.recorder.now());
+        self.record(invoked, completed, Kind::Transfer { from, to, amount, succeeded });
+    }
+
+    async fn bank_read(&mut self) {
+        let invoked = self.recorder.now();
+        let rows = self.query(plain("SELECT sum(balance) FROM bank")).await;
+        let total = rows.and_then(|rows| rows.first().and_then(|row| row.first().copied().flatten()));
+        let completed = total.map(|_| self.recorder.now());
+        self.record(invoked, completed, Kind::BankRead { total });
+    }
+
+    async fn set_insert(&mut self) {
+        let value = self.unique_value();
+        let invoked = self.recorder.now();
+        let result = self.execute(vec![statement("INSERT INTO items (v) VALUES (?)", vec![integer(value)])]).await;
+        let acknowledged = result.is_ok();
+        let completed = acknowledged.then(|| self.recorder.now());
+        self.record(invoked, completed, Kind::SetInsert { value, acknowledged });
+    }
+
+    /// Parameterless non-deterministic SQL (what row-change capture makes
+    /// safe); not checked itself, it shows up in the replica digests.
+    async fn noise(&mut self) {
+        let _ = self.execute(vec![plain("INSERT INTO noise (r) VALUES (random())")]).await;
+    }
+
+    fn record(&self, invoked: Duration, completed: Option<Duration>, kind: Kind) {
+        self.recorder.record(Operation { client: self.id, invoked, completed, kind });
+    }
+
+    fn pick_address(&mut self) -> String {
+        let index = self.rng.gen_range(0..self.addresses.len());
+        self.addresses[index].clone()
+    }
+
+    async fn client_for(&mut self, address: &str) -> Option<DeebClient<Channel>> {
+        if let Some(client) = self.channels.get(address) {
+            return Some(client.clone());
+        }
+        let connected = tokio::time::timeout(OPERATION_TIMEOUT, deeb_server::client::connect(address)).await;
+        let client = connected.ok()?.ok()?;
+        self.channels.insert(address.to_owned(), client.clone());
+        Some(client)
+    }
+
+    /// Runs a write; `Ok` with rows affected per statement.
+    async fn execute(&mut self, statements: Vec<Statement>) -> Result<Vec<u64>, ()> {
+        let address = self.pick_address();
+        let mut client = self.client_for(&address).await.ok_or(())?;
+        let call = client.execute(ExecuteRequest { statements });
+        match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner().results.iter().map(|r| r.rows_affected).collect()),
+            _ => Err(()),
+        }
+    }
+
+    /// Runs a linearizable query; `Some(rows)` of integer-or-NULL columns.
+    async fn query(&mut self, statement: Statement) -> Option<Vec<Vec<Option<i64>>>> {
+        let address = self.pick_address();
+        let mut client = self.client_for(&address).await?;
+        let request = QueryRequest {
+            statement: Some(statement),
+            consistency: Consistency::Linearizable as i32,
+            max_staleness_ms: 0,
+        };
+        let collect = async {
+            let mut stream = client.query(request).await.ok()?.into_inner();
+            let mut rows = Vec::new();
+            while let Some(chunk) = stream.message().await.ok()? {
+                rows.extend(chunk.rows.into_iter().map(|row| row.values.iter().map(integer_of).collect()));
+            }
+            Some(rows)
+        };
+        tokio::time::timeout(OPERATION_TIMEOUT, collect).await.ok().flatten()
+    }
+}
+
+/// The final read of the set table, retried until it succeeds (bounded).
+pub async fn read_set(addresses: &[String]) -> Option<Vec<i64>> {
+    for attempt in 0..FINAL_READ_ATTEMPTS {
+        let address = &addresses[attempt % addresses.len()];
+        let Ok(Ok(mut client)) = tokio::time::timeout(OPERATION_TIMEOUT, deeb_server::client::connect(address)).await
+        else {
+            continue;
+        };
+        let request = QueryRequest {
+            statement: Some(plain("SELECT v FROM items")),
+            consistency: Consistency::Linearizable as i32,
+            max_staleness_ms: 0,
+        };
+        let collect = async {
+            let mut stream = client.query(request).await.ok()?.into_inner();
+            let mut values = Vec::new();
+            while let Some(chunk) = stream.message().await.ok()? {
+                values.extend(chunk.rows.iter().filter_map(|row| row.values.first().and_then(integer_of)));
+            }
+            Some(values)
+        };
+        if let Ok(Some(values)) = tokio::time::timeout(OPERATION_TIMEOUT, collect).await {
+            return Some(values);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Runs setup statements until one attempt succeeds (bounded).
+pub async fn setup(addresses: &[String]) -> bool {
+    for attempt in 0..FINAL_READ_ATTEMPTS {
+        let address = &addresses[attempt % addresses.len()];
+        if let Ok(Ok(mut client)) = tokio::time::timeout(OPERATION_TIMEOUT, deeb_server::client::connect(address)).await
+        {
+            let call = client.execute(ExecuteRequest { statements: setup_statements() });
+            match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
+                Ok(Ok(_)) => return true,
+                Ok(Err(status)) if status.message().contains("already exists") => return true,
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn integer_of(value: &Value) -> Option<i64> {
+    match value.kind {
+        Some(value::Kind::Integer(integer)) => Some(integer),
+        _ => None,
+    }
+}
+
+pub fn plain(sql: &str) -> Statement {
+    statement(sql, Vec::new())
+}
+
+pub fn statement(sql: &str, params: Vec<Value>) -> Statement {
+    Statement { sql: sql.to_owned(), params, named_params: Vec::new() }
+}
+
+fn integer(value: i64) -> Value {
+    Value { kind: Some(value::Kind::Integer(value)) }
+}
+
+/// Bound on one client operation, connection included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// A bound on each client's loop, so no run is unbounded.
+const OPERATIONS_PER_CLIENT_MAX: usize = 100_000;
+const FINAL_READ_ATTEMPTS: usize = 50;
+/// The canary's corruption: a value no client ever writes.
+const CANARY_FLIP: i64 = 1 << 62;
