@@ -1,4 +1,75 @@
-//! deeb-core: the sans-IO node (work in progress).
+//! deeb-core: the sans-IO, deterministic heart of deeb.
+//!
+//! A [`Node`] is raft-rs's `RawNode` over our own durable log
+//! ([`log::LogStore`] on a [`disk::Disk`]) and a SQLite state machine with
+//! row-change capture ([`sql::StateMachine`]). It opens no sockets, spawns no
+//! threads and reads no clock: time, peer messages and client requests come
+//! in as method arguments, and effects come out as [`Output`]s. The only I/O
+//! it does itself is disk I/O (the log through the `Disk` trait, SQLite and
+//! snapshot files in the data directory).
+//!
+//! # How a host drives a node
+//!
+//! 1. Feed one input: [`Node::handle_timeout`] when [`Node::poll_timeout`]
+//!    is due, [`Node::step`] with a peer's raft messages,
+//!    [`Node::submit_write`] / [`Node::submit_read`] for clients,
+//!    [`Node::change_membership`] / [`Node::transfer_leader`] for admins,
+//!    [`Node::install_received`] with a snapshot file received through a
+//!    [`node::SnapshotReceiver`], and [`Node::report_snapshot`] /
+//!    [`Node::report_unreachable`] with the fate of earlier sends. Every
+//!    input takes `now`, the host's monotonic time since it started.
+//! 2. Drain [`Node::poll_output`] until it returns `None`, carrying out
+//!    each output in order: send peer messages (they are already durable
+//!    where raft requires it), stream snapshots, answer clients, and on
+//!    [`Output::ReadReady`] run the client's query on a [`Node::reader`].
+//! 3. Sleep until [`Node::poll_timeout`] or the next input, then go to 1.
+//!
+//! The node never assumes an effect happened: the host reports completions
+//! back as inputs. On [`Output::Stopped`] (a disk error or replica
+//! divergence) the host must exit; restarting recovers from disk.
+//!
+//! # Example
+//!
+//! A one-node cluster on an in-memory log disk:
+//!
+//! ```
+//! use std::time::Duration;
+//! use deeb_core::{disk::MemDisk, ClientToken, Config, Node, NodeId, Output};
+//! use deeb_proto::Statement;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let members = [(NodeId(1), "127.0.0.1:7001".to_owned())];
+//! let mut node = Node::open(Config::new(NodeId(1)), MemDisk::new(), dir.path(), &members, Duration::ZERO)?;
+//! let mut now = Duration::ZERO;
+//! let mut written = None;
+//! for _ in 0..1000 {
+//!     // 3. Sleep until the node's next deadline (here: jump to it).
+//!     now = node.poll_timeout();
+//!     // 1. Feed an input.
+//!     node.handle_timeout(now);
+//!     if node.status().role == deeb_core::Role::Leader && written.is_none() {
+//!         let create = Statement { sql: "CREATE TABLE t (x)".into(), ..Default::default() };
+//!         node.submit_write(now, ClientToken(1), vec![create])?;
+//!         written = Some(false);
+//!     }
+//!     // 2. Drain the outputs.
+//!     while let Some(output) = node.poll_output() {
+//!         match output {
+//!             Output::WriteDone { token: ClientToken(1), result } => {
+//!                 result?;
+//!                 written = Some(true);
+//!             }
+//!             Output::Stopped { reason } => panic!("{reason}"),
+//!             _ => {} // A one-node cluster has no peers to send to.
+//!         }
+//!     }
+//!     if written == Some(true) {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(written, Some(true));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod config;
 pub mod disk;

@@ -1,11 +1,12 @@
 //! deeb's protobuf messages: the replicated log `Command`, the peer transport
-//! and the client API. Generated code only; no logic lives here.
+//! and the client API (services with the `grpc` feature). Generated code
+//! only; no logic lives here.
 
 #![allow(clippy::all, clippy::pedantic)]
 
 /// Version 1 of the wire and log formats.
 pub mod v1 {
-    tonic::include_proto!("deeb.v1");
+    include!(concat!(env!("OUT_DIR"), "/deeb.v1.rs"));
 }
 
 pub use v1::*;

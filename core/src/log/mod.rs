@@ -1,122 +1,428 @@
 //! The durable raft log: a segmented append-only file format over a [`Disk`].
 //!
-//! INTERFACE SKETCH: bodies are to be written; signatures may be refined.
+//! Every record is framed as `[len: u32 LE][crc32c: u32 LE][payload]` (see
+//! [`record`]). On recovery a bad record at the very end of the last segment
+//! (nothing valid after it) is a torn tail and is cut; any other bad record
+//! is corruption and `open` fails with [`LogError::Corrupt`] naming the file
+//! and offset.
 //!
-//! Every record is framed as `[len: u32 LE][crc32c: u32 LE][payload]`. On
-//! recovery a bad record at the very end of the last segment (nothing valid
-//! after it) is a torn tail and is cut; any other bad record is corruption
-//! and `open` fails with [`LogError::Corrupt`] naming the file and offset.
+//! Segments are named `log-<20-digit sequence>.seg`. Each starts with a
+//! checkpoint (a compaction or restore record, the hard state and the conf
+//! state), so deleting older segments loses nothing but covered entries.
+//! Later records supersede earlier ones; an entry at index `i` replaces every
+//! entry at or after `i`, exactly as raft's conflict rule does in memory.
 //!
 //! The store keeps the entries above the compaction point in memory (the log
 //! is compacted below each snapshot, so this is bounded by the snapshot
 //! interval), and implements raft-rs's [`raft::Storage`].
 
+pub mod record;
+mod state;
+mod storage;
+
 use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
 use thiserror::Error;
 
 use crate::disk::{Disk, DiskError};
+use state::{LogState, Replay};
+
+pub use record::{decode_segment, DecodedSegment, Record};
 
 /// Opening or writing the log failed. Every variant stops the node.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum LogError {
+    /// The disk failed; the store refuses further use.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// Bytes on disk that a crash cannot explain.
     #[error("log corrupt in {file} at offset {offset}: {reason}")]
     Corrupt { file: String, offset: u64, reason: String },
+    /// A record larger than [`record::PAYLOAD_BYTES_MAX`] was refused.
+    #[error("log record of {bytes} bytes exceeds the limit of {} bytes", record::PAYLOAD_BYTES_MAX)]
+    RecordTooLarge { bytes: usize },
 }
 
 /// What recovery found, for logging.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// Bytes cut from the tail of the last segment.
+    /// Bytes cut from the tail of the last segment (a whole last segment
+    /// whose checkpoint never completed counts too).
     pub torn_bytes_cut: u64,
+    /// The first index after recovery (snapshot index + 1).
     pub first_index: u64,
+    /// The last index after recovery.
     pub last_index: u64,
+}
+
+/// One segment file.
+#[derive(Clone, Debug)]
+struct Segment {
+    sequence: u64,
+    /// Current length of the file.
+    bytes: u64,
+    /// The highest entry index written to it (0 if none): the segment may
+    /// be deleted once the log is compacted past it.
+    max_entry_index: u64,
+}
+
+impl Segment {
+    fn name(&self) -> String {
+        segment_name(self.sequence)
+    }
+}
+
+/// The file name of segment `sequence`.
+pub fn segment_name(sequence: u64) -> String {
+    format!("log-{sequence:020}.seg")
+}
+
+/// The sequence number of a segment file name, `None` for other files.
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("log-")?.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The raft log and its metadata on a [`Disk`].
 pub struct LogStore<D: Disk> {
     disk: D,
+    segment_bytes_max: u64,
+    state: LogState,
+    /// Oldest first; the last one is written to.
+    segments: Vec<Segment>,
+    /// The last segment has writes not yet synced.
+    unsynced_writes: bool,
+    /// The first error, returned again by every later write (fail-stop).
+    failure: Option<LogError>,
+}
+
+/// A segment read back from disk, before replay.
+struct LoadedSegment {
+    segment: Segment,
+    decoded: DecodedSegment,
+    /// Bytes to cut from its end (a torn tail).
+    torn_bytes: u64,
+}
+
+/// The records a segment must start with.
+fn checkpoint_problem(records: &[record::Located]) -> Option<String> {
+    let kinds: Vec<&Record> = records.iter().take(3).map(|located| &located.record).collect();
+    match kinds.as_slice() {
+        [Record::Compact(_) | Record::Restore(_), Record::HardState(_), Record::ConfState(_)] => None,
+        _ if kinds.len() < 3 => Some("segment ends inside its checkpoint".to_string()),
+        _ => Some("segment does not start with a checkpoint".to_string()),
+    }
+}
+
+/// Reads and decodes one segment, deciding whether its damage is a torn
+/// tail (allowed only at the end of the last segment) or corruption.
+fn load_segment<D: Disk>(disk: &D, sequence: u64, is_last: bool) -> Result<LoadedSegment, LogError> {
+    let name = segment_name(sequence);
+    let bytes = disk.read(&name)?;
+    let decoded = decode_segment(&bytes);
+    let corrupt = |offset, reason| LogError::Corrupt { file: name.clone(), offset, reason };
+    if let Some(damage) = &decoded.damage {
+        if !(is_last && damage.torn) {
+            return Err(corrupt(damage.offset, damage.reason.clone()));
+        }
+    }
+    if let Some(problem) = checkpoint_problem(&decoded.records) {
+        // A last segment whose checkpoint never became durable was being
+        // created when the node stopped; anything else is damage.
+        let interrupted = is_last && decoded.records.len() < 3;
+        if !interrupted {
+            return Err(corrupt(0, problem));
+        }
+    }
+    let torn_bytes = bytes.len() as u64 - decoded.valid_bytes;
+    let segment = Segment { sequence, bytes: decoded.valid_bytes, max_entry_index: 0 };
+    Ok(LoadedSegment { segment, decoded, torn_bytes })
 }
 
 impl<D: Disk> LogStore<D> {
     /// Opens (or creates, on an empty disk) the log, recovering from a crash.
     pub fn open(disk: D, segment_bytes_max: u64) -> Result<(Self, Recovery), LogError> {
-        let _ = (disk, segment_bytes_max);
-        todo!()
+        let mut sequences: Vec<u64> = disk.list()?.iter().filter_map(|name| parse_segment_name(name)).collect();
+        sequences.sort_unstable();
+        let mut loaded = Vec::with_capacity(sequences.len());
+        for (position, &sequence) in sequences.iter().enumerate() {
+            loaded.push(load_segment(&disk, sequence, position + 1 == sequences.len())?);
+        }
+        let mut torn_bytes_cut = 0;
+        let mut discarded = None;
+        if loaded.last().is_some_and(|last| checkpoint_problem(&last.decoded.records).is_some()) {
+            let last = loaded.pop().expect("checked above that there is a last segment");
+            torn_bytes_cut += last.segment.bytes + last.torn_bytes;
+            discarded = Some(last.segment.name());
+        }
+        let (state, segments) = replay_segments(&mut loaded)?;
+        let mut store = Self { disk, segment_bytes_max, state, segments, unsynced_writes: false, failure: None };
+        torn_bytes_cut += store.cut_damage(&loaded, discarded)?;
+        store.state.check_invariants();
+        let recovery = Recovery { torn_bytes_cut, first_index: store.first_index(), last_index: store.last_index() };
+        tracing::info!(?recovery, segments = store.segments.len(), "log recovered");
+        Ok((store, recovery))
     }
 
-    /// True when the disk held no log (a brand-new node).
+    /// Makes recovery's cuts durable: truncates the torn tail of the last
+    /// segment and removes a last segment whose checkpoint never completed.
+    fn cut_damage(&mut self, loaded: &[LoadedSegment], discarded: Option<String>) -> Result<u64, LogError> {
+        let mut cut = 0;
+        if let Some(name) = discarded {
+            self.disk.remove(&name)?;
+            self.disk.sync_dir()?;
+        }
+        if let Some(last) = loaded.last().filter(|last| last.torn_bytes > 0) {
+            let name = last.segment.name();
+            tracing::warn!(file = %name, offset = last.segment.bytes, bytes = last.torn_bytes, "cutting torn log tail");
+            self.disk.truncate(&name, last.segment.bytes)?;
+            self.disk.sync(&name)?;
+            cut += last.torn_bytes;
+        }
+        Ok(cut)
+    }
+
+    /// True while the disk holds no log: a brand-new node, until the first
+    /// write creates the first segment.
     pub fn is_empty(&self) -> bool {
-        todo!()
+        self.segments.is_empty()
     }
 
     /// Appends entries, first discarding any existing entries at or after
     /// `entries[0].index` (raft's conflicting suffix). Not durable until
     /// [`LogStore::sync`].
+    ///
+    /// # Panics
+    /// If the entries are not contiguous, start at or below the snapshot
+    /// index, or leave a gap after the last index (a raft bug).
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), LogError> {
-        let _ = entries;
-        todo!()
+        self.check_usable()?;
+        // Check before writing, so a bad call panics with nothing on disk.
+        self.state.check_append(entries);
+        let result = entries.iter().try_for_each(|entry| self.write(&Record::Entry(entry.clone())));
+        self.fail_stop(result)?;
+        self.state.append(entries);
+        Ok(())
     }
 
     /// Records the hard state. Not durable until [`LogStore::sync`].
     pub fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), LogError> {
-        let _ = hard_state;
-        todo!()
+        self.check_usable()?;
+        let result = self.write(&Record::HardState(hard_state.clone()));
+        self.fail_stop(result)?;
+        self.state.hard_state = hard_state.clone();
+        Ok(())
     }
 
     /// Records the configuration. Not durable until [`LogStore::sync`].
     pub fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), LogError> {
-        let _ = conf_state;
-        todo!()
+        self.check_usable()?;
+        let result = self.write(&Record::ConfState(conf_state.clone()));
+        self.fail_stop(result)?;
+        self.state.conf_state = conf_state.clone();
+        Ok(())
     }
 
     /// Makes everything written so far durable.
     pub fn sync(&mut self) -> Result<(), LogError> {
-        todo!()
+        self.check_usable()?;
+        let result = self.sync_current();
+        self.fail_stop(result)
     }
 
     /// Replaces the whole log with a snapshot point: every entry is dropped,
     /// the first index becomes `metadata.index + 1`, the conf state becomes
     /// the snapshot's, and the hard state's commit is raised to the index.
-    /// Durable when it returns.
+    /// Durable when it returns; a crash part way leaves the old log or this.
     pub fn apply_snapshot(&mut self, metadata: &SnapshotMetadata) -> Result<(), LogError> {
-        let _ = metadata;
-        todo!()
+        self.check_usable()?;
+        let restored = self.state.restored(metadata);
+        let result = self.restore_on_disk(&restored);
+        self.fail_stop(result)?;
+        self.state = restored;
+        Ok(())
     }
 
     /// Drops entries up to and including `index` (which must be applied and
     /// covered by a snapshot whose metadata is given), deleting segment files
-    /// that hold nothing newer. Durable when it returns.
+    /// that hold nothing newer. Durable when it returns. Compacting to an
+    /// older point than the current one does nothing.
+    ///
+    /// # Panics
+    /// If `metadata.index` is past the last index.
     pub fn compact(&mut self, metadata: &SnapshotMetadata) -> Result<(), LogError> {
-        let _ = metadata;
-        todo!()
+        self.check_usable()?;
+        if metadata.index <= self.state.snapshot.index {
+            return Ok(());
+        }
+        self.state.check_compact(metadata);
+        let result = self.compact_on_disk(metadata);
+        self.fail_stop(result)?;
+        self.state.compact(metadata);
+        Ok(())
     }
 
     /// The metadata of the snapshot the log was last compacted to.
     pub fn snapshot_metadata(&self) -> &SnapshotMetadata {
-        todo!()
+        &self.state.snapshot
     }
 
+    /// The last recorded hard state.
     pub fn hard_state(&self) -> &HardState {
-        todo!()
+        &self.state.hard_state
     }
 
+    /// The last recorded conf state.
     pub fn conf_state(&self) -> &ConfState {
-        todo!()
+        &self.state.conf_state
     }
 
+    /// The index of the first entry held (snapshot index + 1).
     pub fn first_index(&self) -> u64 {
-        todo!()
+        self.state.first_index()
     }
 
+    /// The index of the last entry, or the snapshot index when there is none.
     pub fn last_index(&self) -> u64 {
-        todo!()
+        self.state.last_index()
+    }
+
+    /// The entries held, from [`LogStore::first_index`].
+    pub fn in_memory_entries(&self) -> &[Entry] {
+        &self.state.entries
+    }
+
+    /// The names of the segment files, oldest first.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.segments.iter().map(Segment::name).collect()
     }
 
     /// Gives the disk back (for crash tests).
     pub fn into_disk(self) -> D {
         self.disk
     }
+
+    fn check_usable(&self) -> Result<(), LogError> {
+        match &self.failure {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers the first failure so every later call returns it.
+    fn fail_stop(&mut self, result: Result<(), LogError>) -> Result<(), LogError> {
+        if let Err(error) = &result {
+            tracing::error!(%error, "log store failed; refusing further use");
+            self.failure = Some(error.clone());
+        }
+        result
+    }
+
+    /// Writes one record to the current segment, starting a new segment
+    /// first if there is none or the current one is full.
+    fn write(&mut self, record: &Record) -> Result<(), LogError> {
+        let bytes = record.encode().map_err(|bytes| LogError::RecordTooLarge { bytes })?;
+        let needs_segment = self.segments.last().is_none_or(|last| last.bytes >= self.segment_bytes_max);
+        if needs_segment {
+            let checkpoint = checkpoint(Record::Compact(self.state.snapshot.clone()), &self.state);
+            self.start_segment(&checkpoint)?;
+        }
+        let current = self.segments.last_mut().expect("a segment was just ensured");
+        self.disk.append(&segment_name(current.sequence), &bytes)?;
+        current.bytes += bytes.len() as u64;
+        if let Record::Entry(entry) = record {
+            current.max_entry_index = current.max_entry_index.max(entry.index);
+        }
+        self.unsynced_writes = true;
+        Ok(())
+    }
+
+    fn sync_current(&mut self) -> Result<(), LogError> {
+        if let (true, Some(current)) = (self.unsynced_writes, self.segments.last()) {
+            self.disk.sync(&current.name())?;
+            self.unsynced_writes = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment holding `checkpoint`, durably. The current one is
+    /// synced first, so only the last segment can ever have a torn tail.
+    fn start_segment(&mut self, checkpoint: &[Record]) -> Result<(), LogError> {
+        self.sync_current()?;
+        let mut bytes = Vec::new();
+        for record in checkpoint {
+            bytes.extend(record.encode().map_err(|bytes| LogError::RecordTooLarge { bytes })?);
+        }
+        let sequence = self.segments.last().map_or(1, |last| last.sequence + 1);
+        let name = segment_name(sequence);
+        self.disk.create(&name)?;
+        self.disk.append(&name, &bytes)?;
+        self.disk.sync(&name)?;
+        self.disk.sync_dir()?;
+        self.segments.push(Segment { sequence, bytes: bytes.len() as u64, max_entry_index: 0 });
+        Ok(())
+    }
+
+    fn compact_on_disk(&mut self, metadata: &SnapshotMetadata) -> Result<(), LogError> {
+        self.write(&Record::Compact(metadata.clone()))?;
+        self.sync_current()?;
+        // Only a prefix may go: a later segment's entries can be superseded
+        // by an earlier segment's only through the segments between them.
+        let older = self.segments.len() - 1;
+        let deletable =
+            self.segments[..older].iter().take_while(|segment| segment.max_entry_index <= metadata.index).count();
+        self.remove_oldest(deletable)
+    }
+
+    fn restore_on_disk(&mut self, restored: &LogState) -> Result<(), LogError> {
+        self.start_segment(&checkpoint(Record::Restore(restored.snapshot.clone()), restored))?;
+        self.remove_oldest(self.segments.len() - 1)
+    }
+
+    /// Deletes the `count` oldest segments, durably.
+    fn remove_oldest(&mut self, count: usize) -> Result<(), LogError> {
+        if count == 0 {
+            return Ok(());
+        }
+        for segment in &self.segments[..count] {
+            self.disk.remove(&segment.name())?;
+        }
+        self.disk.sync_dir()?;
+        self.segments.drain(..count);
+        Ok(())
+    }
 }
-mod storage_stub;
+
+/// The records that start a segment: `point` (a compaction to the current
+/// snapshot, or a restore), then the hard and conf state.
+fn checkpoint(point: Record, state: &LogState) -> [Record; 3] {
+    [point, Record::HardState(state.hard_state.clone()), Record::ConfState(state.conf_state.clone())]
+}
+
+/// Replays the loaded segments in order into the log state.
+fn replay_segments(loaded: &mut [LoadedSegment]) -> Result<(LogState, Vec<Segment>), LogError> {
+    let mut replay = Replay::new();
+    let mut segments = Vec::with_capacity(loaded.len());
+    for segment in loaded.iter_mut() {
+        let name = segment.segment.name();
+        for located in std::mem::take(&mut segment.decoded.records) {
+            if let Record::Entry(entry) = &located.record {
+                segment.segment.max_entry_index = segment.segment.max_entry_index.max(entry.index);
+            }
+            replay.apply(located.record).map_err(|reason| LogError::Corrupt {
+                file: name.clone(),
+                offset: located.offset,
+                reason,
+            })?;
+        }
+        segments.push(segment.segment.clone());
+    }
+    let file = segments.first().map_or_else(|| "<no segment>".to_string(), Segment::name);
+    let state = replay.finish().map_err(|reason| LogError::Corrupt { file, offset: 0, reason })?;
+    Ok((state, segments))
+}
+
+#[cfg(test)]
+mod tests;

@@ -8,15 +8,17 @@ use deeb_proto::MemberContext;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType, HardState,
 };
 use raft::StateRole;
 
 use super::output::{AdminError, ClientToken, Output};
-use super::{Fatal, MemberStatus, Node};
+use super::{Fatal, MemberStatus, Node, OpenError};
+use crate::config::Config;
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId};
-use crate::sql::{Applied, ApplyError};
+use crate::log::LogStore;
+use crate::sql::{Applied, ApplyError, StateMachine};
 
 /// One change to the cluster's membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -250,6 +252,55 @@ impl Admin {
         }
     }
 }
+
+/// A brand-new node of a new cluster writes the initial membership as
+/// committed log entries 1..=n, one `AddNode` per member (with its address),
+/// byte-identical on every initial node (as etcd bootstraps). Keeping the
+/// initial voters in the log, not only in local state, is what lets a node
+/// that joins later learn them by replaying the log.
+pub(super) fn bootstrap<D: Disk>(
+    config: &Config,
+    log: &mut LogStore<D>,
+    sm: &StateMachine,
+    initial_members: &[(NodeId, String)],
+) -> Result<(), OpenError> {
+    let fresh = log.is_empty() && sm.applied().index == 0;
+    if !fresh || initial_members.is_empty() {
+        return Ok(());
+    }
+    let mut members = initial_members.to_vec();
+    members.sort();
+    members.dedup_by_key(|(id, _)| *id);
+    if members.len() != initial_members.len() || members.iter().any(|(id, _)| id.0 == 0) {
+        return Err(OpenError::Invalid("initial members need distinct non-zero ids".to_owned()));
+    }
+    if !members.iter().any(|(id, _)| *id == config.id) {
+        return Err(OpenError::Invalid(format!("node {} is not among the initial members", config.id)));
+    }
+    let entries: Vec<Entry> =
+        members.iter().zip(1..).map(|((id, address), index)| bootstrap_entry(*id, address, index)).collect();
+    log.append(&entries)?;
+    let hard_state = HardState { term: BOOTSTRAP_TERM, commit: entries.len() as u64, ..Default::default() };
+    log.set_hard_state(&hard_state)?;
+    log.sync()?;
+    Ok(())
+}
+
+fn bootstrap_entry(id: NodeId, address: &str, index: u64) -> Entry {
+    let mut conf_change = ConfChange::default();
+    conf_change.set_change_type(ConfChangeType::AddNode);
+    conf_change.node_id = id.0;
+    conf_change.context = encode_contexts(&[MemberContext { node_id: id.0, address: address.to_owned() }]).into();
+    let mut entry = Entry::default();
+    entry.set_entry_type(EntryType::EntryConfChange);
+    entry.term = BOOTSTRAP_TERM;
+    entry.index = index;
+    entry.data = conf_change.write_to_bytes().expect("conf changes encode").into();
+    entry
+}
+
+/// The term of the bootstrap entries; the first election is for term 2.
+const BOOTSTRAP_TERM: u64 = 1;
 
 fn decode_conf_change(entry: &Entry) -> Result<ConfChangeV2, String> {
     match entry.get_entry_type() {

@@ -153,8 +153,8 @@ impl<D: Disk> Node<D> {
         if recovery.torn_bytes_cut > 0 {
             tracing::warn!(node = config.id.0, bytes = recovery.torn_bytes_cut, "cut torn log tail");
         }
-        let mut sm = StateMachine::open(&data_dir.join("state.db"), config.seed)?;
-        bootstrap(&config, &mut log, &mut sm, initial_members)?;
+        let sm = StateMachine::open(&data_dir.join("state.db"), config.seed)?;
+        membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
         let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
         let applied = sm.applied();
@@ -562,32 +562,6 @@ fn raft_config(config: &Config, applied: u64) -> raft::Config {
         read_only_option: raft::ReadOnlyOption::Safe,
         ..raft::Config::default()
     }
-}
-
-/// A brand-new node of a new cluster records the initial voters and their
-/// addresses before raft starts.
-fn bootstrap<D: Disk>(
-    config: &Config,
-    log: &mut LogStore<D>,
-    sm: &mut StateMachine,
-    initial_members: &[(NodeId, String)],
-) -> Result<(), OpenError> {
-    let fresh = log.is_empty() && sm.applied().index == 0 && sm.conf_state()?.is_none();
-    if !fresh || initial_members.is_empty() {
-        return Ok(());
-    }
-    if !initial_members.iter().any(|(id, _)| *id == config.id) {
-        return Err(OpenError::Invalid(format!("node {} is not among the initial members", config.id)));
-    }
-    let mut conf_state = ConfState::default();
-    conf_state.voters = initial_members.iter().map(|(id, _)| id.0).collect();
-    let members: Vec<(u64, Option<String>)> =
-        initial_members.iter().map(|(id, address)| (id.0, Some(address.clone()))).collect();
-    let conf_bytes = conf_state.write_to_bytes().expect("conf state encodes");
-    sm.apply_membership(Applied::default(), &conf_bytes, &members)?;
-    log.set_conf_state(&conf_state)?;
-    log.sync()?;
-    Ok(())
 }
 
 /// After a crash the database (whose applied index and conf state are

@@ -253,9 +253,7 @@ impl<D: Disk> Node<D> {
         let temporary = self.snapshots.dir.join("taking.tmp");
         let _ = fs::remove_file(&temporary);
         let applied = self.sm.create_snapshot(&temporary)?;
-        let mut metadata = SnapshotMetadata::default();
-        metadata.index = applied.index;
-        metadata.term = applied.term;
+        let mut metadata = SnapshotMetadata { index: applied.index, term: applied.term, ..Default::default() };
         metadata.set_conf_state(self.conf_state());
         self.adopt_snapshot_file(&temporary, applied.index, applied.term).map_err(io_fatal)?;
         if applied.index > self.raw.store().snapshot_metadata().index {

@@ -13,13 +13,22 @@
 
 use thiserror::Error;
 
+mod fs;
+mod mem;
+
+pub use fs::FsDisk;
+pub use mem::MemDisk;
+
 /// A disk operation failed. The node must stop.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum DiskError {
+    /// The file does not exist.
     #[error("file {name:?} not found")]
     NotFound { name: String },
+    /// `create` found the file already there.
     #[error("file {name:?} already exists")]
     AlreadyExists { name: String },
+    /// Any other failure, including injected faults.
     #[error("I/O error on {name:?}: {message}")]
     Io { name: String, message: String },
 }

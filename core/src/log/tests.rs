@@ -1,0 +1,274 @@
+//! Unit tests of the log store on a `MemDisk`.
+
+use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
+use raft::{GetEntriesContext, Storage, StorageError};
+
+use super::*;
+use crate::disk::{FsDisk, MemDisk};
+
+const SEGMENT_BYTES: u64 = 1 << 20;
+
+pub fn entry(index: u64, term: u64) -> Entry {
+    Entry { index, term, data: format!("data {index}/{term}").into_bytes().into(), ..Default::default() }
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range.map(|index| entry(index, term)).collect()
+}
+
+fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState { term, vote, commit, ..Default::default() }
+}
+
+fn conf_state(voters: &[u64]) -> ConfState {
+    ConfState { voters: voters.to_vec(), ..Default::default() }
+}
+
+fn metadata(index: u64, term: u64, voters: &[u64]) -> SnapshotMetadata {
+    SnapshotMetadata {
+        index,
+        term,
+        conf_state: protobuf::SingularPtrField::some(conf_state(voters)),
+        ..Default::default()
+    }
+}
+
+fn open(disk: &MemDisk, segment_bytes: u64) -> (LogStore<MemDisk>, Recovery) {
+    LogStore::open(disk.clone(), segment_bytes).expect("open")
+}
+
+fn context() -> GetEntriesContext {
+    GetEntriesContext::empty(false)
+}
+
+/// A store with entries 1..=9 (term 1, then 2 from 6) and some metadata.
+fn populated(disk: &MemDisk, segment_bytes: u64) -> LogStore<MemDisk> {
+    let (mut store, _) = open(disk, segment_bytes);
+    store.append(&entries(1..=7, 1)).expect("append");
+    store.set_conf_state(&conf_state(&[1, 2, 3])).expect("conf state");
+    store.append(&entries(6..=9, 2)).expect("append with conflict");
+    store.set_hard_state(&hard_state(2, 1, 5)).expect("hard state");
+    store.sync().expect("sync");
+    store
+}
+
+fn assert_same_state(left: &LogStore<MemDisk>, right: &LogStore<MemDisk>) {
+    assert_eq!(left.state, right.state);
+}
+
+#[test]
+fn empty_disk_gives_an_empty_store() {
+    let (store, recovery) = open(&MemDisk::new(), SEGMENT_BYTES);
+    assert!(store.is_empty());
+    assert_eq!((store.first_index(), store.last_index()), (1, 0));
+    assert_eq!(recovery, Recovery { torn_bytes_cut: 0, first_index: 1, last_index: 0 });
+    assert_eq!(store.term(0).expect("term 0"), 0);
+}
+
+#[test]
+fn state_round_trips_through_reopen() {
+    let disk = MemDisk::new();
+    let store = populated(&disk, SEGMENT_BYTES);
+    assert!(!store.is_empty());
+    assert_eq!(store.in_memory_entries(), [entries(1..=5, 1), entries(6..=9, 2)].concat());
+    let (reopened, recovery) = open(&disk, SEGMENT_BYTES);
+    assert_same_state(&store, &reopened);
+    assert_eq!(recovery, Recovery { torn_bytes_cut: 0, first_index: 1, last_index: 9 });
+    let initial = reopened.initial_state().expect("initial state");
+    assert_eq!(initial.hard_state, hard_state(2, 1, 5));
+    assert_eq!(initial.conf_state, conf_state(&[1, 2, 3]));
+}
+
+#[test]
+fn round_trips_through_many_small_segments() {
+    let disk = MemDisk::new();
+    let store = populated(&disk, 64);
+    assert!(store.segment_names().len() > 3, "{:?}", store.segment_names());
+    let (reopened, _) = open(&disk, 64);
+    assert_same_state(&store, &reopened);
+}
+
+#[test]
+fn storage_follows_raft_semantics() {
+    let disk = MemDisk::new();
+    let mut store = populated(&disk, SEGMENT_BYTES);
+    store.compact(&metadata(3, 1, &[1, 2, 3])).expect("compact");
+    assert_eq!(store.first_index(), 4);
+    assert_eq!(Storage::first_index(&store).expect("first"), 4);
+    assert_eq!(Storage::last_index(&store).expect("last"), 9);
+    assert_eq!(store.term(3).expect("snapshot term"), 1);
+    assert_eq!(store.term(7).expect("term"), 2);
+    assert!(matches!(store.term(2), Err(raft::Error::Store(StorageError::Compacted))));
+    assert!(matches!(store.term(10), Err(raft::Error::Store(StorageError::Unavailable))));
+    assert!(matches!(store.entries(3, 5, None, context()), Err(raft::Error::Store(StorageError::Compacted))));
+    assert_eq!(store.entries(4, 10, None, context()).expect("entries"), store.in_memory_entries());
+    assert_eq!(store.entries(5, 7, None, context()).expect("entries"), [entry(5, 1), entry(6, 2)]);
+    assert_eq!(store.entries(4, 10, Some(0), context()).expect("at least one").len(), 1);
+    assert!(store.entries(6, 6, None, context()).expect("empty range").is_empty());
+    let snapshot = store.snapshot(0, 2).expect("snapshot");
+    assert_eq!(snapshot.get_metadata(), &metadata(3, 1, &[1, 2, 3]));
+    assert!(snapshot.data.is_empty());
+    assert!(matches!(store.snapshot(4, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
+}
+
+#[test]
+#[should_panic(expected = "out of bounds")]
+fn entries_past_the_end_panic() {
+    let store = populated(&MemDisk::new(), SEGMENT_BYTES);
+    let _ = store.entries(5, 11, None, context());
+}
+
+#[test]
+fn no_snapshot_is_temporarily_unavailable() {
+    let store = populated(&MemDisk::new(), SEGMENT_BYTES);
+    assert!(matches!(store.snapshot(0, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
+}
+
+#[test]
+#[should_panic(expected = "raft bug")]
+fn appending_with_a_gap_panics() {
+    let mut store = populated(&MemDisk::new(), SEGMENT_BYTES);
+    let _ = store.append(&[entry(11, 2)]);
+}
+
+#[test]
+fn compaction_deletes_covered_segments_and_survives_reopen() {
+    let disk = MemDisk::new();
+    let mut store = populated(&disk, 64);
+    let before = store.segment_names().len();
+    store.compact(&metadata(8, 2, &[1, 2, 3])).expect("compact");
+    assert!(store.segment_names().len() < before);
+    assert_eq!(disk.list().expect("list"), store.segment_names());
+    assert_eq!(store.in_memory_entries(), [entry(9, 2)]);
+    let (reopened, _) = open(&disk, 64);
+    assert_same_state(&store, &reopened);
+}
+
+#[test]
+fn apply_snapshot_replaces_the_log() {
+    let disk = MemDisk::new();
+    let mut store = populated(&disk, 64);
+    store.apply_snapshot(&metadata(20, 3, &[1, 2])).expect("apply snapshot");
+    assert_eq!((store.first_index(), store.last_index()), (21, 20));
+    assert_eq!(store.hard_state(), &hard_state(3, 1, 20));
+    assert_eq!(store.conf_state(), &conf_state(&[1, 2]));
+    assert_eq!(store.segment_names().len(), 1);
+    store.append(&[entry(21, 3)]).expect("append after snapshot");
+    store.sync().expect("sync");
+    let (reopened, _) = open(&disk, 64);
+    assert_same_state(&store, &reopened);
+}
+
+#[test]
+fn apply_snapshot_is_atomic_across_crashes() {
+    for operations in 0..8 {
+        let disk = MemDisk::new();
+        let mut store = populated(&disk, SEGMENT_BYTES);
+        let old_state = store.state.clone();
+        disk.fail_after_operations(operations);
+        let result = store.apply_snapshot(&metadata(20, 3, &[1, 2]));
+        let new_state = store.state.clone();
+        disk.crash(operations);
+        let (reopened, _) = open(&disk, SEGMENT_BYTES);
+        if result.is_ok() {
+            assert_eq!(reopened.state, new_state);
+        } else {
+            let recovered = &reopened.state;
+            assert!(recovered == &old_state || recovered == &old_state.restored(&metadata(20, 3, &[1, 2])));
+        }
+    }
+}
+
+#[test]
+fn torn_tail_is_cut() {
+    let disk = MemDisk::new();
+    let store = populated(&disk, SEGMENT_BYTES);
+    let last = store.segment_names().pop().expect("a segment");
+    let mut writer = disk.clone();
+    let partial = Record::Entry(entry(10, 2)).encode().expect("encode");
+    writer.append(&last, &partial[..partial.len() - 3]).expect("append partial record");
+    writer.append(&last, &[0xAB; 5]).expect("append garbage");
+    let (reopened, recovery) = open(&disk, SEGMENT_BYTES);
+    assert_eq!(recovery.torn_bytes_cut, partial.len() as u64 + 2);
+    assert_same_state(&store, &reopened);
+    let (_, again) = open(&disk, SEGMENT_BYTES);
+    assert_eq!(again.torn_bytes_cut, 0, "the cut was made durable");
+}
+
+/// Flips one bit of `name` at `offset`.
+fn flip_bit(disk: &MemDisk, name: &str, offset: usize) {
+    let mut writer = disk.clone();
+    let mut bytes = writer.read(name).expect("read");
+    bytes[offset] ^= 0x04;
+    writer.truncate(name, 0).expect("truncate");
+    writer.append(name, &bytes).expect("rewrite");
+}
+
+#[test]
+fn flipped_bit_in_the_middle_of_the_last_segment_is_corruption() {
+    let disk = MemDisk::new();
+    let store = populated(&disk, SEGMENT_BYTES);
+    let last = store.segment_names().pop().expect("a segment");
+    let offset = Record::Compact(SnapshotMetadata::default()).encode().expect("encode").len() + 2;
+    flip_bit(&disk, &last, offset);
+    let error = LogStore::open(disk.clone(), SEGMENT_BYTES).err().expect("corruption detected");
+    let message = error.to_string();
+    assert!(matches!(error, LogError::Corrupt { .. }));
+    assert!(message.contains(&last) && message.contains("offset"), "{message}");
+}
+
+#[test]
+fn flipped_bit_in_an_older_segment_is_corruption() {
+    let disk = MemDisk::new();
+    let store = populated(&disk, 64);
+    let names = store.segment_names();
+    let bytes = disk.read(&names[1]).expect("read");
+    flip_bit(&disk, &names[1], bytes.len() - 1);
+    match LogStore::open(disk.clone(), 64) {
+        Err(LogError::Corrupt { file, offset, reason }) => {
+            assert_eq!(file, names[1]);
+            assert!(offset > 0, "offset of the last record, got {offset}");
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("expected corruption, opened fine"),
+    }
+}
+
+#[test]
+fn failed_sync_stops_the_store() {
+    let disk = MemDisk::new();
+    let mut store = populated(&disk, SEGMENT_BYTES);
+    store.append(&[entry(10, 2)]).expect("append");
+    disk.fail_next_sync();
+    assert!(store.sync().is_err());
+    assert!(store.sync().is_err(), "a failed sync is not retried");
+    assert!(store.append(&[entry(11, 2)]).is_err());
+    assert!(store.set_hard_state(&hard_state(3, 0, 5)).is_err());
+    assert!(store.compact(&metadata(5, 1, &[1])).is_err());
+}
+
+#[test]
+fn failed_append_stops_the_store() {
+    let disk = MemDisk::new();
+    let mut store = populated(&disk, SEGMENT_BYTES);
+    disk.fail_after_bytes(10);
+    assert!(store.append(&entries(10..=12, 2)).is_err());
+    assert_eq!(store.last_index(), 9, "memory is unchanged by a failed write");
+    assert!(store.sync().is_err());
+}
+
+#[test]
+fn fs_disk_round_trip() {
+    let temporary = tempfile::tempdir().expect("tempdir");
+    let directory = temporary.path().join("log");
+    let (mut store, _) = LogStore::open(FsDisk::open(&directory).expect("disk"), 128).expect("open");
+    store.append(&entries(1..=20, 1)).expect("append");
+    store.set_hard_state(&hard_state(1, 1, 15)).expect("hard state");
+    store.compact(&metadata(10, 1, &[1])).expect("compact");
+    store.sync().expect("sync");
+    let (reopened, recovery) = LogStore::open(FsDisk::open(&directory).expect("disk"), 128).expect("reopen");
+    assert_eq!(reopened.state, store.state);
+    assert_eq!(recovery.first_index, 11);
+    assert_eq!(recovery.last_index, 20);
+}

@@ -1,0 +1,118 @@
+//! The apply path: replaying a leader's batch (DDL texts and changesets)
+//! with triggers off, detecting any divergence.
+
+use std::collections::HashMap;
+
+use deeb_proto::{op, WriteBatch};
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::digest::primary_key;
+use super::session::{self, ChangeInfo};
+use super::state_machine::{is_fatal, write_applied, StateMachine};
+use super::{Applied, ApplyError, SqlError};
+
+/// A divergence at `index` with `reason`.
+fn divergence(index: u64, reason: String) -> ApplyError {
+    ApplyError::Divergence { index, reason }
+}
+
+impl StateMachine {
+    /// Applies a committed batch executed elsewhere (or rolled back here) in
+    /// one transaction with triggers off. Any conflict, or a change SQLite
+    /// would skip (missing table, column count mismatch), is
+    /// [`ApplyError::Divergence`]; the transaction is then rolled back.
+    pub fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
+        self.ensure_no_batch()?;
+        let conn = self.writer_mut();
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false).map_err(SqlError::from)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
+        for write in &batch.writes {
+            for op in &write.ops {
+                apply_op(&tx, op.kind.as_ref(), applied.index)?;
+            }
+        }
+        write_applied(&tx, applied)?;
+        tx.commit().map_err(SqlError::from)?;
+        self.set_applied(applied);
+        Ok(())
+    }
+}
+
+fn apply_op(conn: &Connection, kind: Option<&op::Kind>, index: u64) -> Result<(), ApplyError> {
+    match kind {
+        Some(op::Kind::Ddl(sql)) => conn.execute_batch(sql).map_err(|e| {
+            if is_fatal(&e) {
+                ApplyError::Sql(e.into())
+            } else {
+                divergence(index, format!("DDL {sql:?} failed: {e}"))
+            }
+        }),
+        Some(op::Kind::Changeset(changeset)) => apply_changeset(conn, changeset, index),
+        None => Err(divergence(index, "an op with no kind (unknown op type?)".into())),
+    }
+}
+
+/// Checks, applies and verifies one changeset.
+fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<(), ApplyError> {
+    let changes =
+        session::changeset_changes(changeset).map_err(|e| divergence(index, format!("unreadable changeset: {e}")))?;
+    check_tables(conn, &changes, index)?;
+    let before = conn.total_changes();
+    let conflicts = session::apply_changeset(conn, changeset).map_err(SqlError::from)?;
+    if !conflicts.is_empty() {
+        return Err(divergence(index, format!("changeset conflict: {}", conflicts.join("; "))));
+    }
+    let modified = conn.total_changes() - before;
+    if modified != changes.len() as u64 {
+        return Err(divergence(
+            index,
+            format!("changeset has {} change(s) but {modified} row(s) were modified", changes.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The column count a changeset records for `table`, or None if the table
+/// does not exist. Tables without a declared primary key carry the rowid
+/// as an extra first column.
+fn expected_columns(conn: &Connection, table: &str) -> Result<Option<usize>, SqlError> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| r.get(0))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let rowid = usize::from(primary_key(conn, table)?.is_empty());
+    Ok(Some(n as usize + rowid))
+}
+
+/// Every table the changeset names must exist with the same column count
+/// (SQLite would otherwise skip those changes silently).
+fn check_tables(conn: &Connection, changes: &[ChangeInfo], index: u64) -> Result<(), ApplyError> {
+    let mut seen: HashMap<&str, Option<usize>> = HashMap::new();
+    for change in changes {
+        let expected = match seen.get(change.table.as_str()) {
+            Some(e) => *e,
+            None => {
+                let e = expected_columns(conn, &change.table)?;
+                seen.insert(&change.table, e);
+                e
+            }
+        };
+        match expected {
+            None => {
+                return Err(divergence(
+                    index,
+                    format!("{} on table {:?}, which does not exist here", session::op_name(change.op), change.table),
+                ))
+            }
+            Some(n) if n != change.columns => {
+                return Err(divergence(
+                    index,
+                    format!("table {:?} has {n} column(s) here but the changeset has {}", change.table, change.columns),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Statement screening: keyword checks done before preparing, and the
+//! authorizer policies for client statements.
+
+use std::ffi::c_int;
+
+use rusqlite::ffi;
+
+/// Prefix of the internal tables client SQL may not write.
+pub(crate) const INTERNAL_PREFIX: &str = "_deeb_";
+
+/// The SQL with leading whitespace and comments removed.
+fn skip_space_and_comments(mut sql: &str) -> &str {
+    loop {
+        let trimmed = sql.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("--") {
+            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+        } else if let Some(rest) = trimmed.strip_prefix("/*") {
+            sql = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+        } else {
+            return trimmed;
+        }
+    }
+}
+
+/// The first `n` keywords (identifier-like words) of the SQL, upper-cased.
+pub(crate) fn keywords(sql: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = sql;
+    while out.len() < n {
+        rest = skip_space_and_comments(rest).trim_start_matches('.');
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        if end == 0 {
+            break;
+        }
+        out.push(rest[..end].to_ascii_uppercase());
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Statements refused by their first keyword on both paths.
+const CONTROL: &[&str] = &["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "ATTACH", "DETACH", "VACUUM"];
+
+/// Why a statement is refused on the write path by its keywords, if it is.
+pub(crate) fn refuse_write(sql: &str) -> Option<String> {
+    let words = keywords(sql, 3);
+    let first = words.first().map(String::as_str).unwrap_or("");
+    if CONTROL.contains(&first) {
+        return Some(format!(
+            "{first} is not allowed: each request already runs as one transaction; \
+             ATTACH, DETACH and VACUUM are not supported"
+        ));
+    }
+    match first {
+        "PRAGMA" => Some("PRAGMA is not allowed in execute requests".to_string()),
+        "ANALYZE" => Some("ANALYZE is not allowed in execute requests".to_string()),
+        "CREATE" if words.get(1).is_some_and(|w| w == "TEMP" || w == "TEMPORARY") => {
+            Some("temporary objects (CREATE TEMP ...) are not allowed".to_string())
+        }
+        "CREATE" if is_create_table_as(sql) => Some(CTAS_MESSAGE.to_string()),
+        "DELETE" | "WITH" if sql.to_ascii_lowercase().contains("sqlite_sequence") => Some(SEQUENCE_MESSAGE.to_string()),
+        _ => None,
+    }
+}
+
+/// The refusal message for writes to `sqlite_sequence`.
+const SEQUENCE_MESSAGE: &str = "sqlite_sequence may not be written directly";
+
+/// The refusal message for `CREATE TABLE ... AS SELECT`.
+pub(crate) const CTAS_MESSAGE: &str = "CREATE TABLE ... AS SELECT is not supported (schema \
+     changes must not write rows): CREATE the table, then INSERT INTO ... SELECT";
+
+/// True for `CREATE TABLE [IF NOT EXISTS] name AS ...`: an `AS` keyword
+/// before any opening parenthesis.
+fn is_create_table_as(sql: &str) -> bool {
+    let words = keywords(sql, 2);
+    if words.get(1).map(String::as_str) != Some("TABLE") {
+        return false;
+    }
+    let head = sql.split('(').next().unwrap_or("");
+    head.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w.eq_ignore_ascii_case("AS"))
+}
+
+/// Pragmas a query may run (all read-only).
+const READ_PRAGMAS: &[&str] =
+    &["TABLE_INFO", "TABLE_XINFO", "TABLE_LIST", "INDEX_LIST", "INDEX_INFO", "INDEX_XINFO", "FOREIGN_KEY_LIST"];
+
+/// Why a statement is refused on the read path by its keywords, if it is.
+pub(crate) fn refuse_read(sql: &str) -> Option<String> {
+    let words = keywords(sql, 3);
+    let first = words.first().map(String::as_str).unwrap_or("");
+    if CONTROL.contains(&first) {
+        return Some(format!("{first} is not allowed in a query"));
+    }
+    if first == "PRAGMA" {
+        // `PRAGMA main.table_info(t)` gives [PRAGMA, MAIN, TABLE_INFO].
+        let name = match words.get(1).map(String::as_str) {
+            Some("MAIN") => words.get(2),
+            _ => words.get(1),
+        };
+        let allowed = name.is_some_and(|n| READ_PRAGMAS.contains(&n.as_str()));
+        if !allowed || sql.contains('=') {
+            return Some(format!("only these pragmas may be queried: {}", READ_PRAGMAS.join(", ")).to_lowercase());
+        }
+    }
+    None
+}
+
+fn is_internal(name: Option<&str>) -> bool {
+    name.is_some_and(|n| {
+        n.len() >= INTERNAL_PREFIX.len() && n[..INTERNAL_PREFIX.len()].eq_ignore_ascii_case(INTERNAL_PREFIX)
+    })
+}
+
+/// Authorizer policy for client statements on the write path.
+///
+/// Direct writes to `sqlite_sequence` are refused: every replica maintains
+/// it itself. DELETE is let through outside triggers because DROP TABLE of
+/// an AUTOINCREMENT table issues one internally; a client's own DELETE on it
+/// is refused by [`refuse_write`].
+pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String> {
+    match action {
+        ffi::SQLITE_CREATE_TEMP_INDEX
+        | ffi::SQLITE_CREATE_TEMP_TABLE
+        | ffi::SQLITE_CREATE_TEMP_TRIGGER
+        | ffi::SQLITE_CREATE_TEMP_VIEW
+        | ffi::SQLITE_DROP_TEMP_INDEX
+        | ffi::SQLITE_DROP_TEMP_TABLE
+        | ffi::SQLITE_DROP_TEMP_TRIGGER
+        | ffi::SQLITE_DROP_TEMP_VIEW => return Some("temporary objects are not allowed".into()),
+        // SQLite's session code reads table_xinfo while the statement runs;
+        // client PRAGMA statements are refused by keyword before this.
+        ffi::SQLITE_PRAGMA if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => {}
+        ffi::SQLITE_PRAGMA => return Some("PRAGMA is not allowed in execute requests".into()),
+        ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => {
+            return Some("transaction control is not allowed: each request is one transaction".into())
+        }
+        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => return Some("ATTACH and DETACH are not allowed".into()),
+        ffi::SQLITE_ANALYZE => return Some("ANALYZE is not allowed".into()),
+        ffi::SQLITE_CREATE_VTABLE | ffi::SQLITE_DROP_VTABLE => return Some("virtual tables are not supported".into()),
+        _ => {}
+    }
+    if is_internal(a) || is_internal(b) {
+        return Some(format!("tables named {INTERNAL_PREFIX}* are internal to deeb"));
+    }
+    let writes = match action {
+        ffi::SQLITE_INSERT | ffi::SQLITE_UPDATE => true,
+        ffi::SQLITE_DELETE => trigger.is_some(),
+        _ => false,
+    };
+    if writes && a.is_some_and(|t| t.eq_ignore_ascii_case("sqlite_sequence")) {
+        return Some(SEQUENCE_MESSAGE.into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_skip_comments() {
+        assert_eq!(keywords(" -- hi\n /* x */ begin  transaction", 2), vec!["BEGIN", "TRANSACTION"]);
+        assert_eq!(keywords("", 2), Vec::<String>::new());
+    }
+
+    #[test]
+    fn ctas_detected() {
+        assert!(is_create_table_as("CREATE TABLE t AS SELECT 1"));
+        assert!(is_create_table_as("create table if not exists t as select 1"));
+        assert!(!is_create_table_as("CREATE TABLE t(a AS (1))"));
+        assert!(!is_create_table_as("CREATE INDEX i ON t(a)"));
+    }
+
+    #[test]
+    fn read_pragmas() {
+        assert!(refuse_read("PRAGMA table_info(t)").is_none());
+        assert!(refuse_read("pragma main.table_list").is_none());
+        assert!(refuse_read("PRAGMA journal_mode=DELETE").is_some());
+        assert!(refuse_read("PRAGMA user_version").is_some());
+        assert!(refuse_read("BEGIN").is_some());
+    }
+}

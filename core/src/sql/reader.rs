@@ -1,0 +1,71 @@
+//! Read-only connections serving client queries.
+
+use deeb_proto::{Column, QueryChunk, Row, Statement, Value};
+use rusqlite::Connection;
+
+use super::{classify, value, QueryError};
+
+/// A read-only connection. `Send`, so a host may run queries off its event
+/// loop. Tables named `_deeb_*` may be read (they hold no secrets).
+pub struct Reader {
+    conn: Connection,
+}
+
+fn sql_err(e: rusqlite::Error) -> QueryError {
+    QueryError::Sql(e.to_string())
+}
+
+impl Reader {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Reader { conn }
+    }
+
+    /// Runs a read-only statement, handing the result to `sink` in chunks of
+    /// at most `rows_max` rows and about `bytes_max` bytes; the first chunk
+    /// carries the columns (and is sent even if there are no rows). Stops
+    /// early when `sink` returns false. The statement runs in its own read
+    /// transaction, so it sees one committed state.
+    pub fn query(
+        &self,
+        statement: &Statement,
+        rows_max: usize,
+        bytes_max: usize,
+        sink: &mut dyn FnMut(QueryChunk) -> bool,
+    ) -> Result<(), QueryError> {
+        if let Some(reason) = classify::refuse_read(&statement.sql) {
+            return Err(QueryError::NotReadOnly(reason));
+        }
+        let mut stmt = self.conn.prepare(&statement.sql).map_err(sql_err)?;
+        if !stmt.readonly() {
+            return Err(QueryError::NotReadOnly(statement.sql.clone()));
+        }
+        value::bind(&mut stmt, statement).map_err(QueryError::Sql)?;
+        let columns: Vec<Column> = stmt
+            .columns()
+            .map(|c| Column { name: c.name().to_string(), declared_type: c.decl_type().unwrap_or("").to_string() })
+            .collect();
+        let width = columns.len();
+        let mut chunk = QueryChunk { columns, ..QueryChunk::default() };
+        let (mut bytes, mut sent) = (0usize, false);
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            let values = (0..width)
+                .map(|i| row.get_ref(i).map(value::from_sql))
+                .collect::<Result<Vec<Value>, _>>()
+                .map_err(sql_err)?;
+            bytes += values.iter().map(value::approx_size).sum::<usize>();
+            chunk.rows.push(Row { values });
+            if chunk.rows.len() >= rows_max.max(1) || bytes >= bytes_max {
+                sent = true;
+                bytes = 0;
+                if !sink(std::mem::take(&mut chunk)) {
+                    return Ok(());
+                }
+            }
+        }
+        if !sent || !chunk.rows.is_empty() {
+            sink(chunk);
+        }
+        Ok(())
+    }
+}

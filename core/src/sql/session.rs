@@ -1,0 +1,305 @@
+//! A small safe wrapper over the SQLite C APIs rusqlite does not expose
+//! without extra features: sessions and changesets, the authorizer and the
+//! PRNG seed. All `unsafe` code of the SQL state machine lives here.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::marker::PhantomData;
+use std::ptr;
+
+use rusqlite::{ffi, Connection};
+
+/// Builds a rusqlite error from a SQLite result code.
+fn code_error(code: c_int, what: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(what.to_string()))
+}
+
+/// Converts a possibly-null C string into an owned `String`.
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string valid for the call.
+unsafe fn c_str(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: non-null and NUL-terminated per the caller's contract.
+        Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+}
+
+/// Table filter: record every table but `sqlite_sequence`, which each
+/// replica maintains itself when rows with explicit rowids are applied.
+unsafe extern "C" fn session_filter(_ctx: *mut c_void, table: *const c_char) -> c_int {
+    // SAFETY: SQLite passes a valid NUL-terminated table name.
+    let name = unsafe { c_str(table) }.unwrap_or_default();
+    c_int::from(!name.eq_ignore_ascii_case("sqlite_sequence"))
+}
+
+/// A SQLite session recording every change to tables of `main`, including
+/// tables without a declared primary key (keyed by rowid). Deleted on drop.
+pub(crate) struct Session<'c> {
+    raw: *mut ffi::sqlite3_session,
+    _conn: PhantomData<&'c Connection>,
+}
+
+impl<'c> Session<'c> {
+    /// Creates a session on `conn`'s `main` database attached to all tables.
+    pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: the handle is valid while `conn` is borrowed; `raw` is an
+        // out pointer; "main" is NUL-terminated.
+        let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut raw) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3session_create"));
+        }
+        let session = Session { raw, _conn: PhantomData };
+        let mut on: c_int = 1;
+        // SAFETY: `raw` is a live session; the ROWID option takes an int*.
+        // It must be set before any table is attached.
+        let rc = unsafe {
+            ffi::sqlite3session_object_config(
+                session.raw,
+                ffi::SQLITE_SESSION_OBJCONFIG_ROWID,
+                (&mut on as *mut c_int).cast(),
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3session_object_config"));
+        }
+        // SAFETY: live session; the filter is a plain function, no context.
+        unsafe { ffi::sqlite3session_table_filter(session.raw, Some(session_filter), ptr::null_mut()) };
+        // SAFETY: live session; a null table name attaches all tables.
+        let rc = unsafe { ffi::sqlite3session_attach(session.raw, ptr::null()) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3session_attach"));
+        }
+        Ok(session)
+    }
+
+    /// The changeset recorded so far (empty if nothing changed).
+    pub(crate) fn changeset(&self) -> rusqlite::Result<Vec<u8>> {
+        let mut n: c_int = 0;
+        let mut p: *mut c_void = ptr::null_mut();
+        // SAFETY: live session; out pointers are valid locals.
+        let rc = unsafe { ffi::sqlite3session_changeset(self.raw, &mut n, &mut p) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3session_changeset"));
+        }
+        let out = if p.is_null() || n <= 0 {
+            Vec::new()
+        } else {
+            // SAFETY: SQLite returned a buffer of `n` bytes at `p`.
+            unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n as usize) }.to_vec()
+        };
+        // SAFETY: the buffer was allocated by sqlite3_malloc (null is fine).
+        unsafe { ffi::sqlite3_free(p) };
+        Ok(out)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from sqlite3session_create and is deleted once.
+        unsafe { ffi::sqlite3session_delete(self.raw) };
+    }
+}
+
+/// One change of a changeset: table name, column count and operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChangeInfo {
+    pub table: String,
+    pub columns: usize,
+    pub op: c_int,
+}
+
+/// An iterator over a changeset buffer, finalized on drop.
+struct ChangesetIter<'a> {
+    raw: *mut ffi::sqlite3_changeset_iter,
+    _data: PhantomData<&'a [u8]>,
+}
+
+impl Drop for ChangesetIter<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from sqlite3changeset_start, finalized once.
+        unsafe { ffi::sqlite3changeset_finalize(self.raw) };
+    }
+}
+
+/// Lists the changes of `changeset` in order, without applying them.
+pub(crate) fn changeset_changes(changeset: &[u8]) -> rusqlite::Result<Vec<ChangeInfo>> {
+    let len = c_int::try_from(changeset.len()).map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
+    let mut raw = ptr::null_mut();
+    // SAFETY: the buffer outlives the iterator (tied by `ChangesetIter`'s
+    // lifetime); SQLite only reads it despite the `*mut` signature.
+    let rc = unsafe { ffi::sqlite3changeset_start(&mut raw, len, changeset.as_ptr() as *mut c_void) };
+    if rc != ffi::SQLITE_OK {
+        return Err(code_error(rc, "sqlite3changeset_start"));
+    }
+    let iter = ChangesetIter { raw, _data: PhantomData::<&[u8]> };
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: live iterator.
+        let rc = unsafe { ffi::sqlite3changeset_next(iter.raw) };
+        match rc {
+            ffi::SQLITE_ROW => out.push(current_change(iter.raw)?),
+            ffi::SQLITE_DONE => return Ok(out),
+            rc => return Err(code_error(rc, "sqlite3changeset_next")),
+        }
+    }
+}
+
+/// Reads table, column count and op of the iterator's current change.
+fn current_change(iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<ChangeInfo> {
+    let mut table: *const c_char = ptr::null();
+    let (mut ncol, mut op, mut indirect): (c_int, c_int, c_int) = (0, 0, 0);
+    // SAFETY: `iter` points at a current change (after SQLITE_ROW or inside a
+    // conflict handler); out pointers are valid locals.
+    let rc = unsafe { ffi::sqlite3changeset_op(iter, &mut table, &mut ncol, &mut op, &mut indirect) };
+    if rc != ffi::SQLITE_OK {
+        return Err(code_error(rc, "sqlite3changeset_op"));
+    }
+    // SAFETY: the table name stays valid while the iterator is on this change.
+    let table = unsafe { c_str(table) }.unwrap_or_default();
+    Ok(ChangeInfo { table, columns: usize::try_from(ncol).unwrap_or(0), op })
+}
+
+/// A short name for a changeset operation code.
+pub(crate) fn op_name(op: c_int) -> &'static str {
+    match op {
+        ffi::SQLITE_INSERT => "INSERT",
+        ffi::SQLITE_UPDATE => "UPDATE",
+        ffi::SQLITE_DELETE => "DELETE",
+        _ => "change",
+    }
+}
+
+/// Conflicts seen while applying a changeset.
+type Conflicts = RefCell<Vec<String>>;
+
+/// Conflict handler: record the conflict, then abort the whole apply.
+unsafe extern "C" fn abort_on_conflict(ctx: *mut c_void, kind: c_int, iter: *mut ffi::sqlite3_changeset_iter) -> c_int {
+    let what = match kind {
+        ffi::SQLITE_CHANGESET_DATA => "row differs (DATA)",
+        ffi::SQLITE_CHANGESET_NOTFOUND => "row not found (NOTFOUND)",
+        ffi::SQLITE_CHANGESET_CONFLICT => "row already exists (CONFLICT)",
+        ffi::SQLITE_CHANGESET_CONSTRAINT => "constraint violation (CONSTRAINT)",
+        ffi::SQLITE_CHANGESET_FOREIGN_KEY => "foreign key violation (FOREIGN_KEY)",
+        _ => "unknown conflict",
+    };
+    let detail = match current_change(iter) {
+        Ok(c) => format!("{} on table {:?}: {what}", op_name(c.op), c.table),
+        Err(_) => what.to_string(),
+    };
+    // SAFETY: `ctx` is the `Conflicts` passed by `apply_changeset`, alive for
+    // the whole call; SQLite calls the handler on the same thread.
+    let conflicts = unsafe { &*(ctx as *const Conflicts) };
+    conflicts.borrow_mut().push(detail);
+    ffi::SQLITE_CHANGESET_ABORT
+}
+
+/// Applies `changeset` to `conn`'s main database. Returns the conflicts seen
+/// (non-empty means the apply was aborted and undone) or an SQLite error.
+pub(crate) fn apply_changeset(conn: &Connection, changeset: &[u8]) -> rusqlite::Result<Vec<String>> {
+    let len = c_int::try_from(changeset.len()).map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
+    let conflicts: Conflicts = RefCell::new(Vec::new());
+    // SAFETY: valid handle while `conn` is borrowed; the buffer is only
+    // read; `conflicts` outlives the call and matches the handler's cast.
+    let rc = unsafe {
+        ffi::sqlite3changeset_apply(
+            conn.handle(),
+            len,
+            changeset.as_ptr() as *mut c_void,
+            None,
+            Some(abort_on_conflict),
+            (&conflicts as *const Conflicts).cast_mut().cast(),
+        )
+    };
+    let conflicts = conflicts.into_inner();
+    if !conflicts.is_empty() {
+        return Ok(conflicts);
+    }
+    if rc != ffi::SQLITE_OK {
+        return Err(code_error(rc, "sqlite3changeset_apply"));
+    }
+    Ok(conflicts)
+}
+
+/// Seeds SQLite's (process-wide) PRNG so `random()` and `randomblob()` are
+/// reproducible. `seed` 0 would mean "use OS randomness", so it is avoided.
+pub(crate) fn seed_prng(seed: i32) {
+    let seed = if seed == 0 { 1 } else { seed };
+    // SAFETY: PRNG_SEED takes an int and a (nullable) sqlite3*; null means
+    // the seed is used as given.
+    unsafe {
+        ffi::sqlite3_test_control(ffi::SQLITE_TESTCTRL_PRNG_SEED, seed as c_int, ptr::null_mut::<ffi::sqlite3>())
+    };
+}
+
+/// What the authorizer refuses, as a reason for the client.
+/// Arguments: the action code, its two detail strings and the name of the
+/// trigger whose body is being coded, if any.
+pub(crate) type Policy = fn(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String>;
+
+/// The authorizer's state: the policy and the first refusal reason.
+struct AuthState {
+    policy: Policy,
+    denied: RefCell<Option<String>>,
+}
+
+unsafe extern "C" fn authorize(
+    ctx: *mut c_void,
+    action: c_int,
+    a: *const c_char,
+    b: *const c_char,
+    _db: *const c_char,
+    trigger: *const c_char,
+) -> c_int {
+    // SAFETY: `ctx` is the boxed `AuthState` owned by the live `Authorizer`.
+    let state = unsafe { &*(ctx as *const AuthState) };
+    // SAFETY: SQLite passes null or NUL-terminated strings.
+    let (a, b, trigger) = unsafe { (c_str(a), c_str(b), c_str(trigger)) };
+    match (state.policy)(action, a.as_deref(), b.as_deref(), trigger.as_deref()) {
+        None => ffi::SQLITE_OK,
+        Some(reason) => {
+            let mut denied = state.denied.borrow_mut();
+            if denied.is_none() {
+                *denied = Some(reason);
+            }
+            ffi::SQLITE_DENY
+        }
+    }
+}
+
+/// Installs an authorizer on a connection for its lifetime (removed on
+/// drop). Statements must be prepared and run while it is alive.
+pub(crate) struct Authorizer<'c> {
+    conn: &'c Connection,
+    state: Box<AuthState>,
+}
+
+impl<'c> Authorizer<'c> {
+    /// Installs `policy` as `conn`'s authorizer.
+    pub(crate) fn new(conn: &'c Connection, policy: Policy) -> rusqlite::Result<Self> {
+        let state = Box::new(AuthState { policy, denied: RefCell::new(None) });
+        let ctx: *const AuthState = &*state;
+        // SAFETY: valid handle; `ctx` points into a Box kept alive (and not
+        // moved) until Drop removes the authorizer.
+        let rc = unsafe { ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), ctx.cast_mut().cast()) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3_set_authorizer"));
+        }
+        Ok(Authorizer { conn, state })
+    }
+
+    /// The reason of the first refusal, if any.
+    pub(crate) fn denied(&self) -> Option<String> {
+        self.state.denied.borrow().clone()
+    }
+}
+
+impl Drop for Authorizer<'_> {
+    fn drop(&mut self) {
+        // SAFETY: valid handle; removing the callback before the state dies.
+        unsafe { ffi::sqlite3_set_authorizer(self.conn.handle(), None, ptr::null_mut()) };
+    }
+}

@@ -1,0 +1,510 @@
+//! State machine tests: determinism across replicas, divergence, refusals,
+//! reader behaviour and snapshots.
+
+use deeb_proto::value::Kind;
+use deeb_proto::{op, NamedValue, QueryChunk, Statement, Value, Write, WriteBatch};
+use tempfile::TempDir;
+
+use super::*;
+
+fn st(sql: &str) -> Statement {
+    Statement { sql: sql.to_string(), ..Statement::default() }
+}
+
+fn stp(sql: &str, params: Vec<Value>) -> Statement {
+    Statement { sql: sql.to_string(), params, ..Statement::default() }
+}
+
+fn int(i: i64) -> Value {
+    Value { kind: Some(Kind::Integer(i)) }
+}
+
+fn open(dir: &TempDir, name: &str) -> StateMachine {
+    StateMachine::open(&dir.path().join(name), 7).expect("open")
+}
+
+/// Runs requests as one leader batch and commits it; returns the batch.
+fn leader_batch(
+    sm: &mut StateMachine,
+    index: u64,
+    requests: &[Vec<Statement>],
+) -> (WriteBatch, Vec<Result<Executed, RequestError>>) {
+    sm.begin_batch(index).expect("begin");
+    let mut batch = WriteBatch { proposer: 1, writes: vec![] };
+    let mut results = vec![];
+    for (i, req) in requests.iter().enumerate() {
+        let r = sm.execute_request(req).expect("execute");
+        if let Ok(ex) = &r {
+            batch.writes.push(Write { request_id: i as u64, ops: ex.ops.clone() });
+        }
+        results.push(r);
+    }
+    sm.commit_batch(Applied { index, term: 1 }).expect("commit");
+    (batch, results)
+}
+
+fn query_all(sm: &StateMachine, statement: &Statement) -> Result<Vec<QueryChunk>, QueryError> {
+    let reader = sm.reader().expect("reader");
+    let mut chunks = vec![];
+    reader.query(statement, 1000, 1 << 20, &mut |c| {
+        chunks.push(c);
+        true
+    })?;
+    Ok(chunks)
+}
+
+fn scalar(sm: &StateMachine, sql: &str) -> Value {
+    let chunks = query_all(sm, &st(sql)).expect("query");
+    chunks[0].rows[0].values[0].clone()
+}
+
+fn workload() -> Vec<Vec<Statement>> {
+    vec![
+        vec![
+            st("CREATE TABLE auto(id INTEGER PRIMARY KEY AUTOINCREMENT, r INTEGER, b BLOB, t TEXT)"),
+            st("CREATE TABLE nopk(a, b)"),
+            st("CREATE TABLE log(msg TEXT)"),
+            st("CREATE TABLE kv(k TEXT PRIMARY KEY, v REAL) WITHOUT ROWID"),
+            st("CREATE TRIGGER auto_log AFTER INSERT ON auto BEGIN INSERT INTO log(msg) VALUES ('inserted ' || new.id); END"),
+            st("CREATE INDEX auto_r ON auto(r)"),
+        ],
+        vec![
+            st("INSERT INTO auto(r, b, t) VALUES (random(), randomblob(8), datetime('now'))"),
+            st("INSERT INTO auto(r, b, t) SELECT random(), randomblob(8), datetime('now') FROM auto"),
+            st("INSERT INTO auto(r, b, t) SELECT random(), randomblob(8), datetime('now') FROM auto"),
+            st("DELETE FROM auto WHERE id = (SELECT max(id) FROM auto)"),
+        ],
+        vec![
+            st("INSERT INTO nopk VALUES (1, 'a'), (2, 'b'), (3, 'c'), (2, 'b')"),
+            st("UPDATE nopk SET b = 'z' WHERE a = 2"),
+            st("DELETE FROM nopk WHERE a = 1"),
+            stp("INSERT INTO kv VALUES (?, ?)", vec![Value { kind: Some(Kind::Text("x".into())) }, Value { kind: Some(Kind::Real(1.5)) }]),
+        ],
+        vec![
+            st("ALTER TABLE nopk ADD COLUMN c INTEGER DEFAULT 42"),
+            st("UPDATE nopk SET c = random() WHERE a = 3"),
+            st("INSERT INTO auto(r) VALUES (abs(random()) % 10)"),
+        ],
+    ]
+}
+
+#[test]
+fn replicas_converge_on_workload() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut follower = open(&dir, "follower.db");
+    let (batch, results) = leader_batch(&mut leader, 1, &workload());
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    follower.apply_batch(&batch, Applied { index: 1, term: 1 }).expect("apply");
+    assert_eq!(leader.digest().expect("digest"), follower.digest().expect("digest"));
+    assert_eq!(follower.applied(), Applied { index: 1, term: 1 });
+    assert_eq!(leader.applied(), follower.applied());
+    // Triggers ran once on the follower (changes applied, trigger off).
+    assert_eq!(scalar(&follower, "SELECT count(*) FROM log"), int(5));
+    assert_eq!(
+        scalar(&follower, "SELECT seq FROM sqlite_sequence WHERE name = 'auto'"),
+        scalar(&leader, "SELECT seq FROM sqlite_sequence WHERE name = 'auto'")
+    );
+    // The leader's DDL went as text, DML as changesets.
+    let ops: Vec<_> = batch.writes[0].ops.iter().filter(|o| matches!(o.kind, Some(op::Kind::Ddl(_)))).collect();
+    assert_eq!(ops.len(), 6);
+}
+
+#[test]
+fn failing_request_in_batch_is_rolled_back_alone() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut follower = open(&dir, "follower.db");
+    let requests = vec![
+        vec![st("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT UNIQUE)"), st("INSERT INTO t(v) VALUES ('a')")],
+        vec![st("INSERT INTO t(v) VALUES ('b')"), st("CREATE TABLE u(x)"), st("INSERT INTO t(v) VALUES ('a')")],
+        vec![st("INSERT INTO t(v) VALUES ('c')")],
+    ];
+    let (batch, results) = leader_batch(&mut leader, 1, &requests);
+    assert!(results[0].is_ok());
+    let err = results[1].clone().expect_err("second request fails");
+    assert_eq!(err.statement_index, 2);
+    assert!(err.message.contains("UNIQUE"), "{err}");
+    assert!(results[2].is_ok());
+    follower.apply_batch(&batch, Applied { index: 1, term: 1 }).expect("apply");
+    assert_eq!(leader.digest().expect("d"), follower.digest().expect("d"));
+    assert_eq!(
+        scalar(&leader, "SELECT group_concat(v) FROM (SELECT v FROM t ORDER BY v)"),
+        Value { kind: Some(Kind::Text("a,c".into())) }
+    );
+    assert_eq!(scalar(&leader, "SELECT count(*) FROM sqlite_master WHERE name = 'u'"), int(0));
+}
+
+#[test]
+fn results_report_rows_and_last_insert_id() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let (_, results) = leader_batch(
+        &mut sm,
+        1,
+        &[vec![
+            st("CREATE TABLE t(id INTEGER PRIMARY KEY, v)"),
+            st("INSERT INTO t(v) VALUES (1), (2)"),
+            st("UPDATE t SET v = 3"),
+            st("SELECT * FROM t"),
+        ]],
+    );
+    let ex = results[0].clone().expect("ok");
+    let rows: Vec<u64> = ex.results.iter().map(|r| r.rows_affected).collect();
+    assert_eq!(rows, vec![0, 2, 2, 0]);
+    assert_eq!(ex.results[1].last_insert_id, 2);
+}
+
+fn changeset_of(sm: &mut StateMachine, index: u64, sql: &str) -> WriteBatch {
+    leader_batch(sm, index, &[vec![st(sql)]]).0
+}
+
+#[test]
+fn missing_table_is_divergence() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut follower = open(&dir, "follower.db");
+    leader_batch(&mut leader, 1, &[vec![st("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")]]);
+    let batch = changeset_of(&mut leader, 2, "INSERT INTO t VALUES (1, 'x')");
+    let err = follower.apply_batch(&batch, Applied { index: 2, term: 1 }).expect_err("diverges");
+    match err {
+        ApplyError::Divergence { index, reason } => {
+            assert_eq!(index, 2);
+            assert!(reason.contains("\"t\""), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(follower.applied(), Applied::default());
+}
+
+#[test]
+fn column_mismatch_and_old_row_mismatch_are_divergence() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut follower = open(&dir, "follower.db");
+    let (b1, _) = leader_batch(
+        &mut leader,
+        1,
+        &[vec![st("CREATE TABLE t(id INTEGER PRIMARY KEY, v)"), st("INSERT INTO t VALUES (1, 'x')")]],
+    );
+    follower.apply_batch(&b1, Applied { index: 1, term: 1 }).expect("apply");
+    // The follower's row differs (written behind deeb's back).
+    follower.writer_mut().execute_batch("UPDATE t SET v = 'other'").expect("tamper");
+    let b2 = changeset_of(&mut leader, 2, "UPDATE t SET v = 'y' WHERE id = 1");
+    let err = follower.apply_batch(&b2, Applied { index: 2, term: 1 }).expect_err("diverges");
+    assert!(matches!(&err, ApplyError::Divergence { reason, .. } if reason.contains("\"t\"")), "{err}");
+    // Rolled back: the follower still works and still has its row.
+    assert_eq!(follower.applied(), Applied { index: 1, term: 1 });
+    assert_eq!(scalar(&follower, "SELECT v FROM t"), Value { kind: Some(Kind::Text("other".into())) });
+    follower.apply_empty(Applied { index: 2, term: 1 }).expect("still works");
+    // Column count mismatch.
+    follower.writer_mut().execute_batch("ALTER TABLE t ADD COLUMN extra").expect("tamper");
+    let b3 = changeset_of(&mut leader, 3, "INSERT INTO t VALUES (5, 'z')");
+    let err = follower.apply_batch(&b3, Applied { index: 3, term: 1 }).expect_err("diverges");
+    assert!(matches!(&err, ApplyError::Divergence { reason, .. } if reason.contains("column")), "{err}");
+}
+
+fn refused(sm: &mut StateMachine, sql: &str) -> String {
+    sm.begin_batch(9).expect("begin");
+    let r = sm.execute_request(&[st(sql)]).expect("execute");
+    sm.rollback_batch().expect("rollback");
+    r.expect_err(sql).message
+}
+
+#[test]
+fn refused_statements_on_write_path() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    leader_batch(&mut sm, 1, &[vec![st("CREATE TABLE t(a)"), st("INSERT INTO t VALUES (1)")]]);
+    for (sql, needle) in [
+        ("BEGIN", "BEGIN"),
+        ("  commit", "COMMIT"),
+        ("ATTACH 'x.db' AS x", "ATTACH"),
+        ("PRAGMA user_version = 3", "PRAGMA"),
+        ("VACUUM", "VACUUM"),
+        ("INSERT INTO _deeb_meta VALUES (1, 1, 1, NULL)", "_deeb_"),
+        ("UPDATE _deeb_members SET address = 'x'", "_deeb_"),
+        ("INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)", "one statement"),
+        ("CREATE TABLE c AS SELECT * FROM t", "INSERT INTO"),
+        ("CREATE TEMP TABLE tt(a)", "temporary"),
+        ("UPDATE sqlite_sequence SET seq = 5", "sqlite_sequence"),
+        ("DELETE FROM sqlite_sequence", "sqlite_sequence"),
+        ("CREATE TABLE p(a DEFAULT (?))", "not constant"),
+    ] {
+        let message = refused(&mut sm, sql);
+        assert!(message.contains(needle), "{sql}: {message}");
+    }
+    assert_eq!(scalar(&sm, "SELECT count(*) FROM t"), int(1));
+}
+
+#[test]
+fn refused_statements_on_read_path() {
+    let dir = TempDir::new().expect("tempdir");
+    let sm = open(&dir, "a.db");
+    for sql in [
+        "BEGIN",
+        "COMMIT",
+        "ATTACH 'x.db' AS x",
+        "PRAGMA journal_mode=DELETE",
+        "PRAGMA user_version",
+        "CREATE TABLE x(a)",
+        "CREATE TEMP TABLE x(a)",
+        "INSERT INTO _deeb_members VALUES (1, 'a')",
+    ] {
+        let err = query_all(&sm, &st(sql)).expect_err(sql);
+        assert!(matches!(err, QueryError::NotReadOnly(_)), "{sql}: {err:?}");
+    }
+    let err = query_all(&sm, &st("SELECT * FROM nope")).expect_err("sql error");
+    assert!(matches!(&err, QueryError::Sql(m) if m.contains("no such table")), "{err:?}");
+    assert!(query_all(&sm, &st("PRAGMA table_info(_deeb_members)")).is_ok());
+}
+
+#[test]
+fn reader_chunks_and_types() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    leader_batch(
+        &mut sm,
+        1,
+        &[vec![
+            st("CREATE TABLE n(i INTEGER PRIMARY KEY, label VARCHAR(10))"),
+            st("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2500) INSERT INTO n SELECT x, 'row' || x FROM c"),
+        ]],
+    );
+    let chunks = query_all(&sm, &st("SELECT i, label, i * 2 AS dbl FROM n ORDER BY i")).expect("query");
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks.iter().map(|c| c.rows.len()).collect::<Vec<_>>(), vec![1000, 1000, 500]);
+    let types: Vec<(&str, &str)> =
+        chunks[0].columns.iter().map(|c| (c.name.as_str(), c.declared_type.as_str())).collect();
+    assert_eq!(types, vec![("i", "INTEGER"), ("label", "VARCHAR(10)"), ("dbl", "")]);
+    assert!(chunks[1].columns.is_empty() && chunks[2].columns.is_empty());
+    // Byte bound.
+    let reader = sm.reader().expect("reader");
+    let mut count = 0;
+    reader
+        .query(&st("SELECT label FROM n"), 1000, 100, &mut |c| {
+            assert!(c.rows.len() < 20);
+            count += 1;
+            true
+        })
+        .expect("query");
+    assert!(count > 100);
+    // Early stop.
+    let mut seen = 0;
+    reader
+        .query(&st("SELECT * FROM n"), 10, 1 << 20, &mut |_| {
+            seen += 1;
+            seen < 2
+        })
+        .expect("query");
+    assert_eq!(seen, 2);
+    // Empty result still sends the columns.
+    let chunks = query_all(&sm, &st("SELECT i FROM n WHERE i < 0")).expect("query");
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].columns.len(), 1);
+    assert!(chunks[0].rows.is_empty());
+}
+
+#[test]
+fn params_and_value_round_trip() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    let values = vec![
+        Value { kind: None },
+        int(-7),
+        Value { kind: Some(Kind::Real(2.5)) },
+        Value { kind: Some(Kind::Text("héllo".into())) },
+        Value { kind: Some(Kind::Blob(vec![0, 1, 255])) },
+    ];
+    let (_, results) = leader_batch(
+        &mut sm,
+        1,
+        &[vec![
+            st("CREATE TABLE v(id INTEGER PRIMARY KEY, x)"),
+            stp("INSERT INTO v(x) VALUES (?), (?), (?2), (?4), (?5)", values.clone()),
+        ]],
+    );
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    leader_batch(
+        &mut sm,
+        2,
+        &[vec![st("DELETE FROM v"), stp("INSERT INTO v(x) VALUES (?), (?), (?), (?), (?)", values.clone())]],
+    );
+    let chunks = query_all(&sm, &stp("SELECT x FROM v WHERE id >= ? ORDER BY id", vec![int(0)])).expect("query");
+    let got: Vec<Value> = chunks[0].rows.iter().map(|r| r.values[0].clone()).collect();
+    assert_eq!(got, values);
+    let named = Statement {
+        sql: "SELECT x FROM v WHERE x = :a OR x = @b".into(),
+        named_params: vec![
+            NamedValue { name: ":a".into(), value: Some(int(-7)) },
+            NamedValue { name: "@b".into(), value: Some(Value { kind: Some(Kind::Real(2.5)) }) },
+        ],
+        ..Statement::default()
+    };
+    let chunks = query_all(&sm, &named).expect("named");
+    assert_eq!(chunks[0].rows.len(), 2);
+    let both = Statement { params: vec![int(1)], ..named };
+    assert!(matches!(query_all(&sm, &both), Err(QueryError::Sql(m)) if m.contains("not both")));
+    let wrong = stp("SELECT ?", vec![]);
+    assert!(matches!(query_all(&sm, &wrong), Err(QueryError::Sql(_))));
+}
+
+#[test]
+fn reader_sees_only_committed_batches() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    leader_batch(&mut sm, 1, &[vec![st("CREATE TABLE t(a)")]]);
+    let reader = sm.reader().expect("reader");
+    let count = |r: &Reader| {
+        let mut v = Value::default();
+        r.query(&st("SELECT count(*) FROM t"), 10, 1000, &mut |c| {
+            v = c.rows[0].values[0].clone();
+            true
+        })
+        .expect("q");
+        v
+    };
+    sm.begin_batch(2).expect("begin");
+    sm.execute_request(&[st("INSERT INTO t VALUES (1)")]).expect("exec").expect("ok");
+    assert_eq!(count(&reader), int(0));
+    sm.commit_batch(Applied { index: 2, term: 1 }).expect("commit");
+    assert_eq!(count(&reader), int(1));
+}
+
+#[test]
+fn membership_and_empty_entries() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    assert_eq!(sm.conf_state().expect("cs"), None);
+    sm.apply_membership(Applied { index: 1, term: 1 }, b"cs1", &[(1, Some("a:1".into())), (2, Some("b:2".into()))])
+        .expect("m");
+    sm.apply_membership(Applied { index: 2, term: 1 }, b"cs2", &[(1, None)]).expect("m");
+    sm.apply_empty(Applied { index: 3, term: 2 }).expect("e");
+    assert_eq!(sm.conf_state().expect("cs"), Some(b"cs2".to_vec()));
+    assert_eq!(sm.members().expect("m"), vec![(2, "b:2".to_string())]);
+    drop(sm);
+    let sm = open(&dir, "a.db");
+    assert_eq!(sm.applied(), Applied { index: 3, term: 2 });
+}
+
+#[test]
+fn snapshot_create_and_install() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut other = open(&dir, "other.db");
+    leader_batch(&mut leader, 1, &workload());
+    leader.apply_membership(Applied { index: 2, term: 1 }, b"cs", &[(1, Some("a".into()))]).expect("m");
+    let committed = leader.digest().expect("d");
+    // A batch is open while the snapshot is taken: not included.
+    leader.begin_batch(3).expect("begin");
+    leader.execute_request(&[st("INSERT INTO log VALUES ('uncommitted')")]).expect("exec").expect("ok");
+    let snap = dir.path().join("snap.db");
+    let applied = leader.create_snapshot(&snap).expect("snapshot");
+    assert_eq!(applied, Applied { index: 2, term: 1 });
+    leader.commit_batch(Applied { index: 3, term: 1 }).expect("commit");
+    let reader_before = other.reader().expect("reader");
+    let installed = other.install_snapshot(&snap).expect("install");
+    assert_eq!(installed, applied);
+    assert_eq!(other.applied(), applied);
+    assert_eq!(other.digest().expect("d"), committed);
+    assert_eq!(other.members().expect("m"), vec![(1, "a".to_string())]);
+    let mut rows = 0;
+    reader_before
+        .query(&st("SELECT * FROM log"), 100, 1 << 20, &mut |c| {
+            rows += c.rows.len();
+            true
+        })
+        .expect("reader still works");
+    assert_eq!(rows, 5);
+    // Still WAL and writable.
+    leader_batch(&mut other, 3, &[vec![st("INSERT INTO log VALUES ('after')")]]);
+    drop(other);
+    let reopened = open(&dir, "other.db");
+    assert_eq!(reopened.applied(), Applied { index: 3, term: 1 });
+}
+
+#[test]
+fn garbage_snapshot_is_refused() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    leader_batch(&mut sm, 1, &[vec![st("CREATE TABLE t(a)"), st("INSERT INTO t VALUES (1)")]]);
+    let before = sm.digest().expect("d");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).expect("write");
+    assert!(sm.install_snapshot(&garbage).is_err());
+    // A valid SQLite file that is not a deeb snapshot.
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign).and_then(|c| c.execute_batch("CREATE TABLE z(a)")).expect("foreign");
+    assert!(sm.install_snapshot(&foreign).is_err());
+    // A truncated snapshot.
+    let snap = dir.path().join("snap.db");
+    sm.create_snapshot(&snap).expect("snap");
+    let bytes = std::fs::read(&snap).expect("read");
+    let truncated = dir.path().join("trunc.db");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    assert!(sm.install_snapshot(&truncated).is_err());
+    assert_eq!(sm.digest().expect("d"), before);
+    assert_eq!(sm.applied(), Applied { index: 1, term: 1 });
+}
+
+#[test]
+fn leader_runs_are_reproducible() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut a = open(&dir, "a.db");
+    let mut b = open(&dir, "b.db");
+    let req = [vec![st("CREATE TABLE r(x)")], vec![st("INSERT INTO r VALUES (random())")]];
+    leader_batch(&mut a, 1, &req);
+    leader_batch(&mut b, 1, &req);
+    assert_eq!(scalar(&a, "SELECT x FROM r"), scalar(&b, "SELECT x FROM r"));
+}
+
+#[test]
+fn triggers_cannot_write_internal_tables() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = open(&dir, "a.db");
+    leader_batch(&mut sm, 1, &[vec![st("CREATE TABLE t(a)")]]);
+    for (body, needle) in
+        [("UPDATE _deeb_meta SET applied_index = 99", "_deeb_"), ("DELETE FROM sqlite_sequence", "sqlite_sequence")]
+    {
+        sm.begin_batch(2).expect("begin");
+        let r = sm
+            .execute_request(&[
+                st(&format!("CREATE TRIGGER evil AFTER INSERT ON t BEGIN {body}; END")),
+                st("INSERT INTO t VALUES (1)"),
+            ])
+            .expect("execute");
+        sm.rollback_batch().expect("rollback");
+        let err = r.expect_err("refused");
+        assert_eq!(err.statement_index, 1);
+        assert!(err.message.contains(needle), "{err}");
+    }
+    assert_eq!(sm.applied(), Applied { index: 1, term: 1 });
+}
+
+#[test]
+fn dropping_autoincrement_table_replicates() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut follower = open(&dir, "follower.db");
+    let requests = [
+        vec![
+            st("CREATE TABLE a(id INTEGER PRIMARY KEY AUTOINCREMENT, v)"),
+            st("CREATE TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT, v)"),
+        ],
+        vec![st("INSERT INTO a(v) VALUES (1), (2)"), st("INSERT INTO b(v) VALUES (1)"), st("DELETE FROM a")],
+        vec![st("DROP TABLE b")],
+    ];
+    let (batch, results) = leader_batch(&mut leader, 1, &requests);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    follower.apply_batch(&batch, Applied { index: 1, term: 1 }).expect("apply");
+    assert_eq!(leader.digest().expect("d"), follower.digest().expect("d"));
+    assert_eq!(scalar(&follower, "SELECT seq FROM sqlite_sequence WHERE name = 'a'"), int(2));
+}
+
+#[test]
+fn reader_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Reader>();
+}
