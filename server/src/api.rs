@@ -36,7 +36,11 @@ impl DeebService {
         Self { handle, limits }
     }
 
-    async fn execute_once(&self, message: &ExecuteRequest, forwarded_here: bool) -> Result<ExecuteResponse, ServerError> {
+    async fn execute_once(
+        &self,
+        message: &ExecuteRequest,
+        forwarded_here: bool,
+    ) -> Result<ExecuteResponse, ServerError> {
         match self.handle.write(message.statements.clone()).await {
             Ok(outcome) => {
                 Ok(ExecuteResponse { results: outcome.results, served_by: self.handle.id().0, index: outcome.index.0 })
@@ -83,7 +87,12 @@ impl DeebService {
     }
 
     /// Relays the leader's result stream for a lease read.
-    async fn forward_query(&self, leader: NodeId, message: QueryRequest, chunks: query::ChunkSender) -> Result<(), ServerError> {
+    async fn forward_query(
+        &self,
+        leader: NodeId,
+        message: QueryRequest,
+        chunks: query::ChunkSender,
+    ) -> Result<(), ServerError> {
         let mut client = self.leader_client(leader).await?;
         let mut stream = client.query(forwarded(message)).await.map_err(ServerError::Forwarded)?.into_inner();
         tokio::spawn(async move {
@@ -104,7 +113,10 @@ impl DeebService {
 
     /// Retries `attempt` while the cluster has no reachable leader, until
     /// the request timeout.
-    async fn with_retry<T, F: Future<Output = Result<T, ServerError>>>(&self, mut attempt: impl FnMut() -> F) -> Result<T, ServerError> {
+    async fn with_retry<T, F: Future<Output = Result<T, ServerError>>>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, ServerError> {
         let deadline = Instant::now() + self.handle.request_timeout();
         loop {
             match attempt().await {
@@ -164,7 +176,10 @@ impl Deeb for DeebService {
         self.admin(request, AdminCall::Remove).await
     }
 
-    async fn transfer_leader(&self, request: Request<TransferLeaderRequest>) -> Result<Response<AdminResponse>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<AdminResponse>, Status> {
         self.admin(request, AdminCall::Transfer).await
     }
 }

@@ -24,7 +24,6 @@ use crate::peer::PeerSenders;
 use crate::snapshot;
 
 /// One input to the event loop.
-#[derive(Debug)]
 pub enum Input {
     /// Raft messages from a peer.
     Peer { from: NodeId, from_address: String, messages: Vec<Vec<u8>> },
@@ -46,6 +45,24 @@ pub enum Input {
     SnapshotSent { to: NodeId, delivered: bool },
     /// A peer could not be reached.
     Unreachable { to: NodeId },
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Input::Peer { .. } => "Peer",
+            Input::Write { .. } => "Write",
+            Input::Read { .. } => "Read",
+            Input::Admin { .. } => "Admin",
+            Input::Status { .. } => "Status",
+            Input::Address { .. } => "Address",
+            Input::SnapshotStart { .. } => "SnapshotStart",
+            Input::SnapshotReceived { .. } => "SnapshotReceived",
+            Input::SnapshotSent { .. } => "SnapshotSent",
+            Input::Unreachable { .. } => "Unreachable",
+        };
+        f.write_str(name)
+    }
 }
 
 /// An admin request.

@@ -138,7 +138,8 @@ impl Peer for PeerService {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
-            let input = Input::Peer { from: NodeId(batch.from), from_address: batch.from_address, messages: batch.messages };
+            let input =
+                Input::Peer { from: NodeId(batch.from), from_address: batch.from_address, messages: batch.messages };
             self.inputs.send(input).await.map_err(|_| to_status(ServerError::ShuttingDown))?;
         }
         Ok(Response::new(RaftAck {}))

@@ -55,7 +55,8 @@ pub async fn run_node<D: Disk + 'static>(
     let handle = NodeHandle::new(inputs.clone(), config.request_timeout, config.id());
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let (server_failed, mut server_failure) = oneshot::channel::<String>();
-    let server = tokio::spawn(serve_grpc(config.clone(), handle.clone(), inputs.clone(), server_stopped, server_failed));
+    let server =
+        tokio::spawn(serve_grpc(config.clone(), handle.clone(), inputs.clone(), server_stopped, server_failed));
     if config.join.is_some() {
         tokio::spawn(join_in_background(config.clone(), handle.clone()));
     }
@@ -99,7 +100,6 @@ async fn serve_grpc(
         let _ = failed.send(error.to_string());
     }
 }
-
 
 async fn join_in_background(config: ServeConfig, handle: NodeHandle) {
     if let Err(error) = join(&config, &handle).await {

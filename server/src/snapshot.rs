@@ -15,7 +15,12 @@ use crate::event_loop::Input;
 /// # Errors
 /// Connection or stream failure, an unreadable file, or the receiver
 /// refusing the snapshot (the text says why).
-pub async fn send(file: SnapshotFile, header: SnapshotHeader, address: &str, chunk_bytes_max: usize) -> Result<(), String> {
+pub async fn send(
+    file: SnapshotFile,
+    header: SnapshotHeader,
+    address: &str,
+    chunk_bytes_max: usize,
+) -> Result<(), String> {
     let channel = channel(address, SNAPSHOT_TIMEOUT).await.map_err(|error| error.to_string())?;
     let mut client = PeerClient::new(channel);
     let (chunks, stream) = mpsc::channel(CHUNKS_IN_FLIGHT_MAX);

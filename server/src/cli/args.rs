@@ -111,7 +111,7 @@ pub struct ServeArgs {
     pub advertise: Option<String>,
     /// Initial voters of a new cluster, this node included: `1=HOST:PORT,2=...`.
     #[arg(long, env = "DEEB_PEERS", value_parser = peers_arg)]
-    pub peers: Option<Vec<(NodeId, String)>>,
+    pub peers: Option<PeerList>,
     /// Join an existing cluster through this node's address.
     #[arg(long, env = "DEEB_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
@@ -181,7 +181,7 @@ impl ServeArgs {
         if let Some(advertise) = &self.advertise {
             config.advertise = advertise.clone();
         }
-        config.peers = self.peers.clone().unwrap_or_default();
+        config.peers = self.peers.clone().map(|list| list.0).unwrap_or_default();
         config.join = self.join.clone();
         config.join_as_learner = self.learner;
         config.request_timeout = self.request_timeout;
@@ -198,8 +198,12 @@ impl ServeArgs {
     }
 }
 
-fn peers_arg(text: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
-    parse_peers(text)
+/// The parsed `--peers` list (a newtype so clap takes it as one value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerList(pub Vec<(NodeId, String)>);
+
+fn peers_arg(text: &str) -> Result<PeerList, ConfigError> {
+    parse_peers(text).map(PeerList)
 }
 
 fn duration_arg(text: &str) -> Result<Duration, ConfigError> {

@@ -45,7 +45,10 @@ async fn setup(client: &mut Client, mode: BenchMode) -> Result<(), String> {
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {READ_ROWS}) \
              SELECT i, 0, 'row ' || i FROM n"
         );
-        client.execute(ExecuteRequest { statements: vec![statement(&fill)] }).await.map_err(|s| s.message().to_owned())?;
+        client
+            .execute(ExecuteRequest { statements: vec![statement(&fill)] })
+            .await
+            .map_err(|s| s.message().to_owned())?;
     }
     Ok(())
 }
@@ -71,13 +74,18 @@ async fn worker_loop(mut client: Client, mode: BenchMode, worker: i64, deadline:
 
 async fn insert(client: &mut Client, worker: i64, sequence: i64) -> bool {
     let sql = "INSERT INTO bench (worker, payload) VALUES (?, ?)";
-    let params = vec![integer(worker), Value { kind: Some(deeb_proto::value::Kind::Text(format!("w{worker}-{sequence}"))) }];
+    let params =
+        vec![integer(worker), Value { kind: Some(deeb_proto::value::Kind::Text(format!("w{worker}-{sequence}"))) }];
     let request = ExecuteRequest { statements: vec![Statement { sql: sql.into(), params, named_params: Vec::new() }] };
     client.execute(request).await.is_ok()
 }
 
 async fn point_read(client: &mut Client, id: i64) -> bool {
-    let statement = Statement { sql: "SELECT payload FROM bench WHERE id = ?".into(), params: vec![integer(id)], named_params: Vec::new() };
+    let statement = Statement {
+        sql: "SELECT payload FROM bench WHERE id = ?".into(),
+        params: vec![integer(id)],
+        named_params: Vec::new(),
+    };
     let request = QueryRequest { statement: Some(statement), consistency: 0, max_staleness_ms: 0 };
     let Ok(response) = client.query(request).await else { return false };
     let mut stream = response.into_inner();

@@ -121,7 +121,14 @@ pub fn format_members(status: &StatusResponse) -> String {
                 (false, true) => "voter (leader)",
                 (false, false) => "voter",
             };
-            Row { values: vec![text(&member.node_id.to_string()), text(&member.address), text(kind), text(&member.matched.to_string())] }
+            Row {
+                values: vec![
+                    text(&member.node_id.to_string()),
+                    text(&member.address),
+                    text(kind),
+                    text(&member.matched.to_string()),
+                ],
+            }
         })
         .collect();
     table::render(&columns, &rows)
@@ -136,5 +143,8 @@ pub fn format_execute(response: &ExecuteResponse) -> String {
     let rows: u64 = response.results.iter().map(|result| result.rows_affected).sum();
     let last_id = response.results.last().map_or(0, |result| result.last_insert_id);
     let plural = if rows == 1 { "" } else { "s" };
-    format!("{rows} row{plural} affected (last insert id {last_id}, index {}, node {})\n", response.index, response.served_by)
+    format!(
+        "{rows} row{plural} affected (last insert id {last_id}, index {}, node {})\n",
+        response.index, response.served_by
+    )
 }

@@ -32,7 +32,8 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     }
     let addresses: Vec<String> =
         (0..args.nodes).map(|index| format!("127.0.0.1:{}", u64::from(args.base_port) + index)).collect();
-    let peers: Vec<String> = addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
+    let peers: Vec<String> =
+        addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
     let mut children = Children(Vec::new());
     for (index, address) in addresses.iter().enumerate() {
         let child = spawn_node(index as u64 + 1, address, &peers.join(","), &args.dir, log_level)?;

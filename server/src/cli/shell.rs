@@ -127,7 +127,6 @@ fn schema_query(table: Option<&str>) -> String {
     format!("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE '_deeb_%' {filter} ORDER BY name")
 }
 
-
 const HELP: &str = "\
 Statements end with ';' and may span lines. SELECT/WITH/PRAGMA/EXPLAIN/VALUES
 run as queries, everything else as a write (forwarded to the leader).

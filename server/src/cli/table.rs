@@ -33,7 +33,9 @@ pub fn format_value(value: &Value) -> String {
         Some(value::Kind::Integer(integer)) => integer.to_string(),
         Some(value::Kind::Real(real)) => format_real(*real),
         Some(value::Kind::Text(text)) => text.clone(),
-        Some(value::Kind::Blob(blob)) => format!("x'{}'", blob.iter().map(|byte| format!("{byte:02x}")).collect::<String>()),
+        Some(value::Kind::Blob(blob)) => {
+            format!("x'{}'", blob.iter().map(|byte| format!("{byte:02x}")).collect::<String>())
+        }
     }
 }
 
