@@ -85,9 +85,11 @@ impl SenderTask {
         let mut client: Option<PeerClient<Channel>> = None;
         let mut backoff = BACKOFF_MIN;
         while let Some(first) = queue.recv().await {
+            let mut bytes = first.len();
             let mut messages = vec![first];
-            while messages.len() < BATCH_MESSAGES_MAX {
+            while messages.len() < BATCH_MESSAGES_MAX && bytes < PEER_BATCH_BYTES_MAX {
                 let Ok(message) = queue.try_recv() else { break };
+                bytes += message.len();
                 messages.push(message);
             }
             let batch = RaftBatch { from: self.me.0, messages, from_address: self.my_address.clone() };
@@ -162,6 +164,8 @@ impl Peer for PeerService {
 
 /// Raft messages in one `RaftBatch` at most.
 const BATCH_MESSAGES_MAX: usize = 256;
+/// A batch stops taking further messages past this many bytes.
+pub(crate) const PEER_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bound on connecting to and calling a peer.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);

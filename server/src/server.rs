@@ -89,7 +89,7 @@ async fn serve_grpc(
     let api = DeebService::new(handle, limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
     let router = tonic::transport::Server::builder()
         .add_service(DeebServer::new(api))
-        .add_service(PeerServer::new(PeerService::new(inputs)));
+        .add_service(peer_server(PeerService::new(inputs), peer_message_bytes_max(limits)));
     let result = router
         .serve_with_shutdown(config.listen, async {
             let _ = stop.await;
@@ -99,6 +99,26 @@ async fn serve_grpc(
         tracing::error!(listen = %config.listen, %error, "gRPC server failed");
         let _ = failed.send(error.to_string());
     }
+}
+
+/// The peer service with a decoding limit that fits the largest raft
+/// message the node may send. (madsim's transport does not encode
+/// messages, so it has no such limit to raise.)
+fn peer_server(service: PeerService, message_bytes_max: usize) -> PeerServer<PeerService> {
+    let server = PeerServer::new(service);
+    #[cfg(not(madsim))]
+    let server = server.max_decoding_message_size(message_bytes_max);
+    #[cfg(madsim)]
+    let _ = message_bytes_max;
+    server
+}
+
+/// A raft message holds at least one entry (a whole batch, up to
+/// `batch_bytes_max`) and otherwise up to `raft_message_bytes_max`; a
+/// `RaftBatch` adds up to `PEER_BATCH_BYTES_MAX` of further messages.
+fn peer_message_bytes_max(limits: &deeb_core::Limits) -> usize {
+    let message = limits.batch_bytes_max.max(limits.raft_message_bytes_max as usize);
+    message + crate::peer::PEER_BATCH_BYTES_MAX + ENVELOPE_BYTES_MAX
 }
 
 async fn join_in_background(config: ServeConfig, handle: NodeHandle) {
@@ -162,6 +182,8 @@ async fn wait_caught_up(handle: &NodeHandle, address: &str) -> Result<(), String
     Err(format!("did not catch up to index {target} in time"))
 }
 
+/// Framing around a raft message (entry headers, batch fields).
+const ENVELOPE_BYTES_MAX: usize = 1024 * 1024;
 /// Inputs waiting for the event loop.
 const INPUT_QUEUE_MAX: usize = 4096;
 /// Raft messages queued per peer before new ones are dropped.

@@ -42,9 +42,15 @@ async fn bad_requests_get_clear_errors() {
 async fn client_disconnecting_mid_stream_leaves_server_healthy() {
     let cluster = Cluster::start(3, &[]);
     cluster.wait_leader(&[1, 2, 3]).await;
-    let fill = "CREATE TABLE big AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) \
-                SELECT i, printf('%0100d', i) AS pad FROM n";
-    cluster.execute(1, fill).await.expect("fill");
+    cluster.execute(1, "CREATE TABLE big (i INTEGER PRIMARY KEY, pad TEXT)").await.expect("create");
+    for part in 0..4 {
+        let (low, high) = (part * 50_000 + 1, (part + 1) * 50_000);
+        let fill = format!(
+            "INSERT INTO big WITH RECURSIVE n(i) AS (SELECT {low} UNION ALL SELECT i + 1 FROM n WHERE i < {high}) \
+             SELECT i, printf('%0100d', i) FROM n"
+        );
+        cluster.execute(1, &fill).await.expect("fill");
+    }
     for _ in 0..3 {
         let mut client = cluster.client(2).await;
         let statement = Statement { sql: "SELECT * FROM big".into(), ..Default::default() };
