@@ -71,7 +71,12 @@ pub async fn run_node<D: Disk + 'static>(
     };
     let result = event_loop.run(stop, config.shutdown_transfer_timeout).await;
     let _ = stop_server.send(());
-    let _ = server.await;
+    // Graceful gRPC shutdown waits for open connections (peers keep theirs);
+    // bound it, then drop whatever is left.
+    let abort = server.abort_handle();
+    if tokio::time::timeout(SERVER_DRAIN_TIMEOUT, server).await.is_err() {
+        abort.abort();
+    }
     if let Some(message) = failure {
         return Err(ServeError::Transport { address: config.listen.to_string(), message });
     }
@@ -184,6 +189,8 @@ async fn wait_caught_up(handle: &NodeHandle, address: &str) -> Result<(), String
 
 /// Framing around a raft message (entry headers, batch fields).
 const ENVELOPE_BYTES_MAX: usize = 1024 * 1024;
+/// Bound on draining client and peer connections at shutdown.
+const SERVER_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Inputs waiting for the event loop.
 const INPUT_QUEUE_MAX: usize = 4096;
 /// Raft messages queued per peer before new ones are dropped.
