@@ -68,8 +68,8 @@ impl DeebService {
                 let mut client = self.leader_client(leader).await?;
                 let answer = match request {
                     AdminCall::Add(add) => client.add_node(forwarded(add.clone())).await,
-                    AdminCall::Remove(remove) => client.remove_node(forwarded(remove.clone())).await,
-                    AdminCall::Transfer(transfer) => client.transfer_leader(forwarded(transfer.clone())).await,
+                    AdminCall::Remove(remove) => client.remove_node(forwarded(*remove)).await,
+                    AdminCall::Transfer(transfer) => client.transfer_leader(forwarded(*transfer)).await,
                 };
                 answer.map(Response::into_inner).map_err(ServerError::Forwarded)
             }
