@@ -63,31 +63,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let disk = FsDisk::open(&config.data_dir.join("log"))?;
-    deeb_server::run_node(config, disk, shutdown_signal()).await?;
+    deeb_server::run_node(config, disk, deeb_server::cli::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            () = terminate => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

@@ -44,7 +44,7 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     println!("data under {}", args.dir.display());
     println!("connect with: deeb shell --addr {}", addresses[0]);
     println!("press Ctrl-C to stop");
-    let _ = tokio::signal::ctrl_c().await;
+    super::shutdown_signal().await;
     println!("stopping");
     drop(children);
     Ok(())
