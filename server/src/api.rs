@@ -47,7 +47,7 @@ impl DeebService {
             }
             Err(ServerError::Write(WriteError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
                 let mut client = self.leader_client(leader).await?;
-                let answer = client.execute(forwarded(message.clone())).await;
+                let answer = self.bounded(client.execute(forwarded(message.clone()))).await?;
                 answer.map(Response::into_inner).map_err(ServerError::Forwarded)
             }
             Err(error) => Err(error),
@@ -67,9 +67,9 @@ impl DeebService {
             Err(ServerError::Admin(AdminError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
                 let mut client = self.leader_client(leader).await?;
                 let answer = match request {
-                    AdminCall::Add(add) => client.add_node(forwarded(add.clone())).await,
-                    AdminCall::Remove(remove) => client.remove_node(forwarded(*remove)).await,
-                    AdminCall::Transfer(transfer) => client.transfer_leader(forwarded(*transfer)).await,
+                    AdminCall::Add(add) => self.bounded(client.add_node(forwarded(add.clone()))).await?,
+                    AdminCall::Remove(remove) => self.bounded(client.remove_node(forwarded(*remove))).await?,
+                    AdminCall::Transfer(transfer) => self.bounded(client.transfer_leader(forwarded(*transfer))).await?,
                 };
                 answer.map(Response::into_inner).map_err(ServerError::Forwarded)
             }
@@ -94,7 +94,8 @@ impl DeebService {
         chunks: query::ChunkSender,
     ) -> Result<(), ServerError> {
         let mut client = self.leader_client(leader).await?;
-        let mut stream = client.query(forwarded(message)).await.map_err(ServerError::Forwarded)?.into_inner();
+        let answer = self.bounded(client.query(forwarded(message))).await?;
+        let mut stream = answer.map_err(ServerError::Forwarded)?.into_inner();
         tokio::spawn(async move {
             loop {
                 let item = stream.message().await;
@@ -109,6 +110,13 @@ impl DeebService {
             }
         });
         Ok(())
+    }
+
+    /// Bounds a forwarded call by the request timeout.
+    async fn bounded<T>(&self, call: impl Future<Output = T>) -> Result<T, ServerError> {
+        let timeout = self.handle.request_timeout();
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        tokio::time::timeout(timeout, call).await.map_err(|_| ServerError::Timeout(timeout_ms))
     }
 
     /// Retries `attempt` while the cluster has no reachable leader, until
@@ -264,7 +272,7 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Only used to build statements in tests and the CLI.
+/// A statement without parameters (for the CLI and tests).
 pub fn statement(sql: &str) -> Statement {
     Statement { sql: sql.to_owned(), params: Vec::new(), named_params: Vec::new() }
 }

@@ -51,7 +51,7 @@ impl PeerSenders {
             self.senders.insert(to, sender);
         }
         let queue = &self.senders[&to].queue;
-        let dropped = messages.into_iter().filter(|message| queue.try_send(message.clone()).is_err()).count();
+        let dropped = messages.into_iter().map(|message| queue.try_send(message)).filter(Result::is_err).count();
         if dropped > 0 {
             tracing::debug!(to = to.0, dropped, "peer queue full; dropped raft messages");
         }

@@ -64,7 +64,9 @@ async fn produce_chunks(
 }
 
 /// Receives a snapshot stream into a file through the loop's receiver and
-/// hands the finished file to the loop.
+/// hands the finished file to the loop. The chunk writes happen here, in the
+/// RPC's task, not on the event loop (they are plain file writes of at most
+/// one chunk each).
 ///
 /// # Errors
 /// A stream without a header, out-of-order or corrupt chunks, or a node
