@@ -50,7 +50,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{text}");
             Ok(())
         }
+        #[cfg(not(madsim))]
         Command::Dev(args) => deeb_server::cli::dev::run(&args, &cli.log_level).await.map_err(anyhow::Error::msg),
+        #[cfg(madsim)]
+        Command::Dev(_) => anyhow::bail!("`deeb dev` starts real processes; it is not available in simulation"),
         Command::Bench(args) => {
             print!("{}", bench::run(&args).await.map_err(anyhow::Error::msg)?);
             Ok(())
