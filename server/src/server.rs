@@ -92,9 +92,12 @@ async fn serve_grpc(
 ) {
     let limits = &config.core.limits;
     let api = DeebService::new(handle, limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
-    let router = tonic::transport::Server::builder()
-        .add_service(DeebServer::new(api))
-        .add_service(peer_server(PeerService::new(inputs), peer_message_bytes_max(limits)));
+    let peers = PeerServer::new(PeerService::new(inputs));
+    // Raise tonic's 4 MiB decoding limit to the largest raft message we may
+    // send. (madsim's transport does not encode messages: no limit there.)
+    #[cfg(not(madsim))]
+    let peers = peers.max_decoding_message_size(peer_message_bytes_max(limits));
+    let router = tonic::transport::Server::builder().add_service(DeebServer::new(api)).add_service(peers);
     let result = router
         .serve_with_shutdown(config.listen, async {
             let _ = stop.await;
@@ -106,21 +109,10 @@ async fn serve_grpc(
     }
 }
 
-/// The peer service with a decoding limit that fits the largest raft
-/// message the node may send. (madsim's transport does not encode
-/// messages, so it has no such limit to raise.)
-fn peer_server(service: PeerService, message_bytes_max: usize) -> PeerServer<PeerService> {
-    let server = PeerServer::new(service);
-    #[cfg(not(madsim))]
-    let server = server.max_decoding_message_size(message_bytes_max);
-    #[cfg(madsim)]
-    let _ = message_bytes_max;
-    server
-}
-
 /// A raft message holds at least one entry (a whole batch, up to
 /// `batch_bytes_max`) and otherwise up to `raft_message_bytes_max`; a
 /// `RaftBatch` adds up to `PEER_BATCH_BYTES_MAX` of further messages.
+#[cfg_attr(madsim, allow(dead_code))]
 fn peer_message_bytes_max(limits: &deeb_core::Limits) -> usize {
     let message = limits.batch_bytes_max.max(limits.raft_message_bytes_max as usize);
     message + crate::peer::PEER_BATCH_BYTES_MAX + ENVELOPE_BYTES_MAX
