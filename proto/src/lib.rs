@@ -6,7 +6,11 @@
 
 /// Version 1 of the wire and log formats.
 pub mod v1 {
+    #[cfg(not(madsim))]
     include!(concat!(env!("OUT_DIR"), "/deeb.v1.rs"));
+    // madsim-tonic-build writes the simulated services beside the real ones.
+    #[cfg(madsim)]
+    include!(concat!(env!("OUT_DIR"), "/sim/deeb.v1.rs"));
 }
 
 pub use v1::*;

@@ -1,1 +1,76 @@
-fn main() {}
+//! The `deeb` binary: a thin wrapper over the `deeb_server` library.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use deeb_core::disk::FsDisk;
+use deeb_server::cli::args::{Cli, Command, ServeArgs};
+use deeb_server::cli::{bench, commands, shell};
+use deeb_server::client::connect;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&args).await,
+        Command::Shell(client) => Ok(shell::Shell::new(connect(&client.addr).await?).run().await?),
+        Command::Exec { client, sql } => {
+            let response = commands::execute(&mut connect(&client.addr).await?, &sql).await.map_err(status_error)?;
+            print!("{}", commands::format_execute(&response));
+            Ok(())
+        }
+        Command::Query { client, sql, consistency, max_staleness } => {
+            let mut client = connect(&client.addr).await?;
+            let result = commands::query(&mut client, &sql, consistency, max_staleness).await.map_err(status_error)?;
+            print!("{}", deeb_server::cli::table::render(&result.columns, &result.rows));
+            Ok(())
+        }
+        Command::Status(client) => {
+            let status = commands::status(&mut connect(&client.addr).await?).await.map_err(status_error)?;
+            print!("{}{}", commands::format_status(&status), commands::format_members(&status));
+            Ok(())
+        }
+        Command::Nodes { client, action } => {
+            let text = commands::nodes(&mut connect(&client.addr).await?, &action).await.map_err(status_error)?;
+            println!("{text}");
+            Ok(())
+        }
+        #[cfg(not(madsim))]
+        Command::Dev(args) => deeb_server::cli::dev::run(&args, &cli.log_level).await.map_err(anyhow::Error::msg),
+        #[cfg(madsim)]
+        Command::Dev(_) => anyhow::bail!("`deeb dev` starts real processes; it is not available in simulation"),
+        Command::Bench(args) => {
+            print!("{}", bench::run(&args).await.map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+    }
+}
+
+/// Runs a node until SIGTERM or Ctrl-C.
+async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let disk = FsDisk::open(&config.data_dir.join("log"))?;
+    deeb_server::run_node(config, disk, deeb_server::cli::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}

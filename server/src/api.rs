@@ -1,0 +1,283 @@
+//! The client gRPC API (`Deeb` service). Writes and admin calls that reach
+//! a follower are forwarded to the leader and the answer relayed; while no
+//! leader is known they are retried until the request timeout.
+
+use std::future::Future;
+use std::time::Duration;
+
+use deeb_core::{AdminError, Consistency, MemberChange, NodeId, ReadError, Role, Status as NodeStatus, WriteError};
+use deeb_proto::deeb_server::Deeb;
+use deeb_proto::{
+    AddNodeRequest, AdminResponse, ExecuteRequest, ExecuteResponse, MemberStatus, QueryChunk, QueryRequest,
+    RemoveNodeRequest, Statement, StatusRequest, StatusResponse, TransferLeaderRequest,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::client::{connect, forwarded, is_forwarded};
+use crate::errors::{to_status, ServerError};
+use crate::handle::NodeHandle;
+use crate::query::{self, ChunkLimits};
+
+/// The `Deeb` gRPC service of one node.
+#[derive(Clone, Debug)]
+pub struct DeebService {
+    handle: NodeHandle,
+    limits: ChunkLimits,
+}
+
+impl DeebService {
+    /// A service over the node behind `handle`.
+    pub fn new(handle: NodeHandle, query_chunk_rows_max: usize, query_chunk_bytes_max: usize) -> Self {
+        let served_by = handle.id().0;
+        let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
+        Self { handle, limits }
+    }
+
+    async fn execute_once(
+        &self,
+        message: &ExecuteRequest,
+        forwarded_here: bool,
+    ) -> Result<ExecuteResponse, ServerError> {
+        match self.handle.write(message.statements.clone()).await {
+            Ok(outcome) => {
+                Ok(ExecuteResponse { results: outcome.results, served_by: self.handle.id().0, index: outcome.index.0 })
+            }
+            Err(ServerError::Write(WriteError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
+                let mut client = self.leader_client(leader).await?;
+                let answer = self.bounded(client.execute(forwarded(message.clone()))).await?;
+                answer.map(Response::into_inner).map_err(ServerError::Forwarded)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn admin_once(&self, request: &AdminCall, forwarded_here: bool) -> Result<AdminResponse, ServerError> {
+        let result = match request {
+            AdminCall::Add(add) => self.handle.change_membership(vec![member_change(add)]).await,
+            AdminCall::Remove(remove) => {
+                self.handle.change_membership(vec![MemberChange::Remove { id: NodeId(remove.node_id) }]).await
+            }
+            AdminCall::Transfer(transfer) => self.handle.transfer_leader(NodeId(transfer.node_id)).await,
+        };
+        match result {
+            Ok(()) => Ok(AdminResponse { served_by: self.handle.id().0 }),
+            Err(ServerError::Admin(AdminError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
+                let mut client = self.leader_client(leader).await?;
+                let answer = match request {
+                    AdminCall::Add(add) => self.bounded(client.add_node(forwarded(add.clone()))).await?,
+                    AdminCall::Remove(remove) => self.bounded(client.remove_node(forwarded(*remove))).await?,
+                    AdminCall::Transfer(transfer) => self.bounded(client.transfer_leader(forwarded(*transfer))).await?,
+                };
+                answer.map(Response::into_inner).map_err(ServerError::Forwarded)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn leader_client(
+        &self,
+        leader: NodeId,
+    ) -> Result<deeb_proto::deeb_client::DeebClient<tonic::transport::Channel>, ServerError> {
+        let address = self.handle.address(leader).await?;
+        let address = address.ok_or_else(|| ServerError::NoLeader(format!("address of leader {leader} unknown")))?;
+        connect(&address).await.map_err(|error| ServerError::NoLeader(format!("leader {leader} at {address}: {error}")))
+    }
+
+    /// Relays the leader's result stream for a lease read.
+    async fn forward_query(
+        &self,
+        leader: NodeId,
+        message: QueryRequest,
+        chunks: query::ChunkSender,
+    ) -> Result<(), ServerError> {
+        let mut client = self.leader_client(leader).await?;
+        let answer = self.bounded(client.query(forwarded(message))).await?;
+        let mut stream = answer.map_err(ServerError::Forwarded)?.into_inner();
+        tokio::spawn(async move {
+            loop {
+                let item = stream.message().await;
+                let (item, end) = match item {
+                    Ok(Some(chunk)) => (Ok(chunk), false),
+                    Ok(None) => return,
+                    Err(status) => (Err(status), true),
+                };
+                if chunks.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Bounds a forwarded call by the request timeout.
+    async fn bounded<T>(&self, call: impl Future<Output = T>) -> Result<T, ServerError> {
+        let timeout = self.handle.request_timeout();
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        tokio::time::timeout(timeout, call).await.map_err(|_| ServerError::Timeout(timeout_ms))
+    }
+
+    /// Retries `attempt` while the cluster has no reachable leader, until
+    /// the request timeout.
+    async fn with_retry<T, F: Future<Output = Result<T, ServerError>>>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, ServerError> {
+        let deadline = Instant::now() + self.handle.request_timeout();
+        loop {
+            match attempt().await {
+                Err(error) if is_transient(&error) && Instant::now() + RETRY_PAUSE < deadline => {
+                    tracing::debug!(%error, "retrying while no leader is reachable");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// An admin call, for one retry/forward path.
+enum AdminCall {
+    Add(AddNodeRequest),
+    Remove(RemoveNodeRequest),
+    Transfer(TransferLeaderRequest),
+}
+
+#[tonic::async_trait]
+impl Deeb for DeebService {
+    async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+        let forwarded_here = is_forwarded(&request);
+        let message = request.into_inner();
+        let answer = self.with_retry(|| self.execute_once(&message, forwarded_here)).await;
+        answer.map(Response::new).map_err(to_status)
+    }
+
+    type QueryStream = ReceiverStream<Result<QueryChunk, Status>>;
+
+    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+        let forwarded_here = is_forwarded(&request);
+        let message = request.into_inner();
+        let statement = message.statement.clone().ok_or_else(|| invalid("a query needs a statement"))?;
+        let (chunks, stream) = mpsc::channel(QUERY_CHUNKS_BUFFERED_MAX);
+        match self.handle.read(consistency_of(&message)).await {
+            Ok(reader) => query::spawn(reader, statement, self.limits, chunks),
+            Err(ServerError::Read(ReadError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
+                self.forward_query(leader, message, chunks).await.map_err(to_status)?
+            }
+            Err(error) => return Err(to_status(error)),
+        }
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let status = self.handle.status().await.map_err(to_status)?;
+        Ok(Response::new(status_response(&status)))
+    }
+
+    async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AdminResponse>, Status> {
+        self.admin(request, AdminCall::Add).await
+    }
+
+    async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<AdminResponse>, Status> {
+        self.admin(request, AdminCall::Remove).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<AdminResponse>, Status> {
+        self.admin(request, AdminCall::Transfer).await
+    }
+}
+
+impl DeebService {
+    async fn admin<T>(&self, request: Request<T>, wrap: fn(T) -> AdminCall) -> Result<Response<AdminResponse>, Status> {
+        let forwarded_here = is_forwarded(&request);
+        let call = wrap(request.into_inner());
+        let answer = self.with_retry(|| self.admin_once(&call, forwarded_here)).await;
+        answer.map(Response::new).map_err(to_status)
+    }
+}
+
+/// Errors worth retrying inside the server: nothing was done, and a leader
+/// may appear shortly.
+fn is_transient(error: &ServerError) -> bool {
+    match error {
+        ServerError::Write(WriteError::NotLeader { leader: None }) => true,
+        ServerError::Admin(AdminError::NotLeader { leader: None }) => true,
+        ServerError::NoLeader(_) => true,
+        ServerError::Forwarded(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
+fn invalid(what: &str) -> Status {
+    to_status(ServerError::Invalid(what.to_owned()))
+}
+
+/// The core's consistency for a query request.
+pub fn consistency_of(request: &QueryRequest) -> Consistency {
+    match request.consistency() {
+        deeb_proto::Consistency::Linearizable => Consistency::Linearizable,
+        deeb_proto::Consistency::Lease => Consistency::Lease,
+        deeb_proto::Consistency::Stale => {
+            let bound = request.max_staleness_ms;
+            Consistency::Stale { max_staleness: (bound > 0).then(|| Duration::from_millis(bound)) }
+        }
+    }
+}
+
+fn member_change(add: &AddNodeRequest) -> MemberChange {
+    let (id, address) = (NodeId(add.node_id), add.address.clone());
+    if add.learner {
+        MemberChange::AddLearner { id, address }
+    } else {
+        MemberChange::AddVoter { id, address }
+    }
+}
+
+/// The wire form of a node status.
+pub fn status_response(status: &NodeStatus) -> StatusResponse {
+    let members = status.members.iter().map(|member| MemberStatus {
+        node_id: member.id.0,
+        address: member.address.clone(),
+        learner: member.learner,
+        matched: member.matched.map_or(0, |index| index.0),
+        next_index: 0,
+    });
+    StatusResponse {
+        node_id: status.id.0,
+        role: role_name(status.role).to_owned(),
+        term: status.term.0,
+        leader_id: status.leader.map_or(0, |id| id.0),
+        commit_index: status.commit_index.0,
+        applied_index: status.applied_index.0,
+        members: members.collect(),
+        ms_since_leader_contact: status
+            .since_leader_contact
+            .map_or(u64::MAX, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+        snapshot_index: status.snapshot_index.0,
+    }
+}
+
+/// The lowercase role name used in status reports.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "precandidate",
+        Role::Leader => "leader",
+    }
+}
+
+/// A statement without parameters (for the CLI and tests).
+pub fn statement(sql: &str) -> Statement {
+    Statement { sql: sql.to_owned(), params: Vec::new(), named_params: Vec::new() }
+}
+
+/// Result chunks buffered per query between the reader and the client.
+const QUERY_CHUNKS_BUFFERED_MAX: usize = 4;
+/// Pause between retries while no leader is known.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);

@@ -1,0 +1,264 @@
+//! Command-line arguments (clap) and their translation to settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use deeb_core::NodeId;
+
+use crate::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
+
+/// deeb: a replicated SQL database (raft + SQLite).
+#[derive(Debug, Parser)]
+#[command(name = "deeb", version, about)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `deeb_server=debug,warn`.
+    #[arg(long, global = true, env = "DEEB_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Interactive SQL shell (reads statements from stdin).
+    Shell(ClientArgs),
+    /// Execute one write statement.
+    Exec {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The SQL to execute.
+        sql: String,
+    },
+    /// Run one query and print the result table.
+    Query {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The SQL to run.
+        sql: String,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t = Level::Linearizable)]
+        consistency: Level,
+        /// For stale reads: refuse if the node heard from a leader longer ago (e.g. 500ms).
+        #[arg(long, value_parser = duration_arg)]
+        max_staleness: Option<Duration>,
+    },
+    /// Show a node's status and the cluster members.
+    Status(ClientArgs),
+    /// Change the cluster's membership or leader.
+    Nodes {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        action: NodesAction,
+    },
+    /// Start a local three-node cluster for development.
+    Dev(DevArgs),
+    /// Measure throughput and latency.
+    Bench(BenchArgs),
+}
+
+/// Where a client command connects.
+#[derive(Clone, Debug, Args)]
+pub struct ClientArgs {
+    /// Any node's address (requests are forwarded to the leader).
+    #[arg(long, env = "DEEB_ADDR", default_value = "127.0.0.1:7001")]
+    pub addr: String,
+}
+
+/// `deeb nodes ...`
+#[derive(Debug, Subcommand)]
+pub enum NodesAction {
+    /// Add a node (as a voter unless --learner).
+    Add {
+        id: u64,
+        address: String,
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node.
+    Remove { id: u64 },
+    /// Transfer leadership to a node.
+    Transfer { id: u64 },
+}
+
+/// Read consistency levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Level {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+/// `deeb serve` flags; each also reads a `DEEB_*` environment variable.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id (non-zero, never reused for a wiped disk).
+    #[arg(long, env = "DEEB_ID")]
+    pub id: u64,
+    /// Data directory (log, database, snapshots).
+    #[arg(long, env = "DEEB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address of the gRPC server (client API and peer service).
+    #[arg(long, env = "DEEB_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+    /// Address other nodes use to reach this one (default: --listen).
+    #[arg(long, env = "DEEB_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Initial voters of a new cluster, this node included: `1=HOST:PORT,2=...`.
+    #[arg(long, env = "DEEB_PEERS", value_parser = peers_arg)]
+    pub peers: Option<PeerList>,
+    /// Join an existing cluster through this node's address.
+    #[arg(long, env = "DEEB_JOIN", conflicts_with = "peers")]
+    pub join: Option<String>,
+    /// When joining, stay a non-voting learner.
+    #[arg(long, env = "DEEB_LEARNER")]
+    pub learner: bool,
+    /// Take a snapshot (and compact the log) every this many applied entries.
+    #[arg(long, env = "DEEB_SNAPSHOT_INTERVAL")]
+    pub snapshot_interval: Option<u64>,
+    /// Log entries kept below a snapshot for followers just behind.
+    #[arg(long, env = "DEEB_COMPACTION_LAG")]
+    pub compaction_lag: Option<u64>,
+    /// Milliseconds per raft tick.
+    #[arg(long, env = "DEEB_TICK_MS")]
+    pub tick_ms: Option<u64>,
+    /// Bound on a client request inside the server.
+    #[arg(long, env = "DEEB_REQUEST_TIMEOUT", value_parser = duration_arg, default_value = "10s")]
+    pub request_timeout: Duration,
+}
+
+/// `deeb dev` flags.
+#[derive(Clone, Debug, Args)]
+pub struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Data directory for all nodes.
+    #[arg(long, default_value = "./deeb-dev-data")]
+    pub dir: PathBuf,
+    /// Port of node 1; node N listens on base-port + N - 1.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+}
+
+/// `deeb bench` flags.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// How long to run, e.g. 10s.
+    #[arg(long, value_parser = duration_arg, default_value = "10s")]
+    pub duration: Duration,
+    /// What each client does.
+    #[arg(long, value_enum, default_value_t = BenchMode::Write)]
+    pub mode: BenchMode,
+}
+
+/// What `deeb bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Single-row INSERTs.
+    Write,
+    /// Linearizable point reads.
+    Read,
+}
+
+impl ServeArgs {
+    /// The node settings these flags describe.
+    ///
+    /// # Errors
+    /// Conflicting or invalid settings.
+    pub fn to_config(&self) -> Result<ServeConfig, ConfigError> {
+        let mut config = ServeConfig::new(NodeId(self.id), self.data_dir.clone(), self.listen);
+        if let Some(advertise) = &self.advertise {
+            config.advertise = advertise.clone();
+        }
+        config.peers = self.peers.clone().map(|list| list.0).unwrap_or_default();
+        config.join = self.join.clone();
+        config.join_as_learner = self.learner;
+        config.request_timeout = self.request_timeout;
+        let core = &mut config.core;
+        core.snapshot_interval_entries = self.snapshot_interval.unwrap_or(core.snapshot_interval_entries);
+        core.compaction_lag_entries = self.compaction_lag.unwrap_or(core.compaction_lag_entries);
+        if self.snapshot_interval.is_some() && self.compaction_lag.is_none() {
+            // A small interval asks for frequent compaction: keep little log.
+            core.compaction_lag_entries = core.compaction_lag_entries.min(core.snapshot_interval_entries);
+        }
+        core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The parsed `--peers` list (a newtype so clap takes it as one value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerList(pub Vec<(NodeId, String)>);
+
+fn peers_arg(text: &str) -> Result<PeerList, ConfigError> {
+    parse_peers(text).map(PeerList)
+}
+
+fn duration_arg(text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("deeb").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_flags_become_a_config() {
+        let cli = parse(&[
+            "serve",
+            "--id",
+            "2",
+            "--data-dir",
+            "/tmp/x",
+            "--listen",
+            "127.0.0.1:7002",
+            "--peers",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002",
+            "--snapshot-interval",
+            "20",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        let config = args.to_config().expect("valid");
+        assert_eq!(config.id(), NodeId(2));
+        assert_eq!(config.peers.len(), 2);
+        assert_eq!(config.advertise, "127.0.0.1:7002");
+        assert_eq!(config.core.snapshot_interval_entries, 20);
+        assert!(config.core.compaction_lag_entries <= 20);
+    }
+
+    #[test]
+    fn peers_and_join_conflict() {
+        let result = parse(&["serve", "--id", "1", "--data-dir", "d", "--peers", "1=a:1", "--join", "a:1"]);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn client_commands_parse() {
+        let cli = parse(&["query", "SELECT 1", "--consistency", "stale", "--max-staleness", "500ms"]).expect("ok");
+        let Command::Query { client, consistency, max_staleness, .. } = cli.command else { panic!("not query") };
+        assert_eq!(client.addr, "127.0.0.1:7001");
+        assert_eq!(consistency, Level::Stale);
+        assert_eq!(max_staleness, Some(Duration::from_millis(500)));
+        let cli = parse(&["nodes", "--addr", "h:1", "add", "4", "127.0.0.1:7004", "--learner"]).expect("ok");
+        assert!(matches!(cli.command, Command::Nodes { action: NodesAction::Add { id: 4, learner: true, .. }, .. }));
+        let cli = parse(&["bench", "--clients", "8", "--duration", "2s", "--mode", "read"]).expect("ok");
+        assert!(matches!(cli.command, Command::Bench(BenchArgs { clients: 8, mode: BenchMode::Read, .. })));
+    }
+}

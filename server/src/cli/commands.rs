@@ -1,0 +1,150 @@
+//! The one-shot client commands (`exec`, `query`, `status`, `nodes`), also
+//! used by the shell.
+
+use std::time::Duration;
+
+use deeb_proto::deeb_client::DeebClient;
+use deeb_proto::{
+    AddNodeRequest, ExecuteRequest, ExecuteResponse, QueryRequest, RemoveNodeRequest, Row, StatusRequest,
+    StatusResponse, TransferLeaderRequest,
+};
+use tonic::transport::Channel;
+
+use super::args::{Level, NodesAction};
+use super::table;
+use crate::api::statement;
+
+/// A connected client.
+pub type Client = DeebClient<Channel>;
+
+/// A fully read query result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+    pub served_by: u64,
+}
+
+/// Runs one write statement.
+///
+/// # Errors
+/// The server's status.
+pub async fn execute(client: &mut Client, sql: &str) -> Result<ExecuteResponse, tonic::Status> {
+    let request = ExecuteRequest { statements: vec![statement(sql)] };
+    Ok(client.execute(request).await?.into_inner())
+}
+
+/// Runs one query and reads the whole result.
+///
+/// # Errors
+/// The server's status (also mid-stream).
+pub async fn query(
+    client: &mut Client,
+    sql: &str,
+    level: Level,
+    max_staleness: Option<Duration>,
+) -> Result<QueryResult, tonic::Status> {
+    let request = QueryRequest {
+        statement: Some(statement(sql)),
+        consistency: consistency(level) as i32,
+        max_staleness_ms: max_staleness.map_or(0, |bound| u64::try_from(bound.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let mut stream = client.query(request).await?.into_inner();
+    let mut result = QueryResult::default();
+    while let Some(chunk) = stream.message().await? {
+        if result.columns.is_empty() {
+            result.columns = chunk.columns.iter().map(|column| column.name.clone()).collect();
+        }
+        result.served_by = chunk.served_by;
+        result.rows.extend(chunk.rows);
+    }
+    Ok(result)
+}
+
+/// The proto consistency for a CLI level.
+pub fn consistency(level: Level) -> deeb_proto::Consistency {
+    match level {
+        Level::Linearizable => deeb_proto::Consistency::Linearizable,
+        Level::Lease => deeb_proto::Consistency::Lease,
+        Level::Stale => deeb_proto::Consistency::Stale,
+    }
+}
+
+/// A node's status.
+///
+/// # Errors
+/// The server's status.
+pub async fn status(client: &mut Client) -> Result<StatusResponse, tonic::Status> {
+    Ok(client.status(StatusRequest {}).await?.into_inner())
+}
+
+/// Carries out a `deeb nodes` action and describes the result.
+///
+/// # Errors
+/// The server's status.
+pub async fn nodes(client: &mut Client, action: &NodesAction) -> Result<String, tonic::Status> {
+    let response = match action {
+        NodesAction::Add { id, address, learner } => {
+            let request = AddNodeRequest { node_id: *id, address: address.clone(), learner: *learner };
+            client.add_node(request).await?
+        }
+        NodesAction::Remove { id } => client.remove_node(RemoveNodeRequest { node_id: *id }).await?,
+        NodesAction::Transfer { id } => client.transfer_leader(TransferLeaderRequest { node_id: *id }).await?,
+    };
+    Ok(format!("ok (served by node {})", response.into_inner().served_by))
+}
+
+/// A status report as text.
+pub fn format_status(status: &StatusResponse) -> String {
+    let leader = if status.leader_id == 0 { "unknown".to_owned() } else { status.leader_id.to_string() };
+    format!(
+        "node {} is {} (term {}, leader {})\ncommit index {}, applied index {}, snapshot index {}\n",
+        status.node_id,
+        status.role,
+        status.term,
+        leader,
+        status.commit_index,
+        status.applied_index,
+        status.snapshot_index
+    )
+}
+
+/// The member list as a table.
+pub fn format_members(status: &StatusResponse) -> String {
+    let columns = ["id", "address", "kind", "matched"].map(str::to_owned);
+    let rows: Vec<Row> = status
+        .members
+        .iter()
+        .map(|member| {
+            let kind = match (member.learner, member.node_id == status.leader_id) {
+                (true, _) => "learner",
+                (false, true) => "voter (leader)",
+                (false, false) => "voter",
+            };
+            Row {
+                values: vec![
+                    text(&member.node_id.to_string()),
+                    text(&member.address),
+                    text(kind),
+                    text(&member.matched.to_string()),
+                ],
+            }
+        })
+        .collect();
+    table::render(&columns, &rows)
+}
+
+fn text(value: &str) -> deeb_proto::Value {
+    deeb_proto::Value { kind: Some(deeb_proto::value::Kind::Text(value.to_owned())) }
+}
+
+/// A write result as text.
+pub fn format_execute(response: &ExecuteResponse) -> String {
+    let rows: u64 = response.results.iter().map(|result| result.rows_affected).sum();
+    let last_id = response.results.last().map_or(0, |result| result.last_insert_id);
+    let plural = if rows == 1 { "" } else { "s" };
+    format!(
+        "{rows} row{plural} affected (last insert id {last_id}, index {}, node {})\n",
+        response.index, response.served_by
+    )
+}

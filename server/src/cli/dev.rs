@@ -1,0 +1,89 @@
+//! `deeb dev`: a local cluster of `deeb serve` child processes.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use super::args::DevArgs;
+use super::commands;
+use crate::client::connect;
+
+/// Child processes killed when dropped (also on panic or early return).
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Starts the cluster, waits for a leader, and runs until Ctrl-C.
+///
+/// # Errors
+/// A node could not be started, or no leader appeared in time.
+pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
+    if args.nodes == 0 || args.nodes > 9 {
+        return Err("--nodes must be between 1 and 9".into());
+    }
+    let addresses: Vec<String> =
+        (0..args.nodes).map(|index| format!("127.0.0.1:{}", u64::from(args.base_port) + index)).collect();
+    let peers: Vec<String> =
+        addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
+    let mut children = Children(Vec::new());
+    for (index, address) in addresses.iter().enumerate() {
+        let child = spawn_node(index as u64 + 1, address, &peers.join(","), &args.dir, log_level)?;
+        children.0.push(child);
+    }
+    let leader = wait_for_leader(&addresses[0], Duration::from_secs(20)).await?;
+    println!("deeb dev cluster: {} nodes on {}; leader is node {leader}", args.nodes, addresses.join(", "));
+    println!("data under {}", args.dir.display());
+    println!("connect with: deeb shell --addr {}", addresses[0]);
+    println!("press Ctrl-C to stop");
+    super::shutdown_signal().await;
+    println!("stopping");
+    drop(children);
+    Ok(())
+}
+
+fn spawn_node(id: u64, address: &str, peers: &str, dir: &Path, log_level: &str) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|error| format!("cannot find own executable: {error}"))?;
+    let data_dir = dir.join(format!("node-{id}"));
+    std::fs::create_dir_all(&data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
+    let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).map_err(|error| error.to_string())?;
+    Command::new(exe)
+        .args(["serve", "--id", &id.to_string(), "--listen", address, "--peers", peers, "--log-level", log_level])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("starting node {id}: {error}"))
+}
+
+/// Polls `address` until it reports a leader, up to `bound`.
+///
+/// # Errors
+/// No leader within `bound`.
+pub async fn wait_for_leader(address: &str, bound: Duration) -> Result<u64, String> {
+    let deadline = Instant::now() + bound;
+    let mut last_error = String::from("no answer");
+    while Instant::now() < deadline {
+        match connect(address).await {
+            Ok(mut client) => match commands::status(&mut client).await {
+                Ok(status) if status.leader_id != 0 => return Ok(status.leader_id),
+                Ok(_) => last_error = "no leader yet".into(),
+                Err(status) => last_error = status.message().to_owned(),
+            },
+            Err(error) => last_error = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("no leader within {bound:?}: {last_error}"))
+}

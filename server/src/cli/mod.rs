@@ -1,0 +1,32 @@
+//! The `deeb` command line: `serve`, the client commands, `dev` and `bench`.
+
+pub mod args;
+pub mod bench;
+pub mod commands;
+#[cfg(not(madsim))]
+pub mod dev;
+pub mod shell;
+pub mod split;
+pub mod table;
+
+/// Resolves on Ctrl-C or (on Unix, real mode) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(all(unix, not(madsim)))]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => drop(signal.recv().await),
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = ctrl_c => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(all(unix, not(madsim))))]
+    ctrl_c.await;
+}

@@ -1,0 +1,109 @@
+//! Aligned table output for query results.
+
+use deeb_proto::{value, Row, Value};
+
+/// Renders a result as an aligned table:
+///
+/// ```text
+///  id | name
+/// ----+-------
+///  1  | alice
+/// (1 row)
+/// ```
+pub fn render(columns: &[String], rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(|row| row.values.iter().map(format_value).collect()).collect();
+    let widths = column_widths(columns, &cells);
+    let mut out = String::new();
+    out.push_str(&line(columns, &widths));
+    let rule: Vec<String> = widths.iter().map(|width| "-".repeat(width + 2)).collect();
+    out.push_str(&rule.join("+"));
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row, &widths));
+    }
+    let plural = if rows.len() == 1 { "" } else { "s" };
+    out.push_str(&format!("({} row{plural})\n", rows.len()));
+    out
+}
+
+/// One value as the shell shows it.
+pub fn format_value(value: &Value) -> String {
+    match &value.kind {
+        None => "NULL".to_owned(),
+        Some(value::Kind::Integer(integer)) => integer.to_string(),
+        Some(value::Kind::Real(real)) => format_real(*real),
+        Some(value::Kind::Text(text)) => text.clone(),
+        Some(value::Kind::Blob(blob)) => {
+            format!("x'{}'", blob.iter().map(|byte| format!("{byte:02x}")).collect::<String>())
+        }
+    }
+}
+
+fn format_real(real: f64) -> String {
+    if real.is_finite() && real.fract() == 0.0 && real.abs() < 1e15 {
+        format!("{real:.1}")
+    } else {
+        real.to_string()
+    }
+}
+
+fn column_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
+    let count = columns.len().max(cells.iter().map(Vec::len).max().unwrap_or(0));
+    (0..count)
+        .map(|index| {
+            let header = columns.get(index).map_or(0, |name| name.chars().count());
+            let widest = cells.iter().filter_map(|row| row.get(index)).map(|cell| cell.chars().count()).max();
+            header.max(widest.unwrap_or(0))
+        })
+        .collect()
+}
+
+fn line(cells: &[String], widths: &[usize]) -> String {
+    let padded: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(index, width)| {
+            let cell = cells.get(index).map_or("", String::as_str);
+            format!(" {cell:<width$} ")
+        })
+        .collect();
+    let mut text = padded.join("|").trim_end().to_owned();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(value: &str) -> Value {
+        Value { kind: Some(value::Kind::Text(value.to_owned())) }
+    }
+
+    fn integer(value: i64) -> Value {
+        Value { kind: Some(value::Kind::Integer(value)) }
+    }
+
+    #[test]
+    fn renders_aligned_columns() {
+        let columns = vec!["id".to_owned(), "name".to_owned()];
+        let rows = vec![
+            Row { values: vec![integer(1), text("alice")] },
+            Row { values: vec![integer(10), Value { kind: None }] },
+        ];
+        let expected = " id | name\n----+-------\n 1  | alice\n 10 | NULL\n(2 rows)\n";
+        assert_eq!(render(&columns, &rows), expected);
+    }
+
+    #[test]
+    fn empty_result_has_header_and_count() {
+        assert_eq!(render(&["x".to_owned()], &[]), " x\n---\n(0 rows)\n");
+    }
+
+    #[test]
+    fn values_format() {
+        assert_eq!(format_value(&Value { kind: Some(value::Kind::Real(2.0)) }), "2.0");
+        assert_eq!(format_value(&Value { kind: Some(value::Kind::Real(0.5)) }), "0.5");
+        assert_eq!(format_value(&Value { kind: Some(value::Kind::Blob(vec![0xab, 1])) }), "x'ab01'");
+    }
+}

@@ -1,0 +1,159 @@
+//! What `deeb serve` needs to run a node, and parsers for its flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use deeb_core::NodeId;
+use thiserror::Error;
+
+/// The settings of one server process.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The core node's configuration (id, timing, limits).
+    pub core: deeb_core::Config,
+    /// Data directory: the log under `log/`, SQLite and snapshots beside it.
+    pub data_dir: PathBuf,
+    /// Where the one gRPC server (client API and peer service) listens.
+    pub listen: SocketAddr,
+    /// The address other nodes and forwarded clients use to reach this node.
+    pub advertise: String,
+    /// The initial voters of a new cluster (this node included), or empty.
+    pub peers: Vec<(NodeId, String)>,
+    /// Join an existing cluster through this node's address.
+    pub join: Option<String>,
+    /// When joining, stay a non-voting learner.
+    pub join_as_learner: bool,
+    /// Bound on every client request's time inside the server.
+    pub request_timeout: Duration,
+    /// Bound on a graceful shutdown's leader transfer.
+    pub shutdown_transfer_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// A configuration with default timing for node `id` listening on `listen`.
+    pub fn new(id: NodeId, data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            core: deeb_core::Config::new(id),
+            data_dir,
+            listen,
+            advertise: listen.to_string(),
+            peers: Vec::new(),
+            join: None,
+            join_as_learner: false,
+            request_timeout: Duration::from_secs(10),
+            shutdown_transfer_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.core.id
+    }
+
+    /// Checks that the settings make sense together.
+    ///
+    /// # Errors
+    /// Neither or both of `peers` and `join`; this node missing from `peers`
+    /// or listed with another address.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.core.id.0 == 0 {
+            return Err(ConfigError::Invalid("--id must be non-zero".into()));
+        }
+        if !self.peers.is_empty() && self.join.is_some() {
+            return Err(ConfigError::Invalid("give either --peers or --join, not both".into()));
+        }
+        if !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.core.id) {
+            return Err(ConfigError::Invalid(format!("--peers must include this node ({})", self.core.id)));
+        }
+        Ok(())
+    }
+}
+
+/// A flag value could not be parsed or the settings conflict.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("bad peer list entry {0:?}: expected ID=HOST:PORT")]
+    BadPeer(String),
+    #[error("bad duration {0:?}: expected e.g. 500ms, 10s, 2m")]
+    BadDuration(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+///
+/// # Errors
+/// An entry without `=`, a non-numeric or zero id, an empty address, or a
+/// repeated id.
+pub fn parse_peers(text: &str) -> Result<Vec<(NodeId, String)>, ConfigError> {
+    let mut peers: Vec<(NodeId, String)> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let bad = || ConfigError::BadPeer(entry.to_owned());
+        let (id, address) = entry.split_once('=').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        let address = address.trim();
+        if id == 0 || address.is_empty() || peers.iter().any(|(known, _)| known.0 == id) {
+            return Err(bad());
+        }
+        peers.push((NodeId(id), address.to_owned()));
+    }
+    Ok(peers)
+}
+
+/// Parses a duration such as `250ms`, `10s`, `2m` or a bare number of seconds.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let bad = || ConfigError::BadDuration(text.to_owned());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let peers = parse_peers("1=127.0.0.1:7001, 2=host:7002").expect("valid");
+        assert_eq!(peers, vec![(NodeId(1), "127.0.0.1:7001".into()), (NodeId(2), "host:7002".into())]);
+    }
+
+    #[test]
+    fn bad_peers_are_refused() {
+        for text in ["1", "x=a:1", "0=a:1", "1=", "1=a:1,1=b:2"] {
+            assert!(parse_peers(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn validate_requires_self_in_peers() {
+        let mut config = ServeConfig::new(NodeId(3), "d".into(), "127.0.0.1:1".parse().expect("addr"));
+        config.peers = parse_peers("1=a:1,2=b:2").expect("valid");
+        assert!(config.validate().is_err());
+        config.peers.push((NodeId(3), "c:3".into()));
+        assert!(config.validate().is_ok());
+        config.join = Some("a:1".into());
+        assert!(config.validate().is_err());
+    }
+}

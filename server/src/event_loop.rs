@@ -1,0 +1,323 @@
+//! The event loop: one task owns the core `Node`, feeds it inputs from a
+//! bounded channel and timers, and carries out its outputs.
+//!
+//! Order per round (the core's contract): feed one input, drain
+//! `poll_output` carrying out each output, then sleep until
+//! `poll_timeout` or the next input.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use deeb_core::disk::Disk;
+use deeb_core::node::{ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver};
+use deeb_core::sql::{QueryError, Reader};
+use deeb_core::{
+    AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, Status, WriteError,
+    WriteOutcome,
+};
+use deeb_proto::{SnapshotHeader, Statement};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::peer::PeerSenders;
+use crate::snapshot;
+
+/// One input to the event loop.
+pub enum Input {
+    /// Raft messages from a peer.
+    Peer { from: NodeId, from_address: String, messages: Vec<Vec<u8>> },
+    /// A client write.
+    Write { statements: Vec<Statement>, reply: oneshot::Sender<Result<WriteOutcome, WriteError>> },
+    /// A client read: answered with a reader once it may run.
+    Read { consistency: Consistency, reply: oneshot::Sender<Result<Reader, ReadError>> },
+    /// A membership change or leader transfer.
+    Admin { request: AdminRequest, reply: oneshot::Sender<Result<(), AdminError>> },
+    /// A status report.
+    Status { reply: oneshot::Sender<Status> },
+    /// A member's address.
+    Address { id: NodeId, reply: oneshot::Sender<Option<String>> },
+    /// A peer starts streaming a snapshot to us.
+    SnapshotStart { header: SnapshotHeader, reply: oneshot::Sender<Result<SnapshotReceiver, SnapshotReceiveError>> },
+    /// A snapshot stream arrived complete and checked.
+    SnapshotReceived { received: ReceivedSnapshot },
+    /// Our snapshot stream to `to` finished.
+    SnapshotSent { to: NodeId, delivered: bool },
+    /// A peer could not be reached.
+    Unreachable { to: NodeId },
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Input::Peer { .. } => "Peer",
+            Input::Write { .. } => "Write",
+            Input::Read { .. } => "Read",
+            Input::Admin { .. } => "Admin",
+            Input::Status { .. } => "Status",
+            Input::Address { .. } => "Address",
+            Input::SnapshotStart { .. } => "SnapshotStart",
+            Input::SnapshotReceived { .. } => "SnapshotReceived",
+            Input::SnapshotSent { .. } => "SnapshotSent",
+            Input::Unreachable { .. } => "Unreachable",
+        };
+        f.write_str(name)
+    }
+}
+
+/// An admin request.
+#[derive(Debug)]
+pub enum AdminRequest {
+    Change(Vec<MemberChange>),
+    Transfer(NodeId),
+}
+
+/// Why the event loop ended with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stopped(pub String);
+
+/// A client waiting for the node's answer.
+enum Pending {
+    Write(oneshot::Sender<Result<WriteOutcome, WriteError>>),
+    Read(oneshot::Sender<Result<Reader, ReadError>>),
+    Admin(oneshot::Sender<Result<(), AdminError>>),
+}
+
+/// The loop's state. Owned by one task.
+pub(crate) struct EventLoop<D: Disk> {
+    node: Node<D>,
+    start: Instant,
+    inputs: mpsc::Receiver<Input>,
+    loopback: mpsc::Sender<Input>,
+    pending: HashMap<ClientToken, Pending>,
+    next_token: u64,
+    peers: PeerSenders,
+    learned_addresses: HashMap<NodeId, String>,
+    snapshot_chunk_bytes_max: usize,
+    shutting_down: bool,
+}
+
+impl<D: Disk> EventLoop<D> {
+    /// A loop over an opened node. `start` is the instant `now` counts from.
+    pub(crate) fn new(
+        node: Node<D>,
+        start: Instant,
+        inputs: mpsc::Receiver<Input>,
+        loopback: mpsc::Sender<Input>,
+        peers: PeerSenders,
+        snapshot_chunk_bytes_max: usize,
+    ) -> Self {
+        Self {
+            node,
+            start,
+            inputs,
+            loopback,
+            pending: HashMap::new(),
+            next_token: 0,
+            peers,
+            learned_addresses: HashMap::new(),
+            snapshot_chunk_bytes_max,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until `shutdown` resolves (then hands leadership away, bounded
+    /// by `transfer_timeout`) or the node stops on a fatal error.
+    ///
+    /// # Errors
+    /// The node stopped (disk failure, divergence); the process must exit.
+    pub(crate) async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        transfer_timeout: Duration,
+    ) -> Result<(), Stopped> {
+        tokio::pin!(shutdown);
+        loop {
+            self.drain_outputs()?;
+            let deadline = self.start + self.node.poll_timeout();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                input = self.inputs.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(self.now()),
+            }
+        }
+        self.leave(transfer_timeout).await
+    }
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.start)
+    }
+
+    fn token(&mut self, pending: Pending) -> ClientToken {
+        self.next_token += 1;
+        let token = ClientToken(self.next_token);
+        self.pending.insert(token, pending);
+        token
+    }
+
+    /// Feeds one input to the node.
+    fn handle(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Peer { from, from_address, messages } => self.step_peer(now, from, from_address, &messages),
+            Input::Write { reply, .. } if self.shutting_down => drop(reply.send(Err(WriteError::Stopped))),
+            Input::Read { reply, .. } if self.shutting_down => drop(reply.send(Err(ReadError::Stopped))),
+            Input::Admin { reply, .. } if self.shutting_down => drop(reply.send(Err(AdminError::Stopped))),
+            Input::Write { statements, reply } => {
+                let token = self.token(Pending::Write(reply));
+                if let Err(error) = self.node.submit_write(now, token, statements) {
+                    self.answer_write(token, Err(error));
+                }
+            }
+            Input::Read { consistency, reply } => {
+                let token = self.token(Pending::Read(reply));
+                if let Err(error) = self.node.submit_read(now, token, consistency) {
+                    self.answer_read(token, Err(error));
+                }
+            }
+            Input::Admin { request, reply } => self.admin(now, request, reply),
+            Input::Status { reply } => drop(reply.send(self.node.status())),
+            Input::Address { id, reply } => drop(reply.send(self.address(id))),
+            Input::SnapshotStart { header, reply } => drop(reply.send(self.node.snapshot_receiver(header))),
+            Input::SnapshotReceived { received } => self.node.install_received(now, received),
+            Input::SnapshotSent { to, delivered } => self.node.report_snapshot(to, delivered),
+            Input::Unreachable { to } => self.node.report_unreachable(to),
+        }
+    }
+
+    fn step_peer(&mut self, now: Duration, from: NodeId, from_address: String, messages: &[Vec<u8>]) {
+        if !from_address.is_empty() && from.0 != 0 {
+            self.learned_addresses.insert(from, from_address);
+        }
+        if let Err(error) = self.node.step(now, messages) {
+            tracing::warn!(node = self.node.id().0, from = from.0, %error, "refused peer messages");
+        }
+    }
+
+    fn admin(&mut self, now: Duration, request: AdminRequest, reply: oneshot::Sender<Result<(), AdminError>>) {
+        let token = self.token(Pending::Admin(reply));
+        let result = match request {
+            AdminRequest::Change(changes) => self.node.change_membership(now, token, changes),
+            AdminRequest::Transfer(target) => self.node.transfer_leader(now, token, target),
+        };
+        if let Err(error) = result {
+            self.answer_admin(token, Err(error));
+        }
+    }
+
+    /// A peer's address: the replicated member list first, then what peers
+    /// told us about themselves.
+    fn address(&self, id: NodeId) -> Option<String> {
+        let known = self.node.address(id).filter(|address| !address.is_empty()).map(str::to_owned);
+        known.or_else(|| self.learned_addresses.get(&id).cloned())
+    }
+
+    fn drain_outputs(&mut self) -> Result<(), Stopped> {
+        while let Some(output) = self.node.poll_output() {
+            self.carry_out(output)?;
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, output: Output) -> Result<(), Stopped> {
+        match output {
+            Output::Send { to, messages } => {
+                let address = self.address(to);
+                self.peers.send(to, address, messages);
+            }
+            Output::SendSnapshot { to, header } => self.send_snapshot(to, header),
+            Output::WriteDone { token, result } => self.answer_write(token, result),
+            Output::ReadReady { token } => {
+                let reader = self.node.reader().map_err(|error| ReadError::Query(QueryError::Sql(error.to_string())));
+                self.answer_read(token, reader);
+            }
+            Output::ReadFailed { token, error } => self.answer_read(token, Err(error)),
+            Output::AdminDone { token, result } => self.answer_admin(token, result),
+            Output::Stopped { reason } => return Err(Stopped(reason)),
+        }
+        Ok(())
+    }
+
+    fn send_snapshot(&mut self, to: NodeId, header: SnapshotHeader) {
+        let file = self.node.snapshot_file(header.index);
+        let (Some(file), Some(address)) = (file, self.address(to)) else {
+            tracing::warn!(node = self.node.id().0, to = to.0, index = header.index, "cannot send snapshot");
+            self.node.report_snapshot(to, false);
+            return;
+        };
+        let loopback = self.loopback.clone();
+        let chunk_bytes_max = self.snapshot_chunk_bytes_max;
+        tokio::spawn(async move {
+            let delivered = match snapshot::send(file, header, &address, chunk_bytes_max).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(to = to.0, %address, %error, "snapshot transfer failed");
+                    false
+                }
+            };
+            let _ = loopback.send(Input::SnapshotSent { to, delivered }).await;
+        });
+    }
+
+    fn answer_write(&mut self, token: ClientToken, result: Result<WriteOutcome, WriteError>) {
+        if let Some(Pending::Write(reply)) = self.pending.remove(&token) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn answer_read(&mut self, token: ClientToken, result: Result<Reader, ReadError>) {
+        if let Some(Pending::Read(reply)) = self.pending.remove(&token) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn answer_admin(&mut self, token: ClientToken, result: Result<(), AdminError>) {
+        if let Some(Pending::Admin(reply)) = self.pending.remove(&token) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Graceful exit: refuse new requests and, if leading, hand leadership to
+    /// the most caught-up other voter, waiting at most `timeout`.
+    async fn leave(mut self, timeout: Duration) -> Result<(), Stopped> {
+        self.shutting_down = true;
+        let Some(target) = self.transfer_target() else { return Ok(()) };
+        tracing::info!(node = self.node.id().0, target = target.0, "shutting down: transferring leadership");
+        let (reply, mut done) = oneshot::channel();
+        self.admin(self.now(), AdminRequest::Transfer(target), reply);
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain_outputs()?;
+            if self.node.status().role != Role::Leader {
+                return Ok(());
+            }
+            let wake = deadline.min(self.start + self.node.poll_timeout());
+            tokio::select! {
+                _ = &mut done => return Ok(()),
+                input = self.inputs.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return Ok(()),
+                },
+                () = tokio::time::sleep_until(wake) => self.node.handle_timeout(self.now()),
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(node = self.node.id().0, "leadership transfer did not finish in time");
+                return Ok(());
+            }
+        }
+    }
+
+    fn transfer_target(&self) -> Option<NodeId> {
+        let status = self.node.status();
+        if status.role != Role::Leader {
+            return None;
+        }
+        let others = status.members.iter().filter(|member| !member.learner && member.id != status.id);
+        others.max_by_key(|member| member.matched).map(|member| member.id)
+    }
+}

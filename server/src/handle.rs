@@ -1,0 +1,100 @@
+//! `NodeHandle`: how request handlers talk to the event loop.
+
+use std::time::Duration;
+
+use deeb_core::sql::Reader;
+use deeb_core::{Consistency, MemberChange, NodeId, Status, WriteOutcome};
+use deeb_proto::Statement;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::errors::ServerError;
+use crate::event_loop::{AdminRequest, Input};
+
+/// A cloneable way to submit requests to the node's event loop. Every call
+/// is bounded by the request timeout.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    inputs: mpsc::Sender<Input>,
+    request_timeout: Duration,
+    id: NodeId,
+}
+
+impl NodeHandle {
+    pub(crate) fn new(inputs: mpsc::Sender<Input>, request_timeout: Duration, id: NodeId) -> Self {
+        Self { inputs, request_timeout, id }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The request timeout requests through this handle are bounded by.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Submits a write and waits for it to commit.
+    ///
+    /// # Errors
+    /// The node's `WriteError`, a full queue, a timeout, or shutdown.
+    pub async fn write(&self, statements: Vec<Statement>) -> Result<WriteOutcome, ServerError> {
+        Ok(self.call(|reply| Input::Write { statements, reply }).await??)
+    }
+
+    /// Waits until a read at `consistency` may run, and returns the
+    /// connection to run it on.
+    ///
+    /// # Errors
+    /// The node's `ReadError`, a full queue, a timeout, or shutdown.
+    pub async fn read(&self, consistency: Consistency) -> Result<Reader, ServerError> {
+        Ok(self.call(|reply| Input::Read { consistency, reply }).await??)
+    }
+
+    /// Changes the membership (applied when this returns `Ok`).
+    ///
+    /// # Errors
+    /// The node's `AdminError`, a full queue, a timeout, or shutdown.
+    pub async fn change_membership(&self, changes: Vec<MemberChange>) -> Result<(), ServerError> {
+        Ok(self.call(|reply| Input::Admin { request: AdminRequest::Change(changes), reply }).await??)
+    }
+
+    /// Transfers leadership to `target` (done when this returns `Ok`).
+    ///
+    /// # Errors
+    /// The node's `AdminError`, a full queue, a timeout, or shutdown.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), ServerError> {
+        Ok(self.call(|reply| Input::Admin { request: AdminRequest::Transfer(target), reply }).await??)
+    }
+
+    /// The node's status.
+    ///
+    /// # Errors
+    /// A full queue, a timeout, or shutdown.
+    pub async fn status(&self) -> Result<Status, ServerError> {
+        self.call(|reply| Input::Status { reply }).await
+    }
+
+    /// The address of `id`, from the replicated member list or from peers'
+    /// messages.
+    ///
+    /// # Errors
+    /// A full queue, a timeout, or shutdown.
+    pub async fn address(&self, id: NodeId) -> Result<Option<String>, ServerError> {
+        self.call(|reply| Input::Address { id, reply }).await
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, ServerError> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs.try_send(make(reply)).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ServerError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => ServerError::ShuttingDown,
+        })?;
+        let timeout_ms = u64::try_from(self.request_timeout.as_millis()).unwrap_or(u64::MAX);
+        match tokio::time::timeout(self.request_timeout, answer).await {
+            Err(_) => Err(ServerError::Timeout(timeout_ms)),
+            Ok(Err(_)) => Err(ServerError::ShuttingDown),
+            Ok(Ok(value)) => Ok(value),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Node-to-node transport: one sender task per peer with a bounded queue
+//! that batches raft messages into `RaftBatch` calls, and the `Peer` gRPC
+//! service that feeds incoming batches and snapshot streams to the loop.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deeb_core::NodeId;
+use deeb_proto::peer_client::PeerClient;
+use deeb_proto::peer_server::Peer;
+use deeb_proto::{RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::client::channel;
+use crate::errors::{to_status, ServerError};
+use crate::event_loop::Input;
+use crate::snapshot;
+
+/// The loop's outbound side: a queue per peer.
+pub(crate) struct PeerSenders {
+    me: NodeId,
+    my_address: String,
+    loopback: mpsc::Sender<Input>,
+    senders: HashMap<NodeId, PeerSender>,
+    queue_max: usize,
+}
+
+struct PeerSender {
+    address: String,
+    queue: mpsc::Sender<Vec<u8>>,
+}
+
+impl PeerSenders {
+    pub(crate) fn new(me: NodeId, my_address: String, loopback: mpsc::Sender<Input>, queue_max: usize) -> Self {
+        Self { me, my_address, loopback, senders: HashMap::new(), queue_max }
+    }
+
+    /// Queues messages for `to`. A full queue drops them (raft retransmits);
+    /// an unknown address reports the peer unreachable.
+    pub(crate) fn send(&mut self, to: NodeId, address: Option<String>, messages: Vec<Vec<u8>>) {
+        let Some(address) = address else {
+            tracing::debug!(to = to.0, "no address for peer; dropping messages");
+            let _ = self.loopback.try_send(Input::Unreachable { to });
+            return;
+        };
+        let stale = self.senders.get(&to).is_none_or(|s| s.address != address || s.queue.is_closed());
+        if stale {
+            let sender = self.spawn_sender(to, address);
+            self.senders.insert(to, sender);
+        }
+        let queue = &self.senders[&to].queue;
+        let dropped = messages.into_iter().map(|message| queue.try_send(message)).filter(Result::is_err).count();
+        if dropped > 0 {
+            tracing::debug!(to = to.0, dropped, "peer queue full; dropped raft messages");
+        }
+    }
+
+    fn spawn_sender(&self, to: NodeId, address: String) -> PeerSender {
+        let (queue, receiver) = mpsc::channel(self.queue_max);
+        let task = SenderTask {
+            me: self.me,
+            my_address: self.my_address.clone(),
+            to,
+            address: address.clone(),
+            loopback: self.loopback.clone(),
+        };
+        tokio::spawn(task.run(receiver));
+        PeerSender { address, queue }
+    }
+}
+
+/// Delivers one peer's queue, reconnecting with backoff.
+struct SenderTask {
+    me: NodeId,
+    my_address: String,
+    to: NodeId,
+    address: String,
+    loopback: mpsc::Sender<Input>,
+}
+
+impl SenderTask {
+    async fn run(self, mut queue: mpsc::Receiver<Vec<u8>>) {
+        let mut client: Option<PeerClient<Channel>> = None;
+        let mut backoff = BACKOFF_MIN;
+        while let Some(first) = queue.recv().await {
+            let mut bytes = first.len();
+            let mut messages = vec![first];
+            while messages.len() < BATCH_MESSAGES_MAX && bytes < PEER_BATCH_BYTES_MAX {
+                let Ok(message) = queue.try_recv() else { break };
+                bytes += message.len();
+                messages.push(message);
+            }
+            let batch = RaftBatch { from: self.me.0, messages, from_address: self.my_address.clone() };
+            match self.deliver(&mut client, batch).await {
+                Ok(()) => backoff = BACKOFF_MIN,
+                Err(error) => {
+                    tracing::debug!(to = self.to.0, address = %self.address, %error, "peer unreachable");
+                    client = None;
+                    let _ = self.loopback.try_send(Input::Unreachable { to: self.to });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    // What queued meanwhile is stale; raft resends what matters.
+                    while queue.try_recv().is_ok() {}
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, client: &mut Option<PeerClient<Channel>>, batch: RaftBatch) -> Result<(), String> {
+        if client.is_none() {
+            let channel = channel(&self.address, PEER_CALL_TIMEOUT).await.map_err(|error| error.to_string())?;
+            *client = Some(PeerClient::new(channel));
+        }
+        let Some(connected) = client.as_mut() else { return Err("not connected".into()) };
+        let call = connected.raft(tokio_stream::iter(vec![batch]));
+        match tokio::time::timeout(PEER_CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status.to_string()),
+            Err(_) => Err("raft call timed out".into()),
+        }
+    }
+}
+
+/// The `Peer` gRPC service: hands what peers send to the event loop.
+#[derive(Clone, Debug)]
+pub struct PeerService {
+    inputs: mpsc::Sender<Input>,
+}
+
+impl PeerService {
+    pub(crate) fn new(inputs: mpsc::Sender<Input>) -> Self {
+        Self { inputs }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            let input =
+                Input::Peer { from: NodeId(batch.from), from_address: batch.from_address, messages: batch.messages };
+            self.inputs.send(input).await.map_err(|_| to_status(ServerError::ShuttingDown))?;
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        let ack = match snapshot::receive(&self.inputs, request.into_inner()).await {
+            Ok(()) => SnapshotAck { accepted: true, error: String::new() },
+            Err(error) => {
+                tracing::warn!(%error, "snapshot refused");
+                SnapshotAck { accepted: false, error }
+            }
+        };
+        Ok(Response::new(ack))
+    }
+}
+
+/// Raft messages in one `RaftBatch` at most.
+const BATCH_MESSAGES_MAX: usize = 256;
+/// A batch stops taking further messages past this many bytes.
+pub(crate) const PEER_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bound on connecting to and calling a peer.
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);

@@ -1,0 +1,192 @@
+//! `run_node`: opens the node, serves gRPC (client API and peer service on
+//! one address), runs the event loop, and joins a cluster if asked.
+
+use std::future::Future;
+use std::time::Duration;
+
+use deeb_core::disk::Disk;
+use deeb_core::{Node, OpenError};
+use deeb_proto::deeb_server::DeebServer;
+use deeb_proto::peer_server::PeerServer;
+use deeb_proto::{AddNodeRequest, StatusRequest};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::api::DeebService;
+use crate::client::connect;
+use crate::config::{ConfigError, ServeConfig};
+use crate::event_loop::{EventLoop, Input, Stopped};
+use crate::handle::NodeHandle;
+use crate::peer::{PeerSenders, PeerService};
+
+/// Why a node could not run or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("opening the node: {0}")]
+    Open(#[from] OpenError),
+    #[error("gRPC server on {address}: {message}")]
+    Transport { address: String, message: String },
+    #[error("node stopped: {0}")]
+    Stopped(#[from] Stopped),
+    #[error("joining through {address}: {message}")]
+    Join { address: String, message: String },
+}
+
+/// Runs one node until `shutdown` resolves or it stops on a fatal error.
+/// `disk` holds the raft log (`FsDisk` on `data_dir/log` for real; the
+/// simulator passes its own).
+///
+/// # Errors
+/// Bad configuration, a data directory that cannot be opened, a listen
+/// address that cannot be bound, or a fatal node error (exit and restart).
+pub async fn run_node<D: Disk + 'static>(
+    config: ServeConfig,
+    disk: D,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let start = Instant::now();
+    let node = Node::open(config.core.clone(), disk, &config.data_dir, &config.peers, Duration::ZERO)?;
+    tracing::info!(node = config.id().0, listen = %config.listen, "node open");
+    let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
+    let handle = NodeHandle::new(inputs.clone(), config.request_timeout, config.id());
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let (server_failed, mut server_failure) = oneshot::channel::<String>();
+    let server =
+        tokio::spawn(serve_grpc(config.clone(), handle.clone(), inputs.clone(), server_stopped, server_failed));
+    if config.join.is_some() {
+        tokio::spawn(join_in_background(config.clone(), handle.clone()));
+    }
+    let peers = PeerSenders::new(config.id(), config.advertise.clone(), inputs.clone(), PEER_QUEUE_MAX);
+    let event_loop = EventLoop::new(node, start, receiver, inputs, peers, config.core.limits.snapshot_chunk_bytes_max);
+    let mut failure = None;
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            message = &mut server_failure => failure = message.ok(),
+        }
+    };
+    let result = event_loop.run(stop, config.shutdown_transfer_timeout).await;
+    let _ = stop_server.send(());
+    // Graceful gRPC shutdown waits for open connections (peers keep theirs);
+    // bound it, then drop whatever is left.
+    let abort = server.abort_handle();
+    if tokio::time::timeout(SERVER_DRAIN_TIMEOUT, server).await.is_err() {
+        abort.abort();
+    }
+    if let Some(message) = failure {
+        return Err(ServeError::Transport { address: config.listen.to_string(), message });
+    }
+    result.map_err(ServeError::from)
+}
+
+async fn serve_grpc(
+    config: ServeConfig,
+    handle: NodeHandle,
+    inputs: mpsc::Sender<Input>,
+    stop: oneshot::Receiver<()>,
+    failed: oneshot::Sender<String>,
+) {
+    let limits = &config.core.limits;
+    let api = DeebService::new(handle, limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
+    let peers = PeerServer::new(PeerService::new(inputs));
+    // Raise tonic's 4 MiB decoding limit to the largest raft message we may
+    // send. (madsim's transport does not encode messages: no limit there.)
+    #[cfg(not(madsim))]
+    let peers = peers.max_decoding_message_size(peer_message_bytes_max(limits));
+    let router = tonic::transport::Server::builder().add_service(DeebServer::new(api)).add_service(peers);
+    let result = router
+        .serve_with_shutdown(config.listen, async {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(listen = %config.listen, %error, "gRPC server failed");
+        let _ = failed.send(error.to_string());
+    }
+}
+
+/// A raft message holds at least one entry (a whole batch, up to
+/// `batch_bytes_max`) and otherwise up to `raft_message_bytes_max`; a
+/// `RaftBatch` adds up to `PEER_BATCH_BYTES_MAX` of further messages.
+#[cfg_attr(madsim, allow(dead_code))]
+fn peer_message_bytes_max(limits: &deeb_core::Limits) -> usize {
+    let message = limits.batch_bytes_max.max(limits.raft_message_bytes_max as usize);
+    message + crate::peer::PEER_BATCH_BYTES_MAX + ENVELOPE_BYTES_MAX
+}
+
+async fn join_in_background(config: ServeConfig, handle: NodeHandle) {
+    if let Err(error) = join(&config, &handle).await {
+        tracing::error!(%error, "could not join the cluster");
+    }
+}
+
+/// Asks the cluster at `config.join` to add this node as a learner, waits
+/// until it has caught up, then (unless it should stay a learner) asks to
+/// promote it to voter. Skipped if this node is already a member.
+async fn join(config: &ServeConfig, handle: &NodeHandle) -> Result<(), ServeError> {
+    let address = config.join.clone().unwrap_or_default();
+    let join_error = |message: String| ServeError::Join { address: address.clone(), message };
+    let status = handle.status().await.map_err(|error| join_error(error.to_string()))?;
+    if status.members.iter().any(|member| member.id == config.id()) {
+        tracing::info!("already a member; not joining again");
+        return Ok(());
+    }
+    add_self(config, &address, true).await.map_err(join_error)?;
+    tracing::info!(via = %address, "joined as learner");
+    if config.join_as_learner {
+        return Ok(());
+    }
+    wait_caught_up(handle, &address).await.map_err(join_error)?;
+    add_self(config, &address, false).await.map_err(join_error)?;
+    tracing::info!(via = %address, "promoted to voter");
+    Ok(())
+}
+
+async fn add_self(config: &ServeConfig, address: &str, learner: bool) -> Result<(), String> {
+    let request = AddNodeRequest { node_id: config.id().0, address: config.advertise.clone(), learner };
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let attempt = match connect(address).await {
+            Ok(mut client) => client.add_node(request.clone()).await.map(drop).map_err(|s| s.message().to_owned()),
+            Err(error) => Err(error.to_string()),
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(error) if Instant::now() >= deadline => return Err(error),
+            Err(error) => tracing::debug!(%error, "join attempt failed; retrying"),
+        }
+        tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+    }
+}
+
+/// Waits (bounded) until this node has applied what the cluster had
+/// committed when we asked.
+async fn wait_caught_up(handle: &NodeHandle, address: &str) -> Result<(), String> {
+    let mut client = connect(address).await.map_err(|error| error.to_string())?;
+    let target = client.status(StatusRequest {}).await.map_err(|s| s.message().to_owned())?.into_inner().commit_index;
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    while Instant::now() < deadline {
+        let applied = handle.status().await.map_err(|error| error.to_string())?.applied_index.0;
+        if applied >= target {
+            return Ok(());
+        }
+        tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+    }
+    Err(format!("did not catch up to index {target} in time"))
+}
+
+/// Framing around a raft message (entry headers, batch fields).
+const ENVELOPE_BYTES_MAX: usize = 1024 * 1024;
+/// Bound on draining client and peer connections at shutdown.
+const SERVER_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Inputs waiting for the event loop.
+const INPUT_QUEUE_MAX: usize = 4096;
+/// Raft messages queued per peer before new ones are dropped.
+const PEER_QUEUE_MAX: usize = 1024;
+/// Bound on joining a cluster (each step).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(200);

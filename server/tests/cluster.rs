@@ -1,0 +1,137 @@
+//! Scenario tests against real `deeb serve` processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{cells, wait_for, Cluster};
+
+#[tokio::test]
+async fn write_through_follower_read_on_third() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    cluster.execute(followers[0], "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)").await.expect("create");
+    let response = cluster.execute(followers[0], "INSERT INTO t (name) VALUES ('alice')").await.expect("insert");
+    assert_eq!(response.served_by, leader, "a follower forwards writes to the leader");
+    let result = cluster.query(followers[1], "SELECT id, name FROM t").await.expect("query");
+    assert_eq!(cells(&result), vec![vec!["1".to_owned(), "alice".to_owned()]]);
+    assert_eq!(result.served_by, followers[1]);
+}
+
+#[tokio::test]
+async fn leader_kill_loses_nothing_and_restarted_node_catches_up() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let survivor = if leader == 1 { 2 } else { 1 };
+    cluster.execute(survivor, "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)").await.expect("create");
+    for value in 0..20 {
+        cluster.execute(survivor, &format!("INSERT INTO t (v) VALUES ({value})")).await.expect("acknowledged");
+    }
+    cluster.kill(leader);
+    let started = Instant::now();
+    let response = cluster.execute(survivor, "INSERT INTO t (v) VALUES (20)").await.expect("write after failover");
+    let failover = started.elapsed();
+    assert!(failover < Duration::from_secs(3), "new leader acknowledged after {failover:?}");
+    assert_ne!(response.served_by, leader);
+    let result = cluster.query(survivor, "SELECT v FROM t ORDER BY v").await.expect("query");
+    let values: Vec<String> = cells(&result).into_iter().map(|row| row[0].clone()).collect();
+    let expected: Vec<String> = (0..=20).map(|value| value.to_string()).collect();
+    assert_eq!(values, expected, "every acknowledged write survives");
+    cluster.spawn(leader);
+    cluster.wait_applied(leader, response.index).await;
+    let stale = wait_for(Duration::from_secs(10), "restarted node serves", || async {
+        let mut client = cluster.client(leader).await;
+        let level = deeb_server::cli::args::Level::Stale;
+        deeb_server::cli::commands::query(&mut client, "SELECT v FROM t ORDER BY v", level, None).await.ok()
+    })
+    .await;
+    assert_eq!(cells(&stale), cells(&result), "restarted node has the same rows");
+}
+
+#[tokio::test]
+async fn whole_cluster_restart_keeps_data() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(1, "CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)").await.expect("create");
+    cluster.execute(2, "INSERT INTO t VALUES ('a', 'one'), ('b', 'two')").await.expect("insert");
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    cluster.wait_leader(&[1, 2, 3]).await;
+    let result = cluster.query(3, "SELECT k, v FROM t ORDER BY k").await.expect("query after restart");
+    assert_eq!(cells(&result), vec![vec!["a", "one"], vec!["b", "two"]]);
+}
+
+#[tokio::test]
+async fn lagging_node_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, &["--snapshot-interval", "20", "--compaction-lag", "5"]);
+    cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(1, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)").await.expect("create");
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let lagging = if leader == 3 { 2 } else { 3 };
+    let writer = [1, 2, 3].into_iter().find(|id| *id != lagging).expect("a live node");
+    cluster.kill(lagging);
+    let mut last_index = 0;
+    for value in 0..100 {
+        let response = cluster.execute(writer, &format!("INSERT INTO t (v) VALUES ('row {value}')")).await;
+        last_index = response.expect("insert").index;
+    }
+    let leader_status = cluster.status(cluster.wait_leader(&[writer]).await).await.expect("status");
+    assert!(leader_status.snapshot_index > 20, "leader compacted: {leader_status:?}");
+    cluster.spawn(lagging);
+    cluster.wait_applied(lagging, last_index).await;
+    let status = cluster.status(lagging).await.expect("status");
+    assert!(status.snapshot_index > 0, "caught up through a snapshot: {status:?}");
+    let count = cluster.query(lagging, "SELECT count(*) FROM t").await.expect("count");
+    assert_eq!(cells(&count), vec![vec!["100"]]);
+}
+
+#[tokio::test]
+async fn join_promote_and_remove_while_serving() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(1, "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)").await.expect("create");
+    cluster.spawn_joining(4, 1, false);
+    let mut value = 0;
+    let promoted = wait_for(Duration::from_secs(30), "node 4 becomes a voter", || {
+        value += 1;
+        let insert = format!("INSERT INTO t (v) VALUES ({value})");
+        let cluster = &cluster;
+        async move {
+            cluster.execute(2, &insert).await.expect("writes go on during the join");
+            let status = cluster.status(1).await.ok()?;
+            status.members.iter().any(|member| member.node_id == 4 && !member.learner).then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(promoted.members.len(), 4);
+    let leader = cluster.wait_leader(&[1, 2, 3, 4]).await;
+    let removed = [1, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
+    let mut client = cluster.client(4).await;
+    let action = deeb_server::cli::args::NodesAction::Remove { id: removed };
+    deeb_server::cli::commands::nodes(&mut client, &action).await.expect("remove");
+    cluster.kill(removed);
+    let reader = [1, 2, 3, 4].into_iter().find(|id| *id != removed).expect("a live node");
+    let response = cluster.execute(4, "INSERT INTO t (v) VALUES (-1)").await.expect("write after removal");
+    cluster.wait_applied(4, response.index).await;
+    let status = cluster.status(reader).await.expect("status");
+    assert!(status.members.iter().all(|member| member.node_id != removed), "{status:?}");
+    let result = cluster.query(4, "SELECT count(*) FROM t WHERE v = -1").await.expect("query on the new node");
+    assert_eq!(cells(&result), vec![vec!["1"]]);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_transfers_leadership() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    assert!(cluster.terminate(leader), "SIGTERM exits 0");
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let started = Instant::now();
+    let next = cluster.wait_leader(&others).await;
+    assert_ne!(next, leader);
+    assert!(started.elapsed() < Duration::from_secs(2), "leadership was handed over, not re-elected");
+}

@@ -1,0 +1,210 @@
+//! A cluster of real `deeb serve` processes on 127.0.0.1 with free ports,
+//! killed when dropped (also when a test fails). Every wait is bounded.
+
+#![allow(dead_code)] // Each test file uses a different part.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deeb_proto::{ExecuteResponse, StatusResponse};
+use deeb_server::cli::args::Level;
+use deeb_server::cli::commands::{self, Client, QueryResult};
+use deeb_server::client::connect;
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ports: BTreeMap<u64, u16>,
+    pub children: BTreeMap<u64, Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl Cluster {
+    /// Starts `size` voters of a new cluster.
+    pub fn start(size: u64, extra_args: &[&str]) -> Self {
+        let mut cluster = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            ports: (1..=size).map(|id| (id, free_port())).collect(),
+            children: BTreeMap::new(),
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+        };
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.ports[&id])
+    }
+
+    fn peers(&self) -> String {
+        let initial = self.ports.keys().filter(|id| **id <= 3);
+        initial.map(|id| format!("{id}={}", self.addr(*id))).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    /// Starts (or restarts) node `id` with the initial peer list.
+    pub fn spawn(&mut self, id: u64) {
+        let peers = self.peers();
+        self.spawn_with(id, &["--peers", &peers]);
+    }
+
+    /// Starts a new node that joins through `via`.
+    pub fn spawn_joining(&mut self, id: u64, via: u64, learner: bool) {
+        self.ports.entry(id).or_insert_with(free_port);
+        let via = self.addr(via);
+        let mut args = vec!["--join", via.as_str()];
+        if learner {
+            args.push("--learner");
+        }
+        self.spawn_with(id, &args);
+    }
+
+    fn spawn_with(&mut self, id: u64, args: &[&str]) {
+        assert!(!self.children.contains_key(&id), "node {id} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_deeb"))
+            .args(["serve", "--id", &id.to_string(), "--listen", &self.addr(id), "--log-level", "info"])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(args)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start deeb serve");
+        self.children.insert(id, child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children.remove(&id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns its success.
+    pub fn terminate(&mut self, id: u64) -> bool {
+        let Some(mut child) = self.children.remove(&id) else { return false };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub fn dump_logs(&self) {
+        for id in self.ports.keys() {
+            let path = self.dir.path().join(format!("node-{id}.log"));
+            if let Ok(text) = std::fs::read_to_string(path) {
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                eprintln!("--- node {id} log (last lines) ---");
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    pub async fn client(&self, id: u64) -> Client {
+        let address = self.addr(id);
+        wait_for(Duration::from_secs(20), "connect", || async { connect(&address).await.ok() }).await
+    }
+
+    pub async fn status(&self, id: u64) -> Result<StatusResponse, tonic::Status> {
+        let mut client =
+            connect(&self.addr(id)).await.map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        commands::status(&mut client).await
+    }
+
+    /// Waits for a node among `ids` to report a leader, and returns it.
+    pub async fn wait_leader(&self, ids: &[u64]) -> u64 {
+        wait_for(Duration::from_secs(20), "a leader", || async {
+            for id in ids {
+                if let Ok(status) = self.status(*id).await {
+                    if status.leader_id != 0 && status.role == "leader" {
+                        return Some(status.node_id);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    pub async fn execute(&self, id: u64, sql: &str) -> Result<ExecuteResponse, tonic::Status> {
+        let mut client = self.client(id).await;
+        commands::execute(&mut client, sql).await
+    }
+
+    pub async fn query(&self, id: u64, sql: &str) -> Result<QueryResult, tonic::Status> {
+        let mut client = self.client(id).await;
+        commands::query(&mut client, sql, Level::Linearizable, None).await
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64) {
+        wait_for(Duration::from_secs(30), "applied index", || async {
+            self.status(id).await.ok().filter(|status| status.applied_index >= index).map(drop)
+        })
+        .await
+    }
+}
+
+/// Polls `probe` until it yields a value; panics after `bound`.
+pub async fn wait_for<T, F, Fut>(bound: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "not reached within {bound:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The rows of a result as strings, for comparisons.
+pub fn cells(result: &QueryResult) -> Vec<Vec<String>> {
+    let format = deeb_server::cli::table::format_value;
+    result.rows.iter().map(|row| row.values.iter().map(format).collect()).collect()
+}
