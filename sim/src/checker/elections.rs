@@ -44,8 +44,11 @@ mod tests {
 
     #[test]
     fn two_leaders_in_one_term_is_a_violation() {
-        let observations =
-            [LeaderObserved { term: 1, node: 1 }, LeaderObserved { term: 2, node: 2 }, LeaderObserved { term: 2, node: 3 }];
+        let observations = [
+            LeaderObserved { term: 1, node: 1 },
+            LeaderObserved { term: 2, node: 2 },
+            LeaderObserved { term: 2, node: 3 },
+        ];
         let violation = check_election_safety(&observations).unwrap_err();
         assert_eq!(violation, Violation::TwoLeaders { term: 2, first: 2, second: 3 });
         assert_eq!(violation.to_string(), "term 2 has two leaders: node 2 and node 3");

@@ -165,7 +165,8 @@ impl<'a> Search<'a> {
         visited_states_max: usize,
     ) -> Search<'a> {
         let completed_total = operations.iter().filter(|operation| operation.completed.is_some()).count();
-        let root = Frame { linearized: Bitset::new(operations.len()), register: None, completed_remaining: completed_total };
+        let root =
+            Frame { linearized: Bitset::new(operations.len()), register: None, completed_remaining: completed_total };
         Search { key, history, operations, completed_total, visited: HashSet::new(), visited_states_max, deepest: root }
     }
 
@@ -249,3 +250,298 @@ impl<'a> Search<'a> {
 
 /// At most this many operations are quoted in a [`Violation::NotLinearizable`].
 const EXCERPT_OPERATIONS_MAX: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A value no generated history writes.
+    const NEVER_WRITTEN: i64 = 1_000_000;
+
+    fn operation(invoked: u64, completed: Option<u64>, kind: Kind) -> Operation {
+        Operation {
+            client: invoked,
+            invoked: Duration::from_nanos(invoked),
+            completed: completed.map(Duration::from_nanos),
+            kind,
+        }
+    }
+
+    fn write(key: u64, value: i64, invoked: u64, completed: Option<u64>) -> Operation {
+        operation(invoked, completed, Kind::Write { key, value })
+    }
+
+    fn read(key: u64, observed: Option<i64>, invoked: u64, completed: u64) -> Operation {
+        operation(invoked, Some(completed), Kind::Read { key, observed: Some(observed) })
+    }
+
+    fn compare_and_set(key: u64, swap: (i64, i64), succeeded: Option<bool>, interval: (u64, Option<u64>)) -> Operation {
+        let (expected, new) = swap;
+        operation(interval.0, interval.1, Kind::CompareAndSet { key, expected, new, succeeded })
+    }
+
+    /// Asserts that `history` is not linearizable on `key` and returns the violation.
+    fn assert_not_linearizable(history: &[Operation], key: u64) -> Violation {
+        let violation = check_linearizability(history).unwrap_err();
+        assert!(
+            matches!(violation, Violation::NotLinearizable { key: found, .. } if found == key),
+            "unexpected verdict: {violation}"
+        );
+        violation
+    }
+
+    #[test]
+    fn stale_read_after_a_completed_write_is_not_linearizable() {
+        let history = vec![write(1, 1, 0, Some(10)), read(1, None, 20, 30)];
+        let violation = check_linearizability(&history).unwrap_err();
+        let expected = Violation::NotLinearizable {
+            key: 1,
+            linearized: 1,
+            completed: 2,
+            register: Some(1),
+            blocked: vec![(1, history[1].clone())],
+        };
+        assert_eq!(violation, expected);
+        assert_eq!(
+            violation.to_string(),
+            "key 1 is not linearizable: at best 1 of 2 completed operations linearize, leaving the register \
+             holding 1, and none of these fits next:\n  operation #1: client 20 [20ns, 30ns] read key 1 -> absent"
+        );
+    }
+
+    #[test]
+    fn concurrent_write_and_read_linearize_in_either_order() {
+        let read_before = vec![write(1, 1, 0, Some(10)), read(1, None, 5, 15)];
+        assert_eq!(check_linearizability(&read_before), Ok(()));
+        let read_after = vec![write(1, 1, 0, Some(10)), read(1, Some(1), 5, 15)];
+        assert_eq!(check_linearizability(&read_after), Ok(()));
+    }
+
+    #[test]
+    fn indeterminate_write_observed_later_is_linearizable() {
+        let history = vec![write(1, 1, 0, None), read(1, None, 10, 20), read(1, Some(1), 30, 40)];
+        assert_eq!(check_linearizability(&history), Ok(()));
+    }
+
+    #[test]
+    fn indeterminate_write_never_observed_is_linearizable() {
+        let history = vec![write(1, 1, 0, None), read(1, None, 20, 30), read(1, None, 40, 50)];
+        assert_eq!(check_linearizability(&history), Ok(()));
+    }
+
+    #[test]
+    fn indeterminate_write_observed_then_unobserved_is_not_linearizable() {
+        let history = vec![write(1, 1, 0, None), read(1, Some(1), 20, 30), read(1, None, 40, 50)];
+        assert_not_linearizable(&history, 1);
+    }
+
+    #[test]
+    fn read_of_a_value_never_written_is_not_linearizable() {
+        let history = vec![write(1, 1, 0, Some(10)), read(1, Some(2), 5, 15)];
+        assert_not_linearizable(&history, 1);
+    }
+
+    #[test]
+    fn read_going_back_in_time_is_not_linearizable() {
+        let history = vec![write(1, 1, 0, Some(10)), write(1, 2, 20, Some(30)), read(1, Some(1), 40, 50)];
+        assert_not_linearizable(&history, 1);
+    }
+
+    #[test]
+    fn successful_compare_and_set_from_the_current_value_is_linearizable() {
+        let history = vec![
+            write(1, 1, 0, Some(10)),
+            compare_and_set(1, (1, 2), Some(true), (20, Some(30))),
+            read(1, Some(2), 40, 50),
+        ];
+        assert_eq!(check_linearizability(&history), Ok(()));
+    }
+
+    #[test]
+    fn successful_compare_and_set_whose_expected_value_was_never_current_is_not_linearizable() {
+        let history = vec![write(1, 1, 0, Some(10)), compare_and_set(1, (5, 2), Some(true), (20, Some(30)))];
+        assert_not_linearizable(&history, 1);
+    }
+
+    #[test]
+    fn failed_compare_and_set_while_the_value_differs_is_linearizable() {
+        let history = vec![
+            write(1, 1, 0, Some(10)),
+            compare_and_set(1, (5, 2), Some(false), (20, Some(30))),
+            read(1, Some(1), 40, 50),
+        ];
+        assert_eq!(check_linearizability(&history), Ok(()));
+    }
+
+    #[test]
+    fn failed_compare_and_set_while_the_value_is_expected_is_not_linearizable() {
+        let history = vec![write(1, 1, 0, Some(10)), compare_and_set(1, (1, 2), Some(false), (20, Some(30)))];
+        assert_not_linearizable(&history, 1);
+    }
+
+    #[test]
+    fn compare_and_set_with_unknown_outcome_may_or_may_not_take_effect() {
+        let unknown = compare_and_set(1, (1, 2), None, (20, None));
+        for observed in [1, 2] {
+            let history = vec![write(1, 1, 0, Some(10)), unknown.clone(), read(1, Some(observed), 40, 50)];
+            assert_eq!(check_linearizability(&history), Ok(()), "observed {observed}");
+        }
+        let history = vec![write(1, 1, 0, Some(10)), unknown, read(1, Some(3), 40, 50)];
+        assert_not_linearizable(&history, 1);
+    }
+
+    #[test]
+    fn failed_reads_are_ignored() {
+        let failed_read = operation(20, Some(30), Kind::Read { key: 1, observed: None });
+        let history = vec![write(1, 1, 0, Some(10)), failed_read];
+        assert_eq!(check_linearizability(&history), Ok(()));
+    }
+
+    #[test]
+    fn keys_are_checked_separately_and_the_violation_names_the_key() {
+        let history = vec![
+            write(1, 1, 0, Some(10)),
+            write(2, 7, 0, Some(10)),
+            read(1, Some(1), 20, 30),
+            read(2, Some(1), 20, 30),
+            operation(20, Some(30), Kind::BankRead { total: Some(3) }),
+        ];
+        let violation = assert_not_linearizable(&history, 2);
+        assert!(violation.to_string().starts_with("key 2 is not linearizable"), "{violation}");
+    }
+
+    #[test]
+    fn exhausted_budget_answers_unknown() {
+        let mut history: Vec<Operation> = (0..10).map(|value| write(1, value, 0, Some(100))).collect();
+        history.push(read(1, Some(NEVER_WRITTEN), 0, 100));
+        assert_eq!(
+            check_linearizability_with_budget(&history, 5),
+            Err(Violation::Unknown { key: 1, visited_states: 5 })
+        );
+        assert!(check_linearizability_with_budget(&history, 5).unwrap_err().is_unknown());
+        assert_not_linearizable(&history, 1);
+    }
+
+    #[test]
+    fn random_sequential_history_of_200_operations_is_linearizable() {
+        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+        let steps: Vec<Step> = (0..200)
+            .map(|_| Step {
+                kind: random.below(4) as u8,
+                key: random.below(2),
+                value: random.below(4) as i64,
+                new: random.below(4) as i64,
+                before: random.below(5),
+                after: random.below(5),
+                fate: DEFINITE,
+            })
+            .collect();
+        let history = build_history(&steps);
+        assert_eq!(history.len(), 200);
+        assert_eq!(check_linearizability(&history), Ok(()));
+    }
+
+    proptest! {
+        #[test]
+        fn generated_histories_linearize_until_a_read_is_corrupted(
+            steps in proptest::collection::vec(step_strategy(), 1..60),
+            pick in any::<usize>(),
+        ) {
+            let mut history = build_history(&steps);
+            prop_assert_eq!(check_linearizability(&history), Ok(()));
+            let definite_reads: Vec<usize> = (0..history.len())
+                .filter(|&position| {
+                    let operation = &history[position];
+                    operation.completed.is_some() && matches!(operation.kind, Kind::Read { observed: Some(_), .. })
+                })
+                .collect();
+            prop_assume!(!definite_reads.is_empty());
+            let position = definite_reads[pick % definite_reads.len()];
+            let Kind::Read { key, observed } = &mut history[position].kind else { unreachable!("picked a read") };
+            *observed = Some(Some(NEVER_WRITTEN));
+            let key = *key;
+            let verdict = check_linearizability(&history);
+            prop_assert!(
+                matches!(verdict, Err(Violation::NotLinearizable { key: found, .. }) if found == key),
+                "verdict {:?}", verdict
+            );
+        }
+    }
+
+    /// The step happened and its outcome came back.
+    const DEFINITE: u8 = 9;
+    /// The step happened but its outcome is unknown.
+    const INDETERMINATE_APPLIED: u8 = 0;
+    /// The step's outcome is unknown and it never took effect (reads: failed).
+    const INDETERMINATE_LOST: u8 = 1;
+
+    /// One step of a generated sequential execution. `kind`: 0 write, 1 and 3 read, 2 compare-and-set
+    /// from `value` to `new`. The step takes effect at its linearization point; its interval starts
+    /// `before` and ends `after` nanoseconds around it. `fate` is one of the constants above (2..=9 are
+    /// definite).
+    #[derive(Clone, Debug)]
+    struct Step {
+        kind: u8,
+        key: u64,
+        value: i64,
+        new: i64,
+        before: u64,
+        after: u64,
+        fate: u8,
+    }
+
+    fn step_strategy() -> impl Strategy<Value = Step> {
+        (0u8..4, 0u64..3, 0i64..4, 0i64..4, 0u64..40, 0u64..40, 0u8..10).prop_map(
+            |(kind, key, value, new, before, after, fate)| Step { kind, key, value, new, before, after, fate },
+        )
+    }
+
+    /// Runs `steps` against a model register per key, one step every 10 ns, and records what clients saw.
+    /// Every operation's interval contains its linearization point, so the history is linearizable.
+    fn build_history(steps: &[Step]) -> Vec<Operation> {
+        let mut registers: BTreeMap<u64, Option<i64>> = BTreeMap::new();
+        let mut history = Vec::with_capacity(steps.len());
+        for (number, step) in steps.iter().enumerate() {
+            let point = 100 + 10 * number as u64;
+            let register = registers.entry(step.key).or_default();
+            let definite = !matches!(step.fate, INDETERMINATE_APPLIED | INDETERMINATE_LOST);
+            let applies = step.fate != INDETERMINATE_LOST;
+            let kind = match step.kind {
+                0 => {
+                    if applies {
+                        *register = Some(step.value);
+                    }
+                    Kind::Write { key: step.key, value: step.value }
+                }
+                2 => {
+                    let succeeded = *register == Some(step.value);
+                    if succeeded && applies {
+                        *register = Some(step.new);
+                    }
+                    let succeeded = definite.then_some(succeeded);
+                    Kind::CompareAndSet { key: step.key, expected: step.value, new: step.new, succeeded }
+                }
+                _ => Kind::Read { key: step.key, observed: definite.then_some(*register) },
+            };
+            let completed = definite.then_some(point + step.after);
+            history.push(operation(point - step.before, completed, kind));
+        }
+        history
+    }
+
+    /// A small deterministic generator for the fixed random history.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % bound
+        }
+    }
+}
