@@ -171,9 +171,13 @@ impl Deeb for DeebService {
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let status = self.handle.status().await.map_err(to_status)?;
-        Ok(Response::new(status_response(&status)))
+        let mut response = status_response(&status);
+        if request.into_inner().with_digest {
+            (response.digest_index, response.digest) = self.handle.digest().await.map_err(to_status)?;
+        }
+        Ok(Response::new(response))
     }
 
     async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AdminResponse>, Status> {
@@ -259,6 +263,8 @@ pub fn status_response(status: &NodeStatus) -> StatusResponse {
             .since_leader_contact
             .map_or(u64::MAX, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
         snapshot_index: status.snapshot_index.0,
+        digest: 0,
+        digest_index: 0,
     }
 }
 

@@ -32,6 +32,9 @@ pub enum ServerError {
     /// The leader could not be reached to forward the request.
     #[error("no leader: {0}")]
     NoLeader(String),
+    /// The node's own database failed while answering (e.g. a digest).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The leader answered a forwarded request with this status: relayed as is.
     #[error("{}", .0.message())]
     Forwarded(Status),
@@ -51,6 +54,7 @@ pub fn to_status(error: ServerError) -> Status {
         ServerError::Overloaded => Code::ResourceExhausted,
         ServerError::ShuttingDown | ServerError::NoLeader(_) => Code::Unavailable,
         ServerError::Invalid(_) => Code::InvalidArgument,
+        ServerError::Internal(_) => Code::Internal,
     };
     let message = match code {
         Code::Unavailable if !message.starts_with("no leader") && is_leaderless(&message) => {

@@ -35,6 +35,8 @@ pub enum Input {
     Admin { request: AdminRequest, reply: oneshot::Sender<Result<(), AdminError>> },
     /// A status report.
     Status { reply: oneshot::Sender<Status> },
+    /// The state digest at the applied index (a full scan; for checks).
+    Digest { reply: oneshot::Sender<Result<(u64, u64), String>> },
     /// A member's address.
     Address { id: NodeId, reply: oneshot::Sender<Option<String>> },
     /// A peer starts streaming a snapshot to us.
@@ -55,6 +57,7 @@ impl std::fmt::Debug for Input {
             Input::Read { .. } => "Read",
             Input::Admin { .. } => "Admin",
             Input::Status { .. } => "Status",
+            Input::Digest { .. } => "Digest",
             Input::Address { .. } => "Address",
             Input::SnapshotStart { .. } => "SnapshotStart",
             Input::SnapshotReceived { .. } => "SnapshotReceived",
@@ -182,6 +185,10 @@ impl<D: Disk> EventLoop<D> {
             }
             Input::Admin { request, reply } => self.admin(now, request, reply),
             Input::Status { reply } => drop(reply.send(self.node.status())),
+            Input::Digest { reply } => {
+                let digest = self.node.digest().map(|(index, digest)| (index.0, digest));
+                drop(reply.send(digest.map_err(|error| error.to_string())));
+            }
             Input::Address { id, reply } => drop(reply.send(self.address(id))),
             Input::SnapshotStart { header, reply } => drop(reply.send(self.node.snapshot_receiver(header))),
             Input::SnapshotReceived { received } => self.node.install_received(now, received),

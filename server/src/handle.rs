@@ -75,6 +75,14 @@ impl NodeHandle {
         self.call(|reply| Input::Status { reply }).await
     }
 
+    /// The state digest and the applied index it was computed at.
+    ///
+    /// # Errors
+    /// The database could not be read, a full queue, a timeout, or shutdown.
+    pub async fn digest(&self) -> Result<(u64, u64), ServerError> {
+        self.call(|reply| Input::Digest { reply }).await?.map_err(ServerError::Internal)
+    }
+
     /// The address of `id`, from the replicated member list or from peers'
     /// messages.
     ///

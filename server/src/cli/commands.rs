@@ -75,7 +75,7 @@ pub fn consistency(level: Level) -> deeb_proto::Consistency {
 /// # Errors
 /// The server's status.
 pub async fn status(client: &mut Client) -> Result<StatusResponse, tonic::Status> {
-    Ok(client.status(StatusRequest {}).await?.into_inner())
+    Ok(client.status(StatusRequest::default()).await?.into_inner())
 }
 
 /// Carries out a `deeb nodes` action and describes the result.

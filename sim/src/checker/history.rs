@@ -1,0 +1,125 @@
+//! The client history the simulator records and the checkers read.
+//!
+//! Times are simulated time since the start of the run. An operation whose `completed` is `None` is
+//! indeterminate: the client timed out or was told "outcome unknown", so it may have taken effect at
+//! any time after `invoked`, or never.
+
+use std::fmt;
+use std::time::Duration;
+
+/// One client operation: when it was invoked, when (if ever) its outcome came back, and what it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    /// The client (session) that issued the operation.
+    pub client: u64,
+    /// Simulated time at which the client sent the request.
+    pub invoked: Duration,
+    /// Simulated time at which the client learnt the outcome; `None` when the outcome is unknown.
+    pub completed: Option<Duration>,
+    /// What the operation did and what it observed.
+    pub kind: Kind,
+}
+
+/// What an operation did. Register kinds work on a key whose initial state is absent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Set `key` to `value`. Record only writes that succeeded or whose outcome is unknown.
+    Write { key: u64, value: i64 },
+    /// Read `key`. `observed` is `Some(None)` when the row was absent, `None` when the read failed
+    /// (the checkers ignore such reads).
+    Read { key: u64, observed: Option<Option<i64>> },
+    /// Set `key` to `new` if it holds `expected`. `succeeded` is `None` when the outcome is unknown;
+    /// `Some(false)` means the value was not `expected`, `Some(true)` that it was and is now `new`.
+    CompareAndSet { key: u64, expected: i64, new: i64, succeeded: Option<bool> },
+    /// Read the sum of every bank account; `None` when the read failed.
+    BankRead { total: Option<i64> },
+    /// Move `amount` from account `from` to account `to`; `succeeded` is `None` when unknown.
+    Transfer { from: u64, to: u64, amount: i64, succeeded: Option<bool> },
+    /// Insert `value` into the set; `acknowledged` when the server confirmed it.
+    SetInsert { value: i64, acknowledged: bool },
+    /// The final read of the whole set, after the liveness phase.
+    SetFinal { values: Vec<i64> },
+}
+
+impl Operation {
+    /// Whether the outcome of the operation never came back.
+    pub fn is_indeterminate(&self) -> bool {
+        self.completed.is_none()
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "client {} [{:?}, ", self.client, self.invoked)?;
+        match self.completed {
+            Some(completed) => write!(formatter, "{completed:?}")?,
+            None => write!(formatter, "?")?,
+        }
+        write!(formatter, "] {}", self.kind)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::Write { key, value } => write!(formatter, "write key {key} := {value}"),
+            Kind::Read { key, observed } => write!(formatter, "read key {key} -> {}", Observed(*observed)),
+            Kind::CompareAndSet { key, expected, new, succeeded } => {
+                write!(formatter, "cas key {key} {expected} -> {new} {}", Outcome(*succeeded))
+            }
+            Kind::BankRead { total: Some(total) } => write!(formatter, "bank read total {total}"),
+            Kind::BankRead { total: None } => write!(formatter, "bank read failed"),
+            Kind::Transfer { from, to, amount, succeeded } => {
+                write!(formatter, "transfer {amount} from {from} to {to} {}", Outcome(*succeeded))
+            }
+            Kind::SetInsert { value, acknowledged } => {
+                let state = if *acknowledged { "acknowledged" } else { "unacknowledged" };
+                write!(formatter, "set insert {value} {state}")
+            }
+            Kind::SetFinal { values } => write!(formatter, "set final read of {} values", values.len()),
+        }
+    }
+}
+
+/// Formats what a read saw.
+struct Observed(Option<Option<i64>>);
+
+impl fmt::Display for Observed {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(Some(value)) => write!(formatter, "{value}"),
+            Some(None) => write!(formatter, "absent"),
+            None => write!(formatter, "failed"),
+        }
+    }
+}
+
+/// Formats a success flag that may be unknown.
+struct Outcome(Option<bool>);
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(true) => write!(formatter, "ok"),
+            Some(false) => write!(formatter, "failed"),
+            None => write!(formatter, "unknown"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_client_times_and_kind() {
+        let operation = Operation {
+            client: 3,
+            invoked: Duration::from_nanos(10),
+            completed: None,
+            kind: Kind::Read { key: 7, observed: Some(None) },
+        };
+        assert_eq!(operation.to_string(), "client 3 [10ns, ?] read key 7 -> absent");
+        assert!(operation.is_indeterminate());
+    }
+}
