@@ -167,7 +167,8 @@ async fn add_self(config: &ServeConfig, address: &str, learner: bool) -> Result<
 /// committed when we asked.
 async fn wait_caught_up(handle: &NodeHandle, address: &str) -> Result<(), String> {
     let mut client = connect(address).await.map_err(|error| error.to_string())?;
-    let target = client.status(StatusRequest::default()).await.map_err(|s| s.message().to_owned())?.into_inner().commit_index;
+    let target =
+        client.status(StatusRequest::default()).await.map_err(|s| s.message().to_owned())?.into_inner().commit_index;
     let deadline = Instant::now() + JOIN_TIMEOUT;
     while Instant::now() < deadline {
         let applied = handle.status().await.map_err(|error| error.to_string())?.applied_index.0;

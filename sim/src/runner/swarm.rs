@@ -62,20 +62,20 @@ impl Swarm {
     /// Draws a fault mix from `seed` for `scenario`.
     pub fn draw(seed: u64, scenario: Scenario, nodes: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed ^ SWARM_SALT);
-        let mut coin = |p: f64| rng.gen_bool(p);
+        let coin = |rng: &mut SmallRng, p: f64| rng.gen_bool(p);
         let (partitions, kills, membership) = match scenario {
-            Scenario::Mixed => (coin(0.7), coin(0.6), coin(0.3)),
+            Scenario::Mixed => (coin(&mut rng, 0.7), coin(&mut rng, 0.6), coin(&mut rng, 0.3)),
             Scenario::Partitions => (true, false, false),
             Scenario::Crashes => (false, true, false),
-            Scenario::Membership => (coin(0.5), coin(0.3), true),
+            Scenario::Membership => (coin(&mut rng, 0.5), coin(&mut rng, 0.3), true),
         };
-        let power_loss = kills && coin(0.4);
-        let one_way_partitions = partitions && coin(0.4);
-        let pauses = scenario == Scenario::Mixed && coin(0.3);
-        let leader_transfers = coin(0.3) || scenario == Scenario::Membership;
-        let tiny_timeouts = coin(0.3);
-        let packet_loss_rate = if coin(0.3) { rng.gen_range(0.0..0.05) } else { 0.0 };
-        let snapshot_interval_entries = if coin(0.5) { rng.gen_range(5..50) } else { 10_000 };
+        let power_loss = kills && coin(&mut rng, 0.4);
+        let one_way_partitions = partitions && coin(&mut rng, 0.4);
+        let pauses = scenario == Scenario::Mixed && coin(&mut rng, 0.3);
+        let leader_transfers = coin(&mut rng, 0.3) || scenario == Scenario::Membership;
+        let tiny_timeouts = coin(&mut rng, 0.3);
+        let packet_loss_rate = if coin(&mut rng, 0.3) { rng.gen_range(0.0..0.05) } else { 0.0 };
+        let snapshot_interval_entries = if coin(&mut rng, 0.5) { rng.gen_range(5..50) } else { 10_000 };
         Self {
             nodes,
             clients: rng.gen_range(2..6),

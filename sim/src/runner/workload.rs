@@ -171,7 +171,10 @@ impl Client {
         let to = (from + self.rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
         let amount = self.rng.gen_range(1..10);
         let statements = vec![
-            statement("UPDATE bank SET balance = balance - ? WHERE id = ?", vec![integer(amount), integer(from as i64)]),
+            statement(
+                "UPDATE bank SET balance = balance - ? WHERE id = ?",
+                vec![integer(amount), integer(from as i64)],
+            ),
             statement("UPDATE bank SET balance = balance + ? WHERE id = ?", vec![integer(amount), integer(to as i64)]),
         ];
         let invoked = self.recorder.now();
