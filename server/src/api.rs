@@ -212,7 +212,11 @@ fn is_transient(error: &ServerError) -> bool {
         ServerError::Write(WriteError::NotLeader { leader: None }) => true,
         ServerError::Admin(AdminError::NotLeader { leader: None }) => true,
         ServerError::NoLeader(_) => true,
-        ServerError::Forwarded(status) => status.code() == tonic::Code::Unavailable,
+        // Only a leader's own "nothing done" answer: a call broken in flight
+        // is also `Unavailable`, and retrying it could apply a write twice.
+        ServerError::Forwarded(status) => {
+            status.code() == tonic::Code::Unavailable && crate::errors::proves_not_applied(status)
+        }
         _ => false,
     }
 }

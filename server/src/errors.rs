@@ -43,6 +43,37 @@ pub enum ServerError {
 /// Maps every server error to the gRPC status a client sees. This is the
 /// only such mapping in the server.
 pub fn to_status(error: ServerError) -> Status {
+    let not_applied = is_not_applied(&error);
+    let mut status = status_of(error);
+    if not_applied {
+        status.metadata_mut().insert(NOT_APPLIED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+    }
+    status
+}
+
+/// True if `status` came from a node that knows the request did nothing
+/// (so forwarding it again cannot apply it twice). A status without the
+/// mark, such as a connection broken mid-call, proves nothing.
+pub fn proves_not_applied(status: &Status) -> bool {
+    status.metadata().contains_key(NOT_APPLIED_KEY)
+}
+
+/// The metadata key that marks a definite "nothing was done" failure.
+pub const NOT_APPLIED_KEY: &str = "x-deeb-not-applied";
+
+/// Errors after which the request certainly had no effect.
+fn is_not_applied(error: &ServerError) -> bool {
+    match error {
+        ServerError::Forwarded(status) => proves_not_applied(status),
+        ServerError::Write(error) => !matches!(error, WriteError::OutcomeUnknown),
+        ServerError::Admin(error) => !matches!(error, AdminError::OutcomeUnknown | AdminError::TransferTimeout(_)),
+        ServerError::Read(_) | ServerError::Query(_) | ServerError::Invalid(_) => true,
+        ServerError::Overloaded | ServerError::NoLeader(_) => true,
+        ServerError::Timeout(_) | ServerError::ShuttingDown | ServerError::Internal(_) => false,
+    }
+}
+
+fn status_of(error: ServerError) -> Status {
     let message = error.to_string();
     let code = match error {
         ServerError::Forwarded(status) => return status,
@@ -158,5 +189,18 @@ mod tests {
     fn forwarded_status_is_relayed_unchanged() {
         let status = to_status(ServerError::Forwarded(Status::new(Code::Aborted, "x")));
         assert_eq!((status.code(), status.message()), (Code::Aborted, "x"));
+    }
+
+    #[test]
+    fn only_definite_failures_are_marked_not_applied() {
+        let not_leader = to_status(ServerError::Write(WriteError::NotLeader { leader: None }));
+        assert!(proves_not_applied(&not_leader));
+        assert!(!proves_not_applied(&to_status(ServerError::Write(WriteError::OutcomeUnknown))));
+        assert!(!proves_not_applied(&to_status(ServerError::Timeout(10))));
+        // A call broken in flight: the same code, but no mark.
+        let broken = Status::unavailable("transport error");
+        assert!(!proves_not_applied(&broken));
+        assert!(!proves_not_applied(&to_status(ServerError::Forwarded(broken))));
+        assert!(proves_not_applied(&to_status(ServerError::Forwarded(not_leader))));
     }
 }

@@ -193,7 +193,28 @@ impl<D: Disk> Node<D> {
         self.reload_members()?;
         tracing::info!(node = self.id.0, index = applied.index, ?conf_state, "membership changed");
         self.admin.on_applied(applied, &mut self.outputs);
+        self.step_down_if_removed(&conf_state);
         Ok(())
+    }
+
+    /// raft-rs leaves a leader that removed itself in charge (a TODO in its
+    /// `post_conf_change`), and the remaining voters keep following a node
+    /// outside the configuration: nobody is ever elected. Note it here; the
+    /// node steps down once the current ready is done (raft-rs forbids a
+    /// term change between `ready` and `advance`).
+    fn step_down_if_removed(&mut self, conf_state: &raft::eraftpb::ConfState) {
+        let me = self.id.0;
+        let still_voting = conf_state.voters.contains(&me) || conf_state.voters_outgoing.contains(&me);
+        self.step_down_pending |= self.role == StateRole::Leader && !still_voting;
+    }
+
+    /// Steps down into the next term if this leader removed itself.
+    pub(super) fn step_down_if_pending(&mut self) {
+        if std::mem::take(&mut self.step_down_pending) && self.raw.raft.state == StateRole::Leader {
+            let term = self.raw.raft.term;
+            tracing::info!(node = self.id.0, term, "removed from the configuration: stepping down");
+            self.raw.raft.become_follower(term + 1, raft::INVALID_ID);
+        }
     }
 
     pub(super) fn reload_members(&mut self) -> Result<(), Fatal> {

@@ -131,6 +131,8 @@ pub struct Node<D: Disk> {
     last_leader_contact: Option<Duration>,
     /// Mutation `send_before_sync` only: a sync deferred to the next ready.
     sync_owed: bool,
+    /// This leader applied its own removal and must step down.
+    step_down_pending: bool,
 }
 
 impl<D: Disk> Node<D> {
@@ -183,6 +185,7 @@ impl<D: Disk> Node<D> {
             members,
             last_leader_contact: None,
             sync_owed: false,
+            step_down_pending: false,
         };
         node.randomize_election_timeout();
         node.snapshot_if_missing();
@@ -420,6 +423,7 @@ impl<D: Disk> Node<D> {
         self.send_messages(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.step_down_if_pending();
         let release_at = if self.config.mutations.read_before_apply { u64::MAX } else { self.sm.applied().index };
         self.reads.release(release_at, &mut self.outputs);
         Ok(())

@@ -44,6 +44,8 @@ pub struct Cluster {
     pub members: BTreeSet<u64>,
     pub fatal: Arc<Mutex<Vec<String>>>,
     pub leaders: Arc<Mutex<Vec<LeaderObserved>>>,
+    /// The simulated machine admin calls come from.
+    pub admin: NodeHandle,
     data_dir: PathBuf,
     initial: Vec<(NodeId, String)>,
     swarm: Swarm,
@@ -59,6 +61,7 @@ impl Cluster {
             members: (1..=swarm.nodes).collect(),
             fatal: Arc::new(Mutex::new(Vec::new())),
             leaders: Arc::new(Mutex::new(Vec::new())),
+            admin: Handle::current().create_node().name("admin").ip([10, 0, 2, 1].into()).build(),
             data_dir: data_dir.to_owned(),
             initial: initial.clone(),
             swarm: swarm.clone(),
@@ -138,7 +141,8 @@ impl Cluster {
 
 /// Asks one node for its status (and digest), bounded.
 pub async fn status(id: u64, with_digest: bool) -> Option<StatusResponse> {
-    let connect = deeb_server::client::connect(&address_of(id));
+    let address = address_of(id);
+    let connect = deeb_server::client::connect(&address);
     let mut client = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
     let call = client.status(StatusRequest { with_digest });
     let response = tokio::time::timeout(Duration::from_secs(2), call).await.ok()?.ok()?;

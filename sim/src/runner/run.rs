@@ -202,7 +202,7 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
             node.paused = !node.paused;
         }
         8 if swarm.membership => membership_change(cluster, rng, joined).await,
-        9 if swarm.leader_transfers => transfer_leader(&members, rng).await,
+        9 if swarm.leader_transfers => transfer_leader(&cluster.admin, &members, rng).await,
         _ => return 0,
     }
     let _ = net;
@@ -277,11 +277,9 @@ async fn membership_change(cluster: &mut Cluster, rng: &mut SmallRng, joined: &m
         let removed = members[rng.gen_range(0..members.len())];
         let request = deeb_proto::RemoveNodeRequest { node_id: removed };
         let target = cluster::address_of(*members.iter().find(|&&m| m != removed).expect("another member"));
-        let done = Handle::current()
-            .create_node()
-            .name(format!("admin-{}", rng.gen::<u32>()))
-            .ip([10, 0, 2, rng.gen_range(1..250)].into())
-            .build()
+        let done = cluster
+            .admin
+            .clone()
             .spawn(async move {
                 let Ok(Ok(mut client)) =
                     tokio::time::timeout(Duration::from_secs(1), deeb_server::client::connect(&target)).await
@@ -298,15 +296,11 @@ async fn membership_change(cluster: &mut Cluster, rng: &mut SmallRng, joined: &m
     }
 }
 
-async fn transfer_leader(members: &[u64], rng: &mut SmallRng) {
+async fn transfer_leader(admin: &madsim::runtime::NodeHandle, members: &[u64], rng: &mut SmallRng) {
     let target = members[rng.gen_range(0..members.len())];
     let via = cluster::address_of(members[rng.gen_range(0..members.len())]);
     let request = deeb_proto::TransferLeaderRequest { node_id: target };
-    let _ = Handle::current()
-        .create_node()
-        .name(format!("admin-{}", rng.gen::<u32>()))
-        .ip([10, 0, 3, rng.gen_range(1..250)].into())
-        .build()
+    let _ = admin
         .spawn(async move {
             if let Ok(Ok(mut client)) =
                 tokio::time::timeout(Duration::from_secs(1), deeb_server::client::connect(&via)).await

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use crate::checker::history::{Kind, Operation};
 
 /// Keys of the register workload: few, so operations contend.
-pub const KEYS: u64 = 4;
+pub const KEYS: u64 = 8;
 /// Bank accounts and the balance each starts with.
 pub const ACCOUNTS: u64 = 4;
 pub const INITIAL_BALANCE: i64 = 100;
@@ -99,7 +99,7 @@ impl Client {
                 return;
             }
             self.one_operation().await;
-            let pause = Duration::from_millis(self.rng.gen_range(0..20));
+            let pause = Duration::from_millis(self.rng.gen_range(5..40));
             tokio::time::sleep(pause).await;
         }
     }
