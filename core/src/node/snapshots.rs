@@ -135,6 +135,8 @@ pub(super) struct Snapshots {
     /// Received files by index, waiting for raft to accept them.
     incoming: BTreeMap<u64, PathBuf>,
     next_incoming: u64,
+    /// A peer needs a snapshot newer than the latest (see `send_snapshot`).
+    refresh_requested: bool,
 }
 
 impl Snapshots {
@@ -152,7 +154,7 @@ impl Snapshots {
                 fs::remove_file(entry.path())?;
             }
         }
-        Ok(Self { dir: dir.to_owned(), latest, incoming: BTreeMap::new(), next_incoming: 0 })
+        Ok(Self { dir: dir.to_owned(), latest, incoming: BTreeMap::new(), next_incoming: 0, refresh_requested: false })
     }
 }
 
@@ -232,9 +234,12 @@ impl<D: Disk> Node<D> {
     /// Takes a snapshot when enough entries were applied since the last.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), Fatal> {
         let since = self.snapshots.latest.as_ref().map_or(0, |file| file.index);
-        if self.sm.applied().index < since + self.config.snapshot_interval_entries {
+        let applied = self.sm.applied().index;
+        let refresh = self.snapshots.refresh_requested && applied > since;
+        if applied < since + self.config.snapshot_interval_entries && !refresh {
             return Ok(());
         }
+        self.snapshots.refresh_requested = false;
         self.take_snapshot()
     }
 
@@ -282,6 +287,18 @@ impl<D: Disk> Node<D> {
     pub(super) fn send_snapshot(&mut self, message: Message) {
         let metadata = message.get_snapshot().get_metadata();
         let to = message.to;
+        let conf = metadata.get_conf_state();
+        let includes_recipient = [&conf.voters, &conf.learners, &conf.voters_outgoing, &conf.learners_next]
+            .iter()
+            .any(|ids| ids.contains(&to));
+        if !includes_recipient {
+            // The snapshot predates the change that added `to`, and raft-rs
+            // on `to` refuses it: take a fresh one and let raft retry.
+            tracing::info!(node = self.id.0, to, index = metadata.index, "snapshot predates the recipient");
+            self.snapshots.refresh_requested = true;
+            self.raw.report_snapshot(to, SnapshotStatus::Failure);
+            return;
+        }
         let Some(file) = self.snapshot_file(metadata.index).filter(|f| f.term == metadata.term) else {
             tracing::warn!(node = self.id.0, to, index = metadata.index, "no snapshot file to send");
             self.raw.report_snapshot(to, SnapshotStatus::Failure);
