@@ -156,6 +156,13 @@ fn replay(seed: u64, scenario: &str, nodes: u64, mutant: Option<&str>) -> bool {
     for violation in &report.violations {
         println!("  violation: {violation}");
     }
+    if let Ok(path) = std::env::var("DEEB_SIM_DUMP") {
+        let lines: Vec<String> = report.history.iter().map(|operation| operation.to_string()).collect();
+        match std::fs::write(&path, lines.join("\n")) {
+            Ok(()) => println!("history written to {path}"),
+            Err(error) => eprintln!("could not write {path}: {error}"),
+        }
+    }
     !report.failed()
 }
 

@@ -35,6 +35,8 @@ pub struct RunReport {
     pub violations: Vec<String>,
     /// A hash of the recorded history: equal for equal runs.
     pub history_hash: u64,
+    /// The recorded history, for `replay` to dump.
+    pub history: Vec<Operation>,
 }
 
 impl RunReport {
@@ -132,6 +134,7 @@ fn check_all(
 ) {
     report.operations = history.len();
     report.history_hash = hash_history(history);
+    report.history = history.to_vec();
     let leaders = cluster.leaders.lock().expect("leaders lock").clone();
     let results = [
         ("linearizability", checker::linearizability::check_linearizability(history)),

@@ -83,13 +83,15 @@ pub struct Client {
     pub stop: Arc<AtomicBool>,
     pub rng: SmallRng,
     channels: HashMap<String, DeebClient<Channel>>,
+    /// Addresses that timed out recently, until when to avoid them.
+    suspect_until: HashMap<String, Duration>,
     counter: i64,
 }
 
 impl Client {
     pub fn new(id: u64, seed: u64, addresses: Vec<String>, recorder: Arc<Recorder>, stop: Arc<AtomicBool>) -> Self {
         let rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(id));
-        Self { id, addresses, recorder, stop, rng, channels: HashMap::new(), counter: 0 }
+        Self { id, addresses, recorder, stop, rng, channels: HashMap::new(), suspect_until: HashMap::new(), counter: 0 }
     }
 
     /// Runs operations until told to stop; every operation is bounded.
@@ -128,6 +130,9 @@ impl Client {
         let sql = "INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
         let invoked = self.recorder.now();
         let result = self.execute(vec![statement(sql, vec![integer(key as i64), integer(value)])]).await;
+        if result == Err(Failure::NotApplied) {
+            return; // Provably no effect: not part of the history.
+        }
         let completed = result.ok().map(|_| self.recorder.now());
         self.record(invoked, completed, Kind::Write { key, value });
     }
@@ -151,6 +156,9 @@ impl Client {
         let invoked = self.recorder.now();
         let params = vec![integer(new), integer(key as i64), integer(expected)];
         let result = self.execute(vec![statement(sql, params)]).await;
+        if result == Err(Failure::NotApplied) {
+            return;
+        }
         let succeeded = result.ok().map(|rows| rows.first().copied().unwrap_or(0) == 1);
         let completed = succeeded.map(|_| self.recorder.now());
         self.record(invoked, completed, Kind::CompareAndSet { key, expected, new, succeeded });
@@ -178,7 +186,11 @@ impl Client {
             statement("UPDATE bank SET balance = balance + ? WHERE id = ?", vec![integer(amount), integer(to as i64)]),
         ];
         let invoked = self.recorder.now();
-        let succeeded = self.execute(statements).await.ok().map(|_| true);
+        let result = self.execute(statements).await;
+        if result == Err(Failure::NotApplied) {
+            return;
+        }
+        let succeeded = result.ok().map(|_| true);
         let completed = succeeded.map(|_| self.recorder.now());
         self.record(invoked, completed, Kind::Transfer { from, to, amount, succeeded });
     }
@@ -210,9 +222,21 @@ impl Client {
         self.recorder.record(Operation { client: self.id, invoked, completed, kind });
     }
 
+    /// A random node, avoiding ones that timed out recently (as a real
+    /// client fails over), unless all did.
     fn pick_address(&mut self) -> String {
-        let index = self.rng.gen_range(0..self.addresses.len());
-        self.addresses[index].clone()
+        let now = self.recorder.now();
+        let healthy: Vec<&String> = self
+            .addresses
+            .iter()
+            .filter(|address| self.suspect_until.get(*address).is_none_or(|&until| until <= now))
+            .collect();
+        let choices = if healthy.is_empty() { self.addresses.iter().collect() } else { healthy };
+        choices[self.rng.gen_range(0..choices.len())].clone()
+    }
+
+    fn suspect(&mut self, address: &str) {
+        self.suspect_until.insert(address.to_owned(), self.recorder.now() + SUSPECT_AFTER_TIMEOUT);
     }
 
     async fn client_for(&mut self, address: &str) -> Option<DeebClient<Channel>> {
@@ -226,13 +250,18 @@ impl Client {
     }
 
     /// Runs a write; `Ok` with rows affected per statement.
-    async fn execute(&mut self, statements: Vec<Statement>) -> Result<Vec<u64>, ()> {
+    async fn execute(&mut self, statements: Vec<Statement>) -> Result<Vec<u64>, Failure> {
         let address = self.pick_address();
-        let mut client = self.client_for(&address).await.ok_or(())?;
+        let mut client = self.client_for(&address).await.ok_or(Failure::NotApplied)?;
         let call = client.execute(ExecuteRequest { statements });
         match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
             Ok(Ok(response)) => Ok(response.into_inner().results.iter().map(|r| r.rows_affected).collect()),
-            _ => Err(()),
+            Ok(Err(status)) if deeb_server::errors::proves_not_applied(&status) => Err(Failure::NotApplied),
+            Ok(Err(_)) => Err(Failure::Unknown),
+            Err(_) => {
+                self.suspect(&address);
+                Err(Failure::Unknown)
+            }
         }
     }
 
@@ -253,8 +282,21 @@ impl Client {
             }
             Some(rows)
         };
-        tokio::time::timeout(OPERATION_TIMEOUT, collect).await.ok().flatten()
+        let rows = tokio::time::timeout(OPERATION_TIMEOUT, collect).await;
+        if rows.is_err() {
+            self.suspect(&address);
+        }
+        rows.ok().flatten()
     }
+}
+
+/// Why a write failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// Provably no effect: never sent, or the server said so.
+    NotApplied,
+    /// Timed out or broke in flight: it may have happened.
+    Unknown,
 }
 
 /// The final read of the set table, retried until it succeeds (bounded).
@@ -323,6 +365,8 @@ fn integer(value: i64) -> Value {
     Value { kind: Some(value::Kind::Integer(value)) }
 }
 
+/// How long a client avoids a node that timed out.
+const SUSPECT_AFTER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on one client operation, connection included.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
 /// A bound on each client's loop, so no run is unbounded.
