@@ -97,10 +97,8 @@ fn fuzz_dir() -> PathBuf {
 /// The files directly in `dir`, sorted; none if it does not exist.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    let mut paths: Vec<PathBuf> = entries
-        .map(|entry| entry.expect("list a corpus directory").path())
-        .filter(|path| path.is_file())
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        entries.map(|entry| entry.expect("list a corpus directory").path()).filter(|path| path.is_file()).collect();
     paths.sort();
     paths
 }
@@ -136,7 +134,10 @@ fn log_roundtrip_seeds() -> Vec<(&'static str, Vec<u8>)> {
         // Appends, a compaction, an overwrite, a snapshot restore.
         (
             "compact-restore",
-            vec![1, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0, 0, 2, 0, 3, 1, 0, 2, 0, 1, 0, 5, 0, 2, 0, 1, 3, 0, 0, 4, 4, 0, 9, 2, 1, 2, 5],
+            vec![
+                1, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0, 0, 2, 0, 3, 1, 0, 2, 0, 1, 0, 5, 0, 2, 0, 1, 3, 0, 0, 4, 4, 0, 9, 2,
+                1, 2, 5,
+            ],
         ),
         ("many-appends", [0u8, 0, 0, 0, 1, 0, 1, 130, 8].repeat(12)),
     ]
@@ -151,10 +152,8 @@ fn command_bytes(request_id: u64) -> Vec<u8> {
 }
 
 fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let changesets: Vec<Op> = changeset_seeds()
-        .into_iter()
-        .map(|(_, changeset)| Op { kind: Some(op::Kind::Changeset(changeset)) })
-        .collect();
+    let changesets: Vec<Op> =
+        changeset_seeds().into_iter().map(|(_, changeset)| Op { kind: Some(op::Kind::Changeset(changeset)) }).collect();
     let writes = vec![
         Write { request_id: 7, ops: vec![Op { kind: Some(op::Kind::Ddl("CREATE TABLE v (a PRIMARY KEY)".into())) }] },
         Write { request_id: 8, ops: changesets },
@@ -174,7 +173,8 @@ fn peer_message_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut append = raft_message(MessageType::MsgAppend, 2, 2);
     (append.index, append.log_term, append.commit) = (3, 1, 4);
     append.set_entries(
-        (4..=5).map(|index| Entry { index, term: 2, data: command_bytes(index).into(), ..Default::default() })
+        (4..=5)
+            .map(|index| Entry { index, term: 2, data: command_bytes(index).into(), ..Default::default() })
             .collect::<Vec<_>>()
             .into(),
     );
@@ -190,10 +190,15 @@ fn peer_message_seeds() -> Vec<(&'static str, Vec<u8>)> {
     for (name, mode, messages) in [
         ("follower-append", 1u8, vec![append.clone(), heartbeat.clone()]),
         ("follower-vote", 3, vec![vote.clone()]),
-        ("leader-responses", 0, vec![append_response, read_index, raft_message(MessageType::MsgHeartbeatResponse, 2, 2)]),
+        (
+            "leader-responses",
+            0,
+            vec![append_response, read_index, raft_message(MessageType::MsgHeartbeatResponse, 2, 2)],
+        ),
         ("leader-higher-term", 2, vec![vote, append, heartbeat]),
     ] {
-        let messages = messages.iter().map(|message| message.write_to_bytes().expect("encode a raft message")).collect();
+        let messages =
+            messages.iter().map(|message| message.write_to_bytes().expect("encode a raft message")).collect();
         let batch = RaftBatch { from: 2, messages, from_address: "node-2:7000".into() };
         let mut bytes = vec![mode];
         bytes.extend(batch.encode_to_vec());

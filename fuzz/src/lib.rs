@@ -48,10 +48,8 @@ const SQLITE_HEAP_BYTES_MAX: i64 = 256 << 20;
 const TICKS_MAX: usize = 100;
 
 /// The schema of every scratch state machine.
-const SCRATCH_SCHEMA: [&str; 2] = [
-    "CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT, c BLOB, d REAL)",
-    "CREATE TABLE u (x, y)",
-];
+const SCRATCH_SCHEMA: [&str; 2] =
+    ["CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT, c BLOB, d REAL)", "CREATE TABLE u (x, y)"];
 /// Rows in the scratch tables before any fuzzed input.
 const SCRATCH_ROWS: [&str; 2] = [
     "INSERT INTO t VALUES (1, 'one', x'01', 1.5), (2, 'two', NULL, NULL), (3, NULL, x'', -0.0)",
@@ -458,7 +456,10 @@ impl Scratch {
             } else {
                 assert!(chunk.columns.is_empty(), "only the first chunk carries the columns");
             }
-            assert!(chunk.rows.iter().all(|row| Some(row.values.len()) == width), "every row is as wide as the columns");
+            assert!(
+                chunk.rows.iter().all(|row| Some(row.values.len()) == width),
+                "every row is as wide as the columns"
+            );
             chunks += 1;
             chunks < QUERY_CHUNKS_MAX
         };
