@@ -24,7 +24,13 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType, Snapshot, SnapshotMetadata};
 
 /// The check each target runs, by target (directory) name.
-const TARGETS: [(&str, fn(&[u8])); 7] = [
+/// A fuzz target's check: panics on a bug.
+type Check = fn(&[u8]);
+
+/// Named seed files of one target.
+type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+const TARGETS: [(&str, Check); 7] = [
     ("log_segment", fuzz_checks::check_log_segment),
     ("log_roundtrip", fuzz_checks::check_log_roundtrip),
     ("command", fuzz_checks::check_command),
@@ -69,7 +75,7 @@ fn every_corpus_directory_is_a_target() {
 #[test]
 #[ignore = "writes the seed corpus into fuzz/corpus; run by hand"]
 fn generate_seed_corpus() {
-    let seeds: [(&str, Vec<(&str, Vec<u8>)>); 7] = [
+    let seeds: [(&str, Seeds); 7] = [
         ("log_segment", log_segment_seeds()),
         ("log_roundtrip", log_roundtrip_seeds()),
         ("command", command_seeds()),
@@ -107,7 +113,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 // Seeds, each made by deeb's own encoders
 // ---------------------------------------------------------------------------
 
-fn log_segment_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn log_segment_seeds() -> Seeds {
     let disk = MemDisk::new();
     let (mut store, _) = LogStore::open(disk.clone(), 1 << 20).expect("open a log on MemDisk");
     let entries: Vec<Entry> = (1..=3)
@@ -127,7 +133,7 @@ fn log_segment_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![("written", segment), ("torn-tail", torn), ("bit-flip", flipped), ("empty", Vec::new())]
 }
 
-fn log_roundtrip_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn log_roundtrip_seeds() -> Seeds {
     vec![
         // Small segments; append 3 entries, hard state, conf state, sync.
         ("append-and-state", vec![0, 0, 0, 0, 2, 0, 1, 1, 4, b'a', b'b', b'c', b'd', 1, 1, 1, 1, 2, 2, 2, 3, 1, 5]),
@@ -151,7 +157,7 @@ fn command_bytes(request_id: u64) -> Vec<u8> {
         .encode_to_vec()
 }
 
-fn command_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn command_seeds() -> Seeds {
     let changesets: Vec<Op> =
         changeset_seeds().into_iter().map(|(_, changeset)| Op { kind: Some(op::Kind::Changeset(changeset)) }).collect();
     let writes = vec![
@@ -169,7 +175,7 @@ fn raft_message(msg_type: MessageType, from: u64, term: u64) -> Message {
     message
 }
 
-fn peer_message_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn peer_message_seeds() -> Seeds {
     let mut append = raft_message(MessageType::MsgAppend, 2, 2);
     (append.index, append.log_term, append.commit) = (3, 1, 4);
     append.set_entries(
@@ -207,7 +213,7 @@ fn peer_message_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
-fn snapshot_chunk_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn snapshot_chunk_seeds() -> Seeds {
     let (state_machine, dir) = fuzz_checks::scratch_state_machine();
     let path = dir.path().join("snapshot.db");
     state_machine.create_snapshot(&path).expect("create a snapshot");
@@ -253,7 +259,7 @@ fn value(kind: value::Kind) -> Value {
     Value { kind: Some(kind) }
 }
 
-fn client_request_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn client_request_seeds() -> Seeds {
     let insert = statement(
         "INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?)",
         vec![
@@ -297,7 +303,7 @@ fn client_request_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Real changesets against the scratch schema, made by the leader path.
-fn changeset_seeds() -> Vec<(&'static str, Vec<u8>)> {
+fn changeset_seeds() -> Seeds {
     let (mut state_machine, _dir) = fuzz_checks::scratch_state_machine();
     let mut seeds = Vec::new();
     for (name, sql) in [

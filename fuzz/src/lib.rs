@@ -381,15 +381,17 @@ pub fn check_snapshot_chunk(data: &[u8]) {
 // ---------------------------------------------------------------------------
 
 /// A client's `ExecuteRequest` (first byte even) or `QueryRequest` (odd):
-/// decode and round trip, then run it on a scratch state machine, the write
-/// in a batch that is rolled back. Errors are fine; panics and a batch that
-/// leaves a trace are not.
+/// decode and round trip, then run it. A write runs on a fresh leader state
+/// machine; if it succeeds its ops are committed there and applied to an
+/// identical replica, which must accept them and end with the same digest;
+/// if it fails nothing may remain of it. A query runs on a shared reader.
+/// SQL errors are fine; panics are not.
 pub fn check_client_request(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else { return };
     if mode & 1 == 0 {
         let Some(request) = round_trip::<ExecuteRequest>(rest) else { return };
         if request.statements.len() <= STATEMENTS_MAX && request.statements.iter().all(runnable) {
-            with_scratch(|scratch| scratch.execute(&request.statements));
+            execute_and_replicate(&request.statements);
         }
     } else {
         let Some(request) = round_trip::<QueryRequest>(rest) else { return };
@@ -400,6 +402,43 @@ pub fn check_client_request(data: &[u8]) {
     }
 }
 
+/// Runs a write request as a leader would and replicates what it produced.
+fn execute_and_replicate(statements: &[Statement]) {
+    let (mut leader, _leader_dir) = scratch_state_machine();
+    let applied = Applied { index: leader.applied().index + 1, term: 1 };
+    let before = leader.digest().expect("digest of the scratch database");
+    leader.begin_batch(applied.index).expect("begin a batch on the scratch database");
+    let executed = match leader.execute_request(statements) {
+        Ok(Ok(executed)) => executed,
+        Ok(Err(_)) | Err(_) => {
+            leader.rollback_batch().expect("roll the failed request back");
+            assert!(!leader.batch_open());
+            assert_eq!(leader.digest().expect("digest after rollback"), before, "a failed request leaves no trace");
+            return;
+        }
+    };
+    assert_eq!(executed.results.len(), statements.len(), "one result per statement");
+    assert!(executed.ops.iter().all(|op| op.kind.is_some()), "every op has a kind");
+    leader.commit_batch(applied).expect("a request that succeeded commits");
+    // The batch travels through the log as a Command.
+    let batch = WriteBatch { proposer: 1, writes: vec![Write { request_id: 1, ops: executed.ops }] };
+    let command = Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
+    let Some(deeb_proto::command::Kind::WriteBatch(batch)) =
+        Command::decode(command.encode_to_vec().as_slice()).expect("a command decodes").kind
+    else {
+        panic!("a write batch command decodes as a write batch");
+    };
+    let (mut replica, _replica_dir) = scratch_state_machine();
+    if let Err(error) = replica.apply_batch(&batch, applied) {
+        panic!("a leader's batch must apply on an identical replica: {error}");
+    }
+    assert_eq!(
+        replica.digest().expect("replica digest"),
+        leader.digest().expect("leader digest"),
+        "replica and leader differ after the same batch"
+    );
+}
+
 /// False for statements the fuzzer may not run because they could take
 /// unbounded time (a recursive CTE needs `WITH`), not because deeb refuses
 /// them.
@@ -407,10 +446,10 @@ fn runnable(statement: &Statement) -> bool {
     statement.sql.len() <= SQL_BYTES_MAX && !statement.sql.to_ascii_lowercase().contains("with")
 }
 
-/// A state machine with the scratch schema and rows, reused across inputs
-/// (every input's batch is rolled back).
+/// A state machine with the scratch schema and rows and a reader on it,
+/// shared by every query input (queries cannot change it).
 struct Scratch {
-    state_machine: StateMachine,
+    _state_machine: StateMachine,
     reader: deeb_core::sql::Reader,
     _dir: tempfile::TempDir,
 }
@@ -431,20 +470,7 @@ impl Scratch {
     fn new() -> Self {
         let (state_machine, dir) = scratch_state_machine();
         let reader = state_machine.reader().expect("a reader on the scratch database");
-        Self { state_machine, reader, _dir: dir }
-    }
-
-    fn execute(&mut self, statements: &[Statement]) {
-        let before = table_counts(&self.reader);
-        let next_index = self.state_machine.applied().index + 1;
-        self.state_machine.begin_batch(next_index).expect("begin a batch on the scratch database");
-        if let Ok(Ok(executed)) = self.state_machine.execute_request(statements) {
-            assert_eq!(executed.results.len(), statements.len(), "one result per statement");
-            assert!(executed.ops.iter().all(|op| op.kind.is_some()), "every op has a kind");
-        }
-        self.state_machine.rollback_batch().expect("roll the scratch batch back");
-        assert!(!self.state_machine.batch_open());
-        assert_eq!(table_counts(&self.reader), before, "a rolled back batch leaves no trace");
+        Self { _state_machine: state_machine, reader, _dir: dir }
     }
 
     fn query(&self, statement: &Statement) {
