@@ -342,6 +342,29 @@ impl<D: Disk> Node<D> {
         if message.from == raft::INVALID_ID || message.from == self.id.0 {
             return Err(PeerError::Refused(format!("bad sender {}", message.from)));
         }
+        self.check_peer_indexes(message)
+    }
+
+    /// Indexes raft-rs trusts (it panics on them, taking them for its own
+    /// bugs) but a peer controls: a heartbeat may not commit past our last
+    /// index, and an append's entries must follow its `index` one by one.
+    fn check_peer_indexes(&self, message: &Message) -> Result<(), PeerError> {
+        let last_index = self.raw.raft.raft_log.last_index();
+        let refused = |reason: String| Err(PeerError::Refused(reason));
+        if message.get_msg_type() == MessageType::MsgHeartbeat && message.commit > last_index {
+            return refused(format!("heartbeat commits {} past our last index {last_index}", message.commit));
+        }
+        if message.get_msg_type() == MessageType::MsgAppend {
+            for (position, entry) in message.get_entries().iter().enumerate() {
+                let expected = message.index.checked_add(1 + position as u64);
+                if expected != Some(entry.index) {
+                    return refused(format!(
+                        "append after {} carries entry {} out of place",
+                        message.index, entry.index
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
