@@ -17,10 +17,9 @@ pub struct Config {
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
     /// Take a snapshot and compact the log after this many applied entries.
+    /// The log is compacted exactly to the snapshot, so a follower further
+    /// behind than the last snapshot catches up by snapshot.
     pub snapshot_interval_entries: u64,
-    /// Entries kept in the log below the snapshot index, so that a follower
-    /// just behind catches up from the log instead of by snapshot.
-    pub compaction_lag_entries: u64,
     /// Log segment size before a new segment file is started.
     pub segment_bytes_max: u64,
     /// The limits.
@@ -40,7 +39,6 @@ impl Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_interval_entries: 10_000,
-            compaction_lag_entries: 1_000,
             segment_bytes_max: 16 * 1024 * 1024,
             limits: Limits::default(),
             mutations: Mutations::default(),

@@ -121,9 +121,6 @@ pub struct ServeArgs {
     /// Take a snapshot (and compact the log) every this many applied entries.
     #[arg(long, env = "DEEB_SNAPSHOT_INTERVAL")]
     pub snapshot_interval: Option<u64>,
-    /// Log entries kept below a snapshot for followers just behind.
-    #[arg(long, env = "DEEB_COMPACTION_LAG")]
-    pub compaction_lag: Option<u64>,
     /// Milliseconds per raft tick.
     #[arg(long, env = "DEEB_TICK_MS")]
     pub tick_ms: Option<u64>,
@@ -187,11 +184,6 @@ impl ServeArgs {
         config.request_timeout = self.request_timeout;
         let core = &mut config.core;
         core.snapshot_interval_entries = self.snapshot_interval.unwrap_or(core.snapshot_interval_entries);
-        core.compaction_lag_entries = self.compaction_lag.unwrap_or(core.compaction_lag_entries);
-        if self.snapshot_interval.is_some() && self.compaction_lag.is_none() {
-            // A small interval asks for frequent compaction: keep little log.
-            core.compaction_lag_entries = core.compaction_lag_entries.min(core.snapshot_interval_entries);
-        }
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
         config.validate()?;
         Ok(config)
@@ -240,7 +232,6 @@ mod tests {
         assert_eq!(config.peers.len(), 2);
         assert_eq!(config.advertise, "127.0.0.1:7002");
         assert_eq!(config.core.snapshot_interval_entries, 20);
-        assert!(config.core.compaction_lag_entries <= 20);
     }
 
     #[test]
