@@ -411,7 +411,12 @@ fn run_client(conn: &Connection, statement: &Statement) -> Result<Result<(Statem
     }
     drop(rows);
     drop(stmt);
-    let rows_affected = if conn.total_changes() == total_before { 0 } else { conn.changes() };
-    let result = StatementResult { rows_affected, last_insert_id: conn.last_insert_rowid() };
+    // SQLite keeps both counters per connection, so a statement that changed
+    // nothing (DDL, a SELECT) would report the previous statement's values,
+    // or those of deeb's own bookkeeping writes: report zeros instead.
+    let changed = conn.total_changes() != total_before;
+    let rows_affected = if changed { conn.changes() } else { 0 };
+    let last_insert_id = if changed { conn.last_insert_rowid() } else { 0 };
+    let result = StatementResult { rows_affected, last_insert_id };
     Ok(Ok((result, has_params)))
 }
