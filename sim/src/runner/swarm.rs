@@ -129,7 +129,7 @@ impl Swarm {
 }
 
 /// Keeps the swarm draw independent of madsim's own use of the seed.
-const SWARM_SALT: u64 = 0x5EED_0F_DEEB;
+const SWARM_SALT: u64 = 0x005E_ED0F_DEEB;
 
 #[cfg(test)]
 mod tests {
