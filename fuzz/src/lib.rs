@@ -292,12 +292,15 @@ pub fn check_peer_message(data: &[u8]) {
     let _ = node.status();
 }
 
-/// A raft message that decodes re-encodes to one that decodes equal.
+/// A raft message that decodes re-encodes stably: encode(decode(encode(m)))
+/// == encode(m). (Not decode(encode(m)) == m: rust-protobuf 2.28 accepts a
+/// truncated nested message and then loses unknown fields inside it on
+/// re-encoding; see `regressions/peer_message/rust-protobuf-*`.)
 fn raft_round_trip(bytes: &[u8]) {
     let Ok(message) = raft::eraftpb::Message::parse_from_bytes(bytes) else { return };
     let encoded = message.write_to_bytes().expect("a decoded raft message encodes");
     let again = raft::eraftpb::Message::parse_from_bytes(&encoded).expect("an encoded raft message decodes");
-    assert_eq!(again, message);
+    assert_eq!(again.write_to_bytes().expect("a decoded raft message encodes"), encoded);
 }
 
 /// Node 1 of the cluster `{1}`, elected.

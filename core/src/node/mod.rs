@@ -342,6 +342,12 @@ impl<D: Disk> Node<D> {
         if message.from == raft::INVALID_ID || message.from == self.id.0 {
             return Err(PeerError::Refused(format!("bad sender {}", message.from)));
         }
+        // raft-rs takes term 0 for a local message (and then panics answering
+        // a vote with it); a peer sets the term on everything but these two.
+        let termless = matches!(message.get_msg_type(), MessageType::MsgPropose | MessageType::MsgReadIndex);
+        if message.term == 0 && !termless {
+            return Err(PeerError::Refused(format!("{:?} without a term", message.get_msg_type())));
+        }
         self.check_peer_indexes(message)
     }
 
