@@ -290,6 +290,16 @@ fn bad_input_is_refused_and_the_node_keeps_working() {
     let now = cluster.now;
     let error = cluster.node_mut(leader).step(now, &[vec![0xff, 0xff, 0xff]]).expect_err("garbage");
     assert!(error.to_string().contains("undecodable"), "{error}");
+    // A proposal from a peer: deeb never forwards writes through raft.
+    let follower_id = (1..=3).find(|&id| id != leader).expect("follower");
+    let mut proposal = raft::eraftpb::Message::default();
+    proposal.set_msg_type(raft::eraftpb::MessageType::MsgPropose);
+    proposal.from = follower_id;
+    proposal.to = leader;
+    proposal.mut_entries().push(raft::eraftpb::Entry { data: b"garbage".to_vec().into(), ..Default::default() });
+    let bytes = protobuf::Message::write_to_bytes(&proposal).expect("encodes");
+    let error = cluster.node_mut(leader).step(now, &[bytes]).expect_err("refused");
+    assert!(error.to_string().contains("proposals are not accepted"), "{error}");
     // A write to a follower names the leader.
     let follower = (1..=3).find(|&id| id != leader).expect("follower");
     let error = cluster.submit_write(follower, vec![statement("INSERT INTO b VALUES (1)")]).expect_err("follower");

@@ -339,12 +339,18 @@ impl<D: Disk> Node<D> {
         if message.get_msg_type() == MessageType::MsgSnapshot {
             return Err(PeerError::Refused("snapshots arrive through the snapshot stream".to_owned()));
         }
+        if message.get_msg_type() == MessageType::MsgPropose {
+            // deeb forwards client writes at the API, never as raft proposals:
+            // a peer's proposal would bypass the write pipeline (and its
+            // open-batch bookkeeping) and append arbitrary entries.
+            return Err(PeerError::Refused("proposals are not accepted from peers".to_owned()));
+        }
         if message.from == raft::INVALID_ID || message.from == self.id.0 {
             return Err(PeerError::Refused(format!("bad sender {}", message.from)));
         }
         // raft-rs takes term 0 for a local message (and then panics answering
-        // a vote with it); a peer sets the term on everything but these two.
-        let termless = matches!(message.get_msg_type(), MessageType::MsgPropose | MessageType::MsgReadIndex);
+        // a vote with it); a peer sets the term on everything but ReadIndex.
+        let termless = message.get_msg_type() == MessageType::MsgReadIndex;
         if message.term == 0 && !termless {
             return Err(PeerError::Refused(format!("{:?} without a term", message.get_msg_type())));
         }
