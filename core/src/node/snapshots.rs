@@ -224,7 +224,7 @@ impl<D: Disk> Node<D> {
             )));
         }
         self.raw.mut_store().apply_snapshot(metadata)?;
-        self.writes.on_snapshot_installed(metadata.index, &mut self.outputs);
+        self.writes.settle_not_ours(metadata.index, &mut self.outputs);
         self.adopt_snapshot_file(&path, metadata.index, metadata.term).map_err(io_fatal)?;
         self.reload_members()?;
         tracing::info!(node = self.id.0, index = metadata.index, "installed snapshot");

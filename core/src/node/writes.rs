@@ -239,8 +239,9 @@ impl Writes {
         Ok(())
     }
 
-    /// An entry that is not a write batch applied at `index`: if we were
-    /// waiting there, our batch was lost.
+    /// An entry that is not our write batch applied at `index` (or a
+    /// snapshot jumped past it): if we were waiting there, we cannot know
+    /// whether our batch applied.
     pub(super) fn settle_not_ours(&mut self, index: u64, outputs: &mut VecDeque<Output>) {
         if let Some(flight) = self.in_flight.take_if(|flight| flight.index <= index) {
             assert!(!flight.transaction_open, "open batch at {} but the log holds another entry", flight.index);
@@ -269,11 +270,6 @@ impl Writes {
         }
         self.next_batch_requests_max = None;
         Ok(())
-    }
-
-    /// A snapshot jumped over our in-flight entry: we cannot know.
-    pub(super) fn on_snapshot_installed(&mut self, index: u64, outputs: &mut VecDeque<Output>) {
-        self.settle_not_ours(index, outputs);
     }
 }
 

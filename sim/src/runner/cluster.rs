@@ -141,9 +141,7 @@ impl Cluster {
 
 /// Asks one node for its status (and digest), bounded.
 pub async fn status(id: u64, with_digest: bool) -> Option<StatusResponse> {
-    let address = address_of(id);
-    let connect = deeb_server::client::connect(&address);
-    let mut client = tokio::time::timeout(Duration::from_secs(1), connect).await.ok()?.ok()?;
+    let mut client = super::workload::connect_within(&address_of(id), Duration::from_secs(1)).await?;
     let call = client.status(StatusRequest { with_digest });
     let response = tokio::time::timeout(Duration::from_secs(2), call).await.ok()?.ok()?;
     Some(response.into_inner())

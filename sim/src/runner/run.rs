@@ -168,7 +168,6 @@ async fn fault_phase(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng) -
 }
 
 async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, joined: &mut bool) -> usize {
-    let net = NetSim::current();
     let handle = Handle::current();
     let members: Vec<u64> = cluster.members.iter().copied().collect();
     let victim = members[rng.gen_range(0..members.len())];
@@ -190,7 +189,7 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
                 handle.kill(node.handle.id());
             }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(10..500))).await;
-            for node in cluster.nodes.iter_mut().filter(|node| cluster_member(&cluster.members, node.id)) {
+            for node in cluster.nodes.iter_mut().filter(|node| cluster.members.contains(&node.id)) {
                 handle.restart(node.handle.id());
                 node.running = true;
             }
@@ -208,12 +207,7 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
         9 if swarm.leader_transfers => transfer_leader(&cluster.admin, &members, rng).await,
         _ => return 0,
     }
-    let _ = net;
     1
-}
-
-fn cluster_member(members: &std::collections::BTreeSet<u64>, id: u64) -> bool {
-    members.contains(&id)
 }
 
 /// Cuts server-to-server links only: clients still reach every node, so a
@@ -284,9 +278,7 @@ async fn membership_change(cluster: &mut Cluster, rng: &mut SmallRng, joined: &m
             .admin
             .clone()
             .spawn(async move {
-                let Ok(Ok(mut client)) =
-                    tokio::time::timeout(Duration::from_secs(1), deeb_server::client::connect(&target)).await
-                else {
+                let Some(mut client) = workload::connect_within(&target, Duration::from_secs(1)).await else {
                     return false;
                 };
                 matches!(tokio::time::timeout(Duration::from_secs(3), client.remove_node(request)).await, Ok(Ok(_)))
@@ -305,9 +297,7 @@ async fn transfer_leader(admin: &madsim::runtime::NodeHandle, members: &[u64], r
     let request = deeb_proto::TransferLeaderRequest { node_id: target };
     let _ = admin
         .spawn(async move {
-            if let Ok(Ok(mut client)) =
-                tokio::time::timeout(Duration::from_secs(1), deeb_server::client::connect(&via)).await
-            {
+            if let Some(mut client) = workload::connect_within(&via, Duration::from_secs(1)).await {
                 let _ = tokio::time::timeout(Duration::from_secs(3), client.transfer_leader(request)).await;
             }
         })

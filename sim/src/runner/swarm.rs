@@ -22,6 +22,11 @@ pub enum Scenario {
 impl Scenario {
     pub const ALL: [Scenario; 4] = [Scenario::Mixed, Scenario::Partitions, Scenario::Crashes, Scenario::Membership];
 
+    /// The scenario a seed runs when none is chosen: all of them in turn.
+    pub fn for_seed(seed: u64) -> Self {
+        Self::ALL[(seed % Self::ALL.len() as u64) as usize]
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|scenario| scenario.name() == text)
     }

@@ -243,8 +243,7 @@ impl Client {
         if let Some(client) = self.channels.get(address) {
             return Some(client.clone());
         }
-        let connected = tokio::time::timeout(OPERATION_TIMEOUT, deeb_server::client::connect(address)).await;
-        let client = connected.ok()?.ok()?;
+        let client = connect_within(address, OPERATION_TIMEOUT).await?;
         self.channels.insert(address.to_owned(), client.clone());
         Some(client)
     }
@@ -266,23 +265,10 @@ impl Client {
     }
 
     /// Runs a linearizable query; `Some(rows)` of integer-or-NULL columns.
-    async fn query(&mut self, statement: Statement) -> Option<Vec<Vec<Option<i64>>>> {
+    async fn query(&mut self, statement: Statement) -> Option<Rows> {
         let address = self.pick_address();
         let mut client = self.client_for(&address).await?;
-        let request = QueryRequest {
-            statement: Some(statement),
-            consistency: Consistency::Linearizable as i32,
-            max_staleness_ms: 0,
-        };
-        let collect = async {
-            let mut stream = client.query(request).await.ok()?.into_inner();
-            let mut rows = Vec::new();
-            while let Some(chunk) = stream.message().await.ok()? {
-                rows.extend(chunk.rows.into_iter().map(|row| row.values.iter().map(integer_of).collect()));
-            }
-            Some(rows)
-        };
-        let rows = tokio::time::timeout(OPERATION_TIMEOUT, collect).await;
+        let rows = linearizable_rows(&mut client, statement).await;
         if rows.is_err() {
             self.suspect(&address);
         }
@@ -303,25 +289,11 @@ enum Failure {
 pub async fn read_set(addresses: &[String]) -> Option<Vec<i64>> {
     for attempt in 0..FINAL_READ_ATTEMPTS {
         let address = &addresses[attempt % addresses.len()];
-        let Ok(Ok(mut client)) = tokio::time::timeout(OPERATION_TIMEOUT, deeb_server::client::connect(address)).await
-        else {
+        let Some(mut client) = connect_within(address, OPERATION_TIMEOUT).await else {
             continue;
         };
-        let request = QueryRequest {
-            statement: Some(plain("SELECT v FROM items")),
-            consistency: Consistency::Linearizable as i32,
-            max_staleness_ms: 0,
-        };
-        let collect = async {
-            let mut stream = client.query(request).await.ok()?.into_inner();
-            let mut values = Vec::new();
-            while let Some(chunk) = stream.message().await.ok()? {
-                values.extend(chunk.rows.iter().filter_map(|row| row.values.first().and_then(integer_of)));
-            }
-            Some(values)
-        };
-        if let Ok(Some(values)) = tokio::time::timeout(OPERATION_TIMEOUT, collect).await {
-            return Some(values);
+        if let Ok(Some(rows)) = linearizable_rows(&mut client, plain("SELECT v FROM items")).await {
+            return Some(rows.into_iter().filter_map(|row| row.first().copied().flatten()).collect());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -332,8 +304,7 @@ pub async fn read_set(addresses: &[String]) -> Option<Vec<i64>> {
 pub async fn setup(addresses: &[String]) -> bool {
     for attempt in 0..FINAL_READ_ATTEMPTS {
         let address = &addresses[attempt % addresses.len()];
-        if let Ok(Ok(mut client)) = tokio::time::timeout(OPERATION_TIMEOUT, deeb_server::client::connect(address)).await
-        {
+        if let Some(mut client) = connect_within(address, OPERATION_TIMEOUT).await {
             let call = client.execute(ExecuteRequest { statements: setup_statements() });
             match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
                 Ok(Ok(_)) => return true,
@@ -344,6 +315,34 @@ pub async fn setup(addresses: &[String]) -> bool {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     false
+}
+
+/// A client connection to `address`, or `None` if it cannot be had within
+/// `bound`.
+pub async fn connect_within(address: &str, bound: Duration) -> Option<DeebClient<Channel>> {
+    tokio::time::timeout(bound, deeb_server::client::connect(address)).await.ok()?.ok()
+}
+
+/// Rows of integer-or-NULL columns.
+type Rows = Vec<Vec<Option<i64>>>;
+
+/// Runs a linearizable query and collects its rows: `Err` if it timed out
+/// (the node may be down), `Ok(None)` if it failed.
+async fn linearizable_rows(
+    client: &mut DeebClient<Channel>,
+    statement: Statement,
+) -> Result<Option<Rows>, tokio::time::error::Elapsed> {
+    let request =
+        QueryRequest { statement: Some(statement), consistency: Consistency::Linearizable as i32, max_staleness_ms: 0 };
+    let collect = async {
+        let mut stream = client.query(request).await.ok()?.into_inner();
+        let mut rows = Vec::new();
+        while let Some(chunk) = stream.message().await.ok()? {
+            rows.extend(chunk.rows.into_iter().map(|row| row.values.iter().map(integer_of).collect()));
+        }
+        Some(rows)
+    };
+    tokio::time::timeout(OPERATION_TIMEOUT, collect).await
 }
 
 fn integer_of(value: &Value) -> Option<i64> {
