@@ -81,6 +81,6 @@ pub mod sql;
 pub use config::{Config, Limits, Mutations};
 pub use ids::{LogIndex, NodeId, Term};
 pub use node::{
-    AdminError, ClientToken, Consistency, MemberChange, Node, OpenError, Output, PeerError, ReadError, Role, Status,
-    WriteError, WriteOutcome,
+    AdminError, ClientToken, Consistency, MemberChange, Node, NodeEvent, Observer, OpenError, Output, PeerError,
+    ReadError, Role, Status, WriteError, WriteOutcome,
 };

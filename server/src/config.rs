@@ -7,6 +7,8 @@ use std::time::Duration;
 use deeb_core::NodeId;
 use thiserror::Error;
 
+use crate::hooks::Hooks;
+
 /// The settings of one server process.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -28,6 +30,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Bound on a graceful shutdown's leader transfer.
     pub shutdown_transfer_timeout: Duration,
+    /// The simulator's observer and fault seams; empty for real.
+    pub hooks: Hooks,
 }
 
 impl ServeConfig {
@@ -43,6 +47,7 @@ impl ServeConfig {
             join_as_learner: false,
             request_timeout: Duration::from_secs(10),
             shutdown_transfer_timeout: Duration::from_secs(3),
+            hooks: Hooks::default(),
         }
     }
 

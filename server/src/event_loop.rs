@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deeb_core::disk::Disk;
@@ -20,6 +21,7 @@ use deeb_proto::{SnapshotHeader, Statement};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::hooks::NodeClock;
 use crate::peer::PeerSenders;
 use crate::snapshot;
 
@@ -87,10 +89,40 @@ enum Pending {
     Admin(oneshot::Sender<Result<(), AdminError>>),
 }
 
+/// The node's time: since the loop started, on the host's clock or the
+/// simulator's.
+pub(crate) struct LoopClock {
+    start: Instant,
+    node_clock: Option<Arc<dyn NodeClock>>,
+}
+
+impl LoopClock {
+    pub(crate) fn new(start: Instant, node_clock: Option<Arc<dyn NodeClock>>) -> Self {
+        Self { start, node_clock }
+    }
+
+    pub(crate) fn now(&self) -> Duration {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        self.node_clock.as_ref().map_or(elapsed, |clock| clock.read(elapsed))
+    }
+
+    /// When to wake for the node's next timeout (`poll_timeout`). On a
+    /// drifting clock this is approximate; the loop wakes and asks again.
+    fn wake_at(&self, node_deadline: Duration) -> Instant {
+        match self.node_clock {
+            None => self.start + node_deadline,
+            Some(_) => Instant::now() + node_deadline.saturating_sub(self.now()).max(DRIFTING_WAKE_MIN),
+        }
+    }
+}
+
+/// A drifting clock's wake-ups are approximate: never spin below this.
+const DRIFTING_WAKE_MIN: Duration = Duration::from_micros(100);
+
 /// The loop's state. Owned by one task.
 pub(crate) struct EventLoop<D: Disk> {
     node: Node<D>,
-    start: Instant,
+    clock: LoopClock,
     inputs: mpsc::Receiver<Input>,
     loopback: mpsc::Sender<Input>,
     pending: HashMap<ClientToken, Pending>,
@@ -102,10 +134,10 @@ pub(crate) struct EventLoop<D: Disk> {
 }
 
 impl<D: Disk> EventLoop<D> {
-    /// A loop over an opened node. `start` is the instant `now` counts from.
+    /// A loop over an opened node, on the clock its `now` was read from.
     pub(crate) fn new(
         node: Node<D>,
-        start: Instant,
+        clock: LoopClock,
         inputs: mpsc::Receiver<Input>,
         loopback: mpsc::Sender<Input>,
         peers: PeerSenders,
@@ -113,7 +145,7 @@ impl<D: Disk> EventLoop<D> {
     ) -> Self {
         Self {
             node,
-            start,
+            clock,
             inputs,
             loopback,
             pending: HashMap::new(),
@@ -138,7 +170,7 @@ impl<D: Disk> EventLoop<D> {
         tokio::pin!(shutdown);
         loop {
             self.drain_outputs()?;
-            let deadline = self.start + self.node.poll_timeout();
+            let deadline = self.clock.wake_at(self.node.poll_timeout());
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -153,7 +185,7 @@ impl<D: Disk> EventLoop<D> {
     }
 
     fn now(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.start)
+        self.clock.now()
     }
 
     fn token(&mut self, pending: Pending) -> ClientToken {
@@ -303,8 +335,9 @@ impl<D: Disk> EventLoop<D> {
             if self.node.status().role != Role::Leader {
                 return Ok(());
             }
-            let wake = deadline.min(self.start + self.node.poll_timeout());
+            let wake = deadline.min(self.clock.wake_at(self.node.poll_timeout()));
             tokio::select! {
+                biased;
                 _ = &mut done => return Ok(()),
                 input = self.inputs.recv() => match input {
                     Some(input) => self.handle(input),

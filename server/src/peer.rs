@@ -3,6 +3,7 @@
 //! service that feeds incoming batches and snapshot streams to the loop.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deeb_core::NodeId;
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::client::channel;
 use crate::errors::{to_status, ServerError};
 use crate::event_loop::Input;
+use crate::hooks::TransportFaults;
 use crate::snapshot;
 
 /// The loop's outbound side: a queue per peer.
@@ -25,6 +27,7 @@ pub(crate) struct PeerSenders {
     loopback: mpsc::Sender<Input>,
     senders: HashMap<NodeId, PeerSender>,
     queue_max: usize,
+    faults: Option<Arc<dyn TransportFaults>>,
 }
 
 struct PeerSender {
@@ -34,7 +37,12 @@ struct PeerSender {
 
 impl PeerSenders {
     pub(crate) fn new(me: NodeId, my_address: String, loopback: mpsc::Sender<Input>, queue_max: usize) -> Self {
-        Self { me, my_address, loopback, senders: HashMap::new(), queue_max }
+        Self { me, my_address, loopback, senders: HashMap::new(), queue_max, faults: None }
+    }
+
+    /// The simulator's duplication and reordering of outgoing batches.
+    pub(crate) fn inject_faults(&mut self, faults: Option<Arc<dyn TransportFaults>>) {
+        self.faults = faults;
     }
 
     /// Queues messages for `to`. A full queue drops them (raft retransmits);
@@ -65,6 +73,7 @@ impl PeerSenders {
             to,
             address: address.clone(),
             loopback: self.loopback.clone(),
+            faults: self.faults.clone(),
         };
         tokio::spawn(task.run(receiver));
         PeerSender { address, queue }
@@ -78,6 +87,7 @@ struct SenderTask {
     to: NodeId,
     address: String,
     loopback: mpsc::Sender<Input>,
+    faults: Option<Arc<dyn TransportFaults>>,
 }
 
 impl SenderTask {
@@ -93,6 +103,9 @@ impl SenderTask {
                 messages.push(message);
             }
             let batch = RaftBatch { from: self.me.0, messages, from_address: self.my_address.clone() };
+            if self.detach_faulty(&batch) {
+                continue;
+            }
             match self.deliver(&mut client, batch).await {
                 Ok(()) => backoff = BACKOFF_MIN,
                 Err(error) => {
@@ -108,18 +121,40 @@ impl SenderTask {
         }
     }
 
+    /// Injected faults only: sends copies of `batch` later, each on its own
+    /// connection. True if the batch itself is held back (then it is one of
+    /// those copies).
+    fn detach_faulty(&self, batch: &RaftBatch) -> bool {
+        let Some(faults) = &self.faults else { return false };
+        let plan = faults.plan(self.me, self.to);
+        let held_back = (!plan.delay.is_zero()).then_some(plan.delay);
+        for delay in plan.copies.into_iter().chain(held_back) {
+            let (address, batch) = (self.address.clone(), batch.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = deliver(&address, &mut None, batch).await;
+            });
+        }
+        held_back.is_some()
+    }
+
     async fn deliver(&self, client: &mut Option<PeerClient<Channel>>, batch: RaftBatch) -> Result<(), String> {
-        if client.is_none() {
-            let channel = channel(&self.address, PEER_CALL_TIMEOUT).await.map_err(|error| error.to_string())?;
-            *client = Some(PeerClient::new(channel));
-        }
-        let Some(connected) = client.as_mut() else { return Err("not connected".into()) };
-        let call = connected.raft(tokio_stream::iter(vec![batch]));
-        match tokio::time::timeout(PEER_CALL_TIMEOUT, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status.to_string()),
-            Err(_) => Err("raft call timed out".into()),
-        }
+        deliver(&self.address, client, batch).await
+    }
+}
+
+/// Sends one batch to `address`, connecting first if `client` is `None`.
+async fn deliver(address: &str, client: &mut Option<PeerClient<Channel>>, batch: RaftBatch) -> Result<(), String> {
+    if client.is_none() {
+        let channel = channel(address, PEER_CALL_TIMEOUT).await.map_err(|error| error.to_string())?;
+        *client = Some(PeerClient::new(channel));
+    }
+    let Some(connected) = client.as_mut() else { return Err("not connected".into()) };
+    let call = connected.raft(tokio_stream::iter(vec![batch]));
+    match tokio::time::timeout(PEER_CALL_TIMEOUT, call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("raft call timed out".into()),
     }
 }
 

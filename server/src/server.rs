@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::api::DeebService;
 use crate::client::connect;
 use crate::config::{ConfigError, ServeConfig};
-use crate::event_loop::{EventLoop, Input, Stopped};
+use crate::event_loop::{EventLoop, Input, LoopClock, Stopped};
 use crate::handle::NodeHandle;
 use crate::peer::{PeerSenders, PeerService};
 
@@ -48,8 +48,11 @@ pub async fn run_node<D: Disk + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let start = Instant::now();
-    let node = Node::open(config.core.clone(), disk, &config.data_dir, &config.peers, Duration::ZERO)?;
+    let clock = LoopClock::new(Instant::now(), config.hooks.clock.clone());
+    let mut node = Node::open(config.core.clone(), disk, &config.data_dir, &config.peers, clock.now())?;
+    if let Some(observer) = config.hooks.observer.clone() {
+        node.set_observer(Box::new(move |id, event| observer(id, event)));
+    }
     tracing::info!(node = config.id().0, listen = %config.listen, "node open");
     let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
     let handle = NodeHandle::new(inputs.clone(), config.request_timeout, config.id());
@@ -60,11 +63,13 @@ pub async fn run_node<D: Disk + 'static>(
     if config.join.is_some() {
         tokio::spawn(join_in_background(config.clone(), handle.clone()));
     }
-    let peers = PeerSenders::new(config.id(), config.advertise.clone(), inputs.clone(), PEER_QUEUE_MAX);
-    let event_loop = EventLoop::new(node, start, receiver, inputs, peers, config.core.limits.snapshot_chunk_bytes_max);
+    let mut peers = PeerSenders::new(config.id(), config.advertise.clone(), inputs.clone(), PEER_QUEUE_MAX);
+    peers.inject_faults(config.hooks.transport.clone());
+    let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, config.core.limits.snapshot_chunk_bytes_max);
     let mut failure = None;
     let stop = async {
         tokio::select! {
+            biased;
             () = shutdown => {}
             message = &mut server_failure => failure = message.ok(),
         }

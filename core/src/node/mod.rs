@@ -1,6 +1,7 @@
 //! The sans-IO node: raft-rs's `RawNode` over our log store and SQLite state
 //! machine. See the crate docs for the call order a host must follow.
 
+mod events;
 mod logger;
 mod membership;
 mod output;
@@ -25,6 +26,7 @@ use crate::ids::{LogIndex, NodeId, Term};
 use crate::log::{LogError, LogStore};
 use crate::sql::{Applied, ApplyError, Reader, SqlError, StateMachine};
 
+pub use events::{NodeEvent, Observer};
 pub use membership::MemberChange;
 pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOutcome};
 pub use reads::Consistency;
@@ -133,6 +135,7 @@ pub struct Node<D: Disk> {
     sync_owed: bool,
     /// This leader applied its own removal and must step down.
     step_down_pending: bool,
+    observer: Option<Observer>,
 }
 
 impl<D: Disk> Node<D> {
@@ -186,6 +189,7 @@ impl<D: Disk> Node<D> {
             last_leader_contact: None,
             sync_owed: false,
             step_down_pending: false,
+            observer: None,
         };
         node.randomize_election_timeout();
         node.snapshot_if_missing();
@@ -195,6 +199,18 @@ impl<D: Disk> Node<D> {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Installs an observer of this node's events (the simulator's checkers
+    /// and crash points).
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+    }
+
+    fn observe(&mut self, event: NodeEvent) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(self.id, &event);
+        }
     }
 
     /// Time passed: runs the raft ticks that are due. Call it whenever
@@ -448,7 +464,12 @@ impl<D: Disk> Node<D> {
         self.persist(&ready)?;
         self.reads.on_read_states(ready.take_read_states());
         // Votes and append responses only after what they promise is durable.
-        self.send_messages(ready.take_persisted_messages());
+        let persisted_messages = ready.take_persisted_messages();
+        let promise = self.observer.as_ref().and(events::promise_in(&persisted_messages));
+        self.send_messages(persisted_messages);
+        if let Some(promise) = promise {
+            self.observe(promise);
+        }
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             let mut hard_state = self.raw.store().hard_state().clone();
@@ -517,6 +538,9 @@ impl<D: Disk> Node<D> {
             self.admin.on_leadership_lost(&mut self.outputs);
         }
         self.admin.on_leader_change(NodeId(leader), &mut self.outputs);
+        if role == StateRole::Leader {
+            self.observe(NodeEvent::BecameLeader { term: self.raw.raft.term });
+        }
         Ok(())
     }
 
@@ -536,6 +560,10 @@ impl<D: Disk> Node<D> {
                     self.writes.settle_not_ours(applied.index, &mut self.outputs);
                     self.apply_conf_change(&entry, applied)?;
                 }
+            }
+            if self.observer.is_some() {
+                let checksum = crc32c::crc32c(&entry.data);
+                self.observe(NodeEvent::Applied { index: applied.index, term: applied.term, checksum });
             }
         }
         Ok(())

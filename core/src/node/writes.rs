@@ -232,10 +232,7 @@ impl Writes {
         } else {
             sm.apply_batch(batch, applied)?;
         }
-        for waiter in flight.requests {
-            let outcome = WriteOutcome { results: waiter.results, index: LogIndex(applied.index) };
-            outputs.push_back(Output::WriteDone { token: waiter.token, result: Ok(outcome) });
-        }
+        flight.answer_applied(outputs);
         Ok(())
     }
 
@@ -245,7 +242,11 @@ impl Writes {
     pub(super) fn settle_not_ours(&mut self, index: u64, outputs: &mut VecDeque<Output>) {
         if let Some(flight) = self.in_flight.take_if(|flight| flight.index <= index) {
             assert!(!flight.transaction_open, "open batch at {} but the log holds another entry", flight.index);
-            flight.answer_unknown(outputs);
+            if self.match_index_only && flight.index == index {
+                flight.answer_applied(outputs);
+            } else {
+                flight.answer_unknown(outputs);
+            }
         }
     }
 
@@ -289,6 +290,13 @@ impl InFlight {
             && batch.proposer == me.0
             && batch.writes.len() == self.requests.len()
             && batch.writes.iter().zip(&self.requests).all(|(write, waiter)| write.request_id == waiter.request_id)
+    }
+
+    fn answer_applied(self, outputs: &mut VecDeque<Output>) {
+        for waiter in self.requests {
+            let outcome = WriteOutcome { results: waiter.results, index: LogIndex(self.index) };
+            outputs.push_back(Output::WriteDone { token: waiter.token, result: Ok(outcome) });
+        }
     }
 
     fn answer_unknown(self, outputs: &mut VecDeque<Output>) {

@@ -14,9 +14,9 @@ use deeb_proto::{StatusRequest, StatusResponse};
 use deeb_server::ServeConfig;
 use madsim::runtime::{Handle, NodeHandle};
 
+use super::faults::Chaos;
 use super::swarm::Swarm;
 use crate::checker::convergence::ReplicaState;
-use crate::checker::elections::LeaderObserved;
 
 /// The port every simulated node serves on.
 const PORT: u16 = 7000;
@@ -43,7 +43,8 @@ pub struct Cluster {
     /// Current voters and learners (removed nodes leave this set).
     pub members: BTreeSet<u64>,
     pub fatal: Arc<Mutex<Vec<String>>>,
-    pub leaders: Arc<Mutex<Vec<LeaderObserved>>>,
+    /// The faults behind the hooks, and what the nodes reported.
+    pub chaos: Arc<Chaos>,
     /// The simulated machine admin calls come from.
     pub admin: NodeHandle,
     data_dir: PathBuf,
@@ -54,13 +55,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(swarm: &Swarm, mutations: Mutations, data_dir: &Path, seed: u64) -> Self {
+    pub fn start(swarm: &Swarm, chaos: Arc<Chaos>, mutations: Mutations, data_dir: &Path, seed: u64) -> Self {
         let initial: Vec<(NodeId, String)> = (1..=swarm.nodes).map(|id| (NodeId(id), address_of(id))).collect();
         let mut cluster = Self {
             nodes: Vec::new(),
             members: (1..=swarm.nodes).collect(),
             fatal: Arc::new(Mutex::new(Vec::new())),
-            leaders: Arc::new(Mutex::new(Vec::new())),
+            chaos,
             admin: Handle::current().create_node().name("admin").ip([10, 0, 2, 1].into()).build(),
             data_dir: data_dir.to_owned(),
             initial: initial.clone(),
@@ -118,6 +119,7 @@ impl Cluster {
             config.core.heartbeat_ticks = 1;
         }
         config.request_timeout = Duration::from_secs(2);
+        config.hooks = self.chaos.hooks(id);
         config
     }
 
@@ -136,6 +138,30 @@ impl Cluster {
     /// Live members, for convergence checks.
     pub fn live_members(&self) -> Vec<u64> {
         self.members.iter().copied().filter(|&id| self.node(id).running).collect()
+    }
+
+    /// Takes `members` (the leader's list) as the membership, restarting any
+    /// member that is down.
+    pub fn adopt_members(&mut self, members: &[u64]) {
+        let known = |id: &&u64| (1..=self.nodes.len() as u64).contains(id);
+        self.members = members.iter().filter(known).copied().collect();
+        for id in self.members.clone() {
+            if !self.node(id).running {
+                self.restart(id);
+            }
+        }
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        Handle::current().kill(node.handle.id());
+        node.running = false;
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        Handle::current().restart(node.handle.id());
+        node.running = true;
     }
 }
 

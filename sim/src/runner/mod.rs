@@ -7,6 +7,8 @@ pub mod swarm;
 #[cfg(madsim)]
 mod cluster;
 #[cfg(madsim)]
+mod faults;
+#[cfg(madsim)]
 mod run;
 #[cfg(madsim)]
 mod workload;

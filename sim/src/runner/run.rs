@@ -8,8 +8,10 @@ use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
 
 use super::cluster::{self, Cluster};
+use super::faults::{Chaos, CrashRequest};
 use super::mutants::Mutant;
 use super::swarm::{Scenario, Swarm};
 use super::workload::{self, Client, Recorder, ACCOUNTS, INITIAL_BALANCE};
@@ -69,7 +71,8 @@ pub fn run_seed(options: &RunOptions) -> RunReport {
 
 async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathBuf) -> RunReport {
     let mutations = options.mutant.map(Mutant::mutations).unwrap_or_default();
-    let mut cluster = Cluster::start(&swarm, mutations, &directory, options.seed);
+    let (chaos, mut crash_requests) = Chaos::new(&swarm, options.seed);
+    let mut cluster = Cluster::start(&swarm, chaos, mutations, &directory, options.seed);
     let addresses = cluster.server_addresses();
     let client_node = Handle::current().create_node().name("clients").ip([10, 0, 1, 1].into()).build();
     let mut report = RunReport { swarm: swarm.describe(), ..RunReport::default() };
@@ -86,9 +89,8 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
         let client = Client::new(id, options.seed, addresses.clone(), recorder.clone(), stop.clone());
         clients.push(client_node.spawn(client.run()));
     }
-    let observer = client_node.spawn(observe_leaders(swarm.nodes + 2, cluster.leaders.clone(), stop.clone()));
     let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
-    report.faults = fault_phase(&mut cluster, &swarm, &mut rng).await;
+    report.faults = fault_phase(&mut cluster, &swarm, &mut rng, &mut crash_requests).await;
     heal(&mut cluster);
     let healed = recorder.now();
     let leader_seen = client_node.spawn(wait_for_leader(cluster.live_members())).await.ok().flatten();
@@ -100,7 +102,12 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
             in_flight += 1;
         }
     }
-    let _ = observer.await;
+    // An admin call that timed out may still have changed the membership:
+    // the leader's list is the truth.
+    let candidates = cluster.live_members();
+    if let Some(members) = client_node.spawn(leader_members(candidates)).await.ok().flatten() {
+        cluster.adopt_members(&members);
+    }
     let final_addresses = cluster.live_members().into_iter().map(cluster::address_of).collect::<Vec<_>>();
     let final_set = client_node.spawn(async move { workload::read_set(&final_addresses).await }).await.ok().flatten();
     let live = cluster.live_members();
@@ -135,12 +142,13 @@ fn check_all(
     report.operations = history.len();
     report.history_hash = hash_history(history);
     report.history = history.to_vec();
-    let leaders = cluster.leaders.lock().expect("leaders lock").clone();
+    let observed = cluster.chaos.take_observations();
     let results = [
         ("linearizability", checker::linearizability::check_linearizability(history)),
         ("bank", checker::bank::check_bank(history, ACCOUNTS as i64 * INITIAL_BALANCE)),
         ("set", checker::set::check_set(history)),
-        ("elections", checker::elections::check_election_safety(&leaders)),
+        ("elections", checker::elections::check_election_safety(&observed.leaders)),
+        ("committed", checker::committed::check_committed(&observed.committed)),
         ("convergence", checker::convergence::check_convergence(replicas)),
         ("liveness", checker::liveness::check_liveness(liveness)),
     ];
@@ -154,17 +162,47 @@ fn check_all(
     }
 }
 
-/// Injects faults until the fault phase ends; returns how many.
-async fn fault_phase(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng) -> usize {
+/// Injects faults until the fault phase ends, and carries out the crashes
+/// nodes ask for at their crash points; returns how many faults.
+async fn fault_phase(
+    cluster: &mut Cluster,
+    swarm: &Swarm,
+    rng: &mut SmallRng,
+    crash_requests: &mut mpsc::UnboundedReceiver<CrashRequest>,
+) -> usize {
     let start = tokio::time::Instant::now();
     let mut faults = 0;
     let mut joined = false;
     while start.elapsed() < swarm.fault_phase {
         let wait = rng.gen_range(swarm.fault_interval / 2..swarm.fault_interval * 3 / 2);
-        tokio::time::sleep(wait).await;
-        faults += inject_one(cluster, swarm, rng, &mut joined).await;
+        tokio::select! {
+            biased; // tokio's unbiased pick draws from an unseeded generator
+            () = tokio::time::sleep(wait) => faults += inject_one(cluster, swarm, rng, &mut joined).await,
+            Some(request) = crash_requests.recv() => faults += crash_at_point(cluster, &request).await,
+        }
     }
     faults
+}
+
+/// A node crashes (or the whole cluster loses power) just after a promise.
+async fn crash_at_point(cluster: &mut Cluster, request: &CrashRequest) -> usize {
+    let up = |id: &u64| cluster.node(*id).running && !cluster.node(*id).paused;
+    let victims: Vec<u64> = match request.whole_cluster {
+        true => cluster.members.iter().filter(|id| up(id)).copied().collect(),
+        false => [request.node].into_iter().filter(|id| cluster.members.contains(id) && up(id)).collect(),
+    };
+    if victims.is_empty() {
+        return 0;
+    }
+    tokio::time::sleep(request.kill_after).await;
+    for &id in &victims {
+        cluster.kill(id);
+    }
+    tokio::time::sleep(request.down_for).await;
+    for &id in &victims {
+        cluster.restart(id);
+    }
+    1
 }
 
 async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, joined: &mut bool) -> usize {
@@ -174,24 +212,18 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
     match rng.gen_range(0..10) {
         0..=2 if swarm.partitions => partition(cluster, &members, rng, swarm.one_way_partitions),
         3 if swarm.partitions => heal_links(cluster.nodes.len() as u64),
-        4..=5 if swarm.kills => {
-            let node = cluster.node_mut(victim);
-            if node.running {
-                handle.kill(node.handle.id());
-                node.running = false;
-            } else {
-                handle.restart(node.handle.id());
-                node.running = true;
-            }
-        }
+        4..=5 if swarm.kills => match cluster.node(victim).running {
+            true => cluster.kill(victim),
+            false => cluster.restart(victim),
+        },
         6 if swarm.power_loss => {
-            for node in &mut cluster.nodes {
-                handle.kill(node.handle.id());
+            let everyone: Vec<u64> = cluster.nodes.iter().map(|node| node.id).collect();
+            for &id in &everyone {
+                cluster.kill(id);
             }
             tokio::time::sleep(Duration::from_millis(rng.gen_range(10..500))).await;
-            for node in cluster.nodes.iter_mut().filter(|node| cluster.members.contains(&node.id)) {
-                handle.restart(node.handle.id());
-                node.running = true;
+            for id in members {
+                cluster.restart(id);
             }
         }
         7 if swarm.pauses => {
@@ -304,27 +336,6 @@ async fn transfer_leader(admin: &madsim::runtime::NodeHandle, members: &[u64], r
         .await;
 }
 
-/// Polls every node's role for the election-safety check.
-async fn observe_leaders(
-    nodes: u64,
-    leaders: Arc<std::sync::Mutex<Vec<checker::LeaderObserved>>>,
-    stop: Arc<AtomicBool>,
-) {
-    for _ in 0..OBSERVATIONS_MAX {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        for id in 1..=nodes {
-            if let Some(status) = cluster::status(id, false).await {
-                if status.role == "leader" {
-                    leaders.lock().expect("leaders lock").push(checker::LeaderObserved { term: status.term, node: id });
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn wait_for_leader(members: Vec<u64>) -> Option<Duration> {
     let start = tokio::time::Instant::now();
     while start.elapsed() < LEADER_AFTER_HEAL_MAX * 2 {
@@ -334,6 +345,19 @@ async fn wait_for_leader(members: Vec<u64>) -> Option<Duration> {
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The member list of whichever candidate leads (bounded retries).
+async fn leader_members(candidates: Vec<u64>) -> Option<Vec<u64>> {
+    for _ in 0..LEADER_MEMBERS_POLLS_MAX {
+        for &id in &candidates {
+            if let Some(status) = cluster::status(id, false).await.filter(|status| status.role == "leader") {
+                return Some(status.members.iter().map(|member| member.node_id).collect());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
 }
@@ -381,6 +405,6 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 const SIMULATED_TIME_MAX: Duration = Duration::from_secs(600);
 const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_secs(10);
-const OBSERVATIONS_MAX: usize = 10_000;
 const CONVERGENCE_POLLS_MAX: usize = 150;
+const LEADER_MEMBERS_POLLS_MAX: usize = 20;
 const FAULT_SALT: u64 = 0xFA17_5EED;

@@ -61,6 +61,17 @@ pub struct Swarm {
     /// Small election timeouts and snapshot intervals.
     pub tiny_timeouts: bool,
     pub snapshot_interval_entries: u64,
+    /// Kill nodes (or the whole cluster) right after they promise a peer
+    /// something durable: a vote or an append acknowledgement.
+    pub crash_points: bool,
+    /// Share of peer batches delivered twice, the copy late.
+    pub duplicate_rate: f64,
+    /// Share of peer batches held back, so that later ones overtake them.
+    pub hold_back_rate: f64,
+    /// Each node's clock runs at 1 ± up to this rate.
+    pub clock_drift: f64,
+    /// Node clocks jump forwards and backwards during the fault phase.
+    pub clock_jumps: bool,
 }
 
 impl Swarm {
@@ -81,6 +92,14 @@ impl Swarm {
         let tiny_timeouts = coin(&mut rng, 0.3);
         let packet_loss_rate = if coin(&mut rng, 0.3) { rng.gen_range(0.0..0.05) } else { 0.0 };
         let snapshot_interval_entries = if coin(&mut rng, 0.5) { rng.gen_range(5..50) } else { 10_000 };
+        // Faults added later draw from their own generator, so that a seed
+        // keeps the faults above that it drew before they existed.
+        let mut later = SmallRng::seed_from_u64(seed ^ LATER_FAULTS_SALT);
+        let crash_points = scenario != Scenario::Partitions && coin(&mut later, 0.7);
+        let duplicate_rate = if coin(&mut later, 0.5) { later.gen_range(0.1..0.5) } else { 0.0 };
+        let hold_back_rate = if coin(&mut later, 0.4) { later.gen_range(0.0..0.3) } else { 0.0 };
+        let clock_drift = if coin(&mut later, 0.4) { later.gen_range(0.0..0.2) } else { 0.0 };
+        let clock_jumps = coin(&mut later, 0.2);
         Self {
             nodes,
             clients: rng.gen_range(2..6),
@@ -96,7 +115,17 @@ impl Swarm {
             leader_transfers,
             tiny_timeouts,
             snapshot_interval_entries,
+            crash_points,
+            duplicate_rate,
+            hold_back_rate,
+            clock_drift,
+            clock_jumps,
         }
+    }
+
+    /// Whether peer batches are duplicated or held back.
+    pub fn messes_with_messages(&self) -> bool {
+        self.duplicate_rate > 0.0 || self.hold_back_rate > 0.0
     }
 
     /// The faults this seed drew, for the failure report.
@@ -111,6 +140,8 @@ impl Swarm {
             (self.membership, "membership"),
             (self.leader_transfers, "transfers"),
             (self.tiny_timeouts, "tiny-timeouts"),
+            (self.crash_points, "crash-points"),
+            (self.clock_jumps, "clock-jumps"),
         ];
         for (on, name) in flags {
             if on {
@@ -119,6 +150,15 @@ impl Swarm {
         }
         if self.packet_loss_rate > 0.0 {
             faults.push(format!("loss={:.3}", self.packet_loss_rate));
+        }
+        if self.duplicate_rate > 0.0 {
+            faults.push(format!("duplicate={:.2}", self.duplicate_rate));
+        }
+        if self.hold_back_rate > 0.0 {
+            faults.push(format!("reorder={:.2}", self.hold_back_rate));
+        }
+        if self.clock_drift > 0.0 {
+            faults.push(format!("drift={:.2}", self.clock_drift));
         }
         if self.snapshot_interval_entries < 10_000 {
             faults.push(format!("snapshot-every={}", self.snapshot_interval_entries));
@@ -135,6 +175,7 @@ impl Swarm {
 
 /// Keeps the swarm draw independent of madsim's own use of the seed.
 const SWARM_SALT: u64 = 0x005E_ED0F_DEEB;
+const LATER_FAULTS_SALT: u64 = 0x1A7E_FA17;
 
 #[cfg(test)]
 mod tests {

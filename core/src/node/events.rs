@@ -1,0 +1,38 @@
+//! What a node reports to an observer, if its host installs one: the facts
+//! the simulator's safety checkers need and the points where it crashes
+//! nodes on purpose. Production hosts install none; reporting costs nothing
+//! then.
+
+use raft::eraftpb::{Message, MessageType};
+
+use crate::ids::NodeId;
+
+/// One fact about a node, reported as it happens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// This node became leader of `term`.
+    BecameLeader { term: u64 },
+    /// The entry at `index` (written in `term`, `checksum` = crc32c of its
+    /// data) was applied to the state machine.
+    Applied { index: u64, term: u64, checksum: u32 },
+    /// This node just handed the host a granted vote (`vote`) or append
+    /// acknowledgements for sending: what they promise must already be
+    /// durable. A named crash point.
+    Promised { vote: bool },
+}
+
+/// Receives a node's events, in order.
+pub type Observer = Box<dyn FnMut(NodeId, &NodeEvent) + Send>;
+
+/// The promise carried by messages that raft-rs sends only once what they
+/// report is persisted, if any.
+pub(super) fn promise_in(messages: &[Message]) -> Option<NodeEvent> {
+    let granted = |kind| messages.iter().any(|m| m.get_msg_type() == kind && !m.reject);
+    if granted(MessageType::MsgRequestVoteResponse) {
+        Some(NodeEvent::Promised { vote: true })
+    } else if granted(MessageType::MsgAppendResponse) {
+        Some(NodeEvent::Promised { vote: false })
+    } else {
+        None
+    }
+}

@@ -1,0 +1,53 @@
+//! Seams through which the simulator observes a node and injects the faults
+//! madsim's network and clock lack: duplicated and reordered peer messages,
+//! and a per-node clock that drifts and jumps. `deeb serve` leaves them all
+//! empty, and then they cost nothing.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deeb_core::{NodeEvent, NodeId};
+
+/// The simulator's hooks into one node.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Sees the core's events (leaders, applied entries, crash points).
+    pub observer: Option<Arc<dyn Fn(NodeId, &NodeEvent) + Send + Sync>>,
+    /// The node's own clock, instead of the host's.
+    pub clock: Option<Arc<dyn NodeClock>>,
+    /// Faults on the node's outgoing peer messages.
+    pub transport: Option<Arc<dyn TransportFaults>>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("observer", &self.observer.is_some())
+            .field("clock", &self.clock.is_some())
+            .field("transport", &self.transport.is_some())
+            .finish()
+    }
+}
+
+/// A node's clock: may run fast or slow and jump either way. The core never
+/// lets its own time go backwards.
+pub trait NodeClock: Send + Sync {
+    /// What the node reads when `elapsed` has really passed since it started.
+    fn read(&self, elapsed: Duration) -> Duration;
+}
+
+/// Faults injected on one node's outgoing raft batches.
+pub trait TransportFaults: Send + Sync {
+    /// How to deliver the next batch from `from` to `to`.
+    fn plan(&self, from: NodeId, to: NodeId) -> Delivery;
+}
+
+/// How one batch travels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Hold the batch back this long; later batches may overtake it.
+    pub delay: Duration,
+    /// Deliver an extra copy after each of these delays.
+    pub copies: Vec<Duration>,
+}

@@ -1,0 +1,185 @@
+//! The faults madsim lacks, through deeb-server's hooks: a clock per node
+//! that drifts and jumps, duplicated and held-back peer batches, and named
+//! crash points (a node killed just after it promised a peer something
+//! durable). Also the god's-eye observer that feeds the election and
+//! committed-entry checkers from node events.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deeb_core::{NodeEvent, NodeId};
+use deeb_server::{Delivery, Hooks, NodeClock, TransportFaults};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::swarm::Swarm;
+use crate::checker::{CommittedEntry, LeaderObserved};
+
+/// A crash a node asked for at one of its crash points. The fault phase
+/// carries it out (it owns which nodes are up).
+#[derive(Clone, Debug)]
+pub struct CrashRequest {
+    pub node: u64,
+    /// Power loss at the crash point: every node goes down.
+    pub whole_cluster: bool,
+    /// Time for the messages just sent to leave before the crash.
+    pub kill_after: Duration,
+    pub down_for: Duration,
+}
+
+/// What the nodes reported, for the checkers.
+#[derive(Default)]
+pub struct Observations {
+    pub leaders: Vec<LeaderObserved>,
+    pub committed: Vec<CommittedEntry>,
+}
+
+/// Shared by every node's hooks. madsim runs one task at a time, so draws
+/// from the one generator happen in a reproducible order.
+pub struct Chaos {
+    state: Mutex<ChaosState>,
+    crashes: mpsc::UnboundedSender<CrashRequest>,
+    swarm: Swarm,
+    epoch: Instant,
+}
+
+struct ChaosState {
+    rng: SmallRng,
+    observations: Observations,
+    crashes_left: usize,
+}
+
+impl Chaos {
+    pub fn new(swarm: &Swarm, seed: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<CrashRequest>) {
+        let (crashes, requests) = mpsc::unbounded_channel();
+        let crashes_left = if swarm.crash_points { CRASH_POINTS_PER_SEED_MAX } else { 0 };
+        let state = ChaosState {
+            rng: SmallRng::seed_from_u64(seed ^ CHAOS_SALT),
+            observations: Observations::default(),
+            crashes_left,
+        };
+        let chaos = Self { state: Mutex::new(state), crashes, swarm: swarm.clone(), epoch: Instant::now() };
+        (Arc::new(chaos), requests)
+    }
+
+    /// The hooks node `id` runs with (the same across its restarts).
+    pub fn hooks(self: &Arc<Self>, id: u64) -> Hooks {
+        let observer = self.clone();
+        let clock = self.draw_clock(id);
+        Hooks {
+            observer: Some(Arc::new(move |node: NodeId, event: &NodeEvent| observer.observe(node.0, event))),
+            clock: clock.map(|clock| Arc::new(clock) as Arc<dyn NodeClock>),
+            transport: self.swarm.messes_with_messages().then(|| self.clone() as Arc<dyn TransportFaults>),
+        }
+    }
+
+    pub fn take_observations(&self) -> Observations {
+        std::mem::take(&mut self.lock().observations)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChaosState> {
+        self.state.lock().expect("chaos lock")
+    }
+
+    fn observe(&self, node: u64, event: &NodeEvent) {
+        let mut state = self.lock();
+        match *event {
+            NodeEvent::BecameLeader { term } => state.observations.leaders.push(LeaderObserved { term, node }),
+            NodeEvent::Applied { index, term, checksum } => {
+                let digest = (term << 32) | u64::from(checksum);
+                state.observations.committed.push(CommittedEntry { node, index, digest });
+            }
+            NodeEvent::Promised { vote } => {
+                let rate = if vote { CRASH_ON_VOTE_RATE } else { CRASH_ON_ACK_RATE };
+                if state.crashes_left == 0 || !state.rng.gen_bool(rate) {
+                    return;
+                }
+                state.crashes_left -= 1;
+                let rng = &mut state.rng;
+                let down_for = if rng.gen_bool(0.8) { rng.gen_range(1..40) } else { rng.gen_range(100..1_000) };
+                let request = CrashRequest {
+                    node,
+                    whole_cluster: rng.gen_bool(0.3),
+                    kill_after: Duration::from_micros(rng.gen_range(0..3_000)),
+                    down_for: Duration::from_millis(down_for),
+                };
+                let _ = self.crashes.send(request);
+            }
+        }
+    }
+
+    /// A drifting, jumping clock for node `id`, if this seed has clock faults.
+    fn draw_clock(&self, id: u64) -> Option<SimClock> {
+        let swarm = &self.swarm;
+        if swarm.clock_drift == 0.0 && !swarm.clock_jumps {
+            return None;
+        }
+        let mut rng = SmallRng::seed_from_u64(id ^ self.lock().rng.gen::<u64>());
+        let rate = 1.0 + rng.gen_range(-swarm.clock_drift..=swarm.clock_drift);
+        let mut jumps = Vec::new();
+        if swarm.clock_jumps {
+            for _ in 0..rng.gen_range(1..=3) {
+                let at = rng.gen_range(Duration::ZERO..swarm.fault_phase);
+                let by_millis: i64 = rng.gen_range(-CLOCK_JUMP_MAX_MS..=CLOCK_JUMP_MAX_MS);
+                jumps.push((at, by_millis));
+            }
+        }
+        let offset = Duration::from_secs(rng.gen_range(0..1_000_000));
+        Some(SimClock { epoch: self.epoch, offset, rate, jumps })
+    }
+}
+
+impl TransportFaults for Chaos {
+    fn plan(&self, _from: NodeId, _to: NodeId) -> Delivery {
+        let swarm = &self.swarm;
+        let mut state = self.lock();
+        let rng = &mut state.rng;
+        let mut delivery = Delivery::default();
+        if swarm.hold_back_rate > 0.0 && rng.gen_bool(swarm.hold_back_rate) {
+            delivery.delay = rng.gen_range(Duration::from_millis(1)..MESSAGE_DELAY_MAX);
+        }
+        if swarm.duplicate_rate > 0.0 && rng.gen_bool(swarm.duplicate_rate) {
+            delivery.copies.push(rng.gen_range(Duration::ZERO..MESSAGE_DELAY_MAX));
+        }
+        delivery
+    }
+}
+
+/// One node's clock: an offset, a rate, and jumps at fixed simulated times.
+/// It follows the simulation's time, not the node's uptime, so it keeps its
+/// course across restarts.
+struct SimClock {
+    epoch: Instant,
+    offset: Duration,
+    rate: f64,
+    /// (when, by how many milliseconds, either way).
+    jumps: Vec<(Duration, i64)>,
+}
+
+impl NodeClock for SimClock {
+    fn read(&self, _elapsed: Duration) -> Duration {
+        let since_epoch = Instant::now().saturating_duration_since(self.epoch);
+        let jumped: i64 = self.jumps.iter().filter(|(at, _)| *at <= since_epoch).map(|(_, by)| by).sum();
+        let drifted = since_epoch.mul_f64(self.rate) + self.offset;
+        let jump = Duration::from_millis(jumped.unsigned_abs());
+        if jumped >= 0 {
+            drifted + jump
+        } else {
+            drifted.saturating_sub(jump)
+        }
+    }
+}
+
+/// Crash points fire at most this often per seed (a node crashes at a
+/// promise, or the whole cluster does).
+const CRASH_POINTS_PER_SEED_MAX: usize = 6;
+/// Votes are rare and matter: crash at many of them.
+const CRASH_ON_VOTE_RATE: f64 = 0.6;
+/// Append acknowledgements are frequent.
+const CRASH_ON_ACK_RATE: f64 = 0.004;
+/// Held-back and duplicated batches arrive at most this late.
+const MESSAGE_DELAY_MAX: Duration = Duration::from_millis(150);
+const CLOCK_JUMP_MAX_MS: i64 = 2_000;
+const CHAOS_SALT: u64 = 0xC4A0_5EED;
