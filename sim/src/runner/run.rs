@@ -91,7 +91,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     }
     let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
     report.faults = fault_phase(&mut cluster, &swarm, &mut rng, &mut crash_requests).await;
-    heal(&mut cluster);
+    heal(&mut cluster).await;
     let healed = recorder.now();
     let leader_seen = client_node.spawn(wait_for_leader(cluster.live_members())).await.ok().flatten();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -278,8 +278,12 @@ fn heal_links(nodes: u64) {
     }
 }
 
-fn heal(cluster: &mut Cluster) {
+async fn heal(cluster: &mut Cluster) {
     heal_links(cluster.nodes.len() as u64);
+    // madsim drops a killed node's tasks only when it next schedules them: a
+    // node killed by the fault phase's last action must be gone before it
+    // restarts, or its old SQLite connection still holds the database.
+    tokio::time::sleep(KILL_SETTLE).await;
     let handle = Handle::current();
     let members = cluster.members.clone();
     for node in &mut cluster.nodes {
@@ -407,4 +411,5 @@ const SIMULATED_TIME_MAX: Duration = Duration::from_secs(600);
 const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_secs(10);
 const CONVERGENCE_POLLS_MAX: usize = 150;
 const LEADER_MEMBERS_POLLS_MAX: usize = 20;
+const KILL_SETTLE: Duration = Duration::from_millis(1);
 const FAULT_SALT: u64 = 0xFA17_5EED;

@@ -95,8 +95,8 @@ impl Swarm {
         // Faults added later draw from their own generator, so that a seed
         // keeps the faults above that it drew before they existed.
         let mut later = SmallRng::seed_from_u64(seed ^ LATER_FAULTS_SALT);
-        let crash_points = scenario != Scenario::Partitions && coin(&mut later, 0.7);
-        let duplicate_rate = if coin(&mut later, 0.5) { later.gen_range(0.1..0.5) } else { 0.0 };
+        let crash_points = scenario != Scenario::Partitions && coin(&mut later, 0.8);
+        let duplicate_rate = if coin(&mut later, 0.6) { later.gen_range(0.2..0.6) } else { 0.0 };
         let hold_back_rate = if coin(&mut later, 0.4) { later.gen_range(0.0..0.3) } else { 0.0 };
         let clock_drift = if coin(&mut later, 0.4) { later.gen_range(0.0..0.2) } else { 0.0 };
         let clock_jumps = coin(&mut later, 0.2);
