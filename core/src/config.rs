@@ -120,6 +120,10 @@ pub struct Mutations {
     /// Replicate parameterless statements as SQL text to re-execute instead
     /// of their row changes.
     pub replicate_statements: bool,
+    /// Recover the log without verifying record checksums: a garbled record
+    /// whose payload still decodes is believed, one that does not decode
+    /// ends the log as if torn (SIM-NOTES M17).
+    pub skip_record_checksums: bool,
 }
 
 impl Mutations {

@@ -26,7 +26,7 @@ use thiserror::Error;
 use crate::disk::{Disk, DiskError};
 use state::{LogState, Replay};
 
-pub use record::{decode_segment, DecodedSegment, Record};
+pub use record::{decode_segment, decode_segment_skipping_checksums, DecodedSegment, Record};
 
 /// Opening or writing the log failed. Every variant stops the node.
 #[derive(Clone, Debug, Error)]
@@ -52,6 +52,16 @@ pub struct Recovery {
     pub first_index: u64,
     /// The last index after recovery.
     pub last_index: u64,
+}
+
+/// How [`LogStore::open_with`] reads the log back. The default is the
+/// only correct setting; [`LogStore::open`] uses it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Mutant M17 (`Mutations::skip_record_checksums`): decode records
+    /// without verifying their checksums (see
+    /// [`decode_segment_skipping_checksums`]). Simulator only.
+    pub skip_record_checksums: bool,
 }
 
 /// One segment file.
@@ -118,10 +128,16 @@ fn checkpoint_problem(records: &[record::Located]) -> Option<String> {
 
 /// Reads and decodes one segment, deciding whether its damage is a torn
 /// tail (allowed only at the end of the last segment) or corruption.
-fn load_segment<D: Disk>(disk: &D, sequence: u64, is_last: bool) -> Result<LoadedSegment, LogError> {
+fn load_segment<D: Disk>(
+    disk: &D,
+    sequence: u64,
+    is_last: bool,
+    options: OpenOptions,
+) -> Result<LoadedSegment, LogError> {
     let name = segment_name(sequence);
     let bytes = disk.read(&name)?;
-    let decoded = decode_segment(&bytes);
+    let decoded =
+        if options.skip_record_checksums { decode_segment_skipping_checksums(&bytes) } else { decode_segment(&bytes) };
     let corrupt = |offset, reason| LogError::Corrupt { file: name.clone(), offset, reason };
     if let Some(damage) = &decoded.damage {
         if !(is_last && damage.torn) {
@@ -143,12 +159,25 @@ fn load_segment<D: Disk>(disk: &D, sequence: u64, is_last: bool) -> Result<Loade
 
 impl<D: Disk> LogStore<D> {
     /// Opens (or creates, on an empty disk) the log, recovering from a crash.
+    ///
+    /// # Errors
+    /// [`LogError::Corrupt`] for damage a crash cannot explain,
+    /// [`LogError::Disk`] if the disk fails.
     pub fn open(disk: D, segment_bytes_max: u64) -> Result<(Self, Recovery), LogError> {
+        Self::open_with(disk, segment_bytes_max, OpenOptions::default())
+    }
+
+    /// [`LogStore::open`] with explicit [`OpenOptions`]; only the simulator's
+    /// mutants need anything but the default.
+    ///
+    /// # Errors
+    /// As [`LogStore::open`].
+    pub fn open_with(disk: D, segment_bytes_max: u64, options: OpenOptions) -> Result<(Self, Recovery), LogError> {
         let mut sequences: Vec<u64> = disk.list()?.iter().filter_map(|name| parse_segment_name(name)).collect();
         sequences.sort_unstable();
         let mut loaded = Vec::with_capacity(sequences.len());
         for (position, &sequence) in sequences.iter().enumerate() {
-            loaded.push(load_segment(&disk, sequence, position + 1 == sequences.len())?);
+            loaded.push(load_segment(&disk, sequence, position + 1 == sequences.len(), options)?);
         }
         let mut torn_bytes_cut = 0;
         let mut discarded = None;

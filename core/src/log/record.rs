@@ -2,7 +2,8 @@
 //! where the payload is a one-byte kind followed by a protobuf message.
 //!
 //! [`decode_segment`] is pure and total: any bytes give an answer, never a
-//! panic, so it can be fuzzed directly.
+//! panic, so it can be fuzzed directly. [`decode_segment_skipping_checksums`]
+//! is its deliberately broken twin for the simulator's mutant M17.
 
 use protobuf::Message;
 use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
@@ -70,7 +71,8 @@ impl Record {
         Ok(frame(&payload))
     }
 
-    /// Parses a payload whose checksum already matched.
+    /// Parses a payload whose checksum already matched (or was skipped, under
+    /// mutant M17).
     fn decode_payload(payload: &[u8]) -> Result<Record, String> {
         let (&kind, body) = payload.split_first().ok_or("empty payload")?;
         let record = match kind {
@@ -133,7 +135,8 @@ pub struct DecodedSegment {
 
 /// How a single frame at some offset reads.
 enum Frame {
-    /// A whole frame with a matching checksum.
+    /// A whole frame with a matching checksum (or an unchecked one, when
+    /// checksums are skipped).
     Valid { payload_start: usize, end: usize },
     /// Too few bytes for the header or for the length it announces.
     Incomplete,
@@ -148,7 +151,7 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes([field[0], field[1], field[2], field[3]]))
 }
 
-fn read_frame(bytes: &[u8], offset: usize) -> Frame {
+fn read_frame(bytes: &[u8], offset: usize, checksums: Checksums) -> Frame {
     let (Some(length), Some(checksum)) = (read_u32(bytes, offset), read_u32(bytes, offset + 4)) else {
         return Frame::Incomplete;
     };
@@ -161,7 +164,7 @@ fn read_frame(bytes: &[u8], offset: usize) -> Frame {
     let Some(payload) = bytes.get(payload_start..end) else {
         return Frame::Incomplete;
     };
-    if crc32c::crc32c(payload) == checksum {
+    if checksums == Checksums::Skip || crc32c::crc32c(payload) == checksum {
         Frame::Valid { payload_start, end }
     } else {
         Frame::BadChecksum
@@ -186,7 +189,7 @@ fn valid_frame_from(bytes: &[u8], from: usize) -> Option<bool> {
             continue;
         }
         budget = budget.checked_sub(length)?;
-        if let Frame::Valid { payload_start, end } = read_frame(bytes, offset) {
+        if let Frame::Valid { payload_start, end } = read_frame(bytes, offset, Checksums::Verify) {
             if Record::decode_payload(&bytes[payload_start..end]).is_ok() {
                 return Some(true);
             }
@@ -206,10 +209,31 @@ fn damage_at(bytes: &[u8], offset: usize, reason: String) -> Damage {
 
 /// Decodes one segment's bytes. Never panics, whatever the input.
 pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
+    decode_frames(bytes, Checksums::Verify)
+}
+
+/// Mutant M17 (`Mutations::skip_record_checksums`), never for real use:
+/// like [`decode_segment`], but a frame whose length fits in the bytes left
+/// is accepted without checking its crc32c, and a payload that then does not
+/// decode is taken as a torn tail, the end of the valid log. A damaged record
+/// is thus either believed or, with everything after it, thrown away.
+/// Never panics, whatever the input.
+pub fn decode_segment_skipping_checksums(bytes: &[u8]) -> DecodedSegment {
+    decode_frames(bytes, Checksums::Skip)
+}
+
+/// Whether frames' checksums are verified; only mutant M17 skips them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checksums {
+    Verify,
+    Skip,
+}
+
+fn decode_frames(bytes: &[u8], checksums: Checksums) -> DecodedSegment {
     let mut decoded = DecodedSegment::default();
     let mut offset = 0;
     while offset < bytes.len() {
-        let damage = match read_frame(bytes, offset) {
+        let damage = match read_frame(bytes, offset, checksums) {
             Frame::Valid { payload_start, end } => {
                 match Record::decode_payload(&bytes[payload_start..end]) {
                     Ok(record) => {
@@ -218,8 +242,9 @@ pub fn decode_segment(bytes: &[u8]) -> DecodedSegment {
                         continue;
                     }
                     // A matching checksum means these bytes were written so:
-                    // a bug or deliberate damage, never a torn write.
-                    Err(reason) => Damage { offset: offset as u64, reason, torn: false },
+                    // a bug or deliberate damage, never a torn write. Without
+                    // the checksum (M17) there is no telling, so it is cut.
+                    Err(reason) => Damage { offset: offset as u64, reason, torn: checksums == Checksums::Skip },
                 }
             }
             Frame::Incomplete => {
@@ -315,11 +340,46 @@ mod tests {
         assert!(damage.reason.contains("unknown record kind 99"));
     }
 
+    /// Offset of the first occurrence of `needle` in `bytes`.
+    fn find(bytes: &[u8], needle: &[u8]) -> usize {
+        bytes.windows(needle.len()).position(|window| window == needle).expect("needle present")
+    }
+
+    #[test]
+    fn skipping_checksums_believes_a_garbled_record() {
+        let records = sample_records();
+        let mut bytes = encode_all(&records);
+        let data = find(&bytes, b"five");
+        bytes[data] = b'F';
+        let strict = decode_segment(&bytes);
+        assert_eq!(strict.records.len(), 3);
+        assert!(!strict.damage.expect("checksum mismatch found").torn, "valid records follow it");
+        let skipping = decode_segment_skipping_checksums(&bytes);
+        assert_eq!(skipping.damage, None);
+        assert_eq!(skipping.records[3].record, Record::Entry(entry(5, 2, b"Five")));
+    }
+
+    #[test]
+    fn skipping_checksums_cuts_at_an_undecodable_record() {
+        let records = sample_records();
+        let mut bytes = encode_all(&records);
+        let fourth = encode_all(&records[..3]).len();
+        bytes[fourth + HEADER_BYTES] = 99;
+        let strict = decode_segment(&bytes);
+        assert!(!strict.damage.expect("checksum mismatch found").torn, "valid records follow it");
+        let skipping = decode_segment_skipping_checksums(&bytes);
+        let damage = skipping.damage.expect("unknown kind found");
+        assert!(damage.torn && damage.reason.contains("unknown record kind 99"), "{damage:?}");
+        assert_eq!((skipping.records.len(), skipping.valid_bytes), (3, fourth as u64));
+    }
+
     proptest::proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let decoded = decode_segment(&bytes);
             proptest::prop_assert!(decoded.valid_bytes <= bytes.len() as u64);
+            let skipping = decode_segment_skipping_checksums(&bytes);
+            proptest::prop_assert!(skipping.valid_bytes <= bytes.len() as u64);
         }
 
         #[test]

@@ -235,6 +235,61 @@ fn flipped_bit_in_an_older_segment_is_corruption() {
     }
 }
 
+/// A store with entries 1..=10, whose last record (entry 10) then has one
+/// byte of its data garbled on disk: its checksum fails, its protobuf still
+/// decodes. Returns the garbled record's length.
+fn garbled_last_entry(disk: &MemDisk) -> usize {
+    let mut store = populated(disk, SEGMENT_BYTES);
+    store.append(&[entry(10, 2)]).expect("append");
+    store.sync().expect("sync");
+    let last = store.segment_names().pop().expect("a segment");
+    let record_bytes = Record::Entry(entry(10, 2)).encode().expect("encode").len();
+    let bytes = disk.read(&last).expect("read");
+    let data_offset = bytes.len() - record_bytes
+        + bytes[bytes.len() - record_bytes..].windows(4).position(|window| window == b"data").expect("entry data");
+    flip_bit(disk, &last, data_offset);
+    record_bytes
+}
+
+fn open_skipping_checksums(disk: &MemDisk) -> (LogStore<MemDisk>, Recovery) {
+    let options = OpenOptions { skip_record_checksums: true };
+    LogStore::open_with(disk.clone(), SEGMENT_BYTES, options).expect("open skipping checksums")
+}
+
+#[test]
+fn skipping_checksums_accepts_a_garbled_last_record() {
+    let disk = MemDisk::new();
+    garbled_last_entry(&disk);
+    let (store, recovery) = open_skipping_checksums(&disk);
+    assert_eq!(recovery.torn_bytes_cut, 0);
+    assert_eq!(store.last_index(), 10);
+    let garbled = store.in_memory_entries().last().expect("entry 10");
+    assert_eq!(garbled.data.as_ref(), b"`ata 10/2", "'d' with bit 0x04 flipped");
+}
+
+#[test]
+fn garbled_last_record_is_cut_as_a_torn_tail() {
+    let disk = MemDisk::new();
+    let record_bytes = garbled_last_entry(&disk);
+    let (store, recovery) = open(&disk, SEGMENT_BYTES);
+    assert_eq!(recovery.torn_bytes_cut, record_bytes as u64);
+    assert_eq!(store.last_index(), 9, "entry 10 failed its checksum");
+    assert_eq!(store.in_memory_entries(), [entries(1..=5, 1), entries(6..=9, 2)].concat());
+}
+
+#[test]
+fn skipping_checksums_cuts_at_an_undecodable_middle_record() {
+    let disk = MemDisk::new();
+    let store = populated(&disk, SEGMENT_BYTES);
+    let last = store.segment_names().pop().expect("a segment");
+    let kind_offset = Record::Compact(SnapshotMetadata::default()).encode().expect("encode").len() + 8;
+    flip_bit(&disk, &last, kind_offset);
+    assert!(matches!(LogStore::open(disk.clone(), SEGMENT_BYTES), Err(LogError::Corrupt { .. })));
+    let (reopened, recovery) = open_skipping_checksums(&disk);
+    assert!(reopened.is_empty(), "the checkpoint was cut, and the segment with it");
+    assert!(recovery.torn_bytes_cut > 0);
+}
+
 #[test]
 fn failed_sync_stops_the_store() {
     let disk = MemDisk::new();

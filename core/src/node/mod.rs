@@ -23,7 +23,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId, Term};
-use crate::log::{LogError, LogStore};
+use crate::log::{LogError, LogStore, OpenOptions};
 use crate::sql::{Applied, ApplyError, Reader, SqlError, StateMachine};
 
 pub use events::{NodeEvent, Observer};
@@ -156,7 +156,8 @@ impl<D: Disk> Node<D> {
     ) -> Result<Self, OpenError> {
         validate_config(&config)?;
         std::fs::create_dir_all(data_dir)?;
-        let (mut log, recovery) = LogStore::open(disk, config.segment_bytes_max)?;
+        let log_options = OpenOptions { skip_record_checksums: config.mutations.skip_record_checksums };
+        let (mut log, recovery) = LogStore::open_with(disk, config.segment_bytes_max, log_options)?;
         if recovery.torn_bytes_cut > 0 {
             tracing::warn!(node = config.id.0, bytes = recovery.torn_bytes_cut, "cut torn log tail");
         }

@@ -19,12 +19,15 @@ pub enum Mutant {
     MatchIndexOnly,
     /// Statements replicated as text and re-executed (M11).
     ReplicateStatements,
+    /// Log recovery skips record checksums: a garbled record is believed,
+    /// an undecodable one ends the log like a torn tail (M17).
+    AcceptTornRecords,
     /// The client history flips one read result (M20): must always fail.
     Canary,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -33,6 +36,7 @@ impl Mutant {
         Mutant::ForgetVote,
         Mutant::MatchIndexOnly,
         Mutant::ReplicateStatements,
+        Mutant::AcceptTornRecords,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Mutant {
             Mutant::ForgetVote => "forget-vote",
             Mutant::MatchIndexOnly => "match-index-only",
             Mutant::ReplicateStatements => "replicate-statements",
+            Mutant::AcceptTornRecords => "accept-torn-records",
             Mutant::Canary => "canary",
         }
     }
@@ -64,6 +69,7 @@ impl Mutant {
             Mutant::ForgetVote => mutations.forget_vote = true,
             Mutant::MatchIndexOnly => mutations.match_index_only = true,
             Mutant::ReplicateStatements => mutations.replicate_statements = true,
+            Mutant::AcceptTornRecords => mutations.skip_record_checksums = true,
             Mutant::Canary => {}
         }
         mutations
