@@ -15,10 +15,11 @@ pub enum NodeEvent {
     /// The entry at `index` (written in `term`, `checksum` = crc32c of its
     /// data) was applied to the state machine.
     Applied { index: u64, term: u64, checksum: u32 },
-    /// This node just handed the host a granted vote (`vote`) or append
-    /// acknowledgements for sending: what they promise must already be
-    /// durable. A named crash point.
-    Promised { vote: bool },
+    /// This node just handed the host a granted vote (for `voted_for` in
+    /// `term`) or append acknowledgements (`voted_for` is `None`) for
+    /// sending: what they promise must already be durable. A named crash
+    /// point.
+    Promised { term: u64, voted_for: Option<u64> },
 }
 
 /// Receives a node's events, in order.
@@ -27,12 +28,10 @@ pub type Observer = Box<dyn FnMut(NodeId, &NodeEvent) + Send>;
 /// The promise carried by messages that raft-rs sends only once what they
 /// report is persisted, if any.
 pub(super) fn promise_in(messages: &[Message]) -> Option<NodeEvent> {
-    let granted = |kind| messages.iter().any(|m| m.get_msg_type() == kind && !m.reject);
-    if granted(MessageType::MsgRequestVoteResponse) {
-        Some(NodeEvent::Promised { vote: true })
-    } else if granted(MessageType::MsgAppendResponse) {
-        Some(NodeEvent::Promised { vote: false })
+    let granted = |kind| messages.iter().find(|m| m.get_msg_type() == kind && !m.reject);
+    if let Some(vote) = granted(MessageType::MsgRequestVoteResponse) {
+        Some(NodeEvent::Promised { term: vote.term, voted_for: Some(vote.to) })
     } else {
-        None
+        granted(MessageType::MsgAppendResponse).map(|ack| NodeEvent::Promised { term: ack.term, voted_for: None })
     }
 }

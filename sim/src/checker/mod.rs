@@ -13,6 +13,7 @@
 //! | [`check_bank`] | 6. bank total |
 //! | [`check_set`] | 6. no lost, duplicate or invented set inserts |
 //! | [`check_election_safety`] | 1. at most one leader per term |
+//! | [`check_votes`] | 1. at most one vote per node per term |
 //! | [`check_committed`] | 3. a committed index never maps to two entries |
 //! | [`check_convergence`] | 5. live replicas agree on applied index and digest |
 //! | [`check_liveness`] | 7. a leader soon after heal, no operation left in flight |
@@ -33,7 +34,7 @@ pub mod violation;
 pub use bank::check_bank;
 pub use committed::{check_committed, CommittedEntry};
 pub use convergence::{check_convergence, ReplicaState};
-pub use elections::{check_election_safety, LeaderObserved};
+pub use elections::{check_election_safety, check_votes, LeaderObserved, VoteObserved};
 pub use history::{Kind, Operation};
 pub use linearizability::{check_linearizability, check_linearizability_with_budget, VISITED_STATES_PER_KEY_MAX};
 pub use liveness::{check_liveness, LivenessObservation};

@@ -35,6 +35,8 @@ pub enum Violation {
     SetUnexpected { value: i64, final_position: usize },
     /// Two nodes were leader in the same term.
     TwoLeaders { term: u64, first: u64, second: u64 },
+    /// A node granted its vote to two candidates in one term.
+    TwoVotes { node: u64, term: u64, first: u64, second: u64 },
     /// Two different entries were reported committed or applied at the same index.
     CommittedConflict { index: u64, first: CommittedEntry, second: CommittedEntry },
     /// The convergence check was given no live replica.
@@ -93,6 +95,9 @@ impl fmt::Display for Violation {
             }
             Violation::TwoLeaders { term, first, second } => {
                 write!(formatter, "term {term} has two leaders: node {first} and node {second}")
+            }
+            Violation::TwoVotes { node, term, first, second } => {
+                write!(formatter, "node {node} voted twice in term {term}: for node {first} and for node {second}")
             }
             Violation::CommittedConflict { index, first, second } => write!(
                 formatter,

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::swarm::Swarm;
-use crate::checker::{CommittedEntry, LeaderObserved};
+use crate::checker::{CommittedEntry, LeaderObserved, VoteObserved};
 
 /// A crash a node asked for at one of its crash points. The fault phase
 /// carries it out (it owns which nodes are up).
@@ -33,6 +33,7 @@ pub struct CrashRequest {
 #[derive(Default)]
 pub struct Observations {
     pub leaders: Vec<LeaderObserved>,
+    pub votes: Vec<VoteObserved>,
     pub committed: Vec<CommittedEntry>,
 }
 
@@ -91,17 +92,27 @@ impl Chaos {
                 let digest = (term << 32) | u64::from(checksum);
                 state.observations.committed.push(CommittedEntry { node, index, digest });
             }
-            NodeEvent::Promised { vote } => {
+            NodeEvent::Promised { term, voted_for } => {
+                if let Some(candidate) = voted_for {
+                    state.observations.votes.push(VoteObserved { node, term, candidate });
+                }
+                let vote = voted_for.is_some();
                 let rate = if vote { CRASH_ON_VOTE_RATE } else { CRASH_ON_ACK_RATE };
                 if state.crashes_left == 0 || !state.rng.gen_bool(rate) {
                     return;
                 }
                 state.crashes_left -= 1;
                 let rng = &mut state.rng;
-                let down_for = if rng.gen_bool(0.8) { rng.gen_range(1..40) } else { rng.gen_range(100..1_000) };
+                // A voter back within the election it voted in is what tests
+                // that the vote was durable.
+                let down_for = match (vote, rng.gen_bool(0.8)) {
+                    (true, true) => rng.gen_range(1..20),
+                    (false, true) => rng.gen_range(1..40),
+                    (_, false) => rng.gen_range(100..1_000),
+                };
                 let request = CrashRequest {
                     node,
-                    whole_cluster: rng.gen_bool(0.3),
+                    whole_cluster: !vote && rng.gen_bool(0.3),
                     kill_after: Duration::from_micros(rng.gen_range(0..3_000)),
                     down_for: Duration::from_millis(down_for),
                 };
@@ -176,10 +187,10 @@ impl NodeClock for SimClock {
 /// promise, or the whole cluster does).
 const CRASH_POINTS_PER_SEED_MAX: usize = 6;
 /// Votes are rare and matter: crash at many of them.
-const CRASH_ON_VOTE_RATE: f64 = 0.6;
+const CRASH_ON_VOTE_RATE: f64 = 0.8;
 /// Append acknowledgements are frequent.
 const CRASH_ON_ACK_RATE: f64 = 0.004;
 /// Held-back and duplicated batches arrive at most this late.
-const MESSAGE_DELAY_MAX: Duration = Duration::from_millis(150);
+const MESSAGE_DELAY_MAX: Duration = Duration::from_millis(300);
 const CLOCK_JUMP_MAX_MS: i64 = 2_000;
 const CHAOS_SALT: u64 = 0xC4A0_5EED;

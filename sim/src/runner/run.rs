@@ -148,6 +148,7 @@ fn check_all(
         ("bank", checker::bank::check_bank(history, ACCOUNTS as i64 * INITIAL_BALANCE)),
         ("set", checker::set::check_set(history)),
         ("elections", checker::elections::check_election_safety(&observed.leaders)),
+        ("votes", checker::elections::check_votes(&observed.votes)),
         ("committed", checker::committed::check_committed(&observed.committed)),
         ("convergence", checker::convergence::check_convergence(replicas)),
         ("liveness", checker::liveness::check_liveness(liveness)),
