@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use deeb_sim::runner::mutants::Mutant;
 use deeb_sim::runner::swarm::Scenario;
-use deeb_sim::runner::{run_seed, RunOptions, RunReport};
+use deeb_sim::runner::{check_determinism, determinism_canary, run_seed, RunOptions, RunReport};
 
 #[derive(Parser)]
 #[command(name = "deeb-sim", about = "Deterministic simulation of a deeb cluster")]
@@ -28,6 +28,10 @@ enum Command {
         scenario: Option<String>,
         #[arg(long, default_value_t = 3)]
         nodes: u64,
+        /// Run each seed twice under madsim's determinism checker instead;
+        /// any divergence between the two runs is a failure.
+        #[arg(long)]
+        check_determinism: bool,
     },
     /// Re-run one seed with logs; the history hash shows it replays exactly.
     Replay {
@@ -48,7 +52,8 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
-    /// What CI runs: regression seeds, fresh seeds, and a mutation check.
+    /// What CI runs: regression seeds, fresh seeds (from `DEEB_SIM_SEED_BASE`),
+    /// a determinism check on a sample of them, and a mutation check.
     Ci {
         #[arg(long, default_value_t = 300)]
         seeds: u64,
@@ -58,7 +63,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let arguments = Arguments::parse();
     let ok = match arguments.command {
-        Command::Run { seeds, first, scenario, nodes } => run_many(first, seeds, scenario.as_deref(), nodes),
+        Command::Run { seeds, first, scenario, nodes, check_determinism } => {
+            run_many(first, seeds, scenario.as_deref(), nodes, check_determinism)
+        }
         Command::Replay { seed, scenario, nodes, mutant } => replay(seed, &scenario, nodes, mutant.as_deref()),
         Command::Mutants { budget, only } => mutants(budget, only.as_deref()),
         Command::Ci { seeds } => ci(seeds),
@@ -76,7 +83,7 @@ fn options(seed: u64, scenario: Scenario, nodes: u64, mutant: Option<Mutant>) ->
 
 fn replay_line(options: &RunOptions) -> String {
     let mut line = format!(
-        "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target-sim cargo run --release -p deeb-sim -- replay --seed {} --scenario {} --nodes {}",
+        "{SIMULATOR_COMMAND} replay --seed {} --scenario {} --nodes {}",
         options.seed,
         options.scenario.name(),
         options.nodes
@@ -87,7 +94,17 @@ fn replay_line(options: &RunOptions) -> String {
     line
 }
 
-fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64) -> bool {
+/// The command that re-runs one seed's determinism check.
+fn determinism_line(options: &RunOptions) -> String {
+    format!(
+        "{SIMULATOR_COMMAND} run --check-determinism --first {} --seeds 1 --scenario {} --nodes {}",
+        options.seed,
+        options.scenario.name(),
+        options.nodes
+    )
+}
+
+fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64, check_determinism: bool) -> bool {
     let scenarios: Vec<Scenario> = match scenario {
         Some(name) => match Scenario::parse(name) {
             Some(scenario) => vec![scenario],
@@ -101,7 +118,11 @@ fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64) -> bool 
     let runs: Vec<RunOptions> = (first..first + count)
         .map(|seed| options(seed, scenarios[(seed % scenarios.len() as u64) as usize], nodes, None))
         .collect();
-    run_batch(&runs)
+    if check_determinism {
+        determinism_batch(&runs)
+    } else {
+        run_batch(&runs)
+    }
 }
 
 /// Runs seeds, prints a line per failure and a summary. True if all passed.
@@ -125,6 +146,55 @@ fn run_batch(runs: &[RunOptions]) -> bool {
         failures
     );
     failures == 0
+}
+
+/// Runs each seed twice under madsim's determinism checker; prints every
+/// seed it checks, a loud line per divergence, and a summary. True if no run
+/// diverged and every second run passed the checks.
+fn determinism_batch(runs: &[RunOptions]) -> bool {
+    let start = Instant::now();
+    let mut failures = 0;
+    for options in runs {
+        print!("determinism: seed {} ({}, {} nodes): ", options.seed, options.scenario.name(), options.nodes);
+        match check_determinism(options) {
+            Ok(report) => {
+                println!(
+                    "both runs agree, {} operations, history hash {:016x}",
+                    report.operations, report.history_hash
+                );
+                if report.failed() {
+                    failures += 1;
+                    print_failure(options, &report);
+                }
+            }
+            Err(divergence) => {
+                failures += 1;
+                println!("the runs differ\nFAIL NONDETERMINISTIC seed {}: {divergence}", options.seed);
+                println!("  replay: {}", determinism_line(options));
+            }
+        }
+    }
+    println!("determinism: {} seeds run twice in {:.1}s: {failures} failed", runs.len(), start.elapsed().as_secs_f64());
+    failures == 0
+}
+
+/// The determinism check must fail on runs that differ (see
+/// `determinism_canary`); madsim's panic for it is silenced.
+fn determinism_canary_caught() -> bool {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let canary = determinism_canary();
+    std::panic::set_hook(hook);
+    match canary {
+        Ok(()) => {
+            println!("determinism canary (two runs 1 ms apart): caught");
+            true
+        }
+        Err(problem) => {
+            println!("FAIL determinism canary: {problem}");
+            false
+        }
+    }
 }
 
 fn print_failure(options: &RunOptions, report: &RunReport) {
@@ -206,17 +276,42 @@ fn first_catch(mutant: Mutant, budget: u64) -> (Option<(u64, Scenario, RunReport
 
 /// Regression seeds first, then fresh ones, then the mutation check.
 fn ci(seeds: u64) -> bool {
+    let Some(base) = fresh_seed_base() else {
+        return false;
+    };
     let regressions = regression_runs();
     println!("== {} regression seeds (sim/regressions)", regressions.len());
     let mut ok = run_batch(&regressions);
-    let base = fresh_seed_base();
-    println!("== {seeds} seeds from {base} across scenarios");
-    let fresh: Vec<RunOptions> =
-        (base..base + seeds).map(|seed| options(seed, Scenario::for_seed(seed), 3, None)).collect();
+    println!("== {seeds} seeds from {base} across scenarios, one in {FIVE_NODE_EVERY} with 5 nodes");
+    let fresh: Vec<RunOptions> = (base..base + seeds).map(fresh_run).collect();
     ok &= run_batch(&fresh);
+    let sample = determinism_sample(&fresh);
+    println!("== determinism check on {} of those seeds (each run twice)", sample.len());
+    ok &= determinism_batch(&sample);
+    ok &= determinism_canary_caught();
     println!("== mutation check");
     ok &= mutants(CI_MUTANT_BUDGET, Some(CI_MUTANTS));
     ok
+}
+
+/// A fresh CI seed: its scenario by `Scenario::for_seed`; 5 nodes for one
+/// seed in `FIVE_NODE_EVERY`, 3 for the rest.
+fn fresh_run(seed: u64) -> RunOptions {
+    // A match, not is_multiple_of: that needs Rust 1.87 and the workspace says 1.85.
+    let nodes = match seed % FIVE_NODE_EVERY {
+        0 => 5,
+        _ => 3,
+    };
+    options(seed, Scenario::for_seed(seed), nodes, None)
+}
+
+/// Every `DETERMINISM_STEP`-th fresh run, or every (len / 3)-th when that is
+/// smaller, so at least three (all of them when fewer). The step is prime to
+/// the 4 scenarios and to `FIVE_NODE_EVERY`, so the sample moves through the
+/// scenarios and both cluster sizes.
+fn determinism_sample(fresh: &[RunOptions]) -> Vec<RunOptions> {
+    let step = (fresh.len() / 3).clamp(1, DETERMINISM_STEP);
+    fresh.iter().step_by(step).cloned().collect()
 }
 
 /// `sim/regressions`: `SEED SCENARIO NODES  # what it found`.
@@ -235,14 +330,29 @@ fn regression_runs() -> Vec<RunOptions> {
         .collect()
 }
 
-/// Where CI's seed range starts: 0 by default, so a CI verdict is
-/// reproducible; set `DEEB_SIM_SEED_BASE` (e.g. to a commit hash prefix) to
-/// explore new ground. Any failure found that way goes into sim/regressions.
-fn fresh_seed_base() -> u64 {
-    std::env::var("DEEB_SIM_SEED_BASE").ok().and_then(|text| text.parse().ok()).unwrap_or(0)
+/// Where CI's seed range starts: `DEEB_SIM_SEED_BASE`, which `.ci/test`
+/// derives from the commit so each commit explores new seeds (0 when unset).
+/// Every FAIL line names its seed, so it replays whatever the base. Any
+/// failure found that way goes into sim/regressions. None (after saying
+/// why) if the variable is set but not a number.
+fn fresh_seed_base() -> Option<u64> {
+    let Ok(text) = std::env::var("DEEB_SIM_SEED_BASE") else {
+        return Some(0);
+    };
+    let parsed = text.trim().parse().ok();
+    if parsed.is_none() {
+        eprintln!("DEEB_SIM_SEED_BASE={text:?} is not a decimal u64");
+    }
+    parsed
 }
 
 /// The mutants CI requires to be caught (the canary and three more; see
 /// sim/README.md for the ones the simulator does not catch yet).
 const CI_MUTANTS: &str = "canary,read-without-read-index,ack-before-fsync,replicate-statements";
 const CI_MUTANT_BUDGET: u64 = 200;
+/// One CI fresh seed in this many runs a 5-node cluster.
+const FIVE_NODE_EVERY: u64 = 5;
+/// How far apart (in fresh seeds) the determinism check samples.
+const DETERMINISM_STEP: usize = 51;
+const SIMULATOR_COMMAND: &str =
+    "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target-sim cargo run --release -p deeb-sim --";

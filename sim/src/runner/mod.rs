@@ -14,4 +14,4 @@ mod run;
 mod workload;
 
 #[cfg(madsim)]
-pub use run::{run_seed, RunOptions, RunReport};
+pub use run::{check_determinism, determinism_canary, run_seed, RunOptions, RunReport};

@@ -1,7 +1,7 @@
 //! One seed: a cluster, clients, a fault phase, a heal phase, and the checks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use madsim::net::NetSim;
@@ -66,6 +66,88 @@ pub fn run_seed(options: &RunOptions) -> RunReport {
             violations: vec![format!("panic: {}", panic_message(&panic))],
             ..RunReport::default()
         },
+    }
+}
+
+/// Runs one seed twice, each in a fresh madsim runtime on a fresh thread,
+/// under madsim's determinism checker (`Runtime::check_determinism`, what
+/// `MADSIM_TEST_CHECK_DETERMINISM` turns on): the second run must draw the
+/// same random numbers at the same simulated instants as the first, and its
+/// history must hash the same. Returns the second run's report. One check at
+/// a time: the runs get their options through a static.
+///
+/// # Errors
+///
+/// A description when the runs diverge (madsim panics "non-determinism
+/// detected at ..."), when a run panics, or when the history hashes differ.
+pub fn check_determinism(options: &RunOptions) -> Result<RunReport, String> {
+    let _one_at_a_time = DETERMINISM_SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
+    let mut config = madsim::Config::default();
+    config.net.packet_loss_rate = swarm.packet_loss_rate;
+    *DETERMINISM_OPTIONS.lock().expect("determinism options lock") = Some(options.clone());
+    DETERMINISM_HASHES.lock().expect("determinism hashes lock").clear();
+    let report = run_twice(options.seed, config, determinism_run)?;
+    let hashes = std::mem::take(&mut *DETERMINISM_HASHES.lock().expect("determinism hashes lock"));
+    match hashes[..] {
+        [first, second] if first == second => Ok(report),
+        [first, second] => Err(format!("history hashes differ: {first:016x} then {second:016x}")),
+        _ => Err(format!("expected 2 runs, saw {}", hashes.len())),
+    }
+}
+
+/// Shows that `check_determinism`'s machinery can fail: a run that takes
+/// 1 ms more on its second go (state leaking between runs, as a global
+/// counter or an unseeded `rand::thread_rng` would; madsim intercepts
+/// `SystemTime`, not those) must be reported.
+///
+/// # Errors
+///
+/// If the checker accepted the two different runs.
+pub fn determinism_canary() -> Result<(), String> {
+    match run_twice(0, madsim::Config::default(), drifting_run) {
+        Err(divergence) if divergence.contains("non-determinism detected") => Ok(()),
+        Err(other) => Err(format!("the canary failed for another reason: {other}")),
+        Ok(_) => Err("two runs that differ by 1 ms passed the determinism check".to_owned()),
+    }
+}
+
+/// Runs `run` twice under madsim's determinism checker.
+fn run_twice<F>(seed: u64, config: madsim::Config, run: fn() -> F) -> Result<F::Output, String>
+where
+    F: std::future::Future + 'static,
+    F::Output: Send,
+{
+    let checked = std::panic::catch_unwind(move || madsim::runtime::Runtime::check_determinism(seed, config, run));
+    checked.map_err(|panic| format!("a run panicked: {}", panic_message(&panic)))
+}
+
+/// One run for `check_determinism`, which wants a plain `fn`: the options
+/// come through a static. Each run gets its own scratch directory, as in
+/// `run_seed`, and the same simulated-time bound.
+fn determinism_run() -> impl std::future::Future<Output = RunReport> {
+    let options = DETERMINISM_OPTIONS.lock().expect("determinism options lock").clone();
+    let options = options.expect("check_determinism stores the options before the runs");
+    let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
+    let directory = scratch_directory();
+    async move {
+        let path = directory.path().to_owned();
+        let simulation = tokio::time::timeout(SIMULATED_TIME_MAX, simulate(options, swarm, path));
+        let report = simulation.await.expect("simulated time limit exceeded");
+        DETERMINISM_HASHES.lock().expect("determinism hashes lock").push(report.history_hash);
+        drop(directory);
+        report
+    }
+}
+
+/// The canary's run: sleeps 1 ms on even calls and 2 ms on odd ones, then
+/// draws a number, so its two runs under the checker always differ.
+fn drifting_run() -> impl std::future::Future<Output = u64> {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let extra_millis = CALLS.fetch_add(1, Ordering::SeqCst) % 2;
+    async move {
+        tokio::time::sleep(Duration::from_millis(1 + extra_millis)).await;
+        madsim::rand::random::<u64>()
     }
 }
 
@@ -414,3 +496,37 @@ const CONVERGENCE_POLLS_MAX: usize = 150;
 const LEADER_MEMBERS_POLLS_MAX: usize = 20;
 const KILL_SETTLE: Duration = Duration::from_millis(1);
 const FAULT_SALT: u64 = 0xFA17_5EED;
+
+/// Held for the whole of a `check_determinism`, which uses the two statics below.
+static DETERMINISM_SERIAL: Mutex<()> = Mutex::new(());
+/// What `determinism_run` runs: set by `check_determinism`.
+static DETERMINISM_OPTIONS: Mutex<Option<RunOptions>> = Mutex::new(None);
+/// The history hash of each run `check_determinism` made, in order.
+static DETERMINISM_HASHES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn determinism_check_reports_runs_that_differ() {
+        assert_eq!(determinism_canary(), Ok(()));
+    }
+
+    #[test]
+    fn determinism_check_accepts_equal_runs() {
+        let steady_run = || async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            madsim::rand::random::<u64>()
+        };
+        assert!(run_twice(0, madsim::Config::default(), steady_run).is_ok());
+    }
+
+    #[test]
+    fn a_simulated_seed_runs_the_same_twice() {
+        let options = RunOptions { seed: 1, scenario: Scenario::Partitions, nodes: 3, mutant: None };
+        let report = check_determinism(&options).expect("seed 1 runs the same twice");
+        assert!(report.operations > 0, "the seed did some work");
+        assert!(!report.failed(), "{:?}", report.violations);
+    }
+}
