@@ -82,6 +82,30 @@ impl MemDisk {
         self.lock().operations_until_failure = Some(operations);
     }
 
+    /// The durable files (as of the last `sync_dir`) and their synced bytes:
+    /// what a crash now would leave.
+    pub fn durable_files(&self) -> Vec<(String, Vec<u8>)> {
+        let state = self.lock();
+        let contents = |inode: &InodeId| state.inodes.get(inode).map(|file| file.durable.clone()).unwrap_or_default();
+        state.durable_directory.iter().map(|(name, inode)| (name.clone(), contents(inode))).collect()
+    }
+
+    /// Bit rot: flips the bits of the durable byte at `offset` in file
+    /// `name` (and of its current copy). False if there is no such byte.
+    pub fn rot_byte(&self, name: &str, offset: usize) -> bool {
+        let mut state = self.lock();
+        let Some(&inode) = state.durable_directory.get(name) else { return false };
+        let Some(file) = state.inodes.get_mut(&inode) else { return false };
+        if offset >= file.durable.len() {
+            return false;
+        }
+        file.durable[offset] ^= 0xff;
+        if let Some(byte) = file.current.get_mut(offset) {
+            *byte ^= 0xff;
+        }
+        true
+    }
+
     /// Simulates power loss: each file keeps, drops or tears (keeps a random
     /// prefix of, perhaps garbling its end) its unsynced bytes, and directory
     /// changes since the last `sync_dir` are undone. Clears injected faults.
@@ -306,6 +330,17 @@ mod tests {
         disk.sync_dir().expect("sync_dir");
         disk.crash(9);
         assert!(disk.list().expect("list").is_empty());
+    }
+
+    #[test]
+    fn rotted_bytes_survive_a_crash() {
+        let disk = disk_with("f", b"abc", b"de");
+        assert!(disk.rot_byte("f", 1));
+        assert!(!disk.rot_byte("f", 3), "only durable bytes rot");
+        assert!(!disk.rot_byte("missing", 0));
+        assert_eq!(disk.durable_files(), vec![("f".to_owned(), vec![b'a', b'b' ^ 0xff, b'c'])]);
+        disk.crash(1);
+        assert_eq!(disk.read("f").unwrap()[..3], [b'a', b'b' ^ 0xff, b'c']);
     }
 
     #[test]

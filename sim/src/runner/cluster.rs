@@ -18,6 +18,11 @@ use super::faults::Chaos;
 use super::swarm::Swarm;
 use crate::checker::convergence::ReplicaState;
 
+/// Bit rot hits one of a segment's last this many records.
+const ROT_WINDOW_RECORDS: usize = 8;
+/// A log record's frame header: length and checksum.
+const FRAME_HEADER_BYTES: usize = 8;
+
 /// The port every simulated node serves on.
 const PORT: u16 = 7000;
 
@@ -33,6 +38,8 @@ fn ip_of(id: u64) -> IpAddr {
 pub struct SimNode {
     pub id: u64,
     pub handle: NodeHandle,
+    /// The node's log disk (shared with the node).
+    pub disk: MemDisk,
     pub running: bool,
     pub paused: bool,
 }
@@ -42,7 +49,10 @@ pub struct Cluster {
     pub nodes: Vec<SimNode>,
     /// Current voters and learners (removed nodes leave this set).
     pub members: BTreeSet<u64>,
-    pub fatal: Arc<Mutex<Vec<String>>>,
+    /// Why nodes stopped: (node, error).
+    pub fatal: Arc<Mutex<Vec<(u64, String)>>>,
+    /// Nodes whose log was given bit rot: they must refuse to start.
+    pub rotted: BTreeSet<u64>,
     /// The faults behind the hooks, and what the nodes reported.
     pub chaos: Arc<Chaos>,
     /// The simulated machine admin calls come from.
@@ -61,6 +71,7 @@ impl Cluster {
             nodes: Vec::new(),
             members: (1..=swarm.nodes).collect(),
             fatal: Arc::new(Mutex::new(Vec::new())),
+            rotted: BTreeSet::new(),
             chaos,
             admin: Handle::current().create_node().name("admin").ip([10, 0, 2, 1].into()).build(),
             data_dir: data_dir.to_owned(),
@@ -87,6 +98,7 @@ impl Cluster {
         let config = self.serve_config(id, peers, join);
         let disk = MemDisk::new();
         let (fatal, salt) = (self.fatal.clone(), self.crash_salt.clone());
+        let kept = disk.clone();
         let handle = Handle::current()
             .create_node()
             .name(format!("node-{id}"))
@@ -97,12 +109,12 @@ impl Cluster {
                 disk.crash(salt.fetch_add(1, Ordering::SeqCst));
                 async move {
                     if let Err(error) = deeb_server::run_node(config, disk, std::future::pending::<()>()).await {
-                        fatal.lock().expect("fatal lock").push(format!("node {id}: {error}"));
+                        fatal.lock().expect("fatal lock").push((id, error.to_string()));
                     }
                 }
             })
             .build();
-        self.nodes.push(SimNode { id, handle, running: true, paused: false });
+        self.nodes.push(SimNode { id, handle, disk: kept, running: true, paused: false });
     }
 
     fn serve_config(&self, id: u64, peers: Vec<(NodeId, String)>, join: Option<String>) -> ServeConfig {
@@ -135,9 +147,30 @@ impl Cluster {
         &mut self.nodes[(id - 1) as usize]
     }
 
-    /// Live members, for convergence checks.
+    /// Live members, for convergence checks (a node with a rotted log
+    /// stays down).
     pub fn live_members(&self) -> Vec<u64> {
-        self.members.iter().copied().filter(|&id| self.node(id).running).collect()
+        self.members.iter().copied().filter(|&id| self.node(id).running && !self.rotted.contains(&id)).collect()
+    }
+
+    /// Bit rot in a (killed) node's newest log segment: one byte of one of
+    /// its last records, never the very last (damage there is rightly taken
+    /// for a torn write and cut). The node must then refuse to start.
+    pub fn rot_log(&mut self, id: u64) {
+        let disk = &self.nodes[(id - 1) as usize].disk;
+        let segments = disk.durable_files().into_iter().filter(|(name, _)| name.ends_with(".seg"));
+        let Some((name, bytes)) = segments.last() else { return };
+        let records = deeb_core::log::decode_segment(&bytes).records;
+        if records.len() < 2 {
+            return;
+        }
+        let candidates = records.len() - 1;
+        let first = candidates.saturating_sub(ROT_WINDOW_RECORDS);
+        let chosen = first + self.chaos.pick(candidates - first);
+        let (start, end) = (records[chosen].offset as usize + FRAME_HEADER_BYTES, records[chosen + 1].offset as usize);
+        if disk.rot_byte(&name, start + self.chaos.pick(end - start)) {
+            self.rotted.insert(id);
+        }
     }
 
     /// Takes `members` (the leader's list) as the membership, restarting any

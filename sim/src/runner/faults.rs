@@ -76,6 +76,11 @@ impl Chaos {
         }
     }
 
+    /// A draw in `0..n` (n > 0) from the shared generator.
+    pub fn pick(&self, n: usize) -> usize {
+        self.lock().rng.gen_range(0..n)
+    }
+
     pub fn take_observations(&self) -> Observations {
         std::mem::take(&mut self.lock().observations)
     }

@@ -240,8 +240,18 @@ fn check_all(
             report.violations.push(format!("{name}: {violation}"));
         }
     }
-    for fatal in cluster.fatal.lock().expect("fatal lock").iter() {
-        report.violations.push(format!("node stopped: {fatal}"));
+    let fatal = cluster.fatal.lock().expect("fatal lock");
+    let refused_rot = |node: &u64| fatal.iter().any(|(id, error)| id == node && error.contains("log corrupt"));
+    for node in cluster.rotted.iter().filter(|node| cluster.members.contains(node)) {
+        if !refused_rot(node) {
+            report.violations.push(format!("disk: node {node} started on a log with a rotted record"));
+        }
+    }
+    for (node, error) in fatal.iter() {
+        if cluster.rotted.contains(node) && error.contains("log corrupt") {
+            continue; // Detected its bit rot and refused to start: right.
+        }
+        report.violations.push(format!("node stopped: node {node}: {error}"));
     }
 }
 
@@ -296,7 +306,13 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
         0..=2 if swarm.partitions => partition(cluster, &members, rng, swarm.one_way_partitions),
         3 if swarm.partitions => heal_links(cluster.nodes.len() as u64),
         4..=5 if swarm.kills => match cluster.node(victim).running {
-            true => cluster.kill(victim),
+            true => {
+                cluster.kill(victim);
+                // One node at most: the rest must keep a quorum.
+                if swarm.bit_rot && cluster.rotted.is_empty() {
+                    cluster.rot_log(victim);
+                }
+            }
             false => cluster.restart(victim),
         },
         6 if swarm.power_loss => {

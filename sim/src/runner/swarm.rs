@@ -72,6 +72,8 @@ pub struct Swarm {
     pub clock_drift: f64,
     /// Node clocks jump forwards and backwards during the fault phase.
     pub clock_jumps: bool,
+    /// One killed node's log rots (a flipped byte in a synced record).
+    pub bit_rot: bool,
 }
 
 impl Swarm {
@@ -100,6 +102,7 @@ impl Swarm {
         let hold_back_rate = if coin(&mut later, 0.4) { later.gen_range(0.0..0.3) } else { 0.0 };
         let clock_drift = if coin(&mut later, 0.4) { later.gen_range(0.0..0.2) } else { 0.0 };
         let clock_jumps = coin(&mut later, 0.2);
+        let bit_rot = kills && coin(&mut later, 0.3);
         Self {
             nodes,
             clients: rng.gen_range(2..6),
@@ -120,6 +123,7 @@ impl Swarm {
             hold_back_rate,
             clock_drift,
             clock_jumps,
+            bit_rot,
         }
     }
 
@@ -142,6 +146,7 @@ impl Swarm {
             (self.tiny_timeouts, "tiny-timeouts"),
             (self.crash_points, "crash-points"),
             (self.clock_jumps, "clock-jumps"),
+            (self.bit_rot, "bit-rot"),
         ];
         for (on, name) in flags {
             if on {
