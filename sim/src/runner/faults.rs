@@ -49,17 +49,22 @@ pub struct Chaos {
 struct ChaosState {
     rng: SmallRng,
     observations: Observations,
-    crashes_left: usize,
+    /// Crash points still allowed at votes and at append acknowledgements
+    /// (counted apart: acknowledgements are far more frequent).
+    vote_crashes_left: usize,
+    ack_crashes_left: usize,
 }
 
 impl Chaos {
     pub fn new(swarm: &Swarm, seed: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<CrashRequest>) {
         let (crashes, requests) = mpsc::unbounded_channel();
-        let crashes_left = if swarm.crash_points { CRASH_POINTS_PER_SEED_MAX } else { 0 };
+        let (vote_crashes_left, ack_crashes_left) =
+            if swarm.crash_points { (VOTE_CRASHES_PER_SEED_MAX, ACK_CRASHES_PER_SEED_MAX) } else { (0, 0) };
         let state = ChaosState {
             rng: SmallRng::seed_from_u64(seed ^ CHAOS_SALT),
             observations: Observations::default(),
-            crashes_left,
+            vote_crashes_left,
+            ack_crashes_left,
         };
         let chaos = Self { state: Mutex::new(state), crashes, swarm: swarm.clone(), epoch: Instant::now() };
         (Arc::new(chaos), requests)
@@ -102,23 +107,32 @@ impl Chaos {
                     state.observations.votes.push(VoteObserved { node, term, candidate });
                 }
                 let vote = voted_for.is_some();
-                let rate = if vote { CRASH_ON_VOTE_RATE } else { CRASH_ON_ACK_RATE };
-                if state.crashes_left == 0 || !state.rng.gen_bool(rate) {
+                let (rate, left) = match vote {
+                    true => (CRASH_ON_VOTE_RATE, state.vote_crashes_left),
+                    false => (CRASH_ON_ACK_RATE, state.ack_crashes_left),
+                };
+                if left == 0 || !state.rng.gen_bool(rate) {
                     return;
                 }
-                state.crashes_left -= 1;
+                match vote {
+                    true => state.vote_crashes_left -= 1,
+                    false => state.ack_crashes_left -= 1,
+                }
                 let rng = &mut state.rng;
                 // A voter back within the election it voted in is what tests
                 // that the vote was durable.
+                // that the vote was durable; so is one whose vote was lost
+                // with it (the election fails, it stays leaderless longer).
                 let down_for = match (vote, rng.gen_bool(0.8)) {
-                    (true, true) => rng.gen_range(1..20),
+                    (true, true) => rng.gen_range(1..10),
                     (false, true) => rng.gen_range(1..40),
                     (_, false) => rng.gen_range(100..1_000),
                 };
+                let kill_after_micros = if vote { rng.gen_range(0..1_000) } else { rng.gen_range(0..3_000) };
                 let request = CrashRequest {
                     node,
                     whole_cluster: !vote && rng.gen_bool(0.3),
-                    kill_after: Duration::from_micros(rng.gen_range(0..3_000)),
+                    kill_after: Duration::from_micros(kill_after_micros),
                     down_for: Duration::from_millis(down_for),
                 };
                 let _ = self.crashes.send(request);
@@ -190,7 +204,8 @@ impl NodeClock for SimClock {
 
 /// Crash points fire at most this often per seed (a node crashes at a
 /// promise, or the whole cluster does).
-const CRASH_POINTS_PER_SEED_MAX: usize = 6;
+const VOTE_CRASHES_PER_SEED_MAX: usize = 8;
+const ACK_CRASHES_PER_SEED_MAX: usize = 4;
 /// Votes are rare and matter: crash at many of them.
 const CRASH_ON_VOTE_RATE: f64 = 0.8;
 /// Append acknowledgements are frequent.
