@@ -331,3 +331,41 @@ fn stale_and_lease_reads() {
     cluster.heal();
     cluster.read(follower, Consistency::Linearizable, "SELECT v FROM r").expect("healed");
 }
+
+#[test]
+fn node_events_report_leaders_applied_entries_and_promises() {
+    use std::sync::{Arc, Mutex};
+
+    use deeb_core::NodeEvent;
+
+    let mut cluster = Cluster::new(3, 11);
+    let events: Arc<Mutex<Vec<(u64, NodeEvent)>>> = Arc::default();
+    for id in 1..=3 {
+        let sink = events.clone();
+        cluster.node_mut(id).set_observer(Box::new(move |node, event| {
+            sink.lock().expect("events lock").push((node.0, event.clone()));
+        }));
+    }
+    let leader = cluster.wait_leader();
+    let outcome = cluster.execute("CREATE TABLE t (x INTEGER)");
+    cluster.converge();
+    let events = events.lock().expect("events lock").clone();
+    let became_leader: Vec<u64> =
+        events.iter().filter(|(_, event)| matches!(event, NodeEvent::BecameLeader { .. })).map(|(id, _)| *id).collect();
+    assert_eq!(became_leader, vec![leader], "{events:?}");
+    let applied_at = |node: u64| {
+        events.iter().find_map(|(id, event)| match event {
+            NodeEvent::Applied { index, term, checksum } if *id == node && *index == outcome.index.0 => {
+                Some((*term, *checksum))
+            }
+            _ => None,
+        })
+    };
+    let on_leader = applied_at(leader).expect("the leader applied the write");
+    for id in 1..=3 {
+        assert_eq!(applied_at(id), Some(on_leader), "node {id} applied the same entry");
+    }
+    let acked =
+        |(id, event): &(u64, NodeEvent)| *id != leader && matches!(event, NodeEvent::Promised { voted_for: None, .. });
+    assert!(events.iter().any(acked), "followers acknowledge appends: {events:?}");
+}

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use deeb_core::{NodeEvent, NodeId};
 
+/// Sees a node's events; shared by the node's restarts.
+pub type SharedObserver = Arc<dyn Fn(NodeId, &NodeEvent) + Send + Sync>;
+
 /// The simulator's hooks into one node.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Sees the core's events (leaders, applied entries, crash points).
-    pub observer: Option<Arc<dyn Fn(NodeId, &NodeEvent) + Send + Sync>>,
+    pub observer: Option<SharedObserver>,
     /// The node's own clock, instead of the host's.
     pub clock: Option<Arc<dyn NodeClock>>,
     /// Faults on the node's outgoing peer messages.

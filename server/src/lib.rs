@@ -23,5 +23,5 @@ pub mod snapshot;
 pub use config::ServeConfig;
 pub use errors::{to_status, ServerError};
 pub use handle::NodeHandle;
-pub use hooks::{Delivery, Hooks, NodeClock, TransportFaults};
+pub use hooks::{Delivery, Hooks, NodeClock, SharedObserver, TransportFaults};
 pub use server::{run_node, ServeError};
