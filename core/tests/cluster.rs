@@ -369,3 +369,22 @@ fn node_events_report_leaders_applied_entries_and_promises() {
         |(id, event): &(u64, NodeEvent)| *id != leader && matches!(event, NodeEvent::Promised { voted_for: None, .. });
     assert!(events.iter().any(acked), "followers acknowledge appends: {events:?}");
 }
+
+#[test]
+fn promote_only_promotes_a_learner() {
+    let mut cluster = Cluster::new(3, 12);
+    let leader = cluster.wait_leader();
+    // Node 3 is a voter and node 9 not a member: neither can be promoted (a
+    // joiner removed while catching up must not come back as a voter).
+    for id in [3, 9] {
+        let refused = cluster.admin(leader, vec![MemberChange::Promote { id: NodeId(id) }]);
+        assert!(matches!(refused, Err(deeb_core::AdminError::Invalid(_))), "node {id}: {refused:?}");
+    }
+    cluster.admin(leader, vec![MemberChange::Remove { id: NodeId(3) }]).expect("remove node 3");
+    cluster
+        .admin(leader, vec![MemberChange::AddLearner { id: NodeId(3), address: "node-3".to_owned() }])
+        .expect("node 3 back as a learner");
+    cluster.admin(leader, vec![MemberChange::Promote { id: NodeId(3) }]).expect("a learner is promoted");
+    let voters = cluster.node(leader).status().members.iter().filter(|member| !member.learner).count();
+    assert_eq!(voters, 3);
+}

@@ -239,7 +239,9 @@ pub fn consistency_of(request: &QueryRequest) -> Consistency {
 
 fn member_change(add: &AddNodeRequest) -> MemberChange {
     let (id, address) = (NodeId(add.node_id), add.address.clone());
-    if add.learner {
+    if add.promote {
+        MemberChange::Promote { id }
+    } else if add.learner {
         MemberChange::AddLearner { id, address }
     } else {
         MemberChange::AddVoter { id, address }

@@ -140,29 +140,44 @@ async fn join(config: &ServeConfig, handle: &NodeHandle) -> Result<(), ServeErro
         tracing::info!("already a member; not joining again");
         return Ok(());
     }
-    add_self(config, &address, true).await.map_err(join_error)?;
+    add_self(config, &address, Step::AddLearner).await.map_err(join_error)?;
     tracing::info!(via = %address, "joined as learner");
     if config.join_as_learner {
         return Ok(());
     }
     wait_caught_up(handle, &address).await.map_err(join_error)?;
-    add_self(config, &address, false).await.map_err(join_error)?;
+    // Refused if we were removed while catching up: then we stay out.
+    add_self(config, &address, Step::Promote).await.map_err(join_error)?;
     tracing::info!(via = %address, "promoted to voter");
     Ok(())
 }
 
-async fn add_self(config: &ServeConfig, address: &str, learner: bool) -> Result<(), String> {
-    let request = AddNodeRequest { node_id: config.id().0, address: config.advertise.clone(), learner };
+/// The two steps of joining.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    AddLearner,
+    Promote,
+}
+
+async fn add_self(config: &ServeConfig, address: &str, step: Step) -> Result<(), String> {
+    let request = AddNodeRequest {
+        node_id: config.id().0,
+        address: config.advertise.clone(),
+        learner: step == Step::AddLearner,
+        promote: step == Step::Promote,
+    };
     let deadline = Instant::now() + JOIN_TIMEOUT;
     loop {
         let attempt = match connect(address).await {
-            Ok(mut client) => client.add_node(request.clone()).await.map(drop).map_err(|s| s.message().to_owned()),
-            Err(error) => Err(error.to_string()),
+            Ok(mut client) => client.add_node(request.clone()).await.map(drop),
+            Err(error) => Err(tonic::Status::unavailable(error.to_string())),
         };
         match attempt {
             Ok(()) => return Ok(()),
-            Err(error) if Instant::now() >= deadline => return Err(error),
-            Err(error) => tracing::debug!(%error, "join attempt failed; retrying"),
+            // Refused for good (e.g. no longer a learner): do not retry.
+            Err(refused) if refused.code() == tonic::Code::InvalidArgument => return Err(refused.message().to_owned()),
+            Err(status) if Instant::now() >= deadline => return Err(status.message().to_owned()),
+            Err(status) => tracing::debug!(error = %status.message(), "join attempt failed; retrying"),
         }
         tokio::time::sleep(JOIN_RETRY_PAUSE).await;
     }

@@ -27,6 +27,9 @@ pub enum MemberChange {
     AddVoter { id: NodeId, address: String },
     /// Add a non-voting learner (a read replica that catches up).
     AddLearner { id: NodeId, address: String },
+    /// Promote a node that is a learner now; refused if it is not (a
+    /// joiner removed while it caught up must not come back as a voter).
+    Promote { id: NodeId },
     /// Remove a voter or learner.
     Remove { id: NodeId },
 }
@@ -167,6 +170,8 @@ impl<D: Disk> Node<D> {
                 };
                 Ok((change_type, *id, Some(address)))
             }
+            MemberChange::Promote { id } if conf.learners.contains(&id.0) => Ok((ConfChangeType::AddNode, *id, None)),
+            MemberChange::Promote { id } => Err(AdminError::Invalid(format!("node {id} is not a learner"))),
             MemberChange::Remove { id } if known(*id) => Ok((ConfChangeType::RemoveNode, *id, None)),
             MemberChange::Remove { id } => Err(AdminError::Invalid(format!("node {id} is not a member"))),
         }

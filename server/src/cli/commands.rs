@@ -85,7 +85,7 @@ pub async fn status(client: &mut Client) -> Result<StatusResponse, tonic::Status
 pub async fn nodes(client: &mut Client, action: &NodesAction) -> Result<String, tonic::Status> {
     let response = match action {
         NodesAction::Add { id, address, learner } => {
-            let request = AddNodeRequest { node_id: *id, address: address.clone(), learner: *learner };
+            let request = AddNodeRequest { node_id: *id, address: address.clone(), learner: *learner, promote: false };
             client.add_node(request).await?
         }
         NodesAction::Remove { id } => client.remove_node(RemoveNodeRequest { node_id: *id }).await?,

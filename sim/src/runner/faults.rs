@@ -86,6 +86,11 @@ impl Chaos {
         self.lock().rng.gen_range(0..n)
     }
 
+    /// The leader of the highest term any node reported leading.
+    pub fn latest_leader(&self) -> Option<u64> {
+        self.lock().observations.leaders.iter().max_by_key(|leader| leader.term).map(|leader| leader.node)
+    }
+
     pub fn take_observations(&self) -> Observations {
         std::mem::take(&mut self.lock().observations)
     }

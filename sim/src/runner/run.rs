@@ -346,14 +346,34 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
 fn partition(cluster: &Cluster, members: &[u64], rng: &mut SmallRng, one_way: bool) {
     heal_links(cluster.nodes.len() as u64);
     let net = NetSim::current();
-    let mut side: Vec<bool> = members.iter().map(|_| rng.gen_bool(0.5)).collect();
+    // Each member's side; a bridge (`None`) keeps links to both.
+    let mut side: Vec<Option<bool>> = members.iter().map(|_| Some(rng.gen_bool(0.5))).collect();
     if rng.gen_bool(0.3) {
-        // Isolate one node (often the leader, by chance).
-        side = members.iter().enumerate().map(|(position, _)| position == 0).collect();
+        // Isolate one node.
+        side = members.iter().enumerate().map(|(position, _)| Some(position == 0)).collect();
+    }
+    // Shapes added later draw from the chaos generator, so that the fault
+    // generator's sequence (and each seed's older faults) stays the same.
+    match cluster.chaos.pick(3) {
+        0 => {
+            if let Some(leader) = cluster.chaos.latest_leader().filter(|leader| members.contains(leader)) {
+                side = members.iter().map(|&member| Some(member == leader)).collect();
+            }
+        }
+        1 if members.len() >= 3 => {
+            // Two halves that only the bridge joins: both are majorities
+            // with it.
+            let bridge = cluster.chaos.pick(members.len());
+            let mut others = 0..;
+            side = (0..members.len())
+                .map(|position| (position != bridge).then(|| others.next().unwrap_or(0) % 2 == 0))
+                .collect();
+        }
+        _ => {}
     }
     for (a_position, &a) in members.iter().enumerate() {
         for (b_position, &b) in members.iter().enumerate() {
-            if side[a_position] && !side[b_position] {
+            if side[a_position] == Some(true) && side[b_position] == Some(false) {
                 let (a_id, b_id) = (cluster.node(a).handle.id(), cluster.node(b).handle.id());
                 net.clog_link(a_id, b_id);
                 if !one_way {
