@@ -106,7 +106,9 @@ fn drop_unobserved_indeterminate(operations: Vec<RegisterOperation>) -> Vec<Regi
         .iter()
         .filter_map(|operation| match operation.action {
             Action::Read(observed) => observed,
-            Action::CompareAndSet { expected, succeeded: Some(true), .. } => Some(expected),
+            // A compare-and-set that may have succeeded needs its expected
+            // value written first (one whose outcome is unknown included).
+            Action::CompareAndSet { expected, succeeded: Some(true) | None, .. } => Some(expected),
             _ => None,
         })
         .collect();
@@ -528,6 +530,20 @@ mod tests {
         late.retain(|operation| operation.completed.is_some());
         late.push(write(1, 100, 20, None));
         assert!(matches!(check_linearizability(&late), Err(Violation::NotLinearizable { .. })));
+    }
+
+    #[test]
+    fn chained_compare_and_sets_with_unknown_outcomes_explain_a_read() {
+        // Found by the generator: 0 -> 3 -> 1 by two timed-out compare-and-sets,
+        // then a read of 1. The first one's value (3) is seen only by the
+        // second one's expectation; it must not be pruned as unobserved.
+        let history = vec![
+            write(1, 0, 0, Some(10)),
+            compare_and_set(1, (0, 3), None, (20, None)),
+            compare_and_set(1, (3, 1), None, (30, None)),
+            read(1, Some(1), 40, 50),
+        ];
+        assert_eq!(check_linearizability(&history), Ok(()));
     }
 
     #[test]
