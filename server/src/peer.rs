@@ -106,7 +106,7 @@ impl SenderTask {
             if self.detach_faulty(&batch) {
                 continue;
             }
-            match self.deliver(&mut client, batch).await {
+            match deliver(&self.address, &mut client, batch).await {
                 Ok(()) => backoff = BACKOFF_MIN,
                 Err(error) => {
                     tracing::debug!(to = self.to.0, address = %self.address, %error, "peer unreachable");
@@ -136,10 +136,6 @@ impl SenderTask {
             });
         }
         held_back.is_some()
-    }
-
-    async fn deliver(&self, client: &mut Option<PeerClient<Channel>>, batch: RaftBatch) -> Result<(), String> {
-        deliver(&self.address, client, batch).await
     }
 }
 

@@ -50,10 +50,8 @@ impl RunReport {
 /// Runs one seed in its own madsim runtime.
 pub fn run_seed(options: &RunOptions) -> RunReport {
     let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
-    let mut config = madsim::Config::default();
-    config.net.packet_loss_rate = swarm.packet_loss_rate;
     let directory = scratch_directory();
-    let mut runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, config);
+    let mut runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, runtime_config(&swarm));
     runtime.set_time_limit(SIMULATED_TIME_MAX);
     let (options_inner, swarm_inner, path) = (options.clone(), swarm.clone(), directory.path().to_owned());
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -82,9 +80,7 @@ pub fn run_seed(options: &RunOptions) -> RunReport {
 /// detected at ..."), when a run panics, or when the history hashes differ.
 pub fn check_determinism(options: &RunOptions) -> Result<RunReport, String> {
     let _one_at_a_time = DETERMINISM_SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
-    let mut config = madsim::Config::default();
-    config.net.packet_loss_rate = swarm.packet_loss_rate;
+    let config = runtime_config(&Swarm::draw(options.seed, options.scenario, options.nodes));
     *DETERMINISM_OPTIONS.lock().expect("determinism options lock") = Some(options.clone());
     DETERMINISM_HASHES.lock().expect("determinism hashes lock").clear();
     let report = run_twice(options.seed, config, determinism_run)?;
@@ -110,6 +106,13 @@ pub fn determinism_canary() -> Result<(), String> {
         Err(other) => Err(format!("the canary failed for another reason: {other}")),
         Ok(_) => Err("two runs that differ by 1 ms passed the determinism check".to_owned()),
     }
+}
+
+/// madsim's settings for a seed's swarm (its network's packet loss).
+fn runtime_config(swarm: &Swarm) -> madsim::Config {
+    let mut config = madsim::Config::default();
+    config.net.packet_loss_rate = swarm.packet_loss_rate;
+    config
 }
 
 /// Runs `run` twice under madsim's determinism checker.
@@ -241,16 +244,14 @@ fn check_all(
         }
     }
     let fatal = cluster.fatal.lock().expect("fatal lock");
-    let refused_rot = |node: &u64| fatal.iter().any(|(id, error)| id == node && error.contains("log corrupt"));
+    // A node given bit rot must detect it and refuse to start: that stop is right.
+    let refused_rot = |node: &u64, error: &String| cluster.rotted.contains(node) && error.contains("log corrupt");
     for node in cluster.rotted.iter().filter(|node| cluster.members.contains(node)) {
-        if !refused_rot(node) {
+        if !fatal.iter().any(|(id, error)| id == node && refused_rot(id, error)) {
             report.violations.push(format!("disk: node {node} started on a log with a rotted record"));
         }
     }
-    for (node, error) in fatal.iter() {
-        if cluster.rotted.contains(node) && error.contains("log corrupt") {
-            continue; // Detected its bit rot and refused to start: right.
-        }
+    for (node, error) in fatal.iter().filter(|(node, error)| !refused_rot(node, error)) {
         report.violations.push(format!("node stopped: node {node}: {error}"));
     }
 }
@@ -404,15 +405,14 @@ async fn heal(cluster: &mut Cluster) {
     // restarts, or its old SQLite connection still holds the database.
     tokio::time::sleep(KILL_SETTLE).await;
     let handle = Handle::current();
-    let members = cluster.members.clone();
-    for node in &mut cluster.nodes {
+    for id in 1..=cluster.nodes.len() as u64 {
+        let node = cluster.node_mut(id);
         if node.paused {
             handle.resume(node.handle.id());
             node.paused = false;
         }
-        if !node.running && members.contains(&node.id) {
-            handle.restart(node.handle.id());
-            node.running = true;
+        if !cluster.node(id).running && cluster.members.contains(&id) {
+            cluster.restart(id);
         }
     }
 }
