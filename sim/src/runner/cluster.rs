@@ -158,8 +158,8 @@ impl Cluster {
     /// for a torn write and cut). The node must then refuse to start.
     pub fn rot_log(&mut self, id: u64) {
         let disk = &self.nodes[(id - 1) as usize].disk;
-        let segments = disk.durable_files().into_iter().filter(|(name, _)| name.ends_with(".seg"));
-        let Some((name, bytes)) = segments.last() else { return };
+        let mut segments = disk.durable_files().into_iter().filter(|(name, _)| name.ends_with(".seg"));
+        let Some((name, bytes)) = segments.next_back() else { return };
         let records = deeb_core::log::decode_segment(&bytes).records;
         if records.len() < 2 {
             return;
