@@ -1,5 +1,7 @@
 //! Node configuration and the limits on every queue, batch and buffer.
 
+use std::time::Duration;
+
 use crate::ids::NodeId;
 
 /// Everything a node needs to know that is not in its data directory.
@@ -44,6 +46,14 @@ impl Config {
             mutations: Mutations::default(),
         }
     }
+
+    /// The time a write statement may run: the configured timeout, capped
+    /// at a third of the shortest election timeout, since statements run on
+    /// the event loop that sends heartbeats.
+    pub fn write_statement_timeout(&self) -> Duration {
+        let election = Duration::from_millis(self.tick_ms.saturating_mul(self.election_ticks as u64));
+        self.limits.write_statement_timeout.min(election / 3)
+    }
 }
 
 /// Limits on everything that grows. Exceeding one is a clear error to the
@@ -78,6 +88,18 @@ pub struct Limits {
     pub query_chunk_bytes_max: usize,
     /// Ticks a read waits for ReadIndex before it fails.
     pub read_timeout_ticks: u64,
+    /// Wall-clock time one write statement may run on the leader, measured
+    /// with the host's clock ([`crate::Node::set_clock`]). While statements
+    /// run on the event loop it is further capped at a third of the election
+    /// timeout ([`Config::write_statement_timeout`]).
+    pub write_statement_timeout: Duration,
+    /// SQLite VM steps one statement (write or read) may run: a
+    /// deterministic bound that also holds without a clock (simulator,
+    /// tests).
+    pub statement_steps_max: u64,
+    /// Bytes of row changes one write request may make, checked while it
+    /// runs; also the largest string, blob or row a write may build.
+    pub request_row_changes_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -96,6 +118,9 @@ impl Default for Limits {
             query_chunk_rows_max: 1_000,
             query_chunk_bytes_max: 1024 * 1024,
             read_timeout_ticks: 50,
+            write_statement_timeout: Duration::from_secs(5),
+            statement_steps_max: 200_000_000,
+            request_row_changes_bytes_max: 16 * 1024 * 1024,
         }
     }
 }
@@ -124,6 +149,9 @@ pub struct Mutations {
     /// whose payload still decodes is believed, one that does not decode
     /// ends the log as if torn (SIM-NOTES M17).
     pub skip_record_checksums: bool,
+    /// Apply committed changesets with foreign keys on, so a follower runs
+    /// the cascades the changeset already carries (issue 9's first defect).
+    pub follower_foreign_keys: bool,
 }
 
 impl Mutations {

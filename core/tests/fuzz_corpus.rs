@@ -291,6 +291,7 @@ fn client_request_seeds() -> Seeds {
         statement: Some(statement("SELECT a, b, c, d FROM t WHERE a > ? ORDER BY a", vec![Value::default()])),
         consistency: 2,
         max_staleness_ms: 100,
+        timeout_ms: 0,
     };
     let pragma = QueryRequest { statement: Some(statement("PRAGMA table_info(t)", vec![])), ..Default::default() };
     let with_mode = |mode: u8, bytes: Vec<u8>| [vec![mode], bytes].concat();

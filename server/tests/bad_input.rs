@@ -54,7 +54,7 @@ async fn client_disconnecting_mid_stream_leaves_server_healthy() {
     for _ in 0..3 {
         let mut client = cluster.client(2).await;
         let statement = Statement { sql: "SELECT * FROM big".into(), ..Default::default() };
-        let request = QueryRequest { statement: Some(statement), consistency: 0, max_staleness_ms: 0 };
+        let request = QueryRequest { statement: Some(statement), consistency: 0, max_staleness_ms: 0, timeout_ms: 0 };
         let mut stream = client.query(request).await.expect("query starts").into_inner();
         let first = stream.message().await.expect("first chunk").expect("not empty");
         assert!(!first.rows.is_empty());

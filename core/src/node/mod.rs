@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId, Term};
 use crate::log::{LogError, LogStore, OpenOptions};
-use crate::sql::{Applied, ApplyError, Reader, SqlError, StateMachine};
+use crate::sql::{Applied, ApplyError, Reader, SqlError, StateMachine, WriteLimits};
 
 pub use events::{NodeEvent, Observer};
 pub use membership::MemberChange;
@@ -161,7 +161,9 @@ impl<D: Disk> Node<D> {
         if recovery.torn_bytes_cut > 0 {
             tracing::warn!(node = config.id.0, bytes = recovery.torn_bytes_cut, "cut torn log tail");
         }
-        let sm = StateMachine::open(&data_dir.join("state.db"), config.seed)?;
+        let mut sm = StateMachine::open(&data_dir.join("state.db"), config.seed)?;
+        sm.set_limits(write_limits(&config));
+        sm.set_apply_foreign_keys(config.mutations.follower_foreign_keys);
         membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
         let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
@@ -268,6 +270,13 @@ impl<D: Disk> Node<D> {
     pub fn report_unreachable(&mut self, to: NodeId) {
         self.raw.report_unreachable(to.0);
         self.drive();
+    }
+
+    /// Gives write statements a wall-clock deadline
+    /// ([`Config::write_statement_timeout`]) read from the host's `clock`.
+    /// Without one, only the deterministic steps bound stops a statement.
+    pub fn set_clock(&mut self, clock: crate::sql::Clock) {
+        self.sm.set_clock(clock);
     }
 
     /// A read-only connection for running a query the node said may run.
@@ -692,3 +701,12 @@ fn reconcile<D: Disk>(log: &mut LogStore<D>, sm: &StateMachine) -> Result<(), Op
 const TICKS_PER_CALL_MAX: usize = 100;
 /// Rounds of ready handling and batching per input, so one call is bounded.
 const DRIVE_ROUNDS_MAX: usize = 64;
+
+/// The state machine's bounds on client writes, from the config.
+fn write_limits(config: &Config) -> WriteLimits {
+    WriteLimits {
+        statement_timeout: config.write_statement_timeout(),
+        statement_steps_max: config.limits.statement_steps_max,
+        row_changes_bytes_max: config.limits.request_row_changes_bytes_max,
+    }
+}

@@ -111,7 +111,7 @@ impl<D: Disk> Node<D> {
         }
         let next_index = log.last_index() + 1;
         self.sm.begin_batch(next_index)?;
-        let (batch, waiters) = self.execute_queue()?;
+        let (batch, waiters) = self.execute_queue(next_index)?;
         if waiters.is_empty() {
             self.sm.rollback_batch()?;
             return Ok(false);
@@ -120,8 +120,11 @@ impl<D: Disk> Node<D> {
     }
 
     /// Runs queued requests inside the open batch transaction until a limit
-    /// is reached. A request whose SQL fails is answered at once.
-    fn execute_queue(&mut self) -> Result<(WriteBatch, Vec<Waiter>), Fatal> {
+    /// is reached. A request whose SQL fails is answered at once; if its SQL
+    /// ended the whole batch transaction, the requests before it run again
+    /// in a new one (each such failure takes one request off the queue, so
+    /// this ends).
+    fn execute_queue(&mut self, next_index: u64) -> Result<(WriteBatch, Vec<Waiter>), Fatal> {
         let limits = &self.config.limits;
         let requests_max = self.writes.next_batch_requests_max.take().unwrap_or(limits.batch_requests_max);
         let bytes_max = limits.batch_bytes_max;
@@ -132,9 +135,17 @@ impl<D: Disk> Node<D> {
         while executed.len() < requests_max && bytes < bytes_max {
             let Some(queued) = self.writes.queue.pop_front() else { break };
             match self.sm.execute_request(&queued.statements)? {
-                Err(error) => self
-                    .outputs
-                    .push_back(Output::WriteDone { token: queued.token, result: Err(WriteError::Statement(error)) }),
+                Err(error) => {
+                    let result = Err(WriteError::Statement(error));
+                    self.outputs.push_back(Output::WriteDone { token: queued.token, result });
+                    if !self.sm.batch_open() {
+                        self.sm.begin_batch(next_index)?;
+                        for earlier in executed.drain(..).rev() {
+                            self.writes.queue.push_front(earlier);
+                        }
+                        (batch.writes, waiters, bytes) = (Vec::new(), Vec::new(), 0);
+                    }
+                }
                 Ok(result) => {
                     let request_id = self.writes.allocate_request_id(self.raw.raft.term);
                     let ops = match self.config.mutations.replicate_statements {

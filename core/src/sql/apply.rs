@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use deeb_proto::{op, WriteBatch};
+use deeb_proto::{op, Sequences, WriteBatch};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -19,13 +19,20 @@ fn divergence(index: u64, reason: String) -> ApplyError {
 
 impl StateMachine {
     /// Applies a committed batch executed elsewhere (or rolled back here) in
-    /// one transaction with triggers off. Any conflict, or a change SQLite
-    /// would skip (missing table, column count mismatch), is
-    /// [`ApplyError::Divergence`]; the transaction is then rolled back.
+    /// one transaction with triggers and foreign keys off: the changesets
+    /// already carry what triggers and foreign-key actions did on the
+    /// leader, and running them again would change rows twice. Any
+    /// conflict, or a change SQLite would skip (missing table, column count
+    /// mismatch), is [`ApplyError::Divergence`]; the transaction is then
+    /// rolled back.
     pub fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
         self.ensure_no_batch()?;
+        let foreign_keys = if self.apply_foreign_keys() { "ON" } else { "OFF" };
         let conn = self.writer_mut();
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false).map_err(SqlError::from)?;
+        conn.execute_batch(&format!("PRAGMA foreign_keys={foreign_keys}")).map_err(SqlError::from)?;
+        // The leader's bound on values is not this replica's to enforce.
+        session::set_length_limit(conn, session::LENGTH_MAX);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
         for write in &batch.writes {
             for op in &write.ops {
@@ -49,6 +56,7 @@ fn apply_op(conn: &Connection, kind: Option<&op::Kind>, index: u64) -> Result<()
             }
         }),
         Some(op::Kind::Changeset(changeset)) => apply_changeset(conn, changeset, index),
+        Some(op::Kind::Sequences(sequences)) => apply_sequences(conn, sequences, index),
         None => Err(divergence(index, "an op with no kind (unknown op type?)".into())),
     }
 }
@@ -69,6 +77,29 @@ fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<()
             index,
             format!("changeset has {} change(s) but {modified} row(s) were modified", changes.len()),
         ));
+    }
+    Ok(())
+}
+
+/// Sets the AUTOINCREMENT counters to the leader's values.
+fn apply_sequences(conn: &Connection, sequences: &Sequences, index: u64) -> Result<(), ApplyError> {
+    let exists: bool = conn
+        .query_row("SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')", [], |r| r.get(0))
+        .map_err(SqlError::from)?;
+    if !exists {
+        return Err(divergence(index, "AUTOINCREMENT counters for a database without sqlite_sequence".into()));
+    }
+    for sequence in &sequences.values {
+        let table = sequence.table.as_str();
+        let updated = match sequence.seq {
+            Some(seq) => conn.execute("UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1", (table, seq)),
+            None => conn.execute("DELETE FROM sqlite_sequence WHERE name = ?1", [table]),
+        }
+        .map_err(SqlError::from)?;
+        if let (0, Some(seq)) = (updated, sequence.seq) {
+            conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?1, ?2)", (table, seq))
+                .map_err(SqlError::from)?;
+        }
     }
     Ok(())
 }

@@ -8,10 +8,11 @@ use rusqlite::ffi;
 /// Prefix of the internal tables client SQL may not write.
 pub(crate) const INTERNAL_PREFIX: &str = "_deeb_";
 
-/// The SQL with leading whitespace and comments removed.
+/// The SQL with leading whitespace, comments and empty statements (`;`)
+/// removed.
 fn skip_space_and_comments(mut sql: &str) -> &str {
     loop {
-        let trimmed = sql.trim_start();
+        let trimmed = sql.trim_start().trim_start_matches(';').trim_start();
         if let Some(rest) = trimmed.strip_prefix("--") {
             sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
         } else if let Some(rest) = trimmed.strip_prefix("/*") {
@@ -54,14 +55,16 @@ pub(crate) fn refuse_write(sql: &str) -> Option<String> {
     match first {
         "PRAGMA" => Some("PRAGMA is not allowed in execute requests".to_string()),
         "ANALYZE" => Some("ANALYZE is not allowed in execute requests".to_string()),
-        "CREATE" if words.get(1).is_some_and(|w| w == "TEMP" || w == "TEMPORARY") => {
-            Some("temporary objects (CREATE TEMP ...) are not allowed".to_string())
-        }
+        "CREATE" if words.get(1).is_some_and(|w| w == "TEMP" || w == "TEMPORARY") => Some(TEMP_MESSAGE.to_string()),
         "CREATE" if is_create_table_as(sql) => Some(CTAS_MESSAGE.to_string()),
         "DELETE" | "WITH" if sql.to_ascii_lowercase().contains("sqlite_sequence") => Some(SEQUENCE_MESSAGE.to_string()),
         _ => None,
     }
 }
+
+/// The refusal message for temporary objects (they would exist on one node
+/// only, outside replication).
+const TEMP_MESSAGE: &str = "temporary objects (CREATE TEMP, the temp schema) are not allowed: they are not replicated";
 
 /// The refusal message for writes to `sqlite_sequence`.
 const SEQUENCE_MESSAGE: &str = "sqlite_sequence may not be written directly";
@@ -80,6 +83,29 @@ fn is_create_table_as(sql: &str) -> bool {
     let head = sql.split('(').next().unwrap_or("");
     head.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w.eq_ignore_ascii_case("AS"))
 }
+
+/// Why a schema statement that also changed rows is refused: DDL is
+/// replicated as text and its row changes could not travel with it.
+///
+/// `DROP TABLE` of a table others reference first deletes its rows (and
+/// runs their foreign-key actions); SQLite's session cannot describe rows
+/// of a table that no longer exists, so the client deletes them first.
+pub(crate) fn ddl_changes_refusal(sql: &str) -> String {
+    let message = match keywords(sql, 2).iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["CREATE", "TABLE"] => CTAS_MESSAGE,
+        ["DROP", "TABLE"] => DROP_REFERENCED_MESSAGE,
+        _ => DDL_CHANGES_MESSAGE,
+    };
+    message.to_string()
+}
+
+/// The refusal message for dropping a table whose rows others reference.
+const DROP_REFERENCED_MESSAGE: &str = "DROP TABLE would also delete rows that foreign keys reference \
+     (and run their actions) in the same statement, which is not supported: DELETE FROM the table first";
+
+/// The refusal message for other schema changes that write rows.
+const DDL_CHANGES_MESSAGE: &str = "this schema change also changes rows, which is not supported: \
+     change the rows in a statement of their own";
 
 /// Pragmas a query may run (all read-only).
 const READ_PRAGMAS: &[&str] =
@@ -100,7 +126,7 @@ pub(crate) fn refuse_read(sql: &str) -> Option<String> {
         };
         let allowed = name.is_some_and(|n| READ_PRAGMAS.contains(&n.as_str()));
         if !allowed || sql.contains('=') {
-            return Some(format!("only these pragmas may be queried: {}", READ_PRAGMAS.join(", ")).to_lowercase());
+            return Some(read_pragmas_message());
         }
     }
     None
@@ -118,7 +144,17 @@ fn is_internal(name: Option<&str>) -> bool {
 /// it itself. DELETE is let through outside triggers because DROP TABLE of
 /// an AUTOINCREMENT table issues one internally; a client's own DELETE on it
 /// is refused by [`refuse_write`].
-pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String> {
+pub(crate) fn write_policy(
+    action: c_int,
+    a: Option<&str>,
+    b: Option<&str>,
+    db: Option<&str>,
+    trigger: Option<&str>,
+) -> Option<String> {
+    // `temp.x` is this connection's private schema: never replicated.
+    if db.is_some_and(|d| d.eq_ignore_ascii_case("temp")) {
+        return Some(TEMP_MESSAGE.into());
+    }
     match action {
         ffi::SQLITE_CREATE_TEMP_INDEX
         | ffi::SQLITE_CREATE_TEMP_TABLE
@@ -127,7 +163,7 @@ pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>, trig
         | ffi::SQLITE_DROP_TEMP_INDEX
         | ffi::SQLITE_DROP_TEMP_TABLE
         | ffi::SQLITE_DROP_TEMP_TRIGGER
-        | ffi::SQLITE_DROP_TEMP_VIEW => return Some("temporary objects are not allowed".into()),
+        | ffi::SQLITE_DROP_TEMP_VIEW => return Some(TEMP_MESSAGE.into()),
         // SQLite's session code reads table_xinfo while the statement runs;
         // client PRAGMA statements are refused by keyword before this.
         ffi::SQLITE_PRAGMA if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => {}
@@ -152,6 +188,28 @@ pub(crate) fn write_policy(action: c_int, a: Option<&str>, b: Option<&str>, trig
         return Some(SEQUENCE_MESSAGE.into());
     }
     None
+}
+
+/// Authorizer policy for queries: no attaching, no transaction control, and
+/// only the read-only pragmas (whatever the statement's first keyword).
+pub(crate) fn read_policy(
+    action: c_int,
+    a: Option<&str>,
+    _b: Option<&str>,
+    _db: Option<&str>,
+    _trigger: Option<&str>,
+) -> Option<String> {
+    match action {
+        ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => Some("ATTACH and DETACH are not allowed in a query".into()),
+        ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => Some("transaction control is not allowed in a query".into()),
+        ffi::SQLITE_PRAGMA if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => None,
+        ffi::SQLITE_PRAGMA => Some(read_pragmas_message()),
+        _ => None,
+    }
+}
+
+fn read_pragmas_message() -> String {
+    format!("only these pragmas may be queried: {}", READ_PRAGMAS.join(", ")).to_lowercase()
 }
 
 #[cfg(test)]

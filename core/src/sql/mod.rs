@@ -11,6 +11,8 @@
 //! snapshots: `_deeb_meta` (applied index and term, conf state) and
 //! `_deeb_members` (node id -> address). Client SQL may not touch them.
 
+use std::time::Duration;
+
 use deeb_proto::{Op, StatementResult};
 use thiserror::Error;
 
@@ -25,6 +27,33 @@ mod value;
 
 pub use reader::Reader;
 pub use state_machine::StateMachine;
+
+/// The host's monotonic clock, read while a statement runs to enforce its
+/// deadline (the core never reads a clock itself).
+pub type Clock = Box<dyn Fn() -> Duration + Send>;
+
+/// Bounds on one client write request on the leader. A request that
+/// exceeds one fails with an error naming it; the node goes on.
+#[derive(Clone, Debug)]
+pub struct WriteLimits {
+    /// Wall-clock time one statement may run (needs a [`Clock`]).
+    pub statement_timeout: Duration,
+    /// SQLite VM steps one statement may run (deterministic).
+    pub statement_steps_max: u64,
+    /// Bytes of row changes one request may make; also the largest
+    /// string, blob or row a statement may build.
+    pub row_changes_bytes_max: usize,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(5),
+            statement_steps_max: 200_000_000,
+            row_changes_bytes_max: 16 * 1024 * 1024,
+        }
+    }
+}
 
 /// A failure of the database itself (I/O, corruption). Stops the node.
 #[derive(Debug, Error)]
@@ -73,6 +102,10 @@ pub enum QueryError {
     /// SQLite's error message (syntax, missing table, bad parameters...).
     #[error("{0}")]
     Sql(String),
+    /// The statement was stopped: its deadline passed, its client went
+    /// away, or the node is shutting down.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// The index and term of the last entry applied to the database.

@@ -3,12 +3,15 @@
 use deeb_proto::{Column, QueryChunk, Row, Statement, Value};
 use rusqlite::Connection;
 
+use super::session::{self, Authorizer, Progress, StopCheck};
 use super::{classify, value, QueryError};
 
 /// A read-only connection. `Send`, so a host may run queries off its event
 /// loop. Tables named `_deeb_*` may be read (they hold no secrets).
 pub struct Reader {
     conn: Connection,
+    /// SQLite VM steps one query may run.
+    steps_max: u64,
 }
 
 fn sql_err(e: rusqlite::Error) -> QueryError {
@@ -16,15 +19,12 @@ fn sql_err(e: rusqlite::Error) -> QueryError {
 }
 
 impl Reader {
-    pub(crate) fn new(conn: Connection) -> Self {
-        Reader { conn }
+    pub(crate) fn new(conn: Connection, steps_max: u64) -> Self {
+        Reader { conn, steps_max }
     }
 
-    /// Runs a read-only statement, handing the result to `sink` in chunks of
-    /// at most `rows_max` rows and about `bytes_max` bytes; the first chunk
-    /// carries the columns (and is sent even if there are no rows). Stops
-    /// early when `sink` returns false. The statement runs in its own read
-    /// transaction, so it sees one committed state.
+    /// Runs a read-only statement with no stop other than its steps bound;
+    /// see [`Reader::query_until`].
     pub fn query(
         &self,
         statement: &Statement,
@@ -32,10 +32,47 @@ impl Reader {
         bytes_max: usize,
         sink: &mut dyn FnMut(QueryChunk) -> bool,
     ) -> Result<(), QueryError> {
+        self.query_until(statement, rows_max, bytes_max, Box::new(|| None), sink)
+    }
+
+    /// Runs a read-only statement, handing the result to `sink` in chunks of
+    /// at most `rows_max` rows and about `bytes_max` bytes; the first chunk
+    /// carries the columns (and is sent even if there are no rows). Stops
+    /// early when `sink` returns false. The statement runs in its own read
+    /// transaction, so it sees one committed state.
+    ///
+    /// `stop` is asked every few thousand SQLite steps while the statement
+    /// runs (also between rows); a `Some(reason)` ends it at once with
+    /// [`QueryError::Stopped`], as does running more than the steps bound.
+    pub fn query_until(
+        &self,
+        statement: &Statement,
+        rows_max: usize,
+        bytes_max: usize,
+        mut stop: Box<StopCheck<'_>>,
+        sink: &mut dyn FnMut(QueryChunk) -> bool,
+    ) -> Result<(), QueryError> {
         if let Some(reason) = classify::refuse_read(&statement.sql) {
             return Err(QueryError::NotReadOnly(reason));
         }
-        let mut stmt = self.conn.prepare(&statement.sql).map_err(sql_err)?;
+        let auth = Authorizer::new(&self.conn, classify::read_policy).map_err(sql_err)?;
+        let (steps_max, mut steps) = (self.steps_max, 0u64);
+        let progress = Progress::new(
+            &self.conn,
+            Box::new(move || {
+                steps += session::PROGRESS_STEPS;
+                if steps > steps_max {
+                    return Some(format!("query stopped: it ran more than {steps_max} SQLite steps"));
+                }
+                stop()
+            }),
+        );
+        let refused = |e: rusqlite::Error| match (auth.denied(), progress.stopped()) {
+            (Some(reason), _) => QueryError::NotReadOnly(reason),
+            (None, Some(reason)) => QueryError::Stopped(reason),
+            (None, None) => sql_err(e),
+        };
+        let mut stmt = self.conn.prepare(&statement.sql).map_err(refused)?;
         if !stmt.readonly() {
             return Err(QueryError::NotReadOnly(statement.sql.clone()));
         }
@@ -48,7 +85,7 @@ impl Reader {
         let mut chunk = QueryChunk { columns, ..QueryChunk::default() };
         let (mut bytes, mut sent) = (0usize, false);
         let mut rows = stmt.raw_query();
-        while let Some(row) = rows.next().map_err(sql_err)? {
+        while let Some(row) = rows.next().map_err(refused)? {
             let values = (0..width)
                 .map(|i| row.get_ref(i).map(value::from_sql))
                 .collect::<Result<Vec<Value>, _>>()

@@ -66,6 +66,18 @@ impl<'c> Session<'c> {
         if rc != ffi::SQLITE_OK {
             return Err(code_error(rc, "sqlite3session_object_config"));
         }
+        // SAFETY: as above; the SIZE option makes the changeset size cheap
+        // to ask while the statement runs.
+        let rc = unsafe {
+            ffi::sqlite3session_object_config(
+                session.raw,
+                ffi::SQLITE_SESSION_OBJCONFIG_SIZE,
+                (&mut on as *mut c_int).cast(),
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3session_object_config"));
+        }
         // SAFETY: live session; the filter is a plain function, no context.
         unsafe { ffi::sqlite3session_table_filter(session.raw, Some(session_filter), ptr::null_mut()) };
         // SAFETY: live session; a null table name attaches all tables.
@@ -74,6 +86,12 @@ impl<'c> Session<'c> {
             return Err(code_error(rc, "sqlite3session_attach"));
         }
         Ok(session)
+    }
+
+    /// An upper bound on the size of the changeset recorded so far.
+    pub(crate) fn changeset_size(&self) -> u64 {
+        // SAFETY: live session created with the SIZE option.
+        u64::try_from(unsafe { ffi::sqlite3session_changeset_size(self.raw) }).unwrap_or(0)
     }
 
     /// The changeset recorded so far (empty if nothing changed).
@@ -236,9 +254,11 @@ pub(crate) fn seed_prng(seed: i32) {
 }
 
 /// What the authorizer refuses, as a reason for the client.
-/// Arguments: the action code, its two detail strings and the name of the
-/// trigger whose body is being coded, if any.
-pub(crate) type Policy = fn(action: c_int, a: Option<&str>, b: Option<&str>, trigger: Option<&str>) -> Option<String>;
+/// Arguments: the action code, its two detail strings, the schema
+/// (`main`, `temp`) and the name of the trigger or view whose body is being
+/// coded, if any.
+pub(crate) type Policy =
+    fn(action: c_int, a: Option<&str>, b: Option<&str>, db: Option<&str>, trigger: Option<&str>) -> Option<String>;
 
 /// The authorizer's state: the policy and the first refusal reason.
 struct AuthState {
@@ -251,14 +271,14 @@ unsafe extern "C" fn authorize(
     action: c_int,
     a: *const c_char,
     b: *const c_char,
-    _db: *const c_char,
+    db: *const c_char,
     trigger: *const c_char,
 ) -> c_int {
     // SAFETY: `ctx` is the boxed `AuthState` owned by the live `Authorizer`.
     let state = unsafe { &*(ctx as *const AuthState) };
     // SAFETY: SQLite passes null or NUL-terminated strings.
-    let (a, b, trigger) = unsafe { (c_str(a), c_str(b), c_str(trigger)) };
-    match (state.policy)(action, a.as_deref(), b.as_deref(), trigger.as_deref()) {
+    let (a, b, db, trigger) = unsafe { (c_str(a), c_str(b), c_str(db), c_str(trigger)) };
+    match (state.policy)(action, a.as_deref(), b.as_deref(), db.as_deref(), trigger.as_deref()) {
         None => ffi::SQLITE_OK,
         Some(reason) => {
             let mut denied = state.denied.borrow_mut();
@@ -302,4 +322,81 @@ impl Drop for Authorizer<'_> {
         // SAFETY: valid handle; removing the callback before the state dies.
         unsafe { ffi::sqlite3_set_authorizer(self.conn.handle(), None, ptr::null_mut()) };
     }
+}
+
+/// How often (in SQLite VM steps) a running statement is checked.
+pub(crate) const PROGRESS_STEPS: u64 = 1_000;
+
+/// Asked every [`PROGRESS_STEPS`] VM steps of a running statement;
+/// `Some(reason)` interrupts it.
+pub(crate) type StopCheck<'f> = dyn FnMut() -> Option<String> + 'f;
+
+/// The progress handler's state: the check and the reason it stopped.
+struct ProgressState<'f> {
+    check: Box<StopCheck<'f>>,
+    stopped: Option<String>,
+}
+
+unsafe extern "C" fn progress(ctx: *mut c_void) -> c_int {
+    // SAFETY: `ctx` is the boxed `ProgressState` owned by the live
+    // `Progress`; SQLite calls the handler on the connection's thread.
+    let state = unsafe { &mut *(ctx as *mut ProgressState<'_>) };
+    if state.stopped.is_none() {
+        state.stopped = (state.check)();
+    }
+    c_int::from(state.stopped.is_some())
+}
+
+/// A progress handler installed on a connection for its lifetime (removed
+/// on drop): statements run while it is alive can be stopped by `check`.
+pub(crate) struct Progress<'c, 'f> {
+    conn: &'c Connection,
+    state: Box<ProgressState<'f>>,
+}
+
+impl<'c, 'f> Progress<'c, 'f> {
+    /// Installs `check` as `conn`'s progress handler.
+    pub(crate) fn new(conn: &'c Connection, check: Box<StopCheck<'f>>) -> Self {
+        let mut state = Box::new(ProgressState { check, stopped: None });
+        let ctx: *mut ProgressState<'f> = &mut *state;
+        // SAFETY: valid handle; `ctx` points into a Box kept alive (and not
+        // moved) until Drop removes the handler.
+        unsafe { ffi::sqlite3_progress_handler(conn.handle(), PROGRESS_STEPS as c_int, Some(progress), ctx.cast()) };
+        Progress { conn, state }
+    }
+
+    /// Why the check stopped a statement, if it did.
+    pub(crate) fn stopped(&self) -> Option<String> {
+        self.state.stopped.clone()
+    }
+}
+
+impl Drop for Progress<'_, '_> {
+    fn drop(&mut self) {
+        // SAFETY: valid handle; removing the callback before the state dies.
+        unsafe { ffi::sqlite3_progress_handler(self.conn.handle(), 0, None, ptr::null_mut()) };
+    }
+}
+
+/// SQLite's compiled-in maximum length of a string, blob or row.
+pub(crate) const LENGTH_MAX: usize = 1_000_000_000;
+
+/// Sets SQLite's limit on the length of one string, blob or row for
+/// `conn`; returns the previous limit.
+pub(crate) fn set_length_limit(conn: &Connection, bytes: usize) -> usize {
+    let bytes = c_int::try_from(bytes).unwrap_or(c_int::MAX);
+    // SAFETY: valid handle; SQLITE_LIMIT_LENGTH is a valid limit id.
+    let previous = unsafe { ffi::sqlite3_limit(conn.handle(), ffi::SQLITE_LIMIT_LENGTH, bytes) };
+    usize::try_from(previous).unwrap_or(0)
+}
+
+/// True if the connection's open transaction has deferred foreign-key
+/// violations (they would make its COMMIT fail).
+pub(crate) fn deferred_foreign_key_violations(conn: &Connection) -> bool {
+    let (mut current, mut highwater): (c_int, c_int) = (0, 0);
+    // SAFETY: valid handle; out pointers are valid locals.
+    let rc = unsafe {
+        ffi::sqlite3_db_status(conn.handle(), ffi::SQLITE_DBSTATUS_DEFERRED_FKS, &mut current, &mut highwater, 0)
+    };
+    rc == ffi::SQLITE_OK && current > 0
 }

@@ -1,18 +1,19 @@
 //! The state machine: writer connection, leader batches, meta tables,
 //! digests and snapshots.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use deeb_proto::{op, Op, Statement, StatementResult};
+use deeb_proto::{op, Op, Sequence, Sequences, Statement, StatementResult};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::digest::{self, Fnv64};
 use super::random::BatchRandom;
-use super::session::{self, Authorizer, Session};
-use super::{classify, value, Applied, Executed, Reader, RequestError, SqlError};
+use super::session::{self, Authorizer, Progress, Session, StopCheck};
+use super::{classify, value, Applied, Clock, Executed, Reader, RequestError, SqlError, WriteLimits};
 
 /// Creates the internal tables (idempotent).
 const SCHEMA: &str = "
@@ -42,11 +43,16 @@ pub struct StateMachine {
     batch_open: bool,
     /// Behind the writer's `random()` and `randomblob()`.
     random: BatchRandom,
+    limits: WriteLimits,
+    /// The host's clock, for statement deadlines (none: steps bound only).
+    clock: Option<Clock>,
+    /// Apply with foreign keys on (mutation `follower_foreign_keys`).
+    apply_foreign_keys: bool,
 }
 
-/// A statement's outcome on the leader: its op (if it changed anything) and
-/// result, or the client's error message.
-type StatementOutcome = Result<(Option<Op>, StatementResult), String>;
+/// A statement's outcome on the leader: its ops (none if it changed
+/// nothing) and result, or the client's error message.
+type StatementOutcome = Result<(Vec<Op>, StatementResult), String>;
 
 /// True for errors that mean the database itself failed (not the client).
 pub(crate) fn is_fatal(e: &rusqlite::Error) -> bool {
@@ -110,7 +116,38 @@ impl StateMachine {
         writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))?;
         let applied = read_applied(&writer)?;
         let random = BatchRandom::install(&writer)?;
-        Ok(StateMachine { path: path.to_path_buf(), writer, seed, applied, batch_open: false, random })
+        Ok(StateMachine {
+            path: path.to_path_buf(),
+            writer,
+            seed,
+            applied,
+            batch_open: false,
+            random,
+            limits: WriteLimits::default(),
+            clock: None,
+            apply_foreign_keys: false,
+        })
+    }
+
+    /// Sets the bounds on client write statements.
+    pub fn set_limits(&mut self, limits: WriteLimits) {
+        self.limits = limits;
+    }
+
+    /// Gives write statements a wall-clock deadline read from `clock`.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = Some(clock);
+    }
+
+    /// Mutation `follower_foreign_keys`: apply changesets with foreign keys
+    /// on, so followers run cascades the changesets already carry.
+    pub fn set_apply_foreign_keys(&mut self, on: bool) {
+        self.apply_foreign_keys = on;
+    }
+
+    /// True if committed entries are applied with foreign keys on.
+    pub(crate) fn apply_foreign_keys(&self) -> bool {
+        self.apply_foreign_keys
     }
 
     /// The last applied entry (cached; committed state).
@@ -143,6 +180,11 @@ impl StateMachine {
             return Err(SqlError::Other("a batch is already open".into()));
         }
         self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+        // Client SQL runs with foreign keys enforced and their actions on;
+        // the changesets carry the cascades (followers apply with them off).
+        self.writer.execute_batch("PRAGMA foreign_keys=ON")?;
+        // No value or row may outgrow what a request may replicate.
+        session::set_length_limit(&self.writer, self.limits.row_changes_bytes_max);
         let seed = batch_seed(self.seed, next_index);
         // Our own random()/randomblob() cover client SQL; SQLite's global PRNG
         // is seeded too for anything internal that draws from it.
@@ -154,44 +196,54 @@ impl StateMachine {
     }
 
     /// Leader: runs one request inside a savepoint of the open batch. The
-    /// inner `Err` is the client's error (rolled back to the savepoint). An
-    /// outer `Err` means the batch is unusable: roll it back.
+    /// inner `Err` is the client's error: the request is undone, and if its
+    /// SQL ended the whole batch transaction (`OR ROLLBACK`,
+    /// `RAISE(ROLLBACK)`, an interrupted write), [`Self::batch_open`] is
+    /// false afterwards and the earlier requests must run again in a new
+    /// batch. An outer `Err` means the database failed.
     pub fn execute_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError> {
         if !self.batch_open {
             return Err(SqlError::Other("no batch is open".into()));
         }
         self.writer.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
         let mut executed = Executed::default();
+        let mut changes_bytes = 0u64;
         for (statement_index, statement) in statements.iter().enumerate() {
-            match self.run_statement(statement)? {
-                Ok((op, result)) => {
-                    executed.ops.extend(op);
+            match self.run_statement(statement, &mut changes_bytes)? {
+                Ok((ops, result)) => {
+                    executed.ops.extend(ops);
                     executed.results.push(result);
                 }
-                Err(message) => {
-                    self.undo_request()?;
-                    return Ok(Err(RequestError { statement_index, message }));
-                }
+                Err(message) => return self.fail_request(RequestError { statement_index, message }),
             }
+        }
+        if session::deferred_foreign_key_violations(&self.writer) {
+            let statement_index = statements.len().saturating_sub(1);
+            let message = "FOREIGN KEY constraint failed (a deferred constraint is still violated at \
+                           the end of the request)"
+                .to_string();
+            return self.fail_request(RequestError { statement_index, message });
         }
         self.writer.execute_batch(&format!("RELEASE {SAVEPOINT}"))?;
         Ok(Ok(executed))
     }
 
-    /// Rolls the current request back to its savepoint.
-    fn undo_request(&mut self) -> Result<(), SqlError> {
+    /// Undoes the current request and returns its error.
+    fn fail_request(&mut self, error: RequestError) -> Result<Result<Executed, RequestError>, SqlError> {
         if self.writer.is_autocommit() {
-            // SQLite rolled the whole transaction back (e.g. on SQLITE_FULL).
+            // The request's SQL rolled back the whole batch transaction.
             self.batch_open = false;
-            return Err(SqlError::Other("SQLite rolled back the batch transaction".into()));
+        } else {
+            self.writer.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"))?;
         }
-        self.writer.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"))?;
-        Ok(())
+        Ok(Err(error))
     }
 
     /// Runs one client statement with a session attached and turns its
-    /// effect into an op.
-    fn run_statement(&self, statement: &Statement) -> Result<StatementOutcome, SqlError> {
+    /// effect into ops: its changeset or DDL text, then the AUTOINCREMENT
+    /// counters it left. `changes_bytes` counts the request's row changes
+    /// so far, against `row_changes_bytes_max`.
+    fn run_statement(&self, statement: &Statement, changes_bytes: &mut u64) -> Result<StatementOutcome, SqlError> {
         if classify::keywords(&statement.sql, 1).is_empty() {
             return Ok(Err("empty statement".into()));
         }
@@ -199,28 +251,74 @@ impl StateMachine {
             return Ok(Err(reason));
         }
         let before = schema_version(&self.writer)?;
+        let sequences_before = sequences(&self.writer)?;
         let session = Session::new(&self.writer)?;
-        let run = run_client(&self.writer, statement)?;
-        let changeset = session.changeset()?;
+        let run = run_client(&self.writer, statement, self.stop_check(&session, *changes_bytes))?;
+        let changeset = session.changeset();
         drop(session);
         let (result, has_params) = match run {
             Ok(x) => x,
             Err(message) => return Ok(Err(message)),
         };
-        let op = if schema_version(&self.writer)? != before {
+        let mut ops = Vec::new();
+        if schema_version(&self.writer)? != before {
             if has_params {
                 return Ok(Err("schema statements (DDL) may not use parameters".into()));
             }
-            if !changeset.is_empty() {
-                return Ok(Err(classify::CTAS_MESSAGE.into()));
+            if !changeset.is_ok_and(|changeset| changeset.is_empty()) {
+                return Ok(Err(classify::ddl_changes_refusal(&statement.sql)));
             }
-            Some(op::Kind::Ddl(statement.sql.clone()))
-        } else if changeset.is_empty() {
-            None
+            ops.push(op::Kind::Ddl(statement.sql.clone()));
         } else {
-            Some(op::Kind::Changeset(changeset))
-        };
-        Ok(Ok((op.map(|k| Op { kind: Some(k) }), result)))
+            let changeset = match changeset {
+                Ok(changeset) => changeset,
+                Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}"))),
+            };
+            *changes_bytes += changeset.len() as u64;
+            if *changes_bytes > self.limits.row_changes_bytes_max as u64 {
+                return Ok(Err(self.too_many_changes_message()));
+            }
+            if !changeset.is_empty() {
+                ops.push(op::Kind::Changeset(changeset));
+            }
+        }
+        let sequences_after = sequences(&self.writer)?;
+        if (!ops.is_empty() && !sequences_after.is_empty()) || sequences_after != sequences_before {
+            ops.push(op::Kind::Sequences(sequence_op(&sequences_before, &sequences_after)));
+        }
+        Ok(Ok((ops.into_iter().map(|k| Op { kind: Some(k) }).collect(), result)))
+    }
+
+    /// The check that stops a running client statement: its deadline (with
+    /// a clock), its VM steps, and the request's row changes so far.
+    fn stop_check<'f>(&'f self, session: &'f Session<'_>, changes_bytes: u64) -> Box<StopCheck<'f>> {
+        let timeout = self.limits.statement_timeout;
+        let deadline = self.clock.as_ref().map(|clock| clock() + timeout);
+        let steps_max = self.limits.statement_steps_max;
+        let changes_max = self.limits.row_changes_bytes_max as u64;
+        let mut steps = 0u64;
+        Box::new(move || {
+            steps += session::PROGRESS_STEPS;
+            if let (Some(deadline), Some(clock)) = (deadline, self.clock.as_ref()) {
+                if clock() >= deadline {
+                    return Some(format!("statement timeout: it ran longer than {timeout:?}"));
+                }
+            }
+            if steps > steps_max {
+                return Some(format!("statement stopped: it ran more than {steps_max} SQLite steps"));
+            }
+            if changes_bytes + session.changeset_size() > changes_max {
+                return Some(self.too_many_changes_message());
+            }
+            None
+        })
+    }
+
+    fn too_many_changes_message(&self) -> String {
+        format!(
+            "the request's row changes exceed {} bytes (request_row_changes_bytes_max)",
+            self.limits.row_changes_bytes_max
+        )
     }
 
     /// Leader: the batch's entry applied: record `applied` and COMMIT.
@@ -312,7 +410,7 @@ impl StateMachine {
 
     /// Opens a read-only connection (sees committed state only).
     pub fn reader(&self) -> Result<Reader, SqlError> {
-        Ok(Reader::new(self.open_read()?))
+        Ok(Reader::new(self.open_read()?, self.limits.statement_steps_max))
     }
 
     /// Ordered hash of the committed schema and every table's rows
@@ -376,21 +474,27 @@ impl StateMachine {
     }
 }
 
-/// Prepares and runs a client statement under the write authorizer.
+/// Prepares and runs a client statement under the write authorizer and
+/// `stop`, with strings, blobs and rows bounded by the row-changes limit.
 /// Returns its result and whether it had parameters, or the client message.
-fn run_client(conn: &Connection, statement: &Statement) -> Result<Result<(StatementResult, bool), String>, SqlError> {
+fn run_client(
+    conn: &Connection,
+    statement: &Statement,
+    stop: Box<StopCheck<'_>>,
+) -> Result<Result<(StatementResult, bool), String>, SqlError> {
     let auth = Authorizer::new(conn, classify::write_policy)?;
+    let progress = Progress::new(conn, stop);
     let total_before = conn.total_changes();
     let client_error = |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
         if is_fatal(&e) {
             return Err(e.into());
         }
-        Ok(Err(match (auth.denied(), e) {
-            (Some(reason), _) => reason,
-            (None, rusqlite::Error::MultipleStatement) => {
+        Ok(Err(match (auth.denied(), progress.stopped(), e) {
+            (Some(reason), _, _) | (None, Some(reason), _) => reason,
+            (None, None, rusqlite::Error::MultipleStatement) => {
                 "one statement per sql string: multiple statements provided".into()
             }
-            (None, e) => e.to_string(),
+            (None, None, e) => e.to_string(),
         }))
     };
     let mut stmt = match conn.prepare(&statement.sql) {
@@ -419,4 +523,32 @@ fn run_client(conn: &Connection, statement: &Statement) -> Result<Result<(Statem
     let last_insert_id = if changed { conn.last_insert_rowid() } else { 0 };
     let result = StatementResult { rows_affected, last_insert_id };
     Ok(Ok((result, has_params)))
+}
+
+/// The AUTOINCREMENT counters: `sqlite_sequence` as table -> seq (empty if
+/// no table uses AUTOINCREMENT).
+pub(crate) fn sequences(conn: &Connection) -> Result<BTreeMap<String, i64>, SqlError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(BTreeMap::new());
+    }
+    let mut stmt = conn.prepare_cached("SELECT name, seq FROM sqlite_sequence")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every counter after a statement, plus an explicit "no row" for tables
+/// whose counter it removed.
+fn sequence_op(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> Sequences {
+    let removed = before.keys().filter(|table| !after.contains_key(*table));
+    let values = after
+        .iter()
+        .map(|(table, seq)| Sequence { table: table.clone(), seq: Some(*seq) })
+        .chain(removed.map(|table| Sequence { table: table.clone(), seq: None }))
+        .collect();
+    Sequences { values }
 }

@@ -86,7 +86,7 @@ async fn point_read(client: &mut Client, id: i64) -> bool {
         params: vec![integer(id)],
         named_params: Vec::new(),
     };
-    let request = QueryRequest { statement: Some(statement), consistency: 0, max_staleness_ms: 0 };
+    let request = QueryRequest { statement: Some(statement), consistency: 0, max_staleness_ms: 0, timeout_ms: 0 };
     let Ok(response) = client.query(request).await else { return false };
     let mut stream = response.into_inner();
     loop {

@@ -48,6 +48,7 @@ pub async fn query(
         statement: Some(statement(sql)),
         consistency: consistency(level) as i32,
         max_staleness_ms: max_staleness.map_or(0, |bound| u64::try_from(bound.as_millis()).unwrap_or(u64::MAX)),
+        timeout_ms: 0,
     };
     let mut stream = client.query(request).await?.into_inner();
     let mut result = QueryResult::default();

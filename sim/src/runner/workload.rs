@@ -332,8 +332,12 @@ async fn linearizable_rows(
     client: &mut DeebClient<Channel>,
     statement: Statement,
 ) -> Result<Option<Rows>, tokio::time::error::Elapsed> {
-    let request =
-        QueryRequest { statement: Some(statement), consistency: Consistency::Linearizable as i32, max_staleness_ms: 0 };
+    let request = QueryRequest {
+        statement: Some(statement),
+        consistency: Consistency::Linearizable as i32,
+        max_staleness_ms: 0,
+        timeout_ms: 0,
+    };
     let collect = async {
         let mut stream = client.query(request).await.ok()?.into_inner();
         let mut rows = Vec::new();
