@@ -19,21 +19,49 @@ use tonic::{Request, Response, Status};
 use crate::client::{connect, forwarded, is_forwarded};
 use crate::errors::{to_status, ServerError};
 use crate::handle::NodeHandle;
-use crate::query::{self, ChunkLimits};
+use crate::query::{self, ChunkLimits, ShuttingDown};
 
 /// The `Deeb` gRPC service of one node.
 #[derive(Clone, Debug)]
 pub struct DeebService {
     handle: NodeHandle,
     limits: ChunkLimits,
+    timeouts: QueryTimeouts,
+    shutting_down: ShuttingDown,
+}
+
+/// How long queries may run.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryTimeouts {
+    /// When the request does not say.
+    pub default: Duration,
+    /// The most a request may ask for.
+    pub max: Duration,
+}
+
+impl QueryTimeouts {
+    /// The time a query asking for `timeout_ms` (0: the default) may run.
+    fn for_request(self, timeout_ms: u64) -> Duration {
+        match timeout_ms {
+            0 => self.default,
+            ms => Duration::from_millis(ms).min(self.max),
+        }
+    }
 }
 
 impl DeebService {
-    /// A service over the node behind `handle`.
-    pub fn new(handle: NodeHandle, query_chunk_rows_max: usize, query_chunk_bytes_max: usize) -> Self {
+    /// A service over the node behind `handle`; its running queries stop
+    /// when `shutting_down` is set.
+    pub fn new(
+        handle: NodeHandle,
+        query_chunk_rows_max: usize,
+        query_chunk_bytes_max: usize,
+        timeouts: QueryTimeouts,
+        shutting_down: ShuttingDown,
+    ) -> Self {
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
-        Self { handle, limits }
+        Self { handle, limits, timeouts, shutting_down }
     }
 
     async fn execute_once(
@@ -162,7 +190,10 @@ impl Deeb for DeebService {
         let statement = message.statement.clone().ok_or_else(|| invalid("a query needs a statement"))?;
         let (chunks, stream) = mpsc::channel(QUERY_CHUNKS_BUFFERED_MAX);
         match self.handle.read(consistency_of(&message)).await {
-            Ok(reader) => query::spawn(reader, statement, self.limits, chunks),
+            Ok(reader) => {
+                let timeout = self.timeouts.for_request(message.timeout_ms);
+                query::spawn(reader, statement, self.limits, timeout, self.shutting_down.clone(), chunks)
+            }
             Err(ServerError::Read(ReadError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
                 self.forward_query(leader, message, chunks).await.map_err(to_status)?
             }

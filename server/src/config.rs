@@ -28,6 +28,11 @@ pub struct ServeConfig {
     pub join_as_learner: bool,
     /// Bound on every client request's time inside the server.
     pub request_timeout: Duration,
+    /// How long a query may run unless it asks otherwise; also the bound on
+    /// a write statement (see `deeb_core::Config::write_statement_timeout`).
+    pub statement_timeout: Duration,
+    /// The longest a query may ask to run (`QueryRequest.timeout_ms`).
+    pub statement_timeout_max: Duration,
     /// Bound on a graceful shutdown's leader transfer.
     pub shutdown_transfer_timeout: Duration,
     /// The simulator's observer and fault seams; empty for real.
@@ -46,6 +51,8 @@ impl ServeConfig {
             join: None,
             join_as_learner: false,
             request_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(5),
+            statement_timeout_max: Duration::from_secs(60),
             shutdown_transfer_timeout: Duration::from_secs(3),
             hooks: Hooks::default(),
         }
@@ -70,6 +77,9 @@ impl ServeConfig {
         }
         if !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.core.id) {
             return Err(ConfigError::Invalid(format!("--peers must include this node ({})", self.core.id)));
+        }
+        if self.statement_timeout.is_zero() {
+            return Err(ConfigError::Invalid("--statement-timeout must be positive".into()));
         }
         Ok(())
     }

@@ -79,6 +79,7 @@ fn status_of(error: ServerError) -> Status {
         ServerError::Forwarded(status) => return status,
         ServerError::Write(error) => write_code(&error),
         ServerError::Read(error) => read_code(&error),
+        ServerError::Query(QueryError::Stopped(_)) => Code::DeadlineExceeded,
         ServerError::Query(_) => Code::InvalidArgument,
         ServerError::Admin(error) => admin_code(&error),
         ServerError::Timeout(_) => Code::DeadlineExceeded,
@@ -112,6 +113,7 @@ fn read_code(error: &ReadError) -> Code {
         ReadError::LeaseExpired | ReadError::TooStale { .. } => Code::FailedPrecondition,
         ReadError::Timeout => Code::DeadlineExceeded,
         ReadError::QueueFull { .. } => Code::ResourceExhausted,
+        ReadError::Query(QueryError::Stopped(_)) => Code::DeadlineExceeded,
         ReadError::Query(_) => Code::InvalidArgument,
     }
 }

@@ -10,13 +10,37 @@ use deeb_server::cli::{bench, commands, shell};
 use deeb_server::client::connect;
 use tracing_subscriber::EnvFilter;
 
+#[cfg(not(madsim))]
+fn main() -> ExitCode {
+    let cli = parse_and_log();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return report(Err(anyhow::anyhow!("could not start the async runtime: {error}"))),
+    };
+    let result = runtime.block_on(run(cli));
+    // The node has stopped; a query still finishing on a blocking thread
+    // (it was told to stop) must not hold the process.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    report(result)
+}
+
+/// Under the simulator the binary is only built, never run.
+#[cfg(madsim)]
 #[tokio::main]
 async fn main() -> ExitCode {
+    report(run(parse_and_log()).await)
+}
+
+fn parse_and_log() -> Cli {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-    match run(cli).await {
+    cli
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -24,6 +48,10 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+/// Bound on waiting for blocking threads when the process ends.
+#[cfg(not(madsim))]
+const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -34,9 +62,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", commands::format_execute(&response));
             Ok(())
         }
-        Command::Query { client, sql, consistency, max_staleness } => {
+        Command::Query { client, sql, consistency, max_staleness, timeout } => {
             let mut client = connect(&client.addr).await?;
-            let result = commands::query(&mut client, &sql, consistency, max_staleness).await.map_err(status_error)?;
+            let result =
+                commands::query(&mut client, &sql, consistency, max_staleness, timeout).await.map_err(status_error)?;
             print!("{}", deeb_server::cli::table::render(&result.columns, &result.rows));
             Ok(())
         }

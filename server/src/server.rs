@@ -2,6 +2,7 @@
 //! one address), runs the event loop, and joins a cluster if asked.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use deeb_core::disk::Disk;
@@ -13,12 +14,13 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::api::DeebService;
+use crate::api::{DeebService, QueryTimeouts};
 use crate::client::connect;
 use crate::config::{ConfigError, ServeConfig};
 use crate::event_loop::{EventLoop, Input, LoopClock, Stopped};
 use crate::handle::NodeHandle;
 use crate::peer::{PeerSenders, PeerService};
+use crate::query::ShuttingDown;
 
 /// Why a node could not run or stopped with an error.
 #[derive(Debug, Error)]
@@ -50,6 +52,8 @@ pub async fn run_node<D: Disk + 'static>(
     config.validate()?;
     let clock = LoopClock::new(Instant::now(), config.hooks.clock.clone());
     let mut node = Node::open(config.core.clone(), disk, &config.data_dir, &config.peers, clock.now())?;
+    let statement_clock = std::time::Instant::now();
+    node.set_clock(Box::new(move || statement_clock.elapsed()));
     if let Some(observer) = config.hooks.observer.clone() {
         node.set_observer(Box::new(move |id, event| observer(id, event)));
     }
@@ -58,8 +62,15 @@ pub async fn run_node<D: Disk + 'static>(
     let handle = NodeHandle::new(inputs.clone(), config.request_timeout, config.id());
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let (server_failed, mut server_failure) = oneshot::channel::<String>();
-    let server =
-        tokio::spawn(serve_grpc(config.clone(), handle.clone(), inputs.clone(), server_stopped, server_failed));
+    let shutting_down = ShuttingDown::default();
+    let server = tokio::spawn(serve_grpc(
+        config.clone(),
+        handle.clone(),
+        shutting_down.clone(),
+        inputs.clone(),
+        server_stopped,
+        server_failed,
+    ));
     if config.join.is_some() {
         tokio::spawn(join_in_background(config.clone(), handle.clone()));
     }
@@ -75,6 +86,7 @@ pub async fn run_node<D: Disk + 'static>(
         }
     };
     let result = event_loop.run(stop, config.shutdown_transfer_timeout).await;
+    shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_server.send(());
     // Graceful gRPC shutdown waits for open connections (peers keep theirs);
     // bound it, then drop whatever is left.
@@ -91,12 +103,15 @@ pub async fn run_node<D: Disk + 'static>(
 async fn serve_grpc(
     config: ServeConfig,
     handle: NodeHandle,
+    shutting_down: ShuttingDown,
     inputs: mpsc::Sender<Input>,
     stop: oneshot::Receiver<()>,
     failed: oneshot::Sender<String>,
 ) {
     let limits = &config.core.limits;
-    let api = DeebService::new(handle, limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
+    let timeouts = QueryTimeouts { default: config.statement_timeout, max: config.statement_timeout_max };
+    let api =
+        DeebService::new(handle, limits.query_chunk_rows_max, limits.query_chunk_bytes_max, timeouts, shutting_down);
     let peers = PeerServer::new(PeerService::new(inputs));
     // Raise tonic's 4 MiB decoding limit to the largest raft message we may
     // send. (madsim's transport does not encode messages: no limit there.)

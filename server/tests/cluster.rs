@@ -43,7 +43,7 @@ async fn leader_kill_loses_nothing_and_restarted_node_catches_up() {
     let stale = wait_for(Duration::from_secs(10), "restarted node serves", || async {
         let mut client = cluster.client(leader).await;
         let level = deeb_server::cli::args::Level::Stale;
-        deeb_server::cli::commands::query(&mut client, "SELECT v FROM t ORDER BY v", level, None).await.ok()
+        deeb_server::cli::commands::query(&mut client, "SELECT v FROM t ORDER BY v", level, None, None).await.ok()
     })
     .await;
     assert_eq!(cells(&stale), cells(&result), "restarted node has the same rows");

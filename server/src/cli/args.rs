@@ -46,6 +46,9 @@ pub enum Command {
         /// For stale reads: refuse if the node heard from a leader longer ago (e.g. 500ms).
         #[arg(long, value_parser = duration_arg)]
         max_staleness: Option<Duration>,
+        /// How long the query may run (default: the server's --statement-timeout).
+        #[arg(long, value_parser = duration_arg)]
+        timeout: Option<Duration>,
     },
     /// Show a node's status and the cluster members.
     Status(ClientArgs),
@@ -127,6 +130,13 @@ pub struct ServeArgs {
     /// Bound on a client request inside the server.
     #[arg(long, env = "DEEB_REQUEST_TIMEOUT", value_parser = duration_arg, default_value = "10s")]
     pub request_timeout: Duration,
+    /// How long one statement may run: a query unless it asks otherwise,
+    /// and a write (capped at a third of the election timeout).
+    #[arg(long, env = "DEEB_STATEMENT_TIMEOUT", value_parser = duration_arg, default_value = "5s")]
+    pub statement_timeout: Duration,
+    /// The longest a query may ask to run.
+    #[arg(long, env = "DEEB_STATEMENT_TIMEOUT_MAX", value_parser = duration_arg, default_value = "60s")]
+    pub statement_timeout_max: Duration,
 }
 
 /// `deeb dev` flags.
@@ -182,7 +192,10 @@ impl ServeArgs {
         config.join = self.join.clone();
         config.join_as_learner = self.learner;
         config.request_timeout = self.request_timeout;
+        config.statement_timeout = self.statement_timeout;
+        config.statement_timeout_max = self.statement_timeout_max.max(self.statement_timeout);
         let core = &mut config.core;
+        core.limits.write_statement_timeout = self.statement_timeout;
         core.snapshot_interval_entries = self.snapshot_interval.unwrap_or(core.snapshot_interval_entries);
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
         config.validate()?;

@@ -43,12 +43,14 @@ pub async fn query(
     sql: &str,
     level: Level,
     max_staleness: Option<Duration>,
+    timeout: Option<Duration>,
 ) -> Result<QueryResult, tonic::Status> {
+    let millis = |bound: Duration| u64::try_from(bound.as_millis()).unwrap_or(u64::MAX).max(1);
     let request = QueryRequest {
         statement: Some(statement(sql)),
         consistency: consistency(level) as i32,
-        max_staleness_ms: max_staleness.map_or(0, |bound| u64::try_from(bound.as_millis()).unwrap_or(u64::MAX)),
-        timeout_ms: 0,
+        max_staleness_ms: max_staleness.map_or(0, millis),
+        timeout_ms: timeout.map_or(0, millis),
     };
     let mut stream = client.query(request).await?.into_inner();
     let mut result = QueryResult::default();

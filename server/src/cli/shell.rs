@@ -64,7 +64,7 @@ impl Shell {
 
     async fn run_statement(&mut self, sql: &str) {
         if is_query(sql) {
-            match commands::query(&mut self.client, sql, self.level, None).await {
+            match commands::query(&mut self.client, sql, self.level, None, None).await {
                 Ok(result) => print!("{}", table::render(&result.columns, &result.rows)),
                 Err(status) => eprintln!("error: {}", status.message()),
             }

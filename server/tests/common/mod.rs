@@ -175,7 +175,7 @@ impl Cluster {
 
     pub async fn query(&self, id: u64, sql: &str) -> Result<QueryResult, tonic::Status> {
         let mut client = self.client(id).await;
-        commands::query(&mut client, sql, Level::Linearizable, None).await
+        commands::query(&mut client, sql, Level::Linearizable, None, None).await
     }
 
     /// Waits until node `id` has applied at least `index`.
