@@ -132,7 +132,9 @@ impl<D: Disk> Node<D> {
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut executed: Vec<QueuedWrite> = Vec::new();
         let mut bytes = 0;
-        while executed.len() < requests_max && bytes < bytes_max {
+        // The batch runs on the event loop: once it has taken as long as one
+        // statement may, the rest of the queue waits for the next batch.
+        while executed.len() < requests_max && bytes < bytes_max && !self.sm.batch_time_spent() {
             let Some(queued) = self.writes.queue.pop_front() else { break };
             match self.sm.execute_request(&queued.statements)? {
                 Err(error) => {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use deeb_proto::{op, Op, Sequence, Sequences, Statement, StatementResult};
 use rusqlite::backup::{Backup, StepResult};
@@ -48,6 +49,8 @@ pub struct StateMachine {
     clock: Option<Clock>,
     /// Apply with foreign keys on (mutation `follower_foreign_keys`).
     apply_foreign_keys: bool,
+    /// When the open batch began, on `clock`.
+    batch_started: Option<Duration>,
 }
 
 /// A statement's outcome on the leader: its ops (none if it changed
@@ -126,6 +129,7 @@ impl StateMachine {
             limits: WriteLimits::default(),
             clock: None,
             apply_foreign_keys: false,
+            batch_started: None,
         })
     }
 
@@ -192,7 +196,17 @@ impl StateMachine {
         session::seed_prng(((seed >> 32) ^ seed) as u32 as i32);
         self.writer.execute_batch("BEGIN IMMEDIATE")?;
         self.batch_open = true;
+        self.batch_started = self.clock.as_ref().map(|clock| clock());
         Ok(())
+    }
+
+    /// True once the open batch has run as long as one statement may: take
+    /// no more requests into it (with no clock, never).
+    pub fn batch_time_spent(&self) -> bool {
+        match (self.batch_started, self.clock.as_ref()) {
+            (Some(started), Some(clock)) => clock().saturating_sub(started) >= self.limits.statement_timeout,
+            _ => false,
+        }
     }
 
     /// Leader: runs one request inside a savepoint of the open batch. The
