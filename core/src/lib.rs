@@ -24,6 +24,13 @@
 //!    [`Output::ReadReady`] run the client's query on a [`Node::reader`].
 //! 3. Sleep until [`Node::poll_timeout`] or the next input, then go to 1.
 //!
+//! Once, after opening, a host may hand the node its clock with
+//! [`Node::set_clock`]: the only clock reading the core does is through it,
+//! to stop a client's write statement at its deadline while it runs. Without
+//! one (tests, the simulator) a deterministic bound on SQLite steps stops
+//! statements instead. Client SQL never stops a node: a statement that fails,
+//! rolls back its transaction or passes a bound is that request's error.
+//!
 //! The node never assumes an effect happened: the host reports completions
 //! back as inputs. On [`Output::Stopped`] (a disk error or replica
 //! divergence) the host must exit; restarting recovers from disk.
