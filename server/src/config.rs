@@ -42,8 +42,15 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// A configuration with default timing for node `id` listening on `listen`.
     pub fn new(id: NodeId, data_dir: PathBuf, listen: SocketAddr) -> Self {
+        let mut core = deeb_core::Config::new(id);
+        // A real server bounds statements by the clock (--statement-timeout);
+        // the core's deterministic steps bound would cut them shorter. Under
+        // the simulator time stands still while SQL runs: keep that bound.
+        if !cfg!(madsim) {
+            core.limits.statement_steps_max = u64::MAX;
+        }
         Self {
-            core: deeb_core::Config::new(id),
+            core,
             data_dir,
             listen,
             advertise: listen.to_string(),

@@ -390,6 +390,13 @@ pub(crate) fn set_length_limit(conn: &Connection, bytes: usize) -> usize {
     usize::try_from(previous).unwrap_or(0)
 }
 
+/// Sets the connection's last insert rowid (what `last_insert_rowid()`
+/// reports until the next INSERT).
+pub(crate) fn set_last_insert_rowid(conn: &Connection, rowid: i64) {
+    // SAFETY: valid handle.
+    unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), rowid) };
+}
+
 /// True if the connection's open transaction has deferred foreign-key
 /// violations (they would make its COMMIT fail).
 pub(crate) fn deferred_foreign_key_violations(conn: &Connection) -> bool {

@@ -499,6 +499,9 @@ fn run_client(
     let auth = Authorizer::new(conn, classify::write_policy)?;
     let progress = Progress::new(conn, stop);
     let total_before = conn.total_changes();
+    // Only this statement's own inserts count: the connection's earlier
+    // history differs between leaders.
+    session::set_last_insert_rowid(conn, 0);
     let client_error = |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
         if is_fatal(&e) {
             return Err(e.into());
@@ -529,12 +532,12 @@ fn run_client(
     }
     drop(rows);
     drop(stmt);
-    // SQLite keeps both counters per connection, so a statement that changed
-    // nothing (DDL, a SELECT) would report the previous statement's values,
-    // or those of deeb's own bookkeeping writes: report zeros instead.
+    // SQLite keeps `changes()` per connection, so a statement that changed
+    // nothing (DDL, a SELECT) would report the previous statement's count,
+    // or that of deeb's own bookkeeping writes: report zero instead.
     let changed = conn.total_changes() != total_before;
     let rows_affected = if changed { conn.changes() } else { 0 };
-    let last_insert_id = if changed { conn.last_insert_rowid() } else { 0 };
+    let last_insert_id = conn.last_insert_rowid();
     let result = StatementResult { rows_affected, last_insert_id };
     Ok(Ok((result, has_params)))
 }
