@@ -288,3 +288,54 @@ fn reads_of_the_results_agree_on_every_node() {
         assert_eq!(integer_of(&rows[0], 0), 2, "node {id}");
     }
 }
+
+/// The rest of the surface the rule names: each runs with identical
+/// effects on every replica.
+#[test]
+fn generated_columns_without_rowid_strict_upsert_and_alter_replicate() {
+    let mut cluster = cluster();
+    for sql in [
+        "CREATE TABLE g(a INTEGER PRIMARY KEY, b, c AS (b * 2) VIRTUAL, d AS (b + 1) STORED)",
+        "INSERT INTO g(a, b) VALUES (1, 10), (2, 20)",
+        "UPDATE g SET b = b + 1",
+        "DELETE FROM g WHERE a = 2",
+        "CREATE TABLE w(k TEXT PRIMARY KEY, u TEXT COLLATE NOCASE UNIQUE, v INTEGER) WITHOUT ROWID",
+        "INSERT INTO w VALUES ('a', 'a', 1), ('B', 'B', 2)",
+        "INSERT INTO w VALUES ('a', 'x', 5) ON CONFLICT(k) DO UPDATE SET v = v + excluded.v",
+        "REPLACE INTO w VALUES ('b', 'b', 9)",
+        "CREATE TABLE s(id INTEGER PRIMARY KEY, n INTEGER NOT NULL) STRICT",
+        "INSERT INTO s VALUES (1, 1)",
+        "ALTER TABLE s ADD COLUMN m TEXT DEFAULT 'x'",
+        "ALTER TABLE s RENAME COLUMN n TO count",
+        "ALTER TABLE s RENAME TO s2",
+        "UPDATE s2 SET m = json_object('k', count)",
+        "ALTER TABLE s2 DROP COLUMN m",
+        "CREATE INDEX gi ON g(d) WHERE b > 0",
+        "CREATE UNIQUE INDEX wi ON w(v)",
+        "INSERT INTO g(a, b) SELECT 10 + value, value FROM json_each('[1,2,3]')",
+        "UPDATE g SET b = (SELECT count(*) FROM g AS h WHERE h.a <= g.a)",
+        "INSERT INTO s2(id, count) SELECT a, row_number() OVER (ORDER BY a) FROM g WHERE a > 5",
+    ] {
+        try_write(&mut cluster, &[sql]).unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+    let digest = cluster.assert_converged();
+    assert_ne!(digest, 0);
+    // Rows a = 1, 11, 12, 13 with b = 1..4, so d = b + 1 sums to 14.
+    assert_everywhere(&mut cluster, "SELECT sum(d) FROM g", 14);
+    assert_everywhere(&mut cluster, "SELECT v FROM w WHERE k = 'a'", 6);
+    assert_everywhere(&mut cluster, "SELECT count(*) FROM w", 2);
+}
+
+#[test]
+fn collated_primary_keys_are_refused() {
+    let mut cluster = cluster();
+    for sql in [
+        "CREATE TABLE w(k TEXT PRIMARY KEY COLLATE NOCASE, v) WITHOUT ROWID",
+        "CREATE TABLE w(k TEXT COLLATE RTRIM PRIMARY KEY, v)",
+        "CREATE TABLE w(a, k TEXT, v, PRIMARY KEY (a, k COLLATE NOCASE))",
+    ] {
+        assert_refused(&mut cluster, &[sql], "collation other than BINARY");
+    }
+    cluster.execute("CREATE TABLE w(k TEXT PRIMARY KEY, v TEXT COLLATE NOCASE)");
+    cluster.assert_converged();
+}

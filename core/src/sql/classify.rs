@@ -99,6 +99,11 @@ pub(crate) fn ddl_changes_refusal(sql: &str) -> String {
     message.to_string()
 }
 
+/// The refusal message for primary keys compared with a collation.
+pub(crate) const COLLATED_KEY_MESSAGE: &str = "a PRIMARY KEY column with a collation other than BINARY \
+     is not supported: row changes are keyed by the key's bytes, so 'B' and 'b' would be two rows to \
+     a replica but one to SQLite (a UNIQUE constraint with the collation works)";
+
 /// The refusal message for dropping a table whose rows others reference.
 const DROP_REFERENCED_MESSAGE: &str = "DROP TABLE would also delete rows that foreign keys reference \
      (and run their actions) in the same statement, which is not supported: DELETE FROM the table first";
@@ -151,8 +156,18 @@ pub(crate) fn write_policy(
     db: Option<&str>,
     trigger: Option<&str>,
 ) -> Option<String> {
-    // `temp.x` is this connection's private schema: never replicated.
-    if db.is_some_and(|d| d.eq_ignore_ascii_case("temp")) {
+    // `temp.x` is this connection's private schema: never replicated. Every
+    // new temp object is an INSERT into the temp schema table (a temp
+    // trigger on a main table is authorized as a main one otherwise);
+    // ALTER TABLE only UPDATEs that table, which is let through.
+    let in_temp = db.is_some_and(|d| d.eq_ignore_ascii_case("temp"));
+    let creates = matches!(
+        action,
+        ffi::SQLITE_CREATE_TABLE | ffi::SQLITE_CREATE_INDEX | ffi::SQLITE_CREATE_TRIGGER | ffi::SQLITE_CREATE_VIEW
+    );
+    let writes_user_table = matches!(action, ffi::SQLITE_UPDATE | ffi::SQLITE_DELETE)
+        && !a.is_some_and(|t| t.to_ascii_lowercase().starts_with("sqlite_"));
+    if in_temp && (creates || action == ffi::SQLITE_INSERT || writes_user_table) {
         return Some(TEMP_MESSAGE.into());
     }
     match action {
@@ -164,9 +179,14 @@ pub(crate) fn write_policy(
         | ffi::SQLITE_DROP_TEMP_TABLE
         | ffi::SQLITE_DROP_TEMP_TRIGGER
         | ffi::SQLITE_DROP_TEMP_VIEW => return Some(TEMP_MESSAGE.into()),
-        // SQLite's session code reads table_xinfo while the statement runs;
-        // client PRAGMA statements are refused by keyword before this.
-        ffi::SQLITE_PRAGMA if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => {}
+        // SQLite's session code reads table_xinfo while the statement runs,
+        // and ALTER TABLE checks a table it changed with quick_check; client
+        // PRAGMA statements are refused by keyword before this.
+        ffi::SQLITE_PRAGMA
+            if a.is_some_and(|p| {
+                let p = p.to_ascii_uppercase();
+                READ_PRAGMAS.contains(&p.as_str()) || p == "QUICK_CHECK"
+            }) => {}
         ffi::SQLITE_PRAGMA => return Some("PRAGMA is not allowed in execute requests".into()),
         ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => {
             return Some("transaction control is not allowed: each request is one transaction".into())

@@ -145,6 +145,96 @@ impl Drop for ChangesetIter<'_> {
 
 /// Lists the changes of `changeset` in order, without applying them.
 pub(crate) fn changeset_changes(changeset: &[u8]) -> rusqlite::Result<Vec<ChangeInfo>> {
+    let mut out = Vec::new();
+    for_each_change(changeset, |iter| {
+        out.push(current_change(iter)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The changes of `changeset` as up to three changesets, to be applied in
+/// order: its DELETEs, its UPDATEs, then its INSERTs.
+///
+/// A session orders a table's changes by hash, not by time, and keys them by
+/// the primary key's bytes. Where a key has a non-binary collation, one
+/// statement can delete `'B'` and insert `'b'`, the same key to SQLite: the
+/// insert must not be applied first.
+pub(crate) fn split_by_operation(changeset: &[u8]) -> rusqlite::Result<Vec<Vec<u8>>> {
+    let order = [ffi::SQLITE_DELETE, ffi::SQLITE_UPDATE, ffi::SQLITE_INSERT];
+    let groups = [ChangeGroup::new()?, ChangeGroup::new()?, ChangeGroup::new()?];
+    let mut used = [false; 3];
+    for_each_change(changeset, |iter| {
+        let op = current_change(iter)?.op;
+        let slot = order.iter().position(|o| *o == op).ok_or_else(|| code_error(ffi::SQLITE_CORRUPT, "change op"))?;
+        used[slot] = true;
+        groups[slot].add_change(iter)
+    })?;
+    if used.iter().filter(|u| **u).count() <= 1 {
+        return Ok(vec![changeset.to_vec()]);
+    }
+    groups.iter().zip(used).filter(|(_, used)| *used).map(|(group, _)| group.output()).collect()
+}
+
+/// A changegroup, deleted on drop.
+struct ChangeGroup {
+    raw: *mut ffi::sqlite3_changegroup,
+}
+
+impl ChangeGroup {
+    fn new() -> rusqlite::Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: `raw` is an out pointer.
+        let rc = unsafe { ffi::sqlite3changegroup_new(&mut raw) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3changegroup_new"));
+        }
+        Ok(ChangeGroup { raw })
+    }
+
+    /// Adds the iterator's current change.
+    fn add_change(&self, iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<()> {
+        // SAFETY: live group; `iter` points at a current change.
+        let rc = unsafe { ffi::sqlite3changegroup_add_change(self.raw, iter) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3changegroup_add_change"));
+        }
+        Ok(())
+    }
+
+    /// The group's changes as one changeset.
+    fn output(&self) -> rusqlite::Result<Vec<u8>> {
+        let mut n: c_int = 0;
+        let mut p: *mut c_void = ptr::null_mut();
+        // SAFETY: live group; out pointers are valid locals.
+        let rc = unsafe { ffi::sqlite3changegroup_output(self.raw, &mut n, &mut p) };
+        let out = if p.is_null() || n <= 0 {
+            Vec::new()
+        } else {
+            // SAFETY: SQLite returned a buffer of `n` bytes at `p`.
+            unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n as usize) }.to_vec()
+        };
+        // SAFETY: allocated by sqlite3_malloc (null is fine).
+        unsafe { ffi::sqlite3_free(p) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3changegroup_output"));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for ChangeGroup {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from sqlite3changegroup_new, deleted once.
+        unsafe { ffi::sqlite3changegroup_delete(self.raw) };
+    }
+}
+
+/// Calls `f` on each change of `changeset`, in order.
+fn for_each_change(
+    changeset: &[u8],
+    mut f: impl FnMut(*mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let len = c_int::try_from(changeset.len()).map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
     let mut raw = ptr::null_mut();
     // SAFETY: the buffer outlives the iterator (tied by `ChangesetIter`'s
@@ -154,13 +244,12 @@ pub(crate) fn changeset_changes(changeset: &[u8]) -> rusqlite::Result<Vec<Change
         return Err(code_error(rc, "sqlite3changeset_start"));
     }
     let iter = ChangesetIter { raw, _data: PhantomData::<&[u8]> };
-    let mut out = Vec::new();
     loop {
         // SAFETY: live iterator.
         let rc = unsafe { ffi::sqlite3changeset_next(iter.raw) };
         match rc {
-            ffi::SQLITE_ROW => out.push(current_change(iter.raw)?),
-            ffi::SQLITE_DONE => return Ok(out),
+            ffi::SQLITE_ROW => f(iter.raw)?,
+            ffi::SQLITE_DONE => return Ok(()),
             rc => return Err(code_error(rc, "sqlite3changeset_next")),
         }
     }

@@ -282,6 +282,9 @@ impl StateMachine {
             if !changeset.is_ok_and(|changeset| changeset.is_empty()) {
                 return Ok(Err(classify::ddl_changes_refusal(&statement.sql)));
             }
+            if let Some(table) = collated_primary_key(&self.writer)? {
+                return Ok(Err(format!("{} (table {table:?})", classify::COLLATED_KEY_MESSAGE)));
+            }
             ops.push(op::Kind::Ddl(statement.sql.clone()));
         } else {
             let changeset = match changeset {
@@ -293,7 +296,10 @@ impl StateMachine {
                 return Ok(Err(self.too_many_changes_message()));
             }
             if !changeset.is_empty() {
-                ops.push(op::Kind::Changeset(changeset));
+                match session::split_by_operation(&changeset) {
+                    Ok(parts) => ops.extend(parts.into_iter().map(op::Kind::Changeset)),
+                    Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}"))),
+                }
             }
         }
         let sequences_after = sequences(&self.writer)?;
@@ -540,6 +546,14 @@ fn run_client(
     let last_insert_id = conn.last_insert_rowid();
     let result = StatementResult { rows_affected, last_insert_id };
     Ok(Ok((result, has_params)))
+}
+
+/// A table whose primary key compares some column with a collation other
+/// than BINARY, if any.
+fn collated_primary_key(conn: &Connection) -> Result<Option<String>, SqlError> {
+    let sql = "SELECT m.name FROM sqlite_master AS m, pragma_index_list(m.name) AS i, pragma_index_xinfo(i.name) AS x \
+               WHERE m.type = 'table' AND i.origin = 'pk' AND x.key AND x.coll <> 'BINARY' LIMIT 1";
+    Ok(conn.query_row(sql, [], |r| r.get(0)).optional()?)
 }
 
 /// The AUTOINCREMENT counters: `sqlite_sequence` as table -> seq (empty if
