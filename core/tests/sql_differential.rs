@@ -11,6 +11,8 @@
 //!   (`.ci/test` derives it from the commit; default `SEED_BASE_DEFAULT`).
 //! - Long run: the same with `--release` and a large `DEEB_DIFF_PROGRAMS`.
 //! - One program: `DEEB_DIFF_SEED=<seed>` (printed with every finding).
+//! - `DEEB_DIFF_REGRESSIONS_DIR=<dir>` replays that directory's cases
+//!   instead of `sql_regressions/`.
 //! - `DEEB_DIFF_SAVE_DIR=<dir>` writes each shrunk program there, in the
 //!   regression format, ready to be added to `sql_regressions/`.
 
@@ -216,7 +218,10 @@ fn replay_command(seed: u64) -> String {
 }
 
 fn regression_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_regressions");
+    let dir = match std::env::var("DEEB_DIFF_REGRESSIONS_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_regressions"),
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("tests/sql_regressions exists")
         .map(|entry| entry.expect("directory entry").path())
@@ -236,6 +241,7 @@ struct Totals {
     requests: usize,
     statements: usize,
     refusals: usize,
+    sqlite_failures: usize,
     /// Signature -> seeds.
     findings: BTreeMap<String, Vec<u64>>,
 }
@@ -245,6 +251,7 @@ impl Totals {
         self.requests += outcome.requests;
         self.statements += outcome.statements;
         self.refusals += outcome.refusals;
+        self.sqlite_failures += outcome.sqlite_failures;
     }
 
     fn finding_count(&self) -> usize {
@@ -254,10 +261,11 @@ impl Totals {
     fn print(&self, programs: usize, started: Instant) {
         println!(
             "sql_differential: {programs} programs, {} requests, {} statements, {} documented refusals, \
-             {} findings ({} distinct) in {:.1?}",
+             {} requests SQLite failed, {} findings ({} distinct) in {:.1?}",
             self.requests,
             self.statements,
             self.refusals,
+            self.sqlite_failures,
             self.finding_count(),
             self.findings.len(),
             started.elapsed()
@@ -278,3 +286,31 @@ const SHRINKS_DEFAULT: u64 = 5;
 const SHRINK_ATTEMPTS_MAX: usize = 150;
 /// Generated programs run against plain SQLite in `checker_accepts_sqlite_itself`.
 const CLEAN_PROGRAMS: u64 = 60;
+
+/// Tuning aid: which SQLite errors the generated statements meet, most
+/// common first (`cargo test ... generator_error_histogram -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn generator_error_histogram() {
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut writes, mut failed) = (0, 0);
+    for seed in 0..300 {
+        let program = generate(seed, requests_for(seed));
+        let mut reference = differential::reference::Reference::open();
+        for request in &program.requests {
+            let Request::Write(statements) = request else { continue };
+            writes += 1;
+            if let differential::answer::Answer::Failed { message, .. } = reference.run_and_commit(statements) {
+                failed += 1;
+                let key: String = message.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(60).collect();
+                *errors.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let mut sorted: Vec<(usize, String)> = errors.into_iter().map(|(message, count)| (count, message)).collect();
+    sorted.sort_by(|a, b| b.cmp(a));
+    println!("{failed} of {writes} write requests failed in SQLite");
+    for (count, message) in sorted.iter().take(40) {
+        println!("{count:6} {message}");
+    }
+}

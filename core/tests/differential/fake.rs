@@ -72,6 +72,12 @@ impl Target for FakeTarget {
         let diverged = u64::from(self.fault == Fault::DivergentReplica);
         let digests = vec![(1, 10, 7), (2, 10, 7), (3, 10, 7 + diverged)];
         let connection = self.database.connection();
-        Ok(Settled { digests, dump: dump(&mut |sql| query_rows(connection, sql)) })
+        let dumped = dump(&mut |sql| query_rows(connection, sql));
+        let mut dumps = vec![(1, dumped.clone())];
+        if self.fault == Fault::DivergentReplica {
+            dumps.push((2, dumped.clone()));
+            dumps.push((3, dumped[..1].to_vec()));
+        }
+        Ok(Settled { digests, dumps })
     }
 }

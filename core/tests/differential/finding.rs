@@ -39,15 +39,17 @@ impl Finding {
     /// A key for "the same finding": the kind plus the detail without
     /// numbers and names that vary from program to program.
     pub fn signature(&self) -> String {
-        let detail: String = self
-            .detail
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect::<String>()
-            .split_whitespace()
-            .take(SIGNATURE_WORDS)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut detail = String::new();
+        for c in self.detail.chars() {
+            if c.is_ascii_digit() {
+                if !detail.ends_with('#') {
+                    detail.push('#');
+                }
+            } else {
+                detail.push(c);
+            }
+        }
+        let detail = detail.split_whitespace().take(SIGNATURE_WORDS).collect::<Vec<_>>().join(" ");
         format!("{:?}: {detail}", self.kind)
     }
 }

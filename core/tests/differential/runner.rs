@@ -21,6 +21,8 @@ pub struct Outcome {
     pub statements: usize,
     /// Requests deeb refused for a documented reason.
     pub refusals: usize,
+    /// Write requests SQLite itself failed (the generator's invalid share).
+    pub sqlite_failures: usize,
 }
 
 /// Runs `program` on `target`, stopping at the first finding.
@@ -35,7 +37,7 @@ pub fn run(program: &Program, target: &mut dyn Target) -> Outcome {
         outcome.statements += request.statements().len();
         let checked = match request {
             Request::Write(statements) => {
-                write(statements, &mut reference, target, non_deterministic, &mut outcome.refusals)
+                write(statements, &mut reference, target, non_deterministic, &mut outcome)
             }
             Request::Query(sql) => query(sql, &reference, target, non_deterministic),
         };
@@ -61,9 +63,12 @@ fn write(
     reference: &mut Reference,
     target: &mut dyn Target,
     non_deterministic: bool,
-    refusals: &mut usize,
+    outcome: &mut Outcome,
 ) -> Check {
     let expected = reference.run(statements);
+    if matches!(expected, Answer::Failed { .. }) {
+        outcome.sqlite_failures += 1;
+    }
     let temporary = reference.has_temporary_objects();
     let actual = match target.write(statements) {
         Ok(actual) => actual,
@@ -73,7 +78,7 @@ fn write(
         }
     };
     if matches!(actual, Answer::Failed { ref message, .. } if refusals::documented(message).is_some()) {
-        *refusals += 1;
+        outcome.refusals += 1;
     }
     let verdict = if non_deterministic {
         Ok(matches!(actual, Answer::Done(_)))
@@ -182,13 +187,13 @@ fn settle(reference: &Reference, target: &mut dyn Target, non_deterministic: boo
     let settled = target.settle().map_err(|broken| (broken.kind, broken.detail))?;
     let digests: BTreeSet<(u64, u64)> = settled.digests.iter().map(|&(_, index, digest)| (index, digest)).collect();
     if digests.len() > 1 {
-        return Err((Kind::Replicas, format!("replica digests differ: (node, index, digest) {:?}", settled.digests)));
+        return Err((Kind::Replicas, replicas_differ(&settled)));
     }
     if non_deterministic {
         return Ok(());
     }
     let expected = dump(&mut |sql| query_rows(reference.connection(), sql));
-    match first_difference(&expected, &settled.dump) {
+    match first_difference(&expected, &settled.dumps[0].1) {
         None => Ok(()),
         Some((section, expected, actual)) => Err((
             Kind::Dump,
@@ -199,6 +204,22 @@ fn settle(reference: &Reference, target: &mut dyn Target, non_deterministic: boo
             ),
         )),
     }
+}
+
+/// Which replica differs from the first, and where.
+fn replicas_differ(settled: &super::target::Settled) -> String {
+    let (first, first_dump) = &settled.dumps[0];
+    let differing = settled.dumps[1..].iter().find_map(|(id, dump)| {
+        first_difference(first_dump, dump).map(|(section, mine, theirs)| {
+            format!(
+                "{section}: node {first} has {}, node {id} has {}",
+                mine.map_or("nothing".into(), describe),
+                theirs.map_or("nothing".into(), describe)
+            )
+        })
+    });
+    let detail = differing.unwrap_or_else(|| "dumps equal (state outside the dump?)".into());
+    format!("replica digests differ: {detail}; (node, index, digest) {:?}", settled.digests)
 }
 
 /// Requests between full checks (digests and dumps).

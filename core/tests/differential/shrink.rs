@@ -17,8 +17,16 @@ pub fn shrink(
     let mut state = State { best: program.clone(), finding: finding.clone(), kind: finding.kind, attempts: 0, attempts_max, run };
     let cut = Program { requests: program.requests[..=finding.request.min(program.requests.len() - 1)].to_vec() };
     state.try_candidate(cut);
-    state.ddmin_requests();
-    state.drop_statements();
+    // Dropping statements can make whole requests removable: repeat both
+    // until neither helps (each pass spends attempts, so this ends).
+    for _pass in 0..PASSES_MAX {
+        let before = state.best.statement_count();
+        state.ddmin_requests();
+        state.drop_statements();
+        if state.best.statement_count() == before {
+            break;
+        }
+    }
     (state.best, state.finding, state.attempts)
 }
 
@@ -101,3 +109,6 @@ impl State<'_> {
         }
     }
 }
+
+/// Rounds of (ddmin over requests, drop statements).
+const PASSES_MAX: usize = 8;

@@ -28,8 +28,9 @@ pub struct Broken {
 pub struct Settled {
     /// (node, applied index, digest) of every running node.
     pub digests: Vec<(u64, u64, u64)>,
-    /// The dump of one node (the lowest id).
-    pub dump: Dump,
+    /// The dump of the lowest-id node, then (only if the digests differ)
+    /// of every other node.
+    pub dumps: Vec<(u64, Dump)>,
 }
 
 pub trait Target {
@@ -113,14 +114,19 @@ impl Target for DeebTarget {
     fn settle(&mut self) -> Result<Settled, Broken> {
         let digests = guarded(|| self.cluster.converge())?;
         self.stopped()?;
-        let digests = digests.into_iter().map(|(id, (index, digest))| (id, index, digest)).collect();
-        let first = self.cluster.running()[0];
-        let reader = self.cluster.node(first).reader().map_err(|error| Broken {
-            kind: Kind::HarnessPanic,
-            detail: format!("node {first}: reader: {error}"),
-        })?;
-        let dump = dump(&mut |sql| reader_rows(&reader, sql));
-        Ok(Settled { digests, dump })
+        let digests: Vec<(u64, u64, u64)> =
+            digests.into_iter().map(|(id, (index, digest))| (id, index, digest)).collect();
+        let differ = digests.iter().any(|&(_, _, digest)| digest != digests[0].2);
+        let dumped = if differ { self.cluster.running() } else { self.cluster.running()[..1].to_vec() };
+        let mut dumps = Vec::new();
+        for id in dumped {
+            let reader = self.cluster.node(id).reader().map_err(|error| Broken {
+                kind: Kind::HarnessPanic,
+                detail: format!("node {id}: reader: {error}"),
+            })?;
+            dumps.push((id, dump(&mut |sql| reader_rows(&reader, sql))));
+        }
+        Ok(Settled { digests, dumps })
     }
 }
 
