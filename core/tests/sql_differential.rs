@@ -50,10 +50,17 @@ fn random_programs_match_sqlite() {
     let shrinks_max = env_u64("DEEB_DIFF_SHRINKS").unwrap_or(SHRINKS_DEFAULT) as usize;
     for &seed in &seeds {
         let program = generate(seed, requests_for(seed));
+        let program_started = Instant::now();
         let outcome = run_on_deeb(&program, seed);
         totals.add(&outcome);
+        if outcome.finding.is_none() {
+            totals.clean_programs += 1;
+            totals.clean_requests += outcome.requests;
+            totals.clean_time += program_started.elapsed();
+        }
         let Some(finding) = outcome.finding else { continue };
-        println!("FINDING seed {seed}: {finding}");
+        let line = finding.to_string();
+        println!("FINDING seed {seed}: {}", line.chars().take(FINDING_LINE_CHARS).collect::<String>());
         println!("  replay: {}", replay_command(seed));
         let signature = finding.signature();
         if !shrunk.contains_key(&signature) && shrunk.len() < shrinks_max {
@@ -242,6 +249,11 @@ struct Totals {
     statements: usize,
     refusals: usize,
     sqlite_failures: usize,
+    /// Programs without findings, their requests and run time (the time
+    /// a CI run will take once nothing is found).
+    clean_programs: usize,
+    clean_requests: usize,
+    clean_time: std::time::Duration,
     /// Signature -> seeds.
     findings: BTreeMap<String, Vec<u64>>,
 }
@@ -270,12 +282,18 @@ impl Totals {
             self.findings.len(),
             started.elapsed()
         );
+        println!(
+            "  programs without findings: {}, {} requests, {:.1?}",
+            self.clean_programs, self.clean_requests, self.clean_time
+        );
         for (signature, seeds) in &self.findings {
             println!("  {signature} x{} (first: {})", seeds.len(), replay_command(seeds[0]));
         }
     }
 }
 
+/// Characters of a finding printed on its FINDING line.
+const FINDING_LINE_CHARS: usize = 240;
 /// Programs per CI run (about 2-3 minutes in a debug build on 2 cores).
 const PROGRAMS_DEFAULT: u64 = 100;
 /// The seed base when none is given.

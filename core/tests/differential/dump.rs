@@ -44,3 +44,20 @@ pub fn first_difference<'a>(expected: &'a Dump, actual: &'a Dump) -> Option<(Str
 
 /// A bound on the tables dumped.
 const TABLES_MAX: usize = 1_000;
+
+/// How two versions of a dump section differ, for a report: whether only
+/// the rowids (the first column of a rowid table's rows) differ.
+pub fn describe_difference(section: &str, left: Option<&Rows>, right: Option<&Rows>) -> &'static str {
+    let without_rowids = |rows: Option<&Rows>| {
+        rows.and_then(|rows| rows.as_ref().ok()).map(|rows| {
+            let mut rest: Vec<Vec<super::answer::Cell>> = rows.iter().map(|row| row.iter().skip(1).cloned().collect()).collect();
+            rest.sort();
+            rest
+        })
+    };
+    let table = section.starts_with("table ") && section != "table sqlite_sequence";
+    match (without_rowids(left), without_rowids(right)) {
+        (Some(a), Some(b)) if table && a == b => "only rowids differ",
+        _ => "rows differ",
+    }
+}

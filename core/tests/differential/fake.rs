@@ -73,10 +73,9 @@ impl Target for FakeTarget {
         let digests = vec![(1, 10, 7), (2, 10, 7), (3, 10, 7 + diverged)];
         let connection = self.database.connection();
         let dumped = dump(&mut |sql| query_rows(connection, sql));
-        let mut dumps = vec![(1, dumped.clone())];
+        let mut dumps = vec![(1, dumped.clone()), (2, dumped.clone()), (3, dumped.clone())];
         if self.fault == Fault::DivergentReplica {
-            dumps.push((2, dumped.clone()));
-            dumps.push((3, dumped[..1].to_vec()));
+            dumps[2].1.truncate(1);
         }
         Ok(Settled { digests, dumps })
     }

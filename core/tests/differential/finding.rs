@@ -39,8 +39,12 @@ impl Finding {
     /// A key for "the same finding": the kind plus the detail without
     /// numbers and names that vary from program to program.
     pub fn signature(&self) -> String {
+        // The class is in the words before any values: after the last
+        // "stopped: " of a harness message, before the first bracket.
+        let text = self.detail.rsplit(" stopped: ").next().unwrap_or(&self.detail);
+        let text = text.split(['[', '(', '{', ';']).next().unwrap_or(text);
         let mut detail = String::new();
-        for c in self.detail.chars() {
+        for c in text.chars() {
             if c.is_ascii_digit() {
                 if !detail.ends_with('#') {
                     detail.push('#');
@@ -61,4 +65,4 @@ impl fmt::Display for Finding {
 }
 
 /// Words of a finding's detail that make its signature.
-const SIGNATURE_WORDS: usize = 8;
+const SIGNATURE_WORDS: usize = 14;

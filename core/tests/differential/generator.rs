@@ -69,6 +69,18 @@ impl Generator {
             };
         }
         let table = schema.tables.choose(&mut self.rng).expect("non-empty").clone();
+        // Parents of foreign keys get more UPDATE and DELETE: cascades.
+        let parents: Vec<&Table> = schema
+            .tables
+            .iter()
+            .filter(|parent| schema.tables.iter().any(|table| table.foreign_keys.iter().any(|key| key.parent == parent.name)))
+            .collect();
+        if let Some(parent) = parents.choose(&mut self.rng).copied().cloned().filter(|_| self.rng.gen_bool(0.15)) {
+            return if self.chance(0.5) { self.delete(&parent) } else { self.update(schema, &parent) };
+        }
+        if table.autoincrement && self.chance(0.15) {
+            return self.sequence(&table);
+        }
         match self.rng.gen_range(0..100) {
             0..=24 => self.insert(schema, &table),
             25..=36 => self.update(schema, &table),
@@ -325,6 +337,18 @@ impl Generator {
             format!("{source} WHERE true ON CONFLICT DO NOTHING")
         } else {
             source
+        }
+    }
+
+    /// Statements that move an AUTOINCREMENT table's `sqlite_sequence`.
+    fn sequence(&mut self, table: &Table) -> String {
+        let t = &table.name;
+        match self.rng.gen_range(0..5) {
+            0 => format!("UPDATE {t} SET id = id + 1000"),
+            1 => format!("DELETE FROM {t} WHERE id = (SELECT max(id) FROM {t})"),
+            2 => format!("INSERT INTO {t}(id) VALUES (NULL)"),
+            3 => format!("INSERT INTO {t}(id) VALUES ({})", self.integer()),
+            _ => format!("CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN DELETE FROM {t} WHERE id = NEW.id; END", self.fresh("g")),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::answer::{describe, sorted, Answer, Rows};
-use super::dump::{dump, first_difference};
+use super::dump::{describe_difference, dump, first_difference};
 use super::finding::{Finding, Kind};
 use super::program::{Program, Request};
 use super::reference::{query_rows, Reference};
@@ -186,7 +186,8 @@ pub fn compare_rows(expected: &Rows, per_node: &[(u64, Rows)], non_deterministic
 fn settle(reference: &Reference, target: &mut dyn Target, non_deterministic: bool) -> Check {
     let settled = target.settle().map_err(|broken| (broken.kind, broken.detail))?;
     let digests: BTreeSet<(u64, u64)> = settled.digests.iter().map(|&(_, index, digest)| (index, digest)).collect();
-    if digests.len() > 1 {
+    let dumps_differ = settled.dumps.iter().any(|(_, dump)| dump != &settled.dumps[0].1);
+    if digests.len() > 1 || dumps_differ {
         return Err((Kind::Replicas, replicas_differ(&settled)));
     }
     if non_deterministic {
@@ -198,7 +199,8 @@ fn settle(reference: &Reference, target: &mut dyn Target, non_deterministic: boo
         Some((section, expected, actual)) => Err((
             Kind::Dump,
             format!(
-                "{section}: deeb has {}, SQLite {}",
+                "{section}: {} from SQLite: deeb has {}, SQLite {}",
+                describe_difference(&section, expected, actual),
                 actual.map_or("nothing".into(), describe),
                 expected.map_or("nothing".into(), describe)
             ),
@@ -212,14 +214,15 @@ fn replicas_differ(settled: &super::target::Settled) -> String {
     let differing = settled.dumps[1..].iter().find_map(|(id, dump)| {
         first_difference(first_dump, dump).map(|(section, mine, theirs)| {
             format!(
-                "{section}: node {first} has {}, node {id} has {}",
+                "{section}: {}: node {first} has {}, node {id} has {}",
+                describe_difference(&section, mine, theirs),
                 mine.map_or("nothing".into(), describe),
                 theirs.map_or("nothing".into(), describe)
             )
         })
     });
     let detail = differing.unwrap_or_else(|| "dumps equal (state outside the dump?)".into());
-    format!("replica digests differ: {detail}; (node, index, digest) {:?}", settled.digests)
+    format!("replicas differ: {detail}; (node, index, digest) {:?}", settled.digests)
 }
 
 /// Requests between full checks (digests and dumps).

@@ -15,7 +15,6 @@ pub struct Column {
 
 #[derive(Clone, Debug)]
 pub struct ForeignKey {
-    pub from: String,
     pub parent: String,
 }
 
@@ -51,12 +50,6 @@ impl Table {
         key
     }
 
-    /// The INTEGER PRIMARY KEY (rowid alias) column, if any.
-    pub fn rowid_alias(&self) -> Option<&Column> {
-        let key = self.key();
-        let integer = key.len() == 1 && key[0].declared_type.eq_ignore_ascii_case("INTEGER");
-        (integer && !self.without_rowid).then(|| key[0])
-    }
 }
 
 impl Schema {
@@ -83,10 +76,6 @@ impl Schema {
         schema.triggers = names("trigger")?.into_iter().map(|(name, _)| name).collect();
         Ok(schema)
     }
-
-    pub fn table(&self, name: &str) -> Option<&Table> {
-        self.tables.iter().find(|table| table.name.eq_ignore_ascii_case(name))
-    }
 }
 
 fn read_table(conn: &Connection, name: String, sql: &str) -> rusqlite::Result<Table> {
@@ -107,9 +96,9 @@ fn read_table(conn: &Connection, name: String, sql: &str) -> rusqlite::Result<Ta
         [&name],
         |row| Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)? != 0)),
     )?;
-    let mut statement = conn.prepare("SELECT \"from\", \"table\" FROM pragma_foreign_key_list(?1)")?;
+    let mut statement = conn.prepare("SELECT \"table\" FROM pragma_foreign_key_list(?1)")?;
     let foreign_keys = statement
-        .query_map([&name], |row| Ok(ForeignKey { from: row.get(0)?, parent: row.get(1)? }))?
+        .query_map([&name], |row| Ok(ForeignKey { parent: row.get(0)? }))?
         .collect::<rusqlite::Result<Vec<ForeignKey>>>()?;
     let autoincrement = sql.to_ascii_uppercase().contains("AUTOINCREMENT");
     Ok(Table { name, columns, without_rowid, strict, autoincrement, foreign_keys })

@@ -28,8 +28,7 @@ pub struct Broken {
 pub struct Settled {
     /// (node, applied index, digest) of every running node.
     pub digests: Vec<(u64, u64, u64)>,
-    /// The dump of the lowest-id node, then (only if the digests differ)
-    /// of every other node.
+    /// The dump of every node, lowest id first.
     pub dumps: Vec<(u64, Dump)>,
 }
 
@@ -116,10 +115,8 @@ impl Target for DeebTarget {
         self.stopped()?;
         let digests: Vec<(u64, u64, u64)> =
             digests.into_iter().map(|(id, (index, digest))| (id, index, digest)).collect();
-        let differ = digests.iter().any(|&(_, _, digest)| digest != digests[0].2);
-        let dumped = if differ { self.cluster.running() } else { self.cluster.running()[..1].to_vec() };
         let mut dumps = Vec::new();
-        for id in dumped {
+        for id in self.cluster.running() {
             let reader = self.cluster.node(id).reader().map_err(|error| Broken {
                 kind: Kind::HarnessPanic,
                 detail: format!("node {id}: reader: {error}"),
