@@ -157,8 +157,10 @@ impl Generator {
     }
 
     fn integer(&mut self) -> String {
+        // Not the largest integer: once a rowid table holds the largest rowid,
+        // SQLite picks new rowids at random (see `sequence` for AUTOINCREMENT).
         match self.rng.gen_range(0..20) {
-            0 => "9223372036854775807".into(),
+            0 => "9223372036854775000".into(),
             1 => "-1".into(),
             2 => "1000".into(),
             _ => self.rng.gen_range(0..10).to_string(),
@@ -348,6 +350,8 @@ impl Generator {
             1 => format!("DELETE FROM {t} WHERE id = (SELECT max(id) FROM {t})"),
             2 => format!("INSERT INTO {t}(id) VALUES (NULL)"),
             3 => format!("INSERT INTO {t}(id) VALUES ({})", self.integer()),
+            // AUTOINCREMENT at the largest rowid: the next insert fails (SQLITE_FULL).
+            4 if self.chance(0.3) => format!("INSERT INTO {t}(id) VALUES (9223372036854775807)"),
             _ => format!("CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN DELETE FROM {t} WHERE id = NEW.id; END", self.fresh("g")),
         }
     }
