@@ -17,7 +17,10 @@ pub enum Answer {
     Done(Vec<StatementResult>),
     /// `statement_index` is None when the request failed as a whole (at
     /// commit, or refused before any statement ran).
-    Failed { statement_index: Option<usize>, message: String },
+    Failed {
+        statement_index: Option<usize>,
+        message: String,
+    },
 }
 
 /// One SQL value (reals compared bit for bit).

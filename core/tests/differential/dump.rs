@@ -22,14 +22,18 @@ pub fn dump(query: &mut dyn FnMut(&str) -> Rows) -> Dump {
         let super::answer::Cell::Text(name) = &row[0] else { continue };
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         // WITHOUT ROWID tables have no rowid: their rows sort by content.
-        let rows = query(&format!("SELECT rowid, * FROM {quoted}")).or_else(|_| query(&format!("SELECT * FROM {quoted}")));
+        let rows =
+            query(&format!("SELECT rowid, * FROM {quoted}")).or_else(|_| query(&format!("SELECT * FROM {quoted}")));
         sections.push((format!("table {name}"), sorted(&rows)));
     }
     sections
 }
 
 /// The first section where two dumps differ: (name, expected, actual).
-pub fn first_difference<'a>(expected: &'a Dump, actual: &'a Dump) -> Option<(String, Option<&'a Rows>, Option<&'a Rows>)> {
+pub fn first_difference<'a>(
+    expected: &'a Dump,
+    actual: &'a Dump,
+) -> Option<(String, Option<&'a Rows>, Option<&'a Rows>)> {
     let count = expected.len().max(actual.len());
     (0..count).find_map(|i| {
         let left = expected.get(i);
@@ -50,7 +54,8 @@ const TABLES_MAX: usize = 1_000;
 pub fn describe_difference(section: &str, left: Option<&Rows>, right: Option<&Rows>) -> &'static str {
     let without_rowids = |rows: Option<&Rows>| {
         rows.and_then(|rows| rows.as_ref().ok()).map(|rows| {
-            let mut rest: Vec<Vec<super::answer::Cell>> = rows.iter().map(|row| row.iter().skip(1).cloned().collect()).collect();
+            let mut rest: Vec<Vec<super::answer::Cell>> =
+                rows.iter().map(|row| row.iter().skip(1).cloned().collect()).collect();
             rest.sort();
             rest
         })

@@ -36,7 +36,8 @@ impl FakeTarget {
 
 impl Target for FakeTarget {
     fn write(&mut self, statements: &[String]) -> Result<Answer, Broken> {
-        let starts = |word: &str| statements.iter().position(|sql| sql.trim_start().to_ascii_uppercase().starts_with(word));
+        let starts =
+            |word: &str| statements.iter().position(|sql| sql.trim_start().to_ascii_uppercase().starts_with(word));
         if self.fault == Fault::StopOnDelete && starts("DELETE").is_some() {
             return Err(Broken { kind: Kind::NodeStopped, detail: "node 2 stopped: fake divergence".into() });
         }

@@ -73,7 +73,9 @@ impl Generator {
         let parents: Vec<&Table> = schema
             .tables
             .iter()
-            .filter(|parent| schema.tables.iter().any(|table| table.foreign_keys.iter().any(|key| key.parent == parent.name)))
+            .filter(|parent| {
+                schema.tables.iter().any(|table| table.foreign_keys.iter().any(|key| key.parent == parent.name))
+            })
             .collect();
         if let Some(parent) = parents.choose(&mut self.rng).copied().cloned().filter(|_| self.rng.gen_bool(0.15)) {
             return if self.chance(0.5) { self.delete(&parent) } else { self.update(schema, &parent) };
@@ -214,11 +216,7 @@ impl Generator {
                 format!("({})", values.join(", "))
             })
             .collect();
-        let verb = if self.chance(0.08) {
-            "REPLACE ".to_owned()
-        } else {
-            format!("INSERT {}", self.pick(CONFLICTS))
-        };
+        let verb = if self.chance(0.08) { "REPLACE ".to_owned() } else { format!("INSERT {}", self.pick(CONFLICTS)) };
         let upsert = if self.chance(0.2) { self.upsert(schema, table) } else { String::new() };
         format!("{verb}INTO {}({}) VALUES {}{upsert}", table.name, names.join(", "), rows.join(", "))
     }
@@ -352,7 +350,10 @@ impl Generator {
             3 => format!("INSERT INTO {t}(id) VALUES ({})", self.integer()),
             // AUTOINCREMENT at the largest rowid: the next insert fails (SQLITE_FULL).
             4 if self.chance(0.3) => format!("INSERT INTO {t}(id) VALUES (9223372036854775807)"),
-            _ => format!("CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN DELETE FROM {t} WHERE id = NEW.id; END", self.fresh("g")),
+            _ => format!(
+                "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN DELETE FROM {t} WHERE id = NEW.id; END",
+                self.fresh("g")
+            ),
         }
     }
 
@@ -402,7 +403,9 @@ impl Generator {
         let key_kind = self.rng.gen_range(0..5);
         let autoincrement = key_kind == 0 && self.chance(0.4);
         match key_kind {
-            0 => definitions.push(format!("id INTEGER PRIMARY KEY{}", if autoincrement { " AUTOINCREMENT" } else { "" })),
+            0 => {
+                definitions.push(format!("id INTEGER PRIMARY KEY{}", if autoincrement { " AUTOINCREMENT" } else { "" }))
+            }
             1 => {
                 let collate = self.collation();
                 definitions.push("a INTEGER".into());
@@ -531,7 +534,11 @@ impl Generator {
             3 => format!("{column} COLLATE NOCASE DESC"),
             _ => {
                 let second = table.columns.choose(&mut self.rng).expect("columns").name.clone();
-                if second == column { column.clone() } else { format!("{column}, {second}") }
+                if second == column {
+                    column.clone()
+                } else {
+                    format!("{column}, {second}")
+                }
             }
         };
         let partial = if self.chance(0.25) { format!(" WHERE {column} IS NOT NULL") } else { String::new() };
@@ -546,7 +553,10 @@ impl Generator {
             1 => format!("SELECT {column}, row_number() OVER (ORDER BY {column}) AS rn FROM {}", table.name),
             2 => {
                 let other = schema.tables.choose(&mut self.rng).expect("non-empty").name.clone();
-                format!("SELECT a.{column} AS x, b.rowid AS y FROM {} a JOIN {other} b ON a.{column} = b.rowid", table.name)
+                format!(
+                    "SELECT a.{column} AS x, b.rowid AS y FROM {} a JOIN {other} b ON a.{column} = b.rowid",
+                    table.name
+                )
             }
             _ => format!("SELECT * FROM {} WHERE {}", table.name, self.condition(table)),
         };
@@ -605,7 +615,8 @@ impl Generator {
             2 => format!("ALTER TABLE {} DROP COLUMN {column}", table.name),
             3 if self.chance(0.5) => {
                 let own_key = table.key().first().map(|column| column.name.clone()).filter(|_| table.key().len() == 1);
-                let reference = self.foreign_key(schema, &table.name, own_key.as_deref()).unwrap_or_else(|| "p INTEGER".into());
+                let reference =
+                    self.foreign_key(schema, &table.name, own_key.as_deref()).unwrap_or_else(|| "p INTEGER".into());
                 let reference = reference.replacen("p INTEGER", &format!("{} INTEGER", self.fresh("c")), 1);
                 format!("ALTER TABLE {} ADD COLUMN {reference}", table.name)
             }

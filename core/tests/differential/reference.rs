@@ -54,7 +54,10 @@ impl Reference {
         }
         if deferred_foreign_key_violations(&self.conn) > 0 {
             self.roll_back();
-            return Answer::Failed { statement_index: None, message: "FOREIGN KEY constraint failed (at commit)".into() };
+            return Answer::Failed {
+                statement_index: None,
+                message: "FOREIGN KEY constraint failed (at commit)".into(),
+            };
         }
         self.open = true;
         Answer::Done(results)

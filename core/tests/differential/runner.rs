@@ -36,9 +36,7 @@ pub fn run(program: &Program, target: &mut dyn Target) -> Outcome {
         outcome.requests += 1;
         outcome.statements += request.statements().len();
         let checked = match request {
-            Request::Write(statements) => {
-                write(statements, &mut reference, target, non_deterministic, &mut outcome)
-            }
+            Request::Write(statements) => write(statements, &mut reference, target, non_deterministic, &mut outcome),
             Request::Query(sql) => query(sql, &reference, target, non_deterministic),
         };
         let checked = checked.and_then(|()| {
@@ -144,7 +142,8 @@ fn compare_results(
     }
     for (index, (expected, actual)) in expected.iter().zip(actual).enumerate() {
         let inserts = is_insert(&statements[index]);
-        if expected.rows_affected != actual.rows_affected || (inserts && expected.last_insert_id != actual.last_insert_id)
+        if expected.rows_affected != actual.rows_affected
+            || (inserts && expected.last_insert_id != actual.last_insert_id)
         {
             return Err((Kind::Answer, format!("statement {index}: deeb answered {actual:?}, SQLite {expected:?}")));
         }
@@ -157,7 +156,9 @@ fn compare_results(
 /// inserted, and deeb's connection also writes its own tables).
 fn is_insert(sql: &str) -> bool {
     let upper = sql.trim_start().to_ascii_uppercase();
-    upper.starts_with("INSERT") || upper.starts_with("REPLACE") || (upper.starts_with("WITH") && upper.contains(" INSERT "))
+    upper.starts_with("INSERT")
+        || upper.starts_with("REPLACE")
+        || (upper.starts_with("WITH") && upper.contains(" INSERT "))
 }
 
 fn query(sql: &str, reference: &Reference, target: &mut dyn Target, non_deterministic: bool) -> Check {
@@ -175,10 +176,9 @@ pub fn compare_rows(expected: &Rows, per_node: &[(u64, Rows)], non_deterministic
         return Err((Kind::Replicas, format!("nodes answer the same query differently: {}", answers.join("; "))));
     }
     match per_node.first() {
-        Some((id, rows)) if !non_deterministic && rows != expected => Err((
-            Kind::Query,
-            format!("node {id} read {}, SQLite {}", describe(rows), describe(expected)),
-        )),
+        Some((id, rows)) if !non_deterministic && rows != expected => {
+            Err((Kind::Query, format!("node {id} read {}, SQLite {}", describe(rows), describe(expected))))
+        }
         _ => Ok(()),
     }
 }

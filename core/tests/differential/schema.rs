@@ -49,7 +49,6 @@ impl Table {
         key.sort_by_key(|column| column.primary_key);
         key
     }
-
 }
 
 impl Schema {

@@ -14,7 +14,8 @@ pub fn shrink(
     attempts_max: usize,
     run: &mut dyn FnMut(&Program) -> Option<Finding>,
 ) -> (Program, Finding, usize) {
-    let mut state = State { best: program.clone(), finding: finding.clone(), kind: finding.kind, attempts: 0, attempts_max, run };
+    let mut state =
+        State { best: program.clone(), finding: finding.clone(), kind: finding.kind, attempts: 0, attempts_max, run };
     let cut = Program { requests: program.requests[..=finding.request.min(program.requests.len() - 1)].to_vec() };
     state.try_candidate(cut);
     // Dropping statements can make whole requests removable: repeat both
@@ -48,7 +49,9 @@ impl State<'_> {
         self.attempts += 1;
         match (self.run)(&candidate) {
             Some(finding) if finding.kind == self.kind => {
-                self.best = Program { requests: candidate.requests[..=finding.request.min(candidate.requests.len() - 1)].to_vec() };
+                self.best = Program {
+                    requests: candidate.requests[..=finding.request.min(candidate.requests.len() - 1)].to_vec(),
+                };
                 self.finding = finding;
                 true
             }

@@ -117,10 +117,11 @@ impl Target for DeebTarget {
             digests.into_iter().map(|(id, (index, digest))| (id, index, digest)).collect();
         let mut dumps = Vec::new();
         for id in self.cluster.running() {
-            let reader = self.cluster.node(id).reader().map_err(|error| Broken {
-                kind: Kind::HarnessPanic,
-                detail: format!("node {id}: reader: {error}"),
-            })?;
+            let reader = self
+                .cluster
+                .node(id)
+                .reader()
+                .map_err(|error| Broken { kind: Kind::HarnessPanic, detail: format!("node {id}: reader: {error}") })?;
             dumps.push((id, dump(&mut |sql| reader_rows(&reader, sql))));
         }
         Ok(Settled { digests, dumps })
