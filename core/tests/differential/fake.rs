@@ -21,21 +21,28 @@ pub enum Fault {
     RefuseUpdates,
     /// Acknowledges writes to table `t2` but does not keep them.
     LoseWritesToT2,
+    /// A node stops at the write request with this index (0-based).
+    StopAtWrite(usize),
 }
 
 pub struct FakeTarget {
     database: Reference,
     fault: Fault,
+    writes: usize,
 }
 
 impl FakeTarget {
     pub fn new(fault: Fault) -> FakeTarget {
-        FakeTarget { database: Reference::open(), fault }
+        FakeTarget { database: Reference::open(), fault, writes: 0 }
     }
 }
 
 impl Target for FakeTarget {
     fn write(&mut self, statements: &[String]) -> Result<Answer, Broken> {
+        self.writes += 1;
+        if self.fault == Fault::StopAtWrite(self.writes - 1) {
+            return Err(Broken { kind: Kind::NodeStopped, detail: "node 1 stopped: fake fatal error".into() });
+        }
         let starts =
             |word: &str| statements.iter().position(|sql| sql.trim_start().to_ascii_uppercase().starts_with(word));
         if self.fault == Fault::StopOnDelete && starts("DELETE").is_some() {
