@@ -1,0 +1,156 @@
+//! The reference: one plain SQLite database (the same bundled build deeb
+//! uses), where each request runs inside `SAVEPOINT r` and is rolled back
+//! if any statement fails, if SQLite already ended the transaction itself
+//! (`OR ROLLBACK`, `RAISE(ROLLBACK)`), or if deferred foreign keys would
+//! fail at commit.
+
+use std::ffi::c_int;
+
+use rusqlite::{ffi, Connection};
+
+use super::answer::{Answer, Cell, Rows, StatementResult};
+
+pub struct Reference {
+    conn: Connection,
+    /// True while a request's savepoint is open (answered, not finished).
+    open: bool,
+}
+
+impl Reference {
+    /// A fresh in-memory database, configured like deeb's writer: the
+    /// bundled build enforces foreign keys by default and deeb's leader
+    /// does not change that, so neither does the reference.
+    pub fn open() -> Reference {
+        let conn = Connection::open_in_memory().expect("in-memory SQLite opens");
+        let foreign_keys: i64 = conn.query_row("PRAGMA foreign_keys", [], |row| row.get(0)).expect("pragma");
+        assert_eq!(foreign_keys, 1, "the bundled SQLite enforces foreign keys by default, as on deeb's leader");
+        Reference { conn, open: false }
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs a request's statements inside a savepoint. On success the
+    /// savepoint stays open: call [`Reference::finish`] to keep or drop it.
+    /// On failure everything is already rolled back.
+    pub fn run(&mut self, statements: &[String]) -> Answer {
+        assert!(!self.open, "finish the previous request first");
+        self.conn.execute_batch("SAVEPOINT r").expect("savepoint opens");
+        let mut results = Vec::new();
+        for (index, sql) in statements.iter().enumerate() {
+            match run_statement(&self.conn, sql) {
+                Ok(result) => results.push(result),
+                Err(message) => {
+                    self.roll_back();
+                    return Answer::Failed { statement_index: Some(index), message };
+                }
+            }
+        }
+        if self.conn.is_autocommit() {
+            // A statement ended the transaction and still reported success
+            // (cannot happen in SQLite 3.x; kept as a guard).
+            return Answer::Failed { statement_index: None, message: "transaction ended by SQLite".into() };
+        }
+        if deferred_foreign_key_violations(&self.conn) > 0 {
+            self.roll_back();
+            return Answer::Failed {
+                statement_index: None,
+                message: "FOREIGN KEY constraint failed (at commit)".into(),
+            };
+        }
+        self.open = true;
+        Answer::Done(results)
+    }
+
+    /// Ends an answered request: `keep` releases (commits) it, otherwise it
+    /// is rolled back (deeb refused it by design).
+    pub fn finish(&mut self, keep: bool) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        if keep {
+            self.conn.execute_batch("RELEASE r").expect("no deferred violations were pending, so RELEASE commits");
+        } else {
+            self.roll_back();
+        }
+    }
+
+    /// Runs a request and keeps whatever succeeded (generation).
+    pub fn run_and_commit(&mut self, statements: &[String]) -> Answer {
+        let answer = self.run(statements);
+        self.finish(true);
+        answer
+    }
+
+    /// True if the last request left temporary objects (state a replicated
+    /// database must not accept).
+    pub fn has_temporary_objects(&self) -> bool {
+        let count: i64 =
+            self.conn.query_row("SELECT count(*) FROM temp.sqlite_master", [], |row| row.get(0)).unwrap_or(0);
+        count > 0
+    }
+
+    /// Runs a query and collects its rows.
+    pub fn query(&self, sql: &str) -> Rows {
+        query_rows(&self.conn, sql)
+    }
+
+    fn roll_back(&mut self) {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK TO r; RELEASE r").expect("rollback to the savepoint");
+        }
+    }
+}
+
+/// Runs one statement the way deeb's leader reports it: rows affected and
+/// last insert id only if the statement changed something.
+fn run_statement(conn: &Connection, sql: &str) -> Result<StatementResult, String> {
+    let total_before = conn.total_changes();
+    let mut statement = conn.prepare(sql).map_err(|error| error.to_string())?;
+    let mut rows = statement.raw_query();
+    for _ in 0..ROWS_PER_STATEMENT_MAX {
+        match rows.next() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    drop(rows);
+    drop(statement);
+    let changed = conn.total_changes() != total_before;
+    Ok(StatementResult {
+        rows_affected: if changed { conn.changes() } else { 0 },
+        last_insert_id: if changed { conn.last_insert_rowid() } else { 0 },
+    })
+}
+
+/// Reads every row of a query as cells.
+pub fn query_rows(conn: &Connection, sql: &str) -> Rows {
+    let mut statement = conn.prepare(sql).map_err(|error| error.to_string())?;
+    let width = statement.column_count();
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(|error| error.to_string())? {
+        let cells = (0..width).map(|i| row.get_ref(i).map(Cell::from_sql)).collect::<Result<Vec<Cell>, _>>();
+        out.push(cells.map_err(|error| error.to_string())?);
+        assert!(out.len() <= ROWS_PER_STATEMENT_MAX, "query {sql:?} returns too many rows");
+    }
+    Ok(out)
+}
+
+/// Deferred foreign key violations pending in the open transaction.
+fn deferred_foreign_key_violations(conn: &Connection) -> c_int {
+    let (mut current, mut highest): (c_int, c_int) = (0, 0);
+    // SAFETY: the handle is valid while `conn` is borrowed; out pointers are
+    // valid locals; DEFERRED_FKS is a documented db_status verb.
+    let rc = unsafe {
+        ffi::sqlite3_db_status(conn.handle(), ffi::SQLITE_DBSTATUS_DEFERRED_FKS, &mut current, &mut highest, 0)
+    };
+    assert_eq!(rc, ffi::SQLITE_OK, "sqlite3_db_status");
+    current
+}
+
+/// A bound on rows stepped through or read by one statement.
+const ROWS_PER_STATEMENT_MAX: usize = 1_000_000;

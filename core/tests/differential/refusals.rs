@@ -1,0 +1,42 @@
+//! The documented refusals: statements plain SQLite runs but deeb refuses
+//! before (or instead of) replicating them, each with its reason. A deeb
+//! error on a request SQLite accepted must contain one of these substrings;
+//! any other is a finding. This is the one place the list lives; it mirrors
+//! the README's "SQL support" section and `core/src/sql/classify.rs`.
+
+pub const DOCUMENTED: &[(&str, &str)] = &[
+    // CREATE TEMP ... / temp.x: temporary objects live on one connection of
+    // one node, outside replication.
+    ("temporary objects", "state outside replication"),
+    // PRAGMA on the write path: most pragmas change per-connection or
+    // database-header state that is not replicated.
+    ("PRAGMA is not allowed", "pragmas are not replicated"),
+    // BEGIN / COMMIT / SAVEPOINT / RELEASE / ROLLBACK / ATTACH / DETACH /
+    // VACUUM refused by their first keyword: a request is one transaction.
+    ("is not allowed: each request already runs as one transaction", "transaction control by keyword"),
+    // The same, caught by the authorizer (e.g. inside a CTE or trigger).
+    ("transaction control is not allowed", "transaction control by authorizer"),
+    // Another database file is state outside replication.
+    ("ATTACH and DETACH are not allowed", "attached databases"),
+    // ANALYZE writes sqlite_stat tables (planner statistics) per node.
+    ("ANALYZE is not allowed", "planner statistics are per node"),
+    // A schema change must not also write rows (DDL replicates as text).
+    ("CREATE TABLE ... AS SELECT is not supported", "CREATE TABLE ... AS SELECT"),
+    // Every replica maintains sqlite_sequence itself.
+    ("sqlite_sequence may not be written directly", "sqlite_sequence writes"),
+    // The protocol carries one statement per SQL string.
+    ("one statement per sql string", "several statements in one string"),
+    // Virtual tables (fts, rtree, ...) have no row-change capture.
+    ("virtual tables are not supported", "virtual tables"),
+    // deeb's own bookkeeping tables (_deeb_meta, _deeb_members).
+    ("are internal to deeb", "internal tables"),
+    // Request size limits (request bytes, statements per request, changes).
+    ("over the limit of", "size limits"),
+    // A statement with no SQL in it.
+    ("empty statement", "empty statement"),
+];
+
+/// The documented reason `message` matches, if any.
+pub fn documented(message: &str) -> Option<&'static str> {
+    DOCUMENTED.iter().find(|(substring, _)| message.contains(substring)).map(|(_, reason)| *reason)
+}
