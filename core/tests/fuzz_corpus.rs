@@ -19,6 +19,8 @@ use deeb_proto::{
     op, value, Command, ExecuteRequest, NamedValue, Op, QueryRequest, RaftBatch, SnapshotChunk, SnapshotHeader,
     Statement, Value, Write, WriteBatch,
 };
+use fuzz_checks::sql_program::{decode_program, encode_program, Sql, FIXED};
+use fuzz_checks::{run_batch, Mutations};
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType, Snapshot, SnapshotMetadata};
@@ -70,6 +72,69 @@ fn every_corpus_directory_is_a_target() {
             assert!(TARGETS.iter().any(|(target, _)| *target == name), "{kind}/{name} is not a fuzz target");
         }
     }
+}
+
+/// The structured seeds decode to what they were written from.
+#[test]
+fn sql_programs_round_trip() {
+    for (name, program) in sql_programs() {
+        assert_eq!(decode_program(&encode_program(&program), 8), program, "{name}");
+    }
+}
+
+/// The check of `client_request` catches the foreign-key mutant: a follower
+/// that applies with foreign keys on runs the cascade the changeset already
+/// carries, and the check reports divergence.
+#[test]
+fn client_request_check_catches_followers_with_foreign_keys_on() {
+    for name in ["sql-cascade", "sql-set-null", "sql-update-cascade"] {
+        let program = program(name);
+        let report = run_batch(&program, Mutations::default()).unwrap_or_else(|finding| panic!("{name}: {finding}"));
+        assert!(report.outcomes.iter().all(Result::is_ok), "{name}: {report:?}");
+        let mutant = Mutations { follower_foreign_keys: true, ..Mutations::default() };
+        let finding = run_batch(&program, mutant).expect_err("the mutant is caught");
+        assert!(finding.contains("divergence"), "{name}: {finding}");
+    }
+}
+
+/// A request that rolls the batch transaction back fails alone: the
+/// others are committed on leader and follower, and the check would see it
+/// if the leader dropped them (mutant `skip_rerun`).
+#[test]
+fn client_request_check_requires_the_other_requests_of_a_rolled_back_batch() {
+    let program = program("sql-or-rollback");
+    let report = run_batch(&program, Mutations::default()).unwrap_or_else(|finding| panic!("{finding}"));
+    let failed: Vec<usize> = (0..program.len()).filter(|&i| report.outcomes[i].is_err()).collect();
+    assert_eq!(failed, vec![2], "{report:?}");
+    assert!(report.outcomes[2].as_ref().unwrap_err().contains("UNIQUE constraint failed"), "{report:?}");
+    assert_eq!(report.rollbacks, 1);
+    assert!(report.rerun_alone, "the successful requests were compared with a run of their own");
+    let mutant = Mutations { skip_rerun: true, ..Mutations::default() };
+    let finding = run_batch(&program, mutant).expect_err("the mutant is caught");
+    assert!(finding.contains("lost its effects"), "{finding}");
+}
+
+/// Each kind of failure the schema offers is a request error, never a
+/// finding, and the requests around it commit.
+#[test]
+fn client_request_failures_are_the_requests_own() {
+    let report = run_batch(&program("sql-raise"), Mutations::default()).unwrap_or_else(|finding| panic!("{finding}"));
+    let errors: Vec<String> = report.outcomes.iter().map(|o| o.clone().err().unwrap_or_default()).collect();
+    assert!(errors[0].is_empty() && errors[4].is_empty(), "{errors:?}");
+    for (number, expected) in [(1, "a: rollback"), (2, "a: abort"), (3, "a: fail"), (5, "p: rollback")] {
+        assert!(errors[number].contains(expected), "request {number}: {errors:?}");
+    }
+    assert_eq!(report.rollbacks, 2);
+    let report =
+        run_batch(&program("sql-deferred"), Mutations::default()).unwrap_or_else(|finding| panic!("{finding}"));
+    assert!(report.outcomes[0].is_ok() && report.outcomes[2].is_ok(), "{report:?}");
+    assert!(report.outcomes[1].as_ref().unwrap_err().contains("deferred"), "{report:?}");
+}
+
+/// The statements of the structured seed `name`.
+fn program(name: &str) -> Vec<Vec<Statement>> {
+    let (_, program) = sql_programs().into_iter().find(|(seed, _)| *seed == name).expect("a seed of that name");
+    program.iter().map(|request| request.iter().map(Sql::statement).collect()).collect()
 }
 
 #[test]
@@ -294,12 +359,152 @@ fn client_request_seeds() -> Seeds {
         timeout_ms: 0,
     };
     let pragma = QueryRequest { statement: Some(statement("PRAGMA table_info(t)", vec![])), ..Default::default() };
+    let rollback_batch = [
+        ExecuteRequest { statements: vec![statement("INSERT INTO p (id, name, n) VALUES (5, 'n5', 5)", vec![])] },
+        ExecuteRequest { statements: vec![statement("INSERT INTO a (k, v) VALUES ('k5', 5)", vec![])] },
+        ExecuteRequest {
+            statements: vec![statement("INSERT OR ROLLBACK INTO p (id, name, n) VALUES (1, 'x', 0)", vec![])],
+        },
+        ExecuteRequest {
+            statements: vec![statement(
+                "INSERT INTO c (id, pid, v) VALUES (?, ?, 'after')",
+                vec![value(value::Kind::Integer(5)), value(value::Kind::Integer(5))],
+            )],
+        },
+    ];
+    let query_fk = QueryRequest {
+        statement: Some(statement("SELECT p.id, count(c.id) FROM p LEFT JOIN c ON c.pid = p.id GROUP BY p.id", vec![])),
+        ..Default::default()
+    };
     let with_mode = |mode: u8, bytes: Vec<u8>| [vec![mode], bytes].concat();
-    vec![
+    let mut seeds = vec![
         ("execute", with_mode(0, execute.encode_to_vec())),
         ("execute-failing", with_mode(0, failing.encode_to_vec())),
         ("query", with_mode(1, query.encode_to_vec())),
         ("query-pragma", with_mode(1, pragma.encode_to_vec())),
+        ("query-join", with_mode(1, query_fk.encode_to_vec())),
+        (
+            "batch-or-rollback",
+            with_mode(4, rollback_batch.iter().flat_map(|request| request.encode_length_delimited_to_vec()).collect()),
+        ),
+    ];
+    for (name, program) in sql_programs() {
+        seeds.push((name, with_mode(2, encode_program(&program))));
+    }
+    seeds
+}
+
+/// Structured `client_request` programs (requests of statements) over the
+/// target's schema, one per surface of issue 9.
+fn sql_programs() -> Vec<(&'static str, Vec<Vec<Sql>>)> {
+    use fuzz_checks::sql_program::{Child, Conflict, KvWrite, ParentColumn, Upsert};
+    let fixed = |sql: &str| Sql::Fixed(FIXED.iter().position(|fixed| *fixed == sql).expect("a FIXED statement") as u8);
+    let parent = |conflict, id, name, n, upsert| Sql::InsertParent { conflict, id, name, n, upsert };
+    let child = |child, conflict, id, pid| Sql::InsertChild { child, conflict, id, pid, params: false };
+    let auto = |conflict, key, v, rows, upsert| Sql::InsertAuto { conflict, key, v, rows, upsert };
+    vec![
+        // Parent 1 has children in c (cascade), grandchildren in cc (two levels).
+        ("sql-cascade", vec![vec![Sql::DeleteParent { id: 1, from: false }]]),
+        ("sql-set-null", vec![vec![Sql::DeleteParent { id: 2, from: false }]]),
+        // r references 3 (RESTRICT): the request fails, the others commit.
+        (
+            "sql-restrict",
+            vec![
+                vec![Sql::DeleteParent { id: 3, from: false }],
+                vec![Sql::DeleteChild { child: Child::Restrict, id: 1 }, Sql::DeleteParent { id: 3, from: false }],
+            ],
+        ),
+        (
+            "sql-update-cascade",
+            vec![vec![Sql::UpdateParent { conflict: Conflict::Default, column: ParentColumn::Id, value: 7, id: 2, from: false }]],
+        ),
+        // Deferred: repaired within the request (ok), then left violated (fails).
+        (
+            "sql-deferred",
+            vec![
+                vec![child(Child::Deferred, Conflict::Default, 2, 7), parent(Conflict::Default, 7, 7, 0, Upsert::None)],
+                vec![child(Child::Deferred, Conflict::Default, 3, 6)],
+                vec![Sql::InsertChild { child: Child::Deferred, conflict: Conflict::Default, id: 4, pid: 7, params: true }],
+            ],
+        ),
+        // OR ROLLBACK ends the batch transaction: the requests before it run again.
+        (
+            "sql-or-rollback",
+            vec![
+                vec![parent(Conflict::Default, 5, 5, 5, Upsert::None)],
+                vec![auto(Conflict::Default, 5, 5, 1, Upsert::None)],
+                vec![parent(Conflict::Rollback, 1, 0, 0, Upsert::None)],
+                vec![child(Child::Cascade, Conflict::Default, 5, 5)],
+            ],
+        ),
+        // a_guard raises ROLLBACK (v = -4), ABORT (-1), FAIL (-2), IGNORE (-3).
+        (
+            "sql-raise",
+            vec![
+                vec![auto(Conflict::Default, 4, 6, 1, Upsert::None)],
+                vec![auto(Conflict::Default, 5, -4, 1, Upsert::None)],
+                vec![auto(Conflict::Default, 5, -1, 1, Upsert::None)],
+                vec![auto(Conflict::Default, 5, -2, 1, Upsert::None)],
+                vec![auto(Conflict::Default, 6, -3, 1, Upsert::None), auto(Conflict::Default, 6, 2, 3, Upsert::Nothing)],
+                vec![Sql::UpdateParent { conflict: Conflict::Default, column: ParentColumn::N, value: 52, id: 1, from: true }],
+            ],
+        ),
+        (
+            "sql-conflicts",
+            vec![
+                vec![parent(Conflict::Ignore, 1, 0, 0, Upsert::None), parent(Conflict::Replace, 6, 2, 1, Upsert::None)],
+                vec![parent(Conflict::Fail, 6, 6, 0, Upsert::None)],
+                vec![parent(Conflict::Abort, 1, 1, 1, Upsert::None)],
+                vec![Sql::UpdateParent { conflict: Conflict::Replace, column: ParentColumn::Name, value: 3, id: 4, from: false }],
+                vec![Sql::Generated { conflict: Conflict::Ignore, id: 3, x: 1 }, Sql::Generated { conflict: Conflict::Replace, id: 4, x: 2 }],
+            ],
+        ),
+        (
+            "sql-upsert",
+            vec![
+                vec![parent(Conflict::Default, 1, 1, 3, Upsert::Update), parent(Conflict::Default, 5, 2, 0, Upsert::UpdateKey)],
+                vec![auto(Conflict::Default, 1, 3, 2, Upsert::Update), auto(Conflict::Default, 2, 1, 1, Upsert::UpdateKey)],
+                vec![Sql::Kv { write: KvWrite::Upsert, key: 1, v: 1 }, Sql::Kv { write: KvWrite::Upsert, key: 1, v: 2 }],
+                vec![Sql::Kv { write: KvWrite::Replace, key: 1, v: 3 }, Sql::Kv { write: KvWrite::Delete, key: 1, v: 0 }],
+            ],
+        ),
+        (
+            "sql-autoincrement",
+            vec![
+                vec![Sql::UpdateAuto { conflict: Conflict::Default, shift: 100 }],
+                vec![auto(Conflict::Default, 5, 1, 2, Upsert::None), Sql::DeleteAuto { id: 0 }],
+                vec![fixed("INSERT INTO a DEFAULT VALUES"), fixed("UPDATE a SET id = id + 1000")],
+                vec![fixed("INSERT OR REPLACE INTO a (k, v) VALUES ('k1', 5)")],
+            ],
+        ),
+        (
+            "sql-ddl",
+            vec![
+                vec![fixed("CREATE TRIGGER p_keep BEFORE DELETE ON p WHEN OLD.id = 3 BEGIN SELECT RAISE(ROLLBACK, 'keep 3'); END")],
+                vec![Sql::DeleteChild { child: Child::Restrict, id: 1 }, Sql::DeleteParent { id: 2, from: true }],
+                vec![fixed("ALTER TABLE p ADD COLUMN extra TEXT DEFAULT 'e'"), fixed("CREATE UNIQUE INDEX p_n ON p (n)")],
+                vec![fixed("DROP TABLE c")],
+                vec![fixed("DROP TABLE cc"), fixed("DROP TRIGGER a_guard"), auto(Conflict::Default, 6, -4, 1, Upsert::None)],
+            ],
+        ),
+        (
+            "sql-limits",
+            vec![
+                vec![fixed("INSERT INTO p (id, name, n) VALUES (99, 'n99', 0)")],
+                vec![fixed(FIXED[0])],
+                vec![fixed("INSERT INTO kv VALUES ('big', zeroblob(2000000))")],
+                vec![fixed("INSERT INTO kv VALUES ('b1', zeroblob(400000)), ('b2', zeroblob(400000)), ('b3', zeroblob(400000))")],
+                vec![fixed("CREATE TABLE temp.tt (x)")],
+                vec![fixed("DELETE FROM sqlite_sequence WHERE name = 'a'")],
+            ],
+        ),
+        (
+            "sql-raw",
+            vec![
+                vec![Sql::Raw("INSERT INTO pv (id, name, n) VALUES (2, 'viewed', 9)".into())],
+                vec![Sql::Raw("REPLACE INTO p (id, name, n) SELECT id, name, n + 1 FROM p".into())],
+            ],
+        ),
     ]
 }
 

@@ -10,14 +10,16 @@
 
 #![allow(dead_code)] // The replay test uses every check; a target uses one.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::VecDeque;
+use std::fs;
 use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
 
 use deeb_core::disk::{Disk, MemDisk};
 use deeb_core::log::{decode_segment, segment_name, LogError, LogStore};
-use deeb_core::sql::{Applied, ApplyError, StateMachine};
+use deeb_core::sql::{Applied, ApplyError, Executed, StateMachine, WriteLimits};
 use deeb_core::{Config, Node, NodeId, Output, Role};
 use deeb_proto::{
     op, Command, ExecuteRequest, Op, QueryChunk, QueryRequest, RaftBatch, SnapshotChunk, SnapshotHeader, Statement,
@@ -26,6 +28,9 @@ use deeb_proto::{
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, SnapshotMetadata};
+
+#[path = "sql_program.rs"]
+pub mod sql_program;
 
 /// Segment size for logs opened from fuzzed bytes.
 const SEGMENT_BYTES_MAX: u64 = 1 << 20;
@@ -44,6 +49,10 @@ const QUERY_CHUNKS_MAX: usize = 8;
 /// SQLite's heap, process-wide: an expression like `zeroblob(1e9)` fails
 /// with SQLITE_NOMEM instead of exhausting the fuzzer's memory.
 const SQLITE_HEAP_BYTES_MAX: i64 = 256 << 20;
+/// SQLite VM steps one fuzzed write statement may run.
+const STATEMENT_STEPS_MAX: u64 = 200_000;
+/// Bytes of row changes one fuzzed request may make (and the largest value).
+const ROW_CHANGES_BYTES_MAX: usize = 1 << 20;
 /// Ticks given to a node to elect itself or settle after an input.
 const TICKS_MAX: usize = 100;
 
@@ -383,74 +392,281 @@ pub fn check_snapshot_chunk(data: &[u8]) {
 // client_request
 // ---------------------------------------------------------------------------
 
-/// A client's `ExecuteRequest` (first byte even) or `QueryRequest` (odd):
-/// decode and round trip, then run it. A write runs on a fresh leader state
-/// machine; if it succeeds its ops are committed there and applied to an
-/// identical replica, which must accept them and end with the same digest;
-/// if it fails nothing may remain of it. A query runs on a shared reader.
-/// SQL errors are fine; panics are not.
+/// A client's requests, by the first byte:
+///
+/// - odd: a `QueryRequest`, run through a shared reader;
+/// - `..00` (mod 4), bit 2 clear: one `ExecuteRequest` (protobuf);
+/// - `..00` (mod 4), bit 2 set: a batch of length-delimited `ExecuteRequest`s;
+/// - `..10` (mod 4): a batch of structured requests ([`sql_program`]).
+///
+/// A batch runs on a fresh leader state machine as the node runs a batch
+/// (see [`run_batch`]); what commits is applied to an identical follower,
+/// which must accept it and reach the same digest, and the requests that
+/// succeeded, run alone, must give the same digest too. SQL errors are fine;
+/// panics, fatal errors, divergence and lost effects are not.
 pub fn check_client_request(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else { return };
-    if mode & 1 == 0 {
-        let Some(request) = round_trip::<ExecuteRequest>(rest) else { return };
-        if request.statements.len() <= STATEMENTS_MAX && request.statements.iter().all(runnable) {
-            execute_and_replicate(&request.statements);
-        }
-    } else {
+    let requests: Vec<Vec<Statement>> = if mode & 1 == 1 {
         let Some(request) = round_trip::<QueryRequest>(rest) else { return };
         let statement = request.statement.unwrap_or_default();
         if runnable(&statement) {
             with_scratch(|scratch| scratch.query(&statement));
         }
+        return;
+    } else if mode & 2 == 2 {
+        sql_program::decode_program(rest, STATEMENTS_MAX)
+            .iter()
+            .map(|request| request.iter().map(sql_program::Sql::statement).collect())
+            .collect()
+    } else if mode & 4 == 0 {
+        let Some(request) = round_trip::<ExecuteRequest>(rest) else { return };
+        vec![request.statements]
+    } else {
+        let mut remaining = rest;
+        let mut requests = Vec::new();
+        while !remaining.is_empty() && requests.len() < sql_program::REQUESTS_MAX {
+            match ExecuteRequest::decode_length_delimited(&mut remaining) {
+                Ok(request) => requests.push(request.statements),
+                Err(_) => break,
+            }
+        }
+        requests
+    };
+    if requests.is_empty()
+        || requests.iter().any(|request| request.len() > STATEMENTS_MAX || !request.iter().all(runnable))
+    {
+        return;
+    }
+    if let Err(finding) = run_batch(&requests, Mutations::default()) {
+        panic!("{finding}\nrequests: {requests:#?}");
     }
 }
 
-/// Runs a write request as a leader would and replicates what it produced.
-fn execute_and_replicate(statements: &[Statement]) {
-    let (mut leader, _leader_dir) = scratch_state_machine();
-    let applied = Applied { index: leader.applied().index + 1, term: 1 };
-    let before = leader.digest().expect("digest of the scratch database");
-    leader.begin_batch(applied.index).expect("begin a batch on the scratch database");
-    let executed = match leader.execute_request(statements) {
-        Ok(Ok(executed)) => executed,
-        Ok(Err(_)) | Err(_) => {
-            leader.rollback_batch().expect("roll the failed request back");
-            assert!(!leader.batch_open());
-            assert_eq!(leader.digest().expect("digest after rollback"), before, "a failed request leaves no trace");
-            return;
+/// Deliberate bugs, to show that [`run_batch`] catches them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mutations {
+    /// The follower applies with foreign keys on (its cascades run twice).
+    pub follower_foreign_keys: bool,
+    /// After a request rolls the batch transaction back, the leader opens a
+    /// new one but does not run the earlier requests again.
+    pub skip_rerun: bool,
+}
+
+/// What happened to a batch that checked out.
+#[derive(Debug)]
+pub struct BatchReport {
+    /// Per request: its error, or `Ok` if it was committed.
+    pub outcomes: Vec<Result<(), String>>,
+    /// The leader opened a new batch transaction this many times after a
+    /// request rolled one back.
+    pub rollbacks: usize,
+    /// The successful requests were run again alone and gave the same digest.
+    pub rerun_alone: bool,
+}
+
+/// Runs `requests` as a leader runs one batch and replicates it.
+///
+/// The leader executes them one by one in one batch transaction
+/// (`begin_batch`, `execute_request`); a failed request is answered and,
+/// if its SQL rolled back the whole transaction (`batch_open()` false), a
+/// new batch begins and the requests before it run again, as
+/// `Node::execute_queue` does. What succeeded is committed, its ops go
+/// through a `Command` and `apply_batch` on a follower that started
+/// identical. `Err` is a finding: a fatal error from client SQL, a
+/// follower that refuses the batch or ends with another digest, or (when
+/// a request failed and no statement reads randomness or connection state)
+/// a leader whose digest differs from running only the successful requests
+/// on a fresh database, i.e. a failed request left a trace or a successful
+/// one lost its effects.
+pub fn run_batch(requests: &[Vec<Statement>], mutations: Mutations) -> Result<BatchReport, String> {
+    let fatal = |what: &str, error: &dyn std::fmt::Display| format!("fatal error on client SQL ({what}): {error}");
+    let (mut leader, _leader_dir) = sql_state_machine();
+    let index = leader.applied().index + 1;
+    let applied = Applied { index, term: 1 };
+    leader.begin_batch(index).map_err(|e| fatal("begin_batch", &e))?;
+    let mut outcomes: Vec<Option<Result<Executed, String>>> = vec![None; requests.len()];
+    let mut queue: VecDeque<usize> = (0..requests.len()).collect();
+    let mut executed: Vec<usize> = Vec::new();
+    let mut rollbacks = 0;
+    while let Some(number) = queue.pop_front() {
+        let statements = &requests[number];
+        match leader.execute_request(statements).map_err(|e| fatal("execute_request", &e))? {
+            Ok(result) => {
+                if result.results.len() != statements.len() {
+                    return Err(format!(
+                        "request {number}: {} results for {} statements",
+                        result.results.len(),
+                        statements.len()
+                    ));
+                }
+                if !result.ops.iter().all(|op| op.kind.is_some()) {
+                    return Err(format!("request {number}: an op without a kind"));
+                }
+                outcomes[number] = Some(Ok(result));
+                executed.push(number);
+            }
+            Err(error) => {
+                outcomes[number] = Some(Err(error.to_string()));
+                if !leader.batch_open() {
+                    rollbacks += 1;
+                    leader.begin_batch(index).map_err(|e| fatal("begin_batch after a rollback", &e))?;
+                    if mutations.skip_rerun {
+                        // The mutant forgets the earlier requests but
+                        // answers them as committed.
+                        executed.clear();
+                    } else {
+                        for earlier in executed.drain(..).rev() {
+                            queue.push_front(earlier);
+                        }
+                    }
+                }
+            }
         }
-    };
-    assert_eq!(executed.results.len(), statements.len(), "one result per statement");
-    assert!(executed.ops.iter().all(|op| op.kind.is_some()), "every op has a kind");
-    leader.commit_batch(applied).expect("a request that succeeded commits");
+    }
+    let outcomes: Vec<Result<Executed, String>> =
+        outcomes.into_iter().map(|outcome| outcome.expect("every request ran")).collect();
+    if executed.is_empty() {
+        leader.rollback_batch().map_err(|e| fatal("rollback_batch", &e))?;
+    } else {
+        leader.commit_batch(applied).map_err(|e| fatal("commit_batch", &e))?;
+    }
+    if leader.batch_open() {
+        return Err("the leader's batch is still open after commit or rollback".into());
+    }
     // The batch travels through the log as a Command.
-    let batch = WriteBatch { proposer: 1, writes: vec![Write { request_id: 1, ops: executed.ops }] };
-    let command = Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
+    let writes = executed
+        .iter()
+        .map(|&number| {
+            let ops = outcomes[number].as_ref().expect("an executed request succeeded").ops.clone();
+            Write { request_id: number as u64 + 1, ops }
+        })
+        .collect();
+    let command = Command { kind: Some(deeb_proto::command::Kind::WriteBatch(WriteBatch { proposer: 1, writes })) };
     let Some(deeb_proto::command::Kind::WriteBatch(batch)) =
         Command::decode(command.encode_to_vec().as_slice()).expect("a command decodes").kind
     else {
         panic!("a write batch command decodes as a write batch");
     };
-    let (mut replica, _replica_dir) = scratch_state_machine();
-    if let Err(error) = replica.apply_batch(&batch, applied) {
-        panic!("a leader's batch must apply on an identical replica: {error}");
+    let leader_digest = leader.digest().expect("leader digest");
+    if batch.writes.is_empty() && leader_digest != initial_digest() {
+        return Err(format!("every request failed, yet the leader's digest moved to {leader_digest:#x}"));
     }
-    assert_eq!(
-        replica.digest().expect("replica digest"),
-        leader.digest().expect("leader digest"),
-        "replica and leader differ after the same batch"
-    );
+    if !batch.writes.is_empty() {
+        let (mut follower, _follower_dir) = sql_state_machine();
+        follower.set_apply_foreign_keys(mutations.follower_foreign_keys);
+        if let Err(error) = follower.apply_batch(&batch, applied) {
+            return Err(format!("the follower refuses the leader's batch: {error}"));
+        }
+        if follower.applied() != leader.applied() {
+            return Err(format!(
+                "applied {:?} on the follower, {:?} on the leader",
+                follower.applied(),
+                leader.applied()
+            ));
+        }
+        let follower_digest = follower.digest().expect("follower digest");
+        if follower_digest != leader_digest {
+            return Err(format!("replica divergence: follower digest {follower_digest:#x}, leader {leader_digest:#x}"));
+        }
+    }
+    let failed = outcomes.iter().any(Result::is_err);
+    let rerun_alone = failed && requests.iter().flatten().all(deterministic);
+    if rerun_alone {
+        // The effects of exactly the successful requests, in order.
+        let succeeded: Vec<&Vec<Statement>> =
+            requests.iter().zip(&outcomes).filter(|(_, outcome)| outcome.is_ok()).map(|(request, _)| request).collect();
+        let (mut alone, _alone_dir) = sql_state_machine();
+        alone.begin_batch(index).map_err(|e| fatal("begin_batch alone", &e))?;
+        for (position, request) in succeeded.iter().enumerate() {
+            if let Err(error) = alone.execute_request(request).map_err(|e| fatal("execute_request alone", &e))? {
+                return Err(format!("successful request #{position} fails when run without the failed ones: {error}"));
+            }
+        }
+        alone.commit_batch(applied).map_err(|e| fatal("commit_batch alone", &e))?;
+        let alone_digest = alone.digest().expect("digest of the successful requests alone");
+        if alone_digest != leader_digest {
+            return Err(format!(
+                "the batch's digest {leader_digest:#x} is not that of its successful requests run alone \
+                 ({alone_digest:#x}): a failed request left a trace or a successful one lost its effects"
+            ));
+        }
+    }
+    Ok(BatchReport {
+        outcomes: outcomes.into_iter().map(|outcome| outcome.map(|_| ())).collect(),
+        rollbacks,
+        rerun_alone,
+    })
 }
 
-/// False for statements the fuzzer may not run because they could take
-/// unbounded time (a recursive CTE needs `WITH`), not because deeb refuses
-/// them.
+/// False for SQL whose effect may depend on what ran before it in the same
+/// connection (a failed request's draws from the PRNG, its rowid, the
+/// clock): such batches skip the run-alone comparison.
+fn deterministic(statement: &Statement) -> bool {
+    let sql = statement.sql.to_ascii_lowercase();
+    !["random", "last_insert_rowid", "changes", "now", "current_"].iter().any(|word| sql.contains(word))
+}
+
+/// False for statements the fuzzer does not run. Runaway statements are
+/// fine (the steps bound of [`FUZZ_LIMITS`] stops them), so only the
+/// length is bounded.
 fn runnable(statement: &Statement) -> bool {
-    statement.sql.len() <= SQL_BYTES_MAX && !statement.sql.to_ascii_lowercase().contains("with")
+    statement.sql.len() <= SQL_BYTES_MAX
 }
 
-/// A state machine with the scratch schema and rows and a reader on it,
-/// shared by every query input (queries cannot change it).
+/// A state machine with the `client_request` schema and rows
+/// ([`sql_program::SQL_SCHEMA`]) at applied index 1, under
+/// [`fuzz_limits`]. Copied from a template made once per thread.
+pub fn sql_state_machine() -> (StateMachine, tempfile::TempDir) {
+    let dir = scratch_dir();
+    let path = dir.path().join("state.db");
+    SQL_TEMPLATE.with(|template| {
+        let template = template.get_or_init(make_sql_template);
+        fs::copy(template.path().join("template.db"), &path).expect("copy the template database");
+    });
+    let mut state_machine = StateMachine::open(&path, 7).expect("open a copy of the template");
+    state_machine.set_limits(fuzz_limits());
+    (state_machine, dir)
+}
+
+thread_local! {
+    static SQL_TEMPLATE: OnceCell<tempfile::TempDir> = const { OnceCell::new() };
+    static INITIAL_DIGEST: OnceCell<u64> = const { OnceCell::new() };
+}
+
+/// The digest of [`sql_state_machine`] before any request.
+fn initial_digest() -> u64 {
+    INITIAL_DIGEST.with(|digest| *digest.get_or_init(|| sql_state_machine().0.digest().expect("initial digest")))
+}
+
+fn make_sql_template() -> tempfile::TempDir {
+    limit_sqlite_heap();
+    let dir = scratch_dir();
+    let mut state_machine = StateMachine::open(&dir.path().join("build.db"), 7).expect("open the template");
+    state_machine.begin_batch(1).expect("begin the schema batch");
+    let statements: Vec<Statement> = sql_program::SQL_SCHEMA
+        .iter()
+        .chain(sql_program::SQL_ROWS)
+        .map(|sql| Statement { sql: (*sql).into(), ..Default::default() })
+        .collect();
+    let executed = state_machine.execute_request(&statements).expect("the schema runs");
+    executed.expect("the schema is valid SQL");
+    state_machine.commit_batch(Applied { index: 1, term: 1 }).expect("commit the schema");
+    state_machine.create_snapshot(&dir.path().join("template.db")).expect("copy the schema into the template");
+    dir
+}
+
+/// Bounds on fuzzed write statements: smaller than the defaults so that a
+/// runaway or oversized statement is stopped quickly.
+pub fn fuzz_limits() -> WriteLimits {
+    WriteLimits {
+        statement_steps_max: STATEMENT_STEPS_MAX,
+        row_changes_bytes_max: ROW_CHANGES_BYTES_MAX,
+        ..Default::default()
+    }
+}
+
+/// A state machine with the `client_request` schema and rows and a reader
+/// on it, shared by every query input (queries cannot change it).
 struct Scratch {
     _state_machine: StateMachine,
     reader: deeb_core::sql::Reader,
@@ -471,7 +687,7 @@ fn with_scratch(run: impl FnOnce(&mut Scratch)) {
 
 impl Scratch {
     fn new() -> Self {
-        let (state_machine, dir) = scratch_state_machine();
+        let (state_machine, dir) = sql_state_machine();
         let reader = state_machine.reader().expect("a reader on the scratch database");
         Self { _state_machine: state_machine, reader, _dir: dir }
     }
