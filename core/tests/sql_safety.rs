@@ -336,6 +336,60 @@ fn collated_primary_keys_are_refused() {
     ] {
         assert_refused(&mut cluster, &[sql], "collation other than BINARY");
     }
-    cluster.execute("CREATE TABLE w(k TEXT PRIMARY KEY, v TEXT COLLATE NOCASE)");
+    cluster.execute("CREATE TABLE w(k TEXT NOT NULL PRIMARY KEY, v TEXT COLLATE NOCASE)");
     cluster.assert_converged();
+}
+
+#[test]
+fn primary_keys_that_cannot_be_replicated_are_refused_at_create() {
+    let mut cluster = cluster();
+    for sql in [
+        "CREATE TABLE n(k TEXT PRIMARY KEY, v)",
+        "CREATE TABLE n(a INTEGER, b TEXT, v, PRIMARY KEY (a, b))",
+        "CREATE TABLE n(a INT PRIMARY KEY, v)",
+    ] {
+        assert_refused(&mut cluster, &[sql], "may hold NULL");
+    }
+    for sql in [
+        "CREATE TABLE n1(k TEXT NOT NULL PRIMARY KEY, v)",
+        "CREATE TABLE n2(k TEXT PRIMARY KEY, v ANY) STRICT",
+        "CREATE TABLE n3(k TEXT PRIMARY KEY, v) WITHOUT ROWID",
+        "CREATE TABLE n4(k INTEGER PRIMARY KEY, v)",
+        "CREATE TABLE n5(v)",
+    ] {
+        try_write(&mut cluster, &[sql]).unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+    assert_refused(&mut cluster, &["INSERT INTO n2(v) VALUES (1)"], "NOT NULL constraint failed");
+    cluster.assert_converged();
+}
+
+#[test]
+fn unreplicated_rowids_cannot_be_read() {
+    let mut cluster = cluster();
+    cluster.execute("CREATE TABLE k(a INTEGER NOT NULL, b TEXT NOT NULL, PRIMARY KEY (a, b))");
+    cluster.execute("CREATE TABLE r(v)");
+    cluster.execute("INSERT INTO k VALUES (3, 'c'), (1, 'a'), (2, 'b')");
+    cluster.execute("INSERT INTO r VALUES (10), (20)");
+    cluster.assert_converged();
+    let reader = cluster.node(2).reader().expect("reader");
+    for sql in
+        ["SELECT rowid FROM k", "SELECT _rowid_, a FROM k WHERE oid > 0", "SELECT count(*) FROM k WHERE rowid = 1"]
+    {
+        let error = reader.query(&statement(sql), 100, 1 << 20, &mut |_| true).expect_err(sql);
+        assert!(error.to_string().contains("is not replicated"), "{sql}: {error}");
+    }
+    // Tables without a declared key are replicated by rowid: readable.
+    let rows = query(cluster.node(2), "SELECT rowid FROM r ORDER BY rowid");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(count(&cluster, 2, "SELECT count(*) FROM k"), 3);
+}
+
+#[test]
+fn an_exhausted_autoincrement_counter_is_the_clients_error() {
+    let mut cluster = cluster();
+    cluster.execute("CREATE TABLE a(id INTEGER PRIMARY KEY AUTOINCREMENT, v)");
+    cluster.execute("INSERT INTO a VALUES (9223372036854775807, 'last')");
+    assert_refused(&mut cluster, &["INSERT INTO a(v) VALUES ('one more')"], "full");
+    cluster.execute("INSERT INTO a VALUES (5, 'explicit')");
+    assert_everywhere(&mut cluster, "SELECT count(*) FROM a", 2);
 }

@@ -1,9 +1,10 @@
 //! Statement screening: keyword checks done before preparing, and the
 //! authorizer policies for client statements.
 
+use std::collections::BTreeSet;
 use std::ffi::c_int;
 
-use rusqlite::ffi;
+use rusqlite::{ffi, Connection};
 
 /// Prefix of the internal tables client SQL may not write.
 pub(crate) const INTERNAL_PREFIX: &str = "_deeb_";
@@ -98,6 +99,11 @@ pub(crate) fn ddl_changes_refusal(sql: &str) -> String {
     };
     message.to_string()
 }
+
+/// The refusal message for rowid tables whose key columns may hold NULL.
+pub(crate) const NULLABLE_KEY_MESSAGE: &str = "its PRIMARY KEY columns may hold NULL (a SQLite quirk of \
+     rowid tables), and rows with a NULL key cannot be replicated: declare them NOT NULL, or make the \
+     table STRICT or WITHOUT ROWID";
 
 /// The refusal message for primary keys compared with a collation.
 pub(crate) const COLLATED_KEY_MESSAGE: &str = "a PRIMARY KEY column with a collation other than BINARY \
@@ -210,22 +216,49 @@ pub(crate) fn write_policy(
     None
 }
 
-/// Authorizer policy for queries: no attaching, no transaction control, and
-/// only the read-only pragmas (whatever the statement's first keyword).
+/// Authorizer policy for queries: no attaching, no transaction control,
+/// only the read-only pragmas (whatever the statement's first keyword), and
+/// not the rowid of a table in `hidden_rowid` (see [`hidden_rowid_tables`]).
 pub(crate) fn read_policy(
     action: c_int,
     a: Option<&str>,
-    _b: Option<&str>,
-    _db: Option<&str>,
-    _trigger: Option<&str>,
+    b: Option<&str>,
+    hidden_rowid: &BTreeSet<String>,
 ) -> Option<String> {
     match action {
         ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH => Some("ATTACH and DETACH are not allowed in a query".into()),
         ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT => Some("transaction control is not allowed in a query".into()),
         ffi::SQLITE_PRAGMA if a.is_some_and(|p| READ_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) => None,
+        ffi::SQLITE_PRAGMA
+            if b.is_none() && a.is_some_and(|p| VALUE_PRAGMAS.contains(&p.to_ascii_uppercase().as_str())) =>
+        {
+            None
+        }
         ffi::SQLITE_PRAGMA => Some(read_pragmas_message()),
+        ffi::SQLITE_READ if b == Some("ROWID") && a.is_some_and(|t| hidden_rowid.contains(&t.to_ascii_lowercase())) => {
+            Some(HIDDEN_ROWID_MESSAGE.into())
+        }
         _ => None,
     }
+}
+
+/// Pragmas a query may read (never set): database header values that client
+/// SQL cannot change, so they are equal on every replica.
+const VALUE_PRAGMAS: &[&str] = &["USER_VERSION", "APPLICATION_ID"];
+
+/// The refusal message for reading a rowid that is not replicated.
+const HIDDEN_ROWID_MESSAGE: &str = "the rowid of a table with a PRIMARY KEY other than INTEGER PRIMARY KEY \
+     is not replicated (each replica numbers its rows itself): select the PRIMARY KEY instead";
+
+/// Rowid tables whose rowid is not the primary key (lower-cased names):
+/// row changes carry their key, so each replica picks its own rowids.
+/// (Tables without a declared key are replicated by rowid.)
+pub(crate) fn hidden_rowid_tables(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
+    let sql = "SELECT lower(t.name) FROM pragma_table_list AS t WHERE t.schema = 'main' AND t.type = 'table' \
+               AND NOT t.wr AND EXISTS (SELECT 1 FROM pragma_index_list(t.name) AS i WHERE i.origin = 'pk')";
+    let mut stmt = conn.prepare(sql)?;
+    let names = stmt.query_map([], |r| r.get(0))?.collect();
+    names
 }
 
 fn read_pragmas_message() -> String {

@@ -346,12 +346,12 @@ pub(crate) fn seed_prng(seed: i32) {
 /// Arguments: the action code, its two detail strings, the schema
 /// (`main`, `temp`) and the name of the trigger or view whose body is being
 /// coded, if any.
-pub(crate) type Policy =
-    fn(action: c_int, a: Option<&str>, b: Option<&str>, db: Option<&str>, trigger: Option<&str>) -> Option<String>;
+pub(crate) type Policy<'p> =
+    dyn Fn(c_int, Option<&str>, Option<&str>, Option<&str>, Option<&str>) -> Option<String> + 'p;
 
 /// The authorizer's state: the policy and the first refusal reason.
-struct AuthState {
-    policy: Policy,
+struct AuthState<'p> {
+    policy: Box<Policy<'p>>,
     denied: RefCell<Option<String>>,
 }
 
@@ -364,7 +364,7 @@ unsafe extern "C" fn authorize(
     trigger: *const c_char,
 ) -> c_int {
     // SAFETY: `ctx` is the boxed `AuthState` owned by the live `Authorizer`.
-    let state = unsafe { &*(ctx as *const AuthState) };
+    let state = unsafe { &*(ctx as *const AuthState<'_>) };
     // SAFETY: SQLite passes null or NUL-terminated strings.
     let (a, b, db, trigger) = unsafe { (c_str(a), c_str(b), c_str(db), c_str(trigger)) };
     match (state.policy)(action, a.as_deref(), b.as_deref(), db.as_deref(), trigger.as_deref()) {
@@ -381,16 +381,19 @@ unsafe extern "C" fn authorize(
 
 /// Installs an authorizer on a connection for its lifetime (removed on
 /// drop). Statements must be prepared and run while it is alive.
-pub(crate) struct Authorizer<'c> {
+pub(crate) struct Authorizer<'c, 'p> {
     conn: &'c Connection,
-    state: Box<AuthState>,
+    state: Box<AuthState<'p>>,
 }
 
-impl<'c> Authorizer<'c> {
+impl<'c, 'p> Authorizer<'c, 'p> {
     /// Installs `policy` as `conn`'s authorizer.
-    pub(crate) fn new(conn: &'c Connection, policy: Policy) -> rusqlite::Result<Self> {
-        let state = Box::new(AuthState { policy, denied: RefCell::new(None) });
-        let ctx: *const AuthState = &*state;
+    pub(crate) fn new(
+        conn: &'c Connection,
+        policy: impl Fn(c_int, Option<&str>, Option<&str>, Option<&str>, Option<&str>) -> Option<String> + 'p,
+    ) -> rusqlite::Result<Self> {
+        let state = Box::new(AuthState { policy: Box::new(policy), denied: RefCell::new(None) });
+        let ctx: *const AuthState<'p> = &*state;
         // SAFETY: valid handle; `ctx` points into a Box kept alive (and not
         // moved) until Drop removes the authorizer.
         let rc = unsafe { ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), ctx.cast_mut().cast()) };
@@ -406,7 +409,7 @@ impl<'c> Authorizer<'c> {
     }
 }
 
-impl Drop for Authorizer<'_> {
+impl Drop for Authorizer<'_, '_> {
     fn drop(&mut self) {
         // SAFETY: valid handle; removing the callback before the state dies.
         unsafe { ffi::sqlite3_set_authorizer(self.conn.handle(), None, ptr::null_mut()) };

@@ -265,6 +265,8 @@ impl StateMachine {
             return Ok(Err(reason));
         }
         let before = schema_version(&self.writer)?;
+        let creates = classify::keywords(&statement.sql, 1).first().is_some_and(|k| k == "CREATE");
+        let tables_before = if creates { table_names(&self.writer)? } else { Default::default() };
         let sequences_before = sequences(&self.writer)?;
         let session = Session::new(&self.writer)?;
         let run = run_client(&self.writer, statement, self.stop_check(&session, *changes_bytes))?;
@@ -282,8 +284,12 @@ impl StateMachine {
             if !changeset.is_ok_and(|changeset| changeset.is_empty()) {
                 return Ok(Err(classify::ddl_changes_refusal(&statement.sql)));
             }
-            if let Some(table) = collated_primary_key(&self.writer)? {
-                return Ok(Err(format!("{} (table {table:?})", classify::COLLATED_KEY_MESSAGE)));
+            if creates {
+                for table in table_names(&self.writer)?.difference(&tables_before) {
+                    if let Some(reason) = unsupported_primary_key(&self.writer, table)? {
+                        return Ok(Err(format!("table {table:?}: {reason}")));
+                    }
+                }
             }
             ops.push(op::Kind::Ddl(statement.sql.clone()));
         } else {
@@ -509,7 +515,10 @@ fn run_client(
     // history differs between leaders.
     session::set_last_insert_rowid(conn, 0);
     let client_error = |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
-        if is_fatal(&e) {
+        // SQLITE_FULL here is also what an exhausted AUTOINCREMENT counter
+        // answers: the request's error. A disk that is really full fails
+        // deeb's own writes next (commit, apply), and those stop the node.
+        if is_fatal(&e) && e.sqlite_error_code() != Some(ErrorCode::DiskFull) {
             return Err(e.into());
         }
         Ok(Err(match (auth.denied(), progress.stopped(), e) {
@@ -548,12 +557,30 @@ fn run_client(
     Ok(Ok((result, has_params)))
 }
 
-/// A table whose primary key compares some column with a collation other
-/// than BINARY, if any.
-fn collated_primary_key(conn: &Connection) -> Result<Option<String>, SqlError> {
-    let sql = "SELECT m.name FROM sqlite_master AS m, pragma_index_list(m.name) AS i, pragma_index_xinfo(i.name) AS x \
-               WHERE m.type = 'table' AND i.origin = 'pk' AND x.key AND x.coll <> 'BINARY' LIMIT 1";
-    Ok(conn.query_row(sql, [], |r| r.get(0)).optional()?)
+/// The names of the tables in `main`.
+fn table_names(conn: &Connection) -> Result<std::collections::BTreeSet<String>, SqlError> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(names)
+}
+
+/// Why a new table's primary key cannot be replicated, if it cannot: a
+/// column compared with a collation other than BINARY, or (in a rowid table
+/// that is not STRICT) a key column that may hold NULL.
+fn unsupported_primary_key(conn: &Connection, table: &str) -> Result<Option<&'static str>, SqlError> {
+    let collated = "SELECT 1 FROM pragma_index_list(?1) AS i, pragma_index_xinfo(i.name) AS x \
+                    WHERE i.origin = 'pk' AND x.key AND x.coll <> 'BINARY'";
+    if conn.query_row(collated, [table], |_| Ok(())).optional()?.is_some() {
+        return Ok(Some(classify::COLLATED_KEY_MESSAGE));
+    }
+    let nullable = "SELECT 1 FROM pragma_table_list AS t WHERE t.schema = 'main' AND t.name = ?1 \
+                    AND NOT t.wr AND NOT t.strict \
+                    AND EXISTS (SELECT 1 FROM pragma_index_list(?1) AS i WHERE i.origin = 'pk') \
+                    AND EXISTS (SELECT 1 FROM pragma_table_info(?1) AS c WHERE c.pk > 0 AND NOT c.\"notnull\")";
+    if conn.query_row(nullable, [table], |_| Ok(())).optional()?.is_some() {
+        return Ok(Some(classify::NULLABLE_KEY_MESSAGE));
+    }
+    Ok(None)
 }
 
 /// The AUTOINCREMENT counters: `sqlite_sequence` as table -> seq (empty if

@@ -21,9 +21,14 @@ pub fn dump(query: &mut dyn FnMut(&str) -> Rows) -> Dump {
     for row in tables.iter().take(TABLES_MAX) {
         let super::answer::Cell::Text(name) = &row[0] else { continue };
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        // WITHOUT ROWID tables have no rowid: their rows sort by content.
-        let rows =
-            query(&format!("SELECT rowid, * FROM {quoted}")).or_else(|_| query(&format!("SELECT * FROM {quoted}")));
+        // Only tables without a declared key are replicated by rowid; the
+        // others (WITHOUT ROWID, or a key other than INTEGER PRIMARY KEY)
+        // sort by content, and deeb refuses to read their rowid.
+        let keyed = query(&format!("SELECT count(*) FROM pragma_index_list({}) WHERE origin = 'pk'", sql_text(name)));
+        let rows = match keyed.as_deref().map(|rows| rows.first().map(|row| row[0].clone())) {
+            Ok(Some(super::answer::Cell::Integer(0))) => query(&format!("SELECT rowid, * FROM {quoted}")),
+            _ => query(&format!("SELECT * FROM {quoted}")),
+        };
         sections.push((format!("table {name}"), sorted(&rows)));
     }
     sections
@@ -44,6 +49,11 @@ pub fn first_difference<'a>(
         let name = left.or(right).map(|(name, _)| name.clone()).unwrap_or_default();
         Some((name, left.map(|(_, rows)| rows), right.map(|(_, rows)| rows)))
     })
+}
+
+/// A SQL string literal.
+fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// A bound on the tables dumped.

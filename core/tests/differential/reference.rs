@@ -104,10 +104,13 @@ impl Reference {
     }
 }
 
-/// Runs one statement the way deeb's leader reports it: rows affected and
-/// last insert id only if the statement changed something.
+/// Runs one statement the way deeb's leader reports it: rows affected only
+/// if the statement changed something, and the rowid of the last row the
+/// statement itself inserted (0 if none).
 fn run_statement(conn: &Connection, sql: &str) -> Result<StatementResult, String> {
     let total_before = conn.total_changes();
+    // SAFETY: a valid handle of a connection this thread owns.
+    unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(conn.handle(), 0) };
     let mut statement = conn.prepare(sql).map_err(|error| error.to_string())?;
     let mut rows = statement.raw_query();
     for _ in 0..ROWS_PER_STATEMENT_MAX {
@@ -122,7 +125,7 @@ fn run_statement(conn: &Connection, sql: &str) -> Result<StatementResult, String
     let changed = conn.total_changes() != total_before;
     Ok(StatementResult {
         rows_affected: if changed { conn.changes() } else { 0 },
-        last_insert_id: if changed { conn.last_insert_rowid() } else { 0 },
+        last_insert_id: conn.last_insert_rowid(),
     })
 }
 

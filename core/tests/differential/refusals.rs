@@ -34,6 +34,28 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("over the limit of", "size limits"),
     // A statement with no SQL in it.
     ("empty statement", "empty statement"),
+    // Sessions key rows by the key's bytes: 'B' and 'b' under NOCASE would
+    // be two rows to a replica, one to SQLite.
+    ("collation other than BINARY", "collated primary keys"),
+    // Rowid tables let NULL into key columns; sessions skip such rows.
+    ("PRIMARY KEY columns may hold NULL", "nullable primary keys"),
+    // DROP TABLE deleting referenced rows: the session cannot describe rows
+    // of a table that no longer exists.
+    ("DROP TABLE would also delete rows", "dropping a referenced table with rows"),
+    // Other schema changes that write rows (DDL replicates as text).
+    ("this schema change also changes rows", "schema change writing rows"),
+    // DDL travels as text, so it may not have parameters.
+    ("schema statements (DDL) may not use parameters", "parameters in DDL"),
+    // The rowid of a table keyed otherwise is each replica's own.
+    ("is not replicated (each replica numbers its rows itself)", "unreplicated rowids"),
+    // Bounds on a request's row changes and on a value's size.
+    ("request_row_changes_bytes_max", "row-changes limit"),
+    ("string or blob too big", "value size limit (the row-changes limit)"),
+    // Bounds on a statement's running time or steps.
+    ("statement stopped", "statement steps bound"),
+    ("statement timeout", "statement deadline"),
+    // A statement's row changes that SQLite's session cannot record.
+    ("row changes could not be recorded", "unrecordable row changes"),
 ];
 
 /// The documented reason `message` matches, if any.
