@@ -8,7 +8,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::digest::primary_key;
-use super::session::{self, ChangeInfo};
+use super::session::{self, ApplyMode, ChangeInfo};
 use super::state_machine::{is_fatal, write_applied, StateMachine};
 use super::{Applied, ApplyError, SqlError};
 
@@ -55,19 +55,24 @@ fn apply_op(conn: &Connection, kind: Option<&op::Kind>, index: u64) -> Result<()
                 divergence(index, format!("DDL {sql:?} failed: {e}"))
             }
         }),
-        Some(op::Kind::Changeset(changeset)) => apply_changeset(conn, changeset, index),
+        Some(op::Kind::Changeset(changeset)) => apply_changeset(conn, changeset, index, ApplyMode::Replica),
         Some(op::Kind::Sequences(sequences)) => apply_sequences(conn, sequences, index),
         None => Err(divergence(index, "an op with no kind (unknown op type?)".into())),
     }
 }
 
 /// Checks, applies and verifies one changeset.
-fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<(), ApplyError> {
+pub(crate) fn apply_changeset(
+    conn: &Connection,
+    changeset: &[u8],
+    index: u64,
+    mode: ApplyMode,
+) -> Result<(), ApplyError> {
     let changes =
         session::changeset_changes(changeset).map_err(|e| divergence(index, format!("unreadable changeset: {e}")))?;
     check_tables(conn, &changes, index)?;
     let before = conn.total_changes();
-    let conflicts = session::apply_changeset(conn, changeset).map_err(SqlError::from)?;
+    let conflicts = session::apply_changeset(conn, changeset, mode).map_err(SqlError::from)?;
     if !conflicts.is_empty() {
         return Err(divergence(index, format!("changeset conflict: {}", conflicts.join("; "))));
     }
@@ -82,7 +87,7 @@ fn apply_changeset(conn: &Connection, changeset: &[u8], index: u64) -> Result<()
 }
 
 /// Sets the AUTOINCREMENT counters to the leader's values.
-fn apply_sequences(conn: &Connection, sequences: &Sequences, index: u64) -> Result<(), ApplyError> {
+pub(crate) fn apply_sequences(conn: &Connection, sequences: &Sequences, index: u64) -> Result<(), ApplyError> {
     let exists: bool = conn
         .query_row("SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')", [], |r| r.get(0))
         .map_err(SqlError::from)?;

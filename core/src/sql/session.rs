@@ -280,11 +280,21 @@ pub(crate) fn op_name(op: c_int) -> &'static str {
     }
 }
 
-/// Conflicts seen while applying a changeset.
-type Conflicts = RefCell<Vec<String>>;
+/// Conflicts seen while applying a changeset, and whether foreign-key
+/// violations count as one.
+struct Conflicts {
+    seen: RefCell<Vec<String>>,
+    ignore_foreign_keys: bool,
+}
 
 /// Conflict handler: record the conflict, then abort the whole apply.
 unsafe extern "C" fn abort_on_conflict(ctx: *mut c_void, kind: c_int, iter: *mut ffi::sqlite3_changeset_iter) -> c_int {
+    // SAFETY: `ctx` is the `Conflicts` passed by `apply_changeset`, alive for
+    // the whole call; SQLite calls the handler on the same thread.
+    let conflicts = unsafe { &*(ctx as *const Conflicts) };
+    if kind == ffi::SQLITE_CHANGESET_FOREIGN_KEY && conflicts.ignore_foreign_keys {
+        return ffi::SQLITE_CHANGESET_OMIT;
+    }
     let what = match kind {
         ffi::SQLITE_CHANGESET_DATA => "row differs (DATA)",
         ffi::SQLITE_CHANGESET_NOTFOUND => "row not found (NOTFOUND)",
@@ -297,31 +307,46 @@ unsafe extern "C" fn abort_on_conflict(ctx: *mut c_void, kind: c_int, iter: *mut
         Ok(c) => format!("{} on table {:?}: {what}", op_name(c.op), c.table),
         Err(_) => what.to_string(),
     };
-    // SAFETY: `ctx` is the `Conflicts` passed by `apply_changeset`, alive for
-    // the whole call; SQLite calls the handler on the same thread.
-    let conflicts = unsafe { &*(ctx as *const Conflicts) };
-    conflicts.borrow_mut().push(detail);
+    conflicts.seen.borrow_mut().push(detail);
     ffi::SQLITE_CHANGESET_ABORT
+}
+
+/// How a changeset is applied.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApplyMode {
+    /// A replica: with the connection's own foreign-key setting (off).
+    Replica,
+    /// The leader replaying a statement's changeset inside its open
+    /// transaction, where foreign keys cannot be switched off: their actions
+    /// do nothing and their violations (a deferred one may be repaired by a
+    /// later statement) are not conflicts.
+    LeaderReplay,
 }
 
 /// Applies `changeset` to `conn`'s main database. Returns the conflicts seen
 /// (non-empty means the apply was aborted and undone) or an SQLite error.
-pub(crate) fn apply_changeset(conn: &Connection, changeset: &[u8]) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn apply_changeset(conn: &Connection, changeset: &[u8], mode: ApplyMode) -> rusqlite::Result<Vec<String>> {
     let len = c_int::try_from(changeset.len()).map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
-    let conflicts: Conflicts = RefCell::new(Vec::new());
+    let leader = mode == ApplyMode::LeaderReplay;
+    let conflicts = Conflicts { seen: RefCell::new(Vec::new()), ignore_foreign_keys: leader };
+    let flags = if leader { ffi::SQLITE_CHANGESETAPPLY_FKNOACTION } else { 0 };
     // SAFETY: valid handle while `conn` is borrowed; the buffer is only
-    // read; `conflicts` outlives the call and matches the handler's cast.
+    // read; `conflicts` outlives the call and matches the handler's cast;
+    // no rebase buffer is asked for.
     let rc = unsafe {
-        ffi::sqlite3changeset_apply(
+        ffi::sqlite3changeset_apply_v2(
             conn.handle(),
             len,
             changeset.as_ptr() as *mut c_void,
             None,
             Some(abort_on_conflict),
             (&conflicts as *const Conflicts).cast_mut().cast(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            flags,
         )
     };
-    let conflicts = conflicts.into_inner();
+    let conflicts = conflicts.seen.into_inner();
     if !conflicts.is_empty() {
         return Ok(conflicts);
     }

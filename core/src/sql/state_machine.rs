@@ -13,8 +13,11 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::digest::{self, Fnv64};
 use super::random::BatchRandom;
+use super::session::ApplyMode;
 use super::session::{self, Authorizer, Progress, Session, StopCheck};
-use super::{classify, value, Applied, Clock, Executed, Reader, RequestError, SqlError, WriteLimits};
+use super::{
+    apply, classify, value, Applied, ApplyError, Clock, Executed, Reader, RequestError, SqlError, WriteLimits,
+};
 
 /// Creates the internal tables (idempotent).
 const SCHEMA: &str = "
@@ -34,6 +37,9 @@ type MembershipChange<'a> = (&'a [u8], &'a [(u64, Option<String>)]);
 /// The savepoint each leader request runs in.
 const SAVEPOINT: &str = "deeb_request";
 
+/// The savepoint each statement of a request runs in.
+const STATEMENT_SAVEPOINT: &str = "deeb_statement";
+
 /// The database of one node: a writer connection (WAL mode) plus read-only
 /// connections handed out as [`Reader`]s.
 pub struct StateMachine {
@@ -51,6 +57,9 @@ pub struct StateMachine {
     apply_foreign_keys: bool,
     /// When the open batch began, on `clock`.
     batch_started: Option<Duration>,
+    /// A statement of the current request was replayed (which forgets the
+    /// deferred foreign-key violations SQLite was counting).
+    replayed_in_request: std::cell::Cell<bool>,
 }
 
 /// A statement's outcome on the leader: its ops (none if it changed
@@ -130,6 +139,7 @@ impl StateMachine {
             clock: None,
             apply_foreign_keys: false,
             batch_started: None,
+            replayed_in_request: std::cell::Cell::new(false),
         })
     }
 
@@ -220,6 +230,7 @@ impl StateMachine {
             return Err(SqlError::Other("no batch is open".into()));
         }
         self.writer.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
+        self.replayed_in_request.set(false);
         let mut executed = Executed::default();
         let mut changes_bytes = 0u64;
         for (statement_index, statement) in statements.iter().enumerate() {
@@ -231,7 +242,20 @@ impl StateMachine {
                 Err(message) => return self.fail_request(RequestError { statement_index, message }),
             }
         }
-        if session::deferred_foreign_key_violations(&self.writer) {
+        let violations = match self.replayed_in_request.get() {
+            true => foreign_key_violations(&self.writer),
+            false => Ok(false),
+        };
+        let violations = match violations {
+            Ok(found) => found,
+            Err(SqlError::Sqlite(e)) if !is_fatal(&e) => {
+                let message = format!("foreign keys could not be checked at the end of the request: {e}");
+                return self
+                    .fail_request(RequestError { statement_index: statements.len().saturating_sub(1), message });
+            }
+            Err(e) => return Err(e),
+        };
+        if violations || session::deferred_foreign_key_violations(&self.writer) {
             let statement_index = statements.len().saturating_sub(1);
             let message = "FOREIGN KEY constraint failed (a deferred constraint is still violated at \
                            the end of the request)"
@@ -268,12 +292,14 @@ impl StateMachine {
         let creates = classify::keywords(&statement.sql, 1).first().is_some_and(|k| k == "CREATE");
         let tables_before = if creates { table_names(&self.writer)? } else { Default::default() };
         let sequences_before = sequences(&self.writer)?;
+        // Undone, and on failure with the request's own savepoint.
+        self.writer.execute_batch(&format!("SAVEPOINT {STATEMENT_SAVEPOINT}"))?;
         let session = Session::new(&self.writer)?;
         let run = run_client(&self.writer, statement, self.stop_check(&session, *changes_bytes))?;
         let changeset = session.changeset();
         drop(session);
-        let (result, has_params) = match run {
-            Ok(x) => x,
+        let Ran { result, has_params, has_triggers } = match run {
+            Ok(ran) => ran,
             Err(message) => return Ok(Err(message)),
         };
         let mut ops = Vec::new();
@@ -312,7 +338,72 @@ impl StateMachine {
         if (!ops.is_empty() && !sequences_after.is_empty()) || sequences_after != sequences_before {
             ops.push(op::Kind::Sequences(sequence_op(&sequences_before, &sequences_after)));
         }
+        if self.needs_replay(has_triggers, &ops)? {
+            if let Err(reason) = self.replay_statement(&ops)? {
+                return Ok(Err(reason));
+            }
+        }
+        self.writer.execute_batch(&format!("RELEASE {STATEMENT_SAVEPOINT}"))?;
         Ok(Ok((ops.into_iter().map(|k| Op { kind: Some(k) }).collect(), result)))
+    }
+
+    /// True if a statement's row changes must be replayed on the leader
+    /// ([`Self::replay_statement`]) before they are replicated: it had
+    /// triggers, or changed a table without a declared key (keyed by rowid).
+    ///
+    /// SQLite leaves undefined what happens when a trigger changes a row its
+    /// statement is changing, and a session may then record old values no
+    /// replica has; the differential tester also found sessions recording
+    /// rowid-keyed changes no replica can apply. Statements on keyed tables
+    /// without triggers are not replayed: they cost nothing extra.
+    fn needs_replay(&self, has_triggers: bool, ops: &[op::Kind]) -> Result<bool, SqlError> {
+        for op in ops {
+            let op::Kind::Changeset(changeset) = op else { continue };
+            if has_triggers {
+                return Ok(true);
+            }
+            let changes = session::changeset_changes(changeset)?;
+            let tables: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.table.as_str()).collect();
+            for table in tables {
+                if super::digest::primary_key(&self.writer, table)?.is_empty() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Undoes the statement just run and applies its ops instead, as every
+    /// replica will, so that the leader keeps exactly what it replicates. A
+    /// statement whose row changes do not apply fails here, as the client's
+    /// error, instead of stopping the followers.
+    fn replay_statement(&self, ops: &[op::Kind]) -> Result<Result<(), String>, SqlError> {
+        self.writer.execute_batch(&format!("ROLLBACK TO {STATEMENT_SAVEPOINT}"))?;
+        self.replayed_in_request.set(true);
+        self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+        let replayed = ops.iter().try_for_each(|op| match op {
+            op::Kind::Changeset(changeset) => {
+                apply::apply_changeset(&self.writer, changeset, self.applied.index, ApplyMode::LeaderReplay)
+            }
+            op::Kind::Sequences(values) => apply::apply_sequences(&self.writer, values, self.applied.index),
+            op::Kind::Ddl(_) => unreachable!("a statement that changed the schema is not replayed"),
+        });
+        self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+        match replayed {
+            Ok(()) => Ok(Ok(())),
+            // SQLite refusing the replay (e.g. "foreign key mismatch" from a
+            // schema whose foreign keys name a non-unique parent column) is
+            // the statement's failure; a broken database is not.
+            Err(ApplyError::Sql(SqlError::Sqlite(error))) if !is_fatal(&error) => Ok(Err(format!(
+                "the statement's row changes cannot be replicated faithfully: replaying them failed: {error}"
+            ))),
+            Err(ApplyError::Sql(error)) => Err(error),
+            Err(ApplyError::Divergence { reason, .. }) => Ok(Err(format!(
+                "the statement's row changes cannot be replicated faithfully: as SQLite's session recorded \
+                 them they do not apply to the rows before the statement (seen when triggers change rows their \
+                 statement is changing, which SQLite leaves undefined): {reason}"
+            ))),
+        }
     }
 
     /// The check that stops a running client statement: its deadline (with
@@ -507,14 +598,23 @@ fn run_client(
     conn: &Connection,
     statement: &Statement,
     stop: Box<StopCheck<'_>>,
-) -> Result<Result<(StatementResult, bool), String>, SqlError> {
-    let auth = Authorizer::new(conn, classify::write_policy)?;
+) -> Result<Result<Ran, String>, SqlError> {
+    // Trigger bodies are compiled into the statement, under their names.
+    let has_triggers = std::cell::Cell::new(false);
+    let insert_target = std::cell::RefCell::new(None::<String>);
+    let auth = Authorizer::new(conn, |action, a, b, db, trigger| {
+        has_triggers.set(has_triggers.get() || trigger.is_some());
+        if action == rusqlite::ffi::SQLITE_INSERT && trigger.is_none() && insert_target.borrow().is_none() {
+            *insert_target.borrow_mut() = a.map(str::to_owned);
+        }
+        classify::write_policy(action, a, b, db, trigger)
+    })?;
     let progress = Progress::new(conn, stop);
     let total_before = conn.total_changes();
     // Only this statement's own inserts count: the connection's earlier
     // history differs between leaders.
     session::set_last_insert_rowid(conn, 0);
-    let client_error = |e: rusqlite::Error| -> Result<Result<(StatementResult, bool), String>, SqlError> {
+    let client_error = |e: rusqlite::Error| -> Result<Result<Ran, String>, SqlError> {
         // SQLITE_FULL here is also what an exhausted AUTOINCREMENT counter
         // answers: the request's error. A disk that is really full fails
         // deeb's own writes next (commit, apply), and those stop the node.
@@ -552,9 +652,42 @@ fn run_client(
     // or that of deeb's own bookkeeping writes: report zero instead.
     let changed = conn.total_changes() != total_before;
     let rows_affected = if changed { conn.changes() } else { 0 };
-    let last_insert_id = conn.last_insert_rowid();
+    let mut last_insert_id = conn.last_insert_rowid();
+    // A rowid each replica picks itself means nothing to the client.
+    if let Some(table) = insert_target.borrow().as_deref().filter(|_| last_insert_id != 0) {
+        if has_hidden_rowid(conn, table)? {
+            last_insert_id = 0;
+        }
+    }
     let result = StatementResult { rows_affected, last_insert_id };
-    Ok(Ok((result, has_params)))
+    drop(auth);
+    Ok(Ok(Ran { result, has_params, has_triggers: has_triggers.get() }))
+}
+
+/// What a client statement that ran reports.
+struct Ran {
+    result: StatementResult,
+    has_params: bool,
+    /// Triggers were compiled into it (they may have fired).
+    has_triggers: bool,
+}
+
+/// True if some row violates a foreign key (a full check: only after a
+/// replay, and only in a database that declares foreign keys).
+fn foreign_key_violations(conn: &Connection) -> Result<bool, SqlError> {
+    let declared = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND sql LIKE '%REFERENCES%'";
+    if conn.query_row(declared, [], |_| Ok(())).optional()?.is_none() {
+        return Ok(false);
+    }
+    Ok(conn.query_row("SELECT 1 FROM pragma_foreign_key_check", [], |_| Ok(())).optional()?.is_some())
+}
+
+/// True if `table` is a rowid table whose rowid is not its key (so each
+/// replica numbers its rows itself).
+fn has_hidden_rowid(conn: &Connection, table: &str) -> Result<bool, SqlError> {
+    let sql = "SELECT 1 FROM pragma_table_list AS t WHERE t.schema = 'main' AND t.name = ?1 AND NOT t.wr \
+               AND EXISTS (SELECT 1 FROM pragma_index_list(?1) AS i WHERE i.origin = 'pk')";
+    Ok(conn.query_row(sql, [table], |_| Ok(())).optional()?.is_some())
 }
 
 /// The names of the tables in `main`.

@@ -40,11 +40,14 @@ impl Request {
         }
     }
 
-    /// True if any statement calls a non-deterministic function.
+    /// True if any statement calls a non-deterministic function, or creates
+    /// a trigger that writes the table it is on: when such a trigger changes
+    /// rows its statement is changing SQLite leaves the outcome undefined,
+    /// and deeb keeps (and replicates) what SQLite's session recorded.
     pub fn is_non_deterministic(&self) -> bool {
         self.statements().iter().any(|sql| {
             let lower = sql.to_ascii_lowercase();
-            NON_DETERMINISTIC.iter().any(|marker| lower.contains(marker))
+            NON_DETERMINISTIC.iter().any(|marker| lower.contains(marker)) || writes_own_table(&lower)
         })
     }
 }
@@ -107,4 +110,24 @@ fn parse_block(block: &[&str]) -> Result<Request, String> {
         return Err(format!("empty statement in block {block:?}"));
     }
     Ok(Request::Write(statements))
+}
+
+/// True for `create trigger ... on T ... begin ... <write to T> ... end`
+/// (lower-cased SQL).
+fn writes_own_table(lower: &str) -> bool {
+    let words: Vec<&str> =
+        lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+    if words.first() != Some(&"create") || !words.contains(&"trigger") {
+        return false;
+    }
+    let Some(on) = words.iter().position(|w| *w == "on") else { return false };
+    let Some(table) = words.get(on + 1) else { return false };
+    let Some(begin) = words.iter().position(|w| *w == "begin") else { return false };
+    let body = &words[begin..];
+    (1..body.len()).any(|i| {
+        body[i] == *table
+            && (matches!(body[i - 1], "into" | "update")
+                || (body[i - 1] == "from" && i >= 2 && body[i - 2] == "delete")
+                || (i >= 3 && body[i - 3] == "update" && body[i - 2] == "or"))
+    })
 }

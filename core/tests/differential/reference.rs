@@ -125,7 +125,7 @@ fn run_statement(conn: &Connection, sql: &str) -> Result<StatementResult, String
     let changed = conn.total_changes() != total_before;
     Ok(StatementResult {
         rows_affected: if changed { conn.changes() } else { 0 },
-        last_insert_id: conn.last_insert_rowid(),
+        last_insert_id: visible_insert_id(conn, sql),
     })
 }
 
@@ -157,3 +157,19 @@ fn deferred_foreign_key_violations(conn: &Connection) -> c_int {
 
 /// A bound on rows stepped through or read by one statement.
 const ROWS_PER_STATEMENT_MAX: usize = 1_000_000;
+
+/// The statement's last insert rowid as deeb reports it: 0 when the rows
+/// went into a table whose rowid is not its key (not replicated there).
+fn visible_insert_id(conn: &Connection, sql: &str) -> i64 {
+    let rowid = conn.last_insert_rowid();
+    let lower = sql.to_ascii_lowercase();
+    let words: Vec<&str> =
+        lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+    let Some(table) = words.iter().position(|w| *w == "into").and_then(|i| words.get(i + 1)) else { return rowid };
+    let hidden = "SELECT 1 FROM pragma_table_list AS t WHERE t.schema = 'main' AND t.name = ?1 AND NOT t.wr \
+                  AND EXISTS (SELECT 1 FROM pragma_index_list(?1) AS i WHERE i.origin = 'pk')";
+    match conn.query_row(hidden, [table], |_| Ok(())) {
+        Ok(()) => 0,
+        Err(_) => rowid,
+    }
+}

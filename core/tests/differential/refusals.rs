@@ -54,6 +54,9 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     // Bounds on a statement's running time or steps.
     ("statement stopped", "statement steps bound"),
     ("statement timeout", "statement deadline"),
+    // Replayed on the leader, the recorded row changes did not apply (a
+    // trigger changing rows its statement changes: undefined in SQLite).
+    ("cannot be replicated faithfully", "unfaithful row changes"),
     // A statement's row changes that SQLite's session cannot record.
     ("row changes could not be recorded", "unrecordable row changes"),
 ];
