@@ -194,7 +194,10 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
         cluster.adopt_members(&members);
     }
     let final_addresses = cluster.live_members().into_iter().map(cluster::address_of).collect::<Vec<_>>();
+    let sql_addresses = final_addresses.clone();
     let final_set = client_node.spawn(async move { workload::read_set(&final_addresses).await }).await.ok().flatten();
+    let final_sql =
+        client_node.spawn(async move { workload::read_sql_final(&sql_addresses).await }).await.ok().flatten();
     let live = cluster.live_members();
     let replicas = client_node.spawn(converge(live)).await.unwrap_or_default();
     let liveness = LivenessObservation {
@@ -212,6 +215,15 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
             kind: Kind::SetFinal { values },
         }),
         None => report.violations.push("liveness: the final read of the set never succeeded".to_owned()),
+    }
+    match final_sql {
+        Some(events) => history.extend(events.into_iter().map(|event| Operation {
+            client: u64::MAX,
+            invoked: recorder.now(),
+            completed: Some(recorder.now()),
+            kind: Kind::Sql(event),
+        })),
+        None => report.violations.push("liveness: the final reads of the SQL tables never succeeded".to_owned()),
     }
     check_all(&mut report, &history, &cluster, &replicas, &liveness);
     report
@@ -232,6 +244,7 @@ fn check_all(
         ("linearizability", checker::linearizability::check_linearizability(history)),
         ("bank", checker::bank::check_bank(history, ACCOUNTS as i64 * INITIAL_BALANCE)),
         ("set", checker::set::check_set(history)),
+        ("sql", checker::sql::check_sql(history)),
         ("elections", checker::elections::check_election_safety(&observed.leaders)),
         ("votes", checker::elections::check_votes(&observed.votes)),
         ("committed", checker::committed::check_committed(&observed.committed)),
