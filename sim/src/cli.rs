@@ -252,7 +252,7 @@ fn mutants(budget: u64, only: Option<&str>) -> bool {
                 "| {} | {seed} ({}) | {tried} | {} |",
                 mutant.name(),
                 scenario.name(),
-                report.violations.first().map(|v| v.chars().take(90).collect::<String>()).unwrap_or_default()
+                caught_by(&report).chars().take(90).collect::<String>()
             ),
             None => {
                 all_caught = false;
@@ -261,6 +261,13 @@ fn mutants(budget: u64, only: Option<&str>) -> bool {
         }
     }
     all_caught
+}
+
+/// The violation that names the bug best: a node's stop if there was one
+/// (the liveness failures that follow it say less), else the first.
+fn caught_by(report: &RunReport) -> &str {
+    let stopped = report.violations.iter().find(|violation| violation.starts_with("node stopped"));
+    stopped.or(report.violations.first()).map_or("", String::as_str)
 }
 
 fn first_catch(mutant: Mutant, budget: u64) -> (Option<(u64, Scenario, RunReport)>, u64) {

@@ -75,7 +75,22 @@ pub enum SqlEvent {
     /// A statement error the operation does not allow.
     UnexpectedError { what: &'static str, message: String },
     /// The final reads of the SQL tables, after the liveness phase.
-    Final { audit: Vec<i64>, audited: Vec<i64>, nullable_children: Vec<i64>, blobs: Vec<(i64, i64)>, columns: Vec<i64> },
+    Final(Box<SqlFinal>),
+}
+
+/// The final reads of the SQL tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlFinal {
+    /// Values in the audit table (one row each).
+    pub audit: Vec<i64>,
+    /// Values in the audited table.
+    pub audited: Vec<i64>,
+    /// Ids in the set-null child table.
+    pub nullable_children: Vec<i64>,
+    /// Large rows: id and length.
+    pub blobs: Vec<(i64, i64)>,
+    /// The `n` of every column `c<n>` added to the DDL table.
+    pub columns: Vec<i64>,
 }
 
 /// What a client saw of a request.
@@ -133,7 +148,9 @@ impl fmt::Display for Kind {
 impl fmt::Display for SqlEvent {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SqlEvent::AutoIncrement { id, index } => write!(formatter, "autoincrement insert got id {id} at index {index}"),
+            SqlEvent::AutoIncrement { id, index } => {
+                write!(formatter, "autoincrement insert got id {id} at index {index}")
+            }
             SqlEvent::MustFail { what, poison, outcome } => write!(formatter, "{what} (values {poison:?}) {outcome:?}"),
             SqlEvent::Audited { value, acknowledged, permanent } => {
                 let how = if *permanent { "insert" } else { "insert or replace" };
@@ -151,13 +168,14 @@ impl fmt::Display for SqlEvent {
             SqlEvent::BlobDelete { id } => write!(formatter, "large row {id} deleted"),
             SqlEvent::AddColumn { column } => write!(formatter, "column c{column} added"),
             SqlEvent::UnexpectedError { what, message } => write!(formatter, "{what}: unexpected error {message:?}"),
-            SqlEvent::Final { audit, audited, nullable_children, blobs, columns } => write!(
+            SqlEvent::Final(read) => write!(
                 formatter,
-                "final read: {} audit rows, {} audited rows, {} set-null children, {} large rows, columns {columns:?}",
-                audit.len(),
-                audited.len(),
-                nullable_children.len(),
-                blobs.len()
+                "final read: {} audit rows, {} audited rows, {} set-null children, {} large rows, columns {:?}",
+                read.audit.len(),
+                read.audited.len(),
+                read.nullable_children.len(),
+                read.blobs.len(),
+                read.columns
             ),
         }
     }

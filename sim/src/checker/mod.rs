@@ -37,7 +37,7 @@ pub use bank::check_bank;
 pub use committed::{check_committed, CommittedEntry};
 pub use convergence::{check_convergence, ReplicaState};
 pub use elections::{check_election_safety, check_votes, LeaderObserved, VoteObserved};
-pub use history::{Kind, Operation, SqlEvent, SqlOutcome};
+pub use history::{Kind, Operation, SqlEvent, SqlFinal, SqlOutcome};
 pub use linearizability::{check_linearizability, check_linearizability_with_budget, VISITED_STATES_PER_KEY_MAX};
 pub use liveness::{check_liveness, LivenessObservation};
 pub use set::check_set;

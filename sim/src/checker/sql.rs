@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::history::{Kind, Operation, SqlEvent, SqlOutcome};
+use super::history::{Kind, Operation, SqlEvent, SqlFinal, SqlOutcome};
 use super::violation::Violation;
 
 /// What each count of an [`SqlEvent::Invariants`] read measures (all must be zero), in order.
@@ -78,7 +78,10 @@ pub fn check_sql(history: &[Operation]) -> Result<(), Violation> {
                 }
             }
             SqlEvent::GoneParent { parent, children } if *children != 0 => {
-                return fail(position, format!("{children} children still point at deleted or renamed parent {parent}"));
+                return fail(
+                    position,
+                    format!("{children} children still point at deleted or renamed parent {parent}"),
+                );
             }
             SqlEvent::Audited { value, acknowledged, permanent } => {
                 audited_attempts.insert(*value);
@@ -104,7 +107,8 @@ pub fn check_sql(history: &[Operation]) -> Result<(), Violation> {
             SqlEvent::AddColumn { column } => {
                 columns.entry(*column).or_insert(position);
             }
-            SqlEvent::Final { audit, audited, nullable_children, blobs, columns: present } => {
+            SqlEvent::Final(read) => {
+                let SqlFinal { audit, audited, nullable_children, blobs, columns: present } = &**read;
                 let audit_set: BTreeSet<i64> = audit.iter().copied().collect();
                 if audit_set.len() != audit.len() {
                     return fail(position, "a value is in the audit table twice".to_owned());
@@ -123,7 +127,10 @@ pub fn check_sql(history: &[Operation]) -> Result<(), Violation> {
                 let audited_set: BTreeSet<i64> = audited.iter().copied().collect();
                 for (value, &(insert, permanent)) in &audited_acknowledged {
                     if !audit_set.contains(value) {
-                        return fail(position, format!("acknowledged audited insert #{insert} ({value}) has no audit row"));
+                        return fail(
+                            position,
+                            format!("acknowledged audited insert #{insert} ({value}) has no audit row"),
+                        );
                     }
                     if permanent && !audited_set.contains(value) {
                         return fail(position, format!("acknowledged audited insert #{insert} ({value}) is lost"));
@@ -230,13 +237,8 @@ mod tests {
     }
 
     fn final_read(audit: Vec<i64>, audited: Vec<i64>) -> Operation {
-        event(SqlEvent::Final {
-            audit,
-            audited,
-            nullable_children: vec![],
-            blobs: vec![],
-            columns: vec![],
-        })
+        let read = SqlFinal { audit, audited, nullable_children: vec![], blobs: vec![], columns: vec![] };
+        event(SqlEvent::Final(Box::new(read)))
     }
 
     fn audited(value: i64, acknowledged: bool) -> Operation {
@@ -269,13 +271,13 @@ mod tests {
             autoincrement(1, 5, 3, 11),
             autoincrement(3, 6, 2, 11), // same index, concurrent: any order
             autoincrement(7, 8, 4, 12),
-            event(SqlEvent::Final {
+            event(SqlEvent::Final(Box::new(SqlFinal {
                 audit: vec![100, 200],
                 audited: vec![100, 200],
                 nullable_children: vec![5],
                 blobs: vec![(9, BLOB_BYTES)],
                 columns: vec![0, 2],
-            }),
+            }))),
         ];
         assert_eq!(check_sql(&history), Ok(()));
     }

@@ -105,7 +105,17 @@ pub struct Client {
 impl Client {
     pub fn new(id: u64, seed: u64, addresses: Vec<String>, recorder: Arc<Recorder>, stop: Arc<AtomicBool>) -> Self {
         let rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(id));
-        Self { id, addresses, recorder, stop, rng, channels: HashMap::new(), suspect_until: HashMap::new(), counter: 0, blobs: Vec::new() }
+        Self {
+            id,
+            addresses,
+            recorder,
+            stop,
+            rng,
+            channels: HashMap::new(),
+            suspect_until: HashMap::new(),
+            counter: 0,
+            blobs: Vec::new(),
+        }
     }
 
     /// Runs operations until told to stop; every operation is bounded.
@@ -283,7 +293,8 @@ impl Client {
         match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status))
-                if deeb_server::errors::proves_not_applied(&status) && status.code() == tonic::Code::InvalidArgument =>
+                if deeb_server::errors::proves_not_applied(&status)
+                    && status.code() == tonic::Code::InvalidArgument =>
             {
                 Err(Failure::Statement(status.message().to_owned()))
             }

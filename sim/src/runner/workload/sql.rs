@@ -16,7 +16,7 @@ use deeb_proto::{ExecuteResponse, Statement};
 use rand::Rng;
 
 use super::{connect_within, integer, linearizable_rows, plain, statement, Client, Failure, Rows};
-use crate::checker::history::{Kind, SqlEvent, SqlOutcome};
+use crate::checker::history::{Kind, SqlEvent, SqlFinal, SqlOutcome};
 use crate::checker::sql::{BLOB_BYTES, PRESENT_AUDITED};
 
 /// The SQL workload's tables, triggers and first rows.
@@ -59,7 +59,7 @@ const INVARIANTS_SQL: &str = "SELECT \
 /// value, far above, as id).
 const REPLACE_KEYS: i64 = 8;
 /// Columns `c0..c<N>` the DDL operations add and index.
-const DDL_COLUMNS: i64 = 6;
+const DDL_COLUMNS: i64 = 3;
 /// Large rows a client keeps before deleting its oldest.
 const BLOBS_KEPT: usize = 2;
 /// SQL workload values sit above the register values (`client << 32 | n`).
@@ -154,7 +154,8 @@ impl Client {
         let id = self.sql_value();
         let nullable = self.rng.gen_bool(0.4);
         let table = if nullable { "fk_null" } else { "fk_child" };
-        let insert = statement(&format!("INSERT INTO {table} (id, pid) VALUES (?, ?)"), vec![integer(id), integer(parent)]);
+        let insert =
+            statement(&format!("INSERT INTO {table} (id, pid) VALUES (?, ?)"), vec![integer(id), integer(parent)]);
         let invoked = self.recorder.now();
         let written = self.sql_write("child insert", vec![insert], &["FOREIGN KEY constraint failed"]).await;
         let acknowledged = matches!(written, Written::Done(_));
@@ -194,10 +195,11 @@ impl Client {
     /// After a parent's delete or rename was acknowledged, no child may
     /// point at its old id (ids are never reused).
     async fn gone_parent_read(&mut self, parent: i64) {
-        let sql = "SELECT (SELECT count(*) FROM fk_child WHERE pid = ?1) + (SELECT count(*) FROM fk_null WHERE pid = ?1)";
+        let sql =
+            "SELECT (SELECT count(*) FROM fk_child WHERE pid = ?1) + (SELECT count(*) FROM fk_null WHERE pid = ?1)";
         let invoked = self.recorder.now();
         let rows = self.query(statement(sql, vec![integer(parent)])).await;
-        if let Some(children) = rows.as_ref().and_then(|rows| first_integer(rows)) {
+        if let Some(children) = rows.as_ref().and_then(first_integer) {
             self.sql_record(invoked, Some(self.recorder.now()), SqlEvent::GoneParent { parent, children });
         }
     }
@@ -210,7 +212,8 @@ impl Client {
 
     async fn audited_replace(&mut self) {
         let (key, value) = (self.rng.gen_range(1..=REPLACE_KEYS), self.sql_value());
-        let replace = statement("INSERT OR REPLACE INTO audited (id, v) VALUES (?, ?)", vec![integer(key), integer(value)]);
+        let replace =
+            statement("INSERT OR REPLACE INTO audited (id, v) VALUES (?, ?)", vec![integer(key), integer(value)]);
         self.audited_write("audited insert or replace", replace, value, false).await;
     }
 
@@ -315,7 +318,8 @@ impl Client {
     /// A 200 kB row; beyond `BLOBS_KEPT`, the client deletes its oldest.
     async fn large_row(&mut self) {
         let id = self.sql_value();
-        let insert = statement("INSERT INTO blobs (id, b) VALUES (?, randomblob(?))", vec![integer(id), integer(BLOB_BYTES)]);
+        let insert =
+            statement("INSERT INTO blobs (id, b) VALUES (?, randomblob(?))", vec![integer(id), integer(BLOB_BYTES)]);
         let invoked = self.recorder.now();
         let written = self.sql_write("large row insert", vec![insert], &[]).await;
         let acknowledged = matches!(written, Written::Done(_));
@@ -395,7 +399,7 @@ pub async fn read_sql_final(addresses: &[String]) -> Option<Vec<SqlEvent>> {
     let counts = invariants.first().map(|row| row.iter().map(|count| count.unwrap_or(-1)).collect());
     Some(vec![
         SqlEvent::Invariants { counts: counts.unwrap_or_default() },
-        SqlEvent::Final { audit, audited, nullable_children, blobs, columns },
+        SqlEvent::Final(Box::new(SqlFinal { audit, audited, nullable_children, blobs, columns })),
     ])
 }
 
