@@ -128,10 +128,11 @@ fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64, check_de
 /// Runs seeds, prints a line per failure and a summary. True if all passed.
 fn run_batch(runs: &[RunOptions]) -> bool {
     let start = Instant::now();
-    let (mut failures, mut operations, mut faults) = (0, 0, 0);
+    let (mut failures, mut operations, mut sql_operations, mut faults) = (0, 0, 0, 0);
     for options in runs {
         let report = run_seed(options);
         operations += report.operations;
+        sql_operations += report.sql_operations;
         faults += report.faults;
         if report.failed() {
             failures += 1;
@@ -140,7 +141,7 @@ fn run_batch(runs: &[RunOptions]) -> bool {
     }
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected, {operations} operations checked",
+        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected, {operations} operations checked ({sql_operations} of them SQL)",
         runs.len(),
         runs.len() as f64 * 60.0 / seconds.max(0.001),
         failures

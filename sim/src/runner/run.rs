@@ -33,6 +33,8 @@ pub struct RunOptions {
 pub struct RunReport {
     pub swarm: String,
     pub operations: usize,
+    /// Of `operations`, those of the SQL workload.
+    pub sql_operations: usize,
     pub faults: usize,
     pub violations: Vec<String>,
     /// A hash of the recorded history: equal for equal runs.
@@ -237,6 +239,7 @@ fn check_all(
     liveness: &LivenessObservation,
 ) {
     report.operations = history.len();
+    report.sql_operations = history.iter().filter(|operation| matches!(operation.kind, Kind::Sql(_))).count();
     report.history_hash = hash_history(history);
     report.history = history.to_vec();
     let observed = cluster.chaos.take_observations();
