@@ -442,7 +442,12 @@ async fn membership_change(cluster: &mut Cluster, rng: &mut SmallRng, joined: &m
     }
     if cluster.members.len() > 3 {
         let members: Vec<u64> = cluster.members.iter().copied().collect();
-        let removed = members[rng.gen_range(0..members.len())];
+        let drawn = members[rng.gen_range(0..members.len())];
+        // A node whose log rotted never comes back: removing another voter
+        // could leave it half of the voters, and no quorum ever again. As an
+        // operator would, remove the dead node first.
+        let rotted = cluster.rotted.iter().find(|node| cluster.members.contains(node)).copied();
+        let removed = rotted.unwrap_or(drawn);
         let request = deeb_proto::RemoveNodeRequest { node_id: removed };
         let target = cluster::address_of(*members.iter().find(|&&m| m != removed).expect("another member"));
         let done = cluster
