@@ -228,7 +228,26 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
         None => report.violations.push("liveness: the final reads of the SQL tables never succeeded".to_owned()),
     }
     check_all(&mut report, &history, &cluster, &replicas, &liveness);
+    release_nodes(&cluster, &client_node).await;
     report
+}
+
+/// Kills every simulated machine and lets simulated time run on, so that
+/// madsim drops their tasks (it does so only when it next schedules them)
+/// and with them each node's SQLite connections; otherwise every seed leaks
+/// its open database files and memory into the process (a long `run` then
+/// fails with "unable to open database file").
+async fn release_nodes(cluster: &Cluster, client_node: &madsim::runtime::NodeHandle) {
+    let handle = Handle::current();
+    for node in &cluster.nodes {
+        if node.paused {
+            handle.resume(node.handle.id());
+        }
+        handle.kill(node.handle.id());
+    }
+    handle.kill(cluster.admin.id());
+    handle.kill(client_node.id());
+    tokio::time::sleep(RELEASE_TIME).await;
 }
 
 fn check_all(
@@ -552,6 +571,8 @@ const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_secs(10);
 const CONVERGENCE_POLLS_MAX: usize = 150;
 const LEADER_MEMBERS_POLLS_MAX: usize = 20;
 const KILL_SETTLE: Duration = Duration::from_millis(1);
+/// Simulated time for killed machines' tasks to be scheduled and dropped.
+const RELEASE_TIME: Duration = Duration::from_secs(30);
 const FAULT_SALT: u64 = 0xFA17_5EED;
 
 /// Held for the whole of a `check_determinism`, which uses the two statics below.
