@@ -128,10 +128,11 @@ fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64, check_de
 /// Runs seeds, prints a line per failure and a summary. True if all passed.
 fn run_batch(runs: &[RunOptions]) -> bool {
     let start = Instant::now();
-    let (mut failures, mut operations, mut faults) = (0, 0, 0);
+    let (mut failures, mut operations, mut sql_operations, mut faults) = (0, 0, 0, 0);
     for options in runs {
         let report = run_seed(options);
         operations += report.operations;
+        sql_operations += report.sql_operations;
         faults += report.faults;
         if report.failed() {
             failures += 1;
@@ -140,7 +141,7 @@ fn run_batch(runs: &[RunOptions]) -> bool {
     }
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected, {operations} operations checked",
+        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected, {operations} operations checked ({sql_operations} of them SQL)",
         runs.len(),
         runs.len() as f64 * 60.0 / seconds.max(0.001),
         failures
@@ -252,7 +253,7 @@ fn mutants(budget: u64, only: Option<&str>) -> bool {
                 "| {} | {seed} ({}) | {tried} | {} |",
                 mutant.name(),
                 scenario.name(),
-                report.violations.first().map(|v| v.chars().take(90).collect::<String>()).unwrap_or_default()
+                caught_by(&report).chars().take(90).collect::<String>()
             ),
             None => {
                 all_caught = false;
@@ -261,6 +262,13 @@ fn mutants(budget: u64, only: Option<&str>) -> bool {
         }
     }
     all_caught
+}
+
+/// The violation that names the bug best: a node's stop if there was one
+/// (the liveness failures that follow it say less), else the first.
+fn caught_by(report: &RunReport) -> &str {
+    let stopped = report.violations.iter().find(|violation| violation.starts_with("node stopped"));
+    stopped.or(report.violations.first()).map_or("", String::as_str)
 }
 
 fn first_catch(mutant: Mutant, budget: u64) -> (Option<(u64, Scenario, RunReport)>, u64) {

@@ -39,6 +39,69 @@ pub enum Kind {
     SetInsert { value: i64, acknowledged: bool },
     /// The final read of the whole set, after the liveness phase.
     SetFinal { values: Vec<i64> },
+    /// An operation of the SQL workload (foreign keys, triggers, conflict clauses, AUTOINCREMENT,
+    /// DDL, large rows), judged by `check_sql`.
+    Sql(SqlEvent),
+}
+
+/// What the SQL workload did or saw. Values are unique per run unless said otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqlEvent {
+    /// An acknowledged AUTOINCREMENT insert: the id it was given and the log index it applied at
+    /// (requests batched into one entry share an index).
+    AutoIncrement { id: i64, index: u64 },
+    /// A request that must end in a statement error (a trigger's `RAISE(ROLLBACK)`, an
+    /// `INSERT OR ROLLBACK` conflict): none of `poison` may ever appear.
+    MustFail { what: &'static str, poison: Vec<i64>, outcome: SqlOutcome },
+    /// An insert into the audited table (an AFTER INSERT trigger copies its value into the audit
+    /// table). `permanent` for a plain insert, whose row is never replaced; `false` for
+    /// `INSERT OR REPLACE`, whose row a later replace may remove (its audit row stays).
+    Audited { value: i64, acknowledged: bool, permanent: bool },
+    /// An acknowledged `INSERT OR IGNORE` of a value that is always present: `rows` affected.
+    Ignored { rows: u64 },
+    /// An insert into the `ON DELETE SET NULL` child table, whose rows are never deleted.
+    NullableChild { id: i64, acknowledged: bool },
+    /// A read of invariant counts that must all be zero (named by `INVARIANT_NAMES`).
+    Invariants { counts: Vec<i64> },
+    /// A read, invoked after a parent's delete or rename was acknowledged, of how many children
+    /// still point at its old id: must be zero (parent ids are never reused).
+    GoneParent { parent: i64, children: i64 },
+    /// An insert of a large row.
+    Blob { id: i64, acknowledged: bool },
+    /// A delete of a large row was sent (whatever its outcome).
+    BlobDelete { id: i64 },
+    /// An acknowledged `ALTER TABLE ... ADD COLUMN c<column>`.
+    AddColumn { column: i64 },
+    /// A statement error the operation does not allow.
+    UnexpectedError { what: &'static str, message: String },
+    /// The final reads of the SQL tables, after the liveness phase.
+    Final(Box<SqlFinal>),
+}
+
+/// The final reads of the SQL tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlFinal {
+    /// Values in the audit table (one row each).
+    pub audit: Vec<i64>,
+    /// Values in the audited table.
+    pub audited: Vec<i64>,
+    /// Ids in the set-null child table.
+    pub nullable_children: Vec<i64>,
+    /// Large rows: id and length.
+    pub blobs: Vec<(i64, i64)>,
+    /// The `n` of every column `c<n>` added to the DDL table.
+    pub columns: Vec<i64>,
+}
+
+/// What a client saw of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlOutcome {
+    Acknowledged,
+    StatementError,
+    /// Not applied for another reason (no leader, queue full).
+    NotApplied,
+    /// Timed out or broke in flight.
+    Unknown,
 }
 
 impl Operation {
@@ -77,6 +140,43 @@ impl fmt::Display for Kind {
                 write!(formatter, "set insert {value} {state}")
             }
             Kind::SetFinal { values } => write!(formatter, "set final read of {} values", values.len()),
+            Kind::Sql(event) => write!(formatter, "sql {event}"),
+        }
+    }
+}
+
+impl fmt::Display for SqlEvent {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SqlEvent::AutoIncrement { id, index } => {
+                write!(formatter, "autoincrement insert got id {id} at index {index}")
+            }
+            SqlEvent::MustFail { what, poison, outcome } => write!(formatter, "{what} (values {poison:?}) {outcome:?}"),
+            SqlEvent::Audited { value, acknowledged, permanent } => {
+                let how = if *permanent { "insert" } else { "insert or replace" };
+                write!(formatter, "audited {how} {value} {}", Outcome(Some(*acknowledged)))
+            }
+            SqlEvent::Ignored { rows } => write!(formatter, "insert or ignore of a present value: {rows} rows"),
+            SqlEvent::NullableChild { id, acknowledged } => {
+                write!(formatter, "set-null child insert {id} {}", Outcome(Some(*acknowledged)))
+            }
+            SqlEvent::Invariants { counts } => write!(formatter, "invariant counts {counts:?}"),
+            SqlEvent::GoneParent { parent, children } => {
+                write!(formatter, "{children} children of deleted or renamed parent {parent}")
+            }
+            SqlEvent::Blob { id, acknowledged } => write!(formatter, "large row {id} {}", Outcome(Some(*acknowledged))),
+            SqlEvent::BlobDelete { id } => write!(formatter, "large row {id} deleted"),
+            SqlEvent::AddColumn { column } => write!(formatter, "column c{column} added"),
+            SqlEvent::UnexpectedError { what, message } => write!(formatter, "{what}: unexpected error {message:?}"),
+            SqlEvent::Final(read) => write!(
+                formatter,
+                "final read: {} audit rows, {} audited rows, {} set-null children, {} large rows, columns {:?}",
+                read.audit.len(),
+                read.audited.len(),
+                read.nullable_children.len(),
+                read.blobs.len(),
+                read.columns
+            ),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | [`check_linearizability`] | 6. per-key linearizability of registers with compare-and-set |
 //! | [`check_bank`] | 6. bank total |
 //! | [`check_set`] | 6. no lost, duplicate or invented set inserts |
+//! | [`check_sql`] | 6. the SQL workload: cascades, triggers, conflict clauses, AUTOINCREMENT, DDL, large rows |
 //! | [`check_election_safety`] | 1. at most one leader per term |
 //! | [`check_votes`] | 1. at most one vote per node per term |
 //! | [`check_committed`] | 3. a committed index never maps to two entries |
@@ -29,14 +30,16 @@ pub mod history;
 pub mod linearizability;
 pub mod liveness;
 pub mod set;
+pub mod sql;
 pub mod violation;
 
 pub use bank::check_bank;
 pub use committed::{check_committed, CommittedEntry};
 pub use convergence::{check_convergence, ReplicaState};
 pub use elections::{check_election_safety, check_votes, LeaderObserved, VoteObserved};
-pub use history::{Kind, Operation};
+pub use history::{Kind, Operation, SqlEvent, SqlFinal, SqlOutcome};
 pub use linearizability::{check_linearizability, check_linearizability_with_budget, VISITED_STATES_PER_KEY_MAX};
 pub use liveness::{check_liveness, LivenessObservation};
 pub use set::check_set;
+pub use sql::check_sql;
 pub use violation::Violation;

@@ -49,6 +49,8 @@ pub enum Violation {
     LeaderLate { delay: Duration, bound: Duration },
     /// Operations were still waiting for an outcome at the end of the liveness phase.
     OperationsInFlight { count: usize },
+    /// The SQL workload saw something its statements rule out (see `check_sql`).
+    Sql { detail: String },
 }
 
 impl Violation {
@@ -121,6 +123,7 @@ impl fmt::Display for Violation {
             Violation::OperationsInFlight { count } => {
                 write!(formatter, "{count} operations still in flight at the end of the liveness phase")
             }
+            Violation::Sql { detail } => write!(formatter, "{detail}"),
         }
     }
 }

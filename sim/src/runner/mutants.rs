@@ -22,12 +22,15 @@ pub enum Mutant {
     /// Log recovery skips record checksums: a garbled record is believed,
     /// an undecodable one ends the log like a torn tail (M17).
     AcceptTornRecords,
+    /// Followers apply changesets with foreign keys on, so they run the
+    /// cascades the changeset already carries (issue 9's first defect).
+    FollowerForeignKeys,
     /// The client history flips one read result (M20): must always fail.
     Canary,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 10] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -37,6 +40,7 @@ impl Mutant {
         Mutant::MatchIndexOnly,
         Mutant::ReplicateStatements,
         Mutant::AcceptTornRecords,
+        Mutant::FollowerForeignKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl Mutant {
             Mutant::MatchIndexOnly => "match-index-only",
             Mutant::ReplicateStatements => "replicate-statements",
             Mutant::AcceptTornRecords => "accept-torn-records",
+            Mutant::FollowerForeignKeys => "follower-foreign-keys",
             Mutant::Canary => "canary",
         }
     }
@@ -70,6 +75,7 @@ impl Mutant {
             Mutant::MatchIndexOnly => mutations.match_index_only = true,
             Mutant::ReplicateStatements => mutations.replicate_statements = true,
             Mutant::AcceptTornRecords => mutations.skip_record_checksums = true,
+            Mutant::FollowerForeignKeys => mutations.follower_foreign_keys = true,
             Mutant::Canary => {}
         }
         mutations

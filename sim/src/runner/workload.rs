@@ -2,7 +2,7 @@
 //! key-value table, bank transfers and total reads, and set inserts. Every
 //! invocation and completion is recorded with simulated time; a request that
 //! timed out or failed in a way that does not prove it never happened is
-//! indeterminate.
+//! indeterminate. The SQL workload (`sql`) runs among them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,13 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deeb_proto::deeb_client::DeebClient;
-use deeb_proto::{value, Consistency, ExecuteRequest, QueryRequest, Statement, Value};
+use deeb_proto::{value, Consistency, ExecuteRequest, ExecuteResponse, QueryRequest, Statement, Value};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::checker::history::{Kind, Operation};
+
+mod sql;
+
+pub use sql::read_sql_final;
 
 /// Keys of the register workload: few, so operations contend.
 pub const KEYS: u64 = 8;
@@ -32,6 +36,7 @@ pub fn setup_statements() -> Vec<Statement> {
         plain("CREATE TABLE items (v INTEGER)"),
         plain("CREATE TABLE noise (id INTEGER PRIMARY KEY AUTOINCREMENT, r INTEGER)"),
     ];
+    statements.extend(sql::setup_statements());
     for account in 0..ACCOUNTS {
         statements.push(statement(
             "INSERT INTO bank (id, balance) VALUES (?, ?)",
@@ -47,11 +52,18 @@ pub struct Recorder {
     operations: Mutex<Vec<Operation>>,
     /// Canary mutant: corrupt the next successful register read.
     canary: AtomicBool,
+    /// Parent ids of the SQL workload believed present, shared by the clients.
+    parents: Mutex<Vec<i64>>,
 }
 
 impl Recorder {
     pub fn new(canary: bool) -> Self {
-        Self { start: Instant::now(), operations: Mutex::new(Vec::new()), canary: AtomicBool::new(canary) }
+        Self {
+            start: Instant::now(),
+            operations: Mutex::new(Vec::new()),
+            canary: AtomicBool::new(canary),
+            parents: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn now(&self) -> Duration {
@@ -86,12 +98,24 @@ pub struct Client {
     /// Addresses that timed out recently, until when to avoid them.
     suspect_until: HashMap<String, Duration>,
     counter: i64,
+    /// Large rows this client inserted and has not deleted yet.
+    blobs: Vec<i64>,
 }
 
 impl Client {
     pub fn new(id: u64, seed: u64, addresses: Vec<String>, recorder: Arc<Recorder>, stop: Arc<AtomicBool>) -> Self {
         let rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(id));
-        Self { id, addresses, recorder, stop, rng, channels: HashMap::new(), suspect_until: HashMap::new(), counter: 0 }
+        Self {
+            id,
+            addresses,
+            recorder,
+            stop,
+            rng,
+            channels: HashMap::new(),
+            suspect_until: HashMap::new(),
+            counter: 0,
+            blobs: Vec::new(),
+        }
     }
 
     /// Runs operations until told to stop; every operation is bounded.
@@ -107,6 +131,9 @@ impl Client {
     }
 
     async fn one_operation(&mut self) {
+        if self.rng.gen_range(0..100) < SQL_PERCENT {
+            return self.sql_operation().await;
+        }
         let choice = self.rng.gen_range(0..100);
         match choice {
             0..=24 => self.register_write().await,
@@ -248,13 +275,29 @@ impl Client {
         Some(client)
     }
 
-    /// Runs a write; `Ok` with rows affected per statement.
+    /// Runs a write; `Ok` with rows affected per statement. A statement
+    /// error counts as not applied.
     async fn execute(&mut self, statements: Vec<Statement>) -> Result<Vec<u64>, Failure> {
+        match self.execute_response(statements).await {
+            Ok(response) => Ok(response.results.iter().map(|r| r.rows_affected).collect()),
+            Err(Failure::Statement(_)) => Err(Failure::NotApplied),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Runs a write; `Ok` with the whole response.
+    async fn execute_response(&mut self, statements: Vec<Statement>) -> Result<ExecuteResponse, Failure> {
         let address = self.pick_address();
         let mut client = self.client_for(&address).await.ok_or(Failure::NotApplied)?;
         let call = client.execute(ExecuteRequest { statements });
         match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner().results.iter().map(|r| r.rows_affected).collect()),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status))
+                if deeb_server::errors::proves_not_applied(&status)
+                    && status.code() == tonic::Code::InvalidArgument =>
+            {
+                Err(Failure::Statement(status.message().to_owned()))
+            }
             Ok(Err(status)) if deeb_server::errors::proves_not_applied(&status) => Err(Failure::NotApplied),
             Ok(Err(_)) => Err(Failure::Unknown),
             Err(_) => {
@@ -277,10 +320,12 @@ impl Client {
 }
 
 /// Why a write failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Failure {
     /// Provably no effect: never sent, or the server said so.
     NotApplied,
+    /// The request's own SQL failed (the server said so): no effect.
+    Statement(String),
     /// Timed out or broke in flight: it may have happened.
     Unknown,
 }
@@ -368,6 +413,8 @@ fn integer(value: i64) -> Value {
     Value { kind: Some(value::Kind::Integer(value)) }
 }
 
+/// Share of operations (percent) drawn from the SQL workload.
+const SQL_PERCENT: u32 = 20;
 /// How long a client avoids a node that timed out.
 const SUSPECT_AFTER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on one client operation, connection included.
