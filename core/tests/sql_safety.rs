@@ -378,6 +378,11 @@ fn unreplicated_rowids_cannot_be_read() {
         let error = reader.query(&statement(sql), 100, 1 << 20, &mut |_| true).expect_err(sql);
         assert!(error.to_string().contains("is not replicated"), "{sql}: {error}");
     }
+    // Nor may writes: they would change rows picked by whichever node leads.
+    assert_refused(&mut cluster, &["DELETE FROM k WHERE rowid % 2 = 0"], "is not replicated");
+    // Its rowid means nothing to the client either.
+    let outcome = cluster.execute("INSERT INTO k VALUES (4, 'd')");
+    assert_eq!(outcome.results[0].last_insert_id, 0);
     // Tables without a declared key are replicated by rowid: readable.
     let rows = query(cluster.node(2), "SELECT rowid FROM r ORDER BY rowid");
     assert_eq!(rows.len(), 2);

@@ -1,6 +1,7 @@
 //! Statement screening: keyword checks done before preparing, and the
 //! authorizer policies for client statements.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::ffi::c_int;
 
@@ -235,10 +236,44 @@ pub(crate) fn read_policy(
             None
         }
         ffi::SQLITE_PRAGMA => Some(read_pragmas_message()),
-        ffi::SQLITE_READ if b == Some("ROWID") && a.is_some_and(|t| hidden_rowid.contains(&t.to_ascii_lowercase())) => {
-            Some(HIDDEN_ROWID_MESSAGE.into())
+        _ => hidden_rowid_read(action, a, b, hidden_rowid),
+    }
+}
+
+/// Refuses reading the rowid of a table in `hidden_rowid`, on both paths:
+/// a query would answer differently per node, and a write would change
+/// rows chosen by whichever node leads.
+pub(crate) fn hidden_rowid_read(
+    action: c_int,
+    a: Option<&str>,
+    b: Option<&str>,
+    hidden_rowid: &BTreeSet<String>,
+) -> Option<String> {
+    let reads_hidden = action == ffi::SQLITE_READ
+        && b == Some("ROWID")
+        && a.is_some_and(|table| hidden_rowid.contains(&table.to_ascii_lowercase()));
+    reads_hidden.then(|| HIDDEN_ROWID_MESSAGE.into())
+}
+
+/// The tables whose rowid is not replicated, cached per schema version.
+#[derive(Debug, Default)]
+pub(crate) struct HiddenRowids {
+    cached: RefCell<Option<(i64, BTreeSet<String>)>>,
+}
+
+impl HiddenRowids {
+    /// The tables of `conn`'s schema whose rowid is not replicated.
+    pub(crate) fn get(&self, conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
+        let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        let mut cached = self.cached.borrow_mut();
+        match cached.as_ref() {
+            Some((seen, tables)) if *seen == version => Ok(tables.clone()),
+            _ => {
+                let tables = hidden_rowid_tables(conn)?;
+                *cached = Some((version, tables.clone()));
+                Ok(tables)
+            }
         }
-        _ => None,
     }
 }
 

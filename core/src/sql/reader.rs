@@ -1,8 +1,5 @@
 //! Read-only connections serving client queries.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-
 use deeb_proto::{Column, QueryChunk, Row, Statement, Value};
 use rusqlite::Connection;
 
@@ -15,8 +12,8 @@ pub struct Reader {
     conn: Connection,
     /// SQLite VM steps one query may run.
     steps_max: u64,
-    /// Tables whose rowid a query may not read, as of a schema version.
-    hidden_rowid: RefCell<(i64, BTreeSet<String>)>,
+    /// Tables whose rowid a query may not read.
+    hidden_rowid: classify::HiddenRowids,
 }
 
 fn sql_err(e: rusqlite::Error) -> QueryError {
@@ -25,7 +22,7 @@ fn sql_err(e: rusqlite::Error) -> QueryError {
 
 impl Reader {
     pub(crate) fn new(conn: Connection, steps_max: u64) -> Self {
-        Reader { conn, steps_max, hidden_rowid: RefCell::new((-1, BTreeSet::new())) }
+        Reader { conn, steps_max, hidden_rowid: classify::HiddenRowids::default() }
     }
 
     /// Runs a read-only statement with no stop other than its steps bound;
@@ -60,7 +57,7 @@ impl Reader {
         if let Some(reason) = classify::refuse_read(&statement.sql) {
             return Err(QueryError::NotReadOnly(reason));
         }
-        let hidden_rowid = self.hidden_rowid_tables().map_err(sql_err)?;
+        let hidden_rowid = self.hidden_rowid.get(&self.conn).map_err(sql_err)?;
         let auth = Authorizer::new(&self.conn, |action, a, b, _db, _trigger| {
             classify::read_policy(action, a, b, &hidden_rowid)
         })
@@ -113,16 +110,5 @@ impl Reader {
             sink(chunk);
         }
         Ok(())
-    }
-
-    /// The tables whose rowid is not replicated, refreshed when the schema
-    /// changed.
-    fn hidden_rowid_tables(&self) -> rusqlite::Result<BTreeSet<String>> {
-        let version: i64 = self.conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
-        let mut cached = self.hidden_rowid.borrow_mut();
-        if cached.0 != version {
-            *cached = (version, classify::hidden_rowid_tables(&self.conn)?);
-        }
-        Ok(cached.1.clone())
     }
 }

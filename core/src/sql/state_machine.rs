@@ -57,6 +57,8 @@ pub struct StateMachine {
     apply_foreign_keys: bool,
     /// When the open batch began, on `clock`.
     batch_started: Option<Duration>,
+    /// Tables whose rowid client SQL may not read.
+    hidden_rowid: classify::HiddenRowids,
     /// A statement of the current request was replayed (which forgets the
     /// deferred foreign-key violations SQLite was counting).
     replayed_in_request: std::cell::Cell<bool>,
@@ -140,6 +142,7 @@ impl StateMachine {
             apply_foreign_keys: false,
             batch_started: None,
             replayed_in_request: std::cell::Cell::new(false),
+            hidden_rowid: classify::HiddenRowids::default(),
         })
     }
 
@@ -293,7 +296,8 @@ impl StateMachine {
         // Undone, and on failure with the request's own savepoint.
         self.writer.execute_batch(&format!("SAVEPOINT {STATEMENT_SAVEPOINT}"))?;
         let session = Session::new(&self.writer)?;
-        let run = run_client(&self.writer, statement, self.stop_check(&session, *changes_bytes))?;
+        let hidden_rowid = self.hidden_rowid.get(&self.writer)?;
+        let run = run_client(&self.writer, statement, &hidden_rowid, self.stop_check(&session, *changes_bytes))?;
         let changeset = session.changeset();
         drop(session);
         let Ran { result, has_params, has_triggers } = match run {
@@ -590,11 +594,13 @@ impl StateMachine {
 }
 
 /// Prepares and runs a client statement under the write authorizer and
-/// `stop`, with strings, blobs and rows bounded by the row-changes limit.
+/// `stop`, with strings, blobs and rows bounded by the row-changes limit;
+/// it may not read the rowid of the tables in `hidden_rowid`.
 /// Returns its result and whether it had parameters, or the client message.
 fn run_client(
     conn: &Connection,
     statement: &Statement,
+    hidden_rowid: &std::collections::BTreeSet<String>,
     stop: Box<StopCheck<'_>>,
 ) -> Result<Result<Ran, String>, SqlError> {
     // Trigger bodies are compiled into the statement, under their names.
@@ -606,6 +612,7 @@ fn run_client(
             *insert_target.borrow_mut() = a.map(str::to_owned);
         }
         classify::write_policy(action, a, b, db, trigger)
+            .or_else(|| classify::hidden_rowid_read(action, a, b, hidden_rowid))
     })?;
     let progress = Progress::new(conn, stop);
     let total_before = conn.total_changes();
@@ -652,10 +659,8 @@ fn run_client(
     let rows_affected = if changed { conn.changes() } else { 0 };
     let mut last_insert_id = conn.last_insert_rowid();
     // A rowid each replica picks itself means nothing to the client.
-    if let Some(table) = insert_target.borrow().as_deref().filter(|_| last_insert_id != 0) {
-        if has_hidden_rowid(conn, table)? {
-            last_insert_id = 0;
-        }
+    if insert_target.borrow().as_deref().is_some_and(|table| hidden_rowid.contains(&table.to_ascii_lowercase())) {
+        last_insert_id = 0;
     }
     let result = StatementResult { rows_affected, last_insert_id };
     drop(auth);
@@ -678,14 +683,6 @@ fn foreign_key_violations(conn: &Connection) -> Result<bool, SqlError> {
         return Ok(false);
     }
     Ok(conn.query_row("SELECT 1 FROM pragma_foreign_key_check", [], |_| Ok(())).optional()?.is_some())
-}
-
-/// True if `table` is a rowid table whose rowid is not its key (so each
-/// replica numbers its rows itself).
-fn has_hidden_rowid(conn: &Connection, table: &str) -> Result<bool, SqlError> {
-    let sql = "SELECT 1 FROM pragma_table_list AS t WHERE t.schema = 'main' AND t.name = ?1 AND NOT t.wr \
-               AND EXISTS (SELECT 1 FROM pragma_index_list(?1) AS i WHERE i.origin = 'pk')";
-    Ok(conn.query_row(sql, [table], |_| Ok(())).optional()?.is_some())
 }
 
 /// The names of the tables in `main`.
