@@ -341,15 +341,22 @@ fn collated_primary_keys_are_refused() {
 }
 
 #[test]
-fn primary_keys_that_cannot_be_replicated_are_refused_at_create() {
+fn primary_keys_that_cannot_be_replicated_are_refused() {
     let mut cluster = cluster();
-    for sql in [
-        "CREATE TABLE n(k TEXT PRIMARY KEY, v)",
-        "CREATE TABLE n(a INTEGER, b TEXT, v, PRIMARY KEY (a, b))",
-        "CREATE TABLE n(a INT PRIMARY KEY, v)",
-    ] {
+    for sql in ["CREATE TABLE n(a INTEGER, b TEXT, v, PRIMARY KEY (a, b))", "CREATE TABLE n(a, b, PRIMARY KEY (b, a))"]
+    {
         assert_refused(&mut cluster, &[sql], "may hold NULL");
     }
+    // A one-column key that may hold NULL: checked where rows are written.
+    cluster.execute("CREATE TABLE k1(k TEXT PRIMARY KEY, v)");
+    cluster.execute("CREATE TABLE k2(a INT PRIMARY KEY, v)");
+    cluster.execute("INSERT INTO k1 VALUES ('a', 1)");
+    assert_refused(&mut cluster, &["INSERT INTO k1 VALUES (NULL, 2)"], "NULL in a PRIMARY KEY column");
+    assert_refused(&mut cluster, &["INSERT INTO k1(v) VALUES (3)"], "NULL in a PRIMARY KEY column");
+    assert_refused(&mut cluster, &["UPDATE k1 SET k = NULL"], "NULL in a PRIMARY KEY column");
+    cluster.execute("CREATE TRIGGER k1_copy AFTER INSERT ON k1 BEGIN INSERT INTO k2 VALUES (NULL, new.v); END");
+    assert_refused(&mut cluster, &["INSERT INTO k1 VALUES ('b', 4)"], "NULL in a PRIMARY KEY column");
+    assert_everywhere(&mut cluster, "SELECT count(*) FROM k1", 1);
     for sql in [
         "CREATE TABLE n1(k TEXT NOT NULL PRIMARY KEY, v)",
         "CREATE TABLE n2(k TEXT PRIMARY KEY, v ANY) STRICT",

@@ -2,7 +2,7 @@
 //! authorizer policies for client statements.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_int;
 
 use rusqlite::{ffi, Connection};
@@ -101,10 +101,15 @@ pub(crate) fn ddl_changes_refusal(sql: &str) -> String {
     message.to_string()
 }
 
-/// The refusal message for rowid tables whose key columns may hold NULL.
+/// The refusal message for rowid tables whose key of several columns may
+/// hold NULL.
 pub(crate) const NULLABLE_KEY_MESSAGE: &str = "its PRIMARY KEY columns may hold NULL (a SQLite quirk of \
      rowid tables), and rows with a NULL key cannot be replicated: declare them NOT NULL, or make the \
      table STRICT or WITHOUT ROWID";
+
+/// The refusal message for a NULL written into a one-column key.
+pub(crate) const NULL_KEY_MESSAGE: &str = "NULL in a PRIMARY KEY column (a SQLite quirk of rowid tables) \
+     is not supported: rows with a NULL key cannot be replicated";
 
 /// The refusal message for primary keys compared with a collation.
 pub(crate) const COLLATED_KEY_MESSAGE: &str = "a PRIMARY KEY column with a collation other than BINARY \
@@ -255,26 +260,50 @@ pub(crate) fn hidden_rowid_read(
     reads_hidden.then(|| HIDDEN_ROWID_MESSAGE.into())
 }
 
-/// The tables whose rowid is not replicated, cached per schema version.
-#[derive(Debug, Default)]
-pub(crate) struct HiddenRowids {
-    cached: RefCell<Option<(i64, BTreeSet<String>)>>,
+/// What the write and read paths need to know of rowid tables keyed by
+/// something other than INTEGER PRIMARY KEY (lower-cased names).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeyedRowidTables {
+    /// Their rowid is not replicated.
+    pub(crate) hidden_rowid: BTreeSet<String>,
+    /// Table -> its one key column, which may hold NULL (not STRICT, not
+    /// declared NOT NULL): rows with a NULL key are not replicated.
+    pub(crate) nullable_key: BTreeMap<String, String>,
 }
 
-impl HiddenRowids {
-    /// The tables of `conn`'s schema whose rowid is not replicated.
-    pub(crate) fn get(&self, conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
+/// [`KeyedRowidTables`], cached per schema version.
+#[derive(Debug, Default)]
+pub(crate) struct KeyedRowidCache {
+    cached: RefCell<Option<(i64, KeyedRowidTables)>>,
+}
+
+impl KeyedRowidCache {
+    /// The keyed rowid tables of `conn`'s schema.
+    pub(crate) fn get(&self, conn: &Connection) -> rusqlite::Result<KeyedRowidTables> {
         let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
         let mut cached = self.cached.borrow_mut();
         match cached.as_ref() {
             Some((seen, tables)) if *seen == version => Ok(tables.clone()),
             _ => {
-                let tables = hidden_rowid_tables(conn)?;
+                let tables =
+                    KeyedRowidTables { hidden_rowid: hidden_rowid_tables(conn)?, nullable_key: nullable_keys(conn)? };
                 *cached = Some((version, tables.clone()));
                 Ok(tables)
             }
         }
     }
+}
+
+/// Keyed rowid tables whose single key column may hold NULL.
+fn nullable_keys(conn: &Connection) -> rusqlite::Result<BTreeMap<String, String>> {
+    let sql = "SELECT lower(t.name), c.name FROM pragma_table_list AS t, pragma_table_info(t.name) AS c \
+               WHERE t.schema = 'main' AND t.type = 'table' AND NOT t.wr AND NOT t.strict \
+               AND c.pk = 1 AND NOT c.\"notnull\" \
+               AND (SELECT count(*) FROM pragma_table_info(t.name) WHERE pk > 0) = 1 \
+               AND EXISTS (SELECT 1 FROM pragma_index_list(t.name) AS i WHERE i.origin = 'pk')";
+    let mut stmt = conn.prepare(sql)?;
+    let keys = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+    keys
 }
 
 /// Pragmas a query may read (never set): database header values that client

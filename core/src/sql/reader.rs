@@ -13,7 +13,7 @@ pub struct Reader {
     /// SQLite VM steps one query may run.
     steps_max: u64,
     /// Tables whose rowid a query may not read.
-    hidden_rowid: classify::HiddenRowids,
+    hidden_rowid: classify::KeyedRowidCache,
 }
 
 fn sql_err(e: rusqlite::Error) -> QueryError {
@@ -22,7 +22,7 @@ fn sql_err(e: rusqlite::Error) -> QueryError {
 
 impl Reader {
     pub(crate) fn new(conn: Connection, steps_max: u64) -> Self {
-        Reader { conn, steps_max, hidden_rowid: classify::HiddenRowids::default() }
+        Reader { conn, steps_max, hidden_rowid: classify::KeyedRowidCache::default() }
     }
 
     /// Runs a read-only statement with no stop other than its steps bound;
@@ -57,7 +57,7 @@ impl Reader {
         if let Some(reason) = classify::refuse_read(&statement.sql) {
             return Err(QueryError::NotReadOnly(reason));
         }
-        let hidden_rowid = self.hidden_rowid.get(&self.conn).map_err(sql_err)?;
+        let hidden_rowid = self.hidden_rowid.get(&self.conn).map_err(sql_err)?.hidden_rowid;
         let auth = Authorizer::new(&self.conn, |action, a, b, _db, _trigger| {
             classify::read_policy(action, a, b, &hidden_rowid)
         })

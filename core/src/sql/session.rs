@@ -35,6 +35,24 @@ unsafe extern "C" fn session_filter(_ctx: *mut c_void, table: *const c_char) -> 
     c_int::from(!name.eq_ignore_ascii_case("sqlite_sequence"))
 }
 
+/// Copies a buffer SQLite allocated and frees it.
+///
+/// # Safety
+/// `p` is null or a `sqlite3_malloc`ed buffer of at least `n` bytes that
+/// nothing else frees.
+unsafe fn take_buffer(p: *mut c_void, n: c_int) -> Vec<u8> {
+    let out = match usize::try_from(n) {
+        Ok(len) if !p.is_null() && len > 0 => {
+            // SAFETY: per the contract, `len` bytes are readable at `p`.
+            unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec()
+        }
+        _ => Vec::new(),
+    };
+    // SAFETY: per the contract; sqlite3_free accepts null.
+    unsafe { ffi::sqlite3_free(p) };
+    out
+}
+
 /// A SQLite session recording every change to tables of `main`, including
 /// tables without a declared primary key (keyed by rowid). Deleted on drop.
 pub(crate) struct Session<'c> {
@@ -100,17 +118,11 @@ impl<'c> Session<'c> {
         let mut p: *mut c_void = ptr::null_mut();
         // SAFETY: live session; out pointers are valid locals.
         let rc = unsafe { ffi::sqlite3session_changeset(self.raw, &mut n, &mut p) };
+        // SAFETY: what SQLite handed out (or null).
+        let out = unsafe { take_buffer(p, n) };
         if rc != ffi::SQLITE_OK {
             return Err(code_error(rc, "sqlite3session_changeset"));
         }
-        let out = if p.is_null() || n <= 0 {
-            Vec::new()
-        } else {
-            // SAFETY: SQLite returned a buffer of `n` bytes at `p`.
-            unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n as usize) }.to_vec()
-        };
-        // SAFETY: the buffer was allocated by sqlite3_malloc (null is fine).
-        unsafe { ffi::sqlite3_free(p) };
         Ok(out)
     }
 }
@@ -208,14 +220,8 @@ impl ChangeGroup {
         let mut p: *mut c_void = ptr::null_mut();
         // SAFETY: live group; out pointers are valid locals.
         let rc = unsafe { ffi::sqlite3changegroup_output(self.raw, &mut n, &mut p) };
-        let out = if p.is_null() || n <= 0 {
-            Vec::new()
-        } else {
-            // SAFETY: SQLite returned a buffer of `n` bytes at `p`.
-            unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n as usize) }.to_vec()
-        };
-        // SAFETY: allocated by sqlite3_malloc (null is fine).
-        unsafe { ffi::sqlite3_free(p) };
+        // SAFETY: what SQLite handed out (or null).
+        let out = unsafe { take_buffer(p, n) };
         if rc != ffi::SQLITE_OK {
             return Err(code_error(rc, "sqlite3changegroup_output"));
         }

@@ -58,7 +58,7 @@ pub struct StateMachine {
     /// When the open batch began, on `clock`.
     batch_started: Option<Duration>,
     /// Tables whose rowid client SQL may not read.
-    hidden_rowid: classify::HiddenRowids,
+    keyed_rowid_tables: classify::KeyedRowidCache,
     /// A statement of the current request was replayed (which forgets the
     /// deferred foreign-key violations SQLite was counting).
     replayed_in_request: std::cell::Cell<bool>,
@@ -142,7 +142,7 @@ impl StateMachine {
             apply_foreign_keys: false,
             batch_started: None,
             replayed_in_request: std::cell::Cell::new(false),
-            hidden_rowid: classify::HiddenRowids::default(),
+            keyed_rowid_tables: classify::KeyedRowidCache::default(),
         })
     }
 
@@ -296,11 +296,11 @@ impl StateMachine {
         // Undone, and on failure with the request's own savepoint.
         self.writer.execute_batch(&format!("SAVEPOINT {STATEMENT_SAVEPOINT}"))?;
         let session = Session::new(&self.writer)?;
-        let hidden_rowid = self.hidden_rowid.get(&self.writer)?;
-        let run = run_client(&self.writer, statement, &hidden_rowid, self.stop_check(&session, *changes_bytes))?;
+        let keyed = self.keyed_rowid_tables.get(&self.writer)?;
+        let run = run_client(&self.writer, statement, &keyed.hidden_rowid, self.stop_check(&session, *changes_bytes))?;
         let changeset = session.changeset();
         drop(session);
-        let Ran { result, has_params, has_triggers } = match run {
+        let Ran { result, has_params, has_triggers, written } = match run {
             Ok(ran) => ran,
             Err(message) => return Ok(Err(message)),
         };
@@ -321,6 +321,9 @@ impl StateMachine {
             }
             ops.push(op::Kind::Ddl(statement.sql.clone()));
         } else {
+            if let Some(message) = null_key_written(&self.writer, &keyed, &written)? {
+                return Ok(Err(message));
+            }
             let changeset = match changeset {
                 Ok(changeset) => changeset,
                 Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}"))),
@@ -606,8 +609,12 @@ fn run_client(
     // Trigger bodies are compiled into the statement, under their names.
     let has_triggers = std::cell::Cell::new(false);
     let insert_target = std::cell::RefCell::new(None::<String>);
+    let written = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let auth = Authorizer::new(conn, |action, a, b, db, trigger| {
         has_triggers.set(has_triggers.get() || trigger.is_some());
+        if let (rusqlite::ffi::SQLITE_INSERT | rusqlite::ffi::SQLITE_UPDATE, Some(table)) = (action, a) {
+            written.borrow_mut().insert(table.to_ascii_lowercase());
+        }
         if action == rusqlite::ffi::SQLITE_INSERT && trigger.is_none() && insert_target.borrow().is_none() {
             *insert_target.borrow_mut() = a.map(str::to_owned);
         }
@@ -664,7 +671,28 @@ fn run_client(
     }
     let result = StatementResult { rows_affected, last_insert_id };
     drop(auth);
-    Ok(Ok(Ran { result, has_params, has_triggers: has_triggers.get() }))
+    Ok(Ok(Ran { result, has_params, has_triggers: has_triggers.get(), written: written.into_inner() }))
+}
+
+/// The refusal for a statement that left NULL in the one-column key of a
+/// table it wrote (an index seek per such table), if it did.
+fn null_key_written(
+    conn: &Connection,
+    keyed: &classify::KeyedRowidTables,
+    written: &std::collections::BTreeSet<String>,
+) -> Result<Option<String>, SqlError> {
+    for table in written {
+        let Some(column) = keyed.nullable_key.get(table) else { continue };
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE {} IS NULL LIMIT 1",
+            digest::quote_ident(table),
+            digest::quote_ident(column)
+        );
+        if conn.query_row(&sql, [], |_| Ok(())).optional()?.is_some() {
+            return Ok(Some(format!("{} (table {table:?}, column {column:?})", classify::NULL_KEY_MESSAGE)));
+        }
+    }
+    Ok(None)
 }
 
 /// What a client statement that ran reports.
@@ -673,12 +701,16 @@ struct Ran {
     has_params: bool,
     /// Triggers were compiled into it (they may have fired).
     has_triggers: bool,
+    /// The tables it may have inserted into or updated (lower-cased).
+    written: std::collections::BTreeSet<String>,
 }
 
 /// True if some row violates a foreign key (a full check: only after a
-/// replay, and only in a database that declares foreign keys).
+/// replay, and only in a database that declares deferred foreign keys;
+/// immediate ones were checked when the statement first ran).
 fn foreign_key_violations(conn: &Connection) -> Result<bool, SqlError> {
-    let declared = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND sql LIKE '%REFERENCES%'";
+    let declared = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND sql LIKE '%REFERENCES%' \
+                    AND sql LIKE '%DEFERRABLE%'";
     if conn.query_row(declared, [], |_| Ok(())).optional()?.is_none() {
         return Ok(false);
     }
@@ -694,7 +726,9 @@ fn table_names(conn: &Connection) -> Result<std::collections::BTreeSet<String>, 
 
 /// Why a new table's primary key cannot be replicated, if it cannot: a
 /// column compared with a collation other than BINARY, or (in a rowid table
-/// that is not STRICT) a key column that may hold NULL.
+/// that is not STRICT) a key of several columns that may hold NULL. (A
+/// one-column key that may hold NULL is checked after each write instead:
+/// an index seek.)
 fn unsupported_primary_key(conn: &Connection, table: &str) -> Result<Option<&'static str>, SqlError> {
     let collated = "SELECT 1 FROM pragma_index_list(?1) AS i, pragma_index_xinfo(i.name) AS x \
                     WHERE i.origin = 'pk' AND x.key AND x.coll <> 'BINARY'";
@@ -703,6 +737,7 @@ fn unsupported_primary_key(conn: &Connection, table: &str) -> Result<Option<&'st
     }
     let nullable = "SELECT 1 FROM pragma_table_list AS t WHERE t.schema = 'main' AND t.name = ?1 \
                     AND NOT t.wr AND NOT t.strict \
+                    AND (SELECT count(*) FROM pragma_table_info(?1) WHERE pk > 0) > 1 \
                     AND EXISTS (SELECT 1 FROM pragma_index_list(?1) AS i WHERE i.origin = 'pk') \
                     AND EXISTS (SELECT 1 FROM pragma_table_info(?1) AS c WHERE c.pk > 0 AND NOT c.\"notnull\")";
     if conn.query_row(nullable, [table], |_| Ok(())).optional()?.is_some() {

@@ -39,6 +39,7 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("collation other than BINARY", "collated primary keys"),
     // Rowid tables let NULL into key columns; sessions skip such rows.
     ("PRIMARY KEY columns may hold NULL", "nullable primary keys"),
+    ("NULL in a PRIMARY KEY column", "a NULL written into a one-column key"),
     // DROP TABLE deleting referenced rows: the session cannot describe rows
     // of a table that no longer exists.
     ("DROP TABLE would also delete rows", "dropping a referenced table with rows"),
