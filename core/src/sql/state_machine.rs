@@ -423,7 +423,7 @@ impl StateMachine {
             steps += session::PROGRESS_STEPS;
             if let (Some(deadline), Some(clock)) = (deadline, self.clock.as_ref()) {
                 if clock() >= deadline {
-                    return Some(format!("statement timeout: it ran longer than {timeout:?}"));
+                    return Some(format!("statement timeout: it ran longer than {} ms", timeout.as_millis()));
                 }
             }
             if steps > steps_max {
