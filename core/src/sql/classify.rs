@@ -269,6 +269,8 @@ pub(crate) struct KeyedRowidTables {
     /// Table -> its one key column, which may hold NULL (not STRICT, not
     /// declared NOT NULL): rows with a NULL key are not replicated.
     pub(crate) nullable_key: BTreeMap<String, String>,
+    /// Tables (of any kind) with triggers.
+    pub(crate) with_triggers: BTreeSet<String>,
 }
 
 /// [`KeyedRowidTables`], cached per schema version.
@@ -285,13 +287,23 @@ impl KeyedRowidCache {
         match cached.as_ref() {
             Some((seen, tables)) if *seen == version => Ok(tables.clone()),
             _ => {
-                let tables =
-                    KeyedRowidTables { hidden_rowid: hidden_rowid_tables(conn)?, nullable_key: nullable_keys(conn)? };
+                let tables = KeyedRowidTables {
+                    hidden_rowid: hidden_rowid_tables(conn)?,
+                    nullable_key: nullable_keys(conn)?,
+                    with_triggers: tables_with_triggers(conn)?,
+                };
                 *cached = Some((version, tables.clone()));
                 Ok(tables)
             }
         }
     }
+}
+
+/// Tables that have triggers (lower-cased).
+fn tables_with_triggers(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT lower(tbl_name) FROM sqlite_master WHERE type = 'trigger'")?;
+    let names = stmt.query_map([], |r| r.get(0))?.collect();
+    names
 }
 
 /// Keyed rowid tables whose single key column may hold NULL.

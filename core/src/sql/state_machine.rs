@@ -300,7 +300,7 @@ impl StateMachine {
         let run = run_client(&self.writer, statement, &keyed.hidden_rowid, self.stop_check(&session, *changes_bytes))?;
         let changeset = session.changeset();
         drop(session);
-        let Ran { result, has_params, has_triggers, written } = match run {
+        let Ran { result, has_params, written } = match run {
             Ok(ran) => ran,
             Err(message) => return Ok(Err(message)),
         };
@@ -343,6 +343,9 @@ impl StateMachine {
         if (!ops.is_empty() && !sequences_after.is_empty()) || sequences_after != sequences_before {
             ops.push(op::Kind::Sequences(sequence_op(&sequences_before, &sequences_after)));
         }
+        // (The authorizer's context names views and CTEs too, not only
+        // triggers: ask the schema which written tables have triggers.)
+        let has_triggers = written.iter().any(|table| keyed.with_triggers.contains(table));
         if self.needs_replay(has_triggers, &ops)? {
             if let Err(reason) = self.replay_statement(&ops)? {
                 return Ok(Err(reason));
@@ -606,13 +609,14 @@ fn run_client(
     hidden_rowid: &std::collections::BTreeSet<String>,
     stop: Box<StopCheck<'_>>,
 ) -> Result<Result<Ran, String>, SqlError> {
-    // Trigger bodies are compiled into the statement, under their names.
-    let has_triggers = std::cell::Cell::new(false);
     let insert_target = std::cell::RefCell::new(None::<String>);
     let written = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let auth = Authorizer::new(conn, |action, a, b, db, trigger| {
-        has_triggers.set(has_triggers.get() || trigger.is_some());
-        if let (rusqlite::ffi::SQLITE_INSERT | rusqlite::ffi::SQLITE_UPDATE, Some(table)) = (action, a) {
+        let writes = matches!(
+            action,
+            rusqlite::ffi::SQLITE_INSERT | rusqlite::ffi::SQLITE_UPDATE | rusqlite::ffi::SQLITE_DELETE
+        );
+        if let (true, Some(table)) = (writes, a) {
             written.borrow_mut().insert(table.to_ascii_lowercase());
         }
         if action == rusqlite::ffi::SQLITE_INSERT && trigger.is_none() && insert_target.borrow().is_none() {
@@ -671,7 +675,7 @@ fn run_client(
     }
     let result = StatementResult { rows_affected, last_insert_id };
     drop(auth);
-    Ok(Ok(Ran { result, has_params, has_triggers: has_triggers.get(), written: written.into_inner() }))
+    Ok(Ok(Ran { result, has_params, written: written.into_inner() }))
 }
 
 /// The refusal for a statement that left NULL in the one-column key of a
@@ -699,9 +703,8 @@ fn null_key_written(
 struct Ran {
     result: StatementResult,
     has_params: bool,
-    /// Triggers were compiled into it (they may have fired).
-    has_triggers: bool,
-    /// The tables it may have inserted into or updated (lower-cased).
+    /// The tables it may have inserted into, updated or deleted from, its
+    /// triggers and foreign-key actions included (lower-cased).
     written: std::collections::BTreeSet<String>,
 }
 
