@@ -8,7 +8,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::digest::primary_key;
-use super::session::{self, ApplyMode, ChangeInfo};
+use super::session::{self, ApplyMode, ChangeInfo, Conflict};
 use super::state_machine::{is_fatal, write_applied, StateMachine};
 use super::{Applied, ApplyError, SqlError};
 
@@ -71,19 +71,48 @@ pub(crate) fn apply_changeset(
     let changes =
         session::changeset_changes(changeset).map_err(|e| divergence(index, format!("unreadable changeset: {e}")))?;
     check_tables(conn, &changes, index)?;
+    let conflicts = match apply_counted(conn, changeset, changes.len(), index, mode)? {
+        Err(conflicts) if conflicts.iter().any(Conflict::is_update_constraint) => {
+            // Undone; the UPDATEs may only need another order.
+            let [deletes, inserts] =
+                session::updates_as_deletes_and_inserts(conn, changeset).map_err(SqlError::from)?;
+            let count = |c: &[u8]| session::changeset_changes(c).map(|c| c.len()).map_err(SqlError::from);
+            match apply_counted(conn, &deletes, count(&deletes)?, index, mode)? {
+                Ok(()) => apply_counted(conn, &inserts, count(&inserts)?, index, mode)?,
+                conflicts => conflicts,
+            }
+        }
+        result => result,
+    };
+    conflicts.map_err(|conflicts| {
+        let conflicts: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+        divergence(index, format!("changeset conflict: {}", conflicts.join("; ")))
+    })
+}
+
+/// Applies one changeset of `changes` changes and checks that as many rows
+/// were modified (SQLite skips some changes silently). Conflicts are the
+/// inner error; the apply is then undone.
+fn apply_counted(
+    conn: &Connection,
+    changeset: &[u8],
+    changes: usize,
+    index: u64,
+    mode: ApplyMode,
+) -> Result<Result<(), Vec<Conflict>>, ApplyError> {
     let before = conn.total_changes();
     let conflicts = session::apply_changeset(conn, changeset, mode).map_err(SqlError::from)?;
     if !conflicts.is_empty() {
-        return Err(divergence(index, format!("changeset conflict: {}", conflicts.join("; "))));
+        return Ok(Err(conflicts));
     }
     let modified = conn.total_changes() - before;
-    if modified != changes.len() as u64 {
+    if modified != changes as u64 {
         return Err(divergence(
             index,
-            format!("changeset has {} change(s) but {modified} row(s) were modified", changes.len()),
+            format!("changeset has {changes} change(s) but {modified} row(s) were modified"),
         ));
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Sets the AUTOINCREMENT counters to the leader's values.

@@ -3,11 +3,12 @@
 //! PRNG seed. All `unsafe` code of the SQL state machine lives here.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr;
 
-use rusqlite::{ffi, Connection};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{ffi, params_from_iter, Connection, ToSql};
 
 /// Builds a rusqlite error from a SQLite result code.
 fn code_error(code: c_int, what: &str) -> rusqlite::Error {
@@ -51,6 +52,19 @@ unsafe fn take_buffer(p: *mut c_void, n: c_int) -> Vec<u8> {
     // SAFETY: per the contract; sqlite3_free accepts null.
     unsafe { ffi::sqlite3_free(p) };
     out
+}
+
+/// Copies an error message SQLite allocated and frees it.
+///
+/// # Safety
+/// `p` is null or a NUL-terminated `sqlite3_malloc`ed string nothing else
+/// frees.
+unsafe fn take_message(p: *mut c_char) -> Option<String> {
+    // SAFETY: per the contract.
+    let message = unsafe { c_str(p) };
+    // SAFETY: per the contract; sqlite3_free accepts null.
+    unsafe { ffi::sqlite3_free(p.cast()) };
+    message
 }
 
 /// A SQLite session recording every change to tables of `main`, including
@@ -188,6 +202,180 @@ pub(crate) fn split_by_operation(changeset: &[u8]) -> rusqlite::Result<Vec<Vec<u
     groups.iter().zip(used).filter(|(_, used)| *used).map(|(group, _)| group.output()).collect()
 }
 
+/// The changes of `changeset` as two changesets, to be applied in order:
+/// its DELETEs, then its INSERTs, with each UPDATE written as a DELETE of
+/// the row as `conn` holds it now and an INSERT of the row as the UPDATE
+/// leaves it.
+///
+/// Applied one row at a time, the UPDATEs of a valid changeset can still
+/// fail a UNIQUE constraint part way (two rows swapping the values of a
+/// UNIQUE column: neither can go first). Applied this way they cannot: every
+/// state in between holds a subset of the final rows. SQLite's own remedy,
+/// writing random values in between, can fail a CHECK constraint, so it is
+/// not used. An UPDATE of a row `conn` does not hold is kept as it is, for
+/// the apply to report.
+pub(crate) fn updates_as_deletes_and_inserts(conn: &Connection, changeset: &[u8]) -> rusqlite::Result<[Vec<u8>; 2]> {
+    let deletes = ChangeGroup::with_schema(conn)?;
+    let inserts = ChangeGroup::with_schema(conn)?;
+    for_each_change(changeset, |iter| {
+        let change = current_change(iter)?;
+        match change.op {
+            ffi::SQLITE_INSERT => inserts.add_change(iter),
+            ffi::SQLITE_DELETE => deletes.add_change(iter),
+            _ => match updated_row(conn, iter, &change)? {
+                None => deletes.add_change(iter),
+                Some((old, new)) => {
+                    deletes.add_row(ffi::SQLITE_DELETE, &change.table, &old)?;
+                    inserts.add_row(ffi::SQLITE_INSERT, &change.table, &new)
+                }
+            },
+        }
+    })?;
+    Ok([deletes.output()?, inserts.output()?])
+}
+
+/// For the UPDATE the iterator is on: the whole row before (as `conn` holds
+/// it, with the change's old values) and after, or None if `conn` has no
+/// row with that key.
+fn updated_row(
+    conn: &Connection,
+    iter: *mut ffi::sqlite3_changeset_iter,
+    change: &ChangeInfo,
+) -> rusqlite::Result<Option<(Vec<Cell>, Vec<Cell>)>> {
+    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let mut columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")?
+        .query_map([&change.table], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if columns.len() + 1 == change.columns {
+        // A table without a declared key: the changeset's column 0 is the rowid.
+        columns.insert(0, "_rowid_".into());
+    }
+    if columns.len() != change.columns {
+        return Ok(None);
+    }
+    let pk = primary_key_columns(iter)?;
+    let keys: Vec<usize> = (0..change.columns).filter(|i| pk.get(*i).is_some_and(|k| *k != 0)).collect();
+    let sql = format!(
+        "SELECT {} FROM main.{} WHERE {}",
+        columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+        quote(&change.table),
+        keys.iter()
+            .enumerate()
+            .map(|(n, i)| format!("{} IS ?{}", quote(&columns[*i]), n + 1))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    );
+    let key_values = keys.iter().map(|i| change_value(iter, false, *i)).collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut statement = conn.prepare(&sql)?;
+    let mut rows = statement.query(params_from_iter(key_values.into_iter().map(|v| v.unwrap_or(Cell::Null))))?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    let mut old = Vec::with_capacity(change.columns);
+    let mut new = Vec::with_capacity(change.columns);
+    for i in 0..change.columns {
+        let current = Cell::from(row.get_ref(i)?);
+        let before = change_value(iter, false, i)?.unwrap_or(current);
+        new.push(change_value(iter, true, i)?.unwrap_or_else(|| before.clone()));
+        old.push(before);
+    }
+    Ok(Some((old, new)))
+}
+
+/// The primary-key flags of the iterator's current table, one per column.
+fn primary_key_columns(iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<Vec<u8>> {
+    let mut flags: *mut u8 = ptr::null_mut();
+    let mut n: c_int = 0;
+    // SAFETY: `iter` points at a current change; out pointers are locals.
+    let rc = unsafe { ffi::sqlite3changeset_pk(iter, &mut flags, &mut n) };
+    if rc != ffi::SQLITE_OK || flags.is_null() {
+        return Err(code_error(rc, "sqlite3changeset_pk"));
+    }
+    // SAFETY: SQLite returns `n` flags valid while the iterator is on this change.
+    Ok(unsafe { std::slice::from_raw_parts(flags, usize::try_from(n).unwrap_or(0)) }.to_vec())
+}
+
+/// Column `col` of the current change's old.* or new.* record, or None if
+/// the record has no value for it (an UPDATE's unchanged column).
+fn change_value(iter: *mut ffi::sqlite3_changeset_iter, new: bool, col: usize) -> rusqlite::Result<Option<Cell>> {
+    let col = c_int::try_from(col).map_err(|_| code_error(ffi::SQLITE_RANGE, "column"))?;
+    let mut value: *mut ffi::sqlite3_value = ptr::null_mut();
+    // SAFETY: `iter` points at a current UPDATE, for which both records may
+    // be read; `value` is an out pointer.
+    let rc = unsafe {
+        if new {
+            ffi::sqlite3changeset_new(iter, col, &mut value)
+        } else {
+            ffi::sqlite3changeset_old(iter, col, &mut value)
+        }
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(code_error(rc, "sqlite3changeset_old/new"));
+    }
+    if value.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: a valid protected value owned by the iterator; text and blob
+    // pointers are read (and copied) before the iterator moves.
+    // Text is read as bytes: SQLite text need not be valid UTF-8.
+    let bytes = |p: *const u8| {
+        // SAFETY: `p` is null or the value's buffer of sqlite3_value_bytes
+        // bytes, valid until the iterator moves; it is copied at once.
+        unsafe {
+            let n = usize::try_from(ffi::sqlite3_value_bytes(value)).unwrap_or(0);
+            if p.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p, n).to_vec()
+            }
+        }
+    };
+    // SAFETY: a valid protected value owned by the iterator.
+    let owned = unsafe {
+        match ffi::sqlite3_value_type(value) {
+            ffi::SQLITE_INTEGER => Cell::Integer(ffi::sqlite3_value_int64(value)),
+            ffi::SQLITE_FLOAT => Cell::Real(ffi::sqlite3_value_double(value)),
+            ffi::SQLITE_TEXT => Cell::Text(bytes(ffi::sqlite3_value_text(value))),
+            ffi::SQLITE_BLOB => Cell::Blob(bytes(ffi::sqlite3_value_blob(value).cast())),
+            _ => Cell::Null,
+        }
+    };
+    Ok(Some(owned))
+}
+
+/// One stored SQLite value, owned (text as its bytes).
+#[derive(Clone, Debug)]
+enum Cell {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(Vec<u8>),
+    Blob(Vec<u8>),
+}
+
+impl From<ValueRef<'_>> for Cell {
+    fn from(value: ValueRef<'_>) -> Self {
+        match value {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(i) => Cell::Integer(i),
+            ValueRef::Real(f) => Cell::Real(f),
+            ValueRef::Text(t) => Cell::Text(t.to_vec()),
+            ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+        }
+    }
+}
+
+impl ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(i) => ValueRef::Integer(*i),
+            Cell::Real(f) => ValueRef::Real(*f),
+            Cell::Text(t) => ValueRef::Text(t),
+            Cell::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
 /// A changegroup, deleted on drop.
 struct ChangeGroup {
     raw: *mut ffi::sqlite3_changegroup,
@@ -202,6 +390,78 @@ impl ChangeGroup {
             return Err(code_error(rc, "sqlite3changegroup_new"));
         }
         Ok(ChangeGroup { raw })
+    }
+
+    /// A group that knows the tables of `conn`'s `main` database, so changes
+    /// can be added one value at a time ([`ChangeGroup::add_row`]).
+    fn with_schema(conn: &Connection) -> rusqlite::Result<Self> {
+        let group = ChangeGroup::new()?;
+        // SAFETY: live group; valid handle while `conn` is borrowed; "main"
+        // is NUL-terminated.
+        let rc = unsafe { ffi::sqlite3changegroup_schema(group.raw, conn.handle(), c"main".as_ptr()) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, "sqlite3changegroup_schema"));
+        }
+        Ok(group)
+    }
+
+    /// Adds an INSERT (`values` are new.*) or a DELETE (`values` are old.*)
+    /// of one whole row of `table`, columns numbered as in a changeset.
+    fn add_row(&self, op: c_int, table: &str, values: &[Cell]) -> rusqlite::Result<()> {
+        let table = CString::new(table).map_err(|_| code_error(ffi::SQLITE_MISUSE, "table name with NUL"))?;
+        let new = c_int::from(op == ffi::SQLITE_INSERT);
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: live group; NUL-terminated name; `err` is an out pointer
+        // whose message, if any, is freed below.
+        let rc = unsafe { ffi::sqlite3changegroup_change_begin(self.raw, op, table.as_ptr(), 0, &mut err) };
+        // SAFETY: what SQLite set (null or a message nothing else frees).
+        let message = unsafe { take_message(err) };
+        if rc != ffi::SQLITE_OK {
+            return Err(code_error(rc, &message.unwrap_or_else(|| "sqlite3changegroup_change_begin".into())));
+        }
+        let mut rc = ffi::SQLITE_OK;
+        for (col, value) in values.iter().enumerate() {
+            let col = c_int::try_from(col).unwrap_or(c_int::MAX);
+            // SAFETY: a change is begun on the live group; text and blob
+            // pointers are valid for their lengths during the call (SQLite
+            // copies them).
+            rc = unsafe {
+                match value {
+                    Cell::Null => ffi::sqlite3changegroup_change_null(self.raw, new, col),
+                    Cell::Integer(i) => ffi::sqlite3changegroup_change_int64(self.raw, new, col, *i),
+                    Cell::Real(f) => ffi::sqlite3changegroup_change_double(self.raw, new, col, *f),
+                    Cell::Text(t) => ffi::sqlite3changegroup_change_text(
+                        self.raw,
+                        new,
+                        col,
+                        t.as_ptr().cast(),
+                        c_int::try_from(t.len()).unwrap_or(c_int::MAX),
+                    ),
+                    Cell::Blob(b) => ffi::sqlite3changegroup_change_blob(
+                        self.raw,
+                        new,
+                        col,
+                        b.as_ptr().cast(),
+                        c_int::try_from(b.len()).unwrap_or(c_int::MAX),
+                    ),
+                }
+            };
+            if rc != ffi::SQLITE_OK {
+                break;
+            }
+        }
+        let discard = c_int::from(rc != ffi::SQLITE_OK);
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: a change is begun on the live group; as above for `err`.
+        let finish = unsafe { ffi::sqlite3changegroup_change_finish(self.raw, discard, &mut err) };
+        // SAFETY: as above.
+        let message = unsafe { take_message(err) };
+        match (rc, finish) {
+            (ffi::SQLITE_OK, ffi::SQLITE_OK) => Ok(()),
+            (ffi::SQLITE_OK, rc) | (rc, _) => {
+                Err(code_error(rc, &message.unwrap_or_else(|| "sqlite3changegroup_change".into())))
+            }
+        }
     }
 
     /// Adds the iterator's current change.
@@ -286,10 +546,35 @@ pub(crate) fn op_name(op: c_int) -> &'static str {
     }
 }
 
+/// A conflict met while applying a changeset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Conflict {
+    /// The `SQLITE_CHANGESET_*` conflict kind.
+    kind: c_int,
+    /// The change's operation.
+    op: c_int,
+    detail: String,
+}
+
+impl Conflict {
+    /// An UPDATE that failed a constraint: one that may have been applied
+    /// in an order that needs a state the constraint forbids (see
+    /// [`updates_as_deletes_and_inserts`]).
+    pub(crate) fn is_update_constraint(&self) -> bool {
+        self.kind == ffi::SQLITE_CHANGESET_CONSTRAINT && self.op == ffi::SQLITE_UPDATE
+    }
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 /// Conflicts seen while applying a changeset, and whether foreign-key
 /// violations count as one.
 struct Conflicts {
-    seen: RefCell<Vec<String>>,
+    seen: RefCell<Vec<Conflict>>,
     ignore_foreign_keys: bool,
 }
 
@@ -309,11 +594,11 @@ unsafe extern "C" fn abort_on_conflict(ctx: *mut c_void, kind: c_int, iter: *mut
         ffi::SQLITE_CHANGESET_FOREIGN_KEY => "foreign key violation (FOREIGN_KEY)",
         _ => "unknown conflict",
     };
-    let detail = match current_change(iter) {
-        Ok(c) => format!("{} on table {:?}: {what}", op_name(c.op), c.table),
-        Err(_) => what.to_string(),
+    let (op, detail) = match current_change(iter) {
+        Ok(c) => (c.op, format!("{} on table {:?}: {what}", op_name(c.op), c.table)),
+        Err(_) => (0, what.to_string()),
     };
-    conflicts.seen.borrow_mut().push(detail);
+    conflicts.seen.borrow_mut().push(Conflict { kind, op, detail });
     ffi::SQLITE_CHANGESET_ABORT
 }
 
@@ -331,11 +616,19 @@ pub(crate) enum ApplyMode {
 
 /// Applies `changeset` to `conn`'s main database. Returns the conflicts seen
 /// (non-empty means the apply was aborted and undone) or an SQLite error.
-pub(crate) fn apply_changeset(conn: &Connection, changeset: &[u8], mode: ApplyMode) -> rusqlite::Result<Vec<String>> {
+///
+/// UPDATEs are applied one row at a time in the changeset's order (with
+/// SQLite's retry of those that fail a constraint once the others are in,
+/// but without its loop that writes random values in between, which can
+/// fail a CHECK constraint and makes the row count unreliable).
+pub(crate) fn apply_changeset(conn: &Connection, changeset: &[u8], mode: ApplyMode) -> rusqlite::Result<Vec<Conflict>> {
     let len = c_int::try_from(changeset.len()).map_err(|_| code_error(ffi::SQLITE_TOOBIG, "changeset too large"))?;
     let leader = mode == ApplyMode::LeaderReplay;
     let conflicts = Conflicts { seen: RefCell::new(Vec::new()), ignore_foreign_keys: leader };
-    let flags = if leader { ffi::SQLITE_CHANGESETAPPLY_FKNOACTION } else { 0 };
+    let mut flags = ffi::SQLITE_CHANGESETAPPLY_NOUPDATELOOP;
+    if leader {
+        flags |= ffi::SQLITE_CHANGESETAPPLY_FKNOACTION;
+    }
     // SAFETY: valid handle while `conn` is borrowed; the buffer is only
     // read; `conflicts` outlives the call and matches the handler's cast;
     // no rebase buffer is asked for.

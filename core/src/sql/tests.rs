@@ -511,3 +511,78 @@ fn reader_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Reader>();
 }
+
+/// Runs each request (statements separated by "; ") as its own leader batch
+/// and applies it on the follower; panics if the follower diverges.
+fn replicate(leader: &mut StateMachine, follower: &mut StateMachine, first: u64, requests: &[&str]) {
+    for (i, request) in requests.iter().enumerate() {
+        let index = first + i as u64;
+        let statements: Vec<Statement> = request.split("; ").map(st).collect();
+        let (batch, results) = leader_batch(leader, index, &[statements]);
+        assert!(results[0].is_ok(), "{request}: {:?}", results[0]);
+        follower.apply_batch(&batch, Applied { index, term: 1 }).unwrap_or_else(|e| panic!("{request}: {e}"));
+    }
+}
+
+/// Rows that swap the values of a UNIQUE column between them: applied one
+/// UPDATE at a time either order fails the constraint, and SQLite's own
+/// remedy (random values in between) fails the CHECK. Differential seed
+/// 11011463 (an upsert with OR REPLACE did this) stopped the followers.
+#[test]
+fn updates_swapping_unique_values_apply_on_followers() {
+    let tables = [
+        "CREATE TABLE t(k TEXT PRIMARY KEY, u TEXT NOT NULL UNIQUE CHECK(u IN ('A', 'B', 'C', 'X')), v) WITHOUT ROWID",
+        "CREATE TABLE t(k INTEGER PRIMARY KEY, u TEXT NOT NULL UNIQUE CHECK(u IN ('A', 'B', 'C', 'X')), v)",
+        "CREATE TABLE t(k TEXT PRIMARY KEY, u TEXT NOT NULL UNIQUE CHECK(u IN ('A', 'B', 'C', 'X')), v)",
+        // No declared key: the leader replays its own changeset, so the
+        // swap must apply there too.
+        "CREATE TABLE t(k, u TEXT NOT NULL UNIQUE CHECK(u IN ('A', 'B', 'C', 'X')), v)",
+    ];
+    for create in tables {
+        let dir = TempDir::new().expect("tempdir");
+        let mut leader = open(&dir, "leader.db");
+        let mut follower = open(&dir, "follower.db");
+        replicate(
+            &mut leader,
+            &mut follower,
+            1,
+            &[
+                create,
+                // Not UTF-8, kept byte for byte by the rewritten changes.
+                "INSERT INTO t VALUES (1, 'A', CAST(x'ff00fe' AS TEXT)), (2, 'B', 2.5), (3, 'X', x'00')",
+                "UPDATE t SET u = 'C' WHERE k = 1; UPDATE t SET u = 'A', v = 'moved' WHERE k = 2; \
+                 UPDATE t SET u = 'B' WHERE k = 1",
+                // One statement that swaps them back: each changeset is the
+                // net change of one statement, and this one nets two UPDATEs
+                // (REPLACE deletes both rows, then each key is inserted again).
+                "INSERT OR REPLACE INTO t VALUES (2, 'B', 'again'), (1, 'A', 1)",
+            ],
+        );
+        assert_eq!(leader.digest().expect("d"), follower.digest().expect("d"), "{create}");
+        let rows = query_all(&follower, &st("SELECT group_concat(k || u, ',' ORDER BY k) FROM t")).expect("q");
+        assert_eq!(rows[0].rows[0].values[0], Value { kind: Some(Kind::Text("1A,2B,3X".into())) }, "{create}");
+    }
+}
+
+/// The other order of applying UPDATEs does not hide a real divergence:
+/// a follower with a UNIQUE index the leader lacks is stopped when the
+/// leader's rows break it, and nothing of the batch is left applied.
+#[test]
+fn updates_that_break_a_follower_only_index_are_divergence() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut follower = open(&dir, "follower.db");
+    replicate(
+        &mut leader,
+        &mut follower,
+        1,
+        &["CREATE TABLE t(k INTEGER PRIMARY KEY, u)", "INSERT INTO t VALUES (1, 'A'), (2, 'B')"],
+    );
+    follower.writer_mut().execute_batch("CREATE UNIQUE INDEX behind_deebs_back ON t(u)").expect("tamper");
+    let (batch, _) = leader_batch(&mut leader, 3, &[vec![st("UPDATE t SET u = 'A'")]]);
+    let before = follower.digest().expect("d");
+    let err = follower.apply_batch(&batch, Applied { index: 3, term: 1 }).expect_err("diverges");
+    assert!(matches!(&err, ApplyError::Divergence { reason, .. } if reason.contains("INSERT on table \"t\"")), "{err}");
+    assert_eq!(follower.digest().expect("d"), before);
+    assert_eq!(follower.applied(), Applied { index: 2, term: 1 });
+}
