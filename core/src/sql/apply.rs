@@ -8,6 +8,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::digest::primary_key;
+use super::rowids;
 use super::session::{self, ApplyMode, ChangeInfo, Conflict};
 use super::state_machine::{is_fatal, write_applied, StateMachine};
 use super::{Applied, ApplyError, SqlError};
@@ -35,9 +36,7 @@ impl StateMachine {
         session::set_length_limit(conn, session::LENGTH_MAX);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
         for write in &batch.writes {
-            for op in &write.ops {
-                apply_op(&tx, op.kind.as_ref(), applied.index)?;
-            }
+            apply_ops(&tx, write.ops.iter().map(|op| op.kind.as_ref()), applied.index, ApplyMode::Replica)?;
         }
         write_applied(&tx, applied)?;
         tx.commit().map_err(SqlError::from)?;
@@ -46,19 +45,36 @@ impl StateMachine {
     }
 }
 
-fn apply_op(conn: &Connection, kind: Option<&op::Kind>, index: u64) -> Result<(), ApplyError> {
-    match kind {
-        Some(op::Kind::Ddl(sql)) => conn.execute_batch(sql).map_err(|e| {
-            if is_fatal(&e) {
-                ApplyError::Sql(e.into())
-            } else {
-                divergence(index, format!("DDL {sql:?} failed: {e}"))
+/// Applies a write's (or a statement's) ops in order.
+pub(crate) fn apply_ops<'o>(
+    conn: &Connection,
+    ops: impl IntoIterator<Item = Option<&'o op::Kind>>,
+    index: u64,
+    mode: ApplyMode,
+) -> Result<(), ApplyError> {
+    // The changesets a Rowids op renumbers: those since any other op.
+    let mut changesets: Vec<&[u8]> = Vec::new();
+    for kind in ops {
+        match kind {
+            Some(op::Kind::Changeset(changeset)) => {
+                apply_changeset(conn, changeset, index, mode)?;
+                changesets.push(changeset);
+                continue;
             }
-        }),
-        Some(op::Kind::Changeset(changeset)) => apply_changeset(conn, changeset, index, ApplyMode::Replica),
-        Some(op::Kind::Sequences(sequences)) => apply_sequences(conn, sequences, index),
-        None => Err(divergence(index, "an op with no kind (unknown op type?)".into())),
+            Some(op::Kind::Rowids(rowids)) => rowids::apply_rowids(conn, &changesets, rowids, index)?,
+            Some(op::Kind::Ddl(sql)) => conn.execute_batch(sql).map_err(|e| {
+                if is_fatal(&e) {
+                    ApplyError::Sql(e.into())
+                } else {
+                    divergence(index, format!("DDL {sql:?} failed: {e}"))
+                }
+            })?,
+            Some(op::Kind::Sequences(sequences)) => apply_sequences(conn, sequences, index)?,
+            None => return Err(divergence(index, "an op with no kind (unknown op type?)".into())),
+        }
+        changesets.clear();
     }
+    Ok(())
 }
 
 /// Checks, applies and verifies one changeset.

@@ -91,13 +91,16 @@ fn ordered_select(conn: &Connection, table: &str) -> rusqlite::Result<String> {
     if table.eq_ignore_ascii_case("sqlite_sequence") {
         return Ok(format!("SELECT name, seq FROM {q} ORDER BY name"));
     }
-    let pk = primary_key(conn, table)?;
-    Ok(if pk.is_empty() {
-        // No declared key: the rowid is replicated, so hash it too.
-        format!("SELECT rowid, * FROM {q} ORDER BY rowid")
-    } else {
+    let without_rowid: bool =
+        conn.query_row("SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1", [table], |r| r.get(0))?;
+    Ok(if without_rowid {
+        let pk = primary_key(conn, table)?;
         let cols: Vec<String> = pk.iter().map(|c| quote_ident(c)).collect();
         format!("SELECT * FROM {q} ORDER BY {}", cols.join(", "))
+    } else {
+        // Every rowid is replicated (the hidden ones too, see
+        // `super::rowids`), so hash it too.
+        format!("SELECT _rowid_, * FROM {q} ORDER BY _rowid_")
     })
 }
 

@@ -21,6 +21,7 @@ mod classify;
 mod digest;
 mod random;
 mod reader;
+mod rowids;
 mod session;
 mod state_machine;
 mod value;

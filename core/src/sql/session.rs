@@ -281,6 +281,42 @@ fn updated_row(
     Ok(Some((old, new)))
 }
 
+/// The key of a row a changeset inserts or updates.
+#[derive(Clone, Debug)]
+pub(crate) struct ChangedKey {
+    pub table: String,
+    /// The key's column numbers in the changeset (the table's columns in
+    /// order), and their values.
+    pub columns: Vec<usize>,
+    pub values: Vec<Cell>,
+}
+
+/// The keys of the rows `changesets` insert or update in tables `wanted`
+/// accepts, in order.
+pub(crate) fn changed_keys(changesets: &[&[u8]], wanted: impl Fn(&str) -> bool) -> rusqlite::Result<Vec<ChangedKey>> {
+    let mut keys = Vec::new();
+    for changeset in changesets {
+        for_each_change(changeset, |iter| {
+            let change = current_change(iter)?;
+            if change.op == ffi::SQLITE_DELETE || !wanted(&change.table) {
+                return Ok(());
+            }
+            let pk = primary_key_columns(iter)?;
+            let columns: Vec<usize> = (0..pk.len()).filter(|i| pk[*i] != 0).collect();
+            // An UPDATE's key is in its old record (a key never changes in
+            // an UPDATE), an INSERT's in its new one.
+            let new = change.op == ffi::SQLITE_INSERT;
+            let values = columns
+                .iter()
+                .map(|col| change_value(iter, new, *col)?.ok_or_else(|| code_error(ffi::SQLITE_CORRUPT, "key value")))
+                .collect::<rusqlite::Result<_>>()?;
+            keys.push(ChangedKey { table: change.table, columns, values });
+            Ok(())
+        })?;
+    }
+    Ok(keys)
+}
+
 /// The primary-key flags of the iterator's current table, one per column.
 fn primary_key_columns(iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<Vec<u8>> {
     let mut flags: *mut u8 = ptr::null_mut();
@@ -299,8 +335,9 @@ fn primary_key_columns(iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Resu
 fn change_value(iter: *mut ffi::sqlite3_changeset_iter, new: bool, col: usize) -> rusqlite::Result<Option<Cell>> {
     let col = c_int::try_from(col).map_err(|_| code_error(ffi::SQLITE_RANGE, "column"))?;
     let mut value: *mut ffi::sqlite3_value = ptr::null_mut();
-    // SAFETY: `iter` points at a current UPDATE, for which both records may
-    // be read; `value` is an out pointer.
+    // SAFETY: `iter` points at a current change whose op has the record
+    // asked for (callers ask old.* of UPDATE/DELETE, new.* of
+    // UPDATE/INSERT); `value` is an out pointer.
     let rc = unsafe {
         if new {
             ffi::sqlite3changeset_new(iter, col, &mut value)
@@ -344,7 +381,7 @@ fn change_value(iter: *mut ffi::sqlite3_changeset_iter, new: bool, col: usize) -
 
 /// One stored SQLite value, owned (text as its bytes).
 #[derive(Clone, Debug)]
-enum Cell {
+pub(crate) enum Cell {
     Null,
     Integer(i64),
     Real(f64),

@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::digest::{self, Fnv64};
 use super::random::BatchRandom;
+use super::rowids;
 use super::session::ApplyMode;
 use super::session::{self, Authorizer, Progress, Session, StopCheck};
 use super::{
@@ -333,10 +334,14 @@ impl StateMachine {
                 return Ok(Err(self.too_many_changes_message()));
             }
             if !changeset.is_empty() {
-                match session::split_by_operation(&changeset) {
-                    Ok(parts) => ops.extend(parts.into_iter().map(op::Kind::Changeset)),
+                let parts = match session::split_by_operation(&changeset) {
+                    Ok(parts) => parts,
                     Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}"))),
-                }
+                };
+                let parts_ref: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                let rowids = rowids::leader_rowids(&self.writer, &keyed.hidden_rowid, &parts_ref)?;
+                ops.extend(parts.into_iter().map(op::Kind::Changeset));
+                ops.extend(rowids.map(op::Kind::Rowids));
             }
         }
         let sequences_after = sequences(&self.writer)?;
@@ -346,7 +351,17 @@ impl StateMachine {
         // (The authorizer's context names views and CTEs too, not only
         // triggers: ask the schema which written tables have triggers.)
         let has_triggers = written.iter().any(|table| keyed.with_triggers.contains(table));
-        if self.needs_replay(has_triggers, &ops)? {
+        // REPLACE gives a row it deletes and inserts again a new rowid, and
+        // if the row's values are the same no changeset shows it: replicas
+        // keep the old rowid, so the leader must too.
+        let schema_changed = ops.iter().any(|op| matches!(op, op::Kind::Ddl(_)));
+        let may_replace = !schema_changed
+            && written.iter().any(|table| {
+                keyed.hidden_rowid.contains(table)
+                    && (keyed.replace_in_schema.contains(table)
+                        || statement.sql.to_ascii_uppercase().contains("REPLACE"))
+            });
+        if may_replace || self.needs_replay(has_triggers, &ops)? {
             if let Err(reason) = self.replay_statement(&ops)? {
                 return Ok(Err(reason));
             }
@@ -389,13 +404,9 @@ impl StateMachine {
         self.writer.execute_batch(&format!("ROLLBACK TO {STATEMENT_SAVEPOINT}"))?;
         self.replayed_in_request.set(true);
         self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
-        let replayed = ops.iter().try_for_each(|op| match op {
-            op::Kind::Changeset(changeset) => {
-                apply::apply_changeset(&self.writer, changeset, self.applied.index, ApplyMode::LeaderReplay)
-            }
-            op::Kind::Sequences(values) => apply::apply_sequences(&self.writer, values, self.applied.index),
-            op::Kind::Ddl(_) => unreachable!("a statement that changed the schema is not replayed"),
-        });
+        debug_assert!(!ops.iter().any(|op| matches!(op, op::Kind::Ddl(_))), "schema changes are not replayed");
+        let replayed =
+            apply::apply_ops(&self.writer, ops.iter().map(Some), self.applied.index, ApplyMode::LeaderReplay);
         self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
         match replayed {
             Ok(()) => Ok(Ok(())),

@@ -1,0 +1,167 @@
+//! Hidden rowids, replicated.
+//!
+//! A rowid table keyed by something other than an `INTEGER PRIMARY KEY`
+//! still numbers its rows by rowid, and a scan visits them in that order:
+//! `SELECT ... LIMIT 3` without `ORDER BY`, `group_concat` and the rows a
+//! `DELETE ... WHERE k IN (SELECT k FROM t LIMIT 3)` picks all follow it. A
+//! changeset is keyed by the declared key and carries no rowid; applying it
+//! numbers new rows in the changeset's own (hash) order, and `INSERT OR
+//! REPLACE` renumbers a row on the leader that an applied UPDATE keeps. So
+//! the leader sends, after a statement's changesets, the rowid of every row
+//! they insert or update in such tables ([`leader_rowids`]), and a replica
+//! renumbers its rows to match ([`apply_rowids`]).
+
+use std::collections::BTreeSet;
+
+use deeb_proto::{Rowids, TableRowids};
+use rusqlite::{params_from_iter, Connection};
+
+use super::session::{self, ChangedKey};
+use super::{ApplyError, SqlError};
+
+/// The keys, in order, that a statement's changesets insert or update in
+/// `table`.
+fn keys_of<'k>(keys: &'k [ChangedKey], table: &str) -> Vec<&'k ChangedKey> {
+    keys.iter().filter(|k| k.table.eq_ignore_ascii_case(table)).collect()
+}
+
+/// Finds one row's rowid by its declared key.
+struct RowidLookup {
+    sql: String,
+}
+
+impl RowidLookup {
+    fn new(conn: &Connection, table: &str, key: &ChangedKey) -> Result<Self, SqlError> {
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?
+            .query_map([table], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let condition = key
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(n, col)| {
+                let name = columns.get(*col).ok_or_else(|| SqlError::Other(format!("no column {col} in {table:?}")))?;
+                Ok(format!("{} IS ?{}", quote(name), n + 1))
+            })
+            .collect::<Result<Vec<_>, SqlError>>()?
+            .join(" AND ");
+        Ok(RowidLookup { sql: format!("SELECT _rowid_ FROM main.{} WHERE {condition}", quote(table)) })
+    }
+
+    fn rowid(&self, conn: &Connection, key: &ChangedKey) -> Result<Option<i64>, SqlError> {
+        let mut statement = conn.prepare_cached(&self.sql)?;
+        let mut rows = statement.query(params_from_iter(key.values.iter()))?;
+        Ok(match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        })
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Leader, after a statement: the rowids its changesets' inserted and
+/// updated rows hold in tables of `hidden` (lower-case names), or None if
+/// it changed no such row.
+pub(crate) fn leader_rowids(
+    conn: &Connection,
+    hidden: &BTreeSet<String>,
+    changesets: &[&[u8]],
+) -> Result<Option<Rowids>, SqlError> {
+    if hidden.is_empty() {
+        return Ok(None);
+    }
+    let keys = session::changed_keys(changesets, |table| hidden.contains(&table.to_lowercase()))?;
+    let tables: BTreeSet<&str> = keys.iter().map(|k| k.table.as_str()).collect();
+    let mut out = Rowids::default();
+    for table in tables {
+        let keys = keys_of(&keys, table);
+        let lookup = RowidLookup::new(conn, table, keys[0])?;
+        let rowids = keys
+            .iter()
+            .map(|key| {
+                lookup
+                    .rowid(conn, key)?
+                    .ok_or_else(|| SqlError::Other(format!("a row of {table:?} just written is gone")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.tables.push(TableRowids { table: table.to_string(), rowids });
+    }
+    Ok((!out.tables.is_empty()).then_some(out))
+}
+
+/// Replica (or the leader replaying a statement): renumbers the rows the
+/// preceding `changesets` inserted or updated to the leader's rowids. Rows
+/// that already match are left alone; the others move in two steps, first
+/// above (or below) every rowid in use, so no move meets a row still to
+/// move. A row the replica lacks, a count that does not match, or a rowid
+/// another row holds is divergence.
+pub(crate) fn apply_rowids(
+    conn: &Connection,
+    changesets: &[&[u8]],
+    rowids: &Rowids,
+    index: u64,
+) -> Result<(), ApplyError> {
+    let divergence = |reason: String| ApplyError::Divergence { index, reason };
+    let named: BTreeSet<String> = rowids.tables.iter().map(|t| t.table.to_lowercase()).collect();
+    let keys =
+        session::changed_keys(changesets, |table| named.contains(&table.to_lowercase())).map_err(SqlError::from)?;
+    for TableRowids { table, rowids } in &rowids.tables {
+        let keys = keys_of(&keys, table);
+        if keys.len() != rowids.len() {
+            return Err(divergence(format!(
+                "{} rowid(s) for table {table:?} but its changesets insert or update {} row(s)",
+                rowids.len(),
+                keys.len()
+            )));
+        }
+        let Some(first) = keys.first() else { continue };
+        let lookup = RowidLookup::new(conn, table, first)?;
+        let mut moves = Vec::new();
+        for (key, target) in keys.iter().zip(rowids) {
+            match lookup.rowid(conn, key)? {
+                Some(current) if current == *target => {}
+                Some(current) => moves.push((current, *target)),
+                None => return Err(divergence(format!("a row of table {table:?} the leader numbered is missing"))),
+            }
+        }
+        if moves.is_empty() {
+            continue;
+        }
+        let (low, high): (Option<i64>, Option<i64>) = conn
+            .query_row(&format!("SELECT min(_rowid_), max(_rowid_) FROM main.{}", quote(table)), [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(SqlError::from)?;
+        let targets = moves.iter().map(|(_, target)| *target);
+        let high = targets.clone().chain(high).max().unwrap_or(0);
+        let low = targets.chain(low).min().unwrap_or(0);
+        let n = i64::try_from(moves.len()).unwrap_or(i64::MAX);
+        let temporary = |i: i64| match high.checked_add(n) {
+            Some(_) => high + 1 + i,
+            None => low - 1 - i,
+        };
+        if high.checked_add(n).is_none() && low.checked_sub(n).is_none() {
+            return Err(divergence(format!("no free rowids to renumber table {table:?} through")));
+        }
+        let renumber = format!("UPDATE main.{} SET _rowid_ = ?2 WHERE _rowid_ = ?1", quote(table));
+        let mut statement = conn.prepare_cached(&renumber).map_err(SqlError::from)?;
+        let steps = moves.iter().enumerate().map(|(i, (current, _))| (*current, temporary(i as i64)));
+        let steps: Vec<(i64, i64)> =
+            steps.chain(moves.iter().enumerate().map(|(i, (_, target))| (temporary(i as i64), *target))).collect();
+        for (from, to) in steps {
+            match statement.execute([from, to]) {
+                Ok(1) => {}
+                Ok(n) => return Err(divergence(format!("renumbering rowid {from} of table {table:?} moved {n} rows"))),
+                Err(e) if !super::state_machine::is_fatal(&e) => {
+                    return Err(divergence(format!("renumbering rowid {from} of table {table:?} to {to} failed: {e}")))
+                }
+                Err(e) => return Err(ApplyError::Sql(e.into())),
+            }
+        }
+    }
+    Ok(())
+}
