@@ -106,6 +106,7 @@ fn checker_reports_each_fault() {
         (Fault::DivergentReplica, Kind::Replicas),
         (Fault::StopOnDelete, Kind::NodeStopped),
         (Fault::RefuseUpdates, Kind::Refusal),
+        (Fault::RefuseUpdatesAsViolating, Kind::Refusal),
         (Fault::LoseWritesToT2, Kind::Dump),
     ];
     for (fault, kind) in cases {

@@ -19,6 +19,9 @@ pub enum Fault {
     StopOnDelete,
     /// Refuses every UPDATE with an undocumented message.
     RefuseUpdates,
+    /// Refuses every UPDATE as leaving a foreign key violated, when it
+    /// does not.
+    RefuseUpdatesAsViolating,
     /// Acknowledges writes to table `t2` but does not keep them.
     LoseWritesToT2,
     /// A node stops at the write request with this index (0-based).
@@ -50,6 +53,10 @@ impl Target for FakeTarget {
         }
         if let (Fault::RefuseUpdates, Some(index)) = (self.fault, starts("UPDATE")) {
             return Ok(Answer::Failed { statement_index: Some(index), message: "updates are not served today".into() });
+        }
+        if let (Fault::RefuseUpdatesAsViolating, Some(index)) = (self.fault, starts("UPDATE")) {
+            let message = format!("FOREIGN KEY constraint failed ({})", super::refusals::LEAVES_VIOLATION);
+            return Ok(Answer::Failed { statement_index: Some(index), message });
         }
         let mut answer = self.database.run(statements);
         if self.database.has_temporary_objects() {

@@ -84,6 +84,12 @@ impl Reference {
         answer
     }
 
+    /// True if the database holds rows whose foreign keys are violated.
+    pub fn has_foreign_key_violations(&self) -> bool {
+        let check = self.conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get::<_, i64>(0));
+        check.is_ok_and(|n| n > 0)
+    }
+
     /// True if the last request left temporary objects (state a replicated
     /// database must not accept).
     pub fn has_temporary_objects(&self) -> bool {
