@@ -27,7 +27,8 @@ pub struct Config {
     /// The limits.
     pub limits: Limits,
     /// Deliberately injected bugs, for proving the simulator catches them.
-    /// All off by default; never turn one on outside a test.
+    /// All off by default, and switchable only in builds with the
+    /// `mutations` feature (the simulator's).
     pub mutations: Mutations,
 }
 
@@ -125,38 +126,67 @@ impl Default for Limits {
     }
 }
 
-/// Known bug classes that can be switched on at run time, so the simulator
-/// can show it catches each one (a checker that never fails proves nothing).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Mutations {
+/// Declares [`Mutations`]: one switch per injected bug. Without the
+/// `mutations` feature the struct is empty and every switch reads `false`,
+/// a constant the compiler folds away: the released binary (built without
+/// it) has no configuration that turns off fsync or vote persistence.
+macro_rules! mutations {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Known bug classes that can be switched on at run time, so the
+        /// simulator can show it catches each one (a checker that never
+        /// fails proves nothing). The fields exist only with the
+        /// `mutations` feature, which only the simulator enables.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Mutations {
+            $(
+                $(#[doc = $doc])*
+                #[cfg(feature = "mutations")]
+                pub $name: bool,
+            )*
+        }
+
+        impl Mutations {
+            $(
+                $(#[doc = $doc])*
+                #[inline]
+                pub fn $name(&self) -> bool {
+                    #[cfg(feature = "mutations")]
+                    return self.$name;
+                    #[cfg(not(feature = "mutations"))]
+                    return false;
+                }
+            )*
+
+            /// True if any mutation is on.
+            pub fn any(&self) -> bool {
+                *self != Self::default()
+            }
+        }
+    };
+}
+
+mutations! {
     /// Serve linearizable reads locally, without ReadIndex.
-    pub read_without_read_index: bool,
+    read_without_read_index,
     /// Serve a read once ReadIndex answers, before applying up to it.
-    pub read_before_apply: bool,
+    read_before_apply,
     /// Never fsync the log: acknowledge what a crash can lose.
-    pub skip_log_sync: bool,
+    skip_log_sync,
     /// Send votes and append responses before what they promise is synced
     /// (the sync happens at the next ready instead).
-    pub send_before_sync: bool,
+    send_before_sync,
     /// Persist the hard state without the vote.
-    pub forget_vote: bool,
+    forget_vote,
     /// Answer a proposal when any entry at its index applies.
-    pub match_index_only: bool,
+    match_index_only,
     /// Replicate parameterless statements as SQL text to re-execute instead
     /// of their row changes.
-    pub replicate_statements: bool,
+    replicate_statements,
     /// Recover the log without verifying record checksums: a garbled record
     /// whose payload still decodes is believed, one that does not decode
     /// ends the log as if torn (SIM-NOTES M17).
-    pub skip_record_checksums: bool,
+    skip_record_checksums,
     /// Apply committed changesets with foreign keys on, so a follower runs
     /// the cascades the changeset already carries (issue 9's first defect).
-    pub follower_foreign_keys: bool,
-}
-
-impl Mutations {
-    /// True if any mutation is on.
-    pub fn any(&self) -> bool {
-        *self != Self::default()
-    }
+    follower_foreign_keys,
 }

@@ -76,6 +76,8 @@ enum Fatal {
     Raft(#[from] raft::Error),
     #[error("snapshot: {0}")]
     Snapshot(String),
+    #[error("invariant broken (a bug in deeb): {0}")]
+    Invariant(String),
 }
 
 /// The node's role, as the host and status reports see it.
@@ -131,6 +133,8 @@ pub struct Node<D: Disk> {
     snapshots: Snapshots,
     members: BTreeMap<NodeId, String>,
     last_leader_contact: Option<Duration>,
+    /// The highest term seen, for [`Node::check_invariants`].
+    highest_term: u64,
     /// Mutation `send_before_sync` only: a sync deferred to the next ready.
     sync_owed: bool,
     /// This leader applied its own removal and must step down.
@@ -156,21 +160,21 @@ impl<D: Disk> Node<D> {
     ) -> Result<Self, OpenError> {
         validate_config(&config)?;
         std::fs::create_dir_all(data_dir)?;
-        let log_options = OpenOptions { skip_record_checksums: config.mutations.skip_record_checksums };
+        let log_options = OpenOptions { skip_record_checksums: config.mutations.skip_record_checksums() };
         let (mut log, recovery) = LogStore::open_with(disk, config.segment_bytes_max, log_options)?;
         if recovery.torn_bytes_cut > 0 {
             tracing::warn!(node = config.id.0, bytes = recovery.torn_bytes_cut, "cut torn log tail");
         }
         let mut sm = StateMachine::open(&data_dir.join("state.db"), config.seed)?;
         sm.set_limits(write_limits(&config));
-        sm.set_apply_foreign_keys(config.mutations.follower_foreign_keys);
+        sm.set_apply_foreign_keys(config.mutations.follower_foreign_keys());
         membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
         let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
         let applied = sm.applied();
         let raft_config = raft_config(&config, applied.index);
         let raw = RawNode::new(&raft_config, log, &logger::raft_logger(config.id))?;
-        let match_index_only = config.mutations.match_index_only;
+        let match_index_only = config.mutations.match_index_only();
         let members = sm.members()?.into_iter().map(|(id, address)| (NodeId(id), address)).collect();
         let mut node = Self {
             id: config.id,
@@ -190,6 +194,7 @@ impl<D: Disk> Node<D> {
             snapshots,
             members,
             last_leader_contact: None,
+            highest_term: 0,
             sync_owed: false,
             step_down_pending: false,
             observer: None,
@@ -456,6 +461,7 @@ impl<D: Disk> Node<D> {
         }
         progressed |= self.maybe_start_batch()?;
         self.maybe_snapshot()?;
+        self.check_invariants()?;
         Ok(progressed)
     }
 
@@ -490,15 +496,39 @@ impl<D: Disk> Node<D> {
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.step_down_if_pending();
-        let release_at = if self.config.mutations.read_before_apply { u64::MAX } else { self.sm.applied().index };
+        let release_at = if self.config.mutations.read_before_apply() { u64::MAX } else { self.sm.applied().index };
         self.reads.release(release_at, &mut self.outputs);
+        Ok(())
+    }
+
+    /// What must hold whenever the node has run, checked in every build (the
+    /// simulator runs release builds): a broken one stops the node rather
+    /// than let it act on a state raft or the database never promised.
+    /// (The open batch matching the entry it was proposed as is checked
+    /// where the entry applies, in `writes.rs`.)
+    fn check_invariants(&mut self) -> Result<(), Fatal> {
+        let broken = |what: String| Err(Fatal::Invariant(what));
+        let term = self.raw.raft.term;
+        if term < self.highest_term {
+            return broken(format!("term went back from {} to {term}", self.highest_term));
+        }
+        self.highest_term = term;
+        let log = &self.raw.raft.raft_log;
+        let (applied, committed, last) = (self.sm.applied().index, log.committed, log.last_index());
+        if !(applied <= committed && committed <= last) {
+            return broken(format!("applied {applied} <= committed {committed} <= last index {last} does not hold"));
+        }
+        let snapshot = log.first_index().saturating_sub(1);
+        if snapshot > applied {
+            return broken(format!("the log is compacted to {snapshot}, past the applied index {applied}"));
+        }
         Ok(())
     }
 
     fn persist(&mut self, ready: &raft::Ready) -> Result<(), Fatal> {
         let mutations = &self.config.mutations;
-        let (skip_sync, defer_sync) = (mutations.skip_log_sync, mutations.send_before_sync);
-        let forget_vote = mutations.forget_vote;
+        let (skip_sync, defer_sync) = (mutations.skip_log_sync(), mutations.send_before_sync());
+        let forget_vote = mutations.forget_vote();
         let store = self.raw.mut_store();
         if std::mem::take(&mut self.sync_owed) {
             store.sync()?;
@@ -708,5 +738,53 @@ fn write_limits(config: &Config) -> WriteLimits {
         statement_timeout: config.write_statement_timeout(),
         statement_steps_max: config.limits.statement_steps_max,
         row_changes_bytes_max: config.limits.request_row_changes_bytes_max,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::MemDisk;
+
+    /// A one-node cluster that has elected itself and applied its first entry.
+    fn leader(dir: &Path) -> Node<MemDisk> {
+        let members = [(NodeId(1), "n1".to_string())];
+        let mut node = Node::open(Config::new(NodeId(1)), MemDisk::new(), dir, &members, Duration::ZERO).expect("open");
+        for step in 1..=40 {
+            node.handle_timeout(Duration::from_millis(step * 100));
+            while node.poll_output().is_some() {}
+        }
+        assert_eq!(node.role, StateRole::Leader);
+        assert!(node.sm.applied().index > 0);
+        node
+    }
+
+    /// Each invariant holds on a working node and, broken by hand, is
+    /// reported with its reason.
+    #[test]
+    fn broken_invariants_stop_the_node() {
+        type Breaker = fn(&mut Node<MemDisk>);
+        let cases: [(&str, Breaker); 3] = [
+            ("term went back", |node| node.highest_term = u64::MAX),
+            ("<= committed", |node| node.raw.raft.raft_log.committed = 0),
+            ("past the applied index", |node| {
+                let applied = node.sm.applied();
+                let mut metadata = raft::eraftpb::SnapshotMetadata::default();
+                (metadata.index, metadata.term) = (applied.index, applied.term);
+                metadata.set_conf_state(node.conf_state());
+                node.raw.mut_store().compact(&metadata).expect("compact");
+                node.sm.set_applied(Applied { index: applied.index - 1, term: applied.term });
+            }),
+        ];
+        for (reason, break_it) in cases {
+            let dir = tempfile::TempDir::new().expect("tempdir");
+            let mut node = leader(dir.path());
+            assert!(node.check_invariants().is_ok() && !node.is_stopped());
+            break_it(&mut node);
+            // (Checked directly: raft-rs's own assertions would meet some of
+            // these first.)
+            let error = node.check_invariants().map(|()| String::new()).unwrap_or_else(|e| e.to_string());
+            assert!(error.contains("invariant broken") && error.contains(reason), "{reason}: {error:?}");
+        }
     }
 }

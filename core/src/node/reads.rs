@@ -58,7 +58,7 @@ impl<D: Disk> Node<D> {
             return Err(ReadError::Stopped);
         }
         match consistency {
-            _ if self.config.mutations.read_without_read_index => {}
+            _ if self.config.mutations.read_without_read_index() => {}
             Consistency::Stale { max_staleness } => self.check_staleness(max_staleness)?,
             Consistency::Lease if self.lease_held() => {}
             Consistency::Lease | Consistency::Linearizable => return self.submit_read_index(token),

@@ -150,7 +150,7 @@ impl<D: Disk> Node<D> {
                 }
                 Ok(result) => {
                     let request_id = self.writes.allocate_request_id(self.raw.raft.term);
-                    let ops = match self.config.mutations.replicate_statements {
+                    let ops = match self.config.mutations.replicate_statements() {
                         true => statements_as_text(&queued.statements, result.ops),
                         false => result.ops,
                     };
