@@ -1,8 +1,9 @@
 //! deeb-core: the sans-IO, deterministic heart of deeb.
 //!
 //! A [`Node`] is raft-rs's `RawNode` over our own durable log
-//! ([`log::LogStore`] on a [`disk::Disk`]) and a SQLite state machine with
-//! row-change capture ([`sql::StateMachine`]). It opens no sockets, spawns no
+//! ([`log::LogStore`] on a [`disk::Disk`]) and a [`StateMachine`]: by
+//! default SQLite with row-change capture ([`sql::SqliteStateMachine`];
+//! [`Node::open_with`] takes any other). It opens no sockets, spawns no
 //! threads and reads no clock: time, peer messages and client requests come
 //! in as method arguments, and effects come out as [`Output`]s. The only I/O
 //! it does itself is disk I/O (the log through the `Disk` trait, SQLite and
@@ -79,11 +80,13 @@
 //! ```
 
 pub mod config;
+pub mod conformance;
 pub mod disk;
 pub mod ids;
 pub mod log;
 pub mod node;
 pub mod sql;
+pub mod state_machine;
 
 pub use config::{Config, Limits, Mutations};
 pub use ids::{LogIndex, NodeId, Term};
@@ -91,3 +94,4 @@ pub use node::{
     AdminError, ClientToken, Consistency, MemberChange, Node, NodeEvent, Observer, OpenError, Output, PeerError,
     ReadError, Role, Status, WriteError, WriteOutcome,
 };
+pub use state_machine::StateMachine;

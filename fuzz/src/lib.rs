@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use deeb_core::disk::{Disk, MemDisk};
 use deeb_core::log::{decode_segment, segment_name, LogError, LogStore};
-use deeb_core::sql::{Applied, ApplyError, Executed, StateMachine, WriteLimits};
+use deeb_core::sql::{Applied, ApplyError, Executed, SqliteStateMachine, WriteLimits};
 use deeb_core::{Config, Node, NodeId, Output, Role};
 use deeb_proto::{
     op, Command, ExecuteRequest, Op, QueryChunk, QueryRequest, RaftBatch, SnapshotChunk, SnapshotHeader, Statement,
@@ -616,14 +616,14 @@ fn runnable(statement: &Statement) -> bool {
 /// A state machine with the `client_request` schema and rows
 /// ([`sql_program::SQL_SCHEMA`]) at applied index 1, under
 /// [`fuzz_limits`]. Copied from a template made once per thread.
-pub fn sql_state_machine() -> (StateMachine, tempfile::TempDir) {
+pub fn sql_state_machine() -> (SqliteStateMachine, tempfile::TempDir) {
     let dir = scratch_dir();
     let path = dir.path().join("state.db");
     SQL_TEMPLATE.with(|template| {
         let template = template.get_or_init(make_sql_template);
         fs::copy(template.path().join("template.db"), &path).expect("copy the template database");
     });
-    let mut state_machine = StateMachine::open(&path, 7).expect("open a copy of the template");
+    let mut state_machine = SqliteStateMachine::open(&path, 7).expect("open a copy of the template");
     state_machine.set_limits(fuzz_limits());
     (state_machine, dir)
 }
@@ -641,7 +641,7 @@ fn initial_digest() -> u64 {
 fn make_sql_template() -> tempfile::TempDir {
     limit_sqlite_heap();
     let dir = scratch_dir();
-    let mut state_machine = StateMachine::open(&dir.path().join("build.db"), 7).expect("open the template");
+    let mut state_machine = SqliteStateMachine::open(&dir.path().join("build.db"), 7).expect("open the template");
     state_machine.begin_batch(1).expect("begin the schema batch");
     let statements: Vec<Statement> = sql_program::SQL_SCHEMA
         .iter()
@@ -668,7 +668,7 @@ pub fn fuzz_limits() -> WriteLimits {
 /// A state machine with the `client_request` schema and rows and a reader
 /// on it, shared by every query input (queries cannot change it).
 struct Scratch {
-    _state_machine: StateMachine,
+    _state_machine: SqliteStateMachine,
     reader: deeb_core::sql::Reader,
     _dir: tempfile::TempDir,
 }
@@ -776,10 +776,10 @@ pub fn check_changeset_apply(data: &[u8]) {
 // ---------------------------------------------------------------------------
 
 /// A state machine at applied index 1 holding the scratch schema and rows.
-pub fn scratch_state_machine() -> (StateMachine, tempfile::TempDir) {
+pub fn scratch_state_machine() -> (SqliteStateMachine, tempfile::TempDir) {
     limit_sqlite_heap();
     let dir = scratch_dir();
-    let mut state_machine = StateMachine::open(&dir.path().join("state.db"), 7).expect("open a scratch database");
+    let mut state_machine = SqliteStateMachine::open(&dir.path().join("state.db"), 7).expect("open a scratch database");
     state_machine.begin_batch(1).expect("begin the scratch schema batch");
     let statements: Vec<Statement> = SCRATCH_SCHEMA
         .iter()

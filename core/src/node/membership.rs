@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId};
 use crate::log::LogStore;
-use crate::sql::{Applied, ApplyError, StateMachine};
+use crate::sql::{Applied, ApplyError};
+use crate::state_machine::StateMachine;
 
 /// One change to the cluster's membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +54,7 @@ struct PendingTransfer {
     deadline_tick: u64,
 }
 
-impl<D: Disk> Node<D> {
+impl<D: Disk, S: StateMachine> Node<D, S> {
     /// Proposes a membership change; the answer comes as `Output::AdminDone`
     /// once the change is applied.
     ///
@@ -287,7 +288,7 @@ impl Admin {
 pub(super) fn bootstrap<D: Disk>(
     config: &Config,
     log: &mut LogStore<D>,
-    sm: &StateMachine,
+    sm: &impl StateMachine,
     initial_members: &[(NodeId, String)],
 ) -> Result<(), OpenError> {
     let fresh = log.is_empty() && sm.applied().index == 0;

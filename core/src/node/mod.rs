@@ -24,7 +24,8 @@ use crate::config::Config;
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId, Term};
 use crate::log::{LogError, LogStore, OpenOptions};
-use crate::sql::{Applied, ApplyError, Reader, SqlError, StateMachine, WriteLimits};
+use crate::sql::{Applied, ApplyError, SqlError, SqliteStateMachine, WriteLimits};
+use crate::state_machine::StateMachine;
 
 pub use events::{NodeEvent, Observer};
 pub use membership::MemberChange;
@@ -115,11 +116,11 @@ pub struct MemberStatus {
 }
 
 /// One deeb node. See the crate docs for how a host drives it.
-pub struct Node<D: Disk> {
+pub struct Node<D: Disk, S: StateMachine = SqliteStateMachine> {
     id: NodeId,
     config: Config,
     raw: RawNode<LogStore<D>>,
-    sm: StateMachine,
+    sm: S,
     rng: SmallRng,
     now: Duration,
     next_tick: Duration,
@@ -143,11 +144,11 @@ pub struct Node<D: Disk> {
 }
 
 impl<D: Disk> Node<D> {
-    /// Opens the node on its log disk and data directory, recovering from a
-    /// crash if needed. `initial_members` (every voter of a new cluster with
-    /// its address, identical on each) is used only on a brand-new node;
-    /// a node that joins an existing cluster passes none and waits to be
-    /// added.
+    /// Opens the node on its log disk and data directory, with its SQLite
+    /// database in `data_dir`, recovering from a crash if needed.
+    /// `initial_members` (every voter of a new cluster with its address,
+    /// identical on each) is used only on a brand-new node; a node that
+    /// joins an existing cluster passes none and waits to be added.
     ///
     /// # Errors
     /// A corrupt log or database, or an unusable data directory.
@@ -160,14 +161,34 @@ impl<D: Disk> Node<D> {
     ) -> Result<Self, OpenError> {
         validate_config(&config)?;
         std::fs::create_dir_all(data_dir)?;
+        let mut sm = SqliteStateMachine::open(&data_dir.join("state.db"), config.seed)?;
+        sm.set_apply_foreign_keys(config.mutations.follower_foreign_keys());
+        Self::open_with(config, disk, sm, data_dir, initial_members, now)
+    }
+}
+
+impl<D: Disk, S: StateMachine> Node<D, S> {
+    /// [`Node::open`] with any state machine (opened by the caller);
+    /// `data_dir` keeps the snapshot files.
+    ///
+    /// # Errors
+    /// As [`Node::open`].
+    pub fn open_with(
+        config: Config,
+        disk: D,
+        mut sm: S,
+        data_dir: &Path,
+        initial_members: &[(NodeId, String)],
+        now: Duration,
+    ) -> Result<Self, OpenError> {
+        validate_config(&config)?;
+        std::fs::create_dir_all(data_dir)?;
         let log_options = OpenOptions { skip_record_checksums: config.mutations.skip_record_checksums() };
         let (mut log, recovery) = LogStore::open_with(disk, config.segment_bytes_max, log_options)?;
         if recovery.torn_bytes_cut > 0 {
             tracing::warn!(node = config.id.0, bytes = recovery.torn_bytes_cut, "cut torn log tail");
         }
-        let mut sm = StateMachine::open(&data_dir.join("state.db"), config.seed)?;
         sm.set_limits(write_limits(&config));
-        sm.set_apply_foreign_keys(config.mutations.follower_foreign_keys());
         membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
         let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
@@ -288,11 +309,11 @@ impl<D: Disk> Node<D> {
     ///
     /// # Errors
     /// The database could not be opened.
-    pub fn reader(&self) -> Result<Reader, SqlError> {
+    pub fn reader(&self) -> Result<S::Reader, SqlError> {
         self.sm.reader()
     }
 
-    /// The state digest at the applied index (see `StateMachine::digest`).
+    /// The state digest at the applied index (see `SqliteStateMachine::digest`).
     ///
     /// # Errors
     /// The database could not be read.
@@ -692,7 +713,7 @@ fn raft_config(config: &Config, applied: u64) -> raft::Config {
 /// After a crash the database (whose applied index and conf state are
 /// written in the same transaction as each entry) is the authority; bring
 /// the log's metadata up to it.
-fn reconcile<D: Disk>(log: &mut LogStore<D>, sm: &StateMachine) -> Result<(), OpenError> {
+fn reconcile<D: Disk>(log: &mut LogStore<D>, sm: &impl StateMachine) -> Result<(), OpenError> {
     let applied = sm.applied();
     let Some(conf_bytes) = sm.conf_state()? else { return Ok(()) };
     let conf_state = ConfState::parse_from_bytes(&conf_bytes)

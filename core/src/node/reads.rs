@@ -2,6 +2,7 @@
 //! drops it silently when it cannot serve it), lease (leader-local while a
 //! quorum was heard from recently) and stale (local, optionally bounded).
 
+use crate::state_machine::StateMachine;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ struct PendingRead {
     read_index: Option<u64>,
 }
 
-impl<D: Disk> Node<D> {
+impl<D: Disk, S: StateMachine> Node<D, S> {
     /// Asks to read at `consistency`. The answer comes as
     /// `Output::ReadReady` (run the query on `reader()` then) or
     /// `Output::ReadFailed`.

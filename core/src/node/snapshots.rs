@@ -4,6 +4,7 @@
 //! leader's `MsgSnapshot` carries only metadata, and the receiver steps it
 //! into raft once the whole file has arrived and checked out.
 
+use crate::state_machine::StateMachine;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -158,7 +159,7 @@ impl Snapshots {
     }
 }
 
-impl<D: Disk> Node<D> {
+impl<D: Disk, S: StateMachine> Node<D, S> {
     /// The snapshot file at `index`, if this node has it, for streaming.
     pub fn snapshot_file(&self, index: u64) -> Option<SnapshotFile> {
         self.snapshots.latest.clone().filter(|file| file.index == index)

@@ -13,7 +13,8 @@ use super::output::{ClientToken, Output, WriteError, WriteOutcome};
 use super::{Fatal, Node};
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId};
-use crate::sql::{Applied, StateMachine};
+use crate::sql::Applied;
+use crate::state_machine::StateMachine;
 
 /// Queued and in-flight writes.
 #[derive(Default)]
@@ -48,7 +49,7 @@ struct Waiter {
     results: Vec<StatementResult>,
 }
 
-impl<D: Disk> Node<D> {
+impl<D: Disk, S: StateMachine> Node<D, S> {
     /// Queues a client write (statements applied atomically). The answer
     /// comes later as `Output::WriteDone`.
     ///
@@ -222,7 +223,7 @@ impl Writes {
     /// entry, otherwise applies the changesets; answers our waiters.
     pub(super) fn apply(
         &mut self,
-        sm: &mut StateMachine,
+        sm: &mut impl StateMachine,
         me: NodeId,
         batch: &WriteBatch,
         applied: Applied,
@@ -268,7 +269,7 @@ impl Writes {
     /// away.
     pub(super) fn on_leadership_lost(
         &mut self,
-        sm: &mut StateMachine,
+        sm: &mut impl StateMachine,
         leader: Option<NodeId>,
         outputs: &mut VecDeque<Output>,
     ) -> Result<(), Fatal> {

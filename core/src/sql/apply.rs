@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::digest::primary_key;
 use super::rowids;
 use super::session::{self, ApplyMode, ChangeInfo, Conflict};
-use super::state_machine::{is_fatal, write_applied, StateMachine};
+use super::state_machine::{is_fatal, write_applied, SqliteStateMachine};
 use super::{Applied, ApplyError, SqlError};
 
 /// A divergence at `index` with `reason`.
@@ -18,7 +18,7 @@ fn divergence(index: u64, reason: String) -> ApplyError {
     ApplyError::Divergence { index, reason }
 }
 
-impl StateMachine {
+impl SqliteStateMachine {
     /// Applies a committed batch executed elsewhere (or rolled back here) in
     /// one transaction with triggers and foreign keys off: the changesets
     /// already carry what triggers and foreign-key actions did on the

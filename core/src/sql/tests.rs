@@ -19,13 +19,13 @@ fn int(i: i64) -> Value {
     Value { kind: Some(Kind::Integer(i)) }
 }
 
-fn open(dir: &TempDir, name: &str) -> StateMachine {
-    StateMachine::open(&dir.path().join(name), 7).expect("open")
+fn open(dir: &TempDir, name: &str) -> SqliteStateMachine {
+    SqliteStateMachine::open(&dir.path().join(name), 7).expect("open")
 }
 
 /// Runs requests as one leader batch and commits it; returns the batch.
 fn leader_batch(
-    sm: &mut StateMachine,
+    sm: &mut SqliteStateMachine,
     index: u64,
     requests: &[Vec<Statement>],
 ) -> (WriteBatch, Vec<Result<Executed, RequestError>>) {
@@ -43,7 +43,7 @@ fn leader_batch(
     (batch, results)
 }
 
-fn query_all(sm: &StateMachine, statement: &Statement) -> Result<Vec<QueryChunk>, QueryError> {
+fn query_all(sm: &SqliteStateMachine, statement: &Statement) -> Result<Vec<QueryChunk>, QueryError> {
     let reader = sm.reader().expect("reader");
     let mut chunks = vec![];
     reader.query(statement, 1000, 1 << 20, &mut |c| {
@@ -53,7 +53,7 @@ fn query_all(sm: &StateMachine, statement: &Statement) -> Result<Vec<QueryChunk>
     Ok(chunks)
 }
 
-fn scalar(sm: &StateMachine, sql: &str) -> Value {
+fn scalar(sm: &SqliteStateMachine, sql: &str) -> Value {
     let chunks = query_all(sm, &st(sql)).expect("query");
     chunks[0].rows[0].values[0].clone()
 }
@@ -160,7 +160,7 @@ fn results_report_rows_and_last_insert_id() {
     assert_eq!(ids, vec![0, 2, 0, 0]);
 }
 
-fn changeset_of(sm: &mut StateMachine, index: u64, sql: &str) -> WriteBatch {
+fn changeset_of(sm: &mut SqliteStateMachine, index: u64, sql: &str) -> WriteBatch {
     leader_batch(sm, index, &[vec![st(sql)]]).0
 }
 
@@ -209,7 +209,7 @@ fn column_mismatch_and_old_row_mismatch_are_divergence() {
     assert!(matches!(&err, ApplyError::Divergence { reason, .. } if reason.contains("column")), "{err}");
 }
 
-fn refused(sm: &mut StateMachine, sql: &str) -> String {
+fn refused(sm: &mut SqliteStateMachine, sql: &str) -> String {
     sm.begin_batch(9).expect("begin");
     let r = sm.execute_request(&[st(sql)]).expect("execute");
     sm.rollback_batch().expect("rollback");
@@ -514,7 +514,7 @@ fn reader_is_send() {
 
 /// Runs each request (statements separated by "; ") as its own leader batch
 /// and applies it on the follower; panics if the follower diverges.
-fn replicate(leader: &mut StateMachine, follower: &mut StateMachine, first: u64, requests: &[&str]) {
+fn replicate(leader: &mut SqliteStateMachine, follower: &mut SqliteStateMachine, first: u64, requests: &[&str]) {
     for (i, request) in requests.iter().enumerate() {
         let index = first + i as u64;
         let statements: Vec<Statement> = request.split("; ").map(st).collect();
@@ -588,7 +588,7 @@ fn updates_that_break_a_follower_only_index_are_divergence() {
 }
 
 /// The rows of `t` in scan order (no ORDER BY), as text.
-fn scan_order(sm: &StateMachine) -> String {
+fn scan_order(sm: &SqliteStateMachine) -> String {
     // (Not k alone: the key's index covers it and is scanned in key order.)
     let chunks = query_all(sm, &st("SELECT group_concat(k || v, ',') FROM t")).expect("q");
     format!("{:?}", chunks[0].rows[0].values[0])
@@ -622,7 +622,8 @@ fn hidden_rowids_are_replicated() {
     assert_eq!(scan_order(&leader), expected);
     assert_eq!(scan_order(&follower), expected);
     assert_eq!(scan_order(&plain), expected, "the leader numbers rows as SQLite does");
-    let log = |sm: &StateMachine| format!("{:?}", query_all(sm, &st("SELECT group_concat(k) FROM log")).expect("q"));
+    let log =
+        |sm: &SqliteStateMachine| format!("{:?}", query_all(sm, &st("SELECT group_concat(k) FROM log")).expect("q"));
     assert_eq!(log(&leader), log(&follower));
     assert_eq!(log(&leader), log(&plain));
     // The digest covers hidden rowids: equal here, and a renumbered row shows.

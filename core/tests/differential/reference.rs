@@ -112,8 +112,11 @@ impl Reference {
 
 /// Runs one statement the way deeb's leader reports it: rows affected only
 /// if the statement changed something, and the rowid of the last row the
-/// statement itself inserted (0 if none).
+/// statement itself inserted (0 if none); a schema change reports neither
+/// (README, "SQL support").
 fn run_statement(conn: &Connection, sql: &str) -> Result<StatementResult, String> {
+    let schema_version = |conn: &Connection| conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0));
+    let schema_before = schema_version(conn).map_err(|error| error.to_string())?;
     let total_before = conn.total_changes();
     // SAFETY: a valid handle of a connection this thread owns.
     unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(conn.handle(), 0) };
@@ -128,6 +131,9 @@ fn run_statement(conn: &Connection, sql: &str) -> Result<StatementResult, String
     }
     drop(rows);
     drop(statement);
+    if schema_version(conn).map_err(|error| error.to_string())? != schema_before {
+        return Ok(StatementResult { rows_affected: 0, last_insert_id: 0 });
+    }
     let changed = conn.total_changes() != total_before;
     Ok(StatementResult {
         rows_affected: if changed { conn.changes() } else { 0 },

@@ -1,0 +1,96 @@
+//! The seam between the node and the database it replicates.
+//!
+//! The node decides what happens and in which order (raft); a
+//! [`StateMachine`] does it to the data. On the leader it runs client
+//! requests inside one open batch and turns each into ops (row changes,
+//! schema text) that are proposed as one log entry; once that entry
+//! commits, the batch is kept. Every other replica applies the committed
+//! entry's ops. Reads, snapshots and digests look at the applied state.
+//!
+//! The SQLite backend is [`crate::sql::SqliteStateMachine`]; every backend
+//! passes the scenarios of [`crate::conformance`].
+
+use std::path::Path;
+
+use deeb_proto::{Statement, WriteBatch};
+
+use crate::sql::{Applied, ApplyError, Clock, Executed, RequestError, SqlError, WriteLimits};
+
+/// The replicated database, as the node drives it. Errors of type
+/// [`SqlError`] and [`ApplyError::Sql`] are failures of the database itself
+/// and stop the node; a client's failing request is a [`RequestError`] and
+/// an entry that does not fit this replica's data is
+/// [`ApplyError::Divergence`].
+pub trait StateMachine {
+    /// A read-only view of the applied state, used off the node (its
+    /// queries may run on another thread).
+    type Reader: Send + 'static;
+
+    /// Sets the bounds on each client request (statement time and steps,
+    /// row-change bytes).
+    fn set_limits(&mut self, limits: WriteLimits);
+
+    /// Gives the backend the host's clock for statement deadlines.
+    fn set_clock(&mut self, clock: Clock);
+
+    /// The last entry whose effects are in the database.
+    fn applied(&self) -> Applied;
+
+    /// The raft configuration as of [`Self::applied`], encoded, if any was
+    /// ever applied.
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, SqlError>;
+
+    /// The members' addresses as of [`Self::applied`].
+    fn members(&self) -> Result<Vec<(u64, String)>, SqlError>;
+
+    /// Leader: opens the batch that will be proposed at `next_index`.
+    fn begin_batch(&mut self, next_index: u64) -> Result<(), SqlError>;
+
+    /// Leader: runs one client request in the open batch. The inner error
+    /// is the client's; if the request ended the batch itself,
+    /// [`Self::batch_open`] is false afterwards.
+    fn execute_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError>;
+
+    /// True while a batch is open.
+    fn batch_open(&self) -> bool;
+
+    /// True once the open batch has run as long as one statement may (the
+    /// rest of the queue waits for the next batch).
+    fn batch_time_spent(&self) -> bool;
+
+    /// Leader: keeps the open batch, as the entry `applied`.
+    fn commit_batch(&mut self, applied: Applied) -> Result<(), SqlError>;
+
+    /// Leader: drops the open batch.
+    fn rollback_batch(&mut self) -> Result<(), SqlError>;
+
+    /// Applies a committed batch executed elsewhere (or dropped here).
+    fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError>;
+
+    /// Records an entry with no data (a new leader's first entry).
+    fn apply_empty(&mut self, applied: Applied) -> Result<(), SqlError>;
+
+    /// Records a membership change: the new raft configuration and member
+    /// addresses (`None` removes one).
+    fn apply_membership(
+        &mut self,
+        applied: Applied,
+        conf_state: &[u8],
+        members: &[(u64, Option<String>)],
+    ) -> Result<(), SqlError>;
+
+    /// A reader of the applied state.
+    fn reader(&self) -> Result<Self::Reader, SqlError>;
+
+    /// A hash of the applied state, equal on replicas that hold the same
+    /// data.
+    fn digest(&self) -> Result<u64, SqlError>;
+
+    /// Writes a snapshot of the applied state to `dest` (a new file);
+    /// returns the entry it reflects.
+    fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError>;
+
+    /// Replaces the whole state with the snapshot at `src`, atomically: if
+    /// it fails, the old state is intact.
+    fn install_snapshot(&mut self, src: &Path) -> Result<Applied, SqlError>;
+}
