@@ -5,10 +5,11 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deeb_core::{Config, Consistency, MemberChange, NodeId, ReadError, WriteError};
+use deeb_core::{ClientToken, Config, Consistency, MemberChange, NodeId, ReadError, WriteError};
 use harness::{integer, integer_of, query, statement, with_params, Cluster, Reply};
 
 const SECOND: Duration = Duration::from_secs(1);
+const MILLISECOND: Duration = Duration::from_millis(1);
 
 #[test]
 fn three_nodes_elect_replicate_and_read_anywhere() {
@@ -330,6 +331,50 @@ fn stale_and_lease_reads() {
     assert!(matches!(error, ReadError::Timeout | ReadError::NoLeader), "{error}");
     cluster.heal();
     cluster.read(follower, Consistency::Linearizable, "SELECT v FROM r").expect("healed");
+}
+
+/// A leader paused (SIGSTOP) past its lease wakes to find its followers'
+/// answers to its last heartbeats waiting, while another leader has taken
+/// writes. Those answers promise nothing about now: a lease read must not
+/// be served from the old leader's data (issue 11: anchored at arrival, the
+/// lease was renewed by them and a read returned a value overwritten 13 ms
+/// before).
+#[test]
+fn lease_is_not_renewed_by_answers_that_waited_out_a_pause() {
+    for seed in 0..20 {
+        let mut cluster = Cluster::new(3, 300 + seed);
+        cluster.execute("CREATE TABLE r (v INTEGER)");
+        cluster.execute("INSERT INTO r VALUES (1)");
+        cluster.run_for(SECOND);
+        let old = cluster.wait_leader();
+        // Held in normal running: served at once, without a round trip.
+        let token = ClientToken(u64::MAX / 2 - seed);
+        let now = cluster.now;
+        cluster.node_mut(old).submit_read(now, token, Consistency::Lease).expect("accepted");
+        cluster.drain(old);
+        assert_eq!(cluster.replies.get(&token), Some(&Reply::ReadReady), "seed {seed}: lease not held");
+        // Paused just after it sent heartbeats: the answers arrive while
+        // it sleeps.
+        cluster.run_for(100 * MILLISECOND);
+        cluster.run_until(SECOND, "heartbeats out", |c| c.has_in_flight_from(old));
+        let paused_at = cluster.now;
+        cluster.pause(old);
+        cluster.run_until(10 * SECOND, "a new leader", |c| c.leader().is_some_and(|l| l != old));
+        cluster.execute("UPDATE r SET v = 2");
+        cluster.run_for(4 * SECOND);
+        cluster.resume(old);
+        // Answers to heartbeats sent before the pause come first...
+        cluster.deliver_sent_before(old, paused_at + 100 * MILLISECOND);
+        // ...then a client's lease read.
+        let token = ClientToken(u64::MAX - seed);
+        let now = cluster.now;
+        cluster.node_mut(old).submit_read(now, token, Consistency::Lease).expect("accepted");
+        cluster.drain(old);
+        if cluster.replies.get(&token) == Some(&Reply::ReadReady) {
+            let rows = query(cluster.node(old), "SELECT v FROM r");
+            assert_eq!(integer_of(&rows[0], 0), 2, "seed {seed}: a stale lease read after a pause");
+        }
+    }
 }
 
 #[test]

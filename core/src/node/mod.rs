@@ -436,7 +436,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if message.term >= self.raw.raft.term && message.from == self.raw.raft.leader_id {
             self.last_leader_contact = Some(self.now);
         }
-        self.reads.note_ack(message, self.raw.raft.term, self.now);
+        self.reads.note_ack(message, self.raw.raft.term);
     }
 
     /// Raft-rs draws election timeouts from `thread_rng`, which is not
@@ -573,7 +573,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         Ok(())
     }
 
-    fn send_messages(&mut self, messages: Vec<Message>) {
+    fn send_messages(&mut self, mut messages: Vec<Message>) {
+        if self.role == StateRole::Leader {
+            let lease = self.lease_duration();
+            self.reads.tag_heartbeats(&mut messages, self.now, lease);
+        }
         let mut by_peer: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
         for message in messages {
             if message.get_msg_type() == MessageType::MsgSnapshot {

@@ -27,13 +27,27 @@ pub enum Consistency {
     Stale { max_staleness: Option<Duration> },
 }
 
-/// Linearizable reads waiting for ReadIndex or for apply to catch up.
+/// Linearizable reads waiting for ReadIndex or for apply to catch up, and
+/// the leader's lease.
 #[derive(Default)]
 pub(super) struct Reads {
     pending: BTreeMap<ClientToken, PendingRead>,
-    /// Leader only: when each peer last answered us in the current term.
+    /// Leader only: per peer, when we sent the latest heartbeat it has
+    /// answered in the current term (not when the answer arrived: an answer
+    /// that waited in a queue while this node was paused promises nothing
+    /// about now).
     acks: HashMap<u64, Duration>,
+    /// Leader only: the heartbeat contexts sent within a lease, each with
+    /// when it was first sent. A follower echoes the context in its answer.
+    heartbeats_sent: HashMap<Vec<u8>, Duration>,
+    /// Leader only: the number of the next lease tag, the context of a
+    /// heartbeat that carries no ReadIndex context of raft's own.
+    next_lease_tag: u64,
 }
+
+/// The first byte of a lease tag: ReadIndex contexts are eight bytes (a
+/// client token), a lease tag is this byte and eight more.
+const LEASE_TAG: u8 = 0xff;
 
 struct PendingRead {
     issued_tick: u64,
@@ -92,13 +106,23 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         Ok(())
     }
 
-    /// The leader's lease: a quorum of every voter set answered within half
-    /// an election timeout.
+    /// How long a quorum's answers to a heartbeat let the leader serve
+    /// reads alone, from when it sent the heartbeat: half an election
+    /// timeout, since a follower that heard from us votes for no one else
+    /// for a whole one (check_quorum), and clocks may drift.
+    pub(super) fn lease_duration(&self) -> Duration {
+        Duration::from_millis(self.config.tick_ms * self.config.election_ticks as u64 / 2)
+    }
+
+    /// The leader's lease: a quorum of every voter set answered heartbeats
+    /// sent within the lease duration, and no leadership transfer is under
+    /// way (its target may campaign at once).
     fn lease_held(&self) -> bool {
-        if self.role != StateRole::Leader || !self.raw.raft.commit_to_current_term() {
+        let raft = &self.raw.raft;
+        if self.role != StateRole::Leader || !raft.commit_to_current_term() || raft.lead_transferee.is_some() {
             return false;
         }
-        let lease = Duration::from_millis(self.config.tick_ms * self.config.election_ticks as u64 / 2);
+        let lease = self.lease_duration();
         let conf = self.raw.raft.prs().conf().to_conf_state();
         let incoming = self.reads.quorum_heard_within(&conf.voters, self.id.0, self.now, lease);
         let outgoing = conf.voters_outgoing.is_empty()
@@ -108,12 +132,40 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 }
 
 impl Reads {
-    /// Records a peer's answer to the leader, for the lease.
-    pub(super) fn note_ack(&mut self, message: &Message, term: u64, now: Duration) {
-        let is_answer =
-            matches!(message.get_msg_type(), MessageType::MsgHeartbeatResponse | MessageType::MsgAppendResponse);
-        if is_answer && message.term == term {
-            self.acks.insert(message.from, now);
+    /// Leader: remembers when each outgoing heartbeat was sent, tagging
+    /// those raft sent without a context so their answers can be told
+    /// apart. Tags older than a lease are forgotten (their answers could
+    /// not renew it anyway).
+    pub(super) fn tag_heartbeats(&mut self, messages: &mut [Message], now: Duration, lease: Duration) {
+        let mut tag = None;
+        let mut any = false;
+        for message in messages.iter_mut().filter(|m| m.get_msg_type() == MessageType::MsgHeartbeat) {
+            any = true;
+            if message.get_context().is_empty() {
+                let tag = tag.get_or_insert_with(|| {
+                    self.next_lease_tag += 1;
+                    let mut tag = vec![LEASE_TAG];
+                    tag.extend_from_slice(&self.next_lease_tag.to_be_bytes());
+                    tag
+                });
+                message.set_context(tag.clone().into());
+            }
+            self.heartbeats_sent.entry(message.get_context().to_vec()).or_insert(now);
+        }
+        if any {
+            self.heartbeats_sent.retain(|_, sent| now.saturating_sub(*sent) < lease);
+        }
+    }
+
+    /// Records a peer's answer to one of our heartbeats of this term, for
+    /// the lease: it counts from when that heartbeat was sent.
+    pub(super) fn note_ack(&mut self, message: &Message, term: u64) {
+        if message.get_msg_type() != MessageType::MsgHeartbeatResponse || message.term != term {
+            return;
+        }
+        if let Some(&sent) = self.heartbeats_sent.get(message.get_context()) {
+            let ack = self.acks.entry(message.from).or_insert(sent);
+            *ack = (*ack).max(sent);
         }
     }
 
@@ -172,5 +224,6 @@ impl Reads {
 
     pub(super) fn on_leadership_lost(&mut self) {
         self.acks.clear();
+        self.heartbeats_sent.clear();
     }
 }

@@ -39,6 +39,7 @@ pub enum Reply {
 }
 
 struct InFlight {
+    sent_at: Duration,
     deliver_at: Duration,
     from: u64,
     to: u64,
@@ -55,6 +56,8 @@ pub struct Cluster {
     pub drop_rate: f64,
     pub delay_max: Duration,
     cut: BTreeSet<(u64, u64)>,
+    /// Nodes that neither run nor receive (their messages wait).
+    paused: BTreeSet<u64>,
     in_flight: Vec<InFlight>,
     next_token: u64,
     seed: u64,
@@ -81,6 +84,7 @@ impl Cluster {
             drop_rate: 0.0,
             delay_max: Duration::from_millis(10),
             cut: BTreeSet::new(),
+            paused: BTreeSet::new(),
             in_flight: Vec::new(),
             next_token: 0,
             seed,
@@ -188,10 +192,37 @@ impl Cluster {
         }
     }
 
+    /// Stops running node `id` as SIGSTOP would: no ticks, and messages to
+    /// it wait until [`Cluster::resume`].
+    pub fn pause(&mut self, id: u64) {
+        self.paused.insert(id);
+    }
+
+    /// True if messages node `id` sent are still in flight.
+    pub fn has_in_flight_from(&self, id: u64) -> bool {
+        self.in_flight.iter().any(|message| message.from == id)
+    }
+
+    pub fn resume(&mut self, id: u64) {
+        self.paused.remove(&id);
+    }
+
+    /// Delivers to `id` now the messages waiting for it that were sent
+    /// before `sent_before` (what a paused process finds first in its
+    /// socket when it wakes).
+    pub fn deliver_sent_before(&mut self, id: u64, sent_before: Duration) {
+        let (now_due, rest): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|message| message.to == id && message.sent_at < sent_before);
+        self.in_flight = rest;
+        self.deliver(now_due);
+    }
+
     pub fn step(&mut self) {
         self.now += STEP;
         self.deliver_due();
-        for id in self.running() {
+        let awake: Vec<u64> = self.running().into_iter().filter(|id| !self.paused.contains(id)).collect();
+        for id in awake {
             let now = self.now;
             let node = self.node_mut(id);
             if node.poll_timeout() <= now {
@@ -204,10 +235,17 @@ impl Cluster {
 
     fn deliver_due(&mut self) {
         let now = self.now;
-        let (due, later): (Vec<InFlight>, Vec<InFlight>) =
-            std::mem::take(&mut self.in_flight).into_iter().partition(|message| message.deliver_at <= now);
+        let paused = &self.paused;
+        let (due, later): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|message| message.deliver_at <= now && !paused.contains(&message.to));
         self.in_flight = later;
-        for message in due {
+        self.deliver(due);
+    }
+
+    fn deliver(&mut self, messages: Vec<InFlight>) {
+        let now = self.now;
+        for message in messages {
             let alive = self.slots.get(&message.to).is_some_and(|slot| slot.node.is_some());
             if !alive || self.cut.contains(&(message.from, message.to)) {
                 continue;
@@ -248,7 +286,13 @@ impl Cluster {
                 continue;
             }
             let delay = self.rng.gen_range(Duration::ZERO..=self.delay_max);
-            self.in_flight.push(InFlight { deliver_at: self.now + delay, from, to, messages: vec![message] });
+            self.in_flight.push(InFlight {
+                sent_at: self.now,
+                deliver_at: self.now + delay,
+                from,
+                to,
+                messages: vec![message],
+            });
         }
     }
 
