@@ -46,8 +46,9 @@ async fn produce_chunks(
 ) -> Result<(), String> {
     let mut offset = 0u64;
     let mut header = Some(header);
+    let mut reader = file.open().map_err(|error| error.to_string())?;
     loop {
-        let data = file.read_chunk(offset, chunk_bytes_max).map_err(|error| error.to_string())?;
+        let data = reader.next_chunk(chunk_bytes_max).map_err(|error| error.to_string())?;
         if data.is_empty() && header.is_none() {
             return Ok(());
         }
@@ -72,20 +73,31 @@ async fn produce_chunks(
 /// A stream without a header, out-of-order or corrupt chunks, or a node
 /// that refuses the snapshot; the text says which.
 pub(crate) async fn receive(inputs: &mpsc::Sender<Input>, mut stream: Streaming<SnapshotChunk>) -> Result<(), String> {
-    let first = stream.message().await.map_err(|status| status.to_string())?.ok_or("empty snapshot stream")?;
+    let first = next_chunk(&mut stream).await?.ok_or("empty snapshot stream")?;
     let header = first.header.clone().ok_or("the first snapshot chunk has no header")?;
     let (reply, answer) = oneshot::channel();
     inputs.send(Input::SnapshotStart { header, reply }).await.map_err(|_| "node shutting down")?;
     let mut receiver = answer.await.map_err(|_| "node shutting down")?.map_err(|error| error.to_string())?;
     receiver.write_chunk(first.offset, &first.data).map_err(|error| error.to_string())?;
-    while let Some(chunk) = stream.message().await.map_err(|status| status.to_string())? {
+    while let Some(chunk) = next_chunk(&mut stream).await? {
         receiver.write_chunk(chunk.offset, &chunk.data).map_err(|error| error.to_string())?;
     }
     let received = receiver.finish().map_err(|error| error.to_string())?;
     inputs.send(Input::SnapshotReceived { received }).await.map_err(|_| "node shutting down".to_owned())
 }
 
+/// The stream's next chunk. A stream that stalls ends the transfer here
+/// (and dropping its receiver deletes the partial file).
+async fn next_chunk(stream: &mut Streaming<SnapshotChunk>) -> Result<Option<SnapshotChunk>, String> {
+    match tokio::time::timeout(CHUNK_TIMEOUT, stream.message()).await {
+        Ok(message) => message.map_err(|status| status.to_string()),
+        Err(_) => Err(format!("no snapshot chunk for {CHUNK_TIMEOUT:?}: transfer abandoned")),
+    }
+}
+
 /// Chunks buffered between the file reader and the network.
 const CHUNKS_IN_FLIGHT_MAX: usize = 4;
+/// Bound on waiting for the next chunk of an incoming snapshot.
+const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bound on connecting to the receiver.
 const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);

@@ -7,7 +7,7 @@
 use crate::state_machine::StateMachine;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,17 +47,15 @@ pub struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    /// Reads up to `max` bytes at `offset` (empty at the end).
+    /// Opens the file for one transfer. The reader holds it open, so a
+    /// newer snapshot replacing (and deleting) this one does not cut the
+    /// transfer short.
     ///
     /// # Errors
-    /// The file could not be read (it may have been replaced by a newer
-    /// snapshot: report the transfer as failed and let raft retry).
-    pub fn read_chunk(&self, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut chunk = Vec::with_capacity(max.min(1 << 20));
-        file.take(max as u64).read_to_end(&mut chunk)?;
-        Ok(chunk)
+    /// The file is already gone (replaced by a newer snapshot: report the
+    /// transfer as failed and let raft retry).
+    pub fn open(&self) -> std::io::Result<SnapshotReader> {
+        Ok(SnapshotReader { file: File::open(&self.path)? })
     }
 
     fn load(path: PathBuf, index: u64, term: u64) -> std::io::Result<Self> {
@@ -76,15 +74,43 @@ impl SnapshotFile {
     }
 }
 
+/// One transfer's view of a snapshot file, read front to back.
+pub struct SnapshotReader {
+    file: File,
+}
+
+impl SnapshotReader {
+    /// The next up to `max` bytes (empty at the end).
+    ///
+    /// # Errors
+    /// A read failure.
+    pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Vec<u8>> {
+        let mut chunk = Vec::with_capacity(max.min(1 << 20));
+        (&mut self.file).take(max as u64).read_to_end(&mut chunk)?;
+        Ok(chunk)
+    }
+}
+
 /// Receives one snapshot stream into a file. `Send`, so the host may write
 /// chunks off its event loop; hand the result to `Node::install_received`.
+/// Dropped before [`SnapshotReceiver::finish`] succeeds (a stream that
+/// failed or stalled past the host's timeout), it deletes its file.
 pub struct SnapshotReceiver {
     header: SnapshotHeader,
     message: Message,
-    path: PathBuf,
+    /// The file being written; None once handed on.
+    path: Option<PathBuf>,
     file: File,
     written: u64,
     crc32c: u32,
+}
+
+impl Drop for SnapshotReceiver {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 impl SnapshotReceiver {
@@ -110,7 +136,7 @@ impl SnapshotReceiver {
     ///
     /// # Errors
     /// The stream was short or corrupt, or the file could not be synced.
-    pub fn finish(self) -> Result<ReceivedSnapshot, SnapshotReceiveError> {
+    pub fn finish(mut self) -> Result<ReceivedSnapshot, SnapshotReceiveError> {
         if self.written != self.header.total_bytes {
             return Err(SnapshotReceiveError::WrongSize { expected: self.header.total_bytes, got: self.written });
         }
@@ -118,7 +144,9 @@ impl SnapshotReceiver {
             return Err(SnapshotReceiveError::Checksum);
         }
         self.file.sync_all()?;
-        Ok(ReceivedSnapshot { message: self.message, path: self.path, index: self.header.index })
+        let path = self.path.take().expect("a receiver hands its file on once");
+        let message = std::mem::take(&mut self.message);
+        Ok(ReceivedSnapshot { message, path, index: self.header.index })
     }
 }
 
@@ -191,7 +219,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let name = format!("incoming-{}-{}.tmp", header.index, self.snapshots.next_incoming);
         let path = self.snapshots.dir.join(name);
         let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(SnapshotReceiver { header, message, path, file, written: 0, crc32c: 0 })
+        Ok(SnapshotReceiver { header, message, path: Some(path), file, written: 0, crc32c: 0 })
     }
 
     /// Hands a complete snapshot file to raft, which installs it if it is
@@ -333,4 +361,58 @@ fn file_name(index: u64, term: u64) -> String {
 
 fn io_fatal(error: std::io::Error) -> Fatal {
     Fatal::Snapshot(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receiver(dir: &Path, name: &str, data: &[u8]) -> SnapshotReceiver {
+        let path = dir.join(name);
+        let file = OpenOptions::new().write(true).create_new(true).open(&path).expect("create");
+        let header = SnapshotHeader {
+            index: 5,
+            total_bytes: data.len() as u64,
+            crc32c: crc32c::crc32c(data),
+            ..Default::default()
+        };
+        SnapshotReceiver { header, message: Message::default(), path: Some(path), file, written: 0, crc32c: 0 }
+    }
+
+    /// A transfer that stops half way (the host gave up on it) or arrives
+    /// corrupt leaves no file behind; a complete one keeps its file.
+    #[test]
+    fn receivers_delete_unfinished_files() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let data = b"snapshot bytes";
+        let mut abandoned = receiver(dir.path(), "abandoned", data);
+        abandoned.write_chunk(0, &data[..4]).expect("chunk");
+        drop(abandoned);
+        assert!(!dir.path().join("abandoned").exists());
+        let mut corrupt = receiver(dir.path(), "corrupt", data);
+        corrupt.write_chunk(0, b"snapshot BYTES").expect("chunk");
+        assert!(matches!(corrupt.finish(), Err(SnapshotReceiveError::Checksum)));
+        assert!(!dir.path().join("corrupt").exists());
+        let mut complete = receiver(dir.path(), "complete", data);
+        complete.write_chunk(0, data).expect("chunk");
+        let received = complete.finish().expect("complete");
+        assert_eq!(received.path, dir.path().join("complete"));
+        assert_eq!(fs::read(&received.path).expect("kept"), data);
+    }
+
+    /// A transfer reads the file it opened even after a newer snapshot
+    /// replaced (deleted) it.
+    #[test]
+    fn readers_survive_the_file_being_replaced() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let path = dir.path().join("snap");
+        fs::write(&path, vec![7u8; 100_000]).expect("write");
+        let file = SnapshotFile::load(path.clone(), 1, 1).expect("load");
+        let mut reader = file.open().expect("open");
+        let first = reader.next_chunk(60_000).expect("first");
+        fs::remove_file(&path).expect("replaced");
+        let second = reader.next_chunk(60_000).expect("second");
+        assert_eq!((first.len(), second.len()), (60_000, 40_000));
+        assert!(reader.next_chunk(60_000).expect("end").is_empty());
+    }
 }

@@ -313,8 +313,9 @@ impl Cluster {
             return false;
         };
         let mut offset = 0;
+        let mut reader = file.open().expect("snapshot file readable");
         loop {
-            let chunk = file.read_chunk(offset, 64 * 1024).expect("snapshot file readable");
+            let chunk = reader.next_chunk(64 * 1024).expect("snapshot file readable");
             if chunk.is_empty() {
                 break;
             }
