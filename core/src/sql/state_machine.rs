@@ -246,17 +246,7 @@ impl SqliteStateMachine {
                 Err(message) => return self.fail_request(RequestError { statement_index, message }),
             }
         }
-        let violations = match self.replayed_in_request.get() {
-            true => foreign_key_violations(&self.writer),
-            false => Ok(false),
-        };
-        let violations = match violations {
-            Ok(found) => found,
-            // "foreign key mismatch": a foreign key naming a parent column
-            // that is not unique can never be checked, by SQLite either.
-            Err(SqlError::Sqlite(e)) if !is_fatal(&e) => false,
-            Err(e) => return Err(e),
-        };
+        let violations = self.replayed_in_request.get() && foreign_key_violations(&self.writer)?;
         let message = if session::deferred_foreign_key_violations(&self.writer) {
             Some("FOREIGN KEY constraint failed (a deferred constraint is still violated at the end of the request)")
         } else if violations {
@@ -743,7 +733,27 @@ fn foreign_key_violations(conn: &Connection) -> Result<bool, SqlError> {
     if conn.query_row(declared, [], |_| Ok(())).optional()?.is_none() {
         return Ok(false);
     }
-    Ok(conn.query_row("SELECT 1 FROM pragma_foreign_key_check", [], |_| Ok(())).optional()?.is_some())
+    match conn.query_row("SELECT 1 FROM pragma_foreign_key_check", [], |_| Ok(())).optional() {
+        Ok(found) => return Ok(found.is_some()),
+        Err(e) if is_fatal(&e) => return Err(e.into()),
+        // "foreign key mismatch": some foreign key names a parent column
+        // that is not unique and can never be checked (by SQLite either);
+        // check the other tables one by one.
+        Err(_) => {}
+    }
+    let children: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%REFERENCES%'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for child in children {
+        match conn.query_row("SELECT 1 FROM pragma_foreign_key_check(?1)", [&child], |_| Ok(())).optional() {
+            Ok(Some(())) => return Ok(true),
+            Ok(None) => {}
+            Err(e) if is_fatal(&e) => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    Ok(false)
 }
 
 /// The names of the tables in `main`.
