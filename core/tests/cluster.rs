@@ -377,6 +377,47 @@ fn lease_is_not_renewed_by_answers_that_waited_out_a_pause() {
     }
 }
 
+/// A follower restarts while the leader's answer to its ReadIndex is still
+/// in the network; its host counts client tokens from 1 again, so a new
+/// read carries the token of the old one. The old answer must not complete
+/// the new read at the old index (issue 11: contexts were the bare token).
+#[test]
+fn read_index_answers_from_before_a_restart_complete_nothing() {
+    for seed in 0..10 {
+        let mut cluster = Cluster::new(3, 500 + seed);
+        cluster.execute("CREATE TABLE r (v INTEGER)");
+        cluster.execute("INSERT INTO r VALUES (1)");
+        cluster.run_for(SECOND);
+        let leader = cluster.wait_leader();
+        let follower = (1..=3).find(|&id| id != leader).expect("follower");
+        let token = ClientToken(42);
+        let now = cluster.now;
+        cluster.node_mut(follower).submit_read(now, token, Consistency::Linearizable).expect("accepted");
+        cluster.drain(follower);
+        // The follower sleeps; the leader answers its read into the void.
+        cluster.pause(follower);
+        cluster.run_for(500 * MILLISECOND);
+        let before_write = cluster.now;
+        cluster.execute("UPDATE r SET v = 2");
+        cluster.crash_keeping_messages(follower);
+        cluster.start(follower);
+        cluster.replies.remove(&token);
+        let now = cluster.now;
+        cluster.node_mut(follower).submit_read(now, token, Consistency::Linearizable).expect("accepted");
+        cluster.drain(follower);
+        // What the network held from before the restart arrives first.
+        cluster.deliver_sent_before(follower, before_write);
+        if cluster.replies.get(&token) == Some(&Reply::ReadReady) {
+            let rows = query(cluster.node(follower), "SELECT v FROM r");
+            assert_eq!(integer_of(&rows[0], 0), 2, "seed {seed}: a read completed by an answer from before a restart");
+        }
+        cluster.run_for(SECOND);
+        assert_eq!(cluster.replies.get(&token), Some(&Reply::ReadReady), "seed {seed}: the new read completes");
+        let rows = query(cluster.node(follower), "SELECT v FROM r");
+        assert_eq!(integer_of(&rows[0], 0), 2);
+    }
+}
+
 #[test]
 fn node_events_report_leaders_applied_entries_and_promises() {
     use std::sync::{Arc, Mutex};

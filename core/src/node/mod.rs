@@ -189,6 +189,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             tracing::warn!(node = config.id.0, bytes = recovery.torn_bytes_cut, "cut torn log tail");
         }
         sm.set_limits(write_limits(&config));
+        let (id, incarnation) = (config.id, next_incarnation(data_dir)?);
         membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
         let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
@@ -210,7 +211,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             outputs: VecDeque::new(),
             fatal: None,
             writes: Writes::new(match_index_only),
-            reads: Reads::default(),
+            reads: Reads::new(id.0, incarnation),
             admin: Admin::default(),
             snapshots,
             members,
@@ -680,6 +681,29 @@ fn role_of(role: StateRole) -> Role {
         StateRole::PreCandidate => Role::PreCandidate,
         StateRole::Leader => Role::Leader,
     }
+}
+
+/// Counts this node's starts, durably, in `data_dir/incarnation`; returns
+/// this start's number (1 on a new node).
+fn next_incarnation(data_dir: &Path) -> std::io::Result<u64> {
+    use std::io::Write as _;
+    let path = data_dir.join("incarnation");
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    let next = previous + 1;
+    let temporary = data_dir.join("incarnation.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(next.to_string().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(next)
 }
 
 fn validate_config(config: &Config) -> Result<(), OpenError> {

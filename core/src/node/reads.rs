@@ -43,10 +43,27 @@ pub(super) struct Reads {
     /// Leader only: the number of the next lease tag, the context of a
     /// heartbeat that carries no ReadIndex context of raft's own.
     next_lease_tag: u64,
+    /// What makes this node's ReadIndex contexts its own in the cluster's
+    /// whole life: its id and this run's incarnation (see
+    /// [`read_context`]).
+    context_prefix: [u8; 16],
 }
 
-/// The first byte of a lease tag: ReadIndex contexts are eight bytes (a
-/// client token), a lease tag is this byte and eight more.
+/// A ReadIndex context no other read in the cluster's life shares: the
+/// node's id, the incarnation (a number that grows at every start of the
+/// node, kept in its data directory) and the client's token. A bare token
+/// would repeat after a restart (hosts count tokens from 1), and an answer
+/// to a read from before the restart, delivered late, would complete a new
+/// read with an old index; two nodes' equal tokens would collide at the
+/// leader.
+fn read_context(prefix: &[u8; 16], token: ClientToken) -> Vec<u8> {
+    let mut context = prefix.to_vec();
+    context.extend_from_slice(&token.0.to_be_bytes());
+    context
+}
+
+/// The first byte of a lease tag: ReadIndex contexts are 24 bytes (see
+/// [`read_context`]), a lease tag is this byte and eight more.
 const LEASE_TAG: u8 = 0xff;
 
 struct PendingRead {
@@ -101,7 +118,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
         let read = PendingRead { issued_tick: self.ticks, deadline_tick, read_index: None };
         self.reads.pending.insert(token, read);
-        self.raw.read_index(token.0.to_be_bytes().to_vec());
+        self.raw.read_index(read_context(&self.reads.context_prefix, token));
         self.drive();
         Ok(())
     }
@@ -132,6 +149,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 }
 
 impl Reads {
+    /// The reads of node `id` in its run number `incarnation`.
+    pub(super) fn new(id: u64, incarnation: u64) -> Self {
+        let mut context_prefix = [0u8; 16];
+        context_prefix[..8].copy_from_slice(&id.to_be_bytes());
+        context_prefix[8..].copy_from_slice(&incarnation.to_be_bytes());
+        Reads { context_prefix, ..Reads::default() }
+    }
+
     /// Leader: remembers when each outgoing heartbeat was sent, tagging
     /// those raft sent without a context so their answers can be told
     /// apart. Tags older than a lease are forgotten (their answers could
@@ -180,7 +205,9 @@ impl Reads {
     /// Records the indexes raft confirmed for our reads.
     pub(super) fn on_read_states(&mut self, states: Vec<ReadState>) {
         for state in states {
-            let Ok(bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else { continue };
+            let context = state.request_ctx.as_slice();
+            let Some(token) = context.strip_prefix(&self.context_prefix[..]) else { continue };
+            let Ok(bytes) = <[u8; 8]>::try_from(token) else { continue };
             let token = ClientToken(u64::from_be_bytes(bytes));
             if let Some(read) = self.pending.get_mut(&token) {
                 read.read_index.get_or_insert(state.index);
@@ -212,7 +239,7 @@ impl Reads {
                 expired.push(*token);
             } else if read.read_index.is_none() && ticks - read.issued_tick >= retry_ticks && has_leader {
                 read.issued_tick = ticks;
-                raw.read_index(token.0.to_be_bytes().to_vec());
+                raw.read_index(read_context(&self.context_prefix, *token));
             }
         }
         for token in expired {

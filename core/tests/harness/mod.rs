@@ -124,12 +124,19 @@ impl Cluster {
 
     /// Kills a node: unsynced log writes are kept, dropped or torn.
     pub fn crash(&mut self, id: u64) {
+        self.crash_keeping_messages(id);
+        self.in_flight.retain(|message| message.to != id && message.from != id);
+    }
+
+    /// Kills a node but leaves the messages to and from it in flight: what
+    /// a network still holds is delivered to the restarted node.
+    pub fn crash_keeping_messages(&mut self, id: u64) {
         let slot = self.slots.get_mut(&id).expect("known node");
         if let Some(node) = slot.node.take() {
             let disk = node.into_disk();
             disk.crash(self.rng.gen());
         }
-        self.in_flight.retain(|message| message.to != id && message.from != id);
+        self.paused.remove(&id);
     }
 
     pub fn restart(&mut self, id: u64) {
