@@ -18,10 +18,13 @@ pub struct Config {
     pub election_ticks: usize,
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
-    /// Take a snapshot and compact the log after this many applied entries.
-    /// The log is compacted exactly to the snapshot, so a follower further
-    /// behind than the last snapshot catches up by snapshot.
+    /// Take a snapshot after this many applied entries.
     pub snapshot_interval_entries: u64,
+    /// Entries the log keeps below the applied index when it is compacted:
+    /// the log is compacted to the newest snapshot at least this far behind
+    /// (or to the newest one when a peer needs it), so a follower that is
+    /// briefly behind catches up from the log rather than by a full copy.
+    pub compaction_lag_entries: u64,
     /// Log segment size before a new segment file is started.
     pub segment_bytes_max: u64,
     /// The limits.
@@ -42,6 +45,7 @@ impl Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_interval_entries: 10_000,
+            compaction_lag_entries: 1_000,
             segment_bytes_max: 16 * 1024 * 1024,
             limits: Limits::default(),
             mutations: Mutations::default(),

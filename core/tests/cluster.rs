@@ -179,6 +179,38 @@ fn whole_cluster_restart_keeps_data() {
 
 fn small_snapshots(config: &mut Config) {
     config.snapshot_interval_entries = 10;
+    config.compaction_lag_entries = 0;
+}
+
+fn small_snapshots_with_lag(config: &mut Config) {
+    config.snapshot_interval_entries = 10;
+    config.compaction_lag_entries = 30;
+}
+
+/// With a compaction lag, a follower down for fewer entries than the lag
+/// catches up from the log, with no snapshot sent; without one, the same
+/// run sends it a snapshot.
+#[test]
+fn compaction_lag_keeps_a_briefly_lagging_follower_on_the_log() {
+    for (configure, lag) in [(small_snapshots_with_lag as fn(&mut Config), true), (small_snapshots, false)] {
+        let mut cluster = Cluster::with_config(3, 8, configure);
+        cluster.execute("CREATE TABLE t (v INTEGER)");
+        for value in 0..40 {
+            cluster.execute(&format!("INSERT INTO t VALUES ({value})"));
+        }
+        let leader = cluster.wait_leader();
+        let lagging = (1..=3).find(|&id| id != leader).expect("a follower");
+        cluster.crash(lagging);
+        for value in 40..60 {
+            cluster.execute(&format!("INSERT INTO t VALUES ({value})"));
+        }
+        let live = cluster.leader().expect("leader");
+        assert!(cluster.node(live).status().snapshot_index.0 > 0, "the leader compacted (lag {lag})");
+        cluster.start(lagging);
+        cluster.assert_converged();
+        assert_eq!(query(cluster.node(lagging), "SELECT v FROM t").len(), 60);
+        assert_eq!(cluster.snapshots_sent == 0, lag, "snapshots sent: {} (lag {lag})", cluster.snapshots_sent);
+    }
 }
 
 /// A node down while the others compact past it catches up by snapshot.

@@ -68,7 +68,7 @@ async fn whole_cluster_restart_keeps_data() {
 
 #[tokio::test]
 async fn lagging_node_catches_up_by_snapshot() {
-    let mut cluster = Cluster::start(3, &["--snapshot-interval", "20"]);
+    let mut cluster = Cluster::start(3, &["--snapshot-interval", "20", "--compaction-lag", "0"]);
     cluster.wait_leader(&[1, 2, 3]).await;
     cluster.execute(1, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)").await.expect("create");
     let leader = cluster.wait_leader(&[1, 2, 3]).await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use deeb_proto::SnapshotHeader;
 use protobuf::Message as _;
-use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, Message, MessageType, Snapshot, SnapshotMetadata};
 use raft::SnapshotStatus;
 use thiserror::Error;
 
@@ -150,6 +150,13 @@ impl SnapshotReceiver {
     }
 }
 
+/// A snapshot file this node keeps, with the raft configuration as of its
+/// index (what the log's metadata must say once compacted to it).
+struct Held {
+    file: SnapshotFile,
+    conf_state: ConfState,
+}
+
 /// A complete, checked snapshot file waiting to be handed to raft.
 pub struct ReceivedSnapshot {
     message: Message,
@@ -157,10 +164,13 @@ pub struct ReceivedSnapshot {
     index: u64,
 }
 
-/// The snapshot files of one node.
+/// The snapshot files of one node: the one the log is compacted to (raft
+/// sends that one) and any newer ones taken since, waiting until the lag
+/// lets the log be compacted to them.
 pub(super) struct Snapshots {
     dir: PathBuf,
-    latest: Option<SnapshotFile>,
+    /// By index: the compaction point's, the next candidate, the newest.
+    files: BTreeMap<u64, Held>,
     /// Received files by index, waiting for raft to accept them.
     incoming: BTreeMap<u64, PathBuf>,
     next_incoming: u64,
@@ -174,23 +184,24 @@ impl Snapshots {
     pub(super) fn open(dir: &Path, metadata: &SnapshotMetadata) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let keep = file_name(metadata.index, metadata.term);
-        let mut latest = None;
+        let mut files = BTreeMap::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             if metadata.index > 0 && entry.file_name().to_str() == Some(keep.as_str()) {
-                latest = Some(SnapshotFile::load(entry.path(), metadata.index, metadata.term)?);
+                let file = SnapshotFile::load(entry.path(), metadata.index, metadata.term)?;
+                files.insert(metadata.index, Held { file, conf_state: metadata.get_conf_state().clone() });
             } else {
                 fs::remove_file(entry.path())?;
             }
         }
-        Ok(Self { dir: dir.to_owned(), latest, incoming: BTreeMap::new(), next_incoming: 0, refresh_requested: false })
+        Ok(Self { dir: dir.to_owned(), files, incoming: BTreeMap::new(), next_incoming: 0, refresh_requested: false })
     }
 }
 
 impl<D: Disk, S: StateMachine> Node<D, S> {
     /// The snapshot file at `index`, if this node has it, for streaming.
     pub fn snapshot_file(&self, index: u64) -> Option<SnapshotFile> {
-        self.snapshots.latest.clone().filter(|file| file.index == index)
+        self.snapshots.files.get(&index).map(|held| held.file.clone())
     }
 
     /// The host finished (or failed) streaming a snapshot to `to`.
@@ -254,30 +265,65 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         self.raw.mut_store().apply_snapshot(metadata)?;
         self.writes.settle_not_ours(metadata.index, &mut self.outputs);
-        self.adopt_snapshot_file(&path, metadata.index, metadata.term).map_err(io_fatal)?;
+        let conf_state = metadata.get_conf_state().clone();
+        self.adopt_snapshot_file(&path, metadata.index, metadata.term, conf_state).map_err(io_fatal)?;
+        self.drop_files_below(metadata.index).map_err(io_fatal)?;
         self.reload_members()?;
         tracing::info!(node = self.id.0, index = metadata.index, "installed snapshot");
         Ok(())
     }
 
-    /// Takes a snapshot when enough entries were applied since the last.
+    /// Takes a snapshot when enough entries were applied since the last,
+    /// and compacts the log once the lag allows.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), Fatal> {
-        let since = self.snapshots.latest.as_ref().map_or(0, |file| file.index);
+        let since = self.snapshots.files.last_key_value().map_or(0, |(index, _)| *index);
         let applied = self.sm.applied().index;
         let refresh = self.snapshots.refresh_requested && applied > since;
-        if applied < since + self.config.snapshot_interval_entries && !refresh {
+        if refresh {
+            // A peer needs a snapshot newer than the one the log is
+            // compacted to: take one and compact to it now, lag or not.
+            self.snapshots.refresh_requested = false;
+            self.take_snapshot()?;
+            return self.compact_to(applied);
+        }
+        if applied >= since + self.config.snapshot_interval_entries {
+            self.take_snapshot()?;
+        }
+        self.compact_to(applied.saturating_sub(self.config.compaction_lag_entries))
+    }
+
+    /// Compacts the log to the newest snapshot at or below `limit`, if
+    /// newer than the current compaction point, and drops older files.
+    fn compact_to(&mut self, limit: u64) -> Result<(), Fatal> {
+        let Some((_, held)) = self.snapshots.files.range(..=limit).next_back() else { return Ok(()) };
+        let (index, term) = (held.file.index, held.file.term);
+        if index <= self.raw.store().snapshot_metadata().index {
             return Ok(());
         }
-        self.snapshots.refresh_requested = false;
-        self.take_snapshot()
+        let mut metadata = SnapshotMetadata { index, term, ..Default::default() };
+        metadata.set_conf_state(held.conf_state.clone());
+        self.raw.mut_store().compact(&metadata)?;
+        self.drop_files_below(index).map_err(io_fatal)?;
+        tracing::debug!(node = self.id.0, index, "compacted the log");
+        Ok(())
+    }
+
+    /// Deletes the snapshot files older than `index`.
+    fn drop_files_below(&mut self, index: u64) -> std::io::Result<()> {
+        let newer = self.snapshots.files.split_off(&index);
+        for (_, old) in std::mem::replace(&mut self.snapshots.files, newer) {
+            fs::remove_file(old.file.path)?;
+        }
+        Ok(())
     }
 
     /// After a restart that lost the snapshot file, take a new one so that
     /// lagging followers can still be served.
     pub(super) fn snapshot_if_missing(&mut self) {
         let compacted = self.raw.store().snapshot_metadata().index > 0;
-        if compacted && self.snapshots.latest.is_none() {
-            if let Err(error) = self.take_snapshot() {
+        if compacted && self.snapshots.files.is_empty() {
+            let applied = self.sm.applied().index;
+            if let Err(error) = self.take_snapshot().and_then(|()| self.compact_to(applied)) {
                 self.stop(error);
             }
         }
@@ -287,25 +333,39 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let temporary = self.snapshots.dir.join("taking.tmp");
         let _ = fs::remove_file(&temporary);
         let applied = self.sm.create_snapshot(&temporary)?;
-        let mut metadata = SnapshotMetadata { index: applied.index, term: applied.term, ..Default::default() };
-        metadata.set_conf_state(self.conf_state());
-        self.adopt_snapshot_file(&temporary, applied.index, applied.term).map_err(io_fatal)?;
-        if applied.index > self.raw.store().snapshot_metadata().index {
-            self.raw.mut_store().compact(&metadata)?;
-        }
+        let conf_state = self.conf_state();
+        self.adopt_snapshot_file(&temporary, applied.index, applied.term, conf_state).map_err(io_fatal)?;
         tracing::debug!(node = self.id.0, index = applied.index, "took snapshot");
         Ok(())
     }
 
-    /// Moves `path` into place as the latest snapshot and drops the older.
-    fn adopt_snapshot_file(&mut self, path: &Path, index: u64, term: u64) -> std::io::Result<()> {
+    /// Moves `path` into place as the newest snapshot. Of the files newer
+    /// than the compaction point, only the oldest (the next the log can be
+    /// compacted to, once the lag allows) is kept beside it: at most three
+    /// files, and the log keeps between the lag and about the lag plus two
+    /// snapshot intervals of entries.
+    fn adopt_snapshot_file(
+        &mut self,
+        path: &Path,
+        index: u64,
+        term: u64,
+        conf_state: ConfState,
+    ) -> std::io::Result<()> {
         let final_path = self.snapshots.dir.join(file_name(index, term));
         fs::rename(path, &final_path)?;
         File::open(&self.snapshots.dir)?.sync_all()?;
         let file = SnapshotFile::load(final_path, index, term)?;
-        if let Some(previous) = self.snapshots.latest.replace(file) {
-            if previous.index != index || previous.term != term {
-                fs::remove_file(previous.path)?;
+        let compacted = self.raw.store().snapshot_metadata().index;
+        let between: Vec<u64> = self.snapshots.files.range(compacted + 1..).map(|(i, _)| *i).skip(1).collect();
+        for old in between {
+            let held = self.snapshots.files.remove(&old).expect("listed");
+            if held.file.path != file.path {
+                fs::remove_file(held.file.path)?;
+            }
+        }
+        if let Some(replaced) = self.snapshots.files.insert(index, Held { file, conf_state }) {
+            if replaced.file.path != self.snapshots.files[&index].file.path {
+                fs::remove_file(replaced.file.path)?;
             }
         }
         Ok(())
@@ -330,6 +390,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         let Some(file) = self.snapshot_file(metadata.index).filter(|f| f.term == metadata.term) else {
             tracing::warn!(node = self.id.0, to, index = metadata.index, "no snapshot file to send");
+            self.snapshots.refresh_requested = true;
             self.raw.report_snapshot(to, SnapshotStatus::Failure);
             return;
         };

@@ -55,6 +55,8 @@ pub struct Cluster {
     pub leaders_by_term: BTreeMap<u64, u64>,
     pub drop_rate: f64,
     pub delay_max: Duration,
+    /// Snapshot streams started, over the cluster's life.
+    pub snapshots_sent: usize,
     cut: BTreeSet<(u64, u64)>,
     /// Nodes that neither run nor receive (their messages wait).
     paused: BTreeSet<u64>,
@@ -83,6 +85,7 @@ impl Cluster {
             leaders_by_term: BTreeMap::new(),
             drop_rate: 0.0,
             delay_max: Duration::from_millis(10),
+            snapshots_sent: 0,
             cut: BTreeSet::new(),
             paused: BTreeSet::new(),
             in_flight: Vec::new(),
@@ -305,6 +308,7 @@ impl Cluster {
 
     /// Streams a snapshot file in small chunks, as a host would.
     fn stream_snapshot(&mut self, from: u64, to: u64, header: deeb_proto::SnapshotHeader) {
+        self.snapshots_sent += 1;
         let reachable = !self.cut.contains(&(from, to)) && self.slots.get(&to).is_some_and(|s| s.node.is_some());
         let delivered = reachable && self.try_stream(from, to, header);
         self.node_mut(from).report_snapshot(NodeId(to), delivered);

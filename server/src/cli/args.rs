@@ -121,9 +121,14 @@ pub struct ServeArgs {
     /// When joining, stay a non-voting learner.
     #[arg(long, env = "DEEB_LEARNER")]
     pub learner: bool,
-    /// Take a snapshot (and compact the log) every this many applied entries.
+    /// Take a snapshot every this many applied entries (default 10000).
     #[arg(long, env = "DEEB_SNAPSHOT_INTERVAL")]
     pub snapshot_interval: Option<u64>,
+    /// Entries the log keeps below the applied index when it is compacted,
+    /// so a follower briefly behind catches up from the log instead of by
+    /// a snapshot (default 1000).
+    #[arg(long, env = "DEEB_COMPACTION_LAG")]
+    pub compaction_lag: Option<u64>,
     /// Milliseconds per raft tick.
     #[arg(long, env = "DEEB_TICK_MS")]
     pub tick_ms: Option<u64>,
@@ -197,6 +202,7 @@ impl ServeArgs {
         let core = &mut config.core;
         core.limits.write_statement_timeout = self.statement_timeout;
         core.snapshot_interval_entries = self.snapshot_interval.unwrap_or(core.snapshot_interval_entries);
+        core.compaction_lag_entries = self.compaction_lag.unwrap_or(core.compaction_lag_entries);
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
         config.validate()?;
         Ok(config)
@@ -237,6 +243,8 @@ mod tests {
             "1=127.0.0.1:7001,2=127.0.0.1:7002",
             "--snapshot-interval",
             "20",
+            "--compaction-lag",
+            "7",
         ])
         .expect("parses");
         let Command::Serve(args) = cli.command else { panic!("not serve") };
@@ -245,6 +253,7 @@ mod tests {
         assert_eq!(config.peers.len(), 2);
         assert_eq!(config.advertise, "127.0.0.1:7002");
         assert_eq!(config.core.snapshot_interval_entries, 20);
+        assert_eq!(config.core.compaction_lag_entries, 7);
     }
 
     #[test]

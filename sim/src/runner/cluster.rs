@@ -124,6 +124,9 @@ impl Cluster {
         config.join = join;
         config.core.seed = self.crash_salt.load(Ordering::SeqCst).wrapping_mul(7919).wrapping_add(id);
         config.core.snapshot_interval_entries = self.swarm.snapshot_interval_entries;
+        // Compact about every other snapshot, so followers catch up both
+        // from the log and by snapshot.
+        config.core.compaction_lag_entries = self.swarm.snapshot_interval_entries / 2;
         config.core.mutations = self.mutations.clone();
         if self.swarm.tiny_timeouts {
             config.core.tick_ms = 20;
