@@ -356,17 +356,19 @@ impl SqliteStateMachine {
         // (The authorizer's context names views and CTEs too, not only
         // triggers: ask the schema which written tables have triggers.)
         let has_triggers = written.iter().any(|table| keyed.with_triggers.contains(table));
-        // REPLACE gives a row it deletes and inserts again a new rowid, and
-        // if the row's values are the same no changeset shows it: replicas
-        // keep the old rowid, so the leader must too.
+        // A row deleted and inserted again in one statement (by REPLACE, or
+        // by a trigger) gets a new rowid, and if its values are the same no
+        // changeset shows it: replicas keep the old rowid, so the leader
+        // must too.
         let schema_changed = ops.iter().any(|op| matches!(op, op::Kind::Ddl(_)));
-        let may_replace = !schema_changed
+        let may_renumber = !schema_changed
             && written.iter().any(|table| {
                 keyed.hidden_rowid.contains(table)
-                    && (keyed.replace_in_schema.contains(table)
+                    && (has_triggers
+                        || keyed.replace_in_schema.contains(table)
                         || statement.sql.to_ascii_uppercase().contains("REPLACE"))
             });
-        if may_replace || self.needs_replay(has_triggers, &ops)? {
+        if may_renumber || self.needs_replay(has_triggers, &ops)? {
             if let Err(reason) = self.replay_statement(&ops)? {
                 return Ok(Err(reason));
             }
