@@ -173,7 +173,8 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for id in 0..swarm.clients as u64 {
-        let client = Client::new(id, options.seed, addresses.clone(), recorder.clone(), stop.clone());
+        let mut client = Client::new(id, options.seed, addresses.clone(), recorder.clone(), stop.clone());
+        client.lease_reads = swarm.lease_reads;
         clients.push(client_node.spawn(client.run()));
     }
     let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
@@ -359,6 +360,20 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
             tokio::time::sleep(Duration::from_millis(rng.gen_range(10..500))).await;
             for id in members {
                 cluster.restart(id);
+            }
+        }
+        7 if swarm.pauses && swarm.lease_reads => {
+            // As SIGSTOP on a leader serving lease reads: the answers to its
+            // last heartbeats and its clients' requests wait, another leader
+            // takes writes, then it wakes.
+            let leader = cluster.chaos.latest_leader().filter(|leader| members.contains(leader));
+            let victim = leader.filter(|_| rng.gen_bool(0.8)).unwrap_or(victim);
+            let node = cluster.node_mut(victim);
+            if node.running && !node.paused {
+                let id = node.handle.id();
+                handle.pause(id);
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(300..3_000))).await;
+                handle.resume(id);
             }
         }
         7 if swarm.pauses => {

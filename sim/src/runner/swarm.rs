@@ -74,6 +74,10 @@ pub struct Swarm {
     pub clock_jumps: bool,
     /// One killed node's log rots (a flipped byte in a synced record).
     pub bit_rot: bool,
+    /// Half the register reads are lease reads. Only with clocks within
+    /// the lease's assumption (no jumps; drift up to 20%, well inside the
+    /// margin of half an election timeout).
+    pub lease_reads: bool,
 }
 
 impl Swarm {
@@ -103,6 +107,10 @@ impl Swarm {
         let clock_drift = if coin(&mut later, 0.4) { later.gen_range(0.0..0.2) } else { 0.0 };
         let clock_jumps = coin(&mut later, 0.2);
         let bit_rot = kills && coin(&mut later, 0.3);
+        let mut reads = SmallRng::seed_from_u64(seed ^ READS_SALT);
+        let lease_reads = !clock_jumps && coin(&mut reads, 0.5);
+        // Leaders paused past their lease are what lease reads must survive.
+        let pauses = pauses || (lease_reads && coin(&mut reads, 0.6));
         Self {
             nodes,
             clients: rng.gen_range(2..6),
@@ -124,6 +132,7 @@ impl Swarm {
             clock_drift,
             clock_jumps,
             bit_rot,
+            lease_reads,
         }
     }
 
@@ -147,6 +156,7 @@ impl Swarm {
             (self.crash_points, "crash-points"),
             (self.clock_jumps, "clock-jumps"),
             (self.bit_rot, "bit-rot"),
+            (self.lease_reads, "lease-reads"),
         ];
         for (on, name) in flags {
             if on {
@@ -181,6 +191,7 @@ impl Swarm {
 /// Keeps the swarm draw independent of madsim's own use of the seed.
 const SWARM_SALT: u64 = 0x005E_ED0F_DEEB;
 const LATER_FAULTS_SALT: u64 = 0x1A7E_FA17;
+const READS_SALT: u64 = 0x0EAD_5EED;
 
 #[cfg(test)]
 mod tests {

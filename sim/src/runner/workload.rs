@@ -100,6 +100,8 @@ pub struct Client {
     counter: i64,
     /// Large rows this client inserted and has not deleted yet.
     blobs: Vec<i64>,
+    /// Half the register reads are lease reads (see `Swarm::lease_reads`).
+    pub lease_reads: bool,
 }
 
 impl Client {
@@ -115,6 +117,7 @@ impl Client {
             suspect_until: HashMap::new(),
             counter: 0,
             blobs: Vec::new(),
+            lease_reads: false,
         }
     }
 
@@ -166,8 +169,14 @@ impl Client {
 
     async fn register_read(&mut self) {
         let key = self.rng.gen_range(0..KEYS);
+        // A lease read promises what a linearizable one does.
+        let consistency = match self.lease_reads && self.rng.gen_bool(0.5) {
+            true => Consistency::Lease,
+            false => Consistency::Linearizable,
+        };
         let invoked = self.recorder.now();
-        let rows = self.query(statement("SELECT v FROM kv WHERE k = ?", vec![integer(key as i64)])).await;
+        let read = statement("SELECT v FROM kv WHERE k = ?", vec![integer(key as i64)]);
+        let rows = self.query_at(read, consistency).await;
         let observed = rows.map(|rows| rows.first().and_then(|row| row.first().copied().flatten()));
         let observed = self.recorder.canary(observed);
         let completed = observed.map(|_| self.recorder.now());
@@ -309,9 +318,14 @@ impl Client {
 
     /// Runs a linearizable query; `Some(rows)` of integer-or-NULL columns.
     async fn query(&mut self, statement: Statement) -> Option<Rows> {
+        self.query_at(statement, Consistency::Linearizable).await
+    }
+
+    /// Runs a query at `consistency`; `Some(rows)` of integer-or-NULL columns.
+    async fn query_at(&mut self, statement: Statement, consistency: Consistency) -> Option<Rows> {
         let address = self.pick_address();
         let mut client = self.client_for(&address).await?;
-        let rows = linearizable_rows(&mut client, statement).await;
+        let rows = query_rows(&mut client, statement, consistency).await;
         if rows.is_err() {
             self.suspect(&address);
         }
@@ -377,9 +391,19 @@ async fn linearizable_rows(
     client: &mut DeebClient<Channel>,
     statement: Statement,
 ) -> Result<Option<Rows>, tokio::time::error::Elapsed> {
+    query_rows(client, statement, Consistency::Linearizable).await
+}
+
+/// Runs a query at `consistency` and collects its rows, as
+/// [`linearizable_rows`].
+async fn query_rows(
+    client: &mut DeebClient<Channel>,
+    statement: Statement,
+    consistency: Consistency,
+) -> Result<Option<Rows>, tokio::time::error::Elapsed> {
     let request = QueryRequest {
         statement: Some(statement),
-        consistency: Consistency::Linearizable as i32,
+        consistency: consistency as i32,
         max_staleness_ms: 0,
         timeout_ms: 0,
     };
