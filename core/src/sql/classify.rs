@@ -271,9 +271,6 @@ pub(crate) struct KeyedRowidTables {
     pub(crate) nullable_key: BTreeMap<String, String>,
     /// Tables (of any kind) with triggers.
     pub(crate) with_triggers: BTreeSet<String>,
-    /// Hidden-rowid tables whose definition may say `ON CONFLICT REPLACE`
-    /// (it mentions REPLACE anywhere).
-    pub(crate) replace_in_schema: BTreeSet<String>,
 }
 
 /// [`KeyedRowidTables`], cached per schema version.
@@ -294,7 +291,6 @@ impl KeyedRowidCache {
                     hidden_rowid: hidden_rowid_tables(conn)?,
                     nullable_key: nullable_keys(conn)?,
                     with_triggers: tables_with_triggers(conn)?,
-                    replace_in_schema: replace_in_schema(conn)?,
                 };
                 *cached = Some((version, tables.clone()));
                 Ok(tables)
@@ -306,14 +302,6 @@ impl KeyedRowidCache {
 /// Tables that have triggers (lower-cased).
 fn tables_with_triggers(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
     let mut stmt = conn.prepare("SELECT DISTINCT lower(tbl_name) FROM sqlite_master WHERE type = 'trigger'")?;
-    let names = stmt.query_map([], |r| r.get(0))?.collect();
-    names
-}
-
-/// Tables whose CREATE statement mentions REPLACE (lower-cased).
-fn replace_in_schema(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
-    let sql = "SELECT lower(name) FROM sqlite_master WHERE type = 'table' AND instr(upper(sql), 'REPLACE') > 0";
-    let mut stmt = conn.prepare(sql)?;
     let names = stmt.query_map([], |r| r.get(0))?.collect();
     names
 }

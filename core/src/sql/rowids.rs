@@ -13,10 +13,11 @@
 
 use std::collections::BTreeSet;
 
-use deeb_proto::{Rowids, TableRowids};
+use deeb_proto::{KeyedRowid, Rowids, TableRowids};
 use rusqlite::{params_from_iter, Connection};
 
-use super::session::{self, ChangedKey};
+use super::session::{self, Cell, ChangedKey};
+use super::value;
 use super::{ApplyError, SqlError};
 
 /// The keys, in order, that a statement's changesets insert or update in
@@ -31,17 +32,15 @@ struct RowidLookup {
 }
 
 impl RowidLookup {
-    fn new(conn: &Connection, table: &str, key: &ChangedKey) -> Result<Self, SqlError> {
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?
-            .query_map([table], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let condition = key
-            .columns
+    /// For `table`, keyed by the columns at `columns` (positions in the
+    /// table's column order, as a changeset numbers them).
+    fn new(conn: &Connection, table: &str, columns: &[usize]) -> Result<Self, SqlError> {
+        let names = column_names(conn, table)?;
+        let condition = columns
             .iter()
             .enumerate()
             .map(|(n, col)| {
-                let name = columns.get(*col).ok_or_else(|| SqlError::Other(format!("no column {col} in {table:?}")))?;
+                let name = names.get(*col).ok_or_else(|| SqlError::Other(format!("no column {col} in {table:?}")))?;
                 Ok(format!("{} IS ?{}", quote(name), n + 1))
             })
             .collect::<Result<Vec<_>, SqlError>>()?
@@ -63,23 +62,38 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// What the leader sends after a statement.
+pub(crate) enum LeaderRowids {
+    /// The op to send, if the statement numbered any row of a hidden-rowid
+    /// table.
+    Op(Option<Rowids>),
+    /// A re-inserted row's key has text that is not UTF-8 (the op carries
+    /// keys as proto values): the statement must be replayed instead.
+    Unrepresentable,
+}
+
 /// Leader, after a statement: the rowids its changesets' inserted and
-/// updated rows hold in tables of `hidden` (lower-case names), or None if
-/// it changed no such row.
+/// updated rows hold in tables of `hidden` (lower-case names), and the keys
+/// and rowids of the other rows it inserted (`inserted`, from the update
+/// hook: rows deleted and inserted again with the same values, which no
+/// changeset shows).
 pub(crate) fn leader_rowids(
     conn: &Connection,
     hidden: &BTreeSet<String>,
     changesets: &[&[u8]],
-) -> Result<Option<Rowids>, SqlError> {
+    inserted: &[(String, i64)],
+) -> Result<LeaderRowids, SqlError> {
     if hidden.is_empty() {
-        return Ok(None);
+        return Ok(LeaderRowids::Op(None));
     }
     let keys = session::changed_keys(changesets, |table| hidden.contains(&table.to_lowercase()))?;
-    let tables: BTreeSet<&str> = keys.iter().map(|k| k.table.as_str()).collect();
+    let mut tables: BTreeSet<String> = keys.iter().map(|k| k.table.to_lowercase()).collect();
+    tables.extend(inserted.iter().map(|(table, _)| table.to_lowercase()));
     let mut out = Rowids::default();
     for table in tables {
-        let keys = keys_of(&keys, table);
-        let lookup = RowidLookup::new(conn, table, keys[0])?;
+        let keys = keys_of(&keys, &table);
+        let columns = key_columns(conn, &table)?;
+        let lookup = RowidLookup::new(conn, &table, &columns)?;
         let rowids = keys
             .iter()
             .map(|key| {
@@ -88,9 +102,49 @@ pub(crate) fn leader_rowids(
                     .ok_or_else(|| SqlError::Other(format!("a row of {table:?} just written is gone")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        out.tables.push(TableRowids { table: table.to_string(), rowids });
+        let covered: BTreeSet<i64> = rowids.iter().copied().collect();
+        let extra: BTreeSet<i64> = inserted
+            .iter()
+            .filter(|(t, rowid)| t.eq_ignore_ascii_case(&table) && !covered.contains(rowid))
+            .map(|(_, rowid)| *rowid)
+            .collect();
+        let mut keyed = Vec::new();
+        for rowid in extra {
+            let Some(key) = key_of_rowid(conn, &table, &columns, rowid)? else { continue };
+            let Some(key) = key.iter().map(value::cell_to_proto).collect::<Option<Vec<_>>>() else {
+                return Ok(LeaderRowids::Unrepresentable);
+            };
+            keyed.push(KeyedRowid { key, rowid });
+        }
+        if !rowids.is_empty() || !keyed.is_empty() {
+            out.tables.push(TableRowids { table, rowids, keyed });
+        }
     }
-    Ok((!out.tables.is_empty()).then_some(out))
+    Ok(LeaderRowids::Op((!out.tables.is_empty()).then_some(out)))
+}
+
+/// The positions (in the table's column order) of `table`'s key columns.
+fn key_columns(conn: &Connection, table: &str) -> Result<Vec<usize>, SqlError> {
+    let mut statement = conn.prepare("SELECT pk FROM pragma_table_info(?1) ORDER BY cid")?;
+    let pk: Vec<i64> = statement.query_map([table], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(pk.iter().enumerate().filter(|(_, pk)| **pk > 0).map(|(position, _)| position).collect())
+}
+
+/// The key of the row numbered `rowid`, if there is one.
+fn key_of_rowid(conn: &Connection, table: &str, columns: &[usize], rowid: i64) -> Result<Option<Vec<Cell>>, SqlError> {
+    let names = column_names(conn, table)?;
+    let selected: Vec<String> = columns.iter().map(|c| quote(&names[*c])).collect();
+    let sql = format!("SELECT {} FROM main.{} WHERE _rowid_ = ?1", selected.join(", "), quote(table));
+    let mut statement = conn.prepare_cached(&sql)?;
+    let mut rows = statement.query([rowid])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    (0..columns.len()).map(|i| Ok(Cell::from(row.get_ref(i)?))).collect::<Result<Vec<_>, SqlError>>().map(Some)
+}
+
+fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>, SqlError> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
+    let names = statement.query_map([table], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(names)
 }
 
 /// Replica (or the leader replaying a statement): renumbers the rows the
@@ -109,7 +163,7 @@ pub(crate) fn apply_rowids(
     let named: BTreeSet<String> = rowids.tables.iter().map(|t| t.table.to_lowercase()).collect();
     let keys =
         session::changed_keys(changesets, |table| named.contains(&table.to_lowercase())).map_err(SqlError::from)?;
-    for TableRowids { table, rowids } in &rowids.tables {
+    for TableRowids { table, rowids, keyed } in &rowids.tables {
         let keys = keys_of(&keys, table);
         if keys.len() != rowids.len() {
             return Err(divergence(format!(
@@ -118,10 +172,19 @@ pub(crate) fn apply_rowids(
                 keys.len()
             )));
         }
-        let Some(first) = keys.first() else { continue };
-        let lookup = RowidLookup::new(conn, table, first)?;
+        let columns = key_columns(conn, table)?;
+        let lookup = RowidLookup::new(conn, table, &columns)?;
+        let mut targets: Vec<(ChangedKey, i64)> =
+            keys.iter().zip(rowids).map(|(key, r)| ((*key).clone(), *r)).collect();
+        for KeyedRowid { key, rowid } in keyed {
+            if key.len() != columns.len() {
+                return Err(divergence(format!("a key of {} value(s) for table {table:?}", key.len())));
+            }
+            let values = key.iter().map(value::proto_to_cell).collect();
+            targets.push((ChangedKey { table: table.clone(), values }, *rowid));
+        }
         let mut moves = Vec::new();
-        for (key, target) in keys.iter().zip(rowids) {
+        for (key, target) in &targets {
             match lookup.rowid(conn, key)? {
                 Some(current) if current == *target => {}
                 Some(current) => moves.push((current, *target)),

@@ -285,9 +285,7 @@ fn updated_row(
 #[derive(Clone, Debug)]
 pub(crate) struct ChangedKey {
     pub table: String,
-    /// The key's column numbers in the changeset (the table's columns in
-    /// order), and their values.
-    pub columns: Vec<usize>,
+    /// The key's values, in the table's column order.
     pub values: Vec<Cell>,
 }
 
@@ -310,7 +308,7 @@ pub(crate) fn changed_keys(changesets: &[&[u8]], wanted: impl Fn(&str) -> bool) 
                 .iter()
                 .map(|col| change_value(iter, new, *col)?.ok_or_else(|| code_error(ffi::SQLITE_CORRUPT, "key value")))
                 .collect::<rusqlite::Result<_>>()?;
-            keys.push(ChangedKey { table: change.table, columns, values });
+            keys.push(ChangedKey { table: change.table, values });
             Ok(())
         })?;
     }
@@ -828,6 +826,85 @@ impl Drop for Progress<'_, '_> {
     fn drop(&mut self) {
         // SAFETY: valid handle; removing the callback before the state dies.
         unsafe { ffi::sqlite3_progress_handler(self.conn.handle(), 0, None, ptr::null_mut()) };
+    }
+}
+
+/// The rowids of the rows inserted into some tables of `main` while it is
+/// alive (SQLite's update hook, which reports every insert, a trigger's and
+/// one that REPLACE makes after deleting the old row, unlike a session that
+/// drops a row deleted and inserted again with the same values). Bounded:
+/// past `max` rows it records nothing more and [`InsertedRowids::finish`]
+/// says so. Removed on drop.
+pub(crate) struct InsertedRowids<'c> {
+    conn: &'c Connection,
+    state: Box<InsertState>,
+}
+
+struct InsertState {
+    /// The tables to watch (lower-case).
+    tables: Vec<String>,
+    /// (index into `tables`, rowid).
+    seen: RefCell<Vec<(u32, i64)>>,
+    overflowed: std::cell::Cell<bool>,
+    max: usize,
+}
+
+unsafe extern "C" fn on_row_change(ctx: *mut c_void, op: c_int, db: *const c_char, table: *const c_char, rowid: i64) {
+    if op != ffi::SQLITE_INSERT {
+        return;
+    }
+    // SAFETY: `ctx` is the boxed `InsertState` owned by the live guard;
+    // SQLite passes NUL-terminated names valid for the call.
+    let (state, db, table) = unsafe { (&*(ctx as *const InsertState), CStr::from_ptr(db), CStr::from_ptr(table)) };
+    if db.to_bytes() != b"main" || state.overflowed.get() {
+        return;
+    }
+    let table = table.to_bytes();
+    let Some(index) = state.tables.iter().position(|t| t.as_bytes().eq_ignore_ascii_case(table)) else { return };
+    let mut seen = state.seen.borrow_mut();
+    if seen.len() >= state.max {
+        state.overflowed.set(true);
+        return;
+    }
+    seen.push((index as u32, rowid));
+}
+
+impl<'c> InsertedRowids<'c> {
+    /// Starts watching inserts into `tables` (lower-case names).
+    pub(crate) fn new(conn: &'c Connection, tables: impl IntoIterator<Item = String>, max: usize) -> Self {
+        let state = Box::new(InsertState {
+            tables: tables.into_iter().collect(),
+            seen: RefCell::new(Vec::new()),
+            overflowed: std::cell::Cell::new(false),
+            max,
+        });
+        // SAFETY: valid handle while `conn` is borrowed; the context is the
+        // boxed state, which outlives the hook (removed in drop).
+        unsafe {
+            ffi::sqlite3_update_hook(
+                conn.handle(),
+                Some(on_row_change),
+                (&*state as *const InsertState).cast_mut().cast(),
+            )
+        };
+        InsertedRowids { conn, state }
+    }
+
+    /// The (table, rowid) of every insert seen, or None if there were more
+    /// than the bound.
+    pub(crate) fn finish(self) -> Option<Vec<(String, i64)>> {
+        if self.state.overflowed.get() {
+            return None;
+        }
+        let seen = self.state.seen.take();
+        Some(seen.into_iter().map(|(table, rowid)| (self.state.tables[table as usize].clone(), rowid)).collect())
+    }
+}
+
+impl Drop for InsertedRowids<'_> {
+    fn drop(&mut self) {
+        // SAFETY: valid handle; removes the hook before the state is freed.
+        unsafe { ffi::sqlite3_update_hook(self.conn.handle(), None, ptr::null_mut()) };
     }
 }
 

@@ -13,9 +13,9 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::digest::{self, Fnv64};
 use super::random::BatchRandom;
-use super::rowids;
+use super::rowids::{self, LeaderRowids};
 use super::session::ApplyMode;
-use super::session::{self, Authorizer, Progress, Session, StopCheck};
+use super::session::{self, Authorizer, InsertedRowids, Progress, Session, StopCheck};
 use super::{
     apply, classify, value, Applied, ApplyError, Clock, Executed, Reader, RequestError, SqlError, WriteLimits,
 };
@@ -40,6 +40,10 @@ const SAVEPOINT: &str = "deeb_request";
 
 /// The savepoint each statement of a request runs in.
 const STATEMENT_SAVEPOINT: &str = "deeb_statement";
+/// Rows of hidden-rowid tables one statement may insert before the leader
+/// stops listing their rowids and replays the statement instead (about
+/// 16 bytes each while the statement runs).
+const INSERTED_ROWIDS_MAX: usize = 1 << 20;
 
 /// The database of one node: a writer connection (WAL mode) plus read-only
 /// connections handed out as [`Reader`]s.
@@ -298,7 +302,9 @@ impl SqliteStateMachine {
         self.writer.execute_batch(&format!("SAVEPOINT {STATEMENT_SAVEPOINT}"))?;
         let session = Session::new(&self.writer)?;
         let keyed = self.keyed_rowid_tables.get(&self.writer)?;
+        let inserted = InsertedRowids::new(&self.writer, keyed.hidden_rowid.iter().cloned(), INSERTED_ROWIDS_MAX);
         let run = run_client(&self.writer, statement, &keyed.hidden_rowid, self.stop_check(&session, *changes_bytes))?;
+        let inserted = inserted.finish();
         let changeset = session.changeset();
         drop(session);
         let Ran { mut result, has_params, written } = match run {
@@ -306,6 +312,7 @@ impl SqliteStateMachine {
             Err(message) => return Ok(Err(message)),
         };
         let mut ops = Vec::new();
+        let mut renumbered_unseen = false;
         if schema_version(&self.writer)? != before {
             if has_params {
                 return Ok(Err("schema statements (DDL) may not use parameters".into()));
@@ -338,15 +345,22 @@ impl SqliteStateMachine {
             if *changes_bytes > self.limits.row_changes_bytes_max as u64 {
                 return Ok(Err(self.too_many_changes_message()));
             }
-            if !changeset.is_empty() {
-                let parts = match session::split_by_operation(&changeset) {
+            let parts = match changeset.is_empty() {
+                true => Vec::new(),
+                false => match session::split_by_operation(&changeset) {
                     Ok(parts) => parts,
                     Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}"))),
-                };
-                let parts_ref: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-                let rowids = rowids::leader_rowids(&self.writer, &keyed.hidden_rowid, &parts_ref)?;
-                ops.extend(parts.into_iter().map(op::Kind::Changeset));
-                ops.extend(rowids.map(op::Kind::Rowids));
+                },
+            };
+            let parts_ref: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let rowids = match &inserted {
+                Some(inserted) => rowids::leader_rowids(&self.writer, &keyed.hidden_rowid, &parts_ref, inserted)?,
+                None => LeaderRowids::Unrepresentable,
+            };
+            ops.extend(parts.into_iter().map(op::Kind::Changeset));
+            match rowids {
+                LeaderRowids::Op(rowids) => ops.extend(rowids.map(op::Kind::Rowids)),
+                LeaderRowids::Unrepresentable => renumbered_unseen = true,
             }
         }
         let sequences_after = sequences(&self.writer)?;
@@ -356,19 +370,12 @@ impl SqliteStateMachine {
         // (The authorizer's context names views and CTEs too, not only
         // triggers: ask the schema which written tables have triggers.)
         let has_triggers = written.iter().any(|table| keyed.with_triggers.contains(table));
-        // A row deleted and inserted again in one statement (by REPLACE, or
-        // by a trigger) gets a new rowid, and if its values are the same no
-        // changeset shows it: replicas keep the old rowid, so the leader
-        // must too.
-        let schema_changed = ops.iter().any(|op| matches!(op, op::Kind::Ddl(_)));
-        let may_renumber = !schema_changed
-            && written.iter().any(|table| {
-                keyed.hidden_rowid.contains(table)
-                    && (has_triggers
-                        || keyed.replace_in_schema.contains(table)
-                        || statement.sql.to_ascii_uppercase().contains("REPLACE"))
-            });
-        if may_renumber || self.needs_replay(has_triggers, &ops)? {
+        // Rows deleted and inserted again with the same values (REPLACE, a
+        // trigger) are numbered anew, which no changeset shows; the Rowids op
+        // carries them by key. Where it could not (too many, or a key it
+        // cannot carry), replicas keep the old numbers, so the leader must
+        // too: undo the statement and apply its ops.
+        if renumbered_unseen || self.needs_replay(has_triggers, &ops)? {
             if let Err(reason) = self.replay_statement(&ops)? {
                 return Ok(Err(reason));
             }

@@ -5,6 +5,8 @@ use deeb_proto::value::Kind;
 use deeb_proto::{Statement, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
+use super::session::Cell;
+
 /// A proto value as a SQLite value (None kind = NULL).
 pub(crate) fn to_sql(value: &Value) -> ToSqlOutput<'_> {
     ToSqlOutput::Borrowed(match &value.kind {
@@ -26,6 +28,30 @@ pub(crate) fn from_sql(value: ValueRef<'_>) -> Value {
         ValueRef::Blob(b) => Some(Kind::Blob(b.to_vec())),
     };
     Value { kind }
+}
+
+/// A stored value as a proto value; None for text that is not UTF-8
+/// (a proto string cannot carry it).
+pub(crate) fn cell_to_proto(cell: &Cell) -> Option<Value> {
+    let kind = match cell {
+        Cell::Null => None,
+        Cell::Integer(i) => Some(Kind::Integer(*i)),
+        Cell::Real(r) => Some(Kind::Real(*r)),
+        Cell::Text(t) => Some(Kind::Text(String::from_utf8(t.clone()).ok()?)),
+        Cell::Blob(b) => Some(Kind::Blob(b.clone())),
+    };
+    Some(Value { kind })
+}
+
+/// A proto value as a stored value.
+pub(crate) fn proto_to_cell(value: &Value) -> Cell {
+    match &value.kind {
+        None => Cell::Null,
+        Some(Kind::Integer(i)) => Cell::Integer(*i),
+        Some(Kind::Real(r)) => Cell::Real(*r),
+        Some(Kind::Text(t)) => Cell::Text(t.as_bytes().to_vec()),
+        Some(Kind::Blob(b)) => Cell::Blob(b.clone()),
+    }
 }
 
 /// Approximate encoded size of a value, for chunking.
