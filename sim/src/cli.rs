@@ -129,11 +129,14 @@ fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64, check_de
 fn run_batch(runs: &[RunOptions]) -> bool {
     let start = Instant::now();
     let (mut failures, mut operations, mut sql_operations, mut faults) = (0, 0, 0, 0);
+    let (mut determinate, mut unknown) = (0, 0);
     for options in runs {
         let report = run_seed(options);
         operations += report.operations;
         sql_operations += report.sql_operations;
         faults += report.faults;
+        determinate += report.determinate;
+        unknown += report.unknown;
         if report.failed() {
             failures += 1;
             print_failure(options, &report);
@@ -145,6 +148,12 @@ fn run_batch(runs: &[RunOptions]) -> bool {
         runs.len(),
         runs.len() as f64 * 60.0 / seconds.max(0.001),
         failures
+    );
+    let share = |count: usize| count as f64 * 100.0 / (determinate + unknown).max(1) as f64;
+    println!(
+        "outcomes: {determinate} determinate ({:.1}%), {unknown} unknown ({:.1}%: timed out or broke in flight)",
+        share(determinate),
+        share(unknown)
     );
     failures == 0
 }

@@ -14,13 +14,20 @@ pub struct ReplicaState {
     pub digest: u64,
 }
 
-/// Checks that all `replicas` have the applied index and digest of the first one.
+/// Checks that every one of `members` reported, and that all `replicas`
+/// have the applied index and digest of the first one.
 ///
 /// # Errors
-/// [`Violation::NoReplicas`] for an empty slice; [`Violation::Divergence`] naming the first replica and
-/// every replica that differs from it.
-pub fn check_convergence(replicas: &[ReplicaState]) -> Result<(), Violation> {
+/// [`Violation::NoReplicas`] for an empty slice; [`Violation::Unanswered`]
+/// naming members without a report; [`Violation::Divergence`] naming the
+/// first replica and every replica that differs from it.
+pub fn check_convergence(members: &[u64], replicas: &[ReplicaState]) -> Result<(), Violation> {
     let Some(&reference) = replicas.first() else { return Err(Violation::NoReplicas) };
+    let missing: Vec<u64> =
+        members.iter().copied().filter(|member| !replicas.iter().any(|replica| replica.node == *member)).collect();
+    if !missing.is_empty() {
+        return Err(Violation::Unanswered { nodes: missing });
+    }
     let differing: Vec<ReplicaState> = replicas
         .iter()
         .filter(|replica| (replica.applied_index, replica.digest) != (reference.applied_index, reference.digest))
@@ -43,6 +50,19 @@ impl fmt::Display for ReplicaState {
 mod tests {
     use super::*;
 
+    fn nodes_of(replicas: &[ReplicaState]) -> Vec<u64> {
+        replicas.iter().map(|replica| replica.node).collect()
+    }
+
+    #[test]
+    fn a_member_that_never_answered_is_a_violation() {
+        let replicas = [
+            ReplicaState { node: 1, applied_index: 9, digest: 0xd },
+            ReplicaState { node: 3, applied_index: 9, digest: 0xd },
+        ];
+        assert_eq!(check_convergence(&[1, 2, 3], &replicas), Err(Violation::Unanswered { nodes: vec![2] }));
+    }
+
     #[test]
     fn equal_replicas_pass() {
         let replicas = [
@@ -50,7 +70,7 @@ mod tests {
             ReplicaState { node: 2, applied_index: 9, digest: 0xd },
             ReplicaState { node: 3, applied_index: 9, digest: 0xd },
         ];
-        assert_eq!(check_convergence(&replicas), Ok(()));
+        assert_eq!(check_convergence(&nodes_of(&replicas), &replicas), Ok(()));
     }
 
     #[test]
@@ -59,7 +79,7 @@ mod tests {
         let behind = ReplicaState { node: 2, applied_index: 8, digest: 0xd };
         let different = ReplicaState { node: 4, applied_index: 9, digest: 0xe };
         let replicas = [reference, behind, ReplicaState { node: 3, ..reference }, different];
-        let violation = check_convergence(&replicas).unwrap_err();
+        let violation = check_convergence(&nodes_of(&replicas), &replicas).unwrap_err();
         assert_eq!(violation, Violation::Divergence { reference, differing: vec![behind, different] });
         assert_eq!(
             violation.to_string(),
@@ -70,6 +90,6 @@ mod tests {
 
     #[test]
     fn no_replicas_is_a_violation() {
-        assert_eq!(check_convergence(&[]), Err(Violation::NoReplicas));
+        assert_eq!(check_convergence(&[], &[]), Err(Violation::NoReplicas));
     }
 }

@@ -16,8 +16,9 @@
 //! | [`check_election_safety`] | 1. at most one leader per term |
 //! | [`check_votes`] | 1. at most one vote per node per term |
 //! | [`check_committed`] | 3. a committed index never maps to two entries |
-//! | [`check_convergence`] | 5. live replicas agree on applied index and digest |
+//! | [`check_convergence`] | 5. every live replica answers, and all agree on applied index and digest |
 //! | [`check_liveness`] | 7. a leader soon after heal, no operation left in flight |
+//! | [`progress::check_progress`] | 7. after the heal, writes and reads get known outcomes (no vacuous seed) |
 //!
 //! A [`Violation::Unknown`] means a checker ran out of its search budget; the run counts as failed
 //! (hygiene, §8.8) but the history is not known to be wrong.
@@ -29,6 +30,7 @@ pub mod elections;
 pub mod history;
 pub mod linearizability;
 pub mod liveness;
+pub mod progress;
 pub mod set;
 pub mod sql;
 pub mod violation;

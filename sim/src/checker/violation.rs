@@ -51,6 +51,13 @@ pub enum Violation {
     OperationsInFlight { count: usize },
     /// The SQL workload saw something its statements rule out (see `check_sql`).
     Sql { detail: String },
+    /// Live members that never reported their state, so convergence could
+    /// not be judged over every one of them.
+    Unanswered { nodes: Vec<u64> },
+    /// After the heal and a leader, the workload completed fewer determinate
+    /// writes or reads than required: a seed that only timed out proves
+    /// nothing.
+    NoProgressAfterHeal { writes: usize, reads: usize },
 }
 
 impl Violation {
@@ -124,6 +131,14 @@ impl fmt::Display for Violation {
                 write!(formatter, "{count} operations still in flight at the end of the liveness phase")
             }
             Violation::Sql { detail } => write!(formatter, "{detail}"),
+            Violation::Unanswered { nodes } => {
+                write!(formatter, "live members {nodes:?} never reported their applied index and digest")
+            }
+            Violation::NoProgressAfterHeal { writes, reads } => write!(
+                formatter,
+                "after the heal only {writes} write(s) and {reads} read(s) completed with a known outcome \
+                 (at least one of each is required)"
+            ),
         }
     }
 }

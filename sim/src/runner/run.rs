@@ -41,6 +41,9 @@ pub struct RunReport {
     pub history_hash: u64,
     /// The recorded history, for `replay` to dump.
     pub history: Vec<Operation>,
+    /// Operations with a known outcome, and with none (timed out, broke).
+    pub determinate: usize,
+    pub unknown: usize,
 }
 
 impl RunReport {
@@ -181,8 +184,22 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     report.faults = fault_phase(&mut cluster, &swarm, &mut rng, &mut crash_requests).await;
     heal(&mut cluster).await;
     let healed = recorder.now();
-    let leader_seen = client_node.spawn(wait_for_leader(cluster.live_members())).await.ok().flatten();
+    // (wait_for_leader measures from its own start: on the recorder's clock
+    // the leader was seen that long after the heal.)
+    let leader_seen =
+        client_node.spawn(wait_for_leader(cluster.live_members())).await.ok().flatten().map(|after| healed + after);
+    // The workload runs on for 2 s, and longer (bounded) until it has had
+    // a known outcome for a write and a read invoked after the leader was
+    // seen (what the progress check requires).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some(settled) = leader_seen {
+        for _ in 0..PROGRESS_POLLS_MAX {
+            if checker::progress::check_progress(&recorder.operations(), settled).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     let mut in_flight = 0;
     for client in clients {
@@ -205,7 +222,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     let replicas = client_node.spawn(converge(live)).await.unwrap_or_default();
     let liveness = LivenessObservation {
         healed,
-        leader_seen: leader_seen.map(|at| at.max(healed)),
+        leader_seen,
         leader_bound: LEADER_AFTER_HEAL_MAX,
         operations_in_flight: in_flight,
     };
@@ -271,9 +288,17 @@ fn check_all(
         ("elections", checker::elections::check_election_safety(&observed.leaders)),
         ("votes", checker::elections::check_votes(&observed.votes)),
         ("committed", checker::committed::check_committed(&observed.committed)),
-        ("convergence", checker::convergence::check_convergence(replicas)),
+        ("convergence", checker::convergence::check_convergence(&cluster.live_members(), replicas)),
         ("liveness", checker::liveness::check_liveness(liveness)),
+        (
+            "progress",
+            match liveness.leader_seen {
+                Some(settled) => checker::progress::check_progress(history, settled),
+                None => Ok(()), // Reported by the liveness check.
+            },
+        ),
     ];
+    (report.determinate, report.unknown) = checker::progress::outcome_counts(history);
     for (name, result) in results {
         if let Err(violation) = result {
             report.violations.push(format!("{name}: {violation}"));
@@ -586,6 +611,9 @@ const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_secs(10);
 const CONVERGENCE_POLLS_MAX: usize = 150;
 const LEADER_MEMBERS_POLLS_MAX: usize = 20;
 const KILL_SETTLE: Duration = Duration::from_millis(1);
+/// Half-second polls, after the first 2 s, for the workload to make
+/// progress after the heal: 10 s more at most.
+const PROGRESS_POLLS_MAX: usize = 20;
 /// Simulated time for killed machines' tasks to be scheduled and dropped.
 const RELEASE_TIME: Duration = Duration::from_secs(30);
 const FAULT_SALT: u64 = 0xFA17_5EED;
