@@ -20,6 +20,19 @@ pub enum NodeEvent {
     /// sending: what they promise must already be durable. A named crash
     /// point.
     Promised { term: u64, voted_for: Option<u64> },
+    /// This node's log now holds exactly `entries` (index, term, crc32c of
+    /// the data) from `first_index` on: sent when an observer is installed
+    /// and after a snapshot replaced the log.
+    LogReset { first_index: u64, entries: Vec<(u64, u64, u32)> },
+    /// This node wrote `entries` to its log, which now ends at `last_index`
+    /// (past the last of them only if it kept older entries beyond: raft
+    /// never asks for that).
+    LogAppended { entries: Vec<(u64, u64, u32)>, last_index: u64 },
+}
+
+/// An entry as the log events describe it.
+pub(super) fn entry_summary(entry: &raft::eraftpb::Entry) -> (u64, u64, u32) {
+    (entry.index, entry.term, crc32c::crc32c(&entry.data))
 }
 
 /// Receives a node's events, in order.

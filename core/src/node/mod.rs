@@ -235,6 +235,18 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// and crash points).
     pub fn set_observer(&mut self, observer: Observer) {
         self.observer = Some(observer);
+        self.observe_log_reset();
+    }
+
+    /// Tells the observer what the log holds now.
+    pub(super) fn observe_log_reset(&mut self) {
+        if self.observer.is_none() {
+            return;
+        }
+        let store = self.raw.store();
+        let entries = store.in_memory_entries().iter().map(events::entry_summary).collect();
+        let first_index = store.first_index();
+        self.observe(NodeEvent::LogReset { first_index, entries });
     }
 
     fn observe(&mut self, event: NodeEvent) {
@@ -558,6 +570,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if !ready.entries().is_empty() {
             store.append(ready.entries())?;
         }
+        let last_index = store.last_index();
         if let Some(hard_state) = ready.hs() {
             let mut hard_state = hard_state.clone();
             if forget_vote {
@@ -570,6 +583,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             (false, _, _) | (true, true, _) => {}
             (true, false, true) => self.sync_owed = true,
             (true, false, false) => store.sync()?,
+        }
+        if self.observer.is_some() && !ready.entries().is_empty() {
+            let entries = ready.entries().iter().map(events::entry_summary).collect();
+            self.observe(NodeEvent::LogAppended { entries, last_index });
         }
         Ok(())
     }

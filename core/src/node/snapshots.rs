@@ -269,6 +269,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.adopt_snapshot_file(&path, metadata.index, metadata.term, conf_state).map_err(io_fatal)?;
         self.drop_files_below(metadata.index).map_err(io_fatal)?;
         self.reload_members()?;
+        self.observe_log_reset();
         tracing::info!(node = self.id.0, index = metadata.index, "installed snapshot");
         Ok(())
     }

@@ -16,6 +16,7 @@
 //! | [`check_election_safety`] | 1. at most one leader per term |
 //! | [`check_votes`] | 1. at most one vote per node per term |
 //! | [`check_committed`] | 3. a committed index never maps to two entries |
+//! | [`log_matching::check_log_matching`] | 2. Log Matching over every node's whole log, uncommitted suffixes included |
 //! | [`check_convergence`] | 5. every live replica answers, and all agree on applied index and digest |
 //! | [`check_liveness`] | 7. a leader soon after heal, no operation left in flight |
 //! | [`progress::check_progress`] | 7. after the heal, writes and reads get known outcomes (no vacuous seed) |
@@ -30,6 +31,7 @@ pub mod elections;
 pub mod history;
 pub mod linearizability;
 pub mod liveness;
+pub mod log_matching;
 pub mod progress;
 pub mod set;
 pub mod sql;

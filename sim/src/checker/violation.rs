@@ -51,6 +51,9 @@ pub enum Violation {
     OperationsInFlight { count: usize },
     /// The SQL workload saw something its statements rule out (see `check_sql`).
     Sql { detail: String },
+    /// Two nodes' logs hold the same term at `agreed` but differ at the
+    /// lower index `differs` (Log Matching).
+    LogMismatch { nodes: (u64, u64), agreed: u64, differs: u64 },
     /// Live members that never reported their state, so convergence could
     /// not be judged over every one of them.
     Unanswered { nodes: Vec<u64> },
@@ -131,6 +134,11 @@ impl fmt::Display for Violation {
                 write!(formatter, "{count} operations still in flight at the end of the liveness phase")
             }
             Violation::Sql { detail } => write!(formatter, "{detail}"),
+            Violation::LogMismatch { nodes, agreed, differs } => write!(
+                formatter,
+                "nodes {} and {} both hold an entry of the same term at index {agreed} but differ at index {differs}",
+                nodes.0, nodes.1
+            ),
             Violation::Unanswered { nodes } => {
                 write!(formatter, "live members {nodes:?} never reported their applied index and digest")
             }

@@ -4,6 +4,7 @@
 //! durable). Also the god's-eye observer that feeds the election and
 //! committed-entry checkers from node events.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::swarm::Swarm;
+use crate::checker::log_matching::LogCopy;
 use crate::checker::{CommittedEntry, LeaderObserved, VoteObserved};
 
 /// A crash a node asked for at one of its crash points. The fault phase
@@ -35,6 +37,10 @@ pub struct Observations {
     pub leaders: Vec<LeaderObserved>,
     pub votes: Vec<VoteObserved>,
     pub committed: Vec<CommittedEntry>,
+    /// Each node's log as its events describe it.
+    pub logs: BTreeMap<u64, LogCopy>,
+    /// The first Log Matching violation seen while faults ran.
+    pub log_violation: Option<crate::checker::Violation>,
 }
 
 /// Shared by every node's hooks. madsim runs one task at a time, so draws
@@ -91,6 +97,17 @@ impl Chaos {
         self.lock().observations.leaders.iter().max_by_key(|leader| leader.term).map(|leader| leader.node)
     }
 
+    /// Checks Log Matching over the logs as they are now; keeps the first
+    /// violation.
+    pub fn check_logs(&self) {
+        let mut state = self.lock();
+        if state.observations.log_violation.is_none() {
+            if let Err(violation) = crate::checker::log_matching::check_log_matching(&state.observations.logs) {
+                state.observations.log_violation = Some(violation);
+            }
+        }
+    }
+
     pub fn take_observations(&self) -> Observations {
         std::mem::take(&mut self.lock().observations)
     }
@@ -106,6 +123,16 @@ impl Chaos {
             NodeEvent::Applied { index, term, checksum } => {
                 let digest = (term << 32) | u64::from(checksum);
                 state.observations.committed.push(CommittedEntry { node, index, digest });
+            }
+            NodeEvent::LogReset { first_index, ref entries } => {
+                let log = state.observations.logs.entry(node).or_default();
+                log.clear();
+                log.extend(entries.iter().filter(|(index, ..)| *index >= first_index).map(|&(i, t, c)| (i, (t, c))));
+            }
+            NodeEvent::LogAppended { ref entries, last_index } => {
+                let log = state.observations.logs.entry(node).or_default();
+                log.extend(entries.iter().map(|&(index, term, crc)| (index, (term, crc))));
+                log.retain(|index, _| *index <= last_index);
             }
             NodeEvent::Promised { term, voted_for } => {
                 if let Some(candidate) = voted_for {

@@ -288,6 +288,13 @@ fn check_all(
         ("elections", checker::elections::check_election_safety(&observed.leaders)),
         ("votes", checker::elections::check_votes(&observed.votes)),
         ("committed", checker::committed::check_committed(&observed.committed)),
+        (
+            "log matching",
+            match observed.log_violation {
+                Some(violation) => Err(violation),
+                None => checker::log_matching::check_log_matching(&observed.logs),
+            },
+        ),
         ("convergence", checker::convergence::check_convergence(&cluster.live_members(), replicas)),
         ("liveness", checker::liveness::check_liveness(liveness)),
         (
@@ -335,6 +342,9 @@ async fn fault_phase(
             () = tokio::time::sleep(wait) => faults += inject_one(cluster, swarm, rng, &mut joined).await,
             Some(request) = crash_requests.recv() => faults += crash_at_point(cluster, &request).await,
         }
+        // Stale suffixes can be overwritten later: check Log Matching
+        // while the faults run, not only at the end.
+        cluster.chaos.check_logs();
     }
     faults
 }
@@ -417,6 +427,24 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
     1
 }
 
+/// Leaves the leader able to send to one follower only, which cannot
+/// answer it: the leader's clients' writes become a long uncommitted tail
+/// on the two of them, while the other three elect a leader whose shorter
+/// log then overwrites the follower's tail (what a log that truncates
+/// wrongly gets wrong).
+fn strand_leader_tail(cluster: &Cluster, members: &[u64]) {
+    let Some(leader) = cluster.chaos.latest_leader().filter(|leader| members.contains(leader)) else { return };
+    let others: Vec<u64> = members.iter().copied().filter(|&member| member != leader).collect();
+    let follower = others[cluster.chaos.pick(others.len())];
+    let net = NetSim::current();
+    let id = |node: u64| cluster.node(node).handle.id();
+    net.clog_link(id(follower), id(leader));
+    for &other in others.iter().filter(|&&other| other != follower) {
+        net.clog_link(id(leader), id(other));
+        net.clog_link(id(other), id(leader));
+    }
+}
+
 /// Cuts server-to-server links only: clients still reach every node, so a
 /// stale leader keeps answering them (which is what catches stale reads).
 fn partition(cluster: &Cluster, members: &[u64], rng: &mut SmallRng, one_way: bool) {
@@ -430,6 +458,9 @@ fn partition(cluster: &Cluster, members: &[u64], rng: &mut SmallRng, one_way: bo
     }
     // Shapes added later draw from the chaos generator, so that the fault
     // generator's sequence (and each seed's older faults) stays the same.
+    if members.len() >= 5 && cluster.chaos.pick(3) == 0 {
+        return strand_leader_tail(cluster, members);
+    }
     match cluster.chaos.pick(3) {
         0 => {
             if let Some(leader) = cluster.chaos.latest_leader().filter(|leader| members.contains(leader)) {
