@@ -19,6 +19,29 @@ async fn write_through_follower_read_on_third() {
     assert_eq!(result.served_by, followers[1]);
 }
 
+/// RETURNING rows come back through the leader and through a follower
+/// that forwards the write, and the CLI prints them.
+#[tokio::test]
+async fn returning_rows_through_leader_and_follower() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    cluster.execute(leader, "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)").await.expect("create");
+    for (node, name) in [(leader, "alice"), (follower, "bob")] {
+        let sql = format!("INSERT INTO t (name) VALUES ('{name}') RETURNING id, upper(name) AS shout");
+        let response = cluster.execute(node, &sql).await.expect("insert");
+        let result = &response.results[0];
+        let names: Vec<&str> = result.columns.iter().map(|column| column.name.as_str()).collect();
+        assert_eq!(names, ["id", "shout"]);
+        let format = deeb_server::cli::table::format_value;
+        let row: Vec<String> = result.rows[0].values.iter().map(format).collect();
+        assert_eq!(row[1], name.to_uppercase(), "through node {node}");
+        assert_eq!(row[0], result.last_insert_id.to_string());
+        let printed = deeb_server::cli::commands::format_execute(&response);
+        assert!(printed.contains(&name.to_uppercase()) && printed.contains("1 row affected"), "{printed}");
+    }
+}
+
 #[tokio::test]
 async fn leader_kill_loses_nothing_and_restarted_node_catches_up() {
     let mut cluster = Cluster::start(3, &[]);

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use deeb_proto::{op, Op, Sequence, Sequences, Statement, StatementResult};
+use deeb_proto::{op, Column, Op, Row, Sequence, Sequences, Statement, StatementResult};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
@@ -44,6 +44,9 @@ const STATEMENT_SAVEPOINT: &str = "deeb_statement";
 /// stops listing their rowids and replays the statement instead (about
 /// 16 bytes each while the statement runs).
 const INSERTED_ROWIDS_MAX: usize = 1 << 20;
+/// Bytes of rows one statement of a write request may return (RETURNING,
+/// or a SELECT in the request); they travel in one response.
+pub const RETURNED_ROWS_BYTES_MAX: usize = 1024 * 1024;
 
 /// The database of one node: a writer connection (WAL mode) plus read-only
 /// connections handed out as [`Reader`]s.
@@ -332,7 +335,7 @@ impl SqliteStateMachine {
             // DROP TABLE of a child table deletes to settle deferred
             // foreign-key violations, a count a replayed statement earlier
             // in the request can leave deeb unable to reproduce.
-            result = StatementResult { rows_affected: 0, last_insert_id: 0 };
+            result = StatementResult { rows_affected: 0, last_insert_id: 0, ..result };
         } else {
             if let Some(message) = null_key_written(&self.writer, &keyed, &written)? {
                 return Ok(Err(message));
@@ -678,16 +681,38 @@ fn run_client(
         return Ok(Err(message));
     }
     let has_params = stmt.parameter_count() > 0;
+    let columns: Vec<Column> = stmt
+        .columns()
+        .map(|c| Column { name: c.name().to_string(), declared_type: c.decl_type().unwrap_or("").to_string() })
+        .collect();
+    let width = columns.len();
+    let mut returned = Vec::new();
+    let mut returned_bytes = 0usize;
     let mut rows = stmt.raw_query();
     loop {
         match rows.next() {
-            Ok(Some(_)) => {}
+            Ok(Some(row)) => {
+                let values = (0..width).map(|i| row.get_ref(i).map(value::from_sql)).collect::<Result<Vec<_>, _>>();
+                let values = match values {
+                    Ok(values) => values,
+                    Err(e) => return client_error(e),
+                };
+                returned_bytes += values.iter().map(value::approx_size).sum::<usize>();
+                if returned_bytes > RETURNED_ROWS_BYTES_MAX {
+                    return Ok(Err(format!(
+                        "the rows the statement returns are over the limit of {RETURNED_ROWS_BYTES_MAX} bytes \
+                         for a write request's results: read them with a query"
+                    )));
+                }
+                returned.push(Row { values });
+            }
             Ok(None) => break,
             Err(e) => return client_error(e),
         }
     }
     drop(rows);
     drop(stmt);
+    let columns = if returned.is_empty() { Vec::new() } else { columns };
     // SQLite keeps `changes()` per connection, so a statement that changed
     // nothing (DDL, a SELECT) would report the previous statement's count,
     // or that of deeb's own bookkeeping writes: report zero instead.
@@ -698,7 +723,7 @@ fn run_client(
     if insert_target.borrow().as_deref().is_some_and(|table| hidden_rowid.contains(&table.to_ascii_lowercase())) {
         last_insert_id = 0;
     }
-    let result = StatementResult { rows_affected, last_insert_id };
+    let result = StatementResult { rows_affected, last_insert_id, columns, rows: returned };
     drop(auth);
     Ok(Ok(Ran { result, has_params, written: written.into_inner() }))
 }

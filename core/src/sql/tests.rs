@@ -696,3 +696,40 @@ fn replace_with_same_values_keeps_rowids_equal() {
     assert_eq!(order(&leader, "r"), order(&follower, "r"));
     assert_eq!(order(&leader, "x"), order(&follower, "x"));
 }
+
+/// A write statement's returned rows (RETURNING, a SELECT in a write
+/// request) come back in its result; rows past the bound are the
+/// statement's error.
+#[test]
+fn write_statements_return_their_rows() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    leader_batch(&mut leader, 1, &[vec![st("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")]]);
+    let (_, results) = leader_batch(
+        &mut leader,
+        2,
+        &[vec![
+            st("INSERT INTO t(v) VALUES ('a'), ('b') RETURNING id, upper(v) AS big"),
+            st("UPDATE t SET v = 'c' WHERE id = 2"),
+            st("SELECT count(*) AS n FROM t"),
+        ]],
+    );
+    let executed = results[0].as_ref().expect("ok");
+    let inserted = &executed.results[0];
+    assert_eq!(inserted.rows_affected, 2);
+    let names: Vec<&str> = inserted.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["id", "big"]);
+    let text = |s: &str| Value { kind: Some(Kind::Text(s.into())) };
+    assert_eq!(inserted.rows[0].values, vec![int(1), text("A")]);
+    assert_eq!(inserted.rows[1].values, vec![int(2), text("B")]);
+    assert!(executed.results[1].rows.is_empty() && executed.results[1].columns.is_empty());
+    assert_eq!(executed.results[2].rows[0].values, vec![int(2)]);
+    let (_, results) = leader_batch(
+        &mut leader,
+        3,
+        &[vec![st("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000) \
+                   SELECT x, zeroblob(100) FROM c")]],
+    );
+    let error = results[0].as_ref().expect_err("too many returned rows");
+    assert!(error.message.contains("over the limit of"), "{error}");
+}

@@ -141,13 +141,20 @@ fn text(value: &str) -> deeb_proto::Value {
     deeb_proto::Value { kind: Some(deeb_proto::value::Kind::Text(value.to_owned())) }
 }
 
-/// A write result as text.
+/// A write result as text: the rows its statements returned (RETURNING, a
+/// SELECT), each as a table, then the summary line.
 pub fn format_execute(response: &ExecuteResponse) -> String {
+    let mut out = String::new();
+    for result in response.results.iter().filter(|result| !result.columns.is_empty()) {
+        let columns: Vec<String> = result.columns.iter().map(|column| column.name.clone()).collect();
+        out.push_str(&table::render(&columns, &result.rows));
+    }
     let rows: u64 = response.results.iter().map(|result| result.rows_affected).sum();
     let last_id = response.results.last().map_or(0, |result| result.last_insert_id);
     let plural = if rows == 1 { "" } else { "s" };
-    format!(
+    out.push_str(&format!(
         "{rows} row{plural} affected (last insert id {last_id}, index {}, node {})\n",
         response.index, response.served_by
-    )
+    ));
+    out
 }
