@@ -125,12 +125,33 @@ fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64, check_de
     }
 }
 
+/// Seeds between progress lines of `run`.
+const PROGRESS_EVERY: usize = 1000;
+
+/// This process's resident memory and open file descriptors (Linux `/proc`;
+/// "unknown" elsewhere).
+fn process_footprint() -> String {
+    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        status.lines().find(|line| line.starts_with("VmRSS:")).map(|line| line["VmRSS:".len()..].trim().to_owned())
+    });
+    let fds = std::fs::read_dir("/proc/self/fd").map(|entries| entries.count()).ok();
+    format!(
+        "rss {}, open descriptors {}",
+        rss.unwrap_or_else(|| "unknown".into()),
+        fds.map_or_else(|| "unknown".into(), |n| n.to_string())
+    )
+}
+
 /// Runs seeds, prints a line per failure and a summary. True if all passed.
 fn run_batch(runs: &[RunOptions]) -> bool {
     let start = Instant::now();
     let (mut failures, mut operations, mut sql_operations, mut faults) = (0, 0, 0, 0);
     let (mut determinate, mut unknown) = (0, 0);
-    for options in runs {
+    for (done, options) in runs.iter().enumerate() {
+        if done > 0 && done % PROGRESS_EVERY == 0 {
+            // Long runs must stay flat: what the process holds so far.
+            println!("after {done} seeds: {failures} failed, {}", process_footprint());
+        }
         let report = run_seed(options);
         operations += report.operations;
         sql_operations += report.sql_operations;

@@ -380,8 +380,11 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
         4..=5 if swarm.kills => match cluster.node(victim).running {
             true => {
                 cluster.kill(victim);
-                // One node at most: the rest must keep a quorum.
-                if swarm.bit_rot && cluster.rotted.is_empty() {
+                // One node at most, and only while at least three voters
+                // surely remain (a joined node may still be a learner): the
+                // rest must keep a quorum without it, for good.
+                let voters_at_least = cluster.members.len().saturating_sub(usize::from(*joined));
+                if swarm.bit_rot && cluster.rotted.is_empty() && voters_at_least >= 3 {
                     cluster.rot_log(victim);
                 }
             }
