@@ -44,6 +44,11 @@ const STATEMENT_SAVEPOINT: &str = "deeb_statement";
 /// stops listing their rowids and replays the statement instead (about
 /// 16 bytes each while the statement runs).
 const INSERTED_ROWIDS_MAX: usize = 1 << 20;
+/// The refusal of a schema change while a deferred foreign key is violated,
+/// after a statement of the request was replayed (see `run_statement`).
+const DEFERRED_SCHEMA_CHANGE_REFUSAL: &str = "FOREIGN KEY constraint failed (a deferred constraint is still \
+     violated): a schema change while a deferred foreign key is violated is not supported after a statement \
+     deeb replays; resolve the violation first";
 /// Bytes of rows one statement of a write request may return (RETURNING,
 /// or a SELECT in the request); they travel in one response.
 pub const RETURNED_ROWS_BYTES_MAX: usize = 1024 * 1024;
@@ -297,8 +302,17 @@ impl SqliteStateMachine {
         if let Some(reason) = classify::refuse_write(&statement.sql) {
             return Ok(Err(reason));
         }
+        let first_keyword = classify::keywords(&statement.sql, 1);
+        let schema_change = first_keyword.first().is_some_and(|k| matches!(k.as_str(), "CREATE" | "DROP" | "ALTER"));
+        if schema_change && self.replayed_in_request.get() && foreign_key_violations(&self.writer)? {
+            // SQLite counts deferred violations as they are made and
+            // undone; a replayed statement loses that count, so deeb checks
+            // the rows instead, and a schema change could drop a violated
+            // foreign key that SQLite would still count at COMMIT.
+            return Ok(Err(DEFERRED_SCHEMA_CHANGE_REFUSAL.to_string()));
+        }
         let before = schema_version(&self.writer)?;
-        let creates = classify::keywords(&statement.sql, 1).first().is_some_and(|k| k == "CREATE");
+        let creates = first_keyword.first().is_some_and(|k| k == "CREATE");
         let tables_before = if creates { table_names(&self.writer)? } else { Default::default() };
         let sequences_before = sequences(&self.writer)?;
         // Undone, and on failure with the request's own savepoint.

@@ -60,6 +60,9 @@ pub const DOCUMENTED: &[(&str, &str)] = &[
     ("cannot be replicated faithfully", "unfaithful row changes"),
     // A statement's row changes that SQLite's session cannot record.
     ("row changes could not be recorded", "unrecordable row changes"),
+    // A schema change while a deferred foreign key is violated, after a
+    // replayed statement (whose row changes lost SQLite's count of them).
+    ("a schema change while a deferred foreign key is violated", "schema change over deferred violations"),
 ];
 
 /// deeb's refusal of a request that leaves a foreign key violated where
