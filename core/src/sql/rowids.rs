@@ -109,8 +109,11 @@ pub(crate) fn leader_rowids(
             .map(|(_, rowid)| *rowid)
             .collect();
         let mut keyed = Vec::new();
+        let by_rowid = (!extra.is_empty()).then(|| KeyByRowid::new(conn, &table, &columns)).transpose()?;
         for rowid in extra {
-            let Some(key) = key_of_rowid(conn, &table, &columns, rowid)? else { continue };
+            let Some(key) = by_rowid.as_ref().expect("built when there are extra rows").key(conn, rowid)? else {
+                continue;
+            };
             let Some(key) = key.iter().map(value::cell_to_proto).collect::<Option<Vec<_>>>() else {
                 return Ok(LeaderRowids::Unrepresentable);
             };
@@ -130,15 +133,27 @@ fn key_columns(conn: &Connection, table: &str) -> Result<Vec<usize>, SqlError> {
     Ok(pk.iter().enumerate().filter(|(_, pk)| **pk > 0).map(|(position, _)| position).collect())
 }
 
-/// The key of the row numbered `rowid`, if there is one.
-fn key_of_rowid(conn: &Connection, table: &str, columns: &[usize], rowid: i64) -> Result<Option<Vec<Cell>>, SqlError> {
-    let names = column_names(conn, table)?;
-    let selected: Vec<String> = columns.iter().map(|c| quote(&names[*c])).collect();
-    let sql = format!("SELECT {} FROM main.{} WHERE _rowid_ = ?1", selected.join(", "), quote(table));
-    let mut statement = conn.prepare_cached(&sql)?;
-    let mut rows = statement.query([rowid])?;
-    let Some(row) = rows.next()? else { return Ok(None) };
-    (0..columns.len()).map(|i| Ok(Cell::from(row.get_ref(i)?))).collect::<Result<Vec<_>, SqlError>>().map(Some)
+/// Finds a row's key by its rowid (the statement built once per table).
+struct KeyByRowid {
+    sql: String,
+    width: usize,
+}
+
+impl KeyByRowid {
+    fn new(conn: &Connection, table: &str, columns: &[usize]) -> Result<Self, SqlError> {
+        let names = column_names(conn, table)?;
+        let selected: Vec<String> = columns.iter().map(|c| quote(&names[*c])).collect();
+        let sql = format!("SELECT {} FROM main.{} WHERE _rowid_ = ?1", selected.join(", "), quote(table));
+        Ok(KeyByRowid { sql, width: columns.len() })
+    }
+
+    /// The key of the row numbered `rowid`, if there is one.
+    fn key(&self, conn: &Connection, rowid: i64) -> Result<Option<Vec<Cell>>, SqlError> {
+        let mut statement = conn.prepare_cached(&self.sql)?;
+        let mut rows = statement.query([rowid])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        (0..self.width).map(|i| Ok(Cell::from(row.get_ref(i)?))).collect::<Result<Vec<_>, SqlError>>().map(Some)
+    }
 }
 
 fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>, SqlError> {
