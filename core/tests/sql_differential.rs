@@ -48,7 +48,11 @@ fn random_programs_match_sqlite() {
     let mut totals = Totals::default();
     let mut shrunk: BTreeMap<String, String> = BTreeMap::new();
     let shrinks_max = env_u64("DEEB_DIFF_SHRINKS").unwrap_or(SHRINKS_DEFAULT) as usize;
-    for &seed in &seeds {
+    for (done, &seed) in seeds.iter().enumerate() {
+        if done > 0 && done % PROGRESS_EVERY == 0 {
+            // Running totals, so a run of hours shows where it stands.
+            totals.print(done, &started);
+        }
         let program = generate(seed, requests_for(seed));
         let program_started = Stopwatch::start();
         let outcome = run_on_deeb(&program, seed);
@@ -69,7 +73,7 @@ fn random_programs_match_sqlite() {
         }
         totals.findings.entry(signature).or_default().push(seed);
     }
-    totals.print(seeds.len(), started);
+    totals.print(seeds.len(), &started);
     assert!(totals.findings.is_empty(), "{} finding(s), see FINDING lines above", totals.finding_count());
 }
 
@@ -147,6 +151,31 @@ fn checker_accepts_sqlite_itself() {
         let outcome = runner::run(&program, &mut FakeTarget::new(Fault::None));
         assert!(outcome.finding.is_none(), "seed {seed}: {:?}\n{}", outcome.finding, program.to_text(&[]));
     }
+}
+
+/// The reference's own bounds end a program instead of running it for
+/// hours or into gigabytes: after a runaway statement (which never reaches
+/// deeb) or once the database is past its size bound, without a finding.
+#[test]
+fn reference_bounds_end_the_program() {
+    let runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let huge = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) \
+                INSERT INTO t1 SELECT zeroblob(1000000) FROM c";
+    // (statement, requests that reach deeb)
+    for (last, reached) in [(runaway, 1), (huge, 2)] {
+        let text = format!("CREATE TABLE t1(b BLOB)\n--;;\n{last}\n--;;\nINSERT INTO t1 VALUES (1)\n");
+        let program = Program::parse(&text).expect("parses");
+        let outcome = runner::run(&program, &mut FakeTarget::new(Fault::StopAtWrite(2)));
+        assert!(outcome.outgrown && outcome.finding.is_none(), "{last}: {outcome:?}");
+        assert_eq!(outcome.requests, reached, "{last}: requests that reached the target");
+        assert_eq!(generate_until_outgrown(&program).requests.len(), reached, "{last}: the generator ends there too");
+    }
+}
+
+/// What the generator keeps of `program`: its requests up to the one that
+/// outgrows the reference.
+fn generate_until_outgrown(program: &Program) -> Program {
+    differential::generator::keep_within_bounds(program.requests.iter().cloned())
 }
 
 #[test]
@@ -261,6 +290,8 @@ struct Totals {
     statements: usize,
     refusals: usize,
     sqlite_failures: usize,
+    /// Programs ended early at the reference's own bounds.
+    outgrown: usize,
     /// Programs without findings, their requests and run time (the time
     /// a CI run will take once nothing is found).
     clean_programs: usize,
@@ -276,20 +307,22 @@ impl Totals {
         self.statements += outcome.statements;
         self.refusals += outcome.refusals;
         self.sqlite_failures += outcome.sqlite_failures;
+        self.outgrown += usize::from(outcome.outgrown);
     }
 
     fn finding_count(&self) -> usize {
         self.findings.values().map(Vec::len).sum()
     }
 
-    fn print(&self, programs: usize, started: Stopwatch) {
+    fn print(&self, programs: usize, started: &Stopwatch) {
         println!(
             "sql_differential: {programs} programs, {} requests, {} statements, {} documented refusals, \
-             {} requests SQLite failed, {} findings ({} distinct) in {:.1?}",
+             {} requests SQLite failed, {} ended at the reference's bounds, {} findings ({} distinct) in {:.1?}",
             self.requests,
             self.statements,
             self.refusals,
             self.sqlite_failures,
+            self.outgrown,
             self.finding_count(),
             self.findings.len(),
             started.elapsed()
@@ -326,6 +359,8 @@ const FINDING_LINE_CHARS: usize = 240;
 /// machine once nothing is found (measured: 61 ms per clean program of 22
 /// requests on disk; 28 ms in release with TMPDIR=/dev/shm).
 const PROGRAMS_DEFAULT: u64 = 1_800;
+/// Programs between running totals.
+const PROGRESS_EVERY: usize = 1_000;
 /// The seed base when none is given.
 const SEED_BASE_DEFAULT: u64 = 1_000;
 /// Distinct findings shrunk per run (each shrink costs up to

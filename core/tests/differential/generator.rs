@@ -14,17 +14,51 @@ use super::schema::{Column, Schema, Table};
 /// Generates a program of `requests` requests from `seed`.
 pub fn generate(seed: u64, requests: usize) -> Program {
     let mut generator = Generator::new(seed);
-    let mut scratch = Reference::open();
-    let mut program = Program::default();
+    let mut scratch = Scratch::new();
     for _ in 0..requests {
-        let schema = Schema::read(scratch.connection()).expect("the scratch reference's schema is readable");
-        let request = generator.request(&schema);
-        if let Request::Write(statements) = &request {
-            scratch.run_and_commit(statements);
+        let schema = Schema::read(scratch.reference.connection()).expect("the scratch reference's schema is readable");
+        if !scratch.push(generator.request(&schema)) {
+            break;
         }
-        program.requests.push(request);
     }
-    program
+    scratch.program
+}
+
+/// The requests of `requests` up to the one that outgrows the reference's
+/// bounds, as [`generate`] keeps them.
+pub fn keep_within_bounds(requests: impl IntoIterator<Item = Request>) -> Program {
+    let mut scratch = Scratch::new();
+    for request in requests {
+        if !scratch.push(request) {
+            break;
+        }
+    }
+    scratch.program
+}
+
+/// A program being generated and the scratch reference it is run on.
+struct Scratch {
+    reference: Reference,
+    program: Program,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch { reference: Reference::open(), program: Program::default() }
+    }
+
+    /// Runs and keeps `request`; false once the program has outgrown the
+    /// reference's bounds (a request stopped at the step bound is dropped).
+    fn push(&mut self, request: Request) -> bool {
+        if let Request::Write(statements) = &request {
+            self.reference.run_and_commit(statements);
+            if self.reference.interrupted() {
+                return false;
+            }
+        }
+        self.program.requests.push(request);
+        !self.reference.full()
+    }
 }
 
 /// Draws requests; `non_deterministic` programs also call `random()` and

@@ -5,6 +5,8 @@
 //! fail at commit.
 
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rusqlite::{ffi, Connection};
 
@@ -14,6 +16,25 @@ pub struct Reference {
     conn: Connection,
     /// True while a request's savepoint is open (answered, not finished).
     open: bool,
+    /// VM steps of the running statement, in progress-handler calls.
+    steps: Arc<AtomicU64>,
+}
+
+/// The reference's own bounds, so a long run's memory and time stay
+/// bounded: the database's size (an in-memory file grows without limit
+/// otherwise: one run was killed at 24 GB) and a statement's VM steps (a
+/// cross join of grown tables ran for minutes). A program that reaches
+/// either has outgrown the reference and ends there.
+const DATABASE_BYTES_MAX: i64 = 256 << 20;
+const STATEMENT_STEPS_MAX: u64 = 50_000_000;
+/// VM steps between progress-handler calls.
+const PROGRESS_STEPS: u64 = 1_000;
+
+/// Counts a statement's steps; non-zero interrupts it.
+unsafe extern "C" fn progress(ctx: *mut std::ffi::c_void) -> c_int {
+    // SAFETY: `ctx` is the `AtomicU64` registered in `Reference::open`.
+    let steps = unsafe { &*ctx.cast::<AtomicU64>() };
+    c_int::from(steps.fetch_add(PROGRESS_STEPS, Ordering::Relaxed) + PROGRESS_STEPS > STATEMENT_STEPS_MAX)
 }
 
 impl Reference {
@@ -24,7 +45,29 @@ impl Reference {
         let conn = Connection::open_in_memory().expect("in-memory SQLite opens");
         let foreign_keys: i64 = conn.query_row("PRAGMA foreign_keys", [], |row| row.get(0)).expect("pragma");
         assert_eq!(foreign_keys, 1, "the bundled SQLite enforces foreign keys by default, as on deeb's leader");
-        Reference { conn, open: false }
+        let steps = Arc::new(AtomicU64::new(0));
+        // SAFETY: a valid handle; the counter outlives the connection (it is
+        // dropped after `conn`, the field declared first).
+        unsafe {
+            ffi::sqlite3_progress_handler(
+                conn.handle(),
+                PROGRESS_STEPS as c_int,
+                Some(progress),
+                Arc::as_ptr(&steps).cast_mut().cast(),
+            )
+        };
+        Reference { conn, open: false, steps }
+    }
+
+    /// True if the last statement run was stopped at the step bound.
+    pub fn interrupted(&self) -> bool {
+        self.steps.load(Ordering::Relaxed) > STATEMENT_STEPS_MAX
+    }
+
+    /// True once the database is larger than its bound.
+    pub fn full(&self) -> bool {
+        let bytes = "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size";
+        self.conn.query_row(bytes, [], |row| row.get::<_, i64>(0)).expect("size readable") > DATABASE_BYTES_MAX
     }
 
     pub fn connection(&self) -> &Connection {
@@ -39,6 +82,7 @@ impl Reference {
         self.conn.execute_batch("SAVEPOINT r").expect("savepoint opens");
         let mut results = Vec::new();
         for (index, sql) in statements.iter().enumerate() {
+            self.steps.store(0, Ordering::Relaxed);
             match run_statement(&self.conn, sql) {
                 Ok(result) => results.push(result),
                 Err(message) => {
@@ -100,6 +144,7 @@ impl Reference {
 
     /// Runs a query and collects its rows.
     pub fn query(&self, sql: &str) -> Rows {
+        self.steps.store(0, Ordering::Relaxed);
         query_rows(&self.conn, sql)
     }
 

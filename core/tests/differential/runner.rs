@@ -23,6 +23,8 @@ pub struct Outcome {
     pub refusals: usize,
     /// Write requests SQLite itself failed (the generator's invalid share).
     pub sqlite_failures: usize,
+    /// The program crossed the reference's own bounds and ended early.
+    pub outgrown: bool,
 }
 
 /// Runs `program` on `target`, stopping at the first finding.
@@ -32,15 +34,19 @@ pub fn run(program: &Program, target: &mut dyn Target) -> Outcome {
     let mut non_deterministic = false;
     let last = program.requests.len().saturating_sub(1);
     for (index, request) in program.requests.iter().enumerate() {
+        if reference.full() {
+            outcome.outgrown = true;
+            break;
+        }
         non_deterministic |= request.is_non_deterministic();
         outcome.requests += 1;
         outcome.statements += request.statements().len();
         let checked = match request {
             Request::Write(statements) => write(statements, &mut reference, target, non_deterministic, &mut outcome),
-            Request::Query(sql) => query(sql, &reference, target, non_deterministic),
+            Request::Query(sql) => query(sql, &reference, target, non_deterministic, &mut outcome),
         };
         let checked = checked.and_then(|()| {
-            if index == last || (index + 1) % SETTLE_EVERY == 0 {
+            if index == last || (index + 1) % SETTLE_EVERY == 0 || outcome.outgrown {
                 settle(&reference, target, non_deterministic)
             } else {
                 Ok(())
@@ -48,6 +54,12 @@ pub fn run(program: &Program, target: &mut dyn Target) -> Outcome {
         });
         if let Err((kind, detail)) = checked {
             outcome.finding = Some(Finding { kind, request: index, detail });
+            break;
+        }
+        if outcome.outgrown {
+            // The last request never reached deeb: not counted.
+            outcome.requests -= 1;
+            outcome.statements -= request.statements().len();
             break;
         }
     }
@@ -64,6 +76,11 @@ fn write(
     outcome: &mut Outcome,
 ) -> Check {
     let expected = reference.run(statements);
+    if reference.interrupted() {
+        // Not sent to deeb: the program ends here (and is checked once more).
+        outcome.outgrown = true;
+        return Ok(());
+    }
     if matches!(expected, Answer::Failed { .. }) {
         outcome.sqlite_failures += 1;
     }
@@ -155,8 +172,18 @@ fn compare_results(expected: &[super::answer::StatementResult], actual: &[super:
     Ok(())
 }
 
-fn query(sql: &str, reference: &Reference, target: &mut dyn Target, non_deterministic: bool) -> Check {
+fn query(
+    sql: &str,
+    reference: &Reference,
+    target: &mut dyn Target,
+    non_deterministic: bool,
+    outcome: &mut Outcome,
+) -> Check {
     let expected = sorted(&reference.query(sql));
+    if reference.interrupted() {
+        outcome.outgrown = true;
+        return Ok(());
+    }
     let per_node = target.read(sql).map_err(|broken| (broken.kind, broken.detail))?;
     // A query calling random() answers differently on every node (and run).
     if Request::Query(sql.to_owned()).is_non_deterministic() {
