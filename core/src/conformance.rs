@@ -10,7 +10,7 @@ use std::path::Path;
 
 use deeb_proto::{Statement, Write, WriteBatch};
 
-use crate::sql::{Applied, ApplyError};
+use crate::sql::{Applied, ApplyError, ErrorClass};
 use crate::state_machine::StateMachine;
 
 fn statement(sql: &str) -> Statement {
@@ -90,6 +90,9 @@ pub fn failed_request_leaves_no_trace<S: StateMachine>(dir: &Path, open: &mut dy
         .expect("execute");
     let error = failed.expect_err("a duplicate key fails the request");
     assert_eq!(error.statement_index, 1, "the error names the failing statement");
+    assert_eq!(error.class, ErrorClass::Constraint, "a duplicate key is a constraint error: {error:?}");
+    let syntax = sm.execute_request(&[statement("INSERT INTO t VALUES (")]).expect("execute");
+    assert_eq!(syntax.expect_err("a syntax error").class, ErrorClass::Sql);
     assert!(sm.batch_open(), "an ordinary failure leaves the batch open");
     sm.commit_batch(Applied { index: 2, term: 1 }).expect("commit");
     leader_batch(&mut reference, 2, &[&["INSERT INTO t VALUES (1)"]]);
@@ -102,7 +105,7 @@ pub fn refuses_transaction_control<S: StateMachine>(dir: &Path, open: &mut dyn F
     sm.begin_batch(1).expect("begin");
     for sql in ["BEGIN", "COMMIT", "ROLLBACK"] {
         let result = sm.execute_request(&[statement(sql)]).expect("execute");
-        assert!(result.is_err(), "{sql} must be refused");
+        assert_eq!(result.map_err(|error| error.class), Err(ErrorClass::Refused), "{sql} must be refused");
     }
     sm.rollback_batch().expect("rollback");
     assert!(!sm.batch_open());

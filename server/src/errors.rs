@@ -1,8 +1,10 @@
 //! The server's error type and the one place where errors become
 //! `tonic::Status` codes.
 
-use deeb_core::sql::QueryError;
+use deeb_core::sql::{ErrorClass, QueryError};
 use deeb_core::{AdminError, ReadError, WriteError};
+use deeb_proto::{ErrorCode, ErrorDetail};
+use prost::Message as _;
 use thiserror::Error;
 use tonic::{Code, Status};
 
@@ -40,15 +42,34 @@ pub enum ServerError {
     Forwarded(Status),
 }
 
-/// Maps every server error to the gRPC status a client sees. This is the
-/// only such mapping in the server.
+/// Maps every server error to the gRPC status a client sees, with an
+/// [`ErrorDetail`] in the status details. This is the only such mapping in
+/// the server.
 pub fn to_status(error: ServerError) -> Status {
+    if let ServerError::Forwarded(status) = error {
+        return status;
+    }
     let not_applied = is_not_applied(&error);
-    let mut status = status_of(error);
+    let (code, mut detail) = classify(&error);
+    detail.not_applied = not_applied;
+    let mut message = error.to_string();
+    if code == Code::Unavailable && !message.starts_with("no leader") && is_leaderless(&message) {
+        message = format!("no leader: {message}");
+    }
+    let mut status = Status::with_details(code, message, detail.encode_to_vec().into());
     if not_applied {
         status.metadata_mut().insert(NOT_APPLIED_KEY, tonic::metadata::MetadataValue::from_static("1"));
     }
     status
+}
+
+/// The [`ErrorDetail`] a deeb node put in `status`, if any (a status from
+/// the transport, such as a connection refused, has none).
+pub fn detail_of(status: &Status) -> Option<ErrorDetail> {
+    if status.details().is_empty() {
+        return None;
+    }
+    ErrorDetail::decode(status.details()).ok()
 }
 
 /// True if `status` came from a node that knows the request did nothing
@@ -73,60 +94,80 @@ fn is_not_applied(error: &ServerError) -> bool {
     }
 }
 
-fn status_of(error: ServerError) -> Status {
-    let message = error.to_string();
-    let code = match error {
-        ServerError::Forwarded(status) => return status,
-        ServerError::Write(error) => write_code(&error),
-        ServerError::Read(error) => read_code(&error),
-        ServerError::Query(QueryError::Stopped(_)) => Code::DeadlineExceeded,
-        ServerError::Query(_) => Code::InvalidArgument,
-        ServerError::Admin(error) => admin_code(&error),
-        ServerError::Timeout(_) => Code::DeadlineExceeded,
-        ServerError::Overloaded => Code::ResourceExhausted,
-        ServerError::ShuttingDown | ServerError::NoLeader(_) => Code::Unavailable,
-        ServerError::Invalid(_) => Code::InvalidArgument,
-        ServerError::Internal(_) => Code::Internal,
-    };
-    let message = match code {
-        Code::Unavailable if !message.starts_with("no leader") && is_leaderless(&message) => {
-            format!("no leader: {message}")
+/// The gRPC code and the detail of every error class: the table the
+/// README's "Errors" section documents.
+fn classify(error: &ServerError) -> (Code, ErrorDetail) {
+    let plain = |code: Code, error_code: ErrorCode| (code, detail(error_code));
+    match error {
+        ServerError::Write(WriteError::Statement(error)) => {
+            let (code, error_code) = statement_code(error.class);
+            let detail = ErrorDetail {
+                code: error_code as i32,
+                sqlite_code: error.sqlite_code.unwrap_or(0),
+                statement_index: u32::try_from(error.statement_index).ok(),
+                not_applied: false,
+            };
+            (code, detail)
         }
-        _ => message,
+        ServerError::Write(error) => match error {
+            WriteError::NotLeader { .. } | WriteError::Stopped => plain(Code::Unavailable, ErrorCode::Unavailable),
+            WriteError::TooLarge { .. } => plain(Code::ResourceExhausted, ErrorCode::Limit),
+            WriteError::QueueFull { .. } => plain(Code::ResourceExhausted, ErrorCode::Overloaded),
+            WriteError::Invalid(_) => plain(Code::InvalidArgument, ErrorCode::InvalidRequest),
+            WriteError::OutcomeUnknown => plain(Code::Unknown, ErrorCode::OutcomeUnknown),
+            WriteError::Statement(_) => unreachable!("matched above"),
+        },
+        ServerError::Read(error) => match error {
+            ReadError::NoLeader | ReadError::NotLeader { .. } | ReadError::Stopped => {
+                plain(Code::Unavailable, ErrorCode::Unavailable)
+            }
+            ReadError::LeaseExpired | ReadError::TooStale { .. } => {
+                plain(Code::FailedPrecondition, ErrorCode::Consistency)
+            }
+            ReadError::Timeout => plain(Code::DeadlineExceeded, ErrorCode::Timeout),
+            ReadError::QueueFull { .. } => plain(Code::ResourceExhausted, ErrorCode::Overloaded),
+            ReadError::Query(error) => query_code(error),
+        },
+        ServerError::Query(error) => query_code(error),
+        ServerError::Admin(error) => match error {
+            AdminError::NotLeader { .. } | AdminError::Stopped => plain(Code::Unavailable, ErrorCode::Unavailable),
+            AdminError::ChangeInProgress => plain(Code::FailedPrecondition, ErrorCode::Overloaded),
+            AdminError::QueueFull { .. } => plain(Code::ResourceExhausted, ErrorCode::Overloaded),
+            AdminError::Invalid(_) => plain(Code::InvalidArgument, ErrorCode::InvalidRequest),
+            AdminError::OutcomeUnknown => plain(Code::Unknown, ErrorCode::OutcomeUnknown),
+            AdminError::TransferTimeout(_) => plain(Code::DeadlineExceeded, ErrorCode::Timeout),
+        },
+        ServerError::Timeout(_) => plain(Code::DeadlineExceeded, ErrorCode::Timeout),
+        ServerError::Overloaded => plain(Code::ResourceExhausted, ErrorCode::Overloaded),
+        ServerError::ShuttingDown | ServerError::NoLeader(_) => plain(Code::Unavailable, ErrorCode::Unavailable),
+        ServerError::Invalid(_) => plain(Code::InvalidArgument, ErrorCode::InvalidRequest),
+        ServerError::Internal(_) => plain(Code::Internal, ErrorCode::Internal),
+        ServerError::Forwarded(_) => unreachable!("relayed as is by to_status"),
+    }
+}
+
+fn detail(code: ErrorCode) -> ErrorDetail {
+    ErrorDetail { code: code as i32, ..ErrorDetail::default() }
+}
+
+/// A failed statement's gRPC code, by what failed.
+fn statement_code(class: ErrorClass) -> (Code, ErrorCode) {
+    match class {
+        ErrorClass::Sql => (Code::InvalidArgument, ErrorCode::Sql),
+        ErrorClass::Constraint => (Code::Aborted, ErrorCode::Constraint),
+        ErrorClass::Refused => (Code::InvalidArgument, ErrorCode::Refused),
+        ErrorClass::Limit => (Code::ResourceExhausted, ErrorCode::Limit),
+        ErrorClass::Timeout => (Code::DeadlineExceeded, ErrorCode::Timeout),
+    }
+}
+
+fn query_code(error: &QueryError) -> (Code, ErrorDetail) {
+    let (code, error_code) = match error {
+        QueryError::Stopped(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
+        QueryError::NotReadOnly(_) => (Code::InvalidArgument, ErrorCode::Refused),
+        QueryError::Sql(_) => (Code::InvalidArgument, ErrorCode::Sql),
     };
-    Status::new(code, message)
-}
-
-fn write_code(error: &WriteError) -> Code {
-    match error {
-        WriteError::NotLeader { .. } | WriteError::Stopped => Code::Unavailable,
-        WriteError::TooLarge { .. } => Code::ResourceExhausted,
-        WriteError::QueueFull { .. } => Code::ResourceExhausted,
-        WriteError::Statement(_) | WriteError::Invalid(_) => Code::InvalidArgument,
-        WriteError::OutcomeUnknown => Code::Unknown,
-    }
-}
-
-fn read_code(error: &ReadError) -> Code {
-    match error {
-        ReadError::NoLeader | ReadError::NotLeader { .. } | ReadError::Stopped => Code::Unavailable,
-        ReadError::LeaseExpired | ReadError::TooStale { .. } => Code::FailedPrecondition,
-        ReadError::Timeout => Code::DeadlineExceeded,
-        ReadError::QueueFull { .. } => Code::ResourceExhausted,
-        ReadError::Query(QueryError::Stopped(_)) => Code::DeadlineExceeded,
-        ReadError::Query(_) => Code::InvalidArgument,
-    }
-}
-
-fn admin_code(error: &AdminError) -> Code {
-    match error {
-        AdminError::NotLeader { .. } | AdminError::Stopped => Code::Unavailable,
-        AdminError::ChangeInProgress => Code::FailedPrecondition,
-        AdminError::QueueFull { .. } => Code::ResourceExhausted,
-        AdminError::Invalid(_) => Code::InvalidArgument,
-        AdminError::OutcomeUnknown => Code::Unknown,
-        AdminError::TransferTimeout(_) => Code::DeadlineExceeded,
-    }
+    (code, detail(error_code))
 }
 
 /// True for a "not the leader (leader: unknown)" style message.
@@ -157,7 +198,12 @@ mod tests {
 
     #[test]
     fn statement_error_is_invalid_argument_with_sqlite_message() {
-        let error = RequestError { statement_index: 0, message: "no such table: nope".into() };
+        let error = RequestError {
+            statement_index: 0,
+            class: ErrorClass::Sql,
+            sqlite_code: Some(1),
+            message: "no such table: nope".into(),
+        };
         let status = to_status(WriteError::Statement(error).into());
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("no such table: nope"));
@@ -179,6 +225,30 @@ mod tests {
             let text = error.to_string();
             assert_eq!(to_status(error).code(), code, "{text}");
         }
+    }
+
+    /// Every status a node makes carries a detail whose code tells the
+    /// statement error classes apart.
+    #[test]
+    fn statement_errors_carry_their_class() {
+        let classes = [
+            (ErrorClass::Sql, Code::InvalidArgument, ErrorCode::Sql),
+            (ErrorClass::Constraint, Code::Aborted, ErrorCode::Constraint),
+            (ErrorClass::Refused, Code::InvalidArgument, ErrorCode::Refused),
+            (ErrorClass::Limit, Code::ResourceExhausted, ErrorCode::Limit),
+            (ErrorClass::Timeout, Code::DeadlineExceeded, ErrorCode::Timeout),
+        ];
+        for (class, code, error_code) in classes {
+            let error = RequestError { statement_index: 2, class, sqlite_code: Some(2067), message: "m".into() };
+            let status = to_status(WriteError::Statement(error).into());
+            let detail = detail_of(&status).expect("a detail");
+            assert_eq!((status.code(), detail.code()), (code, error_code), "{class:?}");
+            assert_eq!((detail.sqlite_code, detail.statement_index, detail.not_applied), (2067, Some(2), true));
+        }
+        let unknown = to_status(WriteError::OutcomeUnknown.into());
+        let detail = detail_of(&unknown).expect("a detail");
+        assert_eq!((detail.code(), detail.not_applied), (ErrorCode::OutcomeUnknown, false));
+        assert_eq!(detail_of(&Status::unavailable("transport error")), None, "a transport status has no detail");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The `deeb` binary: a thin wrapper over the `deeb_server` library.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use deeb_core::disk::FsDisk;
 use deeb_server::cli::args::{Cli, Command, ServeArgs};
+use deeb_server::cli::output::{self, Printer};
 use deeb_server::cli::{bench, commands, shell};
 use deeb_server::client::connect;
 use tracing_subscriber::EnvFilter;
@@ -57,36 +58,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args).await,
         Command::Shell(client) => Ok(shell::Shell::new(connect(&client.addr).await?).run().await?),
-        Command::Exec { client, sql } => {
+        Command::Exec { client, sql, format } => {
             let response = commands::execute(&mut connect(&client.addr).await?, &sql).await.map_err(status_error)?;
-            print!("{}", commands::format_execute(&response));
-            Ok(())
+            emit(&commands::format_execute_as(&response, format))
         }
-        Command::Query { client, sql, consistency, max_staleness, timeout } => {
+        Command::Query { client, sql, consistency, max_staleness, timeout, format } => {
             let mut client = connect(&client.addr).await?;
-            let result =
-                commands::query(&mut client, &sql, consistency, max_staleness, timeout).await.map_err(status_error)?;
-            print!("{}", deeb_server::cli::table::render(&result.columns, &result.rows));
-            Ok(())
+            let mut printer = None;
+            let mut failed = None;
+            let queried = commands::query_chunks(&mut client, &sql, consistency, max_staleness, timeout, |chunk| {
+                let printer = printer.get_or_insert_with(|| {
+                    let out = std::io::BufWriter::new(std::io::stdout());
+                    Printer::new(out, format, true, "NULL", commands::column_names(&chunk))
+                });
+                let written = chunk.rows.iter().try_for_each(|row| printer.row(row));
+                failed = written.err();
+                failed.is_none()
+            })
+            .await;
+            let finished = match (failed, printer) {
+                (Some(error), _) => Err(error),
+                (None, Some(printer)) if queried.is_ok() => printer.finish().map(drop),
+                (None, _) => Ok(()),
+            };
+            queried.map_err(status_error)?;
+            output_result(finished)
         }
         Command::Status(client) => {
             let status = commands::status(&mut connect(&client.addr).await?).await.map_err(status_error)?;
-            print!("{}{}", commands::format_status(&status), commands::format_members(&status));
-            Ok(())
+            emit(&format!("{}{}", commands::format_status(&status), commands::format_members(&status)))
         }
         Command::Nodes { client, action } => {
             let text = commands::nodes(&mut connect(&client.addr).await?, &action).await.map_err(status_error)?;
-            println!("{text}");
-            Ok(())
+            emit(&format!("{text}\n"))
         }
         #[cfg(not(madsim))]
         Command::Dev(args) => deeb_server::cli::dev::run(&args, &cli.log_level).await.map_err(anyhow::Error::msg),
         #[cfg(madsim)]
         Command::Dev(_) => anyhow::bail!("`deeb dev` starts real processes; it is not available in simulation"),
-        Command::Bench(args) => {
-            print!("{}", bench::run(&args).await.map_err(anyhow::Error::msg)?);
-            Ok(())
-        }
+        Command::Bench(args) => emit(&bench::run(&args).await.map_err(anyhow::Error::msg)?),
     }
 }
 
@@ -100,6 +110,20 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `text` to stdout; a closed pipe (`deeb query ... | head -1`) is
+/// not an error: the reader has what it wanted.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    output_result(out.write_all(text.as_bytes()).and_then(|()| out.flush()))
+}
+
+fn output_result(result: std::io::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(error) if !output::is_closed_pipe(&error) => Err(anyhow::anyhow!("writing the output: {error}")),
+        _ => Ok(()),
+    }
+}
+
 fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+    anyhow::anyhow!("{}", commands::describe_error(&status))
 }

@@ -42,6 +42,36 @@ async fn returning_rows_through_leader_and_follower() {
     }
 }
 
+/// A constraint error and a syntax error arrive with different gRPC codes
+/// and error codes, through the leader and through a forwarding follower,
+/// with SQLite's extended code and the failing statement's index.
+#[tokio::test]
+async fn errors_arrive_typed() {
+    use deeb_proto::ErrorCode;
+    use deeb_server::errors::detail_of;
+    use tonic::Code;
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    cluster.execute(leader, "CREATE TABLE t (id INTEGER PRIMARY KEY)").await.expect("create");
+    cluster.execute(leader, "INSERT INTO t VALUES (1)").await.expect("insert");
+    for node in [leader, follower] {
+        let unique = cluster.execute(node, "INSERT INTO t VALUES (1)").await.expect_err("duplicate key");
+        let detail = detail_of(&unique).expect("a detail");
+        assert_eq!((unique.code(), detail.code()), (Code::Aborted, ErrorCode::Constraint), "{unique:?}");
+        assert_eq!(detail.sqlite_code, 1555, "SQLITE_CONSTRAINT_PRIMARYKEY");
+        assert_eq!(detail.statement_index, Some(0));
+        assert!(detail.not_applied);
+        let syntax = cluster.execute(node, "INSERT INTO t VALUES (").await.expect_err("syntax error");
+        let detail = detail_of(&syntax).expect("a detail");
+        assert_eq!((syntax.code(), detail.code()), (Code::InvalidArgument, ErrorCode::Sql), "{syntax:?}");
+        let refused = cluster.execute(node, "PRAGMA user_version = 3").await.expect_err("refused");
+        assert_eq!(detail_of(&refused).expect("a detail").code(), ErrorCode::Refused, "{refused:?}");
+        let query = cluster.query(node, "SELECT * FROM missing").await.expect_err("no such table");
+        assert_eq!(detail_of(&query).expect("a detail").code(), ErrorCode::Sql, "{query:?}");
+    }
+}
+
 #[tokio::test]
 async fn leader_kill_loses_nothing_and_restarted_node_catches_up() {
     let mut cluster = Cluster::start(3, &[]);

@@ -74,8 +74,98 @@ pub enum SqlError {
 pub struct RequestError {
     /// The index of the failing statement within the request.
     pub statement_index: usize,
+    /// What kind of failure (a stable code for clients).
+    pub class: ErrorClass,
+    /// SQLite's extended result code, when SQLite failed the statement.
+    pub sqlite_code: Option<i32>,
     /// SQLite's message, or why deeb refused the statement.
     pub message: String,
+}
+
+impl RequestError {
+    /// Statement `statement_index` of the request failed with `error`.
+    pub fn new(statement_index: usize, error: StatementError) -> Self {
+        let StatementError { class, sqlite_code, message } = error;
+        RequestError { statement_index, class, sqlite_code, message }
+    }
+}
+
+/// The class of a client statement's failure. Clients see it as a stable
+/// code (the proto's `ErrorCode`), so they never parse message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// SQLite could not prepare or run it: syntax, a missing table or
+    /// column, wrong parameters, a type error.
+    Sql,
+    /// A constraint failed: UNIQUE, NOT NULL, CHECK, FOREIGN KEY (also at
+    /// the end of the request), or a trigger's `RAISE`.
+    Constraint,
+    /// deeb refuses the statement before or instead of replicating it (the
+    /// README's "SQL support" lists each refusal and why).
+    Refused,
+    /// A size limit: the request's row changes, a value's size, the rows a
+    /// write may return.
+    Limit,
+    /// The statement's deadline or its step bound stopped it.
+    Timeout,
+}
+
+/// Why one client statement failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementError {
+    pub class: ErrorClass,
+    pub sqlite_code: Option<i32>,
+    pub message: String,
+}
+
+impl StatementError {
+    fn with_class(class: ErrorClass, message: impl Into<String>) -> Self {
+        StatementError { class, sqlite_code: None, message: message.into() }
+    }
+
+    /// deeb refuses the statement.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::with_class(ErrorClass::Refused, message)
+    }
+
+    /// The statement crossed a size limit.
+    pub fn limit(message: impl Into<String>) -> Self {
+        Self::with_class(ErrorClass::Limit, message)
+    }
+
+    /// The statement ran out of time or steps.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::with_class(ErrorClass::Timeout, message)
+    }
+
+    /// A constraint failed where deeb, not SQLite, found it.
+    pub fn constraint(message: impl Into<String>) -> Self {
+        Self::with_class(ErrorClass::Constraint, message)
+    }
+
+    /// SQLite's own error for the statement, classed by its result code.
+    pub fn sqlite(error: &rusqlite::Error) -> Self {
+        let (class, sqlite_code) = match error.sqlite_error() {
+            Some(e) => {
+                let class = match e.code {
+                    rusqlite::ErrorCode::ConstraintViolation => ErrorClass::Constraint,
+                    // An exhausted AUTOINCREMENT counter answers SQLITE_FULL.
+                    rusqlite::ErrorCode::TooBig | rusqlite::ErrorCode::DiskFull => ErrorClass::Limit,
+                    _ => ErrorClass::Sql,
+                };
+                (class, Some(e.extended_code))
+            }
+            None => (ErrorClass::Sql, None),
+        };
+        StatementError { class, sqlite_code, message: error.to_string() }
+    }
+}
+
+/// deeb's refusals are written as text where they are decided.
+impl From<String> for StatementError {
+    fn from(message: String) -> Self {
+        StatementError::refused(message)
+    }
 }
 
 /// Applying a committed entry failed.

@@ -3,8 +3,8 @@
 use deeb_proto::{Column, QueryChunk, Row, Statement, Value};
 use rusqlite::Connection;
 
-use super::session::{self, Authorizer, Progress, StopCheck};
-use super::{classify, value, QueryError};
+use super::session::{self, Authorizer, Progress};
+use super::{classify, value, QueryError, StatementError};
 
 /// A read-only connection. `Send`, so a host may run queries off its event
 /// loop. Tables named `_deeb_*` may be read (they hold no secrets).
@@ -51,7 +51,7 @@ impl Reader {
         statement: &Statement,
         rows_max: usize,
         bytes_max: usize,
-        mut stop: Box<StopCheck<'_>>,
+        mut stop: Box<dyn FnMut() -> Option<String> + '_>,
         sink: &mut dyn FnMut(QueryChunk) -> bool,
     ) -> Result<(), QueryError> {
         if let Some(reason) = classify::refuse_read(&statement.sql) {
@@ -68,14 +68,16 @@ impl Reader {
             Box::new(move || {
                 steps += session::PROGRESS_STEPS;
                 if steps > steps_max {
-                    return Some(format!("query stopped: it ran more than {steps_max} SQLite steps"));
+                    return Some(StatementError::timeout(format!(
+                        "query stopped: it ran more than {steps_max} SQLite steps"
+                    )));
                 }
-                stop()
+                stop().map(StatementError::timeout)
             }),
         );
         let refused = |e: rusqlite::Error| match (auth.denied(), progress.stopped()) {
             (Some(reason), _) => QueryError::NotReadOnly(reason),
-            (None, Some(reason)) => QueryError::Stopped(reason),
+            (None, Some(stopped)) => QueryError::Stopped(stopped.message),
             (None, None) => sql_err(e),
         };
         let mut stmt = self.conn.prepare(&statement.sql).map_err(refused)?;

@@ -780,12 +780,12 @@ pub(crate) const PROGRESS_STEPS: u64 = 1_000;
 
 /// Asked every [`PROGRESS_STEPS`] VM steps of a running statement;
 /// `Some(reason)` interrupts it.
-pub(crate) type StopCheck<'f> = dyn FnMut() -> Option<String> + 'f;
+pub(crate) type StopCheck<'f> = dyn FnMut() -> Option<super::StatementError> + 'f;
 
 /// The progress handler's state: the check and the reason it stopped.
 struct ProgressState<'f> {
     check: Box<StopCheck<'f>>,
-    stopped: Option<String>,
+    stopped: Option<super::StatementError>,
 }
 
 unsafe extern "C" fn progress(ctx: *mut c_void) -> c_int {
@@ -817,7 +817,7 @@ impl<'c, 'f> Progress<'c, 'f> {
     }
 
     /// Why the check stopped a statement, if it did.
-    pub(crate) fn stopped(&self) -> Option<String> {
+    pub(crate) fn stopped(&self) -> Option<super::StatementError> {
         self.state.stopped.clone()
     }
 }

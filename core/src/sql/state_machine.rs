@@ -17,7 +17,8 @@ use super::rowids::{self, LeaderRowids};
 use super::session::ApplyMode;
 use super::session::{self, Authorizer, InsertedRowids, Progress, Session, StopCheck};
 use super::{
-    apply, classify, value, Applied, ApplyError, Clock, Executed, Reader, RequestError, SqlError, WriteLimits,
+    apply, classify, value, Applied, ApplyError, Clock, ErrorClass, Executed, Reader, RequestError, SqlError,
+    StatementError, WriteLimits,
 };
 
 /// Creates the internal tables (idempotent).
@@ -79,7 +80,7 @@ pub struct SqliteStateMachine {
 
 /// A statement's outcome on the leader: its ops (none if it changed
 /// nothing) and result, or the client's error message.
-type StatementOutcome = Result<(Vec<Op>, StatementResult), String>;
+type StatementOutcome = Result<(Vec<Op>, StatementResult), StatementError>;
 
 /// True for errors that mean the database itself failed (not the client).
 pub(crate) fn is_fatal(e: &rusqlite::Error) -> bool {
@@ -255,11 +256,11 @@ impl SqliteStateMachine {
                     executed.ops.extend(ops);
                     executed.results.push(result);
                 }
-                Err(message) => return self.fail_request(RequestError { statement_index, message }),
+                Err(error) => return self.fail_request(RequestError::new(statement_index, error)),
             }
         }
         let violations = self.replayed_in_request.get() && foreign_key_violations(&self.writer)?;
-        let message = if session::deferred_foreign_key_violations(&self.writer) {
+        let violated = if session::deferred_foreign_key_violations(&self.writer) {
             Some("FOREIGN KEY constraint failed (a deferred constraint is still violated at the end of the request)")
         } else if violations {
             // SQLite's own count can miss a violation (a trigger deleting
@@ -272,9 +273,9 @@ impl SqliteStateMachine {
         } else {
             None
         };
-        if let Some(message) = message {
+        if let Some(message) = violated {
             let statement_index = statements.len().saturating_sub(1);
-            return self.fail_request(RequestError { statement_index, message: message.to_string() });
+            return self.fail_request(RequestError::new(statement_index, StatementError::constraint(message)));
         }
         self.writer.execute_batch(&format!("RELEASE {SAVEPOINT}"))?;
         Ok(Ok(executed))
@@ -297,10 +298,10 @@ impl SqliteStateMachine {
     /// so far, against `row_changes_bytes_max`.
     fn run_statement(&self, statement: &Statement, changes_bytes: &mut u64) -> Result<StatementOutcome, SqlError> {
         if classify::keywords(&statement.sql, 1).is_empty() {
-            return Ok(Err("empty statement".into()));
+            return Ok(Err(StatementError::refused("empty statement")));
         }
         if let Some(reason) = classify::refuse_write(&statement.sql) {
-            return Ok(Err(reason));
+            return Ok(Err(reason.into()));
         }
         let first_keyword = classify::keywords(&statement.sql, 1);
         let schema_change = first_keyword.first().is_some_and(|k| matches!(k.as_str(), "CREATE" | "DROP" | "ALTER"));
@@ -309,7 +310,7 @@ impl SqliteStateMachine {
             // undone; a replayed statement loses that count, so deeb checks
             // the rows instead, and a schema change could drop a violated
             // foreign key that SQLite would still count at COMMIT.
-            return Ok(Err(DEFERRED_SCHEMA_CHANGE_REFUSAL.to_string()));
+            return Ok(Err(StatementError::refused(DEFERRED_SCHEMA_CHANGE_REFUSAL)));
         }
         let before = schema_version(&self.writer)?;
         let creates = first_keyword.first().is_some_and(|k| k == "CREATE");
@@ -326,21 +327,21 @@ impl SqliteStateMachine {
         drop(session);
         let Ran { mut result, has_params, written } = match run {
             Ok(ran) => ran,
-            Err(message) => return Ok(Err(message)),
+            Err(error) => return Ok(Err(error)),
         };
         let mut ops = Vec::new();
         let mut renumbered_unseen = false;
         if schema_version(&self.writer)? != before {
             if has_params {
-                return Ok(Err("schema statements (DDL) may not use parameters".into()));
+                return Ok(Err(StatementError::refused("schema statements (DDL) may not use parameters")));
             }
             if !changeset.is_ok_and(|changeset| changeset.is_empty()) {
-                return Ok(Err(classify::ddl_changes_refusal(&statement.sql)));
+                return Ok(Err(classify::ddl_changes_refusal(&statement.sql).into()));
             }
             if creates {
                 for table in table_names(&self.writer)?.difference(&tables_before) {
                     if let Some(reason) = unsupported_primary_key(&self.writer, table)? {
-                        return Ok(Err(format!("table {table:?}: {reason}")));
+                        return Ok(Err(format!("table {table:?}: {reason}").into()));
                     }
                 }
             }
@@ -352,21 +353,21 @@ impl SqliteStateMachine {
             result = StatementResult { rows_affected: 0, last_insert_id: 0, ..result };
         } else {
             if let Some(message) = null_key_written(&self.writer, &keyed, &written)? {
-                return Ok(Err(message));
+                return Ok(Err(message.into()));
             }
             let changeset = match changeset {
                 Ok(changeset) => changeset,
-                Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}"))),
+                Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}").into())),
             };
             *changes_bytes += changeset.len() as u64;
             if *changes_bytes > self.limits.row_changes_bytes_max as u64 {
-                return Ok(Err(self.too_many_changes_message()));
+                return Ok(Err(StatementError::limit(self.too_many_changes_message())));
             }
             let parts = match changeset.is_empty() {
                 true => Vec::new(),
                 false => match session::split_by_operation(&changeset) {
                     Ok(parts) => parts,
-                    Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}"))),
+                    Err(e) => return Ok(Err(format!("the statement's row changes could not be recorded: {e}").into())),
                 },
             };
             let parts_ref: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
@@ -394,7 +395,7 @@ impl SqliteStateMachine {
         // too: undo the statement and apply its ops.
         if renumbered_unseen || self.needs_replay(has_triggers, &ops)? {
             if let Err(reason) = self.replay_statement(&ops)? {
-                return Ok(Err(reason));
+                return Ok(Err(reason.into()));
             }
         }
         self.writer.execute_batch(&format!("RELEASE {STATEMENT_SAVEPOINT}"))?;
@@ -468,14 +469,19 @@ impl SqliteStateMachine {
             steps += session::PROGRESS_STEPS;
             if let (Some(deadline), Some(clock)) = (deadline, self.clock.as_ref()) {
                 if clock() >= deadline {
-                    return Some(format!("statement timeout: it ran longer than {} ms", timeout.as_millis()));
+                    return Some(StatementError::timeout(format!(
+                        "statement timeout: it ran longer than {} ms",
+                        timeout.as_millis()
+                    )));
                 }
             }
             if steps > steps_max {
-                return Some(format!("statement stopped: it ran more than {steps_max} SQLite steps"));
+                return Some(StatementError::timeout(format!(
+                    "statement stopped: it ran more than {steps_max} SQLite steps"
+                )));
             }
             if changes_bytes + session.changeset_size() > changes_max {
-                return Some(self.too_many_changes_message());
+                return Some(StatementError::limit(self.too_many_changes_message()));
             }
             None
         })
@@ -650,7 +656,7 @@ fn run_client(
     statement: &Statement,
     hidden_rowid: &std::collections::BTreeSet<String>,
     stop: Box<StopCheck<'_>>,
-) -> Result<Result<Ran, String>, SqlError> {
+) -> Result<Result<Ran, StatementError>, SqlError> {
     let insert_target = std::cell::RefCell::new(None::<String>);
     let written = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let auth = Authorizer::new(conn, |action, a, b, db, trigger| {
@@ -672,7 +678,7 @@ fn run_client(
     // Only this statement's own inserts count: the connection's earlier
     // history differs between leaders.
     session::set_last_insert_rowid(conn, 0);
-    let client_error = |e: rusqlite::Error| -> Result<Result<Ran, String>, SqlError> {
+    let client_error = |e: rusqlite::Error| -> Result<Result<Ran, StatementError>, SqlError> {
         // SQLITE_FULL here is also what an exhausted AUTOINCREMENT counter
         // answers: the request's error. A disk that is really full fails
         // deeb's own writes next (commit, apply), and those stop the node.
@@ -680,11 +686,12 @@ fn run_client(
             return Err(e.into());
         }
         Ok(Err(match (auth.denied(), progress.stopped(), e) {
-            (Some(reason), _, _) | (None, Some(reason), _) => reason,
+            (Some(reason), _, _) => StatementError::refused(reason),
+            (None, Some(stopped), _) => stopped,
             (None, None, rusqlite::Error::MultipleStatement) => {
-                "one statement per sql string: multiple statements provided".into()
+                StatementError::refused("one statement per sql string: multiple statements provided")
             }
-            (None, None, e) => e.to_string(),
+            (None, None, e) => StatementError::sqlite(&e),
         }))
     };
     let mut stmt = match conn.prepare(&statement.sql) {
@@ -692,7 +699,7 @@ fn run_client(
         Err(e) => return client_error(e),
     };
     if let Err(message) = value::bind(&mut stmt, statement) {
-        return Ok(Err(message));
+        return Ok(Err(StatementError { class: ErrorClass::Sql, sqlite_code: None, message }));
     }
     let has_params = stmt.parameter_count() > 0;
     let columns: Vec<Column> = stmt
@@ -713,10 +720,10 @@ fn run_client(
                 };
                 returned_bytes += values.iter().map(value::approx_size).sum::<usize>();
                 if returned_bytes > RETURNED_ROWS_BYTES_MAX {
-                    return Ok(Err(format!(
+                    return Ok(Err(StatementError::limit(format!(
                         "the rows the statement returns are over the limit of {RETURNED_ROWS_BYTES_MAX} bytes \
                          for a write request's results: read them with a query"
-                    )));
+                    ))));
                 }
                 returned.push(Row { values });
             }

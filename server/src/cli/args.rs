@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use deeb_core::NodeId;
 
+use super::output::Format;
 use crate::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
 
 /// deeb: a replicated SQL database (raft + SQLite).
@@ -27,14 +28,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// Interactive SQL shell (reads statements from stdin).
     Shell(ClientArgs),
-    /// Execute one write statement.
+    /// Execute one write statement (through the leader) and print its
+    /// rows affected, last insert id and any rows it returned (RETURNING).
     Exec {
         #[command(flatten)]
         client: ClientArgs,
         /// The SQL to execute.
         sql: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
-    /// Run one query and print the result table.
+    /// Run one read-only query on this node and print its rows as they
+    /// arrive (linearizable by default).
     Query {
         #[command(flatten)]
         client: ClientArgs,
@@ -49,6 +55,9 @@ pub enum Command {
         /// How long the query may run (default: the server's --statement-timeout).
         #[arg(long, value_parser = duration_arg)]
         timeout: Option<Duration>,
+        /// Output format; rows are printed as they arrive.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Show a node's status and the cluster members.
     Status(ClientArgs),

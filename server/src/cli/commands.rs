@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use deeb_proto::deeb_client::DeebClient;
 use deeb_proto::{
-    AddNodeRequest, ExecuteRequest, ExecuteResponse, QueryRequest, RemoveNodeRequest, Row, StatusRequest,
+    AddNodeRequest, ExecuteRequest, ExecuteResponse, QueryChunk, QueryRequest, RemoveNodeRequest, Row, StatusRequest,
     StatusResponse, TransferLeaderRequest,
 };
 use tonic::transport::Channel;
 
 use super::args::{Level, NodesAction};
+use super::output::{self, Format};
 use super::table;
 use crate::api::statement;
 
@@ -29,6 +30,22 @@ pub struct QueryResult {
 ///
 /// # Errors
 /// The server's status.
+/// A failed call as the CLI prints it: the message and, from the node's
+/// error detail, its code (and SQLite's extended code), or the transport's
+/// gRPC code when no node answered.
+pub fn describe_error(status: &tonic::Status) -> String {
+    match crate::errors::detail_of(status) {
+        Some(detail) => {
+            let code = detail.code().as_str_name().trim_start_matches("ERROR_CODE_").to_ascii_lowercase();
+            match detail.sqlite_code {
+                0 => format!("{} [{code}]", status.message()),
+                sqlite => format!("{} [{code}, sqlite {sqlite}]", status.message()),
+            }
+        }
+        None => format!("{} [{:?}]", status.message(), status.code()),
+    }
+}
+
 pub async fn execute(client: &mut Client, sql: &str) -> Result<ExecuteResponse, tonic::Status> {
     let request = ExecuteRequest { statements: vec![statement(sql)] };
     Ok(client.execute(request).await?.into_inner())
@@ -45,6 +62,33 @@ pub async fn query(
     max_staleness: Option<Duration>,
     timeout: Option<Duration>,
 ) -> Result<QueryResult, tonic::Status> {
+    let mut result = QueryResult::default();
+    query_chunks(client, sql, level, max_staleness, timeout, |chunk| {
+        if result.columns.is_empty() {
+            result.columns = column_names(&chunk);
+        }
+        result.served_by = chunk.served_by;
+        result.rows.extend(chunk.rows);
+        true
+    })
+    .await?;
+    Ok(result)
+}
+
+/// Runs one query and hands its chunks to `sink` as they arrive (the first
+/// names the columns); `sink` returning false ends the query early, which
+/// stops it on the server too.
+///
+/// # Errors
+/// The server's status (also mid-stream).
+pub async fn query_chunks(
+    client: &mut Client,
+    sql: &str,
+    level: Level,
+    max_staleness: Option<Duration>,
+    timeout: Option<Duration>,
+    mut sink: impl FnMut(QueryChunk) -> bool,
+) -> Result<(), tonic::Status> {
     let millis = |bound: Duration| u64::try_from(bound.as_millis()).unwrap_or(u64::MAX).max(1);
     let request = QueryRequest {
         statement: Some(statement(sql)),
@@ -53,15 +97,17 @@ pub async fn query(
         timeout_ms: timeout.map_or(0, millis),
     };
     let mut stream = client.query(request).await?.into_inner();
-    let mut result = QueryResult::default();
     while let Some(chunk) = stream.message().await? {
-        if result.columns.is_empty() {
-            result.columns = chunk.columns.iter().map(|column| column.name.clone()).collect();
+        if !sink(chunk) {
+            break;
         }
-        result.served_by = chunk.served_by;
-        result.rows.extend(chunk.rows);
     }
-    Ok(result)
+    Ok(())
+}
+
+/// The column names a chunk carries.
+pub fn column_names(chunk: &QueryChunk) -> Vec<String> {
+    chunk.columns.iter().map(|column| column.name.clone()).collect()
 }
 
 /// The proto consistency for a CLI level.
@@ -144,17 +190,54 @@ fn text(value: &str) -> deeb_proto::Value {
 /// A write result as text: the rows its statements returned (RETURNING, a
 /// SELECT), each as a table, then the summary line.
 pub fn format_execute(response: &ExecuteResponse) -> String {
-    let mut out = String::new();
-    for result in response.results.iter().filter(|result| !result.columns.is_empty()) {
+    format_execute_as(response, Format::Table)
+}
+
+/// A write result in `format`: JSON gives the whole response as one
+/// object (ndjson one object per statement), CSV only the returned rows,
+/// the text formats the returned rows and a summary line.
+pub fn format_execute_as(response: &ExecuteResponse, format: Format) -> String {
+    let json_result = |result: &deeb_proto::StatementResult| {
         let columns: Vec<String> = result.columns.iter().map(|column| column.name.clone()).collect();
-        out.push_str(&table::render(&columns, &result.rows));
+        let mut rows = Vec::new();
+        output::print_all(&mut rows, Format::Ndjson, &columns, &result.rows).expect("writing to memory");
+        let rows = String::from_utf8(rows).expect("json is text");
+        let rows: Vec<&str> = rows.lines().collect();
+        format!(
+            "{{\"rows_affected\":{},\"last_insert_id\":{},\"rows\":[{}]}}",
+            result.rows_affected,
+            result.last_insert_id,
+            rows.join(",")
+        )
+    };
+    match format {
+        Format::Json => {
+            let results: Vec<String> = response.results.iter().map(json_result).collect();
+            format!(
+                "{{\"results\":[{}],\"index\":{},\"served_by\":{}}}\n",
+                results.join(","),
+                response.index,
+                response.served_by
+            )
+        }
+        Format::Ndjson => response.results.iter().map(|result| json_result(result) + "\n").collect(),
+        Format::Csv | Format::Table | Format::Line | Format::Markdown => {
+            let mut out = Vec::new();
+            for result in response.results.iter().filter(|result| !result.columns.is_empty()) {
+                let columns: Vec<String> = result.columns.iter().map(|column| column.name.clone()).collect();
+                output::print_all(&mut out, format, &columns, &result.rows).expect("writing to memory");
+            }
+            let mut out = String::from_utf8(out).expect("cells are text");
+            if format != Format::Csv {
+                let rows: u64 = response.results.iter().map(|result| result.rows_affected).sum();
+                let last_id = response.results.last().map_or(0, |result| result.last_insert_id);
+                let plural = if rows == 1 { "" } else { "s" };
+                out.push_str(&format!(
+                    "{rows} row{plural} affected (last insert id {last_id}, index {}, node {})\n",
+                    response.index, response.served_by
+                ));
+            }
+            out
+        }
     }
-    let rows: u64 = response.results.iter().map(|result| result.rows_affected).sum();
-    let last_id = response.results.last().map_or(0, |result| result.last_insert_id);
-    let plural = if rows == 1 { "" } else { "s" };
-    out.push_str(&format!(
-        "{rows} row{plural} affected (last insert id {last_id}, index {}, node {})\n",
-        response.index, response.served_by
-    ));
-    out
 }

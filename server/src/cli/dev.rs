@@ -35,13 +35,20 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     let peers: Vec<String> =
         addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
     let mut children = Children(Vec::new());
+    let mut started = Vec::new();
     for (index, address) in addresses.iter().enumerate() {
-        let child = spawn_node(index as u64 + 1, address, &peers.join(","), &args.dir, log_level)?;
+        let id = index as u64 + 1;
+        let (child, command_line) = spawn_node(id, address, &peers.join(","), &args.dir, log_level)?;
+        started.push(format!("node {id}: pid {}: {command_line}", child.id().unwrap_or(0)));
         children.0.push(child);
     }
     let leader = wait_for_leader(&addresses[0], Duration::from_secs(20)).await?;
     println!("deeb dev cluster: {} nodes on {}; leader is node {leader}", args.nodes, addresses.join(", "));
-    println!("data under {}", args.dir.display());
+    // A person needs these to kill a node and start it again.
+    for line in &started {
+        println!("{line}");
+    }
+    println!("data under {}, logs in node-N.log there", args.dir.display());
     println!("connect with: deeb shell --addr {}", addresses[0]);
     println!("press Ctrl-C to stop");
     super::shutdown_signal().await;
@@ -50,21 +57,54 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn spawn_node(id: u64, address: &str, peers: &str, dir: &Path, log_level: &str) -> Result<Child, String> {
+/// Starts node `id`; returns it and its command line, as a shell would take it.
+fn spawn_node(id: u64, address: &str, peers: &str, dir: &Path, log_level: &str) -> Result<(Child, String), String> {
     let exe = std::env::current_exe().map_err(|error| format!("cannot find own executable: {error}"))?;
     let data_dir = dir.join(format!("node-{id}"));
     std::fs::create_dir_all(&data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
     let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).map_err(|error| error.to_string())?;
-    Command::new(exe)
-        .args(["serve", "--id", &id.to_string(), "--listen", address, "--peers", peers, "--log-level", log_level])
-        .arg("--data-dir")
-        .arg(&data_dir)
+    let id_text = id.to_string();
+    let data_dir_text = data_dir.to_string_lossy();
+    let args = [
+        "serve",
+        "--id",
+        &id_text,
+        "--listen",
+        address,
+        "--peers",
+        peers,
+        "--log-level",
+        log_level,
+        "--data-dir",
+        &data_dir_text,
+    ];
+    let command_line = std::iter::once(exe.to_string_lossy().as_ref())
+        .chain(args.iter().copied())
+        .map(shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let child = Command::new(&exe)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| format!("starting node {id}: {error}"))
+        .map_err(|error| format!("starting node {id}: {error}"))?;
+    Ok((child, command_line))
+}
+
+/// `word` quoted for a POSIX shell when it needs it.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_' | ':' | ',' | '=' | '+'));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Polls `address` until it reports a leader, up to `bound`.

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod commands;
 #[cfg(not(madsim))]
 pub mod dev;
+pub mod output;
 pub mod shell;
 pub mod split;
 pub mod table;

@@ -66,12 +66,12 @@ impl Shell {
         if is_query(sql) {
             match commands::query(&mut self.client, sql, self.level, None, None).await {
                 Ok(result) => print!("{}", table::render(&result.columns, &result.rows)),
-                Err(status) => eprintln!("error: {}", status.message()),
+                Err(status) => eprintln!("error: {}", commands::describe_error(&status)),
             }
         } else {
             match commands::execute(&mut self.client, sql).await {
                 Ok(response) => print!("{}", commands::format_execute(&response)),
-                Err(status) => eprintln!("error: {}", status.message()),
+                Err(status) => eprintln!("error: {}", commands::describe_error(&status)),
             }
         }
     }
@@ -101,7 +101,7 @@ impl Shell {
         match commands::status(&mut self.client).await {
             Ok(status) if members => print!("{}", commands::format_members(&status)),
             Ok(status) => print!("{}", commands::format_status(&status)),
-            Err(status) => eprintln!("error: {}", status.message()),
+            Err(status) => eprintln!("error: {}", commands::describe_error(&status)),
         }
     }
 

@@ -11,19 +11,9 @@ use deeb_proto::{value, Row, Value};
 /// (1 row)
 /// ```
 pub fn render(columns: &[String], rows: &[Row]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(|row| row.values.iter().map(format_value).collect()).collect();
-    let widths = column_widths(columns, &cells);
-    let mut out = String::new();
-    out.push_str(&line(columns, &widths));
-    let rule: Vec<String> = widths.iter().map(|width| "-".repeat(width + 2)).collect();
-    out.push_str(&rule.join("+"));
-    out.push('\n');
-    for row in &cells {
-        out.push_str(&line(row, &widths));
-    }
-    let plural = if rows.len() == 1 { "" } else { "s" };
-    out.push_str(&format!("({} row{plural})\n", rows.len()));
-    out
+    let mut out = Vec::new();
+    super::output::print_all(&mut out, super::output::Format::Table, columns, rows).expect("writing to memory");
+    String::from_utf8(out).expect("cells are text")
 }
 
 /// One value as the shell shows it.
@@ -45,31 +35,6 @@ fn format_real(real: f64) -> String {
     } else {
         real.to_string()
     }
-}
-
-fn column_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
-    let count = columns.len().max(cells.iter().map(Vec::len).max().unwrap_or(0));
-    (0..count)
-        .map(|index| {
-            let header = columns.get(index).map_or(0, |name| name.chars().count());
-            let widest = cells.iter().filter_map(|row| row.get(index)).map(|cell| cell.chars().count()).max();
-            header.max(widest.unwrap_or(0))
-        })
-        .collect()
-}
-
-fn line(cells: &[String], widths: &[usize]) -> String {
-    let padded: Vec<String> = widths
-        .iter()
-        .enumerate()
-        .map(|(index, width)| {
-            let cell = cells.get(index).map_or("", String::as_str);
-            format!(" {cell:<width$} ")
-        })
-        .collect();
-    let mut text = padded.join("|").trim_end().to_owned();
-    text.push('\n');
-    text
 }
 
 #[cfg(test)]
