@@ -74,21 +74,22 @@ pub(crate) enum LeaderRowids {
 
 /// Leader, after a statement: the rowids its changesets' inserted and
 /// updated rows hold in tables of `hidden` (lower-case names), and the keys
-/// and rowids of the other rows it inserted (`inserted`, from the update
-/// hook: rows deleted and inserted again with the same values, which no
-/// changeset shows).
+/// and rowids of the other rows it inserted or updated (`written`, from the
+/// update hook: rows deleted and inserted again with the same values, or
+/// moved by `UPDATE OR REPLACE` onto a deleted row's key with the same
+/// values, which no changeset shows).
 pub(crate) fn leader_rowids(
     conn: &Connection,
     hidden: &BTreeSet<String>,
     changesets: &[&[u8]],
-    inserted: &[(String, i64)],
+    written: &[(String, i64)],
 ) -> Result<LeaderRowids, SqlError> {
     if hidden.is_empty() {
         return Ok(LeaderRowids::Op(None));
     }
     let keys = session::changed_keys(changesets, |table| hidden.contains(&table.to_lowercase()))?;
     let mut tables: BTreeSet<String> = keys.iter().map(|k| k.table.to_lowercase()).collect();
-    tables.extend(inserted.iter().map(|(table, _)| table.to_lowercase()));
+    tables.extend(written.iter().map(|(table, _)| table.to_lowercase()));
     let mut out = Rowids::default();
     for table in tables {
         let keys = keys_of(&keys, &table);
@@ -103,7 +104,7 @@ pub(crate) fn leader_rowids(
             })
             .collect::<Result<Vec<_>, _>>()?;
         let covered: BTreeSet<i64> = rowids.iter().copied().collect();
-        let extra: BTreeSet<i64> = inserted
+        let extra: BTreeSet<i64> = written
             .iter()
             .filter(|(t, rowid)| t.eq_ignore_ascii_case(&table) && !covered.contains(rowid))
             .map(|(_, rowid)| *rowid)

@@ -829,13 +829,16 @@ impl Drop for Progress<'_, '_> {
     }
 }
 
-/// The rowids of the rows inserted into some tables of `main` while it is
-/// alive (SQLite's update hook, which reports every insert, a trigger's and
-/// one that REPLACE makes after deleting the old row, unlike a session that
-/// drops a row deleted and inserted again with the same values). Bounded:
-/// past `max` rows it records nothing more and [`InsertedRowids::finish`]
-/// says so. Removed on drop.
-pub(crate) struct InsertedRowids<'c> {
+/// The rowids of the rows inserted into or updated in some tables of
+/// `main` while it is alive (SQLite's update hook, which reports every
+/// insert, a trigger's and one that REPLACE makes after deleting the old
+/// row, unlike a session that drops a row deleted and inserted again with
+/// the same values; and every update, so also a row that `UPDATE OR
+/// REPLACE` moved onto the key of a row it deleted, which a session records
+/// as no change at all when the values end up equal). Bounded: past `max`
+/// rows it records nothing more and [`WrittenRowids::finish`] says so.
+/// Removed on drop.
+pub(crate) struct WrittenRowids<'c> {
     conn: &'c Connection,
     state: Box<InsertState>,
 }
@@ -850,7 +853,7 @@ struct InsertState {
 }
 
 unsafe extern "C" fn on_row_change(ctx: *mut c_void, op: c_int, db: *const c_char, table: *const c_char, rowid: i64) {
-    if op != ffi::SQLITE_INSERT {
+    if op != ffi::SQLITE_INSERT && op != ffi::SQLITE_UPDATE {
         return;
     }
     // SAFETY: `ctx` is the boxed `InsertState` owned by the live guard;
@@ -869,8 +872,8 @@ unsafe extern "C" fn on_row_change(ctx: *mut c_void, op: c_int, db: *const c_cha
     seen.push((index as u32, rowid));
 }
 
-impl<'c> InsertedRowids<'c> {
-    /// Starts watching inserts into `tables` (lower-case names).
+impl<'c> WrittenRowids<'c> {
+    /// Starts watching inserts into and updates of `tables` (lower-case names).
     pub(crate) fn new(conn: &'c Connection, tables: impl IntoIterator<Item = String>, max: usize) -> Self {
         let state = Box::new(InsertState {
             tables: tables.into_iter().collect(),
@@ -887,10 +890,10 @@ impl<'c> InsertedRowids<'c> {
                 (&*state as *const InsertState).cast_mut().cast(),
             )
         };
-        InsertedRowids { conn, state }
+        WrittenRowids { conn, state }
     }
 
-    /// The (table, rowid) of every insert seen, or None if there were more
+    /// The (table, rowid) of every insert and update seen, or None if there were more
     /// than the bound.
     pub(crate) fn finish(self) -> Option<Vec<(String, i64)>> {
         if self.state.overflowed.get() {
@@ -901,7 +904,7 @@ impl<'c> InsertedRowids<'c> {
     }
 }
 
-impl Drop for InsertedRowids<'_> {
+impl Drop for WrittenRowids<'_> {
     fn drop(&mut self) {
         // SAFETY: valid handle; removes the hook before the state is freed.
         unsafe { ffi::sqlite3_update_hook(self.conn.handle(), None, ptr::null_mut()) };

@@ -15,7 +15,7 @@ use super::digest::{self, Fnv64};
 use super::random::BatchRandom;
 use super::rowids::{self, LeaderRowids};
 use super::session::ApplyMode;
-use super::session::{self, Authorizer, InsertedRowids, Progress, Session, StopCheck};
+use super::session::{self, Authorizer, Progress, Session, StopCheck, WrittenRowids};
 use super::{
     apply, classify, value, Applied, ApplyError, Clock, ErrorClass, Executed, Reader, RequestError, SqlError,
     StatementError, WriteLimits,
@@ -41,10 +41,10 @@ const SAVEPOINT: &str = "deeb_request";
 
 /// The savepoint each statement of a request runs in.
 const STATEMENT_SAVEPOINT: &str = "deeb_statement";
-/// Rows of hidden-rowid tables one statement may insert before the leader
+/// Rows of hidden-rowid tables one statement may insert or update before the leader
 /// stops listing their rowids and replays the statement instead (about
 /// 16 bytes each while the statement runs).
-const INSERTED_ROWIDS_MAX: usize = 1 << 20;
+const WRITTEN_ROWIDS_MAX: usize = 1 << 20;
 /// The refusal of a schema change while a deferred foreign key is violated,
 /// after a statement of the request was replayed (see `run_statement`).
 const DEFERRED_SCHEMA_CHANGE_REFUSAL: &str = "FOREIGN KEY constraint failed (a deferred constraint is still \
@@ -320,9 +320,9 @@ impl SqliteStateMachine {
         self.writer.execute_batch(&format!("SAVEPOINT {STATEMENT_SAVEPOINT}"))?;
         let session = Session::new(&self.writer)?;
         let keyed = self.keyed_rowid_tables.get(&self.writer)?;
-        let inserted = InsertedRowids::new(&self.writer, keyed.hidden_rowid.iter().cloned(), INSERTED_ROWIDS_MAX);
+        let written_rowids = WrittenRowids::new(&self.writer, keyed.hidden_rowid.iter().cloned(), WRITTEN_ROWIDS_MAX);
         let run = run_client(&self.writer, statement, &keyed.hidden_rowid, self.stop_check(&session, *changes_bytes))?;
-        let inserted = inserted.finish();
+        let written_rowids = written_rowids.finish();
         let changeset = session.changeset();
         drop(session);
         let Ran { mut result, has_params, written } = match run {
@@ -371,8 +371,8 @@ impl SqliteStateMachine {
                 },
             };
             let parts_ref: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            let rowids = match &inserted {
-                Some(inserted) => rowids::leader_rowids(&self.writer, &keyed.hidden_rowid, &parts_ref, inserted)?,
+            let rowids = match &written_rowids {
+                Some(written) => rowids::leader_rowids(&self.writer, &keyed.hidden_rowid, &parts_ref, written)?,
                 None => LeaderRowids::Unrepresentable,
             };
             ops.extend(parts.into_iter().map(op::Kind::Changeset));
