@@ -57,7 +57,14 @@ const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args).await,
-        Command::Shell(client) => Ok(shell::Shell::new(connect(&client.addr).await?).run().await?),
+        Command::Shell(args) => {
+            let mut shell = shell::Shell::new(connect(&args.client.addr).await?, args.format, args.keep_going);
+            match shell.run().await? {
+                true => Ok(()),
+                // Each failure was printed as it happened.
+                false => std::process::exit(1),
+            }
+        }
         Command::Exec { client, sql, format } => {
             let response = commands::execute(&mut connect(&client.addr).await?, &sql).await.map_err(status_error)?;
             emit(&commands::format_execute_as(&response, format))

@@ -18,6 +18,7 @@ use thiserror::Error;
 
 mod apply;
 mod classify;
+pub mod complete;
 mod digest;
 mod random;
 mod reader;

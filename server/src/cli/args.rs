@@ -26,8 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Run one node.
     Serve(ServeArgs),
-    /// Interactive SQL shell (reads statements from stdin).
-    Shell(ClientArgs),
+    /// SQL shell: line editing and history on a terminal; with piped
+    /// input it runs the statements and stops at the first error (exit 1).
+    Shell(ShellArgs),
     /// Execute one write statement (through the leader) and print its
     /// rows affected, last insert id and any rows it returned (RETURNING).
     Exec {
@@ -80,6 +81,19 @@ pub struct ClientArgs {
     /// Any node's address (requests are forwarded to the leader).
     #[arg(long, env = "DEEB_ADDR", default_value = "127.0.0.1:7001")]
     pub addr: String,
+}
+
+/// `deeb shell` flags.
+#[derive(Clone, Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// With piped input, go on after a failing statement (exit 1 at the end).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Output format to start with (`.mode` changes it).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// `deeb nodes ...`

@@ -7,7 +7,6 @@ pub mod commands;
 pub mod dev;
 pub mod output;
 pub mod shell;
-pub mod split;
 pub mod table;
 
 /// Resolves on Ctrl-C or (on Unix, real mode) SIGTERM.
