@@ -166,6 +166,7 @@ fn query_code(error: &QueryError) -> (Code, ErrorDetail) {
         QueryError::Stopped(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
         QueryError::NotReadOnly(_) => (Code::InvalidArgument, ErrorCode::Refused),
         QueryError::Sql(_) => (Code::InvalidArgument, ErrorCode::Sql),
+        QueryError::Limit(_) => (Code::ResourceExhausted, ErrorCode::Limit),
     };
     (code, detail(error_code))
 }

@@ -117,7 +117,15 @@ async fn serve_grpc(
     // send. (madsim's transport does not encode messages: no limit there.)
     #[cfg(not(madsim))]
     let peers = peers.max_decoding_message_size(peer_message_bytes_max(limits));
-    let router = tonic::transport::Server::builder().add_service(DeebServer::new(api)).add_service(peers);
+    let api = DeebServer::new(api);
+    // Requests a little over the request limit get deeb's own error naming
+    // the limit, not tonic's; responses are bounded by the limits (see
+    // `client_response_bytes_max`).
+    #[cfg(not(madsim))]
+    let api = api
+        .max_decoding_message_size(client_request_bytes_max(limits))
+        .max_encoding_message_size(crate::client::CLIENT_MESSAGE_BYTES_MAX);
+    let router = tonic::transport::Server::builder().add_service(api).add_service(peers);
     let result = router
         .serve_with_shutdown(config.listen, async {
             let _ = stop.await;
@@ -127,6 +135,20 @@ async fn serve_grpc(
         tracing::error!(listen = %config.listen, %error, "gRPC server failed");
         let _ = failed.send(error.to_string());
     }
+}
+
+/// The largest client request decoded: twice the request limit, so that
+/// one over it is refused by deeb with the limit named.
+#[cfg_attr(madsim, allow(dead_code))]
+fn client_request_bytes_max(limits: &deeb_core::Limits) -> usize {
+    2 * limits.request_bytes_max + ENVELOPE_BYTES_MAX
+}
+
+/// The largest response a node sends a client: a query chunk (up to
+/// `query_chunk_bytes_max`, then one more row, no larger than the largest
+/// row a write may build) or a write's results (1 MiB of returned rows).
+pub fn client_response_bytes_max(limits: &deeb_core::Limits) -> usize {
+    limits.query_chunk_bytes_max + limits.request_row_changes_bytes_max + ENVELOPE_BYTES_MAX
 }
 
 /// A raft message holds at least one entry (a whole batch, up to
@@ -226,3 +248,18 @@ const PEER_QUEUE_MAX: usize = 1024;
 /// Bound on joining a cluster (each step).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// deeb's own clients accept every response a node may send, and a
+    /// request over the limit reaches deeb's check (which names the limit).
+    #[test]
+    fn message_limits_are_symmetric() {
+        let limits = deeb_core::Limits::default();
+        assert!(client_response_bytes_max(&limits) <= crate::client::CLIENT_MESSAGE_BYTES_MAX);
+        assert!(client_request_bytes_max(&limits) <= crate::client::CLIENT_MESSAGE_BYTES_MAX);
+        assert!(client_request_bytes_max(&limits) > limits.request_bytes_max);
+    }
+}

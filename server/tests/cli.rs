@@ -105,3 +105,34 @@ async fn formats_and_errors() {
     assert_eq!(duplicate.status.code(), Some(1));
     assert_eq!(stderr, "error: statement 0: UNIQUE constraint failed: kv.k [constraint, sqlite 1555]\n");
 }
+
+/// A 10 MB value written through a follower (forwarded to the leader) reads
+/// back whole through `deeb query`; one over the value limit fails with the
+/// limit named, on the write path and on the read path.
+#[tokio::test]
+async fn large_values_round_trip() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    let addr = cluster.addr(follower);
+    let args =
+        |words: &[&str]| words.iter().map(|word| (*word).to_owned()).chain(["--addr".into(), addr.clone()]).collect();
+    let created = run(args(&["exec", "CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)"])).await;
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let written = run(args(&["exec", "INSERT INTO blobs VALUES (1, randomblob(10000000)) RETURNING id"])).await;
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    let read = run(args(&["query", "SELECT id, b FROM blobs", "--format", "csv"])).await;
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let stdout = String::from_utf8_lossy(&read.stdout);
+    let hex = stdout.lines().nth(1).expect("a row").trim_start_matches("1,x'").trim_end_matches('\'');
+    assert_eq!(hex.len(), 20_000_000, "10 MB read back as hex");
+    let length = run(args(&["query", "SELECT length(b) FROM blobs", "--format", "csv"])).await;
+    assert_eq!(String::from_utf8_lossy(&length.stdout), "length(b)\n10000000\n");
+    let too_big = run(args(&["exec", "INSERT INTO blobs VALUES (2, randomblob(20000000))"])).await;
+    let stderr = String::from_utf8_lossy(&too_big.stderr);
+    assert_eq!(too_big.status.code(), Some(1));
+    assert!(stderr.contains("[limit"), "{stderr}");
+    let read_too_big = run(args(&["query", "SELECT randomblob(20000000)"])).await;
+    let stderr = String::from_utf8_lossy(&read_too_big.stderr);
+    assert!(stderr.contains("too big") || stderr.contains("over the limit"), "{stderr}");
+}

@@ -198,6 +198,9 @@ pub enum QueryError {
     /// away, or the node is shutting down.
     #[error("{0}")]
     Stopped(String),
+    /// A row of the result is larger than any row a write may build.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// The index and term of the last entry applied to the database.

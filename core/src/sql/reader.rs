@@ -12,6 +12,7 @@ pub struct Reader {
     conn: Connection,
     /// SQLite VM steps one query may run.
     steps_max: u64,
+    row_bytes_max: usize,
     /// Tables whose rowid a query may not read.
     hidden_rowid: classify::KeyedRowidCache,
 }
@@ -21,8 +22,12 @@ fn sql_err(e: rusqlite::Error) -> QueryError {
 }
 
 impl Reader {
-    pub(crate) fn new(conn: Connection, steps_max: u64) -> Self {
-        Reader { conn, steps_max, hidden_rowid: classify::KeyedRowidCache::default() }
+    /// A reader on `conn`; no value or row it reads may be larger than
+    /// `row_bytes_max` (the largest a write may build, so whatever can be
+    /// written can be read back, and a result's messages stay bounded).
+    pub(crate) fn new(conn: Connection, steps_max: u64, row_bytes_max: usize) -> Self {
+        session::set_length_limit(&conn, row_bytes_max);
+        Reader { conn, steps_max, row_bytes_max, hidden_rowid: classify::KeyedRowidCache::default() }
     }
 
     /// Runs a read-only statement with no stop other than its steps bound;
@@ -98,7 +103,15 @@ impl Reader {
                 .map(|i| row.get_ref(i).map(value::from_sql))
                 .collect::<Result<Vec<Value>, _>>()
                 .map_err(sql_err)?;
-            bytes += values.iter().map(value::approx_size).sum::<usize>();
+            let row_bytes = values.iter().map(value::approx_size).sum::<usize>();
+            if row_bytes > self.row_bytes_max {
+                return Err(QueryError::Limit(format!(
+                    "a row of the result is {row_bytes} bytes, over the limit of {} bytes for one row \
+                     (request_row_changes_bytes_max, the largest a write may build)",
+                    self.row_bytes_max
+                )));
+            }
+            bytes += row_bytes;
             chunk.rows.push(Row { values });
             if chunk.rows.len() >= rows_max.max(1) || bytes >= bytes_max {
                 sent = true;

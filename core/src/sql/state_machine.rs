@@ -50,8 +50,8 @@ const WRITTEN_ROWIDS_MAX: usize = 1 << 20;
 const DEFERRED_SCHEMA_CHANGE_REFUSAL: &str = "FOREIGN KEY constraint failed (a deferred constraint is still \
      violated): a schema change while a deferred foreign key is violated is not supported after a statement \
      deeb replays; resolve the violation first";
-/// Bytes of rows one statement of a write request may return (RETURNING,
-/// or a SELECT in the request); they travel in one response.
+/// Bytes of rows the statements of one write request may return together
+/// (RETURNING, or a SELECT in the request); they travel in one response.
 pub const RETURNED_ROWS_BYTES_MAX: usize = 1024 * 1024;
 
 /// The database of one node: a writer connection (WAL mode) plus read-only
@@ -250,9 +250,16 @@ impl SqliteStateMachine {
         self.replayed_in_request.set(false);
         let mut executed = Executed::default();
         let mut changes_bytes = 0u64;
+        let mut returned_bytes = 0usize;
         for (statement_index, statement) in statements.iter().enumerate() {
             match self.run_statement(statement, &mut changes_bytes)? {
                 Ok((ops, result)) => {
+                    returned_bytes +=
+                        result.rows.iter().flat_map(|row| &row.values).map(value::approx_size).sum::<usize>();
+                    if returned_bytes > RETURNED_ROWS_BYTES_MAX {
+                        let error = StatementError::limit(returned_rows_message());
+                        return self.fail_request(RequestError::new(statement_index, error));
+                    }
                     executed.ops.extend(ops);
                     executed.results.push(result);
                 }
@@ -583,7 +590,7 @@ impl SqliteStateMachine {
 
     /// Opens a read-only connection (sees committed state only).
     pub fn reader(&self) -> Result<Reader, SqlError> {
-        Ok(Reader::new(self.open_read()?, self.limits.statement_steps_max))
+        Ok(Reader::new(self.open_read()?, self.limits.statement_steps_max, self.limits.row_changes_bytes_max))
     }
 
     /// Ordered hash of the committed schema and every table's rows
@@ -645,6 +652,13 @@ impl SqliteStateMachine {
         self.applied = read_applied(&self.writer)?;
         Ok(self.applied)
     }
+}
+
+fn returned_rows_message() -> String {
+    format!(
+        "the rows the request's statements return are over the limit of {RETURNED_ROWS_BYTES_MAX} bytes for \
+         a write request's results: read them with a query"
+    )
 }
 
 /// Prepares and runs a client statement under the write authorizer and
@@ -720,10 +734,7 @@ fn run_client(
                 };
                 returned_bytes += values.iter().map(value::approx_size).sum::<usize>();
                 if returned_bytes > RETURNED_ROWS_BYTES_MAX {
-                    return Ok(Err(StatementError::limit(format!(
-                        "the rows the statement returns are over the limit of {RETURNED_ROWS_BYTES_MAX} bytes \
-                         for a write request's results: read them with a query"
-                    ))));
+                    return Ok(Err(StatementError::limit(returned_rows_message())));
                 }
                 returned.push(Row { values });
             }
