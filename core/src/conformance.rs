@@ -25,7 +25,7 @@ fn leader_batch<S: StateMachine>(sm: &mut S, index: u64, requests: &[&[&str]]) -
     for (id, request) in requests.iter().enumerate() {
         let statements: Vec<Statement> = request.iter().map(|sql| statement(sql)).collect();
         match sm.execute_request(&statements).expect("execute_request") {
-            Ok(executed) => batch.writes.push(Write { request_id: id as u64, ops: executed.ops }),
+            Ok(executed) => batch.writes.push(Write { request_id: id as u64, ops: executed.ops, ..Write::default() }),
             Err(error) => panic!("request {request:?} failed: {error}"),
         }
     }
@@ -43,6 +43,38 @@ pub fn run_all<S: StateMachine>(dir: &Path, open: &mut dyn FnMut(&Path) -> S) {
     snapshot_round_trip(dir, open);
     broken_snapshot_install_keeps_state(dir, open);
     divergence_is_reported(dir, open);
+    request_keys_are_replicated(dir, open);
+}
+
+/// An idempotency key the leader records with its request's results is
+/// recorded alike by a replica applying the entry (equal digests); a batch
+/// rolled back forgets it.
+pub fn request_keys_are_replicated<S: StateMachine>(dir: &Path, open: &mut dyn FnMut(&Path) -> S) {
+    let mut leader = open(&dir.join("keys-leader"));
+    let mut follower = open(&dir.join("keys-follower"));
+    let create = leader_batch(&mut leader, 1, &[&["CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"]]);
+    follower.apply_batch(&create, Applied { index: 1, term: 1 }).expect("apply");
+    leader.begin_batch(2).expect("begin");
+    let executed = leader.execute_request(&[statement("INSERT INTO t VALUES (1, 'a')")]).expect("execute");
+    let executed = executed.expect("the insert runs");
+    leader.record_request("k1", &executed.results).expect("record");
+    assert!(leader.recorded_request("k1").expect("lookup").is_some(), "visible in the open batch");
+    leader.rollback_batch().expect("rollback");
+    assert_eq!(leader.recorded_request("k1").expect("lookup"), None, "a rolled-back batch forgets its keys");
+    leader.begin_batch(2).expect("begin");
+    let executed = leader.execute_request(&[statement("INSERT INTO t VALUES (1, 'a')")]).expect("execute");
+    let executed = executed.expect("the insert runs");
+    leader.record_request("k1", &executed.results).expect("record");
+    leader.commit_batch(Applied { index: 2, term: 1 }).expect("commit");
+    let write =
+        Write { request_id: 1, ops: executed.ops, idempotency_key: "k1".into(), results: executed.results.clone() };
+    follower
+        .apply_batch(&WriteBatch { proposer: 1, writes: vec![write] }, Applied { index: 2, term: 1 })
+        .expect("apply");
+    let expected = Some((2, executed.results));
+    assert_eq!(leader.recorded_request("k1").expect("lookup"), expected);
+    assert_eq!(follower.recorded_request("k1").expect("lookup"), expected, "the replica recorded it alike");
+    assert_eq!(leader.digest().expect("digest"), follower.digest().expect("digest"));
 }
 
 /// A leader's batch applied on a follower gives equal digests and applied

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use deeb_proto::{Statement, WriteBatch};
+use deeb_proto::{Statement, StatementResult, WriteBatch};
 
 use crate::sql::{Applied, ApplyError, Clock, Executed, RequestError, SqlError, WriteLimits};
 
@@ -50,6 +50,16 @@ pub trait StateMachine {
     /// is the client's; if the request ended the batch itself,
     /// [`Self::batch_open`] is false afterwards.
     fn execute_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError>;
+
+    /// Leader: records the idempotency key of the request just executed,
+    /// with its results, in the open batch. Replicas record the keys of the
+    /// writes in [`Self::apply_batch`], and both forget old keys at the same
+    /// entries, so the record is replicated state.
+    fn record_request(&mut self, key: &str, results: &[StatementResult]) -> Result<(), SqlError>;
+
+    /// The index and results recorded for an idempotency key, if it is
+    /// still remembered (the open batch included).
+    fn recorded_request(&self, key: &str) -> Result<Option<(u64, Vec<StatementResult>)>, SqlError>;
 
     /// True while a batch is open.
     fn batch_open(&self) -> bool;

@@ -5,7 +5,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deeb_core::{ClientToken, Config, Consistency, MemberChange, NodeId, ReadError, WriteError};
+use deeb_core::{ClientToken, Config, Consistency, MemberChange, NodeId, ReadError, WriteError, WriteOutcome};
 use harness::{integer, integer_of, query, statement, with_params, Cluster, Reply};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -233,6 +233,63 @@ fn snapshot_catch_up() {
     // And it keeps working after a restart on the installed snapshot.
     cluster.restart(lagging);
     cluster.execute("INSERT INTO big VALUES (40, '')");
+    cluster.assert_converged();
+}
+
+fn keyed_outcome(cluster: &mut Cluster, id: u64, key: &str) -> WriteOutcome {
+    let insert = vec![statement("INSERT INTO k (v) VALUES ('once') RETURNING id")];
+    let token = cluster.submit_keyed_write(id, insert, key).expect("queued");
+    match cluster.wait_reply(token, Duration::from_secs(10)) {
+        Reply::Write(Ok(outcome)) => outcome,
+        other => panic!("key {key} on node {id}: {other:?}"),
+    }
+}
+
+fn rows_once(cluster: &Cluster, id: u64) -> i64 {
+    integer_of(&query(cluster.node(id), "SELECT count(*) FROM k WHERE v = 'once'")[0], 0)
+}
+
+/// Idempotency keys: a retry while the first request is in flight waits
+/// for its answer; a retry after it applied gets the first answer and
+/// applies nothing, also when the leader died between applying the request
+/// and answering it, and on a new leader that caught up by snapshot (the
+/// record is replicated state, in the digest).
+#[test]
+fn idempotency_keys_apply_once() {
+    let mut cluster = Cluster::with_config(3, 21, small_snapshots);
+    cluster.execute("CREATE TABLE k (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)");
+    let leader = cluster.wait_leader();
+    let insert = || vec![statement("INSERT INTO k (v) VALUES ('once') RETURNING id")];
+    let first = cluster.submit_keyed_write(leader, insert(), "key-1").expect("queued");
+    let in_flight = cluster.submit_keyed_write(leader, insert(), "key-1").expect("queued");
+    let Reply::Write(Ok(answer)) = cluster.wait_reply(first, Duration::from_secs(10)) else { panic!("first") };
+    let Reply::Write(Ok(waited)) = cluster.wait_reply(in_flight, Duration::from_secs(10)) else { panic!("retry") };
+    assert_eq!(waited, answer, "the in-flight retry gets the first answer");
+    assert_eq!(keyed_outcome(&mut cluster, leader, "key-1"), answer, "a later retry too");
+    assert_eq!(rows_once(&cluster, leader), 1);
+    // The leader applies a keyed request and dies before its client hears.
+    let token = cluster.submit_keyed_write(leader, insert(), "key-2").expect("queued");
+    cluster.run_until(Duration::from_secs(10), "key-2 applied on the leader", |c| c.replies.contains_key(&token));
+    let Some(Reply::Write(Ok(lost))) = cluster.replies.remove(&token) else { panic!("key-2 applied") };
+    cluster.crash(leader);
+    let new_leader = cluster.wait_leader();
+    assert_ne!(new_leader, leader);
+    assert_eq!(keyed_outcome(&mut cluster, new_leader, "key-2"), lost, "the retry gets the lost answer");
+    assert_eq!(rows_once(&cluster, new_leader), 2, "key-2 applied once");
+    // The old leader comes back far behind and catches up by snapshot.
+    for value in 0..30 {
+        cluster.execute(&format!("INSERT INTO k (v) VALUES ('filler {value}')"));
+    }
+    cluster.start(leader);
+    cluster.assert_converged();
+    assert!(cluster.node(leader).status().snapshot_index.0 > 10, "caught up by snapshot");
+    cluster.transfer_leader(new_leader, leader).expect("transfer");
+    cluster.run_until(Duration::from_secs(10), "old leader leads again", |c| c.leader() == Some(leader));
+    assert_eq!(keyed_outcome(&mut cluster, leader, "key-1"), answer, "the record came in the snapshot");
+    assert_eq!(keyed_outcome(&mut cluster, leader, "key-2"), lost);
+    let fresh = keyed_outcome(&mut cluster, leader, "key-3");
+    assert!(fresh.index.0 > lost.index.0, "a new key applies");
+    assert_eq!(rows_once(&cluster, leader), 3);
     cluster.assert_converged();
 }
 

@@ -46,6 +46,19 @@ impl deeb_core::StateMachine for Forgetful {
     ) -> Result<Result<deeb_core::sql::Executed, deeb_core::sql::RequestError>, deeb_core::sql::SqlError> {
         self.0.execute_request(statements)
     }
+    fn record_request(
+        &mut self,
+        key: &str,
+        results: &[deeb_proto::StatementResult],
+    ) -> Result<(), deeb_core::sql::SqlError> {
+        self.0.record_request(key, results)
+    }
+    fn recorded_request(
+        &self,
+        key: &str,
+    ) -> Result<Option<(u64, Vec<deeb_proto::StatementResult>)>, deeb_core::sql::SqlError> {
+        self.0.recorded_request(key)
+    }
     fn batch_open(&self) -> bool {
         self.0.batch_open()
     }

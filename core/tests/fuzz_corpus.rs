@@ -217,7 +217,7 @@ fn log_roundtrip_seeds() -> Seeds {
 /// A log entry's data: a write batch with one DDL op.
 fn command_bytes(request_id: u64) -> Vec<u8> {
     let ddl = Op { kind: Some(op::Kind::Ddl("CREATE TABLE x (a)".into())) };
-    let write = Write { request_id, ops: vec![ddl] };
+    let write = Write { request_id, ops: vec![ddl], ..Default::default() };
     Command { kind: Some(deeb_proto::command::Kind::WriteBatch(WriteBatch { proposer: 1, writes: vec![write] })) }
         .encode_to_vec()
 }
@@ -226,8 +226,12 @@ fn command_seeds() -> Seeds {
     let changesets: Vec<Op> =
         changeset_seeds().into_iter().map(|(_, changeset)| Op { kind: Some(op::Kind::Changeset(changeset)) }).collect();
     let writes = vec![
-        Write { request_id: 7, ops: vec![Op { kind: Some(op::Kind::Ddl("CREATE TABLE v (a PRIMARY KEY)".into())) }] },
-        Write { request_id: 8, ops: changesets },
+        Write {
+            request_id: 7,
+            ops: vec![Op { kind: Some(op::Kind::Ddl("CREATE TABLE v (a PRIMARY KEY)".into())) }],
+            ..Default::default()
+        },
+        Write { request_id: 8, ops: changesets, ..Default::default() },
     ];
     let batch = WriteBatch { proposer: 3, writes };
     let command = Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
@@ -350,8 +354,10 @@ fn client_request_seeds() -> Seeds {
             statement("CREATE TABLE w (k INTEGER PRIMARY KEY, v)", vec![]),
             statement("INSERT INTO w (v) SELECT b FROM t", vec![]),
         ],
+        ..Default::default()
     };
-    let failing = ExecuteRequest { statements: vec![statement("INSERT INTO missing VALUES (1)", vec![])] };
+    let failing =
+        ExecuteRequest { statements: vec![statement("INSERT INTO missing VALUES (1)", vec![])], ..Default::default() };
     let query = QueryRequest {
         statement: Some(statement("SELECT a, b, c, d FROM t WHERE a > ? ORDER BY a", vec![Value::default()])),
         consistency: 2,
@@ -360,16 +366,24 @@ fn client_request_seeds() -> Seeds {
     };
     let pragma = QueryRequest { statement: Some(statement("PRAGMA table_info(t)", vec![])), ..Default::default() };
     let rollback_batch = [
-        ExecuteRequest { statements: vec![statement("INSERT INTO p (id, name, n) VALUES (5, 'n5', 5)", vec![])] },
-        ExecuteRequest { statements: vec![statement("INSERT INTO a (k, v) VALUES ('k5', 5)", vec![])] },
+        ExecuteRequest {
+            statements: vec![statement("INSERT INTO p (id, name, n) VALUES (5, 'n5', 5)", vec![])],
+            ..Default::default()
+        },
+        ExecuteRequest {
+            statements: vec![statement("INSERT INTO a (k, v) VALUES ('k5', 5)", vec![])],
+            ..Default::default()
+        },
         ExecuteRequest {
             statements: vec![statement("INSERT OR ROLLBACK INTO p (id, name, n) VALUES (1, 'x', 0)", vec![])],
+            ..Default::default()
         },
         ExecuteRequest {
             statements: vec![statement(
                 "INSERT INTO c (id, pid, v) VALUES (?, ?, 'after')",
                 vec![value(value::Kind::Integer(5)), value(value::Kind::Integer(5))],
             )],
+            ..Default::default()
         },
     ];
     let query_fk = QueryRequest {

@@ -538,7 +538,7 @@ pub fn run_batch(requests: &[Vec<Statement>], mutations: Mutations) -> Result<Ba
         .iter()
         .map(|&number| {
             let ops = outcomes[number].as_ref().expect("an executed request succeeded").ops.clone();
-            Write { request_id: number as u64 + 1, ops }
+            Write { request_id: number as u64 + 1, ops, ..Write::default() }
         })
         .collect();
     let command = Command { kind: Some(deeb_proto::command::Kind::WriteBatch(WriteBatch { proposer: 1, writes })) };
@@ -743,7 +743,11 @@ pub fn check_changeset_apply(data: &[u8]) {
     let applied = Applied { index: before.index + 1, term: before.term };
     let batch = WriteBatch {
         proposer: 2,
-        writes: vec![Write { request_id: 1, ops: vec![Op { kind: Some(op::Kind::Changeset(data.to_vec())) }] }],
+        writes: vec![Write {
+            request_id: 1,
+            ops: vec![Op { kind: Some(op::Kind::Changeset(data.to_vec())) }],
+            ..Write::default()
+        }],
     };
     match state_machine.apply_batch(&batch, applied) {
         Ok(()) => assert_eq!(state_machine.applied(), applied),

@@ -69,7 +69,8 @@ impl DeebService {
         message: &ExecuteRequest,
         forwarded_here: bool,
     ) -> Result<ExecuteResponse, ServerError> {
-        match self.handle.write(message.statements.clone()).await {
+        let key = Some(message.idempotency_key.clone()).filter(|key| !key.is_empty());
+        match self.handle.write(message.statements.clone(), key).await {
             Ok(outcome) => {
                 Ok(ExecuteResponse { results: outcome.results, served_by: self.handle.id().0, index: outcome.index.0 })
             }

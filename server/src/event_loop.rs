@@ -30,7 +30,7 @@ pub enum Input {
     /// Raft messages from a peer.
     Peer { from: NodeId, from_address: String, messages: Vec<Vec<u8>> },
     /// A client write.
-    Write { statements: Vec<Statement>, reply: oneshot::Sender<Result<WriteOutcome, WriteError>> },
+    Write { statements: Vec<Statement>, key: Option<String>, reply: oneshot::Sender<Result<WriteOutcome, WriteError>> },
     /// A client read: answered with a reader once it may run.
     Read { consistency: Consistency, reply: oneshot::Sender<Result<Reader, ReadError>> },
     /// A membership change or leader transfer.
@@ -203,9 +203,9 @@ impl<D: Disk> EventLoop<D> {
             Input::Write { reply, .. } if self.shutting_down => drop(reply.send(Err(WriteError::Stopped))),
             Input::Read { reply, .. } if self.shutting_down => drop(reply.send(Err(ReadError::Stopped))),
             Input::Admin { reply, .. } if self.shutting_down => drop(reply.send(Err(AdminError::Stopped))),
-            Input::Write { statements, reply } => {
+            Input::Write { statements, key, reply } => {
                 let token = self.token(Pending::Write(reply));
-                if let Err(error) = self.node.submit_write(now, token, statements) {
+                if let Err(error) = self.node.submit_keyed_write(now, token, statements, key) {
                     self.answer_write(token, Err(error));
                 }
             }

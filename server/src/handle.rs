@@ -34,12 +34,13 @@ impl NodeHandle {
         self.request_timeout
     }
 
-    /// Submits a write and waits for it to commit.
+    /// Submits a write (with the client's idempotency key, if any) and waits
+    /// for it to commit.
     ///
     /// # Errors
     /// The node's `WriteError`, a full queue, a timeout, or shutdown.
-    pub async fn write(&self, statements: Vec<Statement>) -> Result<WriteOutcome, ServerError> {
-        Ok(self.call(|reply| Input::Write { statements, reply }).await??)
+    pub async fn write(&self, statements: Vec<Statement>, key: Option<String>) -> Result<WriteOutcome, ServerError> {
+        Ok(self.call(|reply| Input::Write { statements, key, reply }).await??)
     }
 
     /// Waits until a read at `consistency` may run, and returns the

@@ -72,6 +72,34 @@ async fn errors_arrive_typed() {
     }
 }
 
+/// A write sent with an idempotency key, its leader killed with `kill -9`
+/// right after applying it: the same request sent again through another
+/// node (to the new leader) gets the first answer, and the row exists once.
+/// (The core harness test `idempotency_keys_apply_once` kills the leader
+/// between applying and answering exactly.)
+#[tokio::test]
+async fn idempotent_retry_across_a_leader_kill() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(leader, "CREATE TABLE k (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)").await.expect("create");
+    let request = deeb_proto::ExecuteRequest {
+        statements: vec![deeb_server::api::statement("INSERT INTO k (v) VALUES ('once') RETURNING id")],
+        idempotency_key: "retry-me".into(),
+    };
+    let mut client = cluster.client(leader).await;
+    let first = client.execute(request.clone()).await.expect("first").into_inner();
+    cluster.kill(leader);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let mut client = cluster.client(others[0]).await;
+    let retried = deeb_server::cli::commands::execute_with_retries(&mut client, request, Duration::from_secs(20))
+        .await
+        .expect("retried");
+    assert_eq!((retried.results, retried.index), (first.results, first.index), "the first answer");
+    let new_leader = cluster.wait_leader(&others).await;
+    let rows = cluster.query(new_leader, "SELECT count(*) FROM k WHERE v = 'once'").await.expect("count");
+    assert_eq!(cells(&rows), [["1"]], "applied once");
+}
+
 #[tokio::test]
 async fn leader_kill_loses_nothing_and_restarted_node_catches_up() {
     let mut cluster = Cluster::start(3, &[]);

@@ -13,7 +13,7 @@ use super::output::{ClientToken, Output, WriteError, WriteOutcome};
 use super::{Fatal, Node};
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId};
-use crate::sql::Applied;
+use crate::sql::{requests, Applied};
 use crate::state_machine::StateMachine;
 
 /// Queued and in-flight writes.
@@ -32,6 +32,16 @@ pub(super) struct Writes {
 struct QueuedWrite {
     token: ClientToken,
     statements: Vec<Statement>,
+    /// The client's idempotency key, if any.
+    key: Option<String>,
+    /// Retries of the same key that arrived meanwhile: answered alike.
+    retries: Vec<ClientToken>,
+}
+
+impl QueuedWrite {
+    fn tokens(&self) -> impl Iterator<Item = ClientToken> + '_ {
+        std::iter::once(self.token).chain(self.retries.iter().copied())
+    }
 }
 
 /// A batch proposed by this node and not yet applied.
@@ -47,6 +57,26 @@ struct Waiter {
     request_id: u64,
     token: ClientToken,
     results: Vec<StatementResult>,
+    key: Option<String>,
+    /// Retries of the same key: answered alike.
+    retries: Vec<ClientToken>,
+}
+
+impl Waiter {
+    fn tokens(&self) -> impl Iterator<Item = ClientToken> + '_ {
+        std::iter::once(self.token).chain(self.retries.iter().copied())
+    }
+}
+
+/// Answers every token with (a clone of) `result`.
+fn answer_all(
+    outputs: &mut VecDeque<Output>,
+    tokens: impl Iterator<Item = ClientToken>,
+    result: &Result<WriteOutcome, WriteError>,
+) {
+    for token in tokens {
+        outputs.push_back(Output::WriteDone { token, result: result.clone() });
+    }
 }
 
 impl<D: Disk, S: StateMachine> Node<D, S> {
@@ -61,6 +91,23 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         token: ClientToken,
         statements: Vec<Statement>,
     ) -> Result<(), WriteError> {
+        self.submit_keyed_write(now, token, statements, None)
+    }
+
+    /// [`Self::submit_write`] with the client's idempotency key: a request
+    /// whose key was applied is answered with the recorded results (once
+    /// every earlier entry is applied here), one with the key of a request
+    /// still queued or in flight waits for that request's answer.
+    ///
+    /// # Errors
+    /// As [`Self::submit_write`]; also a key over the size limit.
+    pub fn submit_keyed_write(
+        &mut self,
+        now: Duration,
+        token: ClientToken,
+        statements: Vec<Statement>,
+        key: Option<String>,
+    ) -> Result<(), WriteError> {
         self.advance_clock(now);
         if self.fatal.is_some() {
             return Err(WriteError::Stopped);
@@ -69,7 +116,20 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return Err(WriteError::NotLeader { leader: self.leader() });
         }
         self.check_write(&statements)?;
-        self.writes.queue.push_back(QueuedWrite { token, statements });
+        let key = key.filter(|key| !key.is_empty());
+        if let Some(key) = &key {
+            if key.len() > requests::KEY_BYTES_MAX {
+                return Err(WriteError::TooLarge {
+                    what: "idempotency key",
+                    size: key.len(),
+                    max: requests::KEY_BYTES_MAX,
+                });
+            }
+            if self.writes.join_same_key(key, token) {
+                return Ok(());
+            }
+        }
+        self.writes.queue.push_back(QueuedWrite { token, statements, key, retries: Vec::new() });
         self.drive();
         Ok(())
     }
@@ -137,10 +197,18 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         // statement may, the rest of the queue waits for the next batch.
         while executed.len() < requests_max && bytes < bytes_max && !self.sm.batch_time_spent() {
             let Some(queued) = self.writes.queue.pop_front() else { break };
+            if let Some(key) = &queued.key {
+                // Applied before (by this leader or another): the first answer.
+                if let Some((index, results)) = self.sm.recorded_request(key)? {
+                    let result = Ok(WriteOutcome { results, index: LogIndex(index) });
+                    answer_all(&mut self.outputs, queued.tokens(), &result);
+                    continue;
+                }
+            }
             match self.sm.execute_request(&queued.statements)? {
                 Err(error) => {
                     let result = Err(WriteError::Statement(error));
-                    self.outputs.push_back(Output::WriteDone { token: queued.token, result });
+                    answer_all(&mut self.outputs, queued.tokens(), &result);
                     if !self.sm.batch_open() {
                         self.sm.begin_batch(next_index)?;
                         for earlier in executed.drain(..).rev() {
@@ -155,10 +223,21 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                         true => statements_as_text(&queued.statements, result.ops),
                         false => result.ops,
                     };
-                    let write = Write { request_id, ops };
+                    let mut write = Write { request_id, ops, ..Write::default() };
+                    if let Some(key) = &queued.key {
+                        self.sm.record_request(key, &result.results)?;
+                        write.idempotency_key.clone_from(key);
+                        write.results.clone_from(&result.results);
+                    }
                     bytes += write.encoded_len();
                     batch.writes.push(write);
-                    waiters.push(Waiter { request_id, token: queued.token, results: result.results });
+                    waiters.push(Waiter {
+                        request_id,
+                        token: queued.token,
+                        results: result.results,
+                        key: queued.key.clone(),
+                        retries: queued.retries.clone(),
+                    });
                     executed.push(queued);
                 }
             }
@@ -169,9 +248,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if bytes > bytes_max {
             // One request alone is larger than a batch may be.
             self.sm.rollback_batch()?;
-            let token = executed[0].token;
             let error = WriteError::TooLarge { what: "row changes of the request", size: bytes, max: bytes_max };
-            self.outputs.push_back(Output::WriteDone { token, result: Err(error) });
+            answer_all(&mut self.outputs, executed[0].tokens(), &Err(error));
             return Ok((batch, Vec::new()));
         }
         Ok((batch, waiters))
@@ -193,10 +271,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if let Err(error) = self.raw.propose(Vec::new(), command.encode_to_vec()) {
             tracing::debug!(node = self.id.0, %error, "proposal refused");
             self.sm.rollback_batch()?;
-            let leader = self.leader();
-            for waiter in waiters {
-                let result = Err(WriteError::NotLeader { leader });
-                self.outputs.push_back(Output::WriteDone { token: waiter.token, result });
+            let result = Err(WriteError::NotLeader { leader: self.leader() });
+            for waiter in &waiters {
+                answer_all(&mut self.outputs, waiter.tokens(), &result);
             }
             return Ok(false);
         }
@@ -211,6 +288,22 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 impl Writes {
     pub(super) fn new(match_index_only: bool) -> Self {
         Self { match_index_only, ..Self::default() }
+    }
+
+    /// A retry of a request with `key` that is queued or in flight waits
+    /// for that request's answer; true if there was one.
+    fn join_same_key(&mut self, key: &str, token: ClientToken) -> bool {
+        let same = |other: &Option<String>| other.as_deref() == Some(key);
+        if let Some(queued) = self.queue.iter_mut().find(|queued| same(&queued.key)) {
+            queued.retries.push(token);
+            return true;
+        }
+        let in_flight = self.in_flight.as_mut().and_then(|flight| flight.requests.iter_mut().find(|w| same(&w.key)));
+        if let Some(waiter) = in_flight {
+            waiter.retries.push(token);
+            return true;
+        }
+        false
     }
 
     fn allocate_request_id(&mut self, term: u64) -> u64 {
@@ -280,8 +373,7 @@ impl Writes {
             }
         }
         for queued in self.queue.drain(..) {
-            let result = Err(WriteError::NotLeader { leader });
-            outputs.push_back(Output::WriteDone { token: queued.token, result });
+            answer_all(outputs, queued.tokens(), &Err(WriteError::NotLeader { leader }));
         }
         self.next_batch_requests_max = None;
         Ok(())
@@ -308,14 +400,14 @@ impl InFlight {
 
     fn answer_applied(self, outputs: &mut VecDeque<Output>) {
         for waiter in self.requests {
-            let outcome = WriteOutcome { results: waiter.results, index: LogIndex(self.index) };
-            outputs.push_back(Output::WriteDone { token: waiter.token, result: Ok(outcome) });
+            let result = Ok(WriteOutcome { results: waiter.results.clone(), index: LogIndex(self.index) });
+            answer_all(outputs, waiter.tokens(), &result);
         }
     }
 
     fn answer_unknown(self, outputs: &mut VecDeque<Output>) {
-        for waiter in self.requests {
-            outputs.push_back(Output::WriteDone { token: waiter.token, result: Err(WriteError::OutcomeUnknown) });
+        for waiter in &self.requests {
+            answer_all(outputs, waiter.tokens(), &Err(WriteError::OutcomeUnknown));
         }
     }
 }

@@ -8,9 +8,9 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::digest::primary_key;
-use super::rowids;
 use super::session::{self, ApplyMode, ChangeInfo, Conflict};
 use super::state_machine::{is_fatal, write_applied, SqliteStateMachine};
+use super::{requests, rowids};
 use super::{Applied, ApplyError, SqlError};
 
 /// A divergence at `index` with `reason`.
@@ -35,8 +35,17 @@ impl SqliteStateMachine {
         // The leader's bound on values is not this replica's to enforce.
         session::set_length_limit(conn, session::LENGTH_MAX);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
+        let mut recorded_keys = false;
         for write in &batch.writes {
             apply_ops(&tx, write.ops.iter().map(|op| op.kind.as_ref()), applied.index, ApplyMode::Replica)?;
+            if !write.idempotency_key.is_empty() {
+                requests::record(&tx, &write.idempotency_key, applied.index, &write.results)?;
+                recorded_keys = true;
+            }
+        }
+        // As the leader did when it committed this batch.
+        if recorded_keys {
+            requests::prune(&tx, applied.index)?;
         }
         write_applied(&tx, applied)?;
         tx.commit().map_err(SqlError::from)?;

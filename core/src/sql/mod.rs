@@ -22,6 +22,7 @@ pub mod complete;
 mod digest;
 mod random;
 mod reader;
+pub mod requests;
 mod rowids;
 mod session;
 mod state_machine;

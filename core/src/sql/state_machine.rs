@@ -17,7 +17,7 @@ use super::rowids::{self, LeaderRowids};
 use super::session::ApplyMode;
 use super::session::{self, Authorizer, Progress, Session, StopCheck, WrittenRowids};
 use super::{
-    apply, classify, value, Applied, ApplyError, Clock, ErrorClass, Executed, Reader, RequestError, SqlError,
+    apply, classify, requests, value, Applied, ApplyError, Clock, ErrorClass, Executed, Reader, RequestError, SqlError,
     StatementError, WriteLimits,
 };
 
@@ -76,6 +76,11 @@ pub struct SqliteStateMachine {
     /// A statement of the current request was replayed (which forgets the
     /// deferred foreign-key violations SQLite was counting).
     replayed_in_request: std::cell::Cell<bool>,
+    /// The index the open batch will be proposed at.
+    batch_index: u64,
+    /// The open batch recorded an idempotency key (old ones are pruned at
+    /// its commit, as replicas do when they apply it).
+    batch_recorded_keys: bool,
 }
 
 /// A statement's outcome on the leader: its ops (none if it changed
@@ -141,7 +146,7 @@ impl SqliteStateMachine {
             return Err(SqlError::Other(format!("could not enable WAL (journal_mode={mode})")));
         }
         writer.execute_batch("PRAGMA synchronous=FULL")?;
-        writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))?;
+        writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}{}COMMIT;", requests::SCHEMA))?;
         let applied = read_applied(&writer)?;
         let random = BatchRandom::install(&writer)?;
         Ok(SqliteStateMachine {
@@ -155,6 +160,8 @@ impl SqliteStateMachine {
             clock: None,
             apply_foreign_keys: false,
             batch_started: None,
+            batch_index: 0,
+            batch_recorded_keys: false,
             replayed_in_request: std::cell::Cell::new(false),
             keyed_rowid_tables: classify::KeyedRowidCache::default(),
         })
@@ -223,6 +230,8 @@ impl SqliteStateMachine {
         session::seed_prng(((seed >> 32) ^ seed) as u32 as i32);
         self.writer.execute_batch("BEGIN IMMEDIATE")?;
         self.batch_open = true;
+        self.batch_index = next_index;
+        self.batch_recorded_keys = false;
         self.batch_started = self.clock.as_ref().map(|clock| clock());
         Ok(())
     }
@@ -506,11 +515,31 @@ impl SqliteStateMachine {
         if !self.batch_open {
             return Err(SqlError::Other("no batch is open".into()));
         }
+        if self.batch_recorded_keys {
+            requests::prune(&self.writer, applied.index)?;
+        }
         write_applied(&self.writer, applied)?;
         self.writer.execute_batch("COMMIT")?;
         self.batch_open = false;
         self.applied = applied;
         Ok(())
+    }
+
+    /// Leader: records a request's idempotency key and results in the open
+    /// batch (after the request ran).
+    pub fn record_request(&mut self, key: &str, results: &[StatementResult]) -> Result<(), SqlError> {
+        if !self.batch_open {
+            return Err(SqlError::Other("no batch is open".into()));
+        }
+        requests::record(&self.writer, key, self.batch_index, results)?;
+        self.batch_recorded_keys = true;
+        Ok(())
+    }
+
+    /// The applied index and results recorded for an idempotency key (in
+    /// the open batch too, on the leader).
+    pub fn recorded_request(&self, key: &str) -> Result<Option<(u64, Vec<StatementResult>)>, SqlError> {
+        requests::lookup(&self.writer, key)
     }
 
     /// Leader: drop the open batch (leadership lost, proposal refused).
@@ -911,6 +940,14 @@ impl crate::state_machine::StateMachine for SqliteStateMachine {
 
     fn execute_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError> {
         SqliteStateMachine::execute_request(self, statements)
+    }
+
+    fn record_request(&mut self, key: &str, results: &[StatementResult]) -> Result<(), SqlError> {
+        SqliteStateMachine::record_request(self, key, results)
+    }
+
+    fn recorded_request(&self, key: &str) -> Result<Option<(u64, Vec<StatementResult>)>, SqlError> {
+        SqliteStateMachine::recorded_request(self, key)
     }
 
     fn batch_open(&self) -> bool {

@@ -35,7 +35,7 @@ fn leader_batch(
     for (i, req) in requests.iter().enumerate() {
         let r = sm.execute_request(req).expect("execute");
         if let Ok(ex) = &r {
-            batch.writes.push(Write { request_id: i as u64, ops: ex.ops.clone() });
+            batch.writes.push(Write { request_id: i as u64, ops: ex.ops.clone(), ..Write::default() });
         }
         results.push(r);
     }

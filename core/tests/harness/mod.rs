@@ -380,6 +380,20 @@ impl Cluster {
         Ok(token)
     }
 
+    /// Submits a write with an idempotency key to node `id`.
+    pub fn submit_keyed_write(
+        &mut self,
+        id: u64,
+        statements: Vec<Statement>,
+        key: &str,
+    ) -> Result<ClientToken, WriteError> {
+        let token = self.token();
+        let now = self.now;
+        self.node_mut(id).submit_keyed_write(now, token, statements, Some(key.to_owned()))?;
+        self.drain(id);
+        Ok(token)
+    }
+
     pub fn wait_reply(&mut self, token: ClientToken, bound: Duration) -> Reply {
         self.run_until(bound, "a reply", |c| c.replies.contains_key(&token));
         self.replies.remove(&token).expect("just checked")

@@ -38,7 +38,10 @@ pub async fn run(args: &BenchArgs) -> Result<String, String> {
 
 async fn setup(client: &mut Client, mode: BenchMode) -> Result<(), String> {
     let create = "CREATE TABLE IF NOT EXISTS bench (id INTEGER PRIMARY KEY, worker INTEGER, payload TEXT)";
-    client.execute(ExecuteRequest { statements: vec![statement(create)] }).await.map_err(|s| s.message().to_owned())?;
+    client
+        .execute(ExecuteRequest { statements: vec![statement(create)], ..Default::default() })
+        .await
+        .map_err(|s| s.message().to_owned())?;
     if mode == BenchMode::Read {
         let fill = format!(
             "INSERT OR IGNORE INTO bench (id, worker, payload) \
@@ -46,7 +49,7 @@ async fn setup(client: &mut Client, mode: BenchMode) -> Result<(), String> {
              SELECT i, 0, 'row ' || i FROM n"
         );
         client
-            .execute(ExecuteRequest { statements: vec![statement(&fill)] })
+            .execute(ExecuteRequest { statements: vec![statement(&fill)], ..Default::default() })
             .await
             .map_err(|s| s.message().to_owned())?;
     }
@@ -76,7 +79,10 @@ async fn insert(client: &mut Client, worker: i64, sequence: i64) -> bool {
     let sql = "INSERT INTO bench (worker, payload) VALUES (?, ?)";
     let params =
         vec![integer(worker), Value { kind: Some(deeb_proto::value::Kind::Text(format!("w{worker}-{sequence}"))) }];
-    let request = ExecuteRequest { statements: vec![Statement { sql: sql.into(), params, named_params: Vec::new() }] };
+    let request = ExecuteRequest {
+        statements: vec![Statement { sql: sql.into(), params, named_params: Vec::new() }],
+        ..Default::default()
+    };
     client.execute(request).await.is_ok()
 }
 

@@ -26,10 +26,6 @@ pub struct QueryResult {
     pub served_by: u64,
 }
 
-/// Runs one write statement.
-///
-/// # Errors
-/// The server's status.
 /// A failed call as the CLI prints it: the message and, from the node's
 /// error detail, its code (and SQLite's extended code), or the transport's
 /// gRPC code when no node answered.
@@ -46,9 +42,73 @@ pub fn describe_error(status: &tonic::Status) -> String {
     }
 }
 
+/// Runs one write statement, with an idempotency key, retrying while its
+/// outcome is unknown.
+///
+/// # Errors
+/// The server's status.
 pub async fn execute(client: &mut Client, sql: &str) -> Result<ExecuteResponse, tonic::Status> {
-    let request = ExecuteRequest { statements: vec![statement(sql)] };
-    Ok(client.execute(request).await?.into_inner())
+    let request = ExecuteRequest { statements: vec![statement(sql)], idempotency_key: new_idempotency_key() };
+    execute_with_retries(client, request, WRITE_RETRY_BUDGET).await
+}
+
+/// Sends a write and, while its outcome is unknown (a broken connection, a
+/// leader change, a request timeout) or no leader is there yet, sends it
+/// again with the same idempotency key: a retry of a request that was
+/// applied gets its first answer, so it is never applied twice. Definite
+/// answers (results, SQL errors, limits) come back at once. No retry starts
+/// after `budget` (an attempt itself is bounded by the server's request
+/// timeout).
+///
+/// # Errors
+/// The last status when it is definite or the budget is spent.
+pub async fn execute_with_retries(
+    client: &mut Client,
+    request: ExecuteRequest,
+    budget: Duration,
+) -> Result<ExecuteResponse, tonic::Status> {
+    assert!(!request.idempotency_key.is_empty(), "a retried write needs an idempotency key");
+    let started = tokio::time::Instant::now();
+    let mut wait = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match client.execute(request.clone()).await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if started.elapsed() + wait < budget && worth_retrying(&status) => {
+                tracing::debug!(attempt, message = status.message(), "retrying the write with its idempotency key");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+                attempt += 1;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// True for a write's failure that a retry with the same key may fix.
+fn worth_retrying(status: &tonic::Status) -> bool {
+    use deeb_proto::ErrorCode;
+    match crate::errors::detail_of(status) {
+        // No node answered (connection refused or broken): unknown.
+        None => true,
+        Some(detail) => match detail.code() {
+            ErrorCode::OutcomeUnknown | ErrorCode::Unavailable | ErrorCode::Overloaded => true,
+            // The request's own timeout (not a statement's deadline).
+            ErrorCode::Timeout => !detail.not_applied,
+            _ => false,
+        },
+    }
+}
+
+/// How long one CLI write keeps retrying.
+pub const WRITE_RETRY_BUDGET: Duration = Duration::from_secs(5);
+
+/// A key no other request has: this process, the time, a counter.
+pub fn new_idempotency_key() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("deeb-cli-{}-{nanos:x}-{count}", std::process::id())
 }
 
 /// Runs one query and reads the whole result.

@@ -335,7 +335,7 @@ mod tests {
     fn table_line_and_markdown() {
         assert_eq!(
             printed(Format::Table, &rows()),
-             " id | name\n----+---------\n 1  | a,b \"q\"\n 2  | NULL\n 3  |\n(3 rows)\n"
+            " id | name\n----+---------\n 1  | a,b \"q\"\n 2  | NULL\n 3  |\n(3 rows)\n"
         );
         assert_eq!(printed(Format::Line, &rows()[..2]), "  id = 1\nname = a,b \"q\"\n\n  id = 2\nname = NULL\n");
         assert_eq!(printed(Format::Markdown, &rows()[1..2]), "| id | name |\n|---|---|\n| 2 | NULL |\n");
