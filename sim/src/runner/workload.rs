@@ -298,7 +298,7 @@ impl Client {
     async fn execute_response(&mut self, statements: Vec<Statement>) -> Result<ExecuteResponse, Failure> {
         let address = self.pick_address();
         let mut client = self.client_for(&address).await.ok_or(Failure::NotApplied)?;
-        let call = client.execute(ExecuteRequest { statements });
+        let call = client.execute(ExecuteRequest { statements, ..Default::default() });
         match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status))
@@ -364,7 +364,7 @@ pub async fn setup(addresses: &[String]) -> bool {
     for attempt in 0..FINAL_READ_ATTEMPTS {
         let address = &addresses[attempt % addresses.len()];
         if let Some(mut client) = connect_within(address, OPERATION_TIMEOUT).await {
-            let call = client.execute(ExecuteRequest { statements: setup_statements() });
+            let call = client.execute(ExecuteRequest { statements: setup_statements(), ..Default::default() });
             match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
                 Ok(Ok(_)) => return true,
                 Ok(Err(status)) if status.message().contains("already exists") => return true,
