@@ -100,7 +100,7 @@ const BAD_CASE: &str = "# kind: Answer (a fake deeb that miscounts)\n\
 CREATE TABLE t1(id INTEGER PRIMARY KEY, c0 TEXT)\n--;;\n\
 INSERT INTO t1(c0) VALUES ('a'), ('b')\n;;\nUPDATE t1 SET c0 = 'c' WHERE id = 1\n--;;\n\
 --query\nSELECT * FROM t1\n--;;\n\
-DELETE FROM t1 WHERE id = 2\n--;;\n\
+DELETE FROM t1 WHERE id = 2 RETURNING c0\n--;;\n\
 CREATE TABLE t2(k TEXT PRIMARY KEY) WITHOUT ROWID\n--;;\nINSERT INTO t2 VALUES ('x')\n";
 
 #[test]
@@ -112,6 +112,7 @@ fn checker_reports_each_fault() {
         (Fault::RefuseUpdates, Kind::Refusal),
         (Fault::RefuseUpdatesAsViolating, Kind::Refusal),
         (Fault::LoseWritesToT2, Kind::Dump),
+        (Fault::DropReturnedRows, Kind::Answer),
     ];
     for (fault, kind) in cases {
         let finding = replay(BAD_CASE, &mut |_| Ok(Box::new(FakeTarget::new(fault)) as _))

@@ -5,10 +5,13 @@ use deeb_proto::{value, Value};
 use rusqlite::types::ValueRef;
 
 /// One statement's outcome as deeb reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatementResult {
     pub rows_affected: u64,
     pub last_insert_id: i64,
+    /// The rows it returned (RETURNING, a SELECT in a write), sorted: the
+    /// order of rows a statement visits is not what is compared.
+    pub returned: Vec<Vec<Cell>>,
 }
 
 /// A write request's answer.

@@ -26,6 +26,8 @@ pub enum Fault {
     LoseWritesToT2,
     /// A node stops at the write request with this index (0-based).
     StopAtWrite(usize),
+    /// Answers without the rows its statements returned (RETURNING).
+    DropReturnedRows,
 }
 
 pub struct FakeTarget {
@@ -68,6 +70,9 @@ impl Target for FakeTarget {
         self.database.finish(!lose);
         if let (Fault::RowsAffectedOffByOne, Answer::Done(results)) = (self.fault, &mut answer) {
             results.iter_mut().for_each(|result| result.rows_affected += 1);
+        }
+        if let (Fault::DropReturnedRows, Answer::Done(results)) = (self.fault, &mut answer) {
+            results.iter_mut().for_each(|result| result.returned.clear());
         }
         Ok(answer)
     }

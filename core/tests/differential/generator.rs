@@ -252,7 +252,8 @@ impl Generator {
             .collect();
         let verb = if self.chance(0.08) { "REPLACE ".to_owned() } else { format!("INSERT {}", self.pick(CONFLICTS)) };
         let upsert = if self.chance(0.2) { self.upsert(schema, table) } else { String::new() };
-        format!("{verb}INTO {}({}) VALUES {}{upsert}", table.name, names.join(", "), rows.join(", "))
+        let returning = self.returning(table);
+        format!("{verb}INTO {}({}) VALUES {}{upsert}{returning}", table.name, names.join(", "), rows.join(", "))
     }
 
     /// Writable columns for an INSERT: a random subset, usually keeping the
@@ -301,7 +302,21 @@ impl Generator {
             .map(|column| format!("{} = {}", column.name, self.expression(schema, table, column)))
             .collect();
         let filter = if self.chance(0.7) { format!(" WHERE {}", self.condition(table)) } else { String::new() };
-        format!("UPDATE {conflict}{} SET {}{filter}", table.name, assignments.join(", "))
+        let returning = self.returning(table);
+        format!("UPDATE {conflict}{} SET {}{filter}{returning}", table.name, assignments.join(", "))
+    }
+
+    /// Sometimes a RETURNING clause: every column, or one column and an
+    /// expression over it.
+    fn returning(&mut self, table: &Table) -> String {
+        if !self.chance(0.15) {
+            return String::new();
+        }
+        if self.chance(0.5) {
+            return " RETURNING *".into();
+        }
+        let column = &table.columns.choose(&mut self.rng).expect("a table has columns").name;
+        format!(" RETURNING {column}, typeof({column}) AS kind, length({column}) AS size")
     }
 
     /// UPDATE ... FROM a window-function subquery.
@@ -317,10 +332,11 @@ impl Generator {
     }
 
     fn delete(&mut self, table: &Table) -> String {
+        let returning = self.returning(table);
         if self.chance(0.2) {
-            return format!("DELETE FROM {}", table.name);
+            return format!("DELETE FROM {}{returning}", table.name);
         }
-        format!("DELETE FROM {} WHERE {}", table.name, self.condition(table))
+        format!("DELETE FROM {} WHERE {}{returning}", table.name, self.condition(table))
     }
 
     /// INSERT ... SELECT from a bounded recursive CTE, JSON, a window

@@ -166,23 +166,30 @@ fn run_statement(conn: &Connection, sql: &str) -> Result<StatementResult, String
     // SAFETY: a valid handle of a connection this thread owns.
     unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(conn.handle(), 0) };
     let mut statement = conn.prepare(sql).map_err(|error| error.to_string())?;
+    let width = statement.column_count();
     let mut rows = statement.raw_query();
+    let mut returned = Vec::new();
     for _ in 0..ROWS_PER_STATEMENT_MAX {
         match rows.next() {
-            Ok(Some(_)) => {}
+            Ok(Some(row)) => {
+                let cells = (0..width).map(|i| row.get_ref(i).map(Cell::from_sql)).collect::<Result<Vec<Cell>, _>>();
+                returned.push(cells.map_err(|error| error.to_string())?);
+            }
             Ok(None) => break,
             Err(error) => return Err(error.to_string()),
         }
     }
+    returned.sort();
     drop(rows);
     drop(statement);
     if schema_version(conn).map_err(|error| error.to_string())? != schema_before {
-        return Ok(StatementResult { rows_affected: 0, last_insert_id: 0 });
+        return Ok(StatementResult { rows_affected: 0, last_insert_id: 0, returned });
     }
     let changed = conn.total_changes() != total_before;
     Ok(StatementResult {
         rows_affected: if changed { conn.changes() } else { 0 },
         last_insert_id: visible_insert_id(conn, sql),
+        returned,
     })
 }
 

@@ -68,7 +68,12 @@ impl DeebTarget {
                 outcome
                     .results
                     .iter()
-                    .map(|r| StatementResult { rows_affected: r.rows_affected, last_insert_id: r.last_insert_id })
+                    .map(|r| {
+                        let mut returned: Vec<Vec<Cell>> =
+                            r.rows.iter().map(|row| row.values.iter().map(Cell::from_proto).collect()).collect();
+                        returned.sort();
+                        StatementResult { rows_affected: r.rows_affected, last_insert_id: r.last_insert_id, returned }
+                    })
                     .collect(),
             ),
             Reply::Write(Err(WriteError::Statement(error))) => {
