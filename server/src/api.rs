@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::client::{connect, forwarded, is_forwarded};
+use crate::client::{forwarded, is_forwarded};
 use crate::errors::{to_status, ServerError};
 use crate::handle::NodeHandle;
 use crate::query::{self, ChunkLimits, ShuttingDown};
@@ -25,6 +25,8 @@ use crate::query::{self, ChunkLimits, ShuttingDown};
 #[derive(Clone, Debug)]
 pub struct DeebService {
     handle: NodeHandle,
+    /// One channel per node this one forwards to (the client crate's pool).
+    pool: deeb_client::Pool,
     limits: ChunkLimits,
     timeouts: QueryTimeouts,
     shutting_down: ShuttingDown,
@@ -61,7 +63,8 @@ impl DeebService {
     ) -> Self {
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
-        Self { handle, limits, timeouts, shutting_down }
+        let pool = deeb_client::Pool::new(crate::client::CONNECT_TIMEOUT, None);
+        Self { handle, pool, limits, timeouts, shutting_down }
     }
 
     async fn execute_once(
@@ -112,7 +115,9 @@ impl DeebService {
     ) -> Result<deeb_proto::deeb_client::DeebClient<tonic::transport::Channel>, ServerError> {
         let address = self.handle.address(leader).await?;
         let address = address.ok_or_else(|| ServerError::NoLeader(format!("address of leader {leader} unknown")))?;
-        connect(&address).await.map_err(|error| ServerError::NoLeader(format!("leader {leader} at {address}: {error}")))
+        self.pool
+            .client(&address)
+            .map_err(|error| ServerError::NoLeader(format!("leader {leader} at {address}: {error}")))
     }
 
     /// Relays the leader's result stream for a lease read.

@@ -37,7 +37,7 @@ pub async fn connect(address: &str) -> Result<DeebClient<Channel>, tonic::transp
 /// The largest message deeb's own clients send or accept (the CLI, the
 /// shell, a node forwarding to the leader). Every response a node makes
 /// fits (`server::client_response_bytes_max`, checked by a test).
-pub const CLIENT_MESSAGE_BYTES_MAX: usize = 64 << 20;
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = deeb_client::MESSAGE_BYTES_MAX;
 
 /// Wraps `message` in a request marked as forwarded.
 pub fn forwarded<T>(message: T) -> Request<T> {
@@ -51,14 +51,7 @@ pub fn is_forwarded<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(FORWARDED_KEY)
 }
 
-/// `host:port` as a URI tonic accepts.
-pub fn uri_of(address: &str) -> String {
-    if address.starts_with("http://") || address.starts_with("https://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    }
-}
+pub use deeb_client::uri_of;
 
 /// Bound on connecting to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,12 +59,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uri_gets_a_scheme() {
-        assert_eq!(uri_of("127.0.0.1:7001"), "http://127.0.0.1:7001");
-        assert_eq!(uri_of("http://a:1"), "http://a:1");
-    }
 
     #[test]
     fn forwarded_marker_round_trips() {

@@ -63,14 +63,7 @@ pub fn to_status(error: ServerError) -> Status {
     status
 }
 
-/// The [`ErrorDetail`] a deeb node put in `status`, if any (a status from
-/// the transport, such as a connection refused, has none).
-pub fn detail_of(status: &Status) -> Option<ErrorDetail> {
-    if status.details().is_empty() {
-        return None;
-    }
-    ErrorDetail::decode(status.details()).ok()
-}
+pub use deeb_client::detail_of;
 
 /// True if `status` came from a node that knows the request did nothing
 /// (so forwarding it again cannot apply it twice). A status without the

@@ -8,7 +8,6 @@
 //! used on these paths, so the same code runs under madsim.
 
 pub mod api;
-pub mod cli;
 pub mod client;
 pub mod config;
 pub mod errors;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use deeb_core::disk::FsDisk;
-use deeb_server::cli::args::{Cli, Command, ServeArgs};
-use deeb_server::cli::output::{self, Printer};
-use deeb_server::cli::{bench, commands, shell};
-use deeb_server::client::connect;
+mod cli;
+
+use cli::args::{Cli, Command, ServeArgs};
+use cli::output::{self, Printer};
+use cli::{bench, commands, shell};
 use tracing_subscriber::EnvFilter;
 
 #[cfg(not(madsim))]
@@ -58,7 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args).await,
         Command::Shell(args) => {
-            let mut shell = shell::Shell::new(connect(&args.client.addr).await?, args.format, args.keep_going);
+            let mut shell = shell::Shell::new(commands::connect(&args.client.addr), args.format, args.keep_going);
             match shell.run().await? {
                 true => Ok(()),
                 // Each failure was printed as it happened.
@@ -66,14 +67,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Exec { client, sql, format } => {
-            let response = commands::execute(&mut connect(&client.addr).await?, &sql).await.map_err(status_error)?;
+            let response = commands::execute(&commands::connect(&client.addr), &sql).await.map_err(status_error)?;
             emit(&commands::format_execute_as(&response, format))
         }
         Command::Query { client, sql, consistency, max_staleness, timeout, format } => {
-            let mut client = connect(&client.addr).await?;
+            let client = commands::connect(&client.addr);
             let mut printer = None;
             let mut failed = None;
-            let queried = commands::query_chunks(&mut client, &sql, consistency, max_staleness, timeout, |chunk| {
+            let queried = commands::query_chunks(&client, &sql, consistency, max_staleness, timeout, |chunk| {
                 let printer = printer.get_or_insert_with(|| {
                     let out = std::io::BufWriter::new(std::io::stdout());
                     Printer::new(out, format, true, "NULL", commands::column_names(&chunk))
@@ -92,15 +93,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output_result(finished)
         }
         Command::Status(client) => {
-            let status = commands::status(&mut connect(&client.addr).await?).await.map_err(status_error)?;
+            let status = commands::status(&commands::connect(&client.addr)).await.map_err(status_error)?;
             emit(&format!("{}{}", commands::format_status(&status), commands::format_members(&status)))
         }
         Command::Nodes { client, action } => {
-            let text = commands::nodes(&mut connect(&client.addr).await?, &action).await.map_err(status_error)?;
+            let text = commands::nodes(&commands::connect(&client.addr), &action).await.map_err(status_error)?;
             emit(&format!("{text}\n"))
         }
         #[cfg(not(madsim))]
-        Command::Dev(args) => deeb_server::cli::dev::run(&args, &cli.log_level).await.map_err(anyhow::Error::msg),
+        Command::Dev(args) => cli::dev::run(&args, &cli.log_level).await.map_err(anyhow::Error::msg),
         #[cfg(madsim)]
         Command::Dev(_) => anyhow::bail!("`deeb dev` starts real processes; it is not available in simulation"),
         Command::Bench(args) => emit(&bench::run(&args).await.map_err(anyhow::Error::msg)?),
@@ -112,7 +113,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let disk = FsDisk::open(&config.data_dir.join("log"))?;
-    deeb_server::run_node(config, disk, deeb_server::cli::shutdown_signal()).await?;
+    deeb_server::run_node(config, disk, cli::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -131,6 +132,6 @@ fn output_result(result: std::io::Result<()>) -> anyhow::Result<()> {
     }
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", commands::describe_error(&status))
+fn status_error(error: commands::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", commands::describe_error(&error))
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::{cells, Cluster};
 use deeb_proto::{QueryRequest, Statement};
-use deeb_server::cli::commands;
 use tonic::Code;
 
 #[tokio::test]
@@ -76,7 +75,6 @@ async fn no_quorum_is_a_bounded_error() {
     let error = cluster.execute(1, "INSERT INTO t VALUES (1)").await.expect_err("no quorum");
     assert!(started.elapsed() < Duration::from_secs(15), "bounded: {:?}", started.elapsed());
     assert!(matches!(error.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown), "{error:?}");
-    let mut client = cluster.client(1).await;
-    let status = commands::status(&mut client).await.expect("status still answers");
+    let status = cluster.status(1).await.expect("status still answers");
     assert_eq!(status.node_id, 1);
 }

@@ -126,6 +126,14 @@ async fn large_values_round_trip() {
     let stdout = String::from_utf8_lossy(&read.stdout);
     let hex = stdout.lines().nth(1).expect("a row").trim_start_matches("1,x'").trim_end_matches('\'');
     assert_eq!(hex.len(), 20_000_000, "10 MB read back as hex");
+    // Through the client crate too, from another node.
+    let client = cluster.sql_client(leader, deeb_client::Options::default());
+    let mut rows =
+        client.query("SELECT b FROM blobs WHERE id = ?", &[deeb_client::Value::Integer(1)]).await.expect("query");
+    match rows.next().await.expect("a row") {
+        Some(row) => assert!(matches!(&row[0], deeb_client::Value::Blob(blob) if blob.len() == 10_000_000)),
+        None => panic!("no row"),
+    }
     let length = run(args(&["query", "SELECT length(b) FROM blobs", "--format", "csv"])).await;
     assert_eq!(String::from_utf8_lossy(&length.stdout), "length(b)\n10000000\n");
     let too_big = run(args(&["exec", "INSERT INTO blobs VALUES (2, randomblob(20000000))"])).await;

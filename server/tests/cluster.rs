@@ -20,7 +20,7 @@ async fn write_through_follower_read_on_third() {
 }
 
 /// RETURNING rows come back through the leader and through a follower
-/// that forwards the write, and the CLI prints them.
+/// that forwards the write (the CLI's printing of them: tests/cli.rs).
 #[tokio::test]
 async fn returning_rows_through_leader_and_follower() {
     let cluster = Cluster::start(3, &[]);
@@ -33,12 +33,11 @@ async fn returning_rows_through_leader_and_follower() {
         let result = &response.results[0];
         let names: Vec<&str> = result.columns.iter().map(|column| column.name.as_str()).collect();
         assert_eq!(names, ["id", "shout"]);
-        let format = deeb_server::cli::table::format_value;
-        let row: Vec<String> = result.rows[0].values.iter().map(format).collect();
+        let row: Vec<String> =
+            result.rows[0].values.iter().map(|value| common::text_of(&deeb_client::Value::from(value))).collect();
         assert_eq!(row[1], name.to_uppercase(), "through node {node}");
         assert_eq!(row[0], result.last_insert_id.to_string());
-        let printed = deeb_server::cli::commands::format_execute(&response);
-        assert!(printed.contains(&name.to_uppercase()) && printed.contains("1 row affected"), "{printed}");
+        assert_eq!((result.rows_affected, response.served_by), (1, leader));
     }
 }
 
@@ -48,7 +47,6 @@ async fn returning_rows_through_leader_and_follower() {
 #[tokio::test]
 async fn errors_arrive_typed() {
     use deeb_proto::ErrorCode;
-    use deeb_server::errors::detail_of;
     use tonic::Code;
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(&[1, 2, 3]).await;
@@ -57,18 +55,16 @@ async fn errors_arrive_typed() {
     cluster.execute(leader, "INSERT INTO t VALUES (1)").await.expect("insert");
     for node in [leader, follower] {
         let unique = cluster.execute(node, "INSERT INTO t VALUES (1)").await.expect_err("duplicate key");
-        let detail = detail_of(&unique).expect("a detail");
-        assert_eq!((unique.code(), detail.code()), (Code::Aborted, ErrorCode::Constraint), "{unique:?}");
-        assert_eq!(detail.sqlite_code, 1555, "SQLITE_CONSTRAINT_PRIMARYKEY");
-        assert_eq!(detail.statement_index, Some(0));
-        assert!(detail.not_applied);
+        assert_eq!((unique.code(), unique.error_code), (Code::Aborted, Some(ErrorCode::Constraint)), "{unique:?}");
+        assert_eq!(unique.sqlite_code, 1555, "SQLITE_CONSTRAINT_PRIMARYKEY");
+        assert_eq!(unique.statement_index, Some(0));
+        assert!(unique.not_applied);
         let syntax = cluster.execute(node, "INSERT INTO t VALUES (").await.expect_err("syntax error");
-        let detail = detail_of(&syntax).expect("a detail");
-        assert_eq!((syntax.code(), detail.code()), (Code::InvalidArgument, ErrorCode::Sql), "{syntax:?}");
+        assert_eq!((syntax.code(), syntax.error_code), (Code::InvalidArgument, Some(ErrorCode::Sql)), "{syntax:?}");
         let refused = cluster.execute(node, "PRAGMA user_version = 3").await.expect_err("refused");
-        assert_eq!(detail_of(&refused).expect("a detail").code(), ErrorCode::Refused, "{refused:?}");
+        assert_eq!(refused.error_code, Some(ErrorCode::Refused), "{refused:?}");
         let query = cluster.query(node, "SELECT * FROM missing").await.expect_err("no such table");
-        assert_eq!(detail_of(&query).expect("a detail").code(), ErrorCode::Sql, "{query:?}");
+        assert_eq!(query.error_code, Some(ErrorCode::Sql), "{query:?}");
     }
 }
 
@@ -90,14 +86,38 @@ async fn idempotent_retry_across_a_leader_kill() {
     let first = client.execute(request.clone()).await.expect("first").into_inner();
     cluster.kill(leader);
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    let mut client = cluster.client(others[0]).await;
-    let retried = deeb_server::cli::commands::execute_with_retries(&mut client, request, Duration::from_secs(20))
-        .await
-        .expect("retried");
+    let options = deeb_client::Options { retry_budget: Duration::from_secs(20), ..Default::default() };
+    let retried = cluster.sql_client(others[0], options).execute_request(request).await.expect("retried");
     assert_eq!((retried.results, retried.index), (first.results, first.index), "the first answer");
     let new_leader = cluster.wait_leader(&others).await;
     let rows = cluster.query(new_leader, "SELECT count(*) FROM k WHERE v = 'once'").await.expect("count");
     assert_eq!(cells(&rows), [["1"]], "applied once");
+}
+
+/// The client crate given every node sends writes to the leader itself,
+/// follows a new leader after `kill -9` (retrying with the request's key),
+/// streams rows, and keeps one pooled channel per node it talked to.
+#[tokio::test]
+async fn client_crate_follows_the_leader() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let addresses: Vec<String> = (1..=3).map(|id| cluster.addr(id)).collect();
+    let nodes: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let client = deeb_client::Client::new(&nodes, deeb_client::Options::default());
+    client.execute_sql("CREATE TABLE f (id INTEGER PRIMARY KEY, v TEXT)").await.expect("create");
+    let first = client.execute("INSERT INTO f (v) VALUES (?)", &["a".into()]).await.expect("insert");
+    assert_eq!(first.served_by, leader);
+    cluster.kill(leader);
+    let second = client.execute("INSERT INTO f (v) VALUES (?)", &["b".into()]).await.expect("after failover");
+    assert_ne!(second.served_by, leader, "the write found the new leader");
+    let mut rows = client.query("SELECT v FROM f ORDER BY id", &[]).await.expect("query");
+    assert_eq!(rows.columns().await.expect("columns"), ["v"]);
+    let mut values = Vec::new();
+    while let Some(row) = rows.next().await.expect("row") {
+        values.push(row[0].clone());
+    }
+    assert_eq!(values, [deeb_client::Value::from("a"), deeb_client::Value::from("b")]);
+    assert!(client.pool().len() <= 3, "one channel per node: {:?}", client.pool());
 }
 
 #[tokio::test]
@@ -122,9 +142,8 @@ async fn leader_kill_loses_nothing_and_restarted_node_catches_up() {
     cluster.spawn(leader);
     cluster.wait_applied(leader, response.index).await;
     let stale = wait_for(Duration::from_secs(10), "restarted node serves", || async {
-        let mut client = cluster.client(leader).await;
-        let level = deeb_server::cli::args::Level::Stale;
-        deeb_server::cli::commands::query(&mut client, "SELECT v FROM t ORDER BY v", level, None, None).await.ok()
+        let stale = deeb_client::Options { consistency: deeb_proto::Consistency::Stale, ..Default::default() };
+        common::query_with(&cluster.sql_client(leader, stale), "SELECT v FROM t ORDER BY v").await.ok()
     })
     .await;
     assert_eq!(cells(&stale), cells(&result), "restarted node has the same rows");
@@ -195,8 +214,7 @@ async fn join_promote_and_remove_while_serving() {
     let leader = cluster.wait_leader(&[1, 2, 3, 4]).await;
     let removed = [1, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
     let mut client = cluster.client(4).await;
-    let action = deeb_server::cli::args::NodesAction::Remove { id: removed };
-    deeb_server::cli::commands::nodes(&mut client, &action).await.expect("remove");
+    client.remove_node(deeb_proto::RemoveNodeRequest { node_id: removed }).await.expect("remove");
     cluster.kill(removed);
     let reader = [1, 2, 3, 4].into_iter().find(|id| *id != removed).expect("a live node");
     let response = cluster.execute(4, "INSERT INTO t (v) VALUES (-1)").await.expect("write after removal");

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use deeb_core::NodeId;
 
 use super::output::Format;
-use crate::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
+use deeb_server::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
 
 /// deeb: a replicated SQL database (raft + SQLite).
 #[derive(Debug, Parser)]

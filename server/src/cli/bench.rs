@@ -6,10 +6,10 @@ use std::time::Duration;
 use deeb_proto::{ExecuteRequest, QueryRequest, Statement, Value};
 use tokio::time::Instant;
 
+use deeb_client::GrpcClient as Client;
+use deeb_server::api::statement;
+
 use super::args::{BenchArgs, BenchMode};
-use super::commands::Client;
-use crate::api::statement;
-use crate::client::connect;
 
 /// Rows inserted before a read benchmark, so point reads find something.
 const READ_ROWS: i64 = 1_000;
@@ -19,7 +19,8 @@ const READ_ROWS: i64 = 1_000;
 /// # Errors
 /// Setup failed (connection, table creation).
 pub async fn run(args: &BenchArgs) -> Result<String, String> {
-    let mut client = connect(&args.client.addr).await.map_err(|error| error.to_string())?;
+    let pool = deeb_client::Pool::new(deeb_server::client::CONNECT_TIMEOUT, None);
+    let mut client = pool.client(&args.client.addr).map_err(|error| error.to_string())?;
     setup(&mut client, args.mode).await?;
     let deadline = Instant::now() + args.duration;
     let mut tasks = Vec::new();

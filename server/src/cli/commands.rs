@@ -3,20 +3,23 @@
 
 use std::time::Duration;
 
-use deeb_proto::deeb_client::DeebClient;
+use deeb_client::Options;
+pub use deeb_client::{Client, Error};
 use deeb_proto::{
-    AddNodeRequest, ExecuteRequest, ExecuteResponse, QueryChunk, QueryRequest, RemoveNodeRequest, Row, StatusRequest,
-    StatusResponse, TransferLeaderRequest,
+    AddNodeRequest, ExecuteResponse, QueryChunk, QueryRequest, RemoveNodeRequest, Row, StatusResponse,
+    TransferLeaderRequest,
 };
-use tonic::transport::Channel;
 
 use super::args::{Level, NodesAction};
 use super::output::{self, Format};
 use super::table;
-use crate::api::statement;
+use deeb_server::api::statement;
 
-/// A connected client.
-pub type Client = DeebClient<Channel>;
+/// A client of the cluster through the node at `address` (writes follow
+/// the leader; nothing connects until the first call).
+pub fn connect(address: &str) -> Client {
+    Client::new(&[address], Options::default())
+}
 
 /// A fully read query result.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -26,102 +29,32 @@ pub struct QueryResult {
     pub served_by: u64,
 }
 
-/// A failed call as the CLI prints it: the message and, from the node's
-/// error detail, its code (and SQLite's extended code), or the transport's
-/// gRPC code when no node answered.
-pub fn describe_error(status: &tonic::Status) -> String {
-    match crate::errors::detail_of(status) {
-        Some(detail) => {
-            let code = detail.code().as_str_name().trim_start_matches("ERROR_CODE_").to_ascii_lowercase();
-            match detail.sqlite_code {
-                0 => format!("{} [{code}]", status.message()),
-                sqlite => format!("{} [{code}, sqlite {sqlite}]", status.message()),
-            }
-        }
-        None => format!("{} [{:?}]", status.message(), status.code()),
-    }
+/// A failed call as the CLI prints it: the message and its code.
+pub fn describe_error(error: &Error) -> String {
+    error.describe()
 }
 
-/// Runs one write statement, with an idempotency key, retrying while its
-/// outcome is unknown.
+/// Runs one write statement through the leader, with an idempotency key,
+/// retrying while its outcome is unknown (the client crate's
+/// `execute_request`).
 ///
 /// # Errors
-/// The server's status.
-pub async fn execute(client: &mut Client, sql: &str) -> Result<ExecuteResponse, tonic::Status> {
-    let request = ExecuteRequest { statements: vec![statement(sql)], idempotency_key: new_idempotency_key() };
-    execute_with_retries(client, request, WRITE_RETRY_BUDGET).await
-}
-
-/// Sends a write and, while its outcome is unknown (a broken connection, a
-/// leader change, a request timeout) or no leader is there yet, sends it
-/// again with the same idempotency key: a retry of a request that was
-/// applied gets its first answer, so it is never applied twice. Definite
-/// answers (results, SQL errors, limits) come back at once. No retry starts
-/// after `budget` (an attempt itself is bounded by the server's request
-/// timeout).
-///
-/// # Errors
-/// The last status when it is definite or the budget is spent.
-pub async fn execute_with_retries(
-    client: &mut Client,
-    request: ExecuteRequest,
-    budget: Duration,
-) -> Result<ExecuteResponse, tonic::Status> {
-    assert!(!request.idempotency_key.is_empty(), "a retried write needs an idempotency key");
-    let started = tokio::time::Instant::now();
-    let mut wait = Duration::from_millis(100);
-    let mut attempt = 1;
-    loop {
-        match client.execute(request.clone()).await {
-            Ok(response) => return Ok(response.into_inner()),
-            Err(status) if started.elapsed() + wait < budget && worth_retrying(&status) => {
-                tracing::debug!(attempt, message = status.message(), "retrying the write with its idempotency key");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(1));
-                attempt += 1;
-            }
-            Err(status) => return Err(status),
-        }
-    }
-}
-
-/// True for a write's failure that a retry with the same key may fix.
-fn worth_retrying(status: &tonic::Status) -> bool {
-    use deeb_proto::ErrorCode;
-    match crate::errors::detail_of(status) {
-        // No node answered (connection refused or broken): unknown.
-        None => true,
-        Some(detail) => match detail.code() {
-            ErrorCode::OutcomeUnknown | ErrorCode::Unavailable | ErrorCode::Overloaded => true,
-            // The request's own timeout (not a statement's deadline).
-            ErrorCode::Timeout => !detail.not_applied,
-            _ => false,
-        },
-    }
-}
-
-/// How long one CLI write keeps retrying.
-pub const WRITE_RETRY_BUDGET: Duration = Duration::from_secs(5);
-
-/// A key no other request has: this process, the time, a counter.
-pub fn new_idempotency_key() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("deeb-cli-{}-{nanos:x}-{count}", std::process::id())
+/// The request's error.
+pub async fn execute(client: &Client, sql: &str) -> Result<ExecuteResponse, Error> {
+    client.execute_statements(vec![statement(sql)]).await
 }
 
 /// Runs one query and reads the whole result.
 ///
 /// # Errors
-/// The server's status (also mid-stream).
+/// The server's error (also mid-stream).
 pub async fn query(
-    client: &mut Client,
+    client: &Client,
     sql: &str,
     level: Level,
     max_staleness: Option<Duration>,
     timeout: Option<Duration>,
-) -> Result<QueryResult, tonic::Status> {
+) -> Result<QueryResult, Error> {
     let mut result = QueryResult::default();
     query_chunks(client, sql, level, max_staleness, timeout, |chunk| {
         if result.columns.is_empty() {
@@ -140,15 +73,15 @@ pub async fn query(
 /// stops it on the server too.
 ///
 /// # Errors
-/// The server's status (also mid-stream).
+/// The server's error (also mid-stream).
 pub async fn query_chunks(
-    client: &mut Client,
+    client: &Client,
     sql: &str,
     level: Level,
     max_staleness: Option<Duration>,
     timeout: Option<Duration>,
     mut sink: impl FnMut(QueryChunk) -> bool,
-) -> Result<(), tonic::Status> {
+) -> Result<(), Error> {
     let millis = |bound: Duration| u64::try_from(bound.as_millis()).unwrap_or(u64::MAX).max(1);
     let request = QueryRequest {
         statement: Some(statement(sql)),
@@ -156,8 +89,8 @@ pub async fn query_chunks(
         max_staleness_ms: max_staleness.map_or(0, millis),
         timeout_ms: timeout.map_or(0, millis),
     };
-    let mut stream = client.query(request).await?.into_inner();
-    while let Some(chunk) = stream.message().await? {
+    let mut rows = client.query_request(request).await?;
+    while let Some(chunk) = rows.next_chunk().await? {
         if !sink(chunk) {
             break;
         }
@@ -179,26 +112,28 @@ pub fn consistency(level: Level) -> deeb_proto::Consistency {
     }
 }
 
-/// A node's status.
+/// The status of the node the client was given.
 ///
 /// # Errors
-/// The server's status.
-pub async fn status(client: &mut Client) -> Result<StatusResponse, tonic::Status> {
-    Ok(client.status(StatusRequest::default()).await?.into_inner())
+/// The node could not be reached or failed.
+pub async fn status(client: &Client) -> Result<StatusResponse, Error> {
+    client.status(&client.nodes()[0]).await
 }
 
-/// Carries out a `deeb nodes` action and describes the result.
+/// Carries out a `deeb nodes` action (any node forwards it to the leader)
+/// and describes the result.
 ///
 /// # Errors
-/// The server's status.
-pub async fn nodes(client: &mut Client, action: &NodesAction) -> Result<String, tonic::Status> {
+/// The server's error.
+pub async fn nodes(client: &Client, action: &NodesAction) -> Result<String, Error> {
+    let mut grpc = client.pool().client(&client.nodes()[0])?;
     let response = match action {
         NodesAction::Add { id, address, learner } => {
             let request = AddNodeRequest { node_id: *id, address: address.clone(), learner: *learner, promote: false };
-            client.add_node(request).await?
+            grpc.add_node(request).await?
         }
-        NodesAction::Remove { id } => client.remove_node(RemoveNodeRequest { node_id: *id }).await?,
-        NodesAction::Transfer { id } => client.transfer_leader(TransferLeaderRequest { node_id: *id }).await?,
+        NodesAction::Remove { id } => grpc.remove_node(RemoveNodeRequest { node_id: *id }).await?,
+        NodesAction::Transfer { id } => grpc.transfer_leader(TransferLeaderRequest { node_id: *id }).await?,
     };
     Ok(format!("ok (served by node {})", response.into_inner().served_by))
 }
@@ -245,12 +180,6 @@ pub fn format_members(status: &StatusResponse) -> String {
 
 fn text(value: &str) -> deeb_proto::Value {
     deeb_proto::Value { kind: Some(deeb_proto::value::Kind::Text(value.to_owned())) }
-}
-
-/// A write result as text: the rows its statements returned (RETURNING, a
-/// SELECT), each as a table, then the summary line.
-pub fn format_execute(response: &ExecuteResponse) -> String {
-    format_execute_as(response, Format::Table)
 }
 
 /// A write result in `format`: JSON gives the whole response as one

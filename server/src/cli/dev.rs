@@ -9,7 +9,6 @@ use tokio::time::Instant;
 
 use super::args::DevArgs;
 use super::commands;
-use crate::client::connect;
 
 /// Child processes killed when dropped (also on panic or early return).
 pub struct Children(pub Vec<Child>);
@@ -115,13 +114,10 @@ pub async fn wait_for_leader(address: &str, bound: Duration) -> Result<u64, Stri
     let deadline = Instant::now() + bound;
     let mut last_error = String::from("no answer");
     while Instant::now() < deadline {
-        match connect(address).await {
-            Ok(mut client) => match commands::status(&mut client).await {
-                Ok(status) if status.leader_id != 0 => return Ok(status.leader_id),
-                Ok(_) => last_error = "no leader yet".into(),
-                Err(status) => last_error = status.message().to_owned(),
-            },
-            Err(error) => last_error = error.to_string(),
+        match commands::status(&commands::connect(address)).await {
+            Ok(status) if status.leader_id != 0 => return Ok(status.leader_id),
+            Ok(_) => last_error = "no leader yet".into(),
+            Err(error) => last_error = error.message().to_owned(),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -17,7 +17,6 @@ use rustyline::error::ReadlineError;
 use super::args::Level;
 use super::commands::{self, Client};
 use super::output::{Format, Printer};
-use crate::errors::detail_of;
 
 /// The shell's state between commands.
 pub struct Shell {
@@ -234,16 +233,16 @@ impl Shell {
                 // refuses it before running anything, so it is sent again
                 // as a write.
                 Err(status) if is_write_refused_as_query(&status) => {}
-                other => return other.map_err(|status| commands::describe_error(&status)),
+                other => return other.map_err(|error| commands::describe_error(&error)),
             }
         }
-        let response = commands::execute(&mut self.client, sql).await.map_err(|s| commands::describe_error(&s))?;
+        let response = commands::execute(&self.client, sql).await.map_err(|error| commands::describe_error(&error))?;
         let text = commands::format_execute_as(&response, self.format);
         self.out().write_all(text.as_bytes()).map_err(|error| format!("writing the output: {error}"))
     }
 
     /// Runs a query, printing rows as they arrive.
-    async fn query(&mut self, sql: &str) -> Result<(), tonic::Status> {
+    async fn query(&mut self, sql: &str) -> Result<(), commands::Error> {
         let Shell { client, level, format, headers, null, output, .. } = self;
         let out: Box<dyn Write + '_> = match output {
             Some(file) => Box::new(file),
@@ -266,7 +265,14 @@ impl Shell {
             (None, Some(printer)) => printer.finish().map(drop),
             (None, None) => Ok(()),
         };
-        written.map_err(|error| tonic::Status::internal(format!("writing the output: {error}")))
+        written.map_err(|error| commands::Error {
+            error_code: None,
+            grpc_code: tonic::Code::Internal,
+            message: format!("writing the output: {error}"),
+            sqlite_code: 0,
+            statement_index: None,
+            not_applied: true,
+        })
     }
 
     fn out(&mut self) -> Box<dyn Write + '_> {
@@ -337,7 +343,7 @@ impl Shell {
     /// Prints the first column of each row as is (for `.tables` and
     /// `.schema`, whose output is meant to be read or run again).
     async fn print_raw(&mut self, sql: &str) -> bool {
-        match commands::query(&mut self.client, sql, self.level, None, None).await {
+        match commands::query(&self.client, sql, self.level, None, None).await {
             Ok(result) => {
                 let mut text = String::new();
                 for row in &result.rows {
@@ -348,19 +354,19 @@ impl Shell {
                 }
                 self.out().write_all(text.as_bytes()).is_ok()
             }
-            Err(status) => {
-                eprintln!("error: {}", commands::describe_error(&status));
+            Err(error) => {
+                eprintln!("error: {}", commands::describe_error(&error));
                 false
             }
         }
     }
 
     async fn status(&mut self, members: bool) -> bool {
-        match commands::status(&mut self.client).await {
+        match commands::status(&self.client).await {
             Ok(status) if members => print!("{}", commands::format_members(&status)),
             Ok(status) => print!("{}", commands::format_status(&status)),
-            Err(status) => {
-                eprintln!("error: {}", commands::describe_error(&status));
+            Err(error) => {
+                eprintln!("error: {}", commands::describe_error(&error));
                 return false;
             }
         }
@@ -453,9 +459,8 @@ fn usage(text: &str) -> bool {
 }
 
 /// True if a query was refused because it writes (so it goes as a write).
-fn is_write_refused_as_query(status: &tonic::Status) -> bool {
-    detail_of(status).is_some_and(|detail| detail.code() == ErrorCode::Refused)
-        && status.message().starts_with("not a read-only statement")
+fn is_write_refused_as_query(error: &commands::Error) -> bool {
+    error.error_code == Some(ErrorCode::Refused) && error.message.starts_with("not a read-only statement")
 }
 
 /// True for statements that go to `Query` (reads) rather than `Execute`.

@@ -10,9 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use deeb_client::{Error, GrpcClient as Client, Options, Value};
 use deeb_proto::{ExecuteResponse, StatusResponse};
-use deeb_server::cli::args::Level;
-use deeb_server::cli::commands::{self, Client, QueryResult};
 use deeb_server::client::connect;
 
 pub struct Cluster {
@@ -147,10 +146,14 @@ impl Cluster {
         wait_for(Duration::from_secs(20), "connect", || async { connect(&address).await.ok() }).await
     }
 
-    pub async fn status(&self, id: u64) -> Result<StatusResponse, tonic::Status> {
-        let mut client =
-            connect(&self.addr(id)).await.map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-        commands::status(&mut client).await
+    pub async fn status(&self, id: u64) -> Result<StatusResponse, Error> {
+        self.sql_client(id, Options::default()).status(&self.addr(id)).await
+    }
+
+    /// A client-crate client of node `id` alone: with `follow_leader` off
+    /// (as `execute` uses it) writes go to that node, which forwards them.
+    pub fn sql_client(&self, id: u64, options: Options) -> deeb_client::Client {
+        deeb_client::Client::new(&[&self.addr(id)], options)
     }
 
     /// Waits for a node among `ids` to report a leader, and returns it.
@@ -168,14 +171,15 @@ impl Cluster {
         .await
     }
 
-    pub async fn execute(&self, id: u64, sql: &str) -> Result<ExecuteResponse, tonic::Status> {
-        let mut client = self.client(id).await;
-        commands::execute(&mut client, sql).await
+    /// A write sent to node `id` (a follower forwards it), with an
+    /// idempotency key and the client crate's retries.
+    pub async fn execute(&self, id: u64, sql: &str) -> Result<ExecuteResponse, Error> {
+        self.sql_client(id, Options { follow_leader: false, ..Options::default() }).execute_sql(sql).await
     }
 
-    pub async fn query(&self, id: u64, sql: &str) -> Result<QueryResult, tonic::Status> {
-        let mut client = self.client(id).await;
-        commands::query(&mut client, sql, Level::Linearizable, None, None).await
+    /// A linearizable query on node `id`, read whole.
+    pub async fn query(&self, id: u64, sql: &str) -> Result<QueryResult, Error> {
+        query_with(&self.sql_client(id, Options::default()), sql).await
     }
 
     /// Waits until node `id` has applied at least `index`.
@@ -203,8 +207,37 @@ where
     }
 }
 
+/// A query's whole result.
+#[derive(Debug, Default)]
+pub struct QueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    pub served_by: u64,
+}
+
+/// Runs `sql` on `client` and reads every row.
+pub async fn query_with(client: &deeb_client::Client, sql: &str) -> Result<QueryResult, Error> {
+    let mut rows = client.query(sql, &[]).await?;
+    let mut result = QueryResult { columns: rows.columns().await?, ..QueryResult::default() };
+    while let Some(row) = rows.next().await? {
+        result.rows.push(row);
+    }
+    result.served_by = rows.served_by();
+    Ok(result)
+}
+
 /// The rows of a result as strings, for comparisons.
 pub fn cells(result: &QueryResult) -> Vec<Vec<String>> {
-    let format = deeb_server::cli::table::format_value;
-    result.rows.iter().map(|row| row.values.iter().map(format).collect()).collect()
+    result.rows.iter().map(|row| row.iter().map(text_of).collect()).collect()
+}
+
+/// A value as the CLI's table shows it.
+pub fn text_of(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".to_owned(),
+        Value::Integer(integer) => integer.to_string(),
+        Value::Real(real) => real.to_string(),
+        Value::Text(text) => text.clone(),
+        Value::Blob(blob) => format!("x'{}'", blob.iter().map(|byte| format!("{byte:02x}")).collect::<String>()),
+    }
 }
