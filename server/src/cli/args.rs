@@ -12,7 +12,7 @@ use deeb_server::config::{parse_duration, parse_peers, ConfigError, ServeConfig}
 
 /// deeb: a replicated SQL database (raft + SQLite).
 #[derive(Debug, Parser)]
-#[command(name = "deeb", version, about)]
+#[command(name = "deeb", version)]
 pub struct Cli {
     /// Log filter, e.g. `info` or `deeb_server=debug,warn`.
     #[arg(long, global = true, env = "DEEB_LOG_LEVEL", default_value = "info")]
@@ -78,7 +78,7 @@ pub enum Command {
 /// Where a client command connects.
 #[derive(Clone, Debug, Args)]
 pub struct ClientArgs {
-    /// Any node's address (requests are forwarded to the leader).
+    /// Any node's address (writes go on to the leader, found through it).
     #[arg(long, env = "DEEB_ADDR", default_value = "127.0.0.1:7001")]
     pub addr: String,
 }
