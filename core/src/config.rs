@@ -193,4 +193,6 @@ mutations! {
     /// Apply committed changesets with foreign keys on, so a follower runs
     /// the cascades the changeset already carries (issue 9's first defect).
     follower_foreign_keys,
+    /// The leader ignores idempotency keys: a retried write applies again.
+    ignore_idempotency_keys,
 }

@@ -116,7 +116,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return Err(WriteError::NotLeader { leader: self.leader() });
         }
         self.check_write(&statements)?;
-        let key = key.filter(|key| !key.is_empty());
+        let key = key.filter(|key| !key.is_empty() && !self.config.mutations.ignore_idempotency_keys());
         if let Some(key) = &key {
             if key.len() > requests::KEY_BYTES_MAX {
                 return Err(WriteError::TooLarge {

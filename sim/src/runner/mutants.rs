@@ -25,12 +25,15 @@ pub enum Mutant {
     /// Followers apply changesets with foreign keys on, so they run the
     /// cascades the changeset already carries (issue 9's first defect).
     FollowerForeignKeys,
+    /// The leader ignores idempotency keys, so a client's retry of a write
+    /// whose outcome it did not learn applies it again.
+    IgnoreIdempotencyKeys,
     /// The client history flips one read result (M20): must always fail.
     Canary,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 10] = [
+    pub const ALL: [Mutant; 11] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -41,6 +44,7 @@ impl Mutant {
         Mutant::ReplicateStatements,
         Mutant::AcceptTornRecords,
         Mutant::FollowerForeignKeys,
+        Mutant::IgnoreIdempotencyKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Mutant {
             Mutant::ReplicateStatements => "replicate-statements",
             Mutant::AcceptTornRecords => "accept-torn-records",
             Mutant::FollowerForeignKeys => "follower-foreign-keys",
+            Mutant::IgnoreIdempotencyKeys => "ignore-idempotency-keys",
             Mutant::Canary => "canary",
         }
     }
@@ -76,6 +81,7 @@ impl Mutant {
             Mutant::ReplicateStatements => mutations.replicate_statements = true,
             Mutant::AcceptTornRecords => mutations.skip_record_checksums = true,
             Mutant::FollowerForeignKeys => mutations.follower_foreign_keys = true,
+            Mutant::IgnoreIdempotencyKeys => mutations.ignore_idempotency_keys = true,
             Mutant::Canary => {}
         }
         mutations

@@ -294,19 +294,35 @@ impl Client {
         }
     }
 
-    /// Runs a write; `Ok` with the whole response.
+    /// Runs a write with an idempotency key; while its outcome is unknown
+    /// it is sent again (with the same key, to any node) a few times, as
+    /// the client crate does: a retry of a write that was applied must get
+    /// the first answer and apply nothing. `Ok` with the whole response.
     async fn execute_response(&mut self, statements: Vec<Statement>) -> Result<ExecuteResponse, Failure> {
+        self.counter += 1;
+        let request = ExecuteRequest { statements, idempotency_key: format!("sim-{}-{}", self.id, self.counter) };
+        let first = self.execute_once(request.clone()).await;
+        if first != Err(Failure::Unknown) {
+            return first;
+        }
+        for _ in 0..WRITE_RETRIES {
+            match self.execute_once(request.clone()).await {
+                // This attempt did nothing; the first may still have.
+                Err(Failure::NotApplied | Failure::Unknown) => {}
+                definite => return definite,
+            }
+        }
+        Err(Failure::Unknown)
+    }
+
+    /// One attempt of a write request.
+    async fn execute_once(&mut self, request: ExecuteRequest) -> Result<ExecuteResponse, Failure> {
         let address = self.pick_address();
         let mut client = self.client_for(&address).await.ok_or(Failure::NotApplied)?;
-        let call = client.execute(ExecuteRequest { statements, ..Default::default() });
+        let call = client.execute(request);
         match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status))
-                if deeb_server::errors::proves_not_applied(&status)
-                    && status.code() == tonic::Code::InvalidArgument =>
-            {
-                Err(Failure::Statement(status.message().to_owned()))
-            }
+            Ok(Err(status)) if is_statement_failure(&status) => Err(Failure::Statement(status.message().to_owned())),
             Ok(Err(status)) if deeb_server::errors::proves_not_applied(&status) => Err(Failure::NotApplied),
             Ok(Err(_)) => Err(Failure::Unknown),
             Err(_) => {
@@ -332,6 +348,23 @@ impl Client {
         rows.ok().flatten()
     }
 }
+
+/// True if the request's own SQL failed on the leader (so it did nothing,
+/// and, as the leader ran it only after applying its whole log, an earlier
+/// attempt of it cannot commit any more either).
+fn is_statement_failure(status: &tonic::Status) -> bool {
+    use deeb_proto::ErrorCode;
+    let Some(detail) = deeb_server::errors::detail_of(status) else { return false };
+    match detail.code() {
+        ErrorCode::Sql | ErrorCode::Constraint | ErrorCode::Refused | ErrorCode::Limit => detail.not_applied,
+        // A statement's deadline (a request's own timeout is not "not applied").
+        ErrorCode::Timeout => detail.not_applied,
+        _ => false,
+    }
+}
+
+/// Attempts after the first of a write whose outcome is unknown.
+const WRITE_RETRIES: usize = 2;
 
 /// Why a write failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
