@@ -94,4 +94,4 @@ pub use node::{
     AdminError, ClientToken, Consistency, MemberChange, Node, NodeEvent, Observer, OpenError, Output, PeerError,
     ReadError, Role, Status, WriteError, WriteOutcome,
 };
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotTaker, StateMachine, TakenSnapshot};

@@ -16,6 +16,22 @@ use deeb_proto::{Statement, StatementResult, WriteBatch};
 
 use crate::sql::{Applied, ApplyError, Clock, Executed, RequestError, SqlError, WriteLimits};
 
+/// Takes one snapshot off the node.
+pub trait SnapshotTaker: Send + 'static {
+    /// Writes a snapshot of the applied state (as of one read transaction)
+    /// to `dest`, a new file, and syncs it; returns the entry it reflects
+    /// and the raft configuration as of that entry (read from the copy).
+    fn take(self, dest: &Path) -> Result<TakenSnapshot, SqlError>;
+}
+
+/// What a snapshot file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenSnapshot {
+    pub applied: Applied,
+    /// The encoded raft configuration as of `applied`, if any was applied.
+    pub conf_state: Option<Vec<u8>>,
+}
+
 /// The replicated database, as the node drives it. Errors of type
 /// [`SqlError`] and [`ApplyError::Sql`] are failures of the database itself
 /// and stop the node; a client's failing request is a [`RequestError`] and
@@ -25,6 +41,10 @@ pub trait StateMachine {
     /// A read-only view of the applied state, used off the node (its
     /// queries may run on another thread).
     type Reader: Send + 'static;
+
+    /// Takes a snapshot off the node (the host runs it on a worker while
+    /// the node goes on), from one read transaction of the applied state.
+    type Snapshots: SnapshotTaker;
 
     /// Sets the bounds on each client request (statement time and steps,
     /// row-change bytes).
@@ -99,6 +119,10 @@ pub trait StateMachine {
     /// Writes a snapshot of the applied state to `dest` (a new file);
     /// returns the entry it reflects.
     fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError>;
+
+    /// A taker of snapshots that runs without the state machine, so the
+    /// node need not wait for it.
+    fn snapshot_taker(&self) -> Result<Self::Snapshots, SqlError>;
 
     /// Replaces the whole state with the snapshot at `src`, atomically: if
     /// it fails, the old state is intact.

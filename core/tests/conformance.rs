@@ -22,6 +22,7 @@ struct Forgetful(SqliteStateMachine);
 
 impl deeb_core::StateMachine for Forgetful {
     type Reader = <SqliteStateMachine as deeb_core::StateMachine>::Reader;
+    type Snapshots = <SqliteStateMachine as deeb_core::StateMachine>::Snapshots;
     fn set_limits(&mut self, limits: deeb_core::sql::WriteLimits) {
         self.0.set_limits(limits)
     }
@@ -89,6 +90,9 @@ impl deeb_core::StateMachine for Forgetful {
         members: &[(u64, Option<String>)],
     ) -> Result<(), deeb_core::sql::SqlError> {
         self.0.apply_membership(applied, conf_state, members)
+    }
+    fn snapshot_taker(&self) -> Result<Self::Snapshots, deeb_core::sql::SqlError> {
+        deeb_core::StateMachine::snapshot_taker(&self.0)
     }
     fn reader(&self) -> Result<Self::Reader, deeb_core::sql::SqlError> {
         self.0.reader()

@@ -14,8 +14,8 @@ use deeb_core::disk::Disk;
 use deeb_core::node::{ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver};
 use deeb_core::sql::{QueryError, Reader};
 use deeb_core::{
-    AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, Status, WriteError,
-    WriteOutcome,
+    AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, SnapshotTaker as _,
+    Status, TakenSnapshot, WriteError, WriteOutcome,
 };
 use deeb_proto::{SnapshotHeader, Statement};
 use tokio::sync::{mpsc, oneshot};
@@ -47,6 +47,8 @@ pub enum Input {
     SnapshotReceived { received: ReceivedSnapshot },
     /// Our snapshot stream to `to` finished.
     SnapshotSent { to: NodeId, delivered: bool },
+    /// The snapshot `Output::TakeSnapshot` asked for was taken (or not).
+    SnapshotTaken { taken: Result<TakenSnapshot, String> },
     /// A peer could not be reached.
     Unreachable { to: NodeId },
 }
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Input {
             Input::SnapshotStart { .. } => "SnapshotStart",
             Input::SnapshotReceived { .. } => "SnapshotReceived",
             Input::SnapshotSent { .. } => "SnapshotSent",
+            Input::SnapshotTaken { .. } => "SnapshotTaken",
             Input::Unreachable { .. } => "Unreachable",
         };
         f.write_str(name)
@@ -225,6 +228,7 @@ impl<D: Disk> EventLoop<D> {
             Input::SnapshotStart { header, reply } => drop(reply.send(self.node.snapshot_receiver(header))),
             Input::SnapshotReceived { received } => self.node.install_received(now, received),
             Input::SnapshotSent { to, delivered } => self.node.report_snapshot(to, delivered),
+            Input::SnapshotTaken { taken } => self.node.snapshot_taken(now, taken),
             Input::Unreachable { to } => self.node.report_unreachable(to),
         }
     }
@@ -270,6 +274,7 @@ impl<D: Disk> EventLoop<D> {
                 self.peers.send(to, address, messages);
             }
             Output::SendSnapshot { to, header } => self.send_snapshot(to, header),
+            Output::TakeSnapshot { dest } => self.take_snapshot(dest),
             Output::WriteDone { token, result } => self.answer_write(token, result),
             Output::ReadReady { token } => {
                 let reader = self.node.reader().map_err(|error| ReadError::Query(QueryError::Sql(error.to_string())));
@@ -280,6 +285,30 @@ impl<D: Disk> EventLoop<D> {
             Output::Stopped { reason } => return Err(Stopped(reason)),
         }
         Ok(())
+    }
+
+    /// Takes a snapshot on a worker (a blocking thread; a task under the
+    /// simulator, where there are no threads): the loop goes on with raft
+    /// meanwhile, and learns the result as an input.
+    fn take_snapshot(&mut self, dest: std::path::PathBuf) {
+        let loopback = self.loopback.clone();
+        let taker = match self.node.snapshot_taker() {
+            Ok(taker) => taker,
+            Err(error) => {
+                let now = self.now();
+                self.node.snapshot_taken(now, Err(error.to_string()));
+                return;
+            }
+        };
+        let take = move || taker.take(&dest).map_err(|error| error.to_string());
+        #[cfg(not(madsim))]
+        tokio::task::spawn_blocking(move || {
+            let _ = loopback.blocking_send(Input::SnapshotTaken { taken: take() });
+        });
+        #[cfg(madsim)]
+        tokio::spawn(async move {
+            let _ = loopback.send(Input::SnapshotTaken { taken: take() }).await;
+        });
     }
 
     fn send_snapshot(&mut self, to: NodeId, header: SnapshotHeader) {

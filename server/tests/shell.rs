@@ -95,6 +95,8 @@ mod pty {
         pub child: Child,
         writer: std::fs::File,
         screen: Arc<Mutex<Vec<u8>>>,
+        /// Prompts waited for so far.
+        prompts: usize,
     }
 
     impl Terminal {
@@ -138,7 +140,7 @@ mod pty {
                     filled.lock().expect("screen").extend_from_slice(&buffer[..n]);
                 }
             });
-            Terminal { child, writer, screen }
+            Terminal { child, writer, screen, prompts: 0 }
         }
 
         pub fn send(&mut self, keys: &str) {
@@ -148,6 +150,27 @@ mod pty {
         /// Everything the terminal has shown so far.
         pub fn screen(&self) -> String {
             String::from_utf8_lossy(&self.screen.lock().expect("screen")).into_owned()
+        }
+
+        /// Waits (at most 20 s) for the shell's next prompt: rustyline drops
+        /// what is typed before it prepares one. Each prompt starts with
+        /// the bracketed-paste switch (`ESC [?2004h`), so they are counted.
+        pub fn wait_prompt(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let shown = self.screen().matches("\x1b[?2004h").count();
+                if shown > self.prompts {
+                    self.prompts = shown;
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "waited for prompt {}; screen:\n{}",
+                    self.prompts + 1,
+                    self.screen()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
 
         /// Waits (at most 20 s) until the screen shows `text` `times` times.
@@ -181,34 +204,38 @@ async fn terminal_session() {
     let history_file = history.clone();
     let screen = tokio::task::spawn_blocking(move || {
         let mut terminal = pty::Terminal::start(&addr, &history_file);
-        terminal.wait_for("deeb> ", 1);
+        terminal.wait_prompt();
         terminal.send("CREATE TABLE t (x);\r");
         terminal.wait_for("0 rows affected", 1);
+        terminal.wait_prompt();
         terminal.send("CREATE TRIGGER tr AFTER INSERT ON t BEGIN\r");
         terminal.wait_for("...> ", 1);
+        terminal.wait_prompt();
         terminal.send("  DELETE FROM t;\r");
+        terminal.wait_for("...> ", 2);
+        terminal.wait_prompt();
         terminal.send("END;\r");
         terminal.wait_for("0 rows affected", 2);
         // Up arrow: the whole trigger comes back as one entry; run again,
         // it fails because it exists (so it was recalled whole).
+        terminal.wait_prompt();
         terminal.send("\x1b[A\r");
         terminal.wait_for("trigger tr already exists", 1);
-        // Ctrl-C while typing drops the input (rustyline drops typeahead
-        // while it prepares a prompt: type after each prompt shows).
-        let prompts = terminal.screen().matches("deeb> ").count();
+        // Ctrl-C while typing drops the input.
+        terminal.wait_prompt();
         terminal.send("SELECT 'never sent'");
         terminal.send("\x03");
-        terminal.wait_for("deeb> ", prompts + 1);
+        terminal.wait_prompt();
         terminal.send("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c;\r");
         std::thread::sleep(std::time::Duration::from_millis(700));
         terminal.send("\x03");
         terminal.wait_for("error: interrupted", 1);
-        terminal.wait_for("deeb> ", prompts + 3);
+        terminal.wait_prompt();
         terminal.send(".mode csv\r");
-        terminal.wait_for("deeb> ", prompts + 4);
+        terminal.wait_prompt();
         terminal.send("SELECT 1 AS a, 'x,y' AS b, NULL AS c;\r");
         terminal.wait_for("a,b,c\r\n1,\"x,y\",\r\n", 1);
-        terminal.wait_for("deeb> ", prompts + 5);
+        terminal.wait_prompt();
         terminal.send("\x04");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let status = loop {

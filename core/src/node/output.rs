@@ -19,6 +19,10 @@ pub enum Output {
     /// Stream the snapshot file `header.index` to `to`, in chunks read with
     /// `Node::snapshot_file`, then report with `Node::report_snapshot`.
     SendSnapshot { to: NodeId, header: SnapshotHeader },
+    /// Take a snapshot into `dest` off the node, with the taker from
+    /// `Node::snapshot_taker` (on a worker; the node goes on meanwhile),
+    /// then report with `Node::snapshot_taken`.
+    TakeSnapshot { dest: std::path::PathBuf },
     /// A write finished (or failed) for good.
     WriteDone { token: ClientToken, result: Result<WriteOutcome, WriteError> },
     /// The read may run now on a `Reader` (this node has applied enough).

@@ -4,7 +4,8 @@
 //! leader's `MsgSnapshot` carries only metadata, and the receiver steps it
 //! into raft once the whole file has arrived and checked out.
 
-use crate::state_machine::StateMachine;
+use crate::sql::SqlError;
+use crate::state_machine::{StateMachine, TakenSnapshot};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -17,7 +18,7 @@ use raft::eraftpb::{ConfState, Message, MessageType, Snapshot, SnapshotMetadata}
 use raft::SnapshotStatus;
 use thiserror::Error;
 
-use super::{Fatal, Node};
+use super::{Fatal, Node, Output};
 use crate::disk::Disk;
 use crate::ids::NodeId;
 
@@ -176,6 +177,14 @@ pub(super) struct Snapshots {
     next_incoming: u64,
     /// A peer needs a snapshot newer than the latest (see `send_snapshot`).
     refresh_requested: bool,
+    /// The host is taking a snapshot (`Output::TakeSnapshot`); compact to
+    /// it at once when it comes back if it was a refresh.
+    taking: Option<Taking>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Taking {
+    refresh: bool,
 }
 
 impl Snapshots {
@@ -194,7 +203,14 @@ impl Snapshots {
                 fs::remove_file(entry.path())?;
             }
         }
-        Ok(Self { dir: dir.to_owned(), files, incoming: BTreeMap::new(), next_incoming: 0, refresh_requested: false })
+        Ok(Self {
+            dir: dir.to_owned(),
+            files,
+            incoming: BTreeMap::new(),
+            next_incoming: 0,
+            refresh_requested: false,
+            taking: None,
+        })
     }
 }
 
@@ -276,21 +292,78 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
     /// Takes a snapshot when enough entries were applied since the last,
     /// and compacts the log once the lag allows.
+    ///
+    /// The snapshot itself is taken by the host, off the node
+    /// (`Output::TakeSnapshot`, answered with [`Node::snapshot_taken`]):
+    /// the node goes on meanwhile, one snapshot at a time.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), Fatal> {
         let since = self.snapshots.files.last_key_value().map_or(0, |(index, _)| *index);
         let applied = self.sm.applied().index;
-        let refresh = self.snapshots.refresh_requested && applied > since;
-        if refresh {
+        if self.snapshots.taking.is_none() {
             // A peer needs a snapshot newer than the one the log is
-            // compacted to: take one and compact to it now, lag or not.
-            self.snapshots.refresh_requested = false;
-            self.take_snapshot()?;
-            return self.compact_to(applied);
-        }
-        if applied >= since + self.config.snapshot_interval_entries {
-            self.take_snapshot()?;
+            // compacted to: take one and compact to it once taken, lag or not.
+            let refresh = self.snapshots.refresh_requested && applied > since;
+            if refresh || applied >= since + self.config.snapshot_interval_entries {
+                self.snapshots.refresh_requested = false;
+                self.request_snapshot(refresh);
+            }
         }
         self.compact_to(applied.saturating_sub(self.config.compaction_lag_entries))
+    }
+
+    /// Asks the host to take a snapshot into a temporary file.
+    fn request_snapshot(&mut self, refresh: bool) {
+        let dest = self.snapshots.dir.join(TAKING_FILE);
+        let _ = fs::remove_file(&dest);
+        self.snapshots.taking = Some(Taking { refresh });
+        self.outputs.push_back(Output::TakeSnapshot { dest });
+    }
+
+    /// A taker for `Output::TakeSnapshot` (it runs without the node).
+    ///
+    /// # Errors
+    /// The database could not be opened.
+    pub fn snapshot_taker(&self) -> Result<S::Snapshots, SqlError> {
+        self.sm.snapshot_taker()
+    }
+
+    /// The host took the snapshot an `Output::TakeSnapshot` asked for (or
+    /// failed to: a broken disk stops the node). The file becomes the
+    /// newest snapshot unless the log has moved past it meanwhile.
+    pub fn snapshot_taken(&mut self, now: Duration, taken: Result<TakenSnapshot, String>) {
+        self.advance_clock(now);
+        let Some(taking) = self.snapshots.taking.take() else { return };
+        if self.fatal.is_some() {
+            return;
+        }
+        if let Err(error) = self.adopt_taken(taking, taken) {
+            self.stop(error);
+        }
+        self.drive();
+    }
+
+    fn adopt_taken(&mut self, taking: Taking, taken: Result<TakenSnapshot, String>) -> Result<(), Fatal> {
+        let taken = taken.map_err(|error| Fatal::Snapshot(format!("taking a snapshot: {error}")))?;
+        let dest = self.snapshots.dir.join(TAKING_FILE);
+        let TakenSnapshot { applied, conf_state } = taken;
+        let compacted = self.raw.store().snapshot_metadata().index;
+        if applied.index <= compacted || self.snapshots.files.contains_key(&applied.index) {
+            // A snapshot installed meanwhile (or an equal one) is newer.
+            fs::remove_file(&dest).map_err(io_fatal)?;
+            return Ok(());
+        }
+        let conf_state = match conf_state {
+            Some(bytes) => ConfState::parse_from_bytes(&bytes)
+                .map_err(|error| Fatal::Snapshot(format!("snapshot's conf state does not decode: {error}")))?,
+            None => self.conf_state(),
+        };
+        self.adopt_snapshot_file(&dest, applied.index, applied.term, conf_state).map_err(io_fatal)?;
+        tracing::debug!(node = self.id.0, index = applied.index, "took snapshot");
+        let limit = match taking.refresh {
+            true => applied.index,
+            false => self.sm.applied().index.saturating_sub(self.config.compaction_lag_entries),
+        };
+        self.compact_to(limit)
     }
 
     /// Compacts the log to the newest snapshot at or below `limit`, if
@@ -330,8 +403,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
     }
 
+    /// Takes a snapshot on the node itself (after a restart only).
     fn take_snapshot(&mut self) -> Result<(), Fatal> {
-        let temporary = self.snapshots.dir.join("taking.tmp");
+        let temporary = self.snapshots.dir.join(TAKING_FILE);
         let _ = fs::remove_file(&temporary);
         let applied = self.sm.create_snapshot(&temporary)?;
         let conf_state = self.conf_state();
@@ -416,6 +490,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
     }
 }
+
+/// Where the host writes a snapshot being taken.
+const TAKING_FILE: &str = "taking.tmp";
 
 fn file_name(index: u64, term: u64) -> String {
     format!("snap-{index:020}-{term:020}.db")

@@ -115,6 +115,42 @@ pub(crate) fn read_applied(conn: &Connection) -> Result<Applied, SqlError> {
     Ok(Applied { index: index as u64, term: term as u64 })
 }
 
+/// Takes snapshots of the database file at `path` from read-only
+/// connections of its own (see [`SqliteStateMachine::create_snapshot`]).
+#[derive(Debug)]
+pub struct SqliteSnapshotTaker {
+    path: PathBuf,
+}
+
+impl crate::state_machine::SnapshotTaker for SqliteSnapshotTaker {
+    fn take(self, dest: &Path) -> Result<crate::state_machine::TakenSnapshot, SqlError> {
+        take_snapshot(&self.path, dest)
+    }
+}
+
+/// `VACUUM INTO dest` from one read transaction on the database at
+/// `path` (writes go on meanwhile), fsynced; what the copy holds.
+fn take_snapshot(path: &Path, dest: &Path) -> Result<crate::state_machine::TakenSnapshot, SqlError> {
+    let dest_str =
+        dest.to_str().ok_or_else(|| SqlError::Other(format!("snapshot path is not UTF-8: {}", dest.display())))?;
+    if dest.exists() {
+        std::fs::remove_file(dest).map_err(io_err)?;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(path, flags)?.execute("VACUUM INTO ?1", [dest_str])?;
+    let (applied, conf_state) = {
+        let copy = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let conf_state: Option<Vec<u8>> =
+            copy.query_row("SELECT conf_state FROM _deeb_meta WHERE id = 0", [], |r| r.get(0))?;
+        (read_applied(&copy)?, conf_state)
+    };
+    File::open(dest).and_then(|f| f.sync_all()).map_err(io_err)?;
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|f| f.sync_all()).map_err(io_err)?;
+    }
+    Ok(crate::state_machine::TakenSnapshot { applied, conf_state })
+}
+
 /// Writes the applied index and term into `_deeb_meta`.
 pub(crate) fn write_applied(conn: &Connection, applied: Applied) -> Result<(), SqlError> {
     conn.execute(
@@ -638,21 +674,12 @@ impl SqliteStateMachine {
     /// returns the point it reflects (read from the copy). An existing file
     /// at `dest` is replaced.
     pub fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError> {
-        let dest_str =
-            dest.to_str().ok_or_else(|| SqlError::Other(format!("snapshot path is not UTF-8: {}", dest.display())))?;
-        if dest.exists() {
-            std::fs::remove_file(dest).map_err(io_err)?;
-        }
-        self.open_read()?.execute("VACUUM INTO ?1", [dest_str])?;
-        let applied = {
-            let copy = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            read_applied(&copy)?
-        };
-        File::open(dest).and_then(|f| f.sync_all()).map_err(io_err)?;
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|f| f.sync_all()).map_err(io_err)?;
-        }
-        Ok(applied)
+        Ok(take_snapshot(&self.path, dest)?.applied)
+    }
+
+    /// A taker of snapshots of this database that needs nothing of `self`.
+    pub fn snapshot_taker(&self) -> SqliteSnapshotTaker {
+        SqliteSnapshotTaker { path: self.path.clone() }
     }
 
     /// Replaces the whole database with the snapshot file at `src`,
@@ -913,6 +940,7 @@ fn sequence_op(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) ->
 /// the trait in scope.
 impl crate::state_machine::StateMachine for SqliteStateMachine {
     type Reader = Reader;
+    type Snapshots = SqliteSnapshotTaker;
 
     fn set_limits(&mut self, limits: WriteLimits) {
         SqliteStateMachine::set_limits(self, limits);
@@ -993,6 +1021,10 @@ impl crate::state_machine::StateMachine for SqliteStateMachine {
 
     fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError> {
         SqliteStateMachine::create_snapshot(self, dest)
+    }
+
+    fn snapshot_taker(&self) -> Result<Self::Snapshots, SqlError> {
+        Ok(SqliteStateMachine::snapshot_taker(self))
     }
 
     fn install_snapshot(&mut self, src: &Path) -> Result<Applied, SqlError> {

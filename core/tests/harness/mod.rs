@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use deeb_core::disk::MemDisk;
 use deeb_core::node::SnapshotReceiver;
+use deeb_core::SnapshotTaker as _;
 use deeb_core::{
     AdminError, ClientToken, Config, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, WriteError,
     WriteOutcome,
@@ -273,6 +274,13 @@ impl Cluster {
             match output {
                 Output::Send { to, messages } => self.send(id, to.0, messages),
                 Output::SendSnapshot { to, header } => self.stream_snapshot(id, to.0, header),
+                // Inline: the deterministic harness is its own worker.
+                Output::TakeSnapshot { dest } => {
+                    let now = self.now;
+                    let node = self.node_mut(id);
+                    let taken = node.snapshot_taker().and_then(|taker| taker.take(&dest));
+                    node.snapshot_taken(now, taken.map_err(|error| error.to_string()));
+                }
                 Output::WriteDone { token, result } => {
                     self.replies.insert(token, Reply::Write(result));
                 }
