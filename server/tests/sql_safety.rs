@@ -18,19 +18,7 @@ const RUNAWAY_QUERY: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x
 /// Every node answers status, and all report the same digest once they
 /// have applied `index`.
 async fn assert_all_up_and_equal(cluster: &Cluster, index: u64) {
-    for id in 1..=3 {
-        cluster.wait_applied(id, index).await;
-    }
-    wait_for(Duration::from_secs(20), "equal digests", || async {
-        let mut seen = Vec::new();
-        for id in 1..=3 {
-            let mut client = cluster.client(id).await;
-            let status = client.status(StatusRequest { with_digest: true }).await.ok()?.into_inner();
-            seen.push((status.digest_index, status.digest));
-        }
-        (seen.windows(2).all(|pair| pair[0] == pair[1])).then_some(())
-    })
-    .await;
+    cluster.assert_equal_digests(&[1, 2, 3], index).await;
 }
 
 fn query_request(sql: &str, timeout_ms: u64) -> QueryRequest {

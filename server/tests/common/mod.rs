@@ -182,6 +182,25 @@ impl Cluster {
         query_with(&self.sql_client(id, Options::default()), sql).await
     }
 
+    /// Waits until every node of `ids` applied `index` and all report the
+    /// same digest at the same index.
+    pub async fn assert_equal_digests(&self, ids: &[u64], index: u64) {
+        for id in ids {
+            self.wait_applied(*id, index).await;
+        }
+        wait_for(Duration::from_secs(20), "equal digests", || async {
+            let mut seen = Vec::new();
+            for id in ids {
+                let mut client = self.client(*id).await;
+                let request = deeb_proto::StatusRequest { with_digest: true };
+                let status = client.status(request).await.ok()?.into_inner();
+                seen.push((status.digest_index, status.digest));
+            }
+            (seen.windows(2).all(|pair| pair[0] == pair[1])).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until node `id` has applied at least `index`.
     pub async fn wait_applied(&self, id: u64, index: u64) {
         wait_for(Duration::from_secs(30), "applied index", || async {
