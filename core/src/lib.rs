@@ -16,13 +16,17 @@
 //!    [`Node::submit_write`] / [`Node::submit_read`] for clients,
 //!    [`Node::change_membership`] / [`Node::transfer_leader`] for admins,
 //!    [`Node::install_received`] with a snapshot file received through a
-//!    [`node::SnapshotReceiver`], and [`Node::report_snapshot`] /
+//!    [`node::SnapshotReceiver`], [`Node::snapshot_taken`] when a snapshot
+//!    it asked for is taken, and [`Node::report_snapshot`] /
 //!    [`Node::report_unreachable`] with the fate of earlier sends. Every
 //!    input takes `now`, the host's monotonic time since it started.
 //! 2. Drain [`Node::poll_output`] until it returns `None`, carrying out
 //!    each output in order: send peer messages (they are already durable
-//!    where raft requires it), stream snapshots, answer clients, and on
-//!    [`Output::ReadReady`] run the client's query on a [`Node::reader`].
+//!    where raft requires it), stream snapshots, answer clients, on
+//!    [`Output::ReadReady`] run the client's query on a [`Node::reader`],
+//!    and on [`Output::TakeSnapshot`] take the snapshot with a
+//!    [`Node::snapshot_taker`] off the loop (a worker thread: the node goes
+//!    on meanwhile) and report it with [`Node::snapshot_taken`].
 //! 3. Sleep until [`Node::poll_timeout`] or the next input, then go to 1.
 //!
 //! Once, after opening, a host may hand the node its clock with
@@ -68,6 +72,11 @@
 //!                 written = Some(true);
 //!             }
 //!             Output::Stopped { reason } => panic!("{reason}"),
+//!             Output::TakeSnapshot { dest } => {
+//!                 use deeb_core::SnapshotTaker as _;
+//!                 let taken = node.snapshot_taker().and_then(|taker| taker.take(&dest));
+//!                 node.snapshot_taken(now, taken.map_err(|error| error.to_string()));
+//!             }
 //!             _ => {} // A one-node cluster has no peers to send to.
 //!         }
 //!     }
