@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cells, wait_for, Cluster};
-use deeb_proto::{QueryRequest, Statement, StatusRequest};
+use common::{cells, Cluster};
+use deeb_proto::{QueryRequest, Statement};
 use tonic::Code;
 
 const RUNAWAY_WRITE: &str =

@@ -281,15 +281,8 @@ pub fn is_closed_pipe(error: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::table::{integer, text};
     use super::*;
-
-    fn text(value: &str) -> Value {
-        Value { kind: Some(value::Kind::Text(value.to_owned())) }
-    }
-
-    fn integer(value: i64) -> Value {
-        Value { kind: Some(value::Kind::Integer(value)) }
-    }
 
     fn null() -> Value {
         Value { kind: None }

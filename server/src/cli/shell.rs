@@ -374,23 +374,11 @@ impl Shell {
     }
 
     fn set_level(&mut self, argument: Option<&str>) -> bool {
-        use clap::ValueEnum as _;
-        match argument.map(|name| Level::from_str(name, true)) {
-            Some(Ok(level)) => self.level = level,
-            None => println!("consistency: {:?}", self.level),
-            Some(Err(_)) => return usage(".consistency linearizable|lease|stale"),
-        }
-        true
+        set_choice(&mut self.level, argument, "consistency", ".consistency linearizable|lease|stale")
     }
 
     fn set_mode(&mut self, argument: Option<&str>) -> bool {
-        use clap::ValueEnum as _;
-        match argument.map(|name| Format::from_str(name, true)) {
-            Some(Ok(format)) => self.format = format,
-            None => println!("mode: {:?}", self.format),
-            Some(Err(_)) => return usage(".mode table|csv|json|ndjson|line|markdown"),
-        }
-        true
+        set_choice(&mut self.format, argument, "mode", ".mode table|csv|json|ndjson|line|markdown")
     }
 
     fn set_output(&mut self, argument: Option<&str>) -> bool {
@@ -443,6 +431,22 @@ impl Shell {
             flow
         }
     }
+}
+
+/// Sets `setting` to the choice `argument` names, or prints it when there
+/// is no argument; false (after the usage) for an unknown choice.
+fn set_choice<T: clap::ValueEnum + std::fmt::Debug>(
+    setting: &mut T,
+    argument: Option<&str>,
+    name: &str,
+    usage_text: &str,
+) -> bool {
+    match argument.map(|text| T::from_str(text, true)) {
+        Some(Ok(choice)) => *setting = choice,
+        None => println!("{name}: {setting:?}"),
+        Some(Err(_)) => return usage(usage_text),
+    }
+    true
 }
 
 fn on_off(argument: Option<&str>) -> Option<bool> {

@@ -37,17 +37,21 @@ fn format_real(real: f64) -> String {
     }
 }
 
+/// A text value (for tests).
+#[cfg(test)]
+pub(crate) fn text(value: &str) -> Value {
+    Value { kind: Some(value::Kind::Text(value.to_owned())) }
+}
+
+/// An integer value (for tests).
+#[cfg(test)]
+pub(crate) fn integer(value: i64) -> Value {
+    Value { kind: Some(value::Kind::Integer(value)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(value: &str) -> Value {
-        Value { kind: Some(value::Kind::Text(value.to_owned())) }
-    }
-
-    fn integer(value: i64) -> Value {
-        Value { kind: Some(value::Kind::Integer(value)) }
-    }
 
     #[test]
     fn renders_aligned_columns() {
