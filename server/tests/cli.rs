@@ -139,8 +139,8 @@ async fn large_values_round_trip() {
     let too_big = run(args(&["exec", "INSERT INTO blobs VALUES (2, randomblob(20000000))"])).await;
     let stderr = String::from_utf8_lossy(&too_big.stderr);
     assert_eq!(too_big.status.code(), Some(1));
-    assert!(stderr.contains("[limit"), "{stderr}");
+    assert!(stderr.contains("over the limit of 16777216 bytes") && stderr.contains("[limit"), "{stderr}");
     let read_too_big = run(args(&["query", "SELECT randomblob(20000000)"])).await;
     let stderr = String::from_utf8_lossy(&read_too_big.stderr);
-    assert!(stderr.contains("too big") || stderr.contains("over the limit"), "{stderr}");
+    assert!(stderr.contains("over the limit of 16777216 bytes") && stderr.contains("[limit]"), "{stderr}");
 }

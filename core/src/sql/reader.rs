@@ -80,9 +80,13 @@ impl Reader {
                 stop().map(StatementError::timeout)
             }),
         );
+        let row_bytes_max = self.row_bytes_max;
         let refused = |e: rusqlite::Error| match (auth.denied(), progress.stopped()) {
             (Some(reason), _) => QueryError::NotReadOnly(reason),
             (None, Some(stopped)) => QueryError::Stopped(stopped.message),
+            (None, None) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::TooBig) => {
+                QueryError::Limit(format!("{e} ({})", super::state_machine::value_limit_text(row_bytes_max)))
+            }
             (None, None) => sql_err(e),
         };
         let mut stmt = self.conn.prepare(&statement.sql).map_err(refused)?;

@@ -379,6 +379,11 @@ impl SqliteStateMachine {
         drop(session);
         let Ran { mut result, has_params, written } = match run {
             Ok(ran) => ran,
+            // SQLite's "string or blob too big" does not say how big is too big.
+            Err(mut error) if error.sqlite_code == Some(rusqlite::ffi::SQLITE_TOOBIG) => {
+                error.message = format!("{} ({})", error.message, value_limit_text(self.limits.row_changes_bytes_max));
+                return Ok(Err(error));
+            }
             Err(error) => return Ok(Err(error)),
         };
         let mut ops = Vec::new();
@@ -708,6 +713,11 @@ impl SqliteStateMachine {
         self.applied = read_applied(&self.writer)?;
         Ok(self.applied)
     }
+}
+
+/// What the value-size limit is, for errors that hit it.
+pub(crate) fn value_limit_text(bytes_max: usize) -> String {
+    format!("no value or row may be over the limit of {bytes_max} bytes (request_row_changes_bytes_max)")
 }
 
 fn returned_rows_message() -> String {
