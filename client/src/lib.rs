@@ -33,7 +33,7 @@ use deeb_proto::{ErrorCode, ExecuteRequest, ExecuteResponse, QueryRequest, State
 use tonic::metadata::MetadataValue;
 
 pub use error::{detail_of, Error};
-pub use pool::{uri_of, Pool};
+pub use pool::{uri_of, with_message_limits, Pool};
 pub use rows::Rows;
 pub use value::Value;
 
@@ -285,6 +285,7 @@ pub fn new_idempotency_key() -> String {
     format!("deeb-client-{}-{nanos:x}-{count}", std::process::id())
 }
 
-/// The largest message a client sends or accepts: every response a node
-/// makes fits (the server checks its own bound against this in a test).
+/// The largest message a client sends or accepts (deeb's own clients: the
+/// CLI, the shell, a node forwarding to its leader): every response a node
+/// makes fits (`message_limits_are_symmetric` in the server checks it).
 pub const MESSAGE_BYTES_MAX: usize = 64 << 20;

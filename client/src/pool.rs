@@ -41,15 +41,7 @@ impl Pool {
     /// # Errors
     /// The address is not a valid URI.
     pub fn client(&self, address: &str) -> Result<GrpcClient, Error> {
-        let channel = self.channel(address)?;
-        let client = GrpcClient::new(channel);
-        // tonic's default 4 MiB would refuse a large value deeb accepted.
-        // (madsim's transport does not encode messages: no limit there.)
-        #[cfg(not(madsim))]
-        let client = client.max_decoding_message_size(MESSAGE_BYTES_MAX).max_encoding_message_size(MESSAGE_BYTES_MAX);
-        #[cfg(madsim)]
-        let _ = MESSAGE_BYTES_MAX;
-        Ok(client)
+        Ok(with_message_limits(GrpcClient::new(self.channel(address)?)))
     }
 
     /// The pooled channel to `address`.
@@ -82,6 +74,17 @@ impl Pool {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `client` sending and accepting messages up to [`MESSAGE_BYTES_MAX`]:
+/// tonic's default 4 MiB would refuse a large value deeb accepted.
+pub fn with_message_limits(client: GrpcClient) -> GrpcClient {
+    // madsim's transport does not encode messages: no limit there.
+    #[cfg(not(madsim))]
+    let client = client.max_decoding_message_size(MESSAGE_BYTES_MAX).max_encoding_message_size(MESSAGE_BYTES_MAX);
+    #[cfg(madsim)]
+    let _ = MESSAGE_BYTES_MAX;
+    client
 }
 
 /// `host:port` as a URI tonic accepts.

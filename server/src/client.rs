@@ -25,19 +25,8 @@ pub async fn channel(address: &str, connect_timeout: Duration) -> Result<Channel
 /// # Errors
 /// A malformed address or a failed connection.
 pub async fn connect(address: &str) -> Result<DeebClient<Channel>, tonic::transport::Error> {
-    let client = DeebClient::new(channel(address, CONNECT_TIMEOUT).await?);
-    // tonic's default 4 MiB would refuse a large value deeb accepted.
-    // (madsim's transport does not encode messages: no limit there.)
-    #[cfg(not(madsim))]
-    let client =
-        client.max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX).max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-    Ok(client)
+    Ok(deeb_client::with_message_limits(DeebClient::new(channel(address, CONNECT_TIMEOUT).await?)))
 }
-
-/// The largest message deeb's own clients send or accept (the CLI, the
-/// shell, a node forwarding to the leader). Every response a node makes
-/// fits (`server::client_response_bytes_max`, checked by a test).
-pub const CLIENT_MESSAGE_BYTES_MAX: usize = deeb_client::MESSAGE_BYTES_MAX;
 
 /// Wraps `message` in a request marked as forwarded.
 pub fn forwarded<T>(message: T) -> Request<T> {

@@ -56,11 +56,7 @@ pub fn to_status(error: ServerError) -> Status {
     if code == Code::Unavailable && !message.starts_with("no leader") && is_leaderless(&message) {
         message = format!("no leader: {message}");
     }
-    let mut status = Status::with_details(code, message, detail.encode_to_vec().into());
-    if not_applied {
-        status.metadata_mut().insert(NOT_APPLIED_KEY, tonic::metadata::MetadataValue::from_static("1"));
-    }
-    status
+    Status::with_details(code, message, detail.encode_to_vec().into())
 }
 
 pub use deeb_client::detail_of;
@@ -69,11 +65,8 @@ pub use deeb_client::detail_of;
 /// (so forwarding it again cannot apply it twice). A status without the
 /// mark, such as a connection broken mid-call, proves nothing.
 pub fn proves_not_applied(status: &Status) -> bool {
-    status.metadata().contains_key(NOT_APPLIED_KEY)
+    detail_of(status).is_some_and(|detail| detail.not_applied)
 }
-
-/// The metadata key that marks a definite "nothing was done" failure.
-pub const NOT_APPLIED_KEY: &str = "x-deeb-not-applied";
 
 /// Errors after which the request certainly had no effect.
 fn is_not_applied(error: &ServerError) -> bool {

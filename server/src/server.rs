@@ -124,7 +124,7 @@ async fn serve_grpc(
     #[cfg(not(madsim))]
     let api = api
         .max_decoding_message_size(client_request_bytes_max(limits))
-        .max_encoding_message_size(crate::client::CLIENT_MESSAGE_BYTES_MAX);
+        .max_encoding_message_size(deeb_client::MESSAGE_BYTES_MAX);
     let router = tonic::transport::Server::builder().add_service(api).add_service(peers);
     let result = router
         .serve_with_shutdown(config.listen, async {
@@ -258,8 +258,8 @@ mod tests {
     #[test]
     fn message_limits_are_symmetric() {
         let limits = deeb_core::Limits::default();
-        assert!(client_response_bytes_max(&limits) <= crate::client::CLIENT_MESSAGE_BYTES_MAX);
-        assert!(client_request_bytes_max(&limits) <= crate::client::CLIENT_MESSAGE_BYTES_MAX);
+        assert!(client_response_bytes_max(&limits) <= deeb_client::MESSAGE_BYTES_MAX);
+        assert!(client_request_bytes_max(&limits) <= deeb_client::MESSAGE_BYTES_MAX);
         assert!(client_request_bytes_max(&limits) > limits.request_bytes_max);
     }
 }
