@@ -161,8 +161,15 @@ impl Client {
         }
         let started = tokio::time::Instant::now();
         let mut wait = Duration::from_millis(50);
+        // After a connection failure the retries go through the nodes this
+        // client was given, in turn (they forward to the leader): the
+        // leader's advertised address may be what cannot be reached.
+        let mut through_given: Option<usize> = None;
         loop {
-            let address = self.write_address().await;
+            let address = match through_given {
+                Some(turn) if !self.nodes.is_empty() => self.nodes[turn % self.nodes.len()].clone(),
+                _ => self.write_address().await,
+            };
             let mut client = self.pool.client(&address)?;
             let answer = client.execute(self.request(request.clone())).await;
             match answer {
@@ -174,6 +181,9 @@ impl Client {
                     }
                     tracing::debug!(%address, %error, "retrying the write with its idempotency key");
                     self.forget_leader();
+                    if error.error_code.is_none() {
+                        through_given = Some(through_given.map_or(0, |turn| turn + 1));
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }
