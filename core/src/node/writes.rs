@@ -30,15 +30,21 @@ pub(super) struct Writes {
 }
 
 struct QueuedWrite {
-    token: ClientToken,
+    callers: Callers,
     statements: Vec<Statement>,
     /// The client's idempotency key, if any.
     key: Option<String>,
-    /// Retries of the same key that arrived meanwhile: answered alike.
+}
+
+/// Who waits for one request: its client and the retries of its key that
+/// arrived meanwhile, all answered alike.
+#[derive(Clone)]
+struct Callers {
+    token: ClientToken,
     retries: Vec<ClientToken>,
 }
 
-impl QueuedWrite {
+impl Callers {
     fn tokens(&self) -> impl Iterator<Item = ClientToken> + '_ {
         std::iter::once(self.token).chain(self.retries.iter().copied())
     }
@@ -55,17 +61,9 @@ struct InFlight {
 
 struct Waiter {
     request_id: u64,
-    token: ClientToken,
+    callers: Callers,
     results: Vec<StatementResult>,
     key: Option<String>,
-    /// Retries of the same key: answered alike.
-    retries: Vec<ClientToken>,
-}
-
-impl Waiter {
-    fn tokens(&self) -> impl Iterator<Item = ClientToken> + '_ {
-        std::iter::once(self.token).chain(self.retries.iter().copied())
-    }
 }
 
 /// Answers every token with (a clone of) `result`.
@@ -129,7 +127,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 return Ok(());
             }
         }
-        self.writes.queue.push_back(QueuedWrite { token, statements, key, retries: Vec::new() });
+        let callers = Callers { token, retries: Vec::new() };
+        self.writes.queue.push_back(QueuedWrite { callers, statements, key });
         self.drive();
         Ok(())
     }
@@ -201,14 +200,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 // Applied before (by this leader or another): the first answer.
                 if let Some((index, results)) = self.sm.recorded_request(key)? {
                     let result = Ok(WriteOutcome { results, index: LogIndex(index) });
-                    answer_all(&mut self.outputs, queued.tokens(), &result);
+                    answer_all(&mut self.outputs, queued.callers.tokens(), &result);
                     continue;
                 }
             }
             match self.sm.execute_request(&queued.statements)? {
                 Err(error) => {
                     let result = Err(WriteError::Statement(error));
-                    answer_all(&mut self.outputs, queued.tokens(), &result);
+                    answer_all(&mut self.outputs, queued.callers.tokens(), &result);
                     if !self.sm.batch_open() {
                         self.sm.begin_batch(next_index)?;
                         for earlier in executed.drain(..).rev() {
@@ -233,10 +232,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                     batch.writes.push(write);
                     waiters.push(Waiter {
                         request_id,
-                        token: queued.token,
+                        callers: queued.callers.clone(),
                         results: result.results,
                         key: queued.key.clone(),
-                        retries: queued.retries.clone(),
                     });
                     executed.push(queued);
                 }
@@ -249,7 +247,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             // One request alone is larger than a batch may be.
             self.sm.rollback_batch()?;
             let error = WriteError::TooLarge { what: "row changes of the request", size: bytes, max: bytes_max };
-            answer_all(&mut self.outputs, executed[0].tokens(), &Err(error));
+            answer_all(&mut self.outputs, executed[0].callers.tokens(), &Err(error));
             return Ok((batch, Vec::new()));
         }
         Ok((batch, waiters))
@@ -273,7 +271,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             self.sm.rollback_batch()?;
             let result = Err(WriteError::NotLeader { leader: self.leader() });
             for waiter in &waiters {
-                answer_all(&mut self.outputs, waiter.tokens(), &result);
+                answer_all(&mut self.outputs, waiter.callers.tokens(), &result);
             }
             return Ok(false);
         }
@@ -295,12 +293,12 @@ impl Writes {
     fn join_same_key(&mut self, key: &str, token: ClientToken) -> bool {
         let same = |other: &Option<String>| other.as_deref() == Some(key);
         if let Some(queued) = self.queue.iter_mut().find(|queued| same(&queued.key)) {
-            queued.retries.push(token);
+            queued.callers.retries.push(token);
             return true;
         }
         let in_flight = self.in_flight.as_mut().and_then(|flight| flight.requests.iter_mut().find(|w| same(&w.key)));
         if let Some(waiter) = in_flight {
-            waiter.retries.push(token);
+            waiter.callers.retries.push(token);
             return true;
         }
         false
@@ -373,7 +371,7 @@ impl Writes {
             }
         }
         for queued in self.queue.drain(..) {
-            answer_all(outputs, queued.tokens(), &Err(WriteError::NotLeader { leader }));
+            answer_all(outputs, queued.callers.tokens(), &Err(WriteError::NotLeader { leader }));
         }
         self.next_batch_requests_max = None;
         Ok(())
@@ -401,13 +399,13 @@ impl InFlight {
     fn answer_applied(self, outputs: &mut VecDeque<Output>) {
         for waiter in self.requests {
             let result = Ok(WriteOutcome { results: waiter.results.clone(), index: LogIndex(self.index) });
-            answer_all(outputs, waiter.tokens(), &result);
+            answer_all(outputs, waiter.callers.tokens(), &result);
         }
     }
 
     fn answer_unknown(self, outputs: &mut VecDeque<Output>) {
         for waiter in &self.requests {
-            answer_all(outputs, waiter.tokens(), &Err(WriteError::OutcomeUnknown));
+            answer_all(outputs, waiter.callers.tokens(), &Err(WriteError::OutcomeUnknown));
         }
     }
 }
