@@ -16,17 +16,35 @@
 //!    [`Node::submit_write`] / [`Node::submit_read`] for clients,
 //!    [`Node::change_membership`] / [`Node::transfer_leader`] for admins,
 //!    [`Node::install_received`] with a snapshot file received through a
-//!    [`node::SnapshotReceiver`], [`Node::snapshot_taken`] when a snapshot
-//!    it asked for is taken, and [`Node::report_snapshot`] /
+//!    [`node::SnapshotReceiver`], [`Node::batch_executed`] and
+//!    [`Node::snapshot_taken`] when work it handed out is done, and
+//!    [`Node::report_snapshot`] /
 //!    [`Node::report_unreachable`] with the fate of earlier sends. Every
 //!    input takes `now`, the host's monotonic time since it started.
 //! 2. Drain [`Node::poll_output`] until it returns `None`, carrying out
 //!    each output in order: send peer messages (they are already durable
 //!    where raft requires it), stream snapshots, answer clients, on
-//!    [`Output::ReadReady`] run the client's query on a [`Node::reader`],
-//!    and on [`Output::TakeSnapshot`] take the snapshot with a
-//!    [`Node::snapshot_taker`] off the loop (a worker thread: the node goes
-//!    on meanwhile) and report it with [`Node::snapshot_taken`].
+//!    [`Output::ReadReady`] run the client's query on a [`Node::reader`].
+//!    Two outputs hand heavy work to a worker (a thread in the server, a
+//!    task in the simulator, inline in the deterministic harness) while
+//!    the node goes on with raft ticks, heartbeats, votes and reads:
+//!    - [`Output::ExecuteBatch`]: the leader's next group of client
+//!      requests. [`Node::batch_to_execute`] hands over the batch *with the
+//!      state machine*; the worker runs [`node::BatchToExecute::execute`]
+//!      (every request's SQL, in one open transaction) and the host returns
+//!      the result with [`Node::batch_executed`]. Only then is the batch
+//!      proposed as one log entry (if this node still leads in the same
+//!      term at the same index; otherwise its requests run again or are
+//!      told "not the leader"). Committed entries wait for the state
+//!      machine to come back and apply in log order; reads are served
+//!      meanwhile from [`Node::readers`], which need no state machine.
+//!    - [`Output::TakeSnapshot`]: a snapshot of the applied state, taken
+//!      with the taker from [`Node::snapshot_taker`] and reported with
+//!      [`Node::snapshot_taken`].
+//!
+//!    Once the batch's entry commits, the node applies it (commits the
+//!    open transaction on the leader, applies the row changes elsewhere)
+//!    and answers the clients with [`Output::WriteDone`].
 //! 3. Sleep until [`Node::poll_timeout`] or the next input, then go to 1.
 //!
 //! Once, after opening, a host may hand the node its clock with
@@ -37,8 +55,9 @@
 //! rolls back its transaction or passes a bound is that request's error.
 //!
 //! The node never assumes an effect happened: the host reports completions
-//! back as inputs. On [`Output::Stopped`] (a disk error or replica
-//! divergence) the host must exit; restarting recovers from disk.
+//! back as inputs. On [`Output::Stopped`] (a disk error, replica divergence,
+//! or a broken invariant: see `Node::check_invariants`) the host must exit;
+//! restarting recovers from disk.
 //!
 //! # Example
 //!
@@ -72,10 +91,15 @@
 //!                 written = Some(true);
 //!             }
 //!             Output::Stopped { reason } => panic!("{reason}"),
+//!             // A host runs these two on a worker; inline here.
+//!             Output::ExecuteBatch => {
+//!                 let batch = node.batch_to_execute().expect("announced");
+//!                 node.batch_executed(now, batch.execute());
+//!             }
 //!             Output::TakeSnapshot { dest } => {
 //!                 use deeb_core::SnapshotTaker as _;
-//!                 let taken = node.snapshot_taker().and_then(|taker| taker.take(&dest));
-//!                 node.snapshot_taken(now, taken.map_err(|error| error.to_string()));
+//!                 let taker = node.snapshot_taker().expect("announced");
+//!                 node.snapshot_taken(now, taker.take(&dest).map_err(|error| error.to_string()));
 //!             }
 //!             _ => {} // A one-node cluster has no peers to send to.
 //!         }
@@ -103,4 +127,4 @@ pub use node::{
     AdminError, ClientToken, Consistency, MemberChange, Node, NodeEvent, Observer, OpenError, Output, PeerError,
     ReadError, Role, Status, WriteError, WriteOutcome,
 };
-pub use state_machine::{SnapshotTaker, StateMachine, TakenSnapshot};
+pub use state_machine::{Readers, SnapshotTaker, StateMachine, TakenSnapshot};

@@ -24,6 +24,22 @@ pub trait SnapshotTaker: Send + 'static {
     fn take(self, dest: &Path) -> Result<TakenSnapshot, SqlError>;
 }
 
+/// Opens readers of the applied state without the state machine, which may
+/// be away on the host's worker running a batch: reads and digests go on
+/// meanwhile. Each reader sees committed state only.
+pub trait Readers: Clone + Send + 'static {
+    /// A read-only view of the applied state (its queries may run on
+    /// another thread).
+    type Reader: Send + 'static;
+
+    /// Opens a reader.
+    fn open(&self) -> Result<Self::Reader, SqlError>;
+
+    /// The applied entry and a hash of the applied state, equal on replicas
+    /// that hold the same data, both read in one read transaction.
+    fn digest(&self) -> Result<(Applied, u64), SqlError>;
+}
+
 /// What a snapshot file holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TakenSnapshot {
@@ -38,9 +54,8 @@ pub struct TakenSnapshot {
 /// an entry that does not fit this replica's data is
 /// [`ApplyError::Divergence`].
 pub trait StateMachine {
-    /// A read-only view of the applied state, used off the node (its
-    /// queries may run on another thread).
-    type Reader: Send + 'static;
+    /// Opens readers of the applied state, off the node.
+    type Readers: Readers;
 
     /// Takes a snapshot off the node (the host runs it on a worker while
     /// the node goes on), from one read transaction of the applied state.
@@ -109,12 +124,20 @@ pub trait StateMachine {
         members: &[(u64, Option<String>)],
     ) -> Result<(), SqlError>;
 
+    /// What opens readers of the applied state (and digests it) without
+    /// the state machine; taken once, after [`Self::set_limits`].
+    fn readers(&self) -> Self::Readers;
+
     /// A reader of the applied state.
-    fn reader(&self) -> Result<Self::Reader, SqlError>;
+    fn reader(&self) -> Result<<Self::Readers as Readers>::Reader, SqlError> {
+        self.readers().open()
+    }
 
     /// A hash of the applied state, equal on replicas that hold the same
     /// data.
-    fn digest(&self) -> Result<u64, SqlError>;
+    fn digest(&self) -> Result<u64, SqlError> {
+        Ok(self.readers().digest()?.1)
+    }
 
     /// Writes a snapshot of the applied state to `dest` (a new file);
     /// returns the entry it reflects.

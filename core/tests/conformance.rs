@@ -21,7 +21,7 @@ fn sqlite_backend_conforms() {
 struct Forgetful(SqliteStateMachine);
 
 impl deeb_core::StateMachine for Forgetful {
-    type Reader = <SqliteStateMachine as deeb_core::StateMachine>::Reader;
+    type Readers = <SqliteStateMachine as deeb_core::StateMachine>::Readers;
     type Snapshots = <SqliteStateMachine as deeb_core::StateMachine>::Snapshots;
     fn set_limits(&mut self, limits: deeb_core::sql::WriteLimits) {
         self.0.set_limits(limits)
@@ -94,11 +94,8 @@ impl deeb_core::StateMachine for Forgetful {
     fn snapshot_taker(&self) -> Result<Self::Snapshots, deeb_core::sql::SqlError> {
         deeb_core::StateMachine::snapshot_taker(&self.0)
     }
-    fn reader(&self) -> Result<Self::Reader, deeb_core::sql::SqlError> {
-        self.0.reader()
-    }
-    fn digest(&self) -> Result<u64, deeb_core::sql::SqlError> {
-        self.0.digest()
+    fn readers(&self) -> Self::Readers {
+        self.0.readers()
     }
     fn create_snapshot(&self, dest: &Path) -> Result<deeb_core::sql::Applied, deeb_core::sql::SqlError> {
         self.0.create_snapshot(dest)

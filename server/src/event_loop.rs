@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deeb_core::disk::Disk;
-use deeb_core::node::{ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver};
-use deeb_core::sql::{QueryError, Reader};
+use deeb_core::node::{ExecutedBatch, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver};
+use deeb_core::sql::{QueryError, Reader, SqliteStateMachine};
 use deeb_core::{
-    AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, SnapshotTaker as _,
-    Status, TakenSnapshot, WriteError, WriteOutcome,
+    AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Readers as _, Role,
+    SnapshotTaker as _, Status, TakenSnapshot, WriteError, WriteOutcome,
 };
 use deeb_proto::{SnapshotHeader, Statement};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::hooks::NodeClock;
+use crate::hooks::{NodeClock, WorkTime};
 use crate::peer::PeerSenders;
 use crate::snapshot;
 
@@ -49,6 +49,9 @@ pub enum Input {
     SnapshotSent { to: NodeId, delivered: bool },
     /// The snapshot `Output::TakeSnapshot` asked for was taken (or not).
     SnapshotTaken { taken: Result<TakenSnapshot, String> },
+    /// The batch `Output::ExecuteBatch` handed out ran (with the state
+    /// machine, which comes back with it).
+    BatchExecuted { executed: Box<ExecutedBatch<SqliteStateMachine>> },
     /// A peer could not be reached.
     Unreachable { to: NodeId },
 }
@@ -67,6 +70,7 @@ impl std::fmt::Debug for Input {
             Input::SnapshotReceived { .. } => "SnapshotReceived",
             Input::SnapshotSent { .. } => "SnapshotSent",
             Input::SnapshotTaken { .. } => "SnapshotTaken",
+            Input::BatchExecuted { .. } => "BatchExecuted",
             Input::Unreachable { .. } => "Unreachable",
         };
         f.write_str(name)
@@ -133,6 +137,8 @@ pub(crate) struct EventLoop<D: Disk> {
     peers: PeerSenders,
     learned_addresses: HashMap<NodeId, String>,
     snapshot_chunk_bytes_max: usize,
+    /// The simulator's model of slow worker jobs (none for real).
+    work_time: Option<Arc<dyn WorkTime>>,
     shutting_down: bool,
 }
 
@@ -145,6 +151,7 @@ impl<D: Disk> EventLoop<D> {
         loopback: mpsc::Sender<Input>,
         peers: PeerSenders,
         snapshot_chunk_bytes_max: usize,
+        work_time: Option<Arc<dyn WorkTime>>,
     ) -> Self {
         Self {
             node,
@@ -156,6 +163,7 @@ impl<D: Disk> EventLoop<D> {
             peers,
             learned_addresses: HashMap::new(),
             snapshot_chunk_bytes_max,
+            work_time,
             shutting_down: false,
         }
     }
@@ -221,14 +229,20 @@ impl<D: Disk> EventLoop<D> {
             Input::Admin { request, reply } => self.admin(now, request, reply),
             Input::Status { reply } => drop(reply.send(self.node.status())),
             Input::Digest { reply } => {
-                let digest = self.node.digest().map(|(index, digest)| (index.0, digest));
-                drop(reply.send(digest.map_err(|error| error.to_string())));
+                // A full scan: on a worker, from one read transaction.
+                let readers = self.node.readers();
+                self.off_loop(move || {
+                    let digest = readers.digest().map(|(applied, digest)| (applied.index, digest));
+                    let _ = reply.send(digest.map_err(|error| error.to_string()));
+                    None
+                });
             }
             Input::Address { id, reply } => drop(reply.send(self.address(id))),
             Input::SnapshotStart { header, reply } => drop(reply.send(self.node.snapshot_receiver(header))),
             Input::SnapshotReceived { received } => self.node.install_received(now, received),
             Input::SnapshotSent { to, delivered } => self.node.report_snapshot(to, delivered),
             Input::SnapshotTaken { taken } => self.node.snapshot_taken(now, taken),
+            Input::BatchExecuted { executed } => self.node.batch_executed(now, *executed),
             Input::Unreachable { to } => self.node.report_unreachable(to),
         }
     }
@@ -275,6 +289,7 @@ impl<D: Disk> EventLoop<D> {
             }
             Output::SendSnapshot { to, header } => self.send_snapshot(to, header),
             Output::TakeSnapshot { dest } => self.take_snapshot(dest),
+            Output::ExecuteBatch => self.execute_batch(),
             Output::WriteDone { token, result } => self.answer_write(token, result),
             Output::ReadReady { token } => {
                 let reader = self.node.reader().map_err(|error| ReadError::Query(QueryError::Sql(error.to_string())));
@@ -287,27 +302,46 @@ impl<D: Disk> EventLoop<D> {
         Ok(())
     }
 
-    /// Takes a snapshot on a worker (a blocking thread; a task under the
-    /// simulator, where there are no threads): the loop goes on with raft
-    /// meanwhile, and learns the result as an input.
+    /// Takes a snapshot on a worker: the loop goes on with raft meanwhile,
+    /// and learns the result as an input.
     fn take_snapshot(&mut self, dest: std::path::PathBuf) {
+        let Some(taker) = self.node.snapshot_taker() else { return };
+        self.off_loop(move || {
+            Some(Input::SnapshotTaken { taken: taker.take(&dest).map_err(|error| error.to_string()) })
+        });
+    }
+
+    /// Runs the leader's batch (every request's SQL) on a worker, which
+    /// holds the writer connection meanwhile: a statement that runs for
+    /// seconds leaves heartbeats, votes and reads flowing.
+    fn execute_batch(&mut self) {
+        let Some(batch) = self.node.batch_to_execute() else { return };
+        self.off_loop(move || Some(Input::BatchExecuted { executed: Box::new(batch.execute()) }));
+    }
+
+    /// Runs blocking work (SQL, file copies) off the event loop and hands
+    /// its result, if any, back to the loop as an input: on a blocking
+    /// thread for real; under the simulator, which has no threads, as a
+    /// task of its own (the loop's other inputs run meanwhile, for as long
+    /// as the simulator's `work_time` says). The one place the two differ.
+    fn off_loop(&self, work: impl FnOnce() -> Option<Input> + Send + 'static) {
         let loopback = self.loopback.clone();
-        let taker = match self.node.snapshot_taker() {
-            Ok(taker) => taker,
-            Err(error) => {
-                let now = self.now();
-                self.node.snapshot_taken(now, Err(error.to_string()));
-                return;
-            }
-        };
-        let take = move || taker.take(&dest).map_err(|error| error.to_string());
+        let delay = self.work_time.as_ref().map_or(Duration::ZERO, |work_time| work_time.draw());
         #[cfg(not(madsim))]
         tokio::task::spawn_blocking(move || {
-            let _ = loopback.blocking_send(Input::SnapshotTaken { taken: take() });
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            if let Some(input) = work() {
+                let _ = loopback.blocking_send(input);
+            }
         });
         #[cfg(madsim)]
         tokio::spawn(async move {
-            let _ = loopback.send(Input::SnapshotTaken { taken: take() }).await;
+            tokio::time::sleep(delay).await;
+            if let Some(input) = work() {
+                let _ = loopback.send(input).await;
+            }
         });
     }
 

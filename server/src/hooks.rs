@@ -1,6 +1,7 @@
 //! Seams through which the simulator observes a node and injects the faults
 //! madsim's network and clock lack: duplicated and reordered peer messages,
-//! and a per-node clock that drifts and jumps. `deeb serve` leaves them all
+//! a per-node clock that drifts and jumps, and worker jobs (SQL batches,
+//! snapshots) that take time. `deeb serve` leaves them all
 //! empty, and then they cost nothing.
 
 use std::fmt;
@@ -21,6 +22,8 @@ pub struct Hooks {
     pub clock: Option<Arc<dyn NodeClock>>,
     /// Faults on the node's outgoing peer messages.
     pub transport: Option<Arc<dyn TransportFaults>>,
+    /// How long each job off the event loop takes, beyond its own work.
+    pub work_time: Option<Arc<dyn WorkTime>>,
 }
 
 impl fmt::Debug for Hooks {
@@ -29,8 +32,18 @@ impl fmt::Debug for Hooks {
             .field("observer", &self.observer.is_some())
             .field("clock", &self.clock.is_some())
             .field("transport", &self.transport.is_some())
+            .field("work_time", &self.work_time.is_some())
             .finish()
     }
+}
+
+/// The time a job on the node's worker (a leader's batch of SQL, a
+/// snapshot, a digest) takes before it does its work: under the simulator,
+/// where SQL takes no simulated time, it is how statements that run for
+/// seconds are modelled.
+pub trait WorkTime: Send + Sync {
+    /// The delay of the next job.
+    fn draw(&self) -> Duration;
 }
 
 /// A node's clock: may run fast or slow and jump either way. The core never

@@ -76,7 +76,9 @@ pub async fn run_node<D: Disk + 'static>(
     }
     let mut peers = PeerSenders::new(config.id(), config.advertise.clone(), inputs.clone(), PEER_QUEUE_MAX);
     peers.inject_faults(config.hooks.transport.clone());
-    let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, config.core.limits.snapshot_chunk_bytes_max);
+    let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
+    let work_time = config.hooks.work_time.clone();
+    let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, chunk_bytes_max, work_time);
     let mut failure = None;
     let stop = async {
         tokio::select! {

@@ -173,6 +173,78 @@ async fn snapshots_under_writes_keep_leadership() {
     assert!(caught_up.snapshot_index > 12, "caught up by snapshot: {caught_up:?}");
 }
 
+/// A write statement that runs for seconds on the leader (a recursive CTE,
+/// sized on this machine to take at least 3 s) runs on the leader's worker:
+/// no election happens, followers keep hearing heartbeats, and linearizable
+/// reads on the leader and on a follower are served while it runs.
+#[tokio::test]
+async fn long_write_statement_keeps_leadership() {
+    let cluster = Cluster::start(3, &["--statement-timeout", "30s", "--request-timeout", "40s"]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
+    cluster.execute(leader, "CREATE TABLE spin (n INTEGER)").await.expect("create");
+    cluster.execute(leader, "CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)").await.expect("create");
+    cluster.execute(leader, "INSERT INTO kv VALUES (1, 'before')").await.expect("insert");
+    let spin = |rows: u64| {
+        format!(
+            "INSERT INTO spin SELECT count(*) FROM (WITH RECURSIVE c(x) AS \
+             (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows}) SELECT x FROM c)"
+        )
+    };
+    // Size the statement: rows per second on this machine, then 4 s worth.
+    let (sample, asked) = (2_000_000u64, Instant::now());
+    cluster.execute(leader, &spin(sample)).await.expect("sample statement");
+    let rows = (sample as f64 * 4.0 / asked.elapsed().as_secs_f64()) as u64;
+    let terms =
+        |statuses: &[deeb_proto::StatusResponse]| statuses.iter().map(|s| (s.term, s.leader_id)).collect::<Vec<_>>();
+    let before = terms(&statuses(&cluster, &[1, 2, 3]).await);
+    let writer = cluster.sql_client(leader, deeb_client::Options { follow_leader: false, ..Default::default() });
+    let statement = spin(rows);
+    let started = Instant::now();
+    let long_write = tokio::spawn(async move {
+        let result = writer.execute_sql(&statement).await;
+        (result, Instant::now())
+    });
+    let (mut reads, mut slowest_status, mut longest_silence) = (Vec::new(), Duration::ZERO, 0u64);
+    while !long_write.is_finished() && started.elapsed() < Duration::from_secs(60) {
+        for node in [leader, follower] {
+            if let Ok(result) = cluster.query(node, "SELECT v FROM kv WHERE k = 1").await {
+                assert_eq!(cells(&result), vec![vec!["before".to_owned()]]);
+                reads.push(Instant::now());
+            }
+        }
+        let asked = Instant::now();
+        let now = statuses(&cluster, &[1, 2, 3]).await;
+        slowest_status = slowest_status.max(asked.elapsed());
+        let silence = now.iter().filter(|s| s.node_id != leader).map(|s| s.ms_since_leader_contact).max();
+        longest_silence = longest_silence.max(silence.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (result, finished) = long_write.await.expect("writer");
+    result.expect("the long statement commits");
+    let ran = finished - started;
+    let during = reads.iter().filter(|at| **at > started && **at < finished).count();
+    println!(
+        "a {rows}-row CTE ran {ran:?} on the leader: {during} linearizable reads served meanwhile, slowest \
+         status round {slowest_status:?}, longest follower silence {longest_silence} ms"
+    );
+    assert!(ran >= Duration::from_secs(3), "the statement was sized to run at least 3 s, ran {ran:?}");
+    assert_eq!(terms(&statuses(&cluster, &[1, 2, 3]).await), before, "no election while the statement ran");
+    assert!(during >= 10, "reads were served while the statement ran ({during})");
+    // Heartbeats every 200 ms; an election timeout is at least 1 s.
+    assert!(longest_silence < 1_000, "followers heard the leader ({longest_silence} ms of silence)");
+    let count = cluster.query(follower, "SELECT n FROM spin ORDER BY rowid DESC LIMIT 1").await.expect("query");
+    assert_eq!(cells(&count), vec![vec![rows.to_string()]], "the result replicated");
+}
+
+async fn statuses(cluster: &Cluster, ids: &[u64]) -> Vec<deeb_proto::StatusResponse> {
+    let mut all = Vec::new();
+    for id in ids {
+        all.push(cluster.status(*id).await.expect("status"));
+    }
+    all
+}
+
 #[tokio::test]
 async fn leader_kill_loses_nothing_and_restarted_node_catches_up() {
     let mut cluster = Cluster::start(3, &[]);

@@ -56,7 +56,9 @@ async fn cascades_and_rollbacks_are_the_clients_business() {
 
 #[tokio::test]
 async fn runaway_and_oversized_writes_end_with_an_error_and_the_leader_stays() {
-    let cluster = Cluster::start(3, &[]);
+    // Write statements run off the event loop: one that runs past the
+    // election timeout (1 s here) still costs no election.
+    let cluster = Cluster::start(3, &["--statement-timeout", "1s"]);
     let leader = cluster.wait_leader(&[1, 2, 3]).await;
     cluster.execute(leader, "CREATE TABLE t(x)").await.expect("create");
     cluster.execute(leader, "CREATE TABLE b(x)").await.expect("create");

@@ -145,7 +145,7 @@ fn process_footprint() -> String {
 /// Runs seeds, prints a line per failure and a summary. True if all passed.
 fn run_batch(runs: &[RunOptions]) -> bool {
     let start = Instant::now();
-    let (mut failures, mut operations, mut sql_operations, mut faults) = (0, 0, 0, 0);
+    let (mut failures, mut operations, mut sql_operations, mut faults, mut disk_crashes) = (0, 0, 0, 0, 0);
     let (mut determinate, mut unknown) = (0, 0);
     for (done, options) in runs.iter().enumerate() {
         if done > 0 && done % PROGRESS_EVERY == 0 {
@@ -156,6 +156,7 @@ fn run_batch(runs: &[RunOptions]) -> bool {
         operations += report.operations;
         sql_operations += report.sql_operations;
         faults += report.faults;
+        disk_crashes += report.disk_crashes;
         determinate += report.determinate;
         unknown += report.unknown;
         if report.failed() {
@@ -165,7 +166,7 @@ fn run_batch(runs: &[RunOptions]) -> bool {
     }
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected, {operations} operations checked ({sql_operations} of them SQL)",
+        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected ({disk_crashes} crashes at a log disk operation), {operations} operations checked ({sql_operations} of them SQL)",
         runs.len(),
         runs.len() as f64 * 60.0 / seconds.max(0.001),
         failures

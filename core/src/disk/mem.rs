@@ -36,6 +36,8 @@ struct MemState {
     bytes_until_failure: Option<u64>,
     /// Mutating calls still allowed before one fails.
     operations_until_failure: Option<u64>,
+    /// A call failed because the operation budget was spent.
+    operation_budget_spent: bool,
 }
 
 /// An in-memory [`Disk`]. Clones share the same files, so a test can keep a
@@ -78,8 +80,28 @@ impl MemDisk {
 
     /// Lets `operations` more mutating calls (create, append, truncate, sync,
     /// rename, remove, sync_dir) succeed; every later one fails untouched.
+    /// With a [`MemDisk::crash`] once one failed, this is a crash at that
+    /// very operation: everything before it happened (durable or not, as
+    /// the crash model then decides), nothing from it on.
     pub fn fail_after_operations(&self, operations: u64) {
         self.lock().operations_until_failure = Some(operations);
+    }
+
+    /// True once a call failed because the budget of
+    /// [`MemDisk::fail_after_operations`] was spent (until the next crash).
+    pub fn operation_budget_spent(&self) -> bool {
+        self.lock().operation_budget_spent
+    }
+
+    /// Lifts the operation budget unless it was already spent; true if it
+    /// was lifted (or there was none).
+    pub fn lift_operation_budget(&self) -> bool {
+        let mut state = self.lock();
+        if state.operation_budget_spent {
+            return false;
+        }
+        state.operations_until_failure = None;
+        true
     }
 
     /// The durable files (as of the last `sync_dir`) and their synced bytes:
@@ -124,6 +146,7 @@ impl MemDisk {
         state.fail_next_sync = false;
         state.bytes_until_failure = None;
         state.operations_until_failure = None;
+        state.operation_budget_spent = false;
     }
 }
 
@@ -164,7 +187,10 @@ impl MemState {
     /// Counts a mutating call against the injected operation budget.
     fn spend_operation(&mut self, name: &str) -> Result<(), DiskError> {
         match self.operations_until_failure {
-            Some(0) => Err(injected(name, "operation budget spent")),
+            Some(0) => {
+                self.operation_budget_spent = true;
+                Err(injected(name, "operation budget spent"))
+            }
             Some(left) => {
                 self.operations_until_failure = Some(left - 1);
                 Ok(())
@@ -355,6 +381,27 @@ mod tests {
         disk.crash(0);
         disk.fail_after_operations(1);
         disk.append("f", b"x").expect("first operation allowed");
+        assert!(!disk.operation_budget_spent());
         assert!(disk.create("g").is_err());
+        assert!(disk.operation_budget_spent() && !disk.lift_operation_budget(), "spent until the crash");
+        disk.crash(1);
+        assert!(!disk.operation_budget_spent());
+        disk.fail_after_operations(0);
+        assert!(disk.lift_operation_budget());
+        disk.create("g").expect("lifted");
+    }
+
+    /// A crash at the k-th operation keeps what the operations before it
+    /// made durable and nothing of the failed one or any after it.
+    #[test]
+    fn crash_at_an_operation_keeps_only_what_came_before() {
+        let mut disk = disk_with("f", b"ab", b"");
+        disk.fail_after_operations(2);
+        disk.append("f", b"cd").expect("first");
+        disk.sync("f").expect("second");
+        assert!(disk.append("f", b"ef").is_err(), "the crash point");
+        assert!(disk.sync("f").is_err(), "nothing after it");
+        disk.crash(3);
+        assert_eq!(disk.read("f").expect("read"), b"abcd");
     }
 }

@@ -194,7 +194,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             }
         }
         let conf_bytes = conf_state.write_to_bytes().expect("conf state encodes");
-        self.sm.apply_membership(applied, &conf_bytes, &members)?;
+        self.sm_mut()?.apply_membership(applied, &conf_bytes, &members)?;
         self.raw.mut_store().set_conf_state(&conf_state)?;
         self.reload_members()?;
         tracing::info!(node = self.id.0, index = applied.index, ?conf_state, "membership changed");
@@ -224,7 +224,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 
     pub(super) fn reload_members(&mut self) -> Result<(), Fatal> {
-        self.members = self.sm.members()?.into_iter().map(|(id, address)| (NodeId(id), address)).collect();
+        self.members = self.sm_ref()?.members()?.into_iter().map(|(id, address)| (NodeId(id), address)).collect();
         Ok(())
     }
 

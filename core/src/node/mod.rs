@@ -2,6 +2,7 @@
 //! machine. See the crate docs for the call order a host must follow.
 
 mod events;
+mod execute;
 mod logger;
 mod membership;
 mod output;
@@ -25,9 +26,10 @@ use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId, Term};
 use crate::log::{LogError, LogStore, OpenOptions};
 use crate::sql::{Applied, ApplyError, SqlError, SqliteStateMachine, WriteLimits};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{Readers as _, StateMachine};
 
 pub use events::{NodeEvent, Observer};
+pub use execute::{BatchToExecute, ExecutedBatch};
 pub use membership::MemberChange;
 pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOutcome};
 pub use reads::Consistency;
@@ -120,7 +122,19 @@ pub struct Node<D: Disk, S: StateMachine = SqliteStateMachine> {
     id: NodeId,
     config: Config,
     raw: RawNode<LogStore<D>>,
-    sm: S,
+    /// The state machine; `None` while a leader batch runs on the host's
+    /// worker (`Output::ExecuteBatch` to `Node::batch_executed`).
+    sm: Option<S>,
+    /// The batch announced by `Output::ExecuteBatch`, until the host takes it.
+    batch_to_execute: Option<BatchToExecute<S>>,
+    /// Opens readers without the state machine.
+    readers: S::Readers,
+    /// The taker for the snapshot `Output::TakeSnapshot` asked for, until
+    /// the host takes it.
+    snapshot_taker: Option<S::Snapshots>,
+    /// Committed entries raft handed over that wait for the state machine
+    /// to come back from the worker, in log order.
+    unapplied: VecDeque<Entry>,
     rng: SmallRng,
     now: Duration,
     next_tick: Duration,
@@ -198,13 +212,18 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let raw = RawNode::new(&raft_config, log, &logger::raft_logger(config.id))?;
         let match_index_only = config.mutations.match_index_only();
         let members = sm.members()?.into_iter().map(|(id, address)| (NodeId(id), address)).collect();
+        let readers = sm.readers();
         let mut node = Self {
             id: config.id,
             rng: SmallRng::seed_from_u64(config.seed),
             next_tick: now + Duration::from_millis(config.tick_ms),
             config,
             raw,
-            sm,
+            sm: Some(sm),
+            batch_to_execute: None,
+            readers,
+            snapshot_taker: None,
+            unapplied: VecDeque::new(),
             now,
             ticks: 0,
             role: StateRole::Follower,
@@ -314,24 +333,37 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// Gives write statements a wall-clock deadline
     /// ([`Config::write_statement_timeout`]) read from the host's `clock`.
     /// Without one, only the deterministic steps bound stops a statement.
+    /// Call it before the first input (the state machine must be home).
     pub fn set_clock(&mut self, clock: crate::sql::Clock) {
-        self.sm.set_clock(clock);
+        match self.sm.as_mut() {
+            Some(sm) => sm.set_clock(clock),
+            None => tracing::error!(node = self.id.0, "set_clock while a batch executes: ignored"),
+        }
     }
 
     /// A read-only connection for running a query the node said may run.
     ///
     /// # Errors
     /// The database could not be opened.
-    pub fn reader(&self) -> Result<S::Reader, SqlError> {
-        self.sm.reader()
+    pub fn reader(&self) -> Result<<S::Readers as crate::state_machine::Readers>::Reader, SqlError> {
+        self.readers.open()
     }
 
-    /// The state digest at the applied index (see `SqliteStateMachine::digest`).
+    /// What opens readers and computes digests without the node, for a
+    /// host that runs them on a worker.
+    pub fn readers(&self) -> S::Readers {
+        self.readers.clone()
+    }
+
+    /// The applied index and the state digest there, from one read
+    /// transaction (see `SqliteStateMachine::digest`). A full scan: a host
+    /// runs it off its loop through [`Self::readers`].
     ///
     /// # Errors
     /// The database could not be read.
     pub fn digest(&self) -> Result<(LogIndex, u64), SqlError> {
-        Ok((LogIndex(self.sm.applied().index), self.sm.digest()?))
+        let (applied, digest) = self.readers.digest()?;
+        Ok((LogIndex(applied.index), digest))
     }
 
     /// A known member's address.
@@ -361,7 +393,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             term: Term(raft.term),
             leader: self.leader(),
             commit_index: LogIndex(raft.raft_log.committed),
-            applied_index: LogIndex(self.sm.applied().index),
+            applied_index: LogIndex(self.applied().index),
             snapshot_index: LogIndex(self.raw.store().snapshot_metadata().index),
             members: self.member_statuses(),
             since_leader_contact: self.since_leader_contact(),
@@ -489,12 +521,15 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
     fn drive_once(&mut self) -> Result<bool, Fatal> {
         let mut progressed = false;
-        if self.raw.has_ready() {
+        // A snapshot to install needs the state machine: while it is away
+        // on the worker, raft waits for it (a deposed leader only).
+        let snapshot_waits = self.sm.is_none() && self.raw.snap().is_some();
+        if self.raw.has_ready() && !snapshot_waits {
             self.handle_ready()?;
             progressed = true;
         }
-        progressed |= self.maybe_start_batch()?;
         self.maybe_snapshot()?;
+        progressed |= self.maybe_start_batch();
         self.check_invariants()?;
         Ok(progressed)
     }
@@ -528,11 +563,39 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         self.send_messages(light.take_messages());
         self.apply_entries(light.take_committed_entries())?;
-        self.raw.advance_apply();
+        self.after_apply()
+    }
+
+    /// After entries were applied: tell raft how far, step down if this
+    /// leader removed itself, and release the reads the applied state
+    /// serves.
+    fn after_apply(&mut self) -> Result<(), Fatal> {
+        let applied = self.applied().index;
+        if applied > self.raw.raft.raft_log.applied {
+            self.raw.advance_apply_to(applied);
+        }
         self.step_down_if_pending();
-        let release_at = if self.config.mutations.read_before_apply() { u64::MAX } else { self.sm.applied().index };
+        let release_at = if self.config.mutations.read_before_apply() { u64::MAX } else { applied };
         self.reads.release(release_at, &mut self.outputs);
         Ok(())
+    }
+
+    /// The last entry applied to the state machine (at home or away).
+    fn applied(&self) -> Applied {
+        match (&self.sm, &self.writes.executing()) {
+            (Some(sm), _) => sm.applied(),
+            (None, Some(executing)) => executing.applied,
+            (None, None) => Applied::default(),
+        }
+    }
+
+    /// The state machine, which must be home (not away running a batch).
+    fn sm_mut(&mut self) -> Result<&mut S, Fatal> {
+        self.sm.as_mut().ok_or_else(away)
+    }
+
+    fn sm_ref(&self) -> Result<&S, Fatal> {
+        self.sm.as_ref().ok_or_else(away)
     }
 
     /// What must hold whenever the node has run, checked in every build (the
@@ -547,8 +610,15 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return broken(format!("term went back from {} to {term}", self.highest_term));
         }
         self.highest_term = term;
+        if self.sm.is_none() != self.writes.executing().is_some() {
+            return broken("the state machine is away exactly while a batch executes: does not hold".to_owned());
+        }
+        if self.writes.executing().is_some() && self.writes.has_in_flight() {
+            return broken("a batch executes while another is in flight".to_owned());
+        }
+        let applied = self.applied().index;
         let log = &self.raw.raft.raft_log;
-        let (applied, committed, last) = (self.sm.applied().index, log.committed, log.last_index());
+        let (committed, last) = (log.committed, log.last_index());
         if !(applied <= committed && committed <= last) {
             return broken(format!("applied {applied} <= committed {committed} <= last index {last} does not hold"));
         }
@@ -562,21 +632,29 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn persist(&mut self, ready: &raft::Ready) -> Result<(), Fatal> {
         let mutations = &self.config.mutations;
         let (skip_sync, defer_sync) = (mutations.skip_log_sync(), mutations.send_before_sync());
-        let forget_vote = mutations.forget_vote();
+        let (forget_vote, hard_state_first) = (mutations.forget_vote(), mutations.hard_state_before_entries());
         let store = self.raw.mut_store();
         if std::mem::take(&mut self.sync_owed) {
             store.sync()?;
+        }
+        let hard_state = ready.hs().map(|hard_state| {
+            let mut hard_state = hard_state.clone();
+            if forget_vote {
+                hard_state.vote = raft::INVALID_ID;
+            }
+            hard_state
+        });
+        // The entries first: a crash between the two writes must not leave
+        // a commit index past the entries it commits.
+        if let Some(hard_state) = hard_state.as_ref().filter(|_| hard_state_first) {
+            store.set_hard_state(hard_state)?;
         }
         if !ready.entries().is_empty() {
             store.append(ready.entries())?;
         }
         let last_index = store.last_index();
-        if let Some(hard_state) = ready.hs() {
-            let mut hard_state = hard_state.clone();
-            if forget_vote {
-                hard_state.vote = raft::INVALID_ID;
-            }
-            store.set_hard_state(&hard_state)?;
+        if let Some(hard_state) = hard_state.as_ref().filter(|_| !hard_state_first) {
+            store.set_hard_state(hard_state)?;
         }
         let must_sync = ready.must_sync() || !ready.entries().is_empty() || ready.hs().is_some();
         match (must_sync, skip_sync, defer_sync) {
@@ -616,7 +694,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         tracing::info!(node = self.id.0, term = self.raw.raft.term, ?role, leader, "role change");
         if was_leader && role != StateRole::Leader {
             let leader = self.leader();
-            self.writes.on_leadership_lost(&mut self.sm, leader, &mut self.outputs)?;
+            self.writes.on_leadership_lost(self.sm.as_mut(), leader, &mut self.outputs)?;
             self.reads.on_leadership_lost();
             self.admin.on_leadership_lost(&mut self.outputs);
         }
@@ -627,20 +705,30 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         Ok(())
     }
 
+    /// Applies committed entries in log order; while the state machine is
+    /// away on the worker they wait (see [`Self::apply_unapplied`]).
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), Fatal> {
-        for entry in entries {
+        self.unapplied.extend(entries);
+        self.apply_unapplied()
+    }
+
+    /// Applies the committed entries that waited, if the state machine is
+    /// home.
+    fn apply_unapplied(&mut self) -> Result<(), Fatal> {
+        while self.sm.is_some() {
+            let Some(entry) = self.unapplied.pop_front() else { break };
             let applied = Applied { index: entry.index, term: entry.term };
-            if applied.index <= self.sm.applied().index {
+            if applied.index <= self.applied().index {
                 continue; // Already in the database (replayed after restart).
             }
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
-                    self.writes.settle_not_ours(applied.index, &mut self.outputs);
-                    self.sm.apply_empty(applied)?;
+                    self.writes.settle_not_ours(applied.index, &mut self.outputs)?;
+                    self.sm_mut()?.apply_empty(applied)?;
                 }
                 EntryType::EntryNormal => self.apply_command(&entry, applied)?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    self.writes.settle_not_ours(applied.index, &mut self.outputs);
+                    self.writes.settle_not_ours(applied.index, &mut self.outputs)?;
                     self.apply_conf_change(&entry, applied)?;
                 }
             }
@@ -660,7 +748,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         })?;
         match command.kind {
             Some(deeb_proto::command::Kind::WriteBatch(batch)) => {
-                self.writes.apply(&mut self.sm, self.id, &batch, applied, &mut self.outputs)?
+                let sm = self.sm.as_mut().ok_or_else(away)?;
+                self.writes.apply(sm, self.id, &batch, applied, &mut self.outputs)?
             }
             None => {
                 return Err(Fatal::Apply(ApplyError::Divergence {
@@ -689,6 +778,12 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn conf_state(&self) -> ConfState {
         self.raw.raft.prs().conf().to_conf_state()
     }
+}
+
+/// The state machine was needed while away on the worker: a bug in the
+/// node's ordering (it waits for the batch to come back first).
+fn away() -> Fatal {
+    Fatal::Invariant("the state machine is needed while away on the worker".into())
 }
 
 fn role_of(role: StateRole) -> Role {
@@ -821,7 +916,7 @@ mod tests {
             while node.poll_output().is_some() {}
         }
         assert_eq!(node.role, StateRole::Leader);
-        assert!(node.sm.applied().index > 0);
+        assert!(node.applied().index > 0);
         node
     }
 
@@ -834,12 +929,12 @@ mod tests {
             ("term went back", |node| node.highest_term = u64::MAX),
             ("<= committed", |node| node.raw.raft.raft_log.committed = 0),
             ("past the applied index", |node| {
-                let applied = node.sm.applied();
+                let applied = node.applied();
                 let mut metadata = raft::eraftpb::SnapshotMetadata::default();
                 (metadata.index, metadata.term) = (applied.index, applied.term);
                 metadata.set_conf_state(node.conf_state());
                 node.raw.mut_store().compact(&metadata).expect("compact");
-                node.sm.set_applied(Applied { index: applied.index - 1, term: applied.term });
+                node.sm.as_mut().expect("home").set_applied(Applied { index: applied.index - 1, term: applied.term });
             }),
         ];
         for (reason, break_it) in cases {

@@ -23,6 +23,11 @@ pub enum Output {
     /// `Node::snapshot_taker` (on a worker; the node goes on meanwhile),
     /// then report with `Node::snapshot_taken`.
     TakeSnapshot { dest: std::path::PathBuf },
+    /// Execute the leader's next batch off the node: take it with
+    /// `Node::batch_to_execute`, run `BatchToExecute::execute` on a worker
+    /// (it holds the state machine; the node goes on with raft and reads
+    /// meanwhile), then report with `Node::batch_executed`.
+    ExecuteBatch,
     /// A write finished (or failed) for good.
     WriteDone { token: ClientToken, result: Result<WriteOutcome, WriteError> },
     /// The read may run now on a `Reader` (this node has applied enough).

@@ -4,7 +4,6 @@
 //! leader's `MsgSnapshot` carries only metadata, and the receiver steps it
 //! into raft once the whole file has arrived and checked out.
 
-use crate::sql::SqlError;
 use crate::state_machine::{StateMachine, TakenSnapshot};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -271,8 +270,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let Some(path) = self.snapshots.incoming.remove(&metadata.index) else {
             return Err(Fatal::Snapshot(format!("raft installs snapshot {} but no file arrived", metadata.index)));
         };
-        assert!(!self.sm.batch_open(), "a follower has no open batch");
-        let applied = self.sm.install_snapshot(&path)?;
+        let sm = self.sm_mut()?;
+        if sm.batch_open() {
+            return Err(Fatal::Invariant(format!("installing snapshot {} over an open batch", metadata.index)));
+        }
+        let applied = sm.install_snapshot(&path)?;
         if applied.index != metadata.index || applied.term != metadata.term {
             return Err(Fatal::Snapshot(format!(
                 "snapshot file holds {}/{} but raft says {}/{}",
@@ -280,7 +282,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             )));
         }
         self.raw.mut_store().apply_snapshot(metadata)?;
-        self.writes.settle_not_ours(metadata.index, &mut self.outputs);
+        self.writes.settle_not_ours(metadata.index, &mut self.outputs)?;
         let conf_state = metadata.get_conf_state().clone();
         self.adopt_snapshot_file(&path, metadata.index, metadata.term, conf_state).map_err(io_fatal)?;
         self.drop_files_below(metadata.index).map_err(io_fatal)?;
@@ -297,34 +299,37 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// (`Output::TakeSnapshot`, answered with [`Node::snapshot_taken`]):
     /// the node goes on meanwhile, one snapshot at a time.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), Fatal> {
+        let Some(sm) = self.sm.as_ref() else { return Ok(()) }; // Away: nothing was applied.
         let since = self.snapshots.files.last_key_value().map_or(0, |(index, _)| *index);
-        let applied = self.sm.applied().index;
+        let applied = sm.applied().index;
         if self.snapshots.taking.is_none() {
             // A peer needs a snapshot newer than the one the log is
             // compacted to: take one and compact to it once taken, lag or not.
             let refresh = self.snapshots.refresh_requested && applied > since;
             if refresh || applied >= since + self.config.snapshot_interval_entries {
                 self.snapshots.refresh_requested = false;
-                self.request_snapshot(refresh);
+                self.request_snapshot(refresh)?;
             }
         }
         self.compact_to(applied.saturating_sub(self.config.compaction_lag_entries))
     }
 
-    /// Asks the host to take a snapshot into a temporary file.
-    fn request_snapshot(&mut self, refresh: bool) {
+    /// Asks the host to take a snapshot into a temporary file, with a taker
+    /// made now (the state machine may be away when the host asks for it).
+    fn request_snapshot(&mut self, refresh: bool) -> Result<(), Fatal> {
+        let taker = self.sm_ref()?.snapshot_taker()?;
         let dest = self.snapshots.dir.join(TAKING_FILE);
         let _ = fs::remove_file(&dest);
         self.snapshots.taking = Some(Taking { refresh });
+        self.snapshot_taker = Some(taker);
         self.outputs.push_back(Output::TakeSnapshot { dest });
+        Ok(())
     }
 
-    /// A taker for `Output::TakeSnapshot` (it runs without the node).
-    ///
-    /// # Errors
-    /// The database could not be opened.
-    pub fn snapshot_taker(&self) -> Result<S::Snapshots, SqlError> {
-        self.sm.snapshot_taker()
+    /// The taker for `Output::TakeSnapshot` (it runs without the node);
+    /// `None` if there is no snapshot to take or it was handed out.
+    pub fn snapshot_taker(&mut self) -> Option<S::Snapshots> {
+        self.snapshot_taker.take()
     }
 
     /// The host took the snapshot an `Output::TakeSnapshot` asked for (or
@@ -361,7 +366,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         tracing::debug!(node = self.id.0, index = applied.index, "took snapshot");
         let limit = match taking.refresh {
             true => applied.index,
-            false => self.sm.applied().index.saturating_sub(self.config.compaction_lag_entries),
+            false => self.applied().index.saturating_sub(self.config.compaction_lag_entries),
         };
         self.compact_to(limit)
     }
@@ -396,7 +401,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     pub(super) fn snapshot_if_missing(&mut self) {
         let compacted = self.raw.store().snapshot_metadata().index > 0;
         if compacted && self.snapshots.files.is_empty() {
-            let applied = self.sm.applied().index;
+            let applied = self.applied().index;
             if let Err(error) = self.take_snapshot().and_then(|()| self.compact_to(applied)) {
                 self.stop(error);
             }
@@ -407,7 +412,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn take_snapshot(&mut self) -> Result<(), Fatal> {
         let temporary = self.snapshots.dir.join(TAKING_FILE);
         let _ = fs::remove_file(&temporary);
-        let applied = self.sm.create_snapshot(&temporary)?;
+        let applied = self.sm_ref()?.create_snapshot(&temporary)?;
         let conf_state = self.conf_state();
         self.adopt_snapshot_file(&temporary, applied.index, applied.term, conf_state).map_err(io_fatal)?;
         tracing::debug!(node = self.id.0, index = applied.index, "took snapshot");
@@ -481,7 +486,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 
     fn discard_stale_incoming(&mut self) {
-        let applied = self.sm.applied().index;
+        let applied = self.applied().index;
         let stale: Vec<u64> = self.snapshots.incoming.range(..=applied).map(|(index, _)| *index).collect();
         for index in stale {
             if let Some(path) = self.snapshots.incoming.remove(&index) {

@@ -5,10 +5,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use deeb_proto::{op, Op, Statement, StatementResult, Write, WriteBatch};
+use deeb_proto::{Statement, StatementResult, WriteBatch};
 use prost::Message as _;
 use raft::StateRole;
 
+use super::execute::{BatchToExecute, ExecutedBatch, Outcome, Request};
 use super::output::{ClientToken, Output, WriteError, WriteOutcome};
 use super::{Fatal, Node};
 use crate::disk::Disk;
@@ -16,10 +17,12 @@ use crate::ids::{LogIndex, NodeId};
 use crate::sql::{requests, Applied};
 use crate::state_machine::StateMachine;
 
-/// Queued and in-flight writes.
+/// Queued, executing and in-flight writes.
 #[derive(Default)]
 pub(super) struct Writes {
     queue: VecDeque<QueuedWrite>,
+    /// A batch away on the host's worker (with the state machine).
+    executing: Option<ExecutingBatch>,
     in_flight: Option<InFlight>,
     /// After a batch was rolled back for exceeding `batch_bytes_max`, the
     /// next batch takes at most this many requests.
@@ -48,6 +51,23 @@ impl Callers {
     fn tokens(&self) -> impl Iterator<Item = ClientToken> + '_ {
         std::iter::once(self.token).chain(self.retries.iter().copied())
     }
+}
+
+/// A batch away on the host's worker.
+pub(super) struct ExecutingBatch {
+    next_index: u64,
+    term: u64,
+    /// What the state machine had applied when it left.
+    pub(super) applied: Applied,
+    /// Who waits for each request, in the order the batch holds them.
+    requests: Vec<Executing>,
+}
+
+/// One request of the executing batch, as the node keeps it.
+struct Executing {
+    request_id: u64,
+    callers: Callers,
+    key: Option<String>,
 }
 
 /// A batch proposed by this node and not yet applied.
@@ -156,130 +176,173 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 
     /// Starts the next group commit if this node leads, nothing of ours is in
-    /// flight, and every earlier entry is applied. Returns true if it
-    /// proposed.
-    pub(super) fn maybe_start_batch(&mut self) -> Result<bool, Fatal> {
+    /// flight, and every earlier entry is applied: the queue's head (up to
+    /// the batch bound) and the state machine leave for the host's worker
+    /// (`Output::ExecuteBatch`). Returns true if it started one.
+    pub(super) fn maybe_start_batch(&mut self) -> bool {
         let log = &self.raw.raft.raft_log;
         let ready_to_batch = self.role == StateRole::Leader
             && self.writes.in_flight.is_none()
+            && self.writes.executing.is_none()
             && !self.writes.queue.is_empty()
             && self.raw.raft.lead_transferee.is_none()
             && log.applied == log.last_index()
-            && self.sm.applied().index == log.applied;
+            && self.sm.as_ref().is_some_and(|sm| sm.applied().index == log.applied);
         if !ready_to_batch {
-            return Ok(false);
+            return false;
         }
-        let next_index = log.last_index() + 1;
-        self.sm.begin_batch(next_index)?;
-        let (batch, waiters) = self.execute_queue(next_index)?;
-        if waiters.is_empty() {
-            self.sm.rollback_batch()?;
-            return Ok(false);
-        }
-        self.propose_batch(batch, waiters, next_index)
-    }
-
-    /// Runs queued requests inside the open batch transaction until a limit
-    /// is reached. A request whose SQL fails is answered at once; if its SQL
-    /// ended the whole batch transaction, the requests before it run again
-    /// in a new one (each such failure takes one request off the queue, so
-    /// this ends).
-    fn execute_queue(&mut self, next_index: u64) -> Result<(WriteBatch, Vec<Waiter>), Fatal> {
+        let Some(sm) = self.sm.take() else { return false };
+        let (next_index, term) = (log.last_index() + 1, self.raw.raft.term);
         let limits = &self.config.limits;
         let requests_max = self.writes.next_batch_requests_max.take().unwrap_or(limits.batch_requests_max);
-        let bytes_max = limits.batch_bytes_max;
-        let mut batch = WriteBatch { proposer: self.id.0, writes: Vec::new() };
-        let mut waiters: Vec<Waiter> = Vec::new();
-        let mut executed: Vec<QueuedWrite> = Vec::new();
-        let mut bytes = 0;
-        // The batch runs on the event loop: once it has taken as long as one
-        // statement may, the rest of the queue waits for the next batch.
-        while executed.len() < requests_max && bytes < bytes_max && !self.sm.batch_time_spent() {
-            let Some(queued) = self.writes.queue.pop_front() else { break };
-            if let Some(key) = &queued.key {
-                // Applied before (by this leader or another): the first answer.
-                if let Some((index, results)) = self.sm.recorded_request(key)? {
-                    let result = Ok(WriteOutcome { results, index: LogIndex(index) });
-                    answer_all(&mut self.outputs, queued.callers.tokens(), &result);
-                    continue;
-                }
-            }
-            match self.sm.execute_request(&queued.statements)? {
-                Err(error) => {
-                    let result = Err(WriteError::Statement(error));
-                    answer_all(&mut self.outputs, queued.callers.tokens(), &result);
-                    if !self.sm.batch_open() {
-                        self.sm.begin_batch(next_index)?;
-                        for earlier in executed.drain(..).rev() {
-                            self.writes.queue.push_front(earlier);
-                        }
-                        (batch.writes, waiters, bytes) = (Vec::new(), Vec::new(), 0);
-                    }
-                }
-                Ok(result) => {
-                    let request_id = self.writes.allocate_request_id(self.raw.raft.term);
-                    let ops = match self.config.mutations.replicate_statements() {
-                        true => statements_as_text(&queued.statements, result.ops),
-                        false => result.ops,
-                    };
-                    let mut write = Write { request_id, ops, ..Write::default() };
-                    if let Some(key) = &queued.key {
-                        self.sm.record_request(key, &result.results)?;
-                        write.idempotency_key.clone_from(key);
-                        write.results.clone_from(&result.results);
-                    }
-                    bytes += write.encoded_len();
-                    batch.writes.push(write);
-                    waiters.push(Waiter {
-                        request_id,
-                        callers: queued.callers.clone(),
-                        results: result.results,
-                        key: queued.key.clone(),
-                    });
-                    executed.push(queued);
-                }
-            }
+        let taken = self.writes.queue.len().min(requests_max);
+        let (mut requests, mut callers) = (Vec::with_capacity(taken), Vec::with_capacity(taken));
+        for queued in self.writes.queue.drain(..taken).collect::<Vec<_>>() {
+            let request_id = self.writes.allocate_request_id(term);
+            requests.push(Request { request_id, statements: queued.statements, key: queued.key.clone() });
+            callers.push(Executing { request_id, callers: queued.callers, key: queued.key });
         }
-        if bytes > bytes_max && executed.len() > 1 {
-            return self.retry_smaller(executed);
-        }
-        if bytes > bytes_max {
-            // One request alone is larger than a batch may be.
-            self.sm.rollback_batch()?;
-            let error = WriteError::TooLarge { what: "row changes of the request", size: bytes, max: bytes_max };
-            answer_all(&mut self.outputs, executed[0].callers.tokens(), &Err(error));
-            return Ok((batch, Vec::new()));
-        }
-        Ok((batch, waiters))
+        let applied = sm.applied();
+        self.writes.executing = Some(ExecutingBatch { next_index, term, applied, requests: callers });
+        self.batch_to_execute = Some(BatchToExecute {
+            sm,
+            next_index,
+            requests,
+            bytes_max: limits.batch_bytes_max,
+            replicate_statements: self.config.mutations.replicate_statements(),
+        });
+        self.outputs.push_back(Output::ExecuteBatch);
+        true
     }
 
-    /// The batch outgrew `batch_bytes_max`: undo it, put its requests back
-    /// in order, and let the next batch stop before the last one.
-    fn retry_smaller(&mut self, executed: Vec<QueuedWrite>) -> Result<(WriteBatch, Vec<Waiter>), Fatal> {
-        self.sm.rollback_batch()?;
-        self.writes.next_batch_requests_max = Some(executed.len() - 1);
-        for queued in executed.into_iter().rev() {
+    /// The batch `Output::ExecuteBatch` announced, with the state machine,
+    /// for the host to run on its worker ([`BatchToExecute::execute`]).
+    /// Until it comes back through [`Self::batch_executed`], committed
+    /// entries wait to be applied; reads and raft go on.
+    pub fn batch_to_execute(&mut self) -> Option<BatchToExecute<S>> {
+        self.batch_to_execute.take()
+    }
+
+    /// The worker ran the batch: the state machine is back. The batch is
+    /// proposed if this node still leads in the term it began in and no
+    /// entry was appended meanwhile; otherwise it is undone and its
+    /// requests go back to the queue (still leading) or are answered "not
+    /// the leader" (they were never proposed).
+    pub fn batch_executed(&mut self, now: Duration, executed: ExecutedBatch<S>) {
+        self.advance_clock(now);
+        let ExecutedBatch { sm, next_index, requests, result } = executed;
+        let Some(executing) = self.writes.executing.take_if(|batch| batch.next_index == next_index) else {
+            let error = Fatal::Invariant(format!("a batch for index {next_index} came back that was never sent"));
+            self.stop(error);
+            return;
+        };
+        self.sm = Some(sm);
+        if self.fatal.is_some() {
+            return;
+        }
+        let settled = result
+            .map_err(Fatal::from)
+            .and_then(|outcome| self.settle_batch(executing, requests, outcome))
+            .and_then(|()| self.apply_unapplied())
+            .and_then(|()| self.after_apply());
+        if let Err(error) = settled {
+            self.stop(error);
+        }
+        self.drive();
+    }
+
+    fn settle_batch(
+        &mut self,
+        executing: ExecutingBatch,
+        requests: Vec<Request>,
+        outcome: Outcome,
+    ) -> Result<(), Fatal> {
+        let ExecutingBatch { next_index, term, requests: callers, .. } = executing;
+        let mut slots: Vec<Option<(Executing, Vec<Statement>)>> =
+            callers.into_iter().zip(requests).map(|(waiting, request)| Some((waiting, request.statements))).collect();
+        let mut take = |at: usize| {
+            slots.get_mut(at).and_then(Option::take).ok_or_else(|| {
+                Fatal::Invariant(format!("the batch for index {next_index} answered request {at} twice or not at all"))
+            })
+        };
+        for (at, result) in outcome.answered {
+            answer_all(&mut self.outputs, take(at)?.0.callers.tokens(), &result);
+        }
+        let mut executed: Vec<(Executing, Vec<StatementResult>, Vec<Statement>)> = (outcome.executed.into_iter())
+            .map(|(at, results)| take(at).map(|(waiting, statements)| (waiting, results, statements)))
+            .collect::<Result<_, _>>()?;
+        let not_run: Vec<(Executing, Vec<Statement>)> =
+            outcome.not_run.into_iter().map(&mut take).collect::<Result<_, _>>()?;
+        if slots.iter().any(Option::is_some) {
+            return Err(Fatal::Invariant(format!("the batch for index {next_index} left a request unanswered")));
+        }
+        let raft = &self.raw.raft;
+        let still_ours = self.role == StateRole::Leader
+            && raft.term == term
+            && raft.raft_log.last_index() + 1 == next_index
+            && raft.lead_transferee.is_none();
+        if !executed.is_empty() && !still_ours {
+            tracing::debug!(node = self.id.0, next_index, term, "batch came back too late to propose: undone");
+            self.sm_mut()?.rollback_batch()?;
+        }
+        if self.role != StateRole::Leader {
+            let result = Err(WriteError::NotLeader { leader: self.leader() });
+            let unproposed = executed.iter().map(|(waiting, ..)| waiting).chain(not_run.iter().map(|(w, _)| w));
+            for waiting in unproposed {
+                answer_all(&mut self.outputs, waiting.callers.tokens(), &result);
+            }
+            return Ok(());
+        }
+        let requeue = |(waiting, statements): (Executing, Vec<Statement>)| QueuedWrite {
+            callers: waiting.callers,
+            statements,
+            key: waiting.key,
+        };
+        let mut back: Vec<QueuedWrite> = Vec::new();
+        if still_ours {
+            self.writes.next_batch_requests_max = outcome.next_batch_requests_max;
+        } else {
+            // Run again in a later batch, at the index it will really have.
+            back.extend(executed.drain(..).map(|(waiting, _, statements)| requeue((waiting, statements))));
+        }
+        back.extend(not_run.into_iter().map(requeue));
+        for queued in back.into_iter().rev() {
             self.writes.queue.push_front(queued);
         }
-        Ok((WriteBatch::default(), Vec::new()))
+        if executed.is_empty() {
+            return Ok(());
+        }
+        let waiters = executed
+            .into_iter()
+            .map(|(waiting, results, _)| Waiter {
+                request_id: waiting.request_id,
+                callers: waiting.callers,
+                results,
+                key: waiting.key,
+            })
+            .collect();
+        self.propose_batch(outcome.batch, waiters, next_index)
     }
 
-    fn propose_batch(&mut self, batch: WriteBatch, waiters: Vec<Waiter>, next_index: u64) -> Result<bool, Fatal> {
+    fn propose_batch(&mut self, mut batch: WriteBatch, waiters: Vec<Waiter>, next_index: u64) -> Result<(), Fatal> {
+        batch.proposer = self.id.0;
         let command = deeb_proto::Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
         if let Err(error) = self.raw.propose(Vec::new(), command.encode_to_vec()) {
             tracing::debug!(node = self.id.0, %error, "proposal refused");
-            self.sm.rollback_batch()?;
+            self.sm_mut()?.rollback_batch()?;
             let result = Err(WriteError::NotLeader { leader: self.leader() });
             for waiter in &waiters {
                 answer_all(&mut self.outputs, waiter.callers.tokens(), &result);
             }
-            return Ok(false);
+            return Ok(());
         }
         let index = self.raw.raft.raft_log.last_index();
-        assert_eq!(index, next_index, "a leader's proposal lands right after its last entry");
+        if index != next_index {
+            return Err(Fatal::Invariant(format!("a batch executed for index {next_index} was proposed at {index}")));
+        }
         let term = self.raw.raft.term;
         self.writes.in_flight = Some(InFlight { index, term, transaction_open: true, requests: waiters });
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -288,12 +351,28 @@ impl Writes {
         Self { match_index_only, ..Self::default() }
     }
 
-    /// A retry of a request with `key` that is queued or in flight waits
+    /// The batch away on the worker, if any.
+    pub(super) fn executing(&self) -> Option<&ExecutingBatch> {
+        self.executing.as_ref()
+    }
+
+    /// True while a batch of ours is proposed and not yet applied.
+    pub(super) fn has_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// A retry of a request with `key` that is queued, executing or in
+    /// flight waits
     /// for that request's answer; true if there was one.
     fn join_same_key(&mut self, key: &str, token: ClientToken) -> bool {
         let same = |other: &Option<String>| other.as_deref() == Some(key);
         if let Some(queued) = self.queue.iter_mut().find(|queued| same(&queued.key)) {
             queued.callers.retries.push(token);
+            return true;
+        }
+        let executing = self.executing.as_mut().and_then(|batch| batch.requests.iter_mut().find(|w| same(&w.key)));
+        if let Some(waiting) = executing {
+            waiting.callers.retries.push(token);
             return true;
         }
         let in_flight = self.in_flight.as_mut().and_then(|flight| flight.requests.iter_mut().find(|w| same(&w.key)));
@@ -322,12 +401,22 @@ impl Writes {
     ) -> Result<(), Fatal> {
         let in_flight = self.in_flight.take_if(|flight| flight.index == applied.index);
         let Some(flight) = in_flight else {
-            assert!(!sm.batch_open(), "a batch transaction is open while applying entry {}", applied.index);
+            if sm.batch_open() {
+                return Err(Fatal::Invariant(format!(
+                    "a batch transaction is open while applying entry {}",
+                    applied.index
+                )));
+            }
             sm.apply_batch(batch, applied)?;
             return Ok(());
         };
         if !flight.matches(applied.term, me, batch) && !self.match_index_only {
-            assert!(!flight.transaction_open, "open batch at {} but the log holds another entry", applied.index);
+            if flight.transaction_open {
+                return Err(Fatal::Invariant(format!(
+                    "open batch at {} but the log holds another entry",
+                    applied.index
+                )));
+            }
             sm.apply_batch(batch, applied)?;
             flight.answer_unknown(outputs);
             return Ok(());
@@ -344,31 +433,36 @@ impl Writes {
     /// An entry that is not our write batch applied at `index` (or a
     /// snapshot jumped past it): if we were waiting there, we cannot know
     /// whether our batch applied.
-    pub(super) fn settle_not_ours(&mut self, index: u64, outputs: &mut VecDeque<Output>) {
+    pub(super) fn settle_not_ours(&mut self, index: u64, outputs: &mut VecDeque<Output>) -> Result<(), Fatal> {
         if let Some(flight) = self.in_flight.take_if(|flight| flight.index <= index) {
-            assert!(!flight.transaction_open, "open batch at {} but the log holds another entry", flight.index);
+            if flight.transaction_open {
+                let open = flight.index;
+                return Err(Fatal::Invariant(format!("open batch at {open} but the log holds another entry")));
+            }
             if self.match_index_only && flight.index == index {
                 flight.answer_applied(outputs);
             } else {
                 flight.answer_unknown(outputs);
             }
         }
+        Ok(())
     }
 
     /// Leadership lost: roll back the open transaction (the entry may still
     /// commit; then it is applied from its changesets) and turn the queue
-    /// away.
+    /// away. (A batch still executing is answered when it comes back.)
     pub(super) fn on_leadership_lost(
         &mut self,
-        sm: &mut impl StateMachine,
+        sm: Option<&mut impl StateMachine>,
         leader: Option<NodeId>,
         outputs: &mut VecDeque<Output>,
     ) -> Result<(), Fatal> {
-        if let Some(flight) = self.in_flight.as_mut() {
-            if flight.transaction_open {
-                sm.rollback_batch()?;
-                flight.transaction_open = false;
-            }
+        if let Some(flight) = self.in_flight.as_mut().filter(|flight| flight.transaction_open) {
+            let Some(sm) = sm else {
+                return Err(Fatal::Invariant("an open batch is in flight while the state machine is away".into()));
+            };
+            sm.rollback_batch()?;
+            flight.transaction_open = false;
         }
         for queued in self.queue.drain(..) {
             answer_all(outputs, queued.callers.tokens(), &Err(WriteError::NotLeader { leader }));
@@ -376,16 +470,6 @@ impl Writes {
         self.next_batch_requests_max = None;
         Ok(())
     }
-}
-
-/// Mutation `replicate_statements`: parameterless statements travel as SQL
-/// text (re-executed by followers, so `random()` diverges), the rest as
-/// their row changes.
-fn statements_as_text(statements: &[Statement], ops: Vec<Op>) -> Vec<Op> {
-    if statements.iter().any(|statement| !statement.params.is_empty() || !statement.named_params.is_empty()) {
-        return ops;
-    }
-    statements.iter().map(|statement| Op { kind: Some(op::Kind::Ddl(statement.sql.clone())) }).collect()
 }
 
 impl InFlight {

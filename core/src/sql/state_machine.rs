@@ -115,6 +115,40 @@ pub(crate) fn read_applied(conn: &Connection) -> Result<Applied, SqlError> {
     Ok(Applied { index: index as u64, term: term as u64 })
 }
 
+/// Opens read-only connections to the database file at `path`, with the
+/// bounds every query gets; needs nothing of the state machine, so reads go
+/// on while the writer runs a batch on the host's worker.
+#[derive(Clone, Debug)]
+pub struct SqliteReaders {
+    path: PathBuf,
+    steps_max: u64,
+    row_bytes_max: usize,
+}
+
+impl SqliteReaders {
+    fn open_read(&self) -> Result<Connection, SqlError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Ok(Connection::open_with_flags(&self.path, flags)?)
+    }
+}
+
+impl crate::state_machine::Readers for SqliteReaders {
+    type Reader = Reader;
+
+    fn open(&self) -> Result<Reader, SqlError> {
+        Ok(Reader::new(self.open_read()?, self.steps_max, self.row_bytes_max))
+    }
+
+    fn digest(&self) -> Result<(Applied, u64), SqlError> {
+        let conn = self.open_read()?;
+        conn.execute_batch("BEGIN")?;
+        let applied = read_applied(&conn)?;
+        let digest = digest::digest(&conn)?;
+        conn.execute_batch("COMMIT")?;
+        Ok((applied, digest))
+    }
+}
+
 /// Takes snapshots of the database file at `path` from read-only
 /// connections of its own (see [`SqliteStateMachine::create_snapshot`]).
 #[derive(Debug)]
@@ -653,25 +687,25 @@ impl SqliteStateMachine {
         self.applied = applied;
     }
 
-    fn open_read(&self) -> Result<Connection, SqlError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        Ok(Connection::open_with_flags(&self.path, flags)?)
+    /// Opens readers of this database without it (see [`SqliteReaders`]).
+    pub fn readers(&self) -> SqliteReaders {
+        SqliteReaders {
+            path: self.path.clone(),
+            steps_max: self.limits.statement_steps_max,
+            row_bytes_max: self.limits.row_changes_bytes_max,
+        }
     }
 
     /// Opens a read-only connection (sees committed state only).
     pub fn reader(&self) -> Result<Reader, SqlError> {
-        Ok(Reader::new(self.open_read()?, self.limits.statement_steps_max, self.limits.row_changes_bytes_max))
+        crate::state_machine::Readers::open(&self.readers())
     }
 
     /// Ordered hash of the committed schema and every table's rows
     /// (`_deeb_meta` excluded, `sqlite_sequence` and `_deeb_members`
     /// included), read in one read transaction.
     pub fn digest(&self) -> Result<u64, SqlError> {
-        let conn = self.open_read()?;
-        conn.execute_batch("BEGIN")?;
-        let d = digest::digest(&conn)?;
-        conn.execute_batch("COMMIT")?;
-        Ok(d)
+        Ok(crate::state_machine::Readers::digest(&self.readers())?.1)
     }
 
     /// Writes a consistent copy of the committed database to `dest` with
@@ -949,7 +983,7 @@ fn sequence_op(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) ->
 /// same name (documented there), so tests and tools can call them without
 /// the trait in scope.
 impl crate::state_machine::StateMachine for SqliteStateMachine {
-    type Reader = Reader;
+    type Readers = SqliteReaders;
     type Snapshots = SqliteSnapshotTaker;
 
     fn set_limits(&mut self, limits: WriteLimits) {
@@ -1021,12 +1055,8 @@ impl crate::state_machine::StateMachine for SqliteStateMachine {
         SqliteStateMachine::apply_membership(self, applied, conf_state, members)
     }
 
-    fn reader(&self) -> Result<Reader, SqlError> {
-        SqliteStateMachine::reader(self)
-    }
-
-    fn digest(&self) -> Result<u64, SqlError> {
-        SqliteStateMachine::digest(self)
+    fn readers(&self) -> SqliteReaders {
+        SqliteStateMachine::readers(self)
     }
 
     fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError> {

@@ -275,11 +275,17 @@ impl Cluster {
                 Output::Send { to, messages } => self.send(id, to.0, messages),
                 Output::SendSnapshot { to, header } => self.stream_snapshot(id, to.0, header),
                 // Inline: the deterministic harness is its own worker.
+                Output::ExecuteBatch => {
+                    let now = self.now;
+                    let node = self.node_mut(id);
+                    let batch = node.batch_to_execute().expect("an announced batch is there to take");
+                    node.batch_executed(now, batch.execute());
+                }
                 Output::TakeSnapshot { dest } => {
                     let now = self.now;
                     let node = self.node_mut(id);
-                    let taken = node.snapshot_taker().and_then(|taker| taker.take(&dest));
-                    node.snapshot_taken(now, taken.map_err(|error| error.to_string()));
+                    let taker = node.snapshot_taker().expect("an announced snapshot has its taker");
+                    node.snapshot_taken(now, taker.take(&dest).map_err(|error| error.to_string()));
                 }
                 Output::WriteDone { token, result } => {
                     self.replies.insert(token, Reply::Write(result));

@@ -159,7 +159,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DEEB_REQUEST_TIMEOUT", value_parser = duration_arg, default_value = "10s")]
     pub request_timeout: Duration,
     /// How long one statement may run: a query unless it asks otherwise,
-    /// and a write (capped at a third of the election timeout).
+    /// and a write (writes run off the event loop, so this may exceed the
+    /// election timeout).
     #[arg(long, env = "DEEB_STATEMENT_TIMEOUT", value_parser = duration_arg, default_value = "5s")]
     pub statement_timeout: Duration,
     /// The longest a query may ask to run.

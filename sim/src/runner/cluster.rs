@@ -59,7 +59,7 @@ pub struct Cluster {
     pub admin: NodeHandle,
     data_dir: PathBuf,
     initial: Vec<(NodeId, String)>,
-    swarm: Swarm,
+    pub swarm: Swarm,
     mutations: Mutations,
     crash_salt: Arc<AtomicU64>,
 }
@@ -97,19 +97,23 @@ impl Cluster {
     fn spawn_node(&mut self, id: u64, peers: Vec<(NodeId, String)>, join: Option<String>) {
         let config = self.serve_config(id, peers, join);
         let disk = MemDisk::new();
-        let (fatal, salt) = (self.fatal.clone(), self.crash_salt.clone());
+        let (fatal, salt, chaos) = (self.fatal.clone(), self.crash_salt.clone(), self.chaos.clone());
         let kept = disk.clone();
         let handle = Handle::current()
             .create_node()
             .name(format!("node-{id}"))
             .ip(ip_of(id))
             .init(move || {
-                let (config, disk, fatal) = (config.clone(), disk.clone(), fatal.clone());
+                let (config, disk, fatal, chaos) = (config.clone(), disk.clone(), fatal.clone(), chaos.clone());
                 // A (re)start after a kill: unsynced log writes are lost.
                 disk.crash(salt.fetch_add(1, Ordering::SeqCst));
                 async move {
-                    if let Err(error) = deeb_server::run_node(config, disk, std::future::pending::<()>()).await {
-                        fatal.lock().expect("fatal lock").push((id, error.to_string()));
+                    let result = deeb_server::run_node(config, disk.clone(), std::future::pending::<()>()).await;
+                    match result {
+                        Ok(()) => {}
+                        // The disk's crash point: the process dies there.
+                        Err(_) if disk.operation_budget_spent() => chaos.crash_at_disk_operation(id),
+                        Err(error) => fatal.lock().expect("fatal lock").push((id, error.to_string())),
                     }
                 }
             })

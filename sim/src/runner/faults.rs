@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deeb_core::{NodeEvent, NodeId};
-use deeb_server::{Delivery, Hooks, NodeClock, TransportFaults};
+use deeb_server::{Delivery, Hooks, NodeClock, TransportFaults, WorkTime};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -29,6 +29,8 @@ pub struct CrashRequest {
     /// Time for the messages just sent to leave before the crash.
     pub kill_after: Duration,
     pub down_for: Duration,
+    /// At a crash point of the node's log disk.
+    pub at_disk_operation: bool,
 }
 
 /// What the nodes reported, for the checkers.
@@ -59,6 +61,11 @@ struct ChaosState {
     /// (counted apart: acknowledgements are far more frequent).
     vote_crashes_left: usize,
     ack_crashes_left: usize,
+    /// Nodes that reached a crash point of their log disk.
+    disk_crashes: usize,
+    /// Nodes about to crash, with when they will be back: messages to them
+    /// arrive after that (`late_across_restarts`).
+    doomed: BTreeMap<u64, Instant>,
 }
 
 impl Chaos {
@@ -71,6 +78,8 @@ impl Chaos {
             observations: Observations::default(),
             vote_crashes_left,
             ack_crashes_left,
+            disk_crashes: 0,
+            doomed: BTreeMap::new(),
         };
         let chaos = Self { state: Mutex::new(state), crashes, swarm: swarm.clone(), epoch: Instant::now() };
         (Arc::new(chaos), requests)
@@ -84,6 +93,7 @@ impl Chaos {
             observer: Some(Arc::new(move |node: NodeId, event: &NodeEvent| observer.observe(node.0, event))),
             clock: clock.map(|clock| Arc::new(clock) as Arc<dyn NodeClock>),
             transport: self.swarm.messes_with_messages().then(|| self.clone() as Arc<dyn TransportFaults>),
+            work_time: (!self.swarm.work_time_max.is_zero()).then(|| self.clone() as Arc<dyn WorkTime>),
         }
     }
 
@@ -166,10 +176,41 @@ impl Chaos {
                     whole_cluster: !vote && rng.gen_bool(0.3),
                     kill_after: Duration::from_micros(kill_after_micros),
                     down_for: Duration::from_millis(down_for),
+                    at_disk_operation: false,
                 };
                 let _ = self.crashes.send(request);
             }
         }
+    }
+
+    /// Node `id`'s log disk failed at its crash point and the node stopped:
+    /// take it down as a crash there and bring it back soon.
+    pub fn crash_at_disk_operation(&self, id: u64) {
+        let mut state = self.lock();
+        state.disk_crashes += 1;
+        let down_for = Duration::from_millis(state.rng.gen_range(1..40));
+        let request = CrashRequest {
+            node: id,
+            whole_cluster: false,
+            kill_after: Duration::ZERO,
+            down_for,
+            at_disk_operation: true,
+        };
+        let _ = self.crashes.send(request);
+    }
+
+    /// Node `id` will crash now and be back at `back_at`: with
+    /// `late_across_restarts`, what is sent to it meanwhile arrives after
+    /// it is back, at its next run.
+    pub fn doom(&self, id: u64, back_at: Instant) {
+        if self.swarm.late_across_restarts {
+            self.lock().doomed.insert(id, back_at);
+        }
+    }
+
+    /// How many nodes reached a crash point of their log disk.
+    pub fn disk_crashes(&self) -> usize {
+        self.lock().disk_crashes
     }
 
     /// A drifting, jumping clock for node `id`, if this seed has clock faults.
@@ -194,11 +235,20 @@ impl Chaos {
 }
 
 impl TransportFaults for Chaos {
-    fn plan(&self, _from: NodeId, _to: NodeId) -> Delivery {
+    fn plan(&self, _from: NodeId, to: NodeId) -> Delivery {
         let swarm = &self.swarm;
         let mut state = self.lock();
-        let rng = &mut state.rng;
         let mut delivery = Delivery::default();
+        if let Some(&back_at) = state.doomed.get(&to.0) {
+            let now = Instant::now();
+            if now < back_at {
+                // Sent to the run that is about to die; delivered to the next.
+                delivery.delay = back_at - now + state.rng.gen_range(Duration::ZERO..LATE_AFTER_RESTART_MAX);
+                return delivery;
+            }
+            state.doomed.remove(&to.0);
+        }
+        let rng = &mut state.rng;
         if swarm.hold_back_rate > 0.0 && rng.gen_bool(swarm.hold_back_rate) {
             delivery.delay = rng.gen_range(Duration::from_millis(1)..MESSAGE_DELAY_MAX);
         }
@@ -206,6 +256,18 @@ impl TransportFaults for Chaos {
             delivery.copies.push(rng.gen_range(Duration::ZERO..MESSAGE_DELAY_MAX));
         }
         delivery
+    }
+}
+
+impl WorkTime for Chaos {
+    fn draw(&self) -> Duration {
+        let max = self.swarm.work_time_max;
+        // Mostly quick, sometimes the whole bound: a statement that runs long.
+        let mut state = self.lock();
+        match state.rng.gen_bool(0.2) {
+            true => state.rng.gen_range(Duration::ZERO..=max),
+            false => state.rng.gen_range(Duration::ZERO..=max / 20),
+        }
     }
 }
 
@@ -242,6 +304,8 @@ const ACK_CRASHES_PER_SEED_MAX: usize = 4;
 const CRASH_ON_VOTE_RATE: f64 = 0.8;
 /// Append acknowledgements are frequent.
 const CRASH_ON_ACK_RATE: f64 = 0.004;
+/// Messages to a crashed node arrive at most this long after it is back.
+const LATE_AFTER_RESTART_MAX: Duration = Duration::from_millis(300);
 /// Held-back and duplicated batches arrive at most this late.
 const MESSAGE_DELAY_MAX: Duration = Duration::from_millis(300);
 const CLOCK_JUMP_MAX_MS: i64 = 2_000;

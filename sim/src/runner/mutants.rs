@@ -28,12 +28,15 @@ pub enum Mutant {
     /// The leader ignores idempotency keys, so a client's retry of a write
     /// whose outcome it did not learn applies it again.
     IgnoreIdempotencyKeys,
+    /// The hard state (with its commit index) is written before the
+    /// entries inside one persist call.
+    HardStateBeforeEntries,
     /// The client history flips one read result (M20): must always fail.
     Canary,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -45,6 +48,7 @@ impl Mutant {
         Mutant::AcceptTornRecords,
         Mutant::FollowerForeignKeys,
         Mutant::IgnoreIdempotencyKeys,
+        Mutant::HardStateBeforeEntries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Mutant {
             Mutant::AcceptTornRecords => "accept-torn-records",
             Mutant::FollowerForeignKeys => "follower-foreign-keys",
             Mutant::IgnoreIdempotencyKeys => "ignore-idempotency-keys",
+            Mutant::HardStateBeforeEntries => "hard-state-before-entries",
             Mutant::Canary => "canary",
         }
     }
@@ -82,6 +87,7 @@ impl Mutant {
             Mutant::AcceptTornRecords => mutations.skip_record_checksums = true,
             Mutant::FollowerForeignKeys => mutations.follower_foreign_keys = true,
             Mutant::IgnoreIdempotencyKeys => mutations.ignore_idempotency_keys = true,
+            Mutant::HardStateBeforeEntries => mutations.hard_state_before_entries = true,
             Mutant::Canary => {}
         }
         mutations

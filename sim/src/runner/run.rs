@@ -36,6 +36,8 @@ pub struct RunReport {
     /// Of `operations`, those of the SQL workload.
     pub sql_operations: usize,
     pub faults: usize,
+    /// Of `faults`, crashes at a log disk operation.
+    pub disk_crashes: usize,
     pub violations: Vec<String>,
     /// A hash of the recorded history: equal for equal runs.
     pub history_hash: u64,
@@ -182,6 +184,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     }
     let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
     report.faults = fault_phase(&mut cluster, &swarm, &mut rng, &mut crash_requests).await;
+    report.disk_crashes = cluster.chaos.disk_crashes();
     heal(&mut cluster).await;
     let healed = recorder.now();
     // (wait_for_leader measures from its own start: on the recorder's clock
@@ -359,21 +362,51 @@ async fn crash_at_point(cluster: &mut Cluster, request: &CrashRequest) -> usize 
     if victims.is_empty() {
         return 0;
     }
-    tokio::time::sleep(request.kill_after).await;
-    for &id in &victims {
-        cluster.kill(id);
+    let (mut kill_after, mut down_for) = (request.kill_after, request.down_for);
+    let mut crashes = 0;
+    loop {
+        let back_at = tokio::time::Instant::now() + kill_after + down_for;
+        for &id in &victims {
+            cluster.chaos.doom(id, back_at);
+        }
+        tokio::time::sleep(kill_after).await;
+        for &id in &victims {
+            cluster.kill(id);
+        }
+        tokio::time::sleep(down_for).await;
+        for &id in &victims {
+            cluster.restart(id);
+        }
+        crashes += 1;
+        if request.at_disk_operation && cluster.chaos.pick(3) > 0 {
+            // Crash again in what the restart does next (recovery, catching
+            // up): a crash point in one of its first operations.
+            let operations = cluster.chaos.pick(DISK_CRASH_OPERATIONS_MAX as usize) as u64;
+            cluster.node(request.node).disk.fail_after_operations(operations);
+        }
+        let again = cluster.swarm.late_across_restarts && !request.whole_cluster && cluster.chaos.pick(2) == 0;
+        if !again || crashes > CRASHES_AGAIN_MAX {
+            return crashes;
+        }
+        // A short run, then down again: whatever is sent to this run
+        // arrives in the next, so the requests of this run meet the answers
+        // meant for them there.
+        kill_after = Duration::from_millis(50 + cluster.chaos.pick(300) as u64);
+        down_for = Duration::from_millis(1 + cluster.chaos.pick(20) as u64);
     }
-    tokio::time::sleep(request.down_for).await;
-    for &id in &victims {
-        cluster.restart(id);
-    }
-    1
 }
 
 async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, joined: &mut bool) -> usize {
     let handle = Handle::current();
     let members: Vec<u64> = cluster.members.iter().copied().collect();
     let victim = members[rng.gen_range(0..members.len())];
+    if swarm.disk_crash_points && rng.gen_bool(DISK_CRASH_ACTION_RATE) && cluster.node(victim).running {
+        // A crash inside a call, at one of the victim's next log disk
+        // operations (it reports the failure; `crash_at_point` takes it
+        // down there and back).
+        cluster.node(victim).disk.fail_after_operations(rng.gen_range(0..DISK_CRASH_OPERATIONS_MAX));
+        return 1;
+    }
     match rng.gen_range(0..10) {
         0..=2 if swarm.partitions => partition(cluster, &members, rng, swarm.one_way_partitions),
         3 if swarm.partitions => heal_links(cluster.nodes.len() as u64),
@@ -509,6 +542,13 @@ fn heal_links(nodes: u64) {
 
 async fn heal(cluster: &mut Cluster) {
     heal_links(cluster.nodes.len() as u64);
+    // Disk crash points not reached yet are lifted; a node that reached
+    // one (its crash not yet carried out) goes down now and comes back.
+    for id in 1..=cluster.nodes.len() as u64 {
+        if !cluster.node(id).disk.lift_operation_budget() && cluster.node(id).running {
+            cluster.kill(id);
+        }
+    }
     // madsim drops a killed node's tasks only when it next schedules them: a
     // node killed by the fault phase's last action must be gone before it
     // restarts, or its old SQLite connection still holds the database.
@@ -645,6 +685,13 @@ const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_secs(10);
 const CONVERGENCE_POLLS_MAX: usize = 150;
 const LEADER_MEMBERS_POLLS_MAX: usize = 20;
 const KILL_SETTLE: Duration = Duration::from_millis(1);
+/// A node crashed at a crash point crashes again soon at most this often.
+const CRASHES_AGAIN_MAX: usize = 3;
+/// A disk crash point falls within this many of the node's next log disk
+/// operations (a few entries' appends, syncs and hard-state writes).
+const DISK_CRASH_OPERATIONS_MAX: u64 = 60;
+/// Share of fault actions that arm a disk crash point, where drawn.
+const DISK_CRASH_ACTION_RATE: f64 = 0.4;
 /// Half-second polls, after the first 2 s, for the workload to make
 /// progress after the heal: 10 s more at most.
 const PROGRESS_POLLS_MAX: usize = 20;

@@ -78,6 +78,18 @@ pub struct Swarm {
     /// the lease's assumption (no jumps; drift up to 20%, well inside the
     /// margin of half an election timeout).
     pub lease_reads: bool,
+    /// Jobs off a node's event loop (a leader's SQL batch, a snapshot, a
+    /// digest) take up to this long each (zero: no time, as SQL takes in
+    /// simulated time).
+    pub work_time_max: Duration,
+    /// Some kills are crashes at the k-th operation of a node's log disk
+    /// (inside a persist, an append or a compaction), not between calls.
+    pub disk_crash_points: bool,
+    /// Messages sent to a node about to crash at a crash point arrive after
+    /// it restarts (its new run must not take them for its own), and the
+    /// node may crash again soon after, so its short run's requests meet
+    /// the next run's.
+    pub late_across_restarts: bool,
 }
 
 impl Swarm {
@@ -111,6 +123,12 @@ impl Swarm {
         let lease_reads = !clock_jumps && coin(&mut reads, 0.5);
         // Leaders paused past their lease are what lease reads must survive.
         let pauses = pauses || (lease_reads && coin(&mut reads, 0.6));
+        let mut work = SmallRng::seed_from_u64(seed ^ WORK_SALT);
+        // Up to past an election timeout: the loop must heartbeat meanwhile.
+        let work_time_max =
+            if coin(&mut work, 0.5) { Duration::from_millis(work.gen_range(5..1_500)) } else { Duration::ZERO };
+        let disk_crash_points = kills && coin(&mut work, 0.6);
+        let late_across_restarts = (crash_points || disk_crash_points) && coin(&mut work, 0.6);
         Self {
             nodes,
             clients: rng.gen_range(2..6),
@@ -133,12 +151,15 @@ impl Swarm {
             clock_jumps,
             bit_rot,
             lease_reads,
+            work_time_max,
+            disk_crash_points,
+            late_across_restarts,
         }
     }
 
     /// Whether peer batches are duplicated or held back.
     pub fn messes_with_messages(&self) -> bool {
-        self.duplicate_rate > 0.0 || self.hold_back_rate > 0.0
+        self.duplicate_rate > 0.0 || self.hold_back_rate > 0.0 || self.late_across_restarts
     }
 
     /// The faults this seed drew, for the failure report.
@@ -157,6 +178,8 @@ impl Swarm {
             (self.clock_jumps, "clock-jumps"),
             (self.bit_rot, "bit-rot"),
             (self.lease_reads, "lease-reads"),
+            (self.disk_crash_points, "disk-crash-points"),
+            (self.late_across_restarts, "late-across-restarts"),
         ];
         for (on, name) in flags {
             if on {
@@ -175,6 +198,9 @@ impl Swarm {
         if self.clock_drift > 0.0 {
             faults.push(format!("drift={:.2}", self.clock_drift));
         }
+        if !self.work_time_max.is_zero() {
+            faults.push(format!("slow-work<={}ms", self.work_time_max.as_millis()));
+        }
         if self.snapshot_interval_entries < 10_000 {
             faults.push(format!("snapshot-every={}", self.snapshot_interval_entries));
         }
@@ -192,6 +218,7 @@ impl Swarm {
 const SWARM_SALT: u64 = 0x005E_ED0F_DEEB;
 const LATER_FAULTS_SALT: u64 = 0x1A7E_FA17;
 const READS_SALT: u64 = 0x0EAD_5EED;
+const WORK_SALT: u64 = 0x5107_3012;
 
 #[cfg(test)]
 mod tests {
