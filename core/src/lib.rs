@@ -16,8 +16,9 @@
 //!    [`Node::submit_write`] / [`Node::submit_read`] for clients,
 //!    [`Node::change_membership`] / [`Node::transfer_leader`] for admins,
 //!    [`Node::install_received`] with a snapshot file received through a
-//!    [`node::SnapshotReceiver`], [`Node::batch_executed`] and
-//!    [`Node::snapshot_taken`] when work it handed out is done, and
+//!    [`node::SnapshotReceiver`], [`Node::batch_executed`],
+//!    [`Node::entries_applied`] and [`Node::snapshot_taken`] when work it
+//!    handed out is done, and
 //!    [`Node::report_snapshot`] /
 //!    [`Node::report_unreachable`] with the fate of earlier sends. Every
 //!    input takes `now`, the host's monotonic time since it started.
@@ -38,13 +39,21 @@
 //!      told "not the leader"). Committed entries wait for the state
 //!      machine to come back and apply in log order; reads are served
 //!      meanwhile from [`Node::readers`], which need no state machine.
+//!    - [`Output::ApplyEntries`]: a run of committed entries to apply.
+//!      [`Node::entries_to_apply`] hands over the steps the node planned
+//!      (commit the leader's open batch for its own entry, apply the row
+//!      changes of another's, record an empty entry) with the state
+//!      machine; the worker runs [`node::EntriesToApply::apply`] and the
+//!      host returns it with [`Node::entries_applied`], after which the
+//!      node answers those entries' clients ([`Output::WriteDone`]).
+//!      Membership changes, rare and small, apply on the node between runs.
 //!    - [`Output::TakeSnapshot`]: a snapshot of the applied state, taken
 //!      with the taker from [`Node::snapshot_taker`] and reported with
 //!      [`Node::snapshot_taken`].
 //!
-//!    Once the batch's entry commits, the node applies it (commits the
-//!    open transaction on the leader, applies the row changes elsewhere)
-//!    and answers the clients with [`Output::WriteDone`].
+//!    The state machine is in one place at a time: while it is away,
+//!    committed entries wait, no batch starts, and a received snapshot
+//!    waits to be installed.
 //! 3. Sleep until [`Node::poll_timeout`] or the next input, then go to 1.
 //!
 //! Once, after opening, a host may hand the node its clock with
@@ -91,10 +100,14 @@
 //!                 written = Some(true);
 //!             }
 //!             Output::Stopped { reason } => panic!("{reason}"),
-//!             // A host runs these two on a worker; inline here.
+//!             // A host runs these on a worker; inline here.
 //!             Output::ExecuteBatch => {
 //!                 let batch = node.batch_to_execute().expect("announced");
 //!                 node.batch_executed(now, batch.execute());
+//!             }
+//!             Output::ApplyEntries => {
+//!                 let entries = node.entries_to_apply().expect("announced");
+//!                 node.entries_applied(now, entries.apply());
 //!             }
 //!             Output::TakeSnapshot { dest } => {
 //!                 use deeb_core::SnapshotTaker as _;

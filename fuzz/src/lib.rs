@@ -339,14 +339,24 @@ fn open_node(members: &[u64]) -> (Node<MemDisk>, tempfile::TempDir) {
     (node, dir)
 }
 
-/// Takes every output (as a host must); runs the leader's batches inline
-/// and carries out nothing else.
+/// Takes every output (as a host must); runs the leader's batches and the
+/// applying of entries inline and carries out nothing else.
 fn drain(node: &mut Node<MemDisk>) {
     // (`Output::Stopped` too: a peer can make a node stop, e.g. with a
     // committed entry that does not apply; that is a clean stop, not a crash.)
     while let Some(output) = node.poll_output() {
-        if let (Output::ExecuteBatch, Some(batch)) = (output, node.batch_to_execute()) {
-            node.batch_executed(Duration::ZERO, batch.execute());
+        match output {
+            Output::ExecuteBatch => {
+                if let Some(batch) = node.batch_to_execute() {
+                    node.batch_executed(Duration::ZERO, batch.execute());
+                }
+            }
+            Output::ApplyEntries => {
+                if let Some(entries) = node.entries_to_apply() {
+                    node.entries_applied(Duration::ZERO, entries.apply());
+                }
+            }
+            _ => {}
         }
     }
 }

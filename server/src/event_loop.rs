@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deeb_core::disk::Disk;
-use deeb_core::node::{ExecutedBatch, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver};
+use deeb_core::node::{AppliedEntries, ExecutedBatch, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver};
 use deeb_core::sql::{QueryError, Reader, SqliteStateMachine};
 use deeb_core::{
     AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Readers as _, Role,
@@ -21,7 +21,7 @@ use deeb_proto::{SnapshotHeader, Statement};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::hooks::{NodeClock, WorkTime};
+use crate::hooks::{Job, NodeClock, WorkTime};
 use crate::peer::PeerSenders;
 use crate::snapshot;
 
@@ -52,6 +52,9 @@ pub enum Input {
     /// The batch `Output::ExecuteBatch` handed out ran (with the state
     /// machine, which comes back with it).
     BatchExecuted { executed: Box<ExecutedBatch<SqliteStateMachine>> },
+    /// The entries `Output::ApplyEntries` handed out were applied (the
+    /// state machine comes back with them).
+    EntriesApplied { applied: Box<AppliedEntries<SqliteStateMachine>> },
     /// A peer could not be reached.
     Unreachable { to: NodeId },
 }
@@ -71,6 +74,7 @@ impl std::fmt::Debug for Input {
             Input::SnapshotSent { .. } => "SnapshotSent",
             Input::SnapshotTaken { .. } => "SnapshotTaken",
             Input::BatchExecuted { .. } => "BatchExecuted",
+            Input::EntriesApplied { .. } => "EntriesApplied",
             Input::Unreachable { .. } => "Unreachable",
         };
         f.write_str(name)
@@ -231,7 +235,7 @@ impl<D: Disk> EventLoop<D> {
             Input::Digest { reply } => {
                 // A full scan: on a worker, from one read transaction.
                 let readers = self.node.readers();
-                self.off_loop(move || {
+                self.off_loop(Job::Digest, move || {
                     let digest = readers.digest().map(|(applied, digest)| (applied.index, digest));
                     let _ = reply.send(digest.map_err(|error| error.to_string()));
                     None
@@ -243,6 +247,7 @@ impl<D: Disk> EventLoop<D> {
             Input::SnapshotSent { to, delivered } => self.node.report_snapshot(to, delivered),
             Input::SnapshotTaken { taken } => self.node.snapshot_taken(now, taken),
             Input::BatchExecuted { executed } => self.node.batch_executed(now, *executed),
+            Input::EntriesApplied { applied } => self.node.entries_applied(now, *applied),
             Input::Unreachable { to } => self.node.report_unreachable(to),
         }
     }
@@ -290,6 +295,7 @@ impl<D: Disk> EventLoop<D> {
             Output::SendSnapshot { to, header } => self.send_snapshot(to, header),
             Output::TakeSnapshot { dest } => self.take_snapshot(dest),
             Output::ExecuteBatch => self.execute_batch(),
+            Output::ApplyEntries => self.apply_entries(),
             Output::WriteDone { token, result } => self.answer_write(token, result),
             Output::ReadReady { token } => {
                 let reader = self.node.reader().map_err(|error| ReadError::Query(QueryError::Sql(error.to_string())));
@@ -306,7 +312,7 @@ impl<D: Disk> EventLoop<D> {
     /// and learns the result as an input.
     fn take_snapshot(&mut self, dest: std::path::PathBuf) {
         let Some(taker) = self.node.snapshot_taker() else { return };
-        self.off_loop(move || {
+        self.off_loop(Job::Snapshot, move || {
             Some(Input::SnapshotTaken { taken: taker.take(&dest).map_err(|error| error.to_string()) })
         });
     }
@@ -316,7 +322,14 @@ impl<D: Disk> EventLoop<D> {
     /// seconds leaves heartbeats, votes and reads flowing.
     fn execute_batch(&mut self) {
         let Some(batch) = self.node.batch_to_execute() else { return };
-        self.off_loop(move || Some(Input::BatchExecuted { executed: Box::new(batch.execute()) }));
+        self.off_loop(Job::Batch, move || Some(Input::BatchExecuted { executed: Box::new(batch.execute()) }));
+    }
+
+    /// Applies committed entries (a follower's row changes, the leader's
+    /// COMMIT with its fsync) on a worker, which holds the writer meanwhile.
+    fn apply_entries(&mut self) {
+        let Some(entries) = self.node.entries_to_apply() else { return };
+        self.off_loop(Job::Apply, move || Some(Input::EntriesApplied { applied: Box::new(entries.apply()) }));
     }
 
     /// Runs blocking work (SQL, file copies) off the event loop and hands
@@ -324,9 +337,9 @@ impl<D: Disk> EventLoop<D> {
     /// thread for real; under the simulator, which has no threads, as a
     /// task of its own (the loop's other inputs run meanwhile, for as long
     /// as the simulator's `work_time` says). The one place the two differ.
-    fn off_loop(&self, work: impl FnOnce() -> Option<Input> + Send + 'static) {
+    fn off_loop(&self, job: Job, work: impl FnOnce() -> Option<Input> + Send + 'static) {
         let loopback = self.loopback.clone();
-        let delay = self.work_time.as_ref().map_or(Duration::ZERO, |work_time| work_time.draw());
+        let delay = self.work_time.as_ref().map_or(Duration::ZERO, |work_time| work_time.draw(job));
         #[cfg(not(madsim))]
         tokio::task::spawn_blocking(move || {
             if !delay.is_zero() {

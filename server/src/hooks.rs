@@ -37,13 +37,26 @@ impl fmt::Debug for Hooks {
     }
 }
 
-/// The time a job on the node's worker (a leader's batch of SQL, a
-/// snapshot, a digest) takes before it does its work: under the simulator,
+/// The time a job on the node's worker (a leader's batch of SQL, applying
+/// entries, a snapshot, a digest) takes before it does its work: under the simulator,
 /// where SQL takes no simulated time, it is how statements that run for
 /// seconds are modelled.
 pub trait WorkTime: Send + Sync {
-    /// The delay of the next job.
-    fn draw(&self) -> Duration;
+    /// The delay of the next job of this kind.
+    fn draw(&self, job: Job) -> Duration;
+}
+
+/// The kinds of job a node runs off its event loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// A leader's batch of client SQL.
+    Batch,
+    /// Committed entries to apply.
+    Apply,
+    /// A snapshot to take.
+    Snapshot,
+    /// A state digest (a full scan).
+    Digest,
 }
 
 /// A node's clock: may run fast or slow and jump either way. The core never

@@ -22,5 +22,5 @@ pub mod snapshot;
 pub use config::ServeConfig;
 pub use errors::{to_status, ServerError};
 pub use handle::NodeHandle;
-pub use hooks::{Delivery, Hooks, NodeClock, SharedObserver, TransportFaults, WorkTime};
+pub use hooks::{Delivery, Hooks, Job, NodeClock, SharedObserver, TransportFaults, WorkTime};
 pub use server::{run_node, ServeError};

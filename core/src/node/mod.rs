@@ -1,6 +1,7 @@
 //! The sans-IO node: raft-rs's `RawNode` over our log store and SQLite state
 //! machine. See the crate docs for the call order a host must follow.
 
+mod apply;
 mod events;
 mod execute;
 mod logger;
@@ -28,6 +29,7 @@ use crate::log::{LogError, LogStore, OpenOptions};
 use crate::sql::{Applied, ApplyError, SqlError, SqliteStateMachine, WriteLimits};
 use crate::state_machine::{Readers as _, StateMachine};
 
+pub use apply::{AppliedEntries, EntriesToApply};
 pub use events::{NodeEvent, Observer};
 pub use execute::{BatchToExecute, ExecutedBatch};
 pub use membership::MemberChange;
@@ -35,6 +37,7 @@ pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOu
 pub use reads::Consistency;
 pub use snapshots::{ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver};
 
+use apply::{Step, StepError};
 use membership::Admin;
 use reads::Reads;
 use snapshots::Snapshots;
@@ -122,11 +125,18 @@ pub struct Node<D: Disk, S: StateMachine = SqliteStateMachine> {
     id: NodeId,
     config: Config,
     raw: RawNode<LogStore<D>>,
-    /// The state machine; `None` while a leader batch runs on the host's
-    /// worker (`Output::ExecuteBatch` to `Node::batch_executed`).
+    /// The state machine; `None` while it is away on the host's worker
+    /// running a leader batch (`Output::ExecuteBatch` to
+    /// `Node::batch_executed`) or applying entries (`Output::ApplyEntries`
+    /// to `Node::entries_applied`).
     sm: Option<S>,
     /// The batch announced by `Output::ExecuteBatch`, until the host takes it.
     batch_to_execute: Option<BatchToExecute<S>>,
+    /// The entries announced by `Output::ApplyEntries`, until the host
+    /// takes them.
+    entries_to_apply: Option<EntriesToApply<S>>,
+    /// The entries away being applied, and what to do when they are.
+    applying: Option<Applying>,
     /// Opens readers without the state machine.
     readers: S::Readers,
     /// The taker for the snapshot `Output::TakeSnapshot` asked for, until
@@ -221,6 +231,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             raw,
             sm: Some(sm),
             batch_to_execute: None,
+            entries_to_apply: None,
+            applying: None,
             readers,
             snapshot_taker: None,
             unapplied: VecDeque::new(),
@@ -580,12 +592,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         Ok(())
     }
 
-    /// The last entry applied to the state machine (at home or away).
+    /// The last entry applied to the state machine (at home, or when it
+    /// left).
     fn applied(&self) -> Applied {
-        match (&self.sm, &self.writes.executing()) {
-            (Some(sm), _) => sm.applied(),
-            (None, Some(executing)) => executing.applied,
-            (None, None) => Applied::default(),
+        match (&self.sm, self.writes.executing(), &self.applying) {
+            (Some(sm), ..) => sm.applied(),
+            (None, Some(executing), _) => executing.applied,
+            (None, None, Some(applying)) => applying.applied,
+            (None, None, None) => Applied::default(),
         }
     }
 
@@ -610,10 +624,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return broken(format!("term went back from {} to {term}", self.highest_term));
         }
         self.highest_term = term;
-        if self.sm.is_none() != self.writes.executing().is_some() {
-            return broken("the state machine is away exactly while a batch executes: does not hold".to_owned());
+        let (executing, applying) = (self.writes.executing().is_some(), self.applying.is_some());
+        if self.sm.is_none() != (executing || applying) || (executing && applying) {
+            return broken("the state machine is away exactly while a batch executes or entries apply".to_owned());
         }
-        if self.writes.executing().is_some() && self.writes.has_in_flight() {
+        if executing && self.writes.has_in_flight() {
             return broken("a batch executes while another is in flight".to_owned());
         }
         let applied = self.applied().index;
@@ -694,7 +709,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         tracing::info!(node = self.id.0, term = self.raw.raft.term, ?role, leader, "role change");
         if was_leader && role != StateRole::Leader {
             let leader = self.leader();
-            self.writes.on_leadership_lost(self.sm.as_mut(), leader, &mut self.outputs)?;
+            self.writes.on_leadership_lost(leader, &mut self.outputs);
+            self.roll_back_lost_batch()?;
             self.reads.on_leadership_lost();
             self.admin.on_leadership_lost(&mut self.outputs);
         }
@@ -713,52 +729,116 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 
     /// Applies the committed entries that waited, if the state machine is
-    /// home.
+    /// home: a membership change on the node, a run of other entries on
+    /// the host's worker (`Output::ApplyEntries`).
     fn apply_unapplied(&mut self) -> Result<(), Fatal> {
+        self.roll_back_lost_batch()?;
         while self.sm.is_some() {
-            let Some(entry) = self.unapplied.pop_front() else { break };
+            let Some(entry) = self.unapplied.front() else { break };
             let applied = Applied { index: entry.index, term: entry.term };
             if applied.index <= self.applied().index {
-                continue; // Already in the database (replayed after restart).
+                self.unapplied.pop_front(); // Already in the database (replayed after restart).
+                continue;
             }
-            match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => {
-                    self.writes.settle_not_ours(applied.index, &mut self.outputs)?;
-                    self.sm_mut()?.apply_empty(applied)?;
-                }
-                EntryType::EntryNormal => self.apply_command(&entry, applied)?,
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    self.writes.settle_not_ours(applied.index, &mut self.outputs)?;
-                    self.apply_conf_change(&entry, applied)?;
-                }
+            if entry.get_entry_type() == EntryType::EntryNormal {
+                return self.send_entries_to_apply();
             }
-            if self.observer.is_some() {
-                let checksum = crc32c::crc32c(&entry.data);
-                self.observe(NodeEvent::Applied { index: applied.index, term: applied.term, checksum });
-            }
+            let Some(entry) = self.unapplied.pop_front() else { break };
+            self.writes.settle_not_ours(applied.index, &mut self.outputs)?;
+            self.apply_conf_change(&entry, applied)?;
+            self.observe_applied(&entry);
         }
         Ok(())
     }
 
-    fn apply_command(&mut self, entry: &Entry, applied: Applied) -> Result<(), Fatal> {
-        use prost::Message as _;
-        let command = deeb_proto::Command::decode(entry.data.as_ref()).map_err(|error| ApplyError::Divergence {
-            index: applied.index,
-            reason: format!("undecodable command: {error}"),
-        })?;
-        match command.kind {
-            Some(deeb_proto::command::Kind::WriteBatch(batch)) => {
-                let sm = self.sm.as_mut().ok_or_else(away)?;
-                self.writes.apply(sm, self.id, &batch, applied, &mut self.outputs)?
-            }
-            None => {
-                return Err(Fatal::Apply(ApplyError::Divergence {
-                    index: applied.index,
-                    reason: "command of an unknown kind (written by a newer version?)".to_owned(),
-                }))
+    /// Plans the run of write and empty entries at the head of the queue
+    /// and sends it, with the state machine, to the host's worker; their
+    /// clients are answered when it comes back.
+    fn send_entries_to_apply(&mut self) -> Result<(), Fatal> {
+        let (mut steps, mut entries) = (Vec::new(), Vec::new());
+        while steps.len() < APPLY_RUN_ENTRIES_MAX {
+            let Some(entry) = self.unapplied.pop_front_if(|entry| entry.get_entry_type() == EntryType::EntryNormal)
+            else {
+                break;
+            };
+            let applied = Applied { index: entry.index, term: entry.term };
+            let mut answers = VecDeque::new();
+            let step = match entry.data.is_empty() {
+                true => {
+                    self.writes.settle_not_ours(applied.index, &mut answers)?;
+                    Step::Empty(applied)
+                }
+                false => {
+                    let batch = decode_write_batch(&entry, applied)?;
+                    self.writes.plan_apply(self.id, batch, applied, &mut answers)?
+                }
+            };
+            steps.push(step);
+            entries.push(ApplyingEntry { applied, checksum: crc32c::crc32c(&entry.data), answers });
+        }
+        let sm = self.sm.take().ok_or_else(away)?;
+        self.applying = Some(Applying { applied: sm.applied(), entries });
+        self.entries_to_apply = Some(EntriesToApply { sm, steps });
+        self.outputs.push_back(Output::ApplyEntries);
+        Ok(())
+    }
+
+    /// The entries `Output::ApplyEntries` announced, with the state machine,
+    /// for the host to apply on its worker ([`EntriesToApply::apply`]).
+    pub fn entries_to_apply(&mut self) -> Option<EntriesToApply<S>> {
+        self.entries_to_apply.take()
+    }
+
+    /// The worker applied the entries (or failed to: the node stops); the
+    /// state machine is back, and their clients are answered.
+    pub fn entries_applied(&mut self, now: Duration, done: AppliedEntries<S>) {
+        self.advance_clock(now);
+        let AppliedEntries { sm, done, result } = done;
+        let Some(applying) = self.applying.take() else {
+            self.stop(Fatal::Invariant("applied entries came back that were never sent".into()));
+            return;
+        };
+        self.sm = Some(sm);
+        if self.fatal.is_some() {
+            return;
+        }
+        for entry in applying.entries.into_iter().take(done) {
+            self.outputs.extend(entry.answers);
+            if self.observer.is_some() {
+                let (index, term) = (entry.applied.index, entry.applied.term);
+                self.observe(NodeEvent::Applied { index, term, checksum: entry.checksum });
             }
         }
-        Ok(())
+        let settled = result
+            .map_err(|error| match error {
+                StepError::Apply(error) => Fatal::Apply(error),
+                StepError::OpenBatch { index } => {
+                    Fatal::Invariant(format!("a batch transaction is open while applying entry {index}"))
+                }
+            })
+            .and_then(|()| self.apply_unapplied())
+            .and_then(|()| self.after_apply());
+        if let Err(error) = settled {
+            self.stop(error);
+        }
+        self.drive();
+    }
+
+    /// A leader that lost leadership rolls back the batch it proposed (the
+    /// entry may still commit; then it applies from its changesets), once
+    /// the state machine is home.
+    fn roll_back_lost_batch(&mut self) -> Result<(), Fatal> {
+        match self.sm.as_mut() {
+            Some(sm) if self.role != StateRole::Leader => self.writes.roll_back_in_flight(sm),
+            _ => Ok(()),
+        }
+    }
+
+    fn observe_applied(&mut self, entry: &Entry) {
+        if self.observer.is_some() {
+            let checksum = crc32c::crc32c(&entry.data);
+            self.observe(NodeEvent::Applied { index: entry.index, term: entry.term, checksum });
+        }
     }
 
     fn stop(&mut self, error: Fatal) {
@@ -777,6 +857,32 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
     fn conf_state(&self) -> ConfState {
         self.raw.raft.prs().conf().to_conf_state()
+    }
+}
+
+/// Entries away on the host's worker being applied.
+struct Applying {
+    /// What the state machine had applied when it left.
+    applied: Applied,
+    entries: Vec<ApplyingEntry>,
+}
+
+/// One entry of an apply run, and the answers it releases once applied.
+struct ApplyingEntry {
+    applied: Applied,
+    checksum: u32,
+    answers: VecDeque<Output>,
+}
+
+/// A committed normal entry's write batch.
+fn decode_write_batch(entry: &Entry, applied: Applied) -> Result<Box<deeb_proto::WriteBatch>, Fatal> {
+    use prost::Message as _;
+    let divergence = |reason: String| Fatal::Apply(ApplyError::Divergence { index: applied.index, reason });
+    let command = deeb_proto::Command::decode(entry.data.as_ref())
+        .map_err(|error| divergence(format!("undecodable command: {error}")))?;
+    match command.kind {
+        Some(deeb_proto::command::Kind::WriteBatch(batch)) => Ok(Box::new(batch)),
+        None => Err(divergence("command of an unknown kind (written by a newer version?)".to_owned())),
     }
 }
 
@@ -890,6 +996,8 @@ fn reconcile<D: Disk>(log: &mut LogStore<D>, sm: &impl StateMachine) -> Result<(
 
 /// Raft ticks run by one `handle_timeout` at most.
 const TICKS_PER_CALL_MAX: usize = 100;
+/// Entries one apply run takes at most.
+const APPLY_RUN_ENTRIES_MAX: usize = 64;
 /// Rounds of ready handling and batching per input, so one call is bounded.
 const DRIVE_ROUNDS_MAX: usize = 64;
 
@@ -912,8 +1020,13 @@ mod tests {
         let members = [(NodeId(1), "n1".to_string())];
         let mut node = Node::open(Config::new(NodeId(1)), MemDisk::new(), dir, &members, Duration::ZERO).expect("open");
         for step in 1..=40 {
-            node.handle_timeout(Duration::from_millis(step * 100));
-            while node.poll_output().is_some() {}
+            let now = Duration::from_millis(step * 100);
+            node.handle_timeout(now);
+            while let Some(output) = node.poll_output() {
+                if let (Output::ApplyEntries, Some(entries)) = (output, node.entries_to_apply()) {
+                    node.entries_applied(now, entries.apply());
+                }
+            }
         }
         assert_eq!(node.role, StateRole::Leader);
         assert!(node.applied().index > 0);

@@ -28,6 +28,11 @@ pub enum Output {
     /// (it holds the state machine; the node goes on with raft and reads
     /// meanwhile), then report with `Node::batch_executed`.
     ExecuteBatch,
+    /// Apply committed entries off the node: take them with
+    /// `Node::entries_to_apply`, run `EntriesToApply::apply` on a worker
+    /// (it holds the state machine), then report with
+    /// `Node::entries_applied`; their clients are answered then.
+    ApplyEntries,
     /// A write finished (or failed) for good.
     WriteDone { token: ClientToken, result: Result<WriteOutcome, WriteError> },
     /// The read may run now on a `Reader` (this node has applied enough).

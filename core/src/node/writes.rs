@@ -9,6 +9,7 @@ use deeb_proto::{Statement, StatementResult, WriteBatch};
 use prost::Message as _;
 use raft::StateRole;
 
+use super::apply::Step;
 use super::execute::{BatchToExecute, ExecutedBatch, Outcome, Request};
 use super::output::{ClientToken, Output, WriteError, WriteOutcome};
 use super::{Fatal, Node};
@@ -389,45 +390,34 @@ impl Writes {
         (term << 32) | (self.next_request_id & 0xffff_ffff)
     }
 
-    /// Applies a committed batch: commits our open transaction if it is our
-    /// entry, otherwise applies the changesets; answers our waiters.
-    pub(super) fn apply(
+    /// Plans applying a committed batch: commit our open transaction if it
+    /// is our entry, otherwise apply its changesets; `answers` get our
+    /// waiters' answers, to be given once it is applied.
+    pub(super) fn plan_apply(
         &mut self,
-        sm: &mut impl StateMachine,
         me: NodeId,
-        batch: &WriteBatch,
+        batch: Box<WriteBatch>,
         applied: Applied,
-        outputs: &mut VecDeque<Output>,
-    ) -> Result<(), Fatal> {
+        answers: &mut VecDeque<Output>,
+    ) -> Result<Step, Fatal> {
         let in_flight = self.in_flight.take_if(|flight| flight.index == applied.index);
-        let Some(flight) = in_flight else {
-            if sm.batch_open() {
-                return Err(Fatal::Invariant(format!(
-                    "a batch transaction is open while applying entry {}",
-                    applied.index
-                )));
-            }
-            sm.apply_batch(batch, applied)?;
-            return Ok(());
-        };
-        if !flight.matches(applied.term, me, batch) && !self.match_index_only {
+        let Some(flight) = in_flight else { return Ok(Step::Apply(batch, applied)) };
+        if !flight.matches(applied.term, me, &batch) && !self.match_index_only {
             if flight.transaction_open {
                 return Err(Fatal::Invariant(format!(
                     "open batch at {} but the log holds another entry",
                     applied.index
                 )));
             }
-            sm.apply_batch(batch, applied)?;
-            flight.answer_unknown(outputs);
-            return Ok(());
+            flight.answer_unknown(answers);
+            return Ok(Step::Apply(batch, applied));
         }
-        if flight.transaction_open {
-            sm.commit_batch(applied)?;
-        } else {
-            sm.apply_batch(batch, applied)?;
-        }
-        flight.answer_applied(outputs);
-        Ok(())
+        let step = match flight.transaction_open {
+            true => Step::Commit(applied),
+            false => Step::Apply(batch, applied),
+        };
+        flight.answer_applied(answers);
+        Ok(step)
     }
 
     /// An entry that is not our write batch applied at `index` (or a
@@ -448,26 +438,24 @@ impl Writes {
         Ok(())
     }
 
-    /// Leadership lost: roll back the open transaction (the entry may still
-    /// commit; then it is applied from its changesets) and turn the queue
-    /// away. (A batch still executing is answered when it comes back.)
-    pub(super) fn on_leadership_lost(
-        &mut self,
-        sm: Option<&mut impl StateMachine>,
-        leader: Option<NodeId>,
-        outputs: &mut VecDeque<Output>,
-    ) -> Result<(), Fatal> {
-        if let Some(flight) = self.in_flight.as_mut().filter(|flight| flight.transaction_open) {
-            let Some(sm) = sm else {
-                return Err(Fatal::Invariant("an open batch is in flight while the state machine is away".into()));
-            };
-            sm.rollback_batch()?;
-            flight.transaction_open = false;
-        }
+    /// Leadership lost: turn the queue away. (A batch still executing is
+    /// answered when it comes back; the open transaction of one in flight
+    /// is rolled back with [`Self::roll_back_in_flight`].)
+    pub(super) fn on_leadership_lost(&mut self, leader: Option<NodeId>, outputs: &mut VecDeque<Output>) {
         for queued in self.queue.drain(..) {
             answer_all(outputs, queued.callers.tokens(), &Err(WriteError::NotLeader { leader }));
         }
         self.next_batch_requests_max = None;
+    }
+
+    /// Rolls back the open transaction of our batch in flight, if any (a
+    /// leader that lost leadership: the entry may still commit; then it is
+    /// applied from its changesets).
+    pub(super) fn roll_back_in_flight(&mut self, sm: &mut impl StateMachine) -> Result<(), Fatal> {
+        if let Some(flight) = self.in_flight.as_mut().filter(|flight| flight.transaction_open) {
+            sm.rollback_batch()?;
+            flight.transaction_open = false;
+        }
         Ok(())
     }
 }

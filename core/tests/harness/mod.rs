@@ -281,6 +281,12 @@ impl Cluster {
                     let batch = node.batch_to_execute().expect("an announced batch is there to take");
                     node.batch_executed(now, batch.execute());
                 }
+                Output::ApplyEntries => {
+                    let now = self.now;
+                    let node = self.node_mut(id);
+                    let entries = node.entries_to_apply().expect("announced entries are there to take");
+                    node.entries_applied(now, entries.apply());
+                }
                 Output::TakeSnapshot { dest } => {
                     let now = self.now;
                     let node = self.node_mut(id);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deeb_core::{NodeEvent, NodeId};
-use deeb_server::{Delivery, Hooks, NodeClock, TransportFaults, WorkTime};
+use deeb_server::{Delivery, Hooks, Job, NodeClock, TransportFaults, WorkTime};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
@@ -260,11 +260,12 @@ impl TransportFaults for Chaos {
 }
 
 impl WorkTime for Chaos {
-    fn draw(&self) -> Duration {
+    fn draw(&self, job: Job) -> Duration {
         let max = self.swarm.work_time_max;
-        // Mostly quick, sometimes the whole bound: a statement that runs long.
         let mut state = self.lock();
-        match state.rng.gen_bool(0.2) {
+        // Mostly quick, sometimes the whole bound: a statement that runs
+        // long. Applying row changes is quick (no SQL runs).
+        match job != Job::Apply && state.rng.gen_bool(0.2) {
             true => state.rng.gen_range(Duration::ZERO..=max),
             false => state.rng.gen_range(Duration::ZERO..=max / 20),
         }
