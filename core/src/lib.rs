@@ -47,9 +47,13 @@
 //!      host returns it with [`Node::entries_applied`], after which the
 //!      node answers those entries' clients ([`Output::WriteDone`]).
 //!      Membership changes, rare and small, apply on the node between runs.
-//!    - [`Output::TakeSnapshot`]: a snapshot of the applied state, taken
-//!      with the taker from [`Node::snapshot_taker`] and reported with
-//!      [`Node::snapshot_taken`].
+//!    - [`Output::TakeSnapshot`]: a snapshot of the applied state from one
+//!      read transaction, [`Node::snapshot_to_take`] run on the worker
+//!      ([`node::SnapshotToTake::take`], which also reads the file back for
+//!      its checksum) and reported with [`Node::snapshot_taken`].
+//!
+//!    - [`Output::RemoveFile`]: a snapshot file the node no longer keeps,
+//!      to unlink (gigabytes take a while to free).
 //!
 //!    The state machine is in one place at a time: while it is away,
 //!    committed entries wait, no batch starts, and a received snapshot
@@ -109,10 +113,9 @@
 //!                 let entries = node.entries_to_apply().expect("announced");
 //!                 node.entries_applied(now, entries.apply());
 //!             }
-//!             Output::TakeSnapshot { dest } => {
-//!                 use deeb_core::SnapshotTaker as _;
-//!                 let taker = node.snapshot_taker().expect("announced");
-//!                 node.snapshot_taken(now, taker.take(&dest).map_err(|error| error.to_string()));
+//!             Output::TakeSnapshot => {
+//!                 let snapshot = node.snapshot_to_take().expect("announced");
+//!                 node.snapshot_taken(now, snapshot.take());
 //!             }
 //!             _ => {} // A one-node cluster has no peers to send to.
 //!         }

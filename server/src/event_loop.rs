@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deeb_core::disk::Disk;
-use deeb_core::node::{AppliedEntries, ExecutedBatch, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver};
+use deeb_core::node::{
+    AppliedEntries, ExecutedBatch, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken,
+};
 use deeb_core::sql::{QueryError, Reader, SqliteStateMachine};
 use deeb_core::{
-    AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Readers as _, Role,
-    SnapshotTaker as _, Status, TakenSnapshot, WriteError, WriteOutcome,
+    AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Readers as _, Role, Status,
+    WriteError, WriteOutcome,
 };
 use deeb_proto::{SnapshotHeader, Statement};
 use tokio::sync::{mpsc, oneshot};
@@ -48,7 +50,7 @@ pub enum Input {
     /// Our snapshot stream to `to` finished.
     SnapshotSent { to: NodeId, delivered: bool },
     /// The snapshot `Output::TakeSnapshot` asked for was taken (or not).
-    SnapshotTaken { taken: Result<TakenSnapshot, String> },
+    SnapshotTaken { taken: SnapshotTaken },
     /// The batch `Output::ExecuteBatch` handed out ran (with the state
     /// machine, which comes back with it).
     BatchExecuted { executed: Box<ExecutedBatch<SqliteStateMachine>> },
@@ -59,9 +61,10 @@ pub enum Input {
     Unreachable { to: NodeId },
 }
 
-impl std::fmt::Debug for Input {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
+impl Input {
+    /// The kind of input, for logs.
+    fn name(&self) -> &'static str {
+        match self {
             Input::Peer { .. } => "Peer",
             Input::Write { .. } => "Write",
             Input::Read { .. } => "Read",
@@ -76,8 +79,13 @@ impl std::fmt::Debug for Input {
             Input::BatchExecuted { .. } => "BatchExecuted",
             Input::EntriesApplied { .. } => "EntriesApplied",
             Input::Unreachable { .. } => "Unreachable",
-        };
-        f.write_str(name)
+        }
+    }
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -126,6 +134,10 @@ impl LoopClock {
         }
     }
 }
+
+/// An event-loop round (one input and its outputs) longer than this is
+/// logged: raft's heartbeats and votes waited for it.
+const SLOW_ROUND: Duration = Duration::from_millis(100);
 
 /// A drifting clock's wake-ups are approximate: never spin below this.
 const DRIFTING_WAKE_MIN: Duration = Duration::from_micros(100);
@@ -183,17 +195,40 @@ impl<D: Disk> EventLoop<D> {
         transfer_timeout: Duration,
     ) -> Result<(), Stopped> {
         tokio::pin!(shutdown);
+        self.drain_outputs()?;
         loop {
-            self.drain_outputs()?;
             let deadline = self.clock.wake_at(self.node.poll_timeout());
-            tokio::select! {
+            let input = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 input = self.inputs.recv() => match input {
-                    Some(input) => self.handle(input),
+                    Some(input) => Some(input),
                     None => break,
                 },
-                () = tokio::time::sleep_until(deadline) => self.node.handle_timeout(self.now()),
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            let started = Instant::now();
+            let what = match input {
+                Some(input) => {
+                    let name = input.name();
+                    self.handle(input);
+                    name
+                }
+                None => {
+                    self.node.handle_timeout(self.now());
+                    "Tick"
+                }
+            };
+            self.drain_outputs()?;
+            // Heartbeats wait while a round runs: say when one was long.
+            let took = started.elapsed();
+            if took > SLOW_ROUND {
+                tracing::warn!(
+                    node = self.node.id().0,
+                    input = what,
+                    ms = took.as_millis() as u64,
+                    "slow event loop round"
+                );
             }
         }
         self.leave(transfer_timeout).await
@@ -293,7 +328,13 @@ impl<D: Disk> EventLoop<D> {
                 self.peers.send(to, address, messages);
             }
             Output::SendSnapshot { to, header } => self.send_snapshot(to, header),
-            Output::TakeSnapshot { dest } => self.take_snapshot(dest),
+            Output::TakeSnapshot => self.take_snapshot(),
+            Output::RemoveFile { path } => self.off_loop(Job::RemoveFile, move || {
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), %error, "could not remove a snapshot file");
+                }
+                None
+            }),
             Output::ExecuteBatch => self.execute_batch(),
             Output::ApplyEntries => self.apply_entries(),
             Output::WriteDone { token, result } => self.answer_write(token, result),
@@ -310,11 +351,9 @@ impl<D: Disk> EventLoop<D> {
 
     /// Takes a snapshot on a worker: the loop goes on with raft meanwhile,
     /// and learns the result as an input.
-    fn take_snapshot(&mut self, dest: std::path::PathBuf) {
-        let Some(taker) = self.node.snapshot_taker() else { return };
-        self.off_loop(Job::Snapshot, move || {
-            Some(Input::SnapshotTaken { taken: taker.take(&dest).map_err(|error| error.to_string()) })
-        });
+    fn take_snapshot(&mut self) {
+        let Some(snapshot) = self.node.snapshot_to_take() else { return };
+        self.off_loop(Job::Snapshot, move || Some(Input::SnapshotTaken { taken: snapshot.take() }));
     }
 
     /// Runs the leader's batch (every request's SQL) on a worker, which

@@ -57,6 +57,8 @@ pub enum Job {
     Snapshot,
     /// A state digest (a full scan).
     Digest,
+    /// Removing a file the node no longer keeps.
+    RemoveFile,
 }
 
 /// A node's clock: may run fast or slow and jump either way. The core never

@@ -35,7 +35,9 @@ pub use execute::{BatchToExecute, ExecutedBatch};
 pub use membership::MemberChange;
 pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOutcome};
 pub use reads::Consistency;
-pub use snapshots::{ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver};
+pub use snapshots::{
+    ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken, SnapshotToTake,
+};
 
 use apply::{Step, StepError};
 use membership::Admin;
@@ -139,9 +141,9 @@ pub struct Node<D: Disk, S: StateMachine = SqliteStateMachine> {
     applying: Option<Applying>,
     /// Opens readers without the state machine.
     readers: S::Readers,
-    /// The taker for the snapshot `Output::TakeSnapshot` asked for, until
-    /// the host takes it.
-    snapshot_taker: Option<S::Snapshots>,
+    /// The snapshot `Output::TakeSnapshot` asked for, until the host takes
+    /// it.
+    snapshot_to_take: Option<SnapshotToTake<S::Snapshots>>,
     /// Committed entries raft handed over that wait for the state machine
     /// to come back from the worker, in log order.
     unapplied: VecDeque<Entry>,
@@ -234,7 +236,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             entries_to_apply: None,
             applying: None,
             readers,
-            snapshot_taker: None,
+            snapshot_to_take: None,
             unapplied: VecDeque::new(),
             now,
             ticks: 0,

@@ -19,10 +19,10 @@ pub enum Output {
     /// Stream the snapshot file `header.index` to `to`, in chunks read with
     /// `Node::snapshot_file`, then report with `Node::report_snapshot`.
     SendSnapshot { to: NodeId, header: SnapshotHeader },
-    /// Take a snapshot into `dest` off the node, with the taker from
-    /// `Node::snapshot_taker` (on a worker; the node goes on meanwhile),
-    /// then report with `Node::snapshot_taken`.
-    TakeSnapshot { dest: std::path::PathBuf },
+    /// Take a snapshot off the node: take it with `Node::snapshot_to_take`,
+    /// run `SnapshotToTake::take` on a worker (the node goes on
+    /// meanwhile), then report with `Node::snapshot_taken`.
+    TakeSnapshot,
     /// Execute the leader's next batch off the node: take it with
     /// `Node::batch_to_execute`, run `BatchToExecute::execute` on a worker
     /// (it holds the state machine; the node goes on with raft and reads
@@ -33,6 +33,10 @@ pub enum Output {
     /// (it holds the state machine), then report with
     /// `Node::entries_applied`; their clients are answered then.
     ApplyEntries,
+    /// Remove this file (a snapshot the node no longer keeps, already
+    /// renamed out of the way) off the node: unlinking gigabytes takes a
+    /// while. Nothing depends on when it happens.
+    RemoveFile { path: std::path::PathBuf },
     /// A write finished (or failed) for good.
     WriteDone { token: ClientToken, result: Result<WriteOutcome, WriteError> },
     /// The read may run now on a `Reader` (this node has applied enough).

@@ -4,7 +4,7 @@
 //! leader's `MsgSnapshot` carries only metadata, and the receiver steps it
 //! into raft once the whole file has arrived and checked out.
 
-use crate::state_machine::{StateMachine, TakenSnapshot};
+use crate::state_machine::{SnapshotTaker, StateMachine, TakenSnapshot};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -59,18 +59,59 @@ impl SnapshotFile {
     }
 
     fn load(path: PathBuf, index: u64, term: u64) -> std::io::Result<Self> {
-        let mut file = File::open(&path)?;
-        let (mut crc, mut bytes) = (0u32, 0u64);
+        let summary = FileSummary::read(&path)?;
+        Ok(Self { path, index, term, bytes: summary.bytes, crc32c: summary.crc32c })
+    }
+}
+
+/// A file's size and CRC32C, what a snapshot's header announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileSummary {
+    bytes: u64,
+    crc32c: u32,
+}
+
+impl FileSummary {
+    /// Reads the whole file (a worker's job for a large one).
+    fn read(path: &Path) -> std::io::Result<Self> {
+        let mut file = File::open(path)?;
+        let (mut crc32c, mut bytes) = (0u32, 0u64);
         let mut buffer = vec![0u8; 1 << 16];
         loop {
             let read = file.read(&mut buffer)?;
             if read == 0 {
                 break;
             }
-            crc = crc32c::crc32c_append(crc, &buffer[..read]);
+            crc32c = crc32c::crc32c_append(crc32c, &buffer[..read]);
             bytes += read as u64;
         }
-        Ok(Self { path, index, term, bytes, crc32c: crc })
+        Ok(Self { bytes, crc32c })
+    }
+}
+
+/// The snapshot `Output::TakeSnapshot` asks for, to take off the node: the
+/// host takes it with `Node::snapshot_to_take`, runs
+/// [`SnapshotToTake::take`] on its worker and hands the result to
+/// `Node::snapshot_taken`.
+pub struct SnapshotToTake<T> {
+    taker: T,
+    dest: PathBuf,
+}
+
+/// A snapshot taken (or not) on the worker, with its file's size and
+/// checksum read there too.
+pub struct SnapshotTaken {
+    result: Result<(TakenSnapshot, FileSummary), String>,
+}
+
+impl<T: SnapshotTaker> SnapshotToTake<T> {
+    /// Writes the snapshot file and reads it back for its checksum (the
+    /// header a transfer sends): both off the node.
+    pub fn take(self) -> SnapshotTaken {
+        let Self { taker, dest } = self;
+        let taken = taker.take(&dest).map_err(|error| error.to_string());
+        let result = taken.and_then(|taken| Ok((taken, FileSummary::read(&dest).map_err(|e| e.to_string())?)));
+        SnapshotTaken { result }
     }
 }
 
@@ -146,7 +187,8 @@ impl SnapshotReceiver {
         self.file.sync_all()?;
         let path = self.path.take().expect("a receiver hands its file on once");
         let message = std::mem::take(&mut self.message);
-        Ok(ReceivedSnapshot { message, path, index: self.header.index })
+        let summary = FileSummary { bytes: self.written, crc32c: self.crc32c };
+        Ok(ReceivedSnapshot { message, path, index: self.header.index, summary })
     }
 }
 
@@ -162,6 +204,7 @@ pub struct ReceivedSnapshot {
     message: Message,
     path: PathBuf,
     index: u64,
+    summary: FileSummary,
 }
 
 /// The snapshot files of one node: the one the log is compacted to (raft
@@ -172,8 +215,10 @@ pub(super) struct Snapshots {
     /// By index: the compaction point's, the next candidate, the newest.
     files: BTreeMap<u64, Held>,
     /// Received files by index, waiting for raft to accept them.
-    incoming: BTreeMap<u64, PathBuf>,
+    incoming: BTreeMap<u64, (PathBuf, FileSummary)>,
     next_incoming: u64,
+    /// Files renamed for the host to remove (see `remove_off_node`).
+    next_removed: u64,
     /// A peer needs a snapshot newer than the latest (see `send_snapshot`).
     refresh_requested: bool,
     /// The host is taking a snapshot (`Output::TakeSnapshot`); compact to
@@ -207,6 +252,7 @@ impl Snapshots {
             files,
             incoming: BTreeMap::new(),
             next_incoming: 0,
+            next_removed: 0,
             refresh_requested: false,
             taking: None,
         })
@@ -252,8 +298,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// still newer than this node's state.
     pub fn install_received(&mut self, now: Duration, received: ReceivedSnapshot) {
         self.advance_clock(now);
-        if let Some(stale) = self.snapshots.incoming.insert(received.index, received.path) {
-            let _ = fs::remove_file(stale);
+        if let Some((stale, _)) = self.snapshots.incoming.insert(received.index, (received.path, received.summary)) {
+            let _ = self.remove_off_node(&stale);
         }
         self.note_peer_contact(&received.message);
         if let Err(error) = self.raw.step(received.message) {
@@ -267,7 +313,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// (atomically), then the log.
     pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Fatal> {
         let metadata = snapshot.get_metadata();
-        let Some(path) = self.snapshots.incoming.remove(&metadata.index) else {
+        let Some((path, summary)) = self.snapshots.incoming.remove(&metadata.index) else {
             return Err(Fatal::Snapshot(format!("raft installs snapshot {} but no file arrived", metadata.index)));
         };
         let sm = self.sm_mut()?;
@@ -284,7 +330,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.raw.mut_store().apply_snapshot(metadata)?;
         self.writes.settle_not_ours(metadata.index, &mut self.outputs)?;
         let conf_state = metadata.get_conf_state().clone();
-        self.adopt_snapshot_file(&path, metadata.index, metadata.term, conf_state).map_err(io_fatal)?;
+        self.adopt_snapshot_file(&path, metadata.index, metadata.term, conf_state, Some(summary)).map_err(io_fatal)?;
         self.drop_files_below(metadata.index).map_err(io_fatal)?;
         self.reload_members()?;
         self.observe_log_reset();
@@ -321,21 +367,21 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let dest = self.snapshots.dir.join(TAKING_FILE);
         let _ = fs::remove_file(&dest);
         self.snapshots.taking = Some(Taking { refresh });
-        self.snapshot_taker = Some(taker);
-        self.outputs.push_back(Output::TakeSnapshot { dest });
+        self.snapshot_to_take = Some(SnapshotToTake { taker, dest });
+        self.outputs.push_back(Output::TakeSnapshot);
         Ok(())
     }
 
-    /// The taker for `Output::TakeSnapshot` (it runs without the node);
-    /// `None` if there is no snapshot to take or it was handed out.
-    pub fn snapshot_taker(&mut self) -> Option<S::Snapshots> {
-        self.snapshot_taker.take()
+    /// The snapshot `Output::TakeSnapshot` asked for, to take off the node
+    /// ([`SnapshotToTake::take`]); `None` if it was handed out already.
+    pub fn snapshot_to_take(&mut self) -> Option<SnapshotToTake<S::Snapshots>> {
+        self.snapshot_to_take.take()
     }
 
     /// The host took the snapshot an `Output::TakeSnapshot` asked for (or
     /// failed to: a broken disk stops the node). The file becomes the
     /// newest snapshot unless the log has moved past it meanwhile.
-    pub fn snapshot_taken(&mut self, now: Duration, taken: Result<TakenSnapshot, String>) {
+    pub fn snapshot_taken(&mut self, now: Duration, taken: SnapshotTaken) {
         self.advance_clock(now);
         let Some(taking) = self.snapshots.taking.take() else { return };
         if self.fatal.is_some() {
@@ -347,14 +393,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.drive();
     }
 
-    fn adopt_taken(&mut self, taking: Taking, taken: Result<TakenSnapshot, String>) -> Result<(), Fatal> {
-        let taken = taken.map_err(|error| Fatal::Snapshot(format!("taking a snapshot: {error}")))?;
+    fn adopt_taken(&mut self, taking: Taking, taken: SnapshotTaken) -> Result<(), Fatal> {
+        let (taken, summary) = taken.result.map_err(|error| Fatal::Snapshot(format!("taking a snapshot: {error}")))?;
         let dest = self.snapshots.dir.join(TAKING_FILE);
         let TakenSnapshot { applied, conf_state } = taken;
         let compacted = self.raw.store().snapshot_metadata().index;
         if applied.index <= compacted || self.snapshots.files.contains_key(&applied.index) {
             // A snapshot installed meanwhile (or an equal one) is newer.
-            fs::remove_file(&dest).map_err(io_fatal)?;
+            self.remove_off_node(&dest).map_err(io_fatal)?;
             return Ok(());
         }
         let conf_state = match conf_state {
@@ -362,7 +408,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 .map_err(|error| Fatal::Snapshot(format!("snapshot's conf state does not decode: {error}")))?,
             None => self.conf_state(),
         };
-        self.adopt_snapshot_file(&dest, applied.index, applied.term, conf_state).map_err(io_fatal)?;
+        self.adopt_snapshot_file(&dest, applied.index, applied.term, conf_state, Some(summary)).map_err(io_fatal)?;
         tracing::debug!(node = self.id.0, index = applied.index, "took snapshot");
         let limit = match taking.refresh {
             true => applied.index,
@@ -391,7 +437,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn drop_files_below(&mut self, index: u64) -> std::io::Result<()> {
         let newer = self.snapshots.files.split_off(&index);
         for (_, old) in std::mem::replace(&mut self.snapshots.files, newer) {
-            fs::remove_file(old.file.path)?;
+            self.remove_off_node(&old.file.path)?;
         }
         Ok(())
     }
@@ -414,7 +460,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let _ = fs::remove_file(&temporary);
         let applied = self.sm_ref()?.create_snapshot(&temporary)?;
         let conf_state = self.conf_state();
-        self.adopt_snapshot_file(&temporary, applied.index, applied.term, conf_state).map_err(io_fatal)?;
+        self.adopt_snapshot_file(&temporary, applied.index, applied.term, conf_state, None).map_err(io_fatal)?;
         tracing::debug!(node = self.id.0, index = applied.index, "took snapshot");
         Ok(())
     }
@@ -430,22 +476,27 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         index: u64,
         term: u64,
         conf_state: ConfState,
+        summary: Option<FileSummary>,
     ) -> std::io::Result<()> {
         let final_path = self.snapshots.dir.join(file_name(index, term));
         fs::rename(path, &final_path)?;
         File::open(&self.snapshots.dir)?.sync_all()?;
-        let file = SnapshotFile::load(final_path, index, term)?;
+        let file = match summary {
+            // Read on the worker that wrote it, or while it was received.
+            Some(FileSummary { bytes, crc32c }) => SnapshotFile { path: final_path, index, term, bytes, crc32c },
+            None => SnapshotFile::load(final_path, index, term)?,
+        };
         let compacted = self.raw.store().snapshot_metadata().index;
         let between: Vec<u64> = self.snapshots.files.range(compacted + 1..).map(|(i, _)| *i).skip(1).collect();
         for old in between {
             let held = self.snapshots.files.remove(&old).expect("listed");
             if held.file.path != file.path {
-                fs::remove_file(held.file.path)?;
+                self.remove_off_node(&held.file.path)?;
             }
         }
         if let Some(replaced) = self.snapshots.files.insert(index, Held { file, conf_state }) {
             if replaced.file.path != self.snapshots.files[&index].file.path {
-                fs::remove_file(replaced.file.path)?;
+                self.remove_off_node(&replaced.file.path)?;
             }
         }
         Ok(())
@@ -489,10 +540,23 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let applied = self.applied().index;
         let stale: Vec<u64> = self.snapshots.incoming.range(..=applied).map(|(index, _)| *index).collect();
         for index in stale {
-            if let Some(path) = self.snapshots.incoming.remove(&index) {
-                let _ = fs::remove_file(path);
+            if let Some((path, _)) = self.snapshots.incoming.remove(&index) {
+                let _ = self.remove_off_node(&path);
             }
         }
+    }
+
+    /// Deletes a snapshot file off the node: unlinking a file of gigabytes
+    /// takes a while, so it is renamed out of the way now (its name may be
+    /// used again at once) and the host unlinks it (`Output::RemoveFile`).
+    /// One left by a crash goes at the next start, with every other file
+    /// the node does not keep.
+    fn remove_off_node(&mut self, path: &Path) -> std::io::Result<()> {
+        self.snapshots.next_removed += 1;
+        let doomed = self.snapshots.dir.join(format!("removing-{}.tmp", self.snapshots.next_removed));
+        fs::rename(path, &doomed)?;
+        self.outputs.push_back(Output::RemoveFile { path: doomed });
+        Ok(())
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use deeb_core::disk::MemDisk;
 use deeb_core::node::SnapshotReceiver;
-use deeb_core::SnapshotTaker as _;
 use deeb_core::{
     AdminError, ClientToken, Config, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, WriteError,
     WriteOutcome,
@@ -287,11 +286,12 @@ impl Cluster {
                     let entries = node.entries_to_apply().expect("announced entries are there to take");
                     node.entries_applied(now, entries.apply());
                 }
-                Output::TakeSnapshot { dest } => {
+                Output::RemoveFile { path } => std::fs::remove_file(path).expect("a file the node hands over"),
+                Output::TakeSnapshot => {
                     let now = self.now;
                     let node = self.node_mut(id);
-                    let taker = node.snapshot_taker().expect("an announced snapshot has its taker");
-                    node.snapshot_taken(now, taker.take(&dest).map_err(|error| error.to_string()));
+                    let snapshot = node.snapshot_to_take().expect("an announced snapshot is there to take");
+                    node.snapshot_taken(now, snapshot.take());
                 }
                 Output::WriteDone { token, result } => {
                     self.replies.insert(token, Reply::Write(result));
