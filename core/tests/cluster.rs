@@ -102,9 +102,79 @@ fn replicas_equal_despite_nondeterministic_sql() {
 /// "outcome unknown", never a wrong answer, and nothing applies twice.
 #[test]
 fn leader_loss_mid_batch() {
+    leader_loss_mid_batch_with(Duration::ZERO);
+}
+
+/// The same with every batch and apply run taking 300 ms on the workers:
+/// leadership moves while batches are away and entries wait to apply.
+#[test]
+fn leader_loss_mid_batch_with_slow_work() {
+    leader_loss_mid_batch_with(300 * MILLISECOND);
+}
+
+/// The leader's batch is away on its worker for three election timeouts:
+/// heartbeats and ReadIndex go on (a linearizable read on a follower is
+/// served meanwhile), no election happens, and the write is answered once
+/// the batch comes back and its entry commits.
+#[test]
+fn heartbeats_and_reads_go_on_while_a_batch_executes() {
+    for seed in 0..4 {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.execute("CREATE TABLE w (v INTEGER)");
+        cluster.execute("INSERT INTO w VALUES (1)");
+        let leader = cluster.wait_leader();
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        let term = cluster.node(leader).status().term;
+        cluster.work_time = 3 * SECOND;
+        let token = cluster.submit_write(leader, vec![statement("INSERT INTO w VALUES (2)")]).expect("leader");
+        cluster.run_for(SECOND);
+        let rows = cluster.read(follower, Consistency::Linearizable, "SELECT count(*) FROM w").expect("read");
+        assert_eq!(integer_of(&rows[0], 0), 1, "seed {seed}: the batch has not applied yet");
+        assert!(!cluster.replies.contains_key(&token), "seed {seed}: answered while still executing");
+        match cluster.wait_reply(token, 20 * SECOND) {
+            Reply::Write(Ok(_)) => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        assert_eq!(cluster.node(leader).status().term, term, "seed {seed}: an election happened");
+        assert_eq!(cluster.leaders_by_term.keys().next_back(), Some(&term.0), "seed {seed}: a new term");
+    }
+}
+
+/// A leader that loses leadership while its batch is away never proposes
+/// it: its client is told "not the leader" (nothing was applied), and
+/// nothing of it appears on any replica.
+#[test]
+fn a_batch_back_after_leadership_moved_is_not_proposed() {
+    for seed in 0..4 {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.execute("CREATE TABLE w (v INTEGER)");
+        let old = cluster.wait_leader();
+        cluster.work_time = 3 * SECOND;
+        let token = cluster.submit_write(old, vec![statement("INSERT INTO w VALUES (7)")]).expect("leader");
+        cluster.isolate(old);
+        cluster.run_for(2500 * MILLISECOND);
+        assert_ne!(cluster.node(old).status().role, deeb_core::Role::Leader, "seed {seed}: stepped down");
+        cluster.heal();
+        match cluster.wait_reply(token, 10 * SECOND) {
+            Reply::Write(Err(WriteError::NotLeader { .. })) => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        cluster.work_time = Duration::ZERO;
+        cluster.execute("INSERT INTO w VALUES (8)");
+        cluster.assert_converged();
+        for id in 1..=3 {
+            let values: Vec<i64> =
+                query(cluster.node(id), "SELECT v FROM w").iter().map(|r| integer_of(r, 0)).collect();
+            assert_eq!(values, vec![8], "seed {seed}: node {id}");
+        }
+    }
+}
+
+fn leader_loss_mid_batch_with(work_time: Duration) {
     for seed in 10..16 {
         let mut cluster = Cluster::new(3, seed);
         cluster.execute("CREATE TABLE s (v INTEGER)");
+        cluster.work_time = work_time;
         let leader = cluster.wait_leader();
         let mut tokens = BTreeMap::new();
         for value in 0..20 {

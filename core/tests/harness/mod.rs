@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deeb_core::disk::MemDisk;
-use deeb_core::node::SnapshotReceiver;
+use deeb_core::node::{BatchToExecute, EntriesToApply, SnapshotReceiver};
+use deeb_core::sql::SqliteStateMachine;
 use deeb_core::{
     AdminError, ClientToken, Config, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, WriteError,
     WriteOutcome,
@@ -27,6 +28,15 @@ pub struct Slot {
     pub disk: MemDisk,
     pub data_dir: PathBuf,
     initial: Vec<(NodeId, String)>,
+    /// Jobs away on this node's worker (with `work_time`), with when they
+    /// are done.
+    jobs: Vec<(Duration, Job)>,
+}
+
+/// A job a node handed to its worker, held while the worker "runs" it.
+enum Job {
+    Batch(BatchToExecute<SqliteStateMachine>),
+    Apply(EntriesToApply<SqliteStateMachine>),
 }
 
 /// What a client got back.
@@ -55,6 +65,9 @@ pub struct Cluster {
     pub leaders_by_term: BTreeMap<u64, u64>,
     pub drop_rate: f64,
     pub delay_max: Duration,
+    /// How long a leader batch or an apply run takes on a node's worker
+    /// (zero: done inline, at once); the node goes on meanwhile.
+    pub work_time: Duration,
     /// Snapshot streams started, over the cluster's life.
     pub snapshots_sent: usize,
     cut: BTreeSet<(u64, u64)>,
@@ -85,6 +98,7 @@ impl Cluster {
             leaders_by_term: BTreeMap::new(),
             drop_rate: 0.0,
             delay_max: Duration::from_millis(10),
+            work_time: Duration::ZERO,
             snapshots_sent: 0,
             cut: BTreeSet::new(),
             paused: BTreeSet::new(),
@@ -104,7 +118,7 @@ impl Cluster {
     /// will join passes no initial members.
     pub fn add_slot(&mut self, id: u64, initial: Vec<(NodeId, String)>) {
         let data_dir = self._dir.path().join(format!("node-{id}"));
-        let slot = Slot { node: None, disk: MemDisk::new(), data_dir, initial };
+        let slot = Slot { node: None, disk: MemDisk::new(), data_dir, initial, jobs: Vec::new() };
         self.slots.insert(id, slot);
         self.start(id);
     }
@@ -139,6 +153,8 @@ impl Cluster {
             let disk = node.into_disk();
             disk.crash(self.rng.gen());
         }
+        // The process died with its worker: the state machine it held too.
+        slot.jobs.clear();
         self.paused.remove(&id);
     }
 
@@ -230,6 +246,7 @@ impl Cluster {
 
     pub fn step(&mut self) {
         self.now += STEP;
+        self.finish_due_jobs();
         self.deliver_due();
         let awake: Vec<u64> = self.running().into_iter().filter(|id| !self.paused.contains(id)).collect();
         for id in awake {
@@ -275,16 +292,12 @@ impl Cluster {
                 Output::SendSnapshot { to, header } => self.stream_snapshot(id, to.0, header),
                 // Inline: the deterministic harness is its own worker.
                 Output::ExecuteBatch => {
-                    let now = self.now;
-                    let node = self.node_mut(id);
-                    let batch = node.batch_to_execute().expect("an announced batch is there to take");
-                    node.batch_executed(now, batch.execute());
+                    let batch = self.node_mut(id).batch_to_execute().expect("an announced batch is there to take");
+                    self.hand_to_worker(id, Job::Batch(batch));
                 }
                 Output::ApplyEntries => {
-                    let now = self.now;
-                    let node = self.node_mut(id);
-                    let entries = node.entries_to_apply().expect("announced entries are there to take");
-                    node.entries_applied(now, entries.apply());
+                    let entries = self.node_mut(id).entries_to_apply().expect("announced entries are there to take");
+                    self.hand_to_worker(id, Job::Apply(entries));
                 }
                 Output::RemoveFile { path } => std::fs::remove_file(path).expect("a file the node hands over"),
                 Output::TakeSnapshot => {
@@ -306,6 +319,42 @@ impl Cluster {
                     self.replies.insert(token, Reply::Admin(result));
                 }
                 Output::Stopped { reason } => panic!("seed {}: node {id} stopped: {reason}", self.seed),
+            }
+        }
+    }
+
+    /// Runs a worker job at once, or (with `work_time`) holds it until
+    /// then.
+    fn hand_to_worker(&mut self, id: u64, job: Job) {
+        if self.work_time.is_zero() {
+            self.finish_job(id, job);
+        } else {
+            let due = self.now + self.work_time;
+            self.slots.get_mut(&id).expect("known node").jobs.push((due, job));
+        }
+    }
+
+    fn finish_job(&mut self, id: u64, job: Job) {
+        let now = self.now;
+        let node = self.node_mut(id);
+        match job {
+            Job::Batch(batch) => node.batch_executed(now, batch.execute()),
+            Job::Apply(entries) => node.entries_applied(now, entries.apply()),
+        }
+    }
+
+    /// Gives back the jobs whose time is up (a paused node's wait).
+    fn finish_due_jobs(&mut self) {
+        let now = self.now;
+        let ids: Vec<u64> = self.slots.keys().copied().filter(|id| !self.paused.contains(id)).collect();
+        for id in ids {
+            let slot = self.slots.get_mut(&id).expect("listed");
+            let (due, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut slot.jobs).into_iter().partition(|(at, _)| *at <= now);
+            slot.jobs = later;
+            for (_, job) in due {
+                self.finish_job(id, job);
+                self.drain(id);
             }
         }
     }
