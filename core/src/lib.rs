@@ -17,8 +17,8 @@
 //!    [`Node::change_membership`] / [`Node::transfer_leader`] for admins,
 //!    [`Node::install_received`] with a snapshot file received through a
 //!    [`node::SnapshotReceiver`], [`Node::batch_executed`],
-//!    [`Node::entries_applied`], [`Node::snapshot_installed`] and
-//!    [`Node::snapshot_taken`] when work it handed out is done, and
+//!    [`Node::entries_applied`] and [`Node::snapshot_taken`] when work it
+//!    handed out is done, and
 //!    [`Node::report_snapshot`] /
 //!    [`Node::report_unreachable`] with the fate of earlier sends. Every
 //!    input takes `now`, the host's monotonic time since it started.
@@ -52,13 +52,6 @@
 //!      ([`node::SnapshotToTake::take`], which also reads the file back for
 //!      its checksum) and reported with [`Node::snapshot_taken`].
 //!
-//!    - [`Output::InstallSnapshot`]: a snapshot received from the leader
-//!      (through [`Node::install_received`]), newer than anything this
-//!      follower committed: [`Node::snapshot_to_install`] hands the file
-//!      and the state machine over, the worker copies it in
-//!      ([`node::SnapshotToInstall::install`]), and only when
-//!      [`Node::snapshot_installed`] brings it back is raft told, which
-//!      then replaces the log.
 //!    - [`Output::RemoveFile`]: a snapshot file the node no longer keeps,
 //!      to unlink (gigabytes take a while to free).
 //!
@@ -119,10 +112,6 @@
 //!             Output::ApplyEntries => {
 //!                 let entries = node.entries_to_apply().expect("announced");
 //!                 node.entries_applied(now, entries.apply());
-//!             }
-//!             Output::InstallSnapshot => {
-//!                 let snapshot = node.snapshot_to_install().expect("announced");
-//!                 node.snapshot_installed(now, snapshot.install());
 //!             }
 //!             Output::TakeSnapshot => {
 //!                 let snapshot = node.snapshot_to_take().expect("announced");

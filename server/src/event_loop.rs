@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use deeb_core::disk::Disk;
 use deeb_core::node::{
-    AppliedEntries, ExecutedBatch, InstalledSnapshot, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver,
-    SnapshotTaken,
+    AppliedEntries, ExecutedBatch, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken,
 };
 use deeb_core::sql::{QueryError, Reader, SqliteStateMachine};
 use deeb_core::{
@@ -58,8 +57,6 @@ pub enum Input {
     /// The entries `Output::ApplyEntries` handed out were applied (the
     /// state machine comes back with them).
     EntriesApplied { applied: Box<AppliedEntries<SqliteStateMachine>> },
-    /// The snapshot `Output::InstallSnapshot` handed out was installed.
-    SnapshotInstalled { installed: Box<InstalledSnapshot<SqliteStateMachine>> },
     /// A peer could not be reached.
     Unreachable { to: NodeId },
 }
@@ -81,7 +78,6 @@ impl Input {
             Input::SnapshotTaken { .. } => "SnapshotTaken",
             Input::BatchExecuted { .. } => "BatchExecuted",
             Input::EntriesApplied { .. } => "EntriesApplied",
-            Input::SnapshotInstalled { .. } => "SnapshotInstalled",
             Input::Unreachable { .. } => "Unreachable",
         }
     }
@@ -287,7 +283,6 @@ impl<D: Disk> EventLoop<D> {
             Input::SnapshotTaken { taken } => self.node.snapshot_taken(now, taken),
             Input::BatchExecuted { executed } => self.node.batch_executed(now, *executed),
             Input::EntriesApplied { applied } => self.node.entries_applied(now, *applied),
-            Input::SnapshotInstalled { installed } => self.node.snapshot_installed(now, *installed),
             Input::Unreachable { to } => self.node.report_unreachable(to),
         }
     }
@@ -342,11 +337,6 @@ impl<D: Disk> EventLoop<D> {
             }),
             Output::ExecuteBatch => self.execute_batch(),
             Output::ApplyEntries => self.apply_entries(),
-            Output::InstallSnapshot => {
-                let Some(snapshot) = self.node.snapshot_to_install() else { return Ok(()) };
-                let install = move || Some(Input::SnapshotInstalled { installed: Box::new(snapshot.install()) });
-                self.off_loop(Job::Install, install);
-            }
             Output::WriteDone { token, result } => self.answer_write(token, result),
             Output::ReadReady { token } => {
                 let reader = self.node.reader().map_err(|error| ReadError::Query(QueryError::Sql(error.to_string())));

@@ -55,8 +55,6 @@ pub enum Job {
     Apply,
     /// A snapshot to take.
     Snapshot,
-    /// A received snapshot to install (a copy of the whole file).
-    Install,
     /// A state digest (a full scan).
     Digest,
     /// Removing a file the node no longer keeps.

@@ -36,8 +36,7 @@ pub use membership::MemberChange;
 pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOutcome};
 pub use reads::Consistency;
 pub use snapshots::{
-    InstalledSnapshot, ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken,
-    SnapshotToInstall, SnapshotToTake,
+    ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken, SnapshotToTake,
 };
 
 use apply::{Step, StepError};
@@ -140,11 +139,6 @@ pub struct Node<D: Disk, S: StateMachine = SqliteStateMachine> {
     entries_to_apply: Option<EntriesToApply<S>>,
     /// The entries away being applied, and what to do when they are.
     applying: Option<Applying>,
-    /// The snapshot announced by `Output::InstallSnapshot`, until the host
-    /// takes it.
-    snapshot_to_install: Option<SnapshotToInstall<S>>,
-    /// A received snapshot away being installed.
-    installing: Option<snapshots::Installing>,
     /// Opens readers without the state machine.
     readers: S::Readers,
     /// The snapshot `Output::TakeSnapshot` asked for, until the host takes
@@ -241,8 +235,6 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             batch_to_execute: None,
             entries_to_apply: None,
             applying: None,
-            snapshot_to_install: None,
-            installing: None,
             readers,
             snapshot_to_take: None,
             unapplied: VecDeque::new(),
@@ -551,7 +543,6 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             progressed = true;
         }
         self.maybe_snapshot()?;
-        self.maybe_install_received()?;
         progressed |= self.maybe_start_batch();
         self.check_invariants()?;
         Ok(progressed)
@@ -606,12 +597,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// The last entry applied to the state machine (at home, or when it
     /// left).
     fn applied(&self) -> Applied {
-        match (&self.sm, self.writes.executing(), &self.applying, &self.installing) {
+        match (&self.sm, self.writes.executing(), &self.applying) {
             (Some(sm), ..) => sm.applied(),
-            (None, Some(executing), ..) => executing.applied,
-            (None, None, Some(applying), _) => applying.applied,
-            (None, None, None, Some(installing)) => installing.applied,
-            (None, None, None, None) => Applied::default(),
+            (None, Some(executing), _) => executing.applied,
+            (None, None, Some(applying)) => applying.applied,
+            (None, None, None) => Applied::default(),
         }
     }
 
@@ -636,13 +626,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return broken(format!("term went back from {} to {term}", self.highest_term));
         }
         self.highest_term = term;
-        let jobs = [self.writes.executing().is_some(), self.applying.is_some(), self.installing.is_some()];
-        let executing = jobs[0];
-        let away_for = jobs.iter().filter(|away| **away).count();
-        if usize::from(self.sm.is_none()) != away_for {
-            return broken(
-                "the state machine is away exactly while one job (a batch, entries, a snapshot) runs".into(),
-            );
+        let (executing, applying) = (self.writes.executing().is_some(), self.applying.is_some());
+        if self.sm.is_none() != (executing || applying) || (executing && applying) {
+            return broken("the state machine is away exactly while a batch executes or entries apply".to_owned());
         }
         if executing && self.writes.has_in_flight() {
             return broken("a batch executes while another is in flight".to_owned());

@@ -20,7 +20,6 @@ use thiserror::Error;
 use super::{Fatal, Node, Output};
 use crate::disk::Disk;
 use crate::ids::NodeId;
-use raft::StateRole;
 
 /// A snapshot stream could not be taken.
 #[derive(Debug, Error)]
@@ -113,44 +112,6 @@ impl<T: SnapshotTaker> SnapshotToTake<T> {
         let taken = taker.take(&dest).map_err(|error| error.to_string());
         let result = taken.and_then(|taken| Ok((taken, FileSummary::read(&dest).map_err(|e| e.to_string())?)));
         SnapshotTaken { result }
-    }
-}
-
-/// A received snapshot to install into the state machine off the node, before
-/// raft is told of it: the host takes it with `Node::snapshot_to_install`
-/// after `Output::InstallSnapshot`, runs [`SnapshotToInstall::install`] on
-/// its worker (a copy of the whole file) and hands the result to
-/// `Node::snapshot_installed`.
-pub struct SnapshotToInstall<S> {
-    sm: S,
-    path: PathBuf,
-}
-
-/// A snapshot installed (or not) on the worker, with the state machine.
-pub struct InstalledSnapshot<S> {
-    sm: S,
-    result: Result<crate::sql::Applied, crate::sql::SqlError>,
-}
-
-impl<S: StateMachine> SnapshotToInstall<S> {
-    /// Replaces the state machine's state with the file's, atomically.
-    pub fn install(mut self) -> InstalledSnapshot<S> {
-        let result = self.sm.install_snapshot(&self.path);
-        InstalledSnapshot { sm: self.sm, result }
-    }
-}
-
-/// A received snapshot whose file is being installed on the worker; raft
-/// is told of it when that is done.
-pub(super) struct Installing {
-    /// What the state machine had applied when it left.
-    pub(super) applied: crate::sql::Applied,
-    message: Message,
-}
-
-impl Installing {
-    fn index(&self) -> u64 {
-        self.message.get_snapshot().get_metadata().index
     }
 }
 
@@ -258,9 +219,6 @@ pub(super) struct Snapshots {
     next_incoming: u64,
     /// Files renamed for the host to remove (see `remove_off_node`).
     next_removed: u64,
-    /// The newest received snapshot's raft message, waiting for the state
-    /// machine to come home to be installed.
-    waiting: Option<Message>,
     /// A peer needs a snapshot newer than the latest (see `send_snapshot`).
     refresh_requested: bool,
     /// The host is taking a snapshot (`Output::TakeSnapshot`); compact to
@@ -295,7 +253,6 @@ impl Snapshots {
             incoming: BTreeMap::new(),
             next_incoming: 0,
             next_removed: 0,
-            waiting: None,
             refresh_requested: false,
             taking: None,
         })
@@ -337,93 +294,15 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         Ok(SnapshotReceiver { header, message, path: Some(path), file, written: 0, crc32c: 0 })
     }
 
-    /// Takes a complete snapshot file. If raft will want it (it is newer
-    /// than what this follower has committed), it is first installed into
-    /// the state machine off the node (`Output::InstallSnapshot`), then
-    /// handed to raft; otherwise raft decides at once.
+    /// Hands a complete snapshot file to raft, which installs it if it is
+    /// still newer than this node's state.
     pub fn install_received(&mut self, now: Duration, received: ReceivedSnapshot) {
         self.advance_clock(now);
-        let ReceivedSnapshot { message, path, index, summary } = received;
-        self.note_peer_contact(&message);
-        if self.installing.as_ref().is_some_and(|installing| installing.index() == index) {
-            // The leader sent it again while the first copy is being
-            // installed: keep that one (the worker is reading it).
-            let _ = self.remove_off_node(&path);
-            return;
-        }
-        if let Some((stale, _)) = self.snapshots.incoming.insert(index, (path, summary)) {
+        if let Some((stale, _)) = self.snapshots.incoming.insert(received.index, (received.path, received.summary)) {
             let _ = self.remove_off_node(&stale);
         }
-        match self.snapshots.waiting.as_ref() {
-            Some(waiting) if waiting.get_snapshot().get_metadata().index >= index => {}
-            _ => self.snapshots.waiting = Some(message),
-        }
-        self.drive();
-    }
-
-    /// Starts installing the snapshot that waits, once the state machine is
-    /// home; or hands it to raft at once if raft will not want it.
-    pub(super) fn maybe_install_received(&mut self) -> Result<(), Fatal> {
-        if self.sm.is_none() || self.installing.is_some() {
-            return Ok(());
-        }
-        let Some(message) = self.snapshots.waiting.take() else { return Ok(()) };
-        let metadata = message.get_snapshot().get_metadata();
-        let wanted = self.role != StateRole::Leader && metadata.index > self.raw.raft.raft_log.committed;
-        let path = self.snapshots.incoming.get(&metadata.index).map(|(path, _)| path.clone());
-        let (true, Some(path)) = (wanted, path) else {
-            self.step_snapshot(message);
-            return Ok(());
-        };
-        let sm = self.sm.take().ok_or_else(super::away)?;
-        if sm.batch_open() {
-            return Err(Fatal::Invariant(format!("installing snapshot {} over an open batch", metadata.index)));
-        }
-        self.installing = Some(Installing { applied: sm.applied(), message });
-        self.snapshot_to_install = Some(SnapshotToInstall { sm, path });
-        self.outputs.push_back(Output::InstallSnapshot);
-        Ok(())
-    }
-
-    /// The snapshot `Output::InstallSnapshot` announced, with the state
-    /// machine, for the host to install on its worker.
-    pub fn snapshot_to_install(&mut self) -> Option<SnapshotToInstall<S>> {
-        self.snapshot_to_install.take()
-    }
-
-    /// The worker installed the snapshot (or failed to: the node stops);
-    /// now raft is told of it. If raft no longer wants it (this node
-    /// committed that far meanwhile), the state machine holds that
-    /// committed state anyway, and entries up to it are skipped.
-    pub fn snapshot_installed(&mut self, now: Duration, installed: InstalledSnapshot<S>) {
-        self.advance_clock(now);
-        let InstalledSnapshot { sm, result } = installed;
-        let Some(Installing { message, .. }) = self.installing.take() else {
-            self.stop(Fatal::Invariant("an installed snapshot came back that was never sent".into()));
-            return;
-        };
-        self.sm = Some(sm);
-        if self.fatal.is_some() {
-            return;
-        }
-        let metadata = message.get_snapshot().get_metadata();
-        let checked = result.map_err(Fatal::from).and_then(|applied| {
-            if (applied.index, applied.term) == (metadata.index, metadata.term) {
-                return Ok(());
-            }
-            let (index, term) = (metadata.index, metadata.term);
-            let error = format!("snapshot file holds {}/{} but raft says {index}/{term}", applied.index, applied.term);
-            Err(Fatal::Snapshot(error))
-        });
-        if let Err(error) = checked {
-            self.stop(error);
-            return;
-        }
-        self.step_snapshot(message);
-    }
-
-    fn step_snapshot(&mut self, message: Message) {
-        if let Err(error) = self.raw.step(message) {
+        self.note_peer_contact(&received.message);
+        if let Err(error) = self.raw.step(received.message) {
             tracing::warn!(node = self.id.0, %error, "snapshot message refused");
         }
         self.drive();
@@ -441,11 +320,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if sm.batch_open() {
             return Err(Fatal::Invariant(format!("installing snapshot {} over an open batch", metadata.index)));
         }
-        let applied = match sm.applied() {
-            // Installed on the worker before raft was told.
-            applied if (applied.index, applied.term) == (metadata.index, metadata.term) => applied,
-            _ => sm.install_snapshot(&path)?,
-        };
+        let applied = sm.install_snapshot(&path)?;
         if applied.index != metadata.index || applied.term != metadata.term {
             return Err(Fatal::Snapshot(format!(
                 "snapshot file holds {}/{} but raft says {}/{}",

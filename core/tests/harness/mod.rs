@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deeb_core::disk::MemDisk;
-use deeb_core::node::{BatchToExecute, EntriesToApply, SnapshotReceiver, SnapshotToInstall};
+use deeb_core::node::{BatchToExecute, EntriesToApply, SnapshotReceiver};
 use deeb_core::sql::SqliteStateMachine;
 use deeb_core::{
     AdminError, ClientToken, Config, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, WriteError,
@@ -37,7 +37,6 @@ pub struct Slot {
 enum Job {
     Batch(BatchToExecute<SqliteStateMachine>),
     Apply(EntriesToApply<SqliteStateMachine>),
-    Install(SnapshotToInstall<SqliteStateMachine>),
 }
 
 /// What a client got back.
@@ -66,8 +65,7 @@ pub struct Cluster {
     pub leaders_by_term: BTreeMap<u64, u64>,
     pub drop_rate: f64,
     pub delay_max: Duration,
-    /// How long a leader batch, an apply run or a snapshot install takes on
-    /// a node's worker
+    /// How long a leader batch or an apply run takes on a node's worker
     /// (zero: done inline, at once); the node goes on meanwhile.
     pub work_time: Duration,
     /// Snapshot streams started, over the cluster's life.
@@ -301,10 +299,6 @@ impl Cluster {
                     let entries = self.node_mut(id).entries_to_apply().expect("announced entries are there to take");
                     self.hand_to_worker(id, Job::Apply(entries));
                 }
-                Output::InstallSnapshot => {
-                    let snapshot = self.node_mut(id).snapshot_to_install().expect("an announced snapshot is there");
-                    self.hand_to_worker(id, Job::Install(snapshot));
-                }
                 Output::RemoveFile { path } => std::fs::remove_file(path).expect("a file the node hands over"),
                 Output::TakeSnapshot => {
                     let now = self.now;
@@ -346,7 +340,6 @@ impl Cluster {
         match job {
             Job::Batch(batch) => node.batch_executed(now, batch.execute()),
             Job::Apply(entries) => node.entries_applied(now, entries.apply()),
-            Job::Install(snapshot) => node.snapshot_installed(now, snapshot.install()),
         }
     }
 
