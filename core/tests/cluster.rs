@@ -286,6 +286,18 @@ fn compaction_lag_keeps_a_briefly_lagging_follower_on_the_log() {
 /// A node down while the others compact past it catches up by snapshot.
 #[test]
 fn snapshot_catch_up() {
+    snapshot_catch_up_with(Duration::ZERO);
+}
+
+/// The same while every batch and apply run on the workers takes 1.5 s
+/// (more than an election timeout): nobody starts an election while the
+/// follower catches up.
+#[test]
+fn snapshot_catch_up_with_slow_work() {
+    snapshot_catch_up_with(1500 * MILLISECOND);
+}
+
+fn snapshot_catch_up_with(work_time: Duration) {
     let mut cluster = Cluster::with_config(3, 6, small_snapshots);
     cluster.execute("CREATE TABLE big (v INTEGER, pad TEXT)");
     let leader = cluster.wait_leader();
@@ -296,8 +308,12 @@ fn snapshot_catch_up() {
     }
     let live = cluster.leader().expect("leader");
     assert!(cluster.node(live).status().snapshot_index.0 > 10, "leader compacted");
+    let terms_before = cluster.leaders_by_term.len();
+    cluster.work_time = work_time;
     cluster.start(lagging);
     cluster.assert_converged();
+    assert_eq!(cluster.leaders_by_term.len(), terms_before, "no election while the follower caught up");
+    cluster.work_time = Duration::ZERO;
     assert_eq!(query(cluster.node(lagging), "SELECT v FROM big").len(), 40);
     assert!(cluster.node(lagging).status().snapshot_index.0 > 10, "caught up by snapshot");
     // And it keeps working after a restart on the installed snapshot.
