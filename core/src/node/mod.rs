@@ -536,7 +536,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn drive_once(&mut self) -> Result<bool, Fatal> {
         let mut progressed = false;
         // A snapshot to install needs the state machine: while it is away
-        // on the worker, raft waits for it (a deposed leader only).
+        // on the worker (a batch, a run of entries), the ready that holds it
+        // waits, so raft's messages and votes wait too (bounded by the job).
         let snapshot_waits = self.sm.is_none() && self.raw.snap().is_some();
         if self.raw.has_ready() && !snapshot_waits {
             self.handle_ready()?;
@@ -751,7 +752,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             let Some(entry) = self.unapplied.pop_front() else { break };
             self.writes.settle_not_ours(applied.index, &mut self.outputs)?;
             self.apply_conf_change(&entry, applied)?;
-            self.observe_applied(&entry);
+            self.observe_applied(applied, self.checksum_for_observer(&entry));
         }
         Ok(())
     }
@@ -779,7 +780,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 }
             };
             steps.push(step);
-            entries.push(ApplyingEntry { applied, checksum: crc32c::crc32c(&entry.data), answers });
+            entries.push(ApplyingEntry { applied, checksum: self.checksum_for_observer(&entry), answers });
         }
         let sm = self.sm.take().ok_or_else(away)?;
         self.applying = Some(Applying { applied: sm.applied(), entries });
@@ -809,10 +810,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         for entry in applying.entries.into_iter().take(done) {
             self.outputs.extend(entry.answers);
-            if self.observer.is_some() {
-                let (index, term) = (entry.applied.index, entry.applied.term);
-                self.observe(NodeEvent::Applied { index, term, checksum: entry.checksum });
-            }
+            self.observe_applied(entry.applied, entry.checksum);
         }
         let settled = result
             .map_err(|error| match error {
@@ -839,10 +837,16 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
     }
 
-    fn observe_applied(&mut self, entry: &Entry) {
+    /// An entry's checksum for [`Self::observe_applied`]: computed only when
+    /// there is an observer (entries can be megabytes).
+    fn checksum_for_observer(&self, entry: &Entry) -> u32 {
+        self.observer.as_ref().map_or(0, |_| crc32c::crc32c(&entry.data))
+    }
+
+    /// Tells the observer an entry applied.
+    fn observe_applied(&mut self, applied: Applied, checksum: u32) {
         if self.observer.is_some() {
-            let checksum = crc32c::crc32c(&entry.data);
-            self.observe(NodeEvent::Applied { index: entry.index, term: entry.term, checksum });
+            self.observe(NodeEvent::Applied { index: applied.index, term: applied.term, checksum });
         }
     }
 
