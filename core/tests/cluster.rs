@@ -631,6 +631,39 @@ fn node_events_report_leaders_applied_entries_and_promises() {
     assert!(events.iter().any(acked), "followers acknowledge appends: {events:?}");
 }
 
+/// A joiner's promotion racing an operator's removal of it (simulator seed
+/// 50016715): the removal is committed but waits to apply behind a batch
+/// away on the leader's worker. Raft must not take it for applied, or the
+/// promotion, checked against the configuration as applied (the joiner
+/// still a learner there), is proposed after the removal and brings the
+/// removed node back as a voter.
+#[test]
+fn a_promotion_waits_for_a_removal_still_applying() {
+    for seed in 0..4 {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.execute("CREATE TABLE w (v INTEGER)");
+        cluster.add_slot(4, Vec::new());
+        let leader = cluster.wait_leader();
+        let learner = MemberChange::AddLearner { id: NodeId(4), address: "node-4:7000".to_owned() };
+        cluster.admin(leader, vec![learner]).expect("add learner");
+        cluster.work_time = 3 * SECOND;
+        let write = cluster.submit_write(leader, vec![statement("INSERT INTO w VALUES (1)")]).expect("leader");
+        cluster.run_for(100 * MILLISECOND);
+        let removal = cluster.submit_admin(leader, vec![MemberChange::Remove { id: NodeId(4) }]).expect("remove");
+        cluster.run_for(500 * MILLISECOND);
+        let applied = cluster.node(leader).status().applied_index;
+        let promotion = cluster.submit_admin(leader, vec![MemberChange::Promote { id: NodeId(4) }]);
+        assert_eq!(promotion, Err(deeb_core::AdminError::ChangeInProgress), "seed {seed} (applied {applied})");
+        cluster.work_time = Duration::ZERO;
+        assert!(matches!(cluster.wait_reply(write, 20 * SECOND), Reply::Write(Ok(_))), "seed {seed}");
+        assert_eq!(cluster.wait_reply(removal, 20 * SECOND), Reply::Admin(Ok(())), "seed {seed}");
+        let refused = cluster.admin(leader, vec![MemberChange::Promote { id: NodeId(4) }]);
+        assert!(matches!(refused, Err(deeb_core::AdminError::Invalid(_))), "seed {seed}: {refused:?}");
+        let members = cluster.node(leader).status().members;
+        assert!(members.iter().all(|member| member.id.0 != 4), "seed {seed}: {members:?}");
+    }
+}
+
 #[test]
 fn promote_only_promotes_a_learner() {
     let mut cluster = Cluster::new(3, 12);

@@ -5,7 +5,7 @@
 //! `poll_output` carrying out each output, then sleep until
 //! `poll_timeout` or the next input.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,10 +148,10 @@ pub(crate) struct EventLoop<D: Disk> {
     clock: LoopClock,
     inputs: mpsc::Receiver<Input>,
     loopback: mpsc::Sender<Input>,
-    pending: HashMap<ClientToken, Pending>,
+    pending: BTreeMap<ClientToken, Pending>,
     next_token: u64,
     peers: PeerSenders,
-    learned_addresses: HashMap<NodeId, String>,
+    learned_addresses: BTreeMap<NodeId, String>,
     snapshot_chunk_bytes_max: usize,
     /// The simulator's model of slow worker jobs (none for real).
     work_time: Option<Arc<dyn WorkTime>>,
@@ -174,10 +174,10 @@ impl<D: Disk> EventLoop<D> {
             clock,
             inputs,
             loopback,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             next_token: 0,
             peers,
-            learned_addresses: HashMap::new(),
+            learned_addresses: BTreeMap::new(),
             snapshot_chunk_bytes_max,
             work_time,
             shutting_down: false,

@@ -2,7 +2,7 @@
 //! that batches raft messages into `RaftBatch` calls, and the `Peer` gRPC
 //! service that feeds incoming batches and snapshot streams to the loop.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub(crate) struct PeerSenders {
     me: NodeId,
     my_address: String,
     loopback: mpsc::Sender<Input>,
-    senders: HashMap<NodeId, PeerSender>,
+    senders: BTreeMap<NodeId, PeerSender>,
     queue_max: usize,
     faults: Option<Arc<dyn TransportFaults>>,
 }
@@ -37,7 +37,7 @@ struct PeerSender {
 
 impl PeerSenders {
     pub(crate) fn new(me: NodeId, my_address: String, loopback: mpsc::Sender<Input>, queue_max: usize) -> Self {
-        Self { me, my_address, loopback, senders: HashMap::new(), queue_max, faults: None }
+        Self { me, my_address, loopback, senders: BTreeMap::new(), queue_max, faults: None }
     }
 
     /// The simulator's duplication and reordering of outgoing batches.

@@ -188,10 +188,10 @@ fn determinism_batch(runs: &[RunOptions]) -> bool {
     let mut failures = 0;
     for options in runs {
         print!("determinism: seed {} ({}, {} nodes): ", options.seed, options.scenario.name(), options.nodes);
-        match check_determinism(options) {
+        match check_determinism(options).and_then(|report| agrees_across_processes(options, report)) {
             Ok(report) => {
                 println!(
-                    "both runs agree, {} operations, history hash {:016x}",
+                    "both runs and a run in a fresh process agree, {} operations, history hash {:016x}",
                     report.operations, report.history_hash
                 );
                 if report.failed() {
@@ -208,6 +208,66 @@ fn determinism_batch(runs: &[RunOptions]) -> bool {
     }
     println!("determinism: {} seeds run twice in {:.1}s: {failures} failed", runs.len(), start.elapsed().as_secs_f64());
     failures == 0
+}
+
+/// The same seed run again in a fresh process (this binary's `replay`) must
+/// end with the same history: madsim seeds its own randomness, not the
+/// process's (std's `HashMap` keys come from the OS here, see
+/// sim/README), so a run that leans on something per process agrees with
+/// itself within one process and not across two.
+fn agrees_across_processes(options: &RunOptions, report: RunReport) -> Result<RunReport, String> {
+    let fresh = hash_in_fresh_process(options, false)?;
+    if fresh == report.history_hash {
+        Ok(report)
+    } else {
+        Err(format!(
+            "history hash {:016x} in this process, {fresh:016x} in a fresh one (replay it twice: {})",
+            report.history_hash,
+            replay_line(options)
+        ))
+    }
+}
+
+/// Set for `replay` by the cross-process canary: the printed history hash
+/// then mixes in the process id, as a run leaning on process state would.
+const PROCESS_NOISE_VARIABLE: &str = "DEEB_SIM_CANARY_PROCESS_NOISE";
+
+/// Runs `replay` for one seed in a child process; its history hash.
+fn hash_in_fresh_process(options: &RunOptions, noise: bool) -> Result<u64, String> {
+    let program = std::env::current_exe().map_err(|error| format!("cannot find this binary: {error}"))?;
+    let mut command = std::process::Command::new(program);
+    command.args(["replay", "--seed", &options.seed.to_string(), "--scenario", options.scenario.name()]);
+    command.args(["--nodes", &options.nodes.to_string()]).env("RUST_LOG", "off");
+    if noise {
+        command.env(PROCESS_NOISE_VARIABLE, "1");
+    }
+    let output = command.output().map_err(|error| format!("cannot run a replay: {error}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.split_once("history hash ").map(|(_, hash)| hash.trim().to_owned()))
+        .and_then(|hash| u64::from_str_radix(&hash, 16).ok())
+        .ok_or_else(|| format!("the replay printed no history hash: {stdout}"))
+}
+
+/// The cross-process check must fail on a run that differs per process:
+/// two replays of one seed with per-process noise must disagree.
+fn process_canary_caught() -> bool {
+    let canary = options(0, Scenario::for_seed(0), 3, None);
+    match (hash_in_fresh_process(&canary, true), hash_in_fresh_process(&canary, true)) {
+        (Ok(first), Ok(second)) if first != second => {
+            println!("cross-process canary (a hash mixed with per-process noise): caught");
+            true
+        }
+        (Ok(_), Ok(_)) => {
+            println!("FAIL cross-process canary: two processes with per-process noise agreed");
+            false
+        }
+        (Err(problem), _) | (_, Err(problem)) => {
+            println!("FAIL cross-process canary: {problem}");
+            false
+        }
+    }
 }
 
 /// The determinism check must fail on runs that differ (see
@@ -251,9 +311,13 @@ fn replay(seed: u64, scenario: &str, nodes: u64, mutant: Option<&str>) -> bool {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     let options = options(seed, scenario, nodes, mutant);
     let report = run_seed(&options);
+    let mut history_hash = report.history_hash;
+    if std::env::var_os(PROCESS_NOISE_VARIABLE).is_some() {
+        history_hash ^= u64::from(std::process::id());
+    }
     println!(
-        "seed {seed} ({}): {} operations, {} faults, history hash {:016x}",
-        report.swarm, report.operations, report.faults, report.history_hash
+        "seed {seed} ({}): {} operations, {} faults, history hash {history_hash:016x}",
+        report.swarm, report.operations, report.faults
     );
     for violation in &report.violations {
         println!("  violation: {violation}");
@@ -325,9 +389,13 @@ fn ci(seeds: u64) -> bool {
     let fresh: Vec<RunOptions> = (base..base + seeds).map(fresh_run).collect();
     ok &= run_batch(&fresh);
     let sample = determinism_sample(&fresh);
-    println!("== determinism check on {} of those seeds (each run twice)", sample.len());
+    println!(
+        "== determinism check on {} of those seeds (each run twice, and once more in a fresh process)",
+        sample.len()
+    );
     ok &= determinism_batch(&sample);
     ok &= determinism_canary_caught();
+    ok &= process_canary_caught();
     println!("== mutation check");
     ok &= mutants(CI_MUTANT_BUDGET, None);
     ok

@@ -570,7 +570,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if let Some(promise) = promise {
             self.observe(promise);
         }
-        let mut light = self.raw.advance(ready);
+        // Not `advance`: that tells raft the ready's committed entries are
+        // applied, while they may wait behind a job away on the worker.
+        // Raft's applied index gates conf changes (one pending at a time)
+        // and elections; `after_apply` moves it as entries really apply.
+        let mut light = self.raw.advance_append(ready);
         if let Some(commit) = light.commit_index() {
             let mut hard_state = self.raw.store().hard_state().clone();
             hard_state.commit = commit;

@@ -502,11 +502,17 @@ impl Cluster {
         }
     }
 
-    pub fn admin(&mut self, id: u64, changes: Vec<MemberChange>) -> Result<(), AdminError> {
+    /// Proposes a membership change at `id` without waiting for it.
+    pub fn submit_admin(&mut self, id: u64, changes: Vec<MemberChange>) -> Result<ClientToken, AdminError> {
         let token = self.token();
         let now = self.now;
         self.node_mut(id).change_membership(now, token, changes)?;
         self.drain(id);
+        Ok(token)
+    }
+
+    pub fn admin(&mut self, id: u64, changes: Vec<MemberChange>) -> Result<(), AdminError> {
+        let token = self.submit_admin(id, changes)?;
         match self.wait_reply(token, Duration::from_secs(30)) {
             Reply::Admin(result) => result,
             other => panic!("unexpected reply {other:?}"),

@@ -4,7 +4,7 @@
 //! timed out or failed in a way that does not prove it never happened is
 //! indeterminate. The SQL workload (`sql`) runs among them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,9 +94,9 @@ pub struct Client {
     pub recorder: Arc<Recorder>,
     pub stop: Arc<AtomicBool>,
     pub rng: SmallRng,
-    channels: HashMap<String, DeebClient<Channel>>,
+    channels: BTreeMap<String, DeebClient<Channel>>,
     /// Addresses that timed out recently, until when to avoid them.
-    suspect_until: HashMap<String, Duration>,
+    suspect_until: BTreeMap<String, Duration>,
     counter: i64,
     /// Large rows this client inserted and has not deleted yet.
     blobs: Vec<i64>,
@@ -113,8 +113,8 @@ impl Client {
             recorder,
             stop,
             rng,
-            channels: HashMap::new(),
-            suspect_until: HashMap::new(),
+            channels: BTreeMap::new(),
+            suspect_until: BTreeMap::new(),
             counter: 0,
             blobs: Vec::new(),
             lease_reads: false,
