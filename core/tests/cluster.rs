@@ -664,6 +664,30 @@ fn a_promotion_waits_for_a_removal_still_applying() {
     }
 }
 
+/// A leader that removed itself (simulator seed 60000124) keeps running;
+/// clients that still call it are told at once to use another node, not
+/// left to wait out their timeout for a leader it will never learn of.
+#[test]
+fn a_node_that_applied_its_own_removal_refuses_clients_at_once() {
+    let mut cluster = Cluster::new(3, 5);
+    cluster.execute("CREATE TABLE r (v INTEGER)");
+    let removed = cluster.wait_leader();
+    cluster.admin(removed, vec![MemberChange::Remove { id: NodeId(removed) }]).expect("the leader removes itself");
+    cluster.run_for(SECOND);
+    let not_member = NodeId(removed);
+    let write = cluster.submit_write(removed, vec![statement("INSERT INTO r VALUES (1)")]);
+    assert_eq!(write, Err(WriteError::NotMember { node: not_member }));
+    for consistency in [Consistency::Linearizable, Consistency::Lease, Consistency::Stale { max_staleness: None }] {
+        let read = cluster.read(removed, consistency, "SELECT count(*) FROM r");
+        assert_eq!(read, Err(deeb_core::ReadError::NotMember { node: not_member }), "{consistency:?}");
+    }
+    let admin = cluster.admin(removed, vec![MemberChange::Remove { id: NodeId(9) }]);
+    assert_eq!(admin, Err(deeb_core::AdminError::NotMember { node: not_member }));
+    let leader = cluster.wait_leader();
+    assert_ne!(leader, removed);
+    cluster.execute("INSERT INTO r VALUES (2)");
+}
+
 #[test]
 fn promote_only_promotes_a_learner() {
     let mut cluster = Cluster::new(3, 12);

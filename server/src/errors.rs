@@ -96,7 +96,9 @@ fn classify(error: &ServerError) -> (Code, ErrorDetail) {
             (code, detail)
         }
         ServerError::Write(error) => match error {
-            WriteError::NotLeader { .. } | WriteError::Stopped => plain(Code::Unavailable, ErrorCode::Unavailable),
+            WriteError::NotLeader { .. } | WriteError::NotMember { .. } | WriteError::Stopped => {
+                plain(Code::Unavailable, ErrorCode::Unavailable)
+            }
             WriteError::TooLarge { .. } => plain(Code::ResourceExhausted, ErrorCode::Limit),
             WriteError::QueueFull { .. } => plain(Code::ResourceExhausted, ErrorCode::Overloaded),
             WriteError::Invalid(_) => plain(Code::InvalidArgument, ErrorCode::InvalidRequest),
@@ -104,7 +106,7 @@ fn classify(error: &ServerError) -> (Code, ErrorDetail) {
             WriteError::Statement(_) => unreachable!("matched above"),
         },
         ServerError::Read(error) => match error {
-            ReadError::NoLeader | ReadError::NotLeader { .. } | ReadError::Stopped => {
+            ReadError::NoLeader | ReadError::NotLeader { .. } | ReadError::NotMember { .. } | ReadError::Stopped => {
                 plain(Code::Unavailable, ErrorCode::Unavailable)
             }
             ReadError::LeaseExpired | ReadError::TooStale { .. } => {
@@ -116,7 +118,9 @@ fn classify(error: &ServerError) -> (Code, ErrorDetail) {
         },
         ServerError::Query(error) => query_code(error),
         ServerError::Admin(error) => match error {
-            AdminError::NotLeader { .. } | AdminError::Stopped => plain(Code::Unavailable, ErrorCode::Unavailable),
+            AdminError::NotLeader { .. } | AdminError::NotMember { .. } | AdminError::Stopped => {
+                plain(Code::Unavailable, ErrorCode::Unavailable)
+            }
             AdminError::ChangeInProgress => plain(Code::FailedPrecondition, ErrorCode::Overloaded),
             AdminError::QueueFull { .. } => plain(Code::ResourceExhausted, ErrorCode::Overloaded),
             AdminError::Invalid(_) => plain(Code::InvalidArgument, ErrorCode::InvalidRequest),

@@ -112,6 +112,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if self.fatal.is_some() {
             return Err(AdminError::Stopped);
         }
+        if !self.in_configuration() {
+            return Err(AdminError::NotMember { node: self.id });
+        }
         if self.role != StateRole::Leader {
             return Err(AdminError::NotLeader { leader: self.leader() });
         }

@@ -871,6 +871,17 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn conf_state(&self) -> ConfState {
         self.raw.raft.prs().conf().to_conf_state()
     }
+
+    /// True if this node is in the configuration it has applied (a voter
+    /// or learner, in either half of a joint one). A node removed, or one
+    /// started to join and not yet added, is not, and answers clients at
+    /// once that they must use another node (without this it would wait
+    /// out every request for a leader it never learns of).
+    fn in_configuration(&self) -> bool {
+        let conf = self.conf_state();
+        let id = self.id.0;
+        [&conf.voters, &conf.learners, &conf.voters_outgoing, &conf.learners_next].iter().any(|set| set.contains(&id))
+    }
 }
 
 /// Entries away on the host's worker being applied.

@@ -64,6 +64,8 @@ pub struct WriteOutcome {
 pub enum WriteError {
     #[error("not the leader (leader: {})", display_leader(*.leader))]
     NotLeader { leader: Option<NodeId> },
+    #[error("node {node} is not a member of the cluster (removed, or not yet joined); use another node")]
+    NotMember { node: NodeId },
     #[error("{what} is {size}, over the limit of {max}")]
     TooLarge { what: &'static str, size: usize, max: usize },
     #[error("write queue full ({max} requests waiting); retry later")]
@@ -85,6 +87,8 @@ pub enum ReadError {
     NoLeader,
     #[error("not the leader (leader: {}); lease reads run on the leader", display_leader(*.leader))]
     NotLeader { leader: Option<NodeId> },
+    #[error("node {node} is not a member of the cluster (removed, or not yet joined); use another node")]
+    NotMember { node: NodeId },
     #[error("read timed out waiting for the leader to confirm its commit index")]
     Timeout,
     #[error("leader lease not held (no quorum contact recently); use linearizable")]
@@ -104,6 +108,8 @@ pub enum ReadError {
 pub enum AdminError {
     #[error("not the leader (leader: {})", display_leader(*.leader))]
     NotLeader { leader: Option<NodeId> },
+    #[error("node {node} is not a member of the cluster (removed, or not yet joined); use another node")]
+    NotMember { node: NodeId },
     #[error("a membership change is already in progress; retry when it is applied")]
     ChangeInProgress,
     #[error("too many admin requests in progress ({max})")]

@@ -89,6 +89,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if self.fatal.is_some() {
             return Err(ReadError::Stopped);
         }
+        if !self.in_configuration() {
+            return Err(ReadError::NotMember { node: self.id });
+        }
         match consistency {
             _ if self.config.mutations.read_without_read_index() => {}
             Consistency::Stale { max_staleness } => self.check_staleness(max_staleness)?,

@@ -131,6 +131,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if self.fatal.is_some() {
             return Err(WriteError::Stopped);
         }
+        if !self.in_configuration() {
+            return Err(WriteError::NotMember { node: self.id });
+        }
         if self.role != StateRole::Leader {
             return Err(WriteError::NotLeader { leader: self.leader() });
         }
