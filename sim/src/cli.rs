@@ -146,6 +146,7 @@ fn process_footprint() -> String {
 fn run_batch(runs: &[RunOptions]) -> bool {
     let start = Instant::now();
     let (mut failures, mut operations, mut sql_operations, mut faults, mut disk_crashes) = (0, 0, 0, 0, 0);
+    let (mut sqlite_crash_points, mut sqlite_changes_undone) = (0, 0);
     let (mut determinate, mut unknown) = (0, 0);
     for (done, options) in runs.iter().enumerate() {
         if done > 0 && done % PROGRESS_EVERY == 0 {
@@ -157,6 +158,8 @@ fn run_batch(runs: &[RunOptions]) -> bool {
         sql_operations += report.sql_operations;
         faults += report.faults;
         disk_crashes += report.disk_crashes;
+        sqlite_crash_points += report.sqlite_crash_points;
+        sqlite_changes_undone += report.sqlite_changes_undone;
         determinate += report.determinate;
         unknown += report.unknown;
         if report.failed() {
@@ -166,7 +169,7 @@ fn run_batch(runs: &[RunOptions]) -> bool {
     }
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected ({disk_crashes} crashes at a log disk operation), {operations} operations checked ({sql_operations} of them SQL)",
+        "simulated {} seeds in {seconds:.1}s ({:.1} seeds/min): {} failed, {faults} faults injected ({disk_crashes} crashes at a disk operation, {sqlite_crash_points} of them in SQLite files; {sqlite_changes_undone} unsynced SQLite changes undone), {operations} operations checked ({sql_operations} of them SQL)",
         runs.len(),
         runs.len() as f64 * 60.0 / seconds.max(0.001),
         failures

@@ -6,3 +6,4 @@
 
 pub mod checker;
 pub mod runner;
+pub mod sqlite_files;

@@ -96,6 +96,8 @@ impl Cluster {
 
     fn spawn_node(&mut self, id: u64, peers: Vec<(NodeId, String)>, join: Option<String>) {
         let config = self.serve_config(id, peers, join);
+        let directory = config.data_dir.clone();
+        crate::sqlite_files::track(&directory);
         let disk = MemDisk::new();
         let (fatal, salt, chaos) = (self.fatal.clone(), self.crash_salt.clone(), self.chaos.clone());
         let kept = disk.clone();
@@ -105,14 +107,20 @@ impl Cluster {
             .ip(ip_of(id))
             .init(move || {
                 let (config, disk, fatal, chaos) = (config.clone(), disk.clone(), fatal.clone(), chaos.clone());
-                // A (re)start after a kill: unsynced log writes are lost.
-                disk.crash(salt.fetch_add(1, Ordering::SeqCst));
+                // A (re)start after a kill: unsynced log writes are lost, and
+                // so may be unsynced writes of the SQLite files.
+                let salt = salt.fetch_add(1, Ordering::SeqCst);
+                disk.crash(salt);
+                crate::sqlite_files::crash(&config.data_dir, salt);
                 async move {
-                    let result = deeb_server::run_node(config, disk.clone(), std::future::pending::<()>()).await;
+                    let result =
+                        deeb_server::run_node(config.clone(), disk.clone(), std::future::pending::<()>()).await;
+                    let at_crash_point =
+                        disk.operation_budget_spent() || crate::sqlite_files::budget_spent(&config.data_dir);
                     match result {
                         Ok(()) => {}
-                        // The disk's crash point: the process dies there.
-                        Err(_) if disk.operation_budget_spent() => chaos.crash_at_disk_operation(id),
+                        // A disk's crash point: the process dies there.
+                        Err(_) if at_crash_point => chaos.crash_at_disk_operation(id),
                         Err(error) => fatal.lock().expect("fatal lock").push((id, error.to_string())),
                     }
                 }
@@ -123,7 +131,7 @@ impl Cluster {
 
     fn serve_config(&self, id: u64, peers: Vec<(NodeId, String)>, join: Option<String>) -> ServeConfig {
         let listen = SocketAddr::new(ip_of(id), PORT);
-        let mut config = ServeConfig::new(NodeId(id), self.data_dir.join(format!("node-{id}")), listen);
+        let mut config = ServeConfig::new(NodeId(id), self.node_directory(id), listen);
         config.peers = peers;
         config.join = join;
         config.core.seed = self.crash_salt.load(Ordering::SeqCst).wrapping_mul(7919).wrapping_add(id);
@@ -193,9 +201,33 @@ impl Cluster {
     }
 
     pub fn kill(&mut self, id: u64) {
+        crate::sqlite_files::kill(&self.node_directory(id));
         let node = self.node_mut(id);
         Handle::current().kill(node.handle.id());
         node.running = false;
+    }
+
+    /// Node `id`'s data directory (its SQLite files and snapshots).
+    pub fn node_directory(&self, id: u64) -> PathBuf {
+        self.data_dir.join(format!("node-{id}"))
+    }
+
+    /// A crash point at one of node `id`'s next `operations`-th disk
+    /// operation: of its raft log or, as often, of its SQLite files.
+    pub fn fail_after_operations(&self, id: u64, operations: u64) {
+        if self.chaos.pick(2) == 0 {
+            self.node(id).disk.fail_after_operations(operations);
+        } else {
+            crate::sqlite_files::fail_after_operations(&self.node_directory(id), operations);
+        }
+    }
+
+    /// Lifts node `id`'s crash points not reached yet; false if it reached
+    /// one (its crash not yet carried out).
+    pub fn lift_operation_budgets(&self, id: u64) -> bool {
+        let log = self.node(id).disk.lift_operation_budget();
+        let sqlite = crate::sqlite_files::lift_operation_budget(&self.node_directory(id));
+        log && sqlite
     }
 
     pub fn restart(&mut self, id: u64) {

@@ -36,8 +36,12 @@ pub struct RunReport {
     /// Of `operations`, those of the SQL workload.
     pub sql_operations: usize,
     pub faults: usize,
-    /// Of `faults`, crashes at a log disk operation.
+    /// Of `faults`, crashes at a disk operation (raft log or SQLite file).
     pub disk_crashes: usize,
+    /// Crash points reached in SQLite files, and unsynced changes of
+    /// SQLite files that crashes took back.
+    pub sqlite_crash_points: usize,
+    pub sqlite_changes_undone: usize,
     pub violations: Vec<String>,
     /// A hash of the recorded history: equal for equal runs.
     pub history_hash: u64,
@@ -250,6 +254,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     }
     check_all(&mut report, &history, &cluster, &replicas, &liveness);
     release_nodes(&cluster, &client_node).await;
+    (report.sqlite_crash_points, report.sqlite_changes_undone) = crate::sqlite_files::statistics(&directory);
     report
 }
 
@@ -382,7 +387,7 @@ async fn crash_at_point(cluster: &mut Cluster, request: &CrashRequest) -> usize 
             // Crash again in what the restart does next (recovery, catching
             // up): a crash point in one of its first operations.
             let operations = cluster.chaos.pick(DISK_CRASH_OPERATIONS_MAX as usize) as u64;
-            cluster.node(request.node).disk.fail_after_operations(operations);
+            cluster.fail_after_operations(request.node, operations);
         }
         let again = cluster.swarm.late_across_restarts && !request.whole_cluster && cluster.chaos.pick(2) == 0;
         if !again || crashes > CRASHES_AGAIN_MAX {
@@ -404,7 +409,7 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
         // A crash inside a call, at one of the victim's next log disk
         // operations (it reports the failure; `crash_at_point` takes it
         // down there and back).
-        cluster.node(victim).disk.fail_after_operations(rng.gen_range(0..DISK_CRASH_OPERATIONS_MAX));
+        cluster.fail_after_operations(victim, rng.gen_range(0..DISK_CRASH_OPERATIONS_MAX));
         return 1;
     }
     match rng.gen_range(0..10) {
@@ -545,7 +550,7 @@ async fn heal(cluster: &mut Cluster) {
     // Disk crash points not reached yet are lifted; a node that reached
     // one (its crash not yet carried out) goes down now and comes back.
     for id in 1..=cluster.nodes.len() as u64 {
-        if !cluster.node(id).disk.lift_operation_budget() && cluster.node(id).running {
+        if !cluster.lift_operation_budgets(id) && cluster.node(id).running {
             cluster.kill(id);
         }
     }
@@ -665,11 +670,29 @@ fn hash_history(history: &[Operation]) -> u64 {
     hash
 }
 
-fn scratch_directory() -> tempfile::TempDir {
+/// A run's directory for its nodes' files; SQLite's files there go
+/// through the crash-modelling VFS (`crate::sqlite_files`), which forgets
+/// them when the run ends.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        crate::sqlite_files::forget(self.0.path());
+    }
+}
+
+fn scratch_directory() -> Scratch {
+    crate::sqlite_files::install(true);
     // SQLite fsyncs for real: on tmpfs that costs nothing.
     let shm = std::path::Path::new("/dev/shm");
     let made = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
-    made.expect("a scratch directory for the simulated nodes")
+    Scratch(made.expect("a scratch directory for the simulated nodes"))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
