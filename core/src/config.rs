@@ -196,4 +196,12 @@ mutations! {
     /// in the same call: a crash between the two writes leaves a commit
     /// index past the log (issue 11, blind spot 3).
     hard_state_before_entries,
+    /// Record the applied index in a transaction of its own after the
+    /// batch's: a crash between the two leaves the batch applied and the
+    /// index behind it, so the restarted node applies it again (issue 10).
+    applied_index_outside_batch,
+    /// Install a received snapshot with `synchronous=OFF`: the copy is not
+    /// synced before the log is compacted past it, so a crash can leave
+    /// the old database under a log that no longer has what it lacks.
+    snapshot_install_unsynced,
 }

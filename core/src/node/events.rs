@@ -28,6 +28,13 @@ pub enum NodeEvent {
     /// (past the last of them only if it kept older entries beyond: raft
     /// never asks for that).
     LogAppended { entries: Vec<(u64, u64, u32)>, last_index: u64 },
+    /// This node installed a received snapshot at `index` into its state
+    /// machine and compacted its log to it. A named crash point: what the
+    /// install wrote must already be durable.
+    SnapshotInstalled { index: u64 },
+    /// This node compacted its log to its snapshot at `index` (and deleted
+    /// older snapshot files). A named crash point.
+    Compacted { index: u64 },
 }
 
 /// An entry as the log events describe it.

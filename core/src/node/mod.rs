@@ -188,7 +188,7 @@ impl<D: Disk> Node<D> {
         validate_config(&config)?;
         std::fs::create_dir_all(data_dir)?;
         let mut sm = SqliteStateMachine::open(&data_dir.join("state.db"), config.seed)?;
-        sm.set_apply_foreign_keys(config.mutations.follower_foreign_keys());
+        sm.set_mutations(config.mutations.clone());
         Self::open_with(config, disk, sm, data_dir, initial_members, now)
     }
 }

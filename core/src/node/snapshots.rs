@@ -17,7 +17,7 @@ use raft::eraftpb::{ConfState, Message, MessageType, Snapshot, SnapshotMetadata}
 use raft::SnapshotStatus;
 use thiserror::Error;
 
-use super::{Fatal, Node, Output};
+use super::{Fatal, Node, NodeEvent, Output};
 use crate::disk::Disk;
 use crate::ids::NodeId;
 
@@ -334,6 +334,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.drop_files_below(metadata.index).map_err(io_fatal)?;
         self.reload_members()?;
         self.observe_log_reset();
+        self.observe(NodeEvent::SnapshotInstalled { index: metadata.index });
         tracing::info!(node = self.id.0, index = metadata.index, "installed snapshot");
         Ok(())
     }
@@ -434,6 +435,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         metadata.set_conf_state(held.conf_state.clone());
         self.raw.mut_store().compact(&metadata)?;
         self.drop_files_below(index).map_err(io_fatal)?;
+        self.observe(NodeEvent::Compacted { index });
         tracing::debug!(node = self.id.0, index, "compacted the log");
         Ok(())
     }

@@ -29,6 +29,7 @@ impl SqliteStateMachine {
     pub fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
         self.ensure_no_batch()?;
         let foreign_keys = if self.apply_foreign_keys() { "ON" } else { "OFF" };
+        let outside = self.applied_index_outside_batch();
         let conn = self.writer_mut();
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false).map_err(SqlError::from)?;
         conn.execute_batch(&format!("PRAGMA foreign_keys={foreign_keys}")).map_err(SqlError::from)?;
@@ -47,8 +48,13 @@ impl SqliteStateMachine {
         if recorded_keys {
             requests::prune(&tx, applied.index)?;
         }
-        write_applied(&tx, applied)?;
+        if !outside {
+            write_applied(&tx, applied)?;
+        }
         tx.commit().map_err(SqlError::from)?;
+        if outside {
+            write_applied(self.writer_mut(), applied)?;
+        }
         self.set_applied(applied);
         Ok(())
     }

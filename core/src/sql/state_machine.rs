@@ -69,6 +69,8 @@ pub struct SqliteStateMachine {
     clock: Option<Clock>,
     /// Apply with foreign keys on (mutation `follower_foreign_keys`).
     apply_foreign_keys: bool,
+    /// The simulator's injected bugs (all off outside it).
+    mutations: crate::config::Mutations,
     /// When the open batch began, on `clock`.
     batch_started: Option<Duration>,
     /// Tables whose rowid client SQL may not read.
@@ -229,6 +231,7 @@ impl SqliteStateMachine {
             limits: WriteLimits::default(),
             clock: None,
             apply_foreign_keys: false,
+            mutations: crate::config::Mutations::default(),
             batch_started: None,
             batch_index: 0,
             batch_recorded_keys: false,
@@ -251,6 +254,19 @@ impl SqliteStateMachine {
     /// on, so followers run cascades the changesets already carry.
     pub fn set_apply_foreign_keys(&mut self, on: bool) {
         self.apply_foreign_keys = on;
+    }
+
+    /// The simulator's injected bugs this state machine carries out
+    /// (`follower_foreign_keys`, `applied_index_outside_batch`,
+    /// `snapshot_install_unsynced`).
+    pub fn set_mutations(&mut self, mutations: crate::config::Mutations) {
+        self.apply_foreign_keys = mutations.follower_foreign_keys();
+        self.mutations = mutations;
+    }
+
+    /// Mutation `applied_index_outside_batch`.
+    pub(crate) fn applied_index_outside_batch(&self) -> bool {
+        self.mutations.applied_index_outside_batch()
     }
 
     /// True if committed entries are applied with foreign keys on.
@@ -593,8 +609,14 @@ impl SqliteStateMachine {
         if self.batch_recorded_keys {
             requests::prune(&self.writer, applied.index)?;
         }
-        write_applied(&self.writer, applied)?;
+        let outside = self.applied_index_outside_batch();
+        if !outside {
+            write_applied(&self.writer, applied)?;
+        }
         self.writer.execute_batch("COMMIT")?;
+        if outside {
+            write_applied(&self.writer, applied)?;
+        }
         self.batch_open = false;
         self.applied = applied;
         Ok(())
@@ -733,12 +755,19 @@ impl SqliteStateMachine {
             return Err(SqlError::Other(format!("snapshot fails integrity check: {check}")));
         }
         read_applied(&source)?;
+        let unsynced = self.mutations.snapshot_install_unsynced();
+        if unsynced {
+            self.writer.execute_batch("PRAGMA synchronous=OFF")?;
+        }
         {
             let backup = Backup::new(&source, &mut self.writer)?;
             match backup.step(-1)? {
                 StepResult::Done => {}
                 other => return Err(SqlError::Other(format!("snapshot install incomplete: {other:?}"))),
             }
+        }
+        if unsynced {
+            self.writer.execute_batch("PRAGMA synchronous=FULL")?;
         }
         let mode: String = self.writer.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

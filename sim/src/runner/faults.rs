@@ -61,6 +61,9 @@ struct ChaosState {
     /// (counted apart: acknowledgements are far more frequent).
     vote_crashes_left: usize,
     ack_crashes_left: usize,
+    /// Crash points still allowed right after a snapshot install or a log
+    /// compaction.
+    snapshot_crashes_left: usize,
     /// Nodes that reached a crash point of their log disk.
     disk_crashes: usize,
     /// Nodes about to crash, with when they will be back: messages to them
@@ -71,13 +74,17 @@ struct ChaosState {
 impl Chaos {
     pub fn new(swarm: &Swarm, seed: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<CrashRequest>) {
         let (crashes, requests) = mpsc::unbounded_channel();
-        let (vote_crashes_left, ack_crashes_left) =
-            if swarm.crash_points { (VOTE_CRASHES_PER_SEED_MAX, ACK_CRASHES_PER_SEED_MAX) } else { (0, 0) };
+        let (vote_crashes_left, ack_crashes_left, snapshot_crashes_left) = if swarm.crash_points {
+            (VOTE_CRASHES_PER_SEED_MAX, ACK_CRASHES_PER_SEED_MAX, SNAPSHOT_CRASHES_PER_SEED_MAX)
+        } else {
+            (0, 0, 0)
+        };
         let state = ChaosState {
             rng: SmallRng::seed_from_u64(seed ^ CHAOS_SALT),
             observations: Observations::default(),
             vote_crashes_left,
             ack_crashes_left,
+            snapshot_crashes_left,
             disk_crashes: 0,
             doomed: BTreeMap::new(),
         };
@@ -143,6 +150,25 @@ impl Chaos {
                 let log = state.observations.logs.entry(node).or_default();
                 log.extend(entries.iter().map(|&(index, term, crc)| (index, (term, crc))));
                 log.retain(|index, _| *index <= last_index);
+            }
+            NodeEvent::SnapshotInstalled { .. } | NodeEvent::Compacted { .. } => {
+                let rate = match event {
+                    NodeEvent::SnapshotInstalled { .. } => CRASH_ON_INSTALL_RATE,
+                    _ => CRASH_ON_COMPACTION_RATE,
+                };
+                if state.snapshot_crashes_left == 0 || !state.rng.gen_bool(rate) {
+                    return;
+                }
+                state.snapshot_crashes_left -= 1;
+                // Down at once, before the state machine syncs anything else.
+                let request = CrashRequest {
+                    node,
+                    whole_cluster: false,
+                    kill_after: Duration::ZERO,
+                    down_for: Duration::from_millis(state.rng.gen_range(1..40)),
+                    at_disk_operation: false,
+                };
+                let _ = self.crashes.send(request);
             }
             NodeEvent::Promised { term, voted_for } => {
                 if let Some(candidate) = voted_for {
@@ -305,6 +331,11 @@ const ACK_CRASHES_PER_SEED_MAX: usize = 4;
 const CRASH_ON_VOTE_RATE: f64 = 0.8;
 /// Append acknowledgements are frequent.
 const CRASH_ON_ACK_RATE: f64 = 0.004;
+/// Crash points right after a snapshot install (rare: crash at most) or a
+/// compaction (every few dozen entries).
+const SNAPSHOT_CRASHES_PER_SEED_MAX: usize = 3;
+const CRASH_ON_INSTALL_RATE: f64 = 0.7;
+const CRASH_ON_COMPACTION_RATE: f64 = 0.1;
 /// Messages to a crashed node arrive at most this long after it is back.
 const LATE_AFTER_RESTART_MAX: Duration = Duration::from_millis(300);
 /// Held-back and duplicated batches arrive at most this late.

@@ -31,12 +31,18 @@ pub enum Mutant {
     /// The hard state (with its commit index) is written before the
     /// entries inside one persist call.
     HardStateBeforeEntries,
+    /// The applied index is recorded in its own transaction after the
+    /// batch's, so a crash between them applies the batch twice.
+    AppliedIndexOutsideBatch,
+    /// A received snapshot is installed without syncing it before the log
+    /// is compacted past it.
+    SnapshotInstallUnsynced,
     /// The client history flips one read result (M20): must always fail.
     Canary,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -49,6 +55,8 @@ impl Mutant {
         Mutant::FollowerForeignKeys,
         Mutant::IgnoreIdempotencyKeys,
         Mutant::HardStateBeforeEntries,
+        Mutant::AppliedIndexOutsideBatch,
+        Mutant::SnapshotInstallUnsynced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +72,8 @@ impl Mutant {
             Mutant::FollowerForeignKeys => "follower-foreign-keys",
             Mutant::IgnoreIdempotencyKeys => "ignore-idempotency-keys",
             Mutant::HardStateBeforeEntries => "hard-state-before-entries",
+            Mutant::AppliedIndexOutsideBatch => "applied-index-outside-batch",
+            Mutant::SnapshotInstallUnsynced => "snapshot-install-unsynced",
             Mutant::Canary => "canary",
         }
     }
@@ -88,6 +98,8 @@ impl Mutant {
             Mutant::FollowerForeignKeys => mutations.follower_foreign_keys = true,
             Mutant::IgnoreIdempotencyKeys => mutations.ignore_idempotency_keys = true,
             Mutant::HardStateBeforeEntries => mutations.hard_state_before_entries = true,
+            Mutant::AppliedIndexOutsideBatch => mutations.applied_index_outside_batch = true,
+            Mutant::SnapshotInstallUnsynced => mutations.snapshot_install_unsynced = true,
             Mutant::Canary => {}
         }
         mutations
