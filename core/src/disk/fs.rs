@@ -77,6 +77,14 @@ impl Disk for FsDisk {
         fs::read(self.path(name)).map_err(|error| to_disk_error(name, &error))
     }
 
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        use std::os::unix::fs::FileExt;
+        let file = fs::File::open(self.path(name)).map_err(|error| to_disk_error(name, &error))?;
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, offset).map_err(|error| to_disk_error(name, &error))?;
+        Ok(bytes)
+    }
+
     fn create(&mut self, name: &str) -> Result<(), DiskError> {
         OpenOptions::new()
             .write(true)

@@ -230,6 +230,17 @@ impl Disk for MemDisk {
         Ok(contents.current.clone())
     }
 
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        let state = self.lock();
+        let inode = state.current_directory.get(name).ok_or_else(|| not_found(name))?;
+        let contents = state.inodes.get(inode).ok_or_else(|| not_found(name))?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        contents.current.get(start..start.saturating_add(len)).map(<[u8]>::to_vec).ok_or_else(|| DiskError::Io {
+            name: name.to_string(),
+            message: format!("read of {len} bytes at {offset} is past the end ({} bytes)", contents.current.len()),
+        })
+    }
+
     fn create(&mut self, name: &str) -> Result<(), DiskError> {
         let mut state = self.lock();
         state.spend_operation(name)?;

@@ -39,6 +39,15 @@ pub trait Disk: Send {
     fn list(&self) -> Result<Vec<String>, DiskError>;
     /// The whole current contents of a file.
     fn read(&self, name: &str) -> Result<Vec<u8>, DiskError>;
+    /// `len` bytes of a file from `offset` (all of them must be there).
+    fn read_at(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        let bytes = self.read(name)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        bytes.get(start..start.saturating_add(len)).map(<[u8]>::to_vec).ok_or_else(|| DiskError::Io {
+            name: name.to_string(),
+            message: format!("read of {len} bytes at {offset} is past the end ({} bytes)", bytes.len()),
+        })
+    }
     /// Creates an empty file. Fails if it exists.
     fn create(&mut self, name: &str) -> Result<(), DiskError>;
     /// Appends to the end of a file.

@@ -12,13 +12,18 @@
 //! Later records supersede earlier ones; an entry at index `i` replaces every
 //! entry at or after `i`, exactly as raft's conflict rule does in memory.
 //!
-//! The store keeps the entries above the compaction point in memory (the log
-//! is compacted below each snapshot, so this is bounded by the snapshot
-//! interval), and implements raft-rs's [`raft::Storage`].
+//! The store keeps the entries above the compaction point in memory, and
+//! implements raft-rs's [`raft::Storage`]. Once the node has applied an
+//! entry, [`LogStore::evict_applied`] drops its payload from memory: raft
+//! then reads it back from its segment (a follower far behind), so what the
+//! log holds in memory is bounded by what is not applied yet, not by the
+//! snapshot interval times the entry size.
 
 pub mod record;
 mod state;
 mod storage;
+
+use std::collections::BTreeMap;
 
 use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
 use thiserror::Error;
@@ -106,6 +111,26 @@ pub struct LogStore<D: Disk> {
     unsynced_writes: bool,
     /// The first error, returned again by every later write (fail-stop).
     failure: Option<LogError>,
+    /// Where each entry in the log was last written.
+    locations: BTreeMap<u64, Location>,
+    /// Entries up to this index have their payload evicted from memory
+    /// (never below the compaction point).
+    evicted_through: u64,
+}
+
+/// Where an entry's record is: its segment, offset and framed length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    sequence: u64,
+    offset: u64,
+    len: usize,
+}
+
+/// Records that entry `index` was written at `location`: a later write of
+/// an index replaces it and every entry after it (raft's conflict rule).
+fn locate(locations: &mut BTreeMap<u64, Location>, index: u64, location: Location) {
+    locations.split_off(&index);
+    locations.insert(index, location);
 }
 
 /// A segment read back from disk, before replay.
@@ -186,8 +211,19 @@ impl<D: Disk> LogStore<D> {
             torn_bytes_cut += last.segment.bytes + last.torn_bytes;
             discarded = Some(last.segment.name());
         }
-        let (state, segments) = replay_segments(&mut loaded)?;
-        let mut store = Self { disk, segment_bytes_max, state, segments, unsynced_writes: false, failure: None };
+        let Replayed { state, segments, mut locations } = replay_segments(&mut loaded)?;
+        let evicted_through = state.snapshot.index;
+        locations = locations.split_off(&state.first_index());
+        let mut store = Self {
+            disk,
+            segment_bytes_max,
+            state,
+            segments,
+            unsynced_writes: false,
+            failure: None,
+            locations,
+            evicted_through,
+        };
         torn_bytes_cut += store.cut_damage(&loaded, discarded)?;
         store.state.check_invariants();
         let recovery = Recovery { torn_bytes_cut, first_index: store.first_index(), last_index: store.last_index() };
@@ -271,6 +307,8 @@ impl<D: Disk> LogStore<D> {
         let result = self.restore_on_disk(&restored);
         self.fail_stop(result)?;
         self.state = restored;
+        self.locations.clear();
+        self.evicted_through = self.state.snapshot.index;
         Ok(())
     }
 
@@ -290,7 +328,47 @@ impl<D: Disk> LogStore<D> {
         let result = self.compact_on_disk(metadata);
         self.fail_stop(result)?;
         self.state.compact(metadata);
+        self.locations = self.locations.split_off(&self.state.first_index());
+        self.evicted_through = self.evicted_through.max(metadata.index);
         Ok(())
+    }
+
+    /// Drops from memory the payload of the entries up to `applied` (the
+    /// node applied them; raft reads them back from disk if it needs them
+    /// again). Entries are on disk from the moment they are appended.
+    pub fn evict_applied(&mut self, applied: u64) {
+        let through = applied.min(self.state.last_index());
+        let first = self.state.first_index();
+        for index in self.evicted_through.max(first - 1) + 1..=through {
+            let entry = &mut self.state.entries[(index - first) as usize];
+            entry.data = Default::default();
+            entry.context = Default::default();
+        }
+        self.evicted_through = self.evicted_through.max(through);
+    }
+
+    /// The entry at `index` (in the log), read back from its segment if
+    /// its payload was evicted.
+    fn entry(&self, index: u64) -> Result<Entry, LogError> {
+        let in_memory = &self.state.entries[(index - self.state.first_index()) as usize];
+        if index > self.evicted_through {
+            return Ok(in_memory.clone());
+        }
+        let name_of = |location: &Location| segment_name(location.sequence);
+        let corrupt = |file: String, offset: u64, reason: String| LogError::Corrupt { file, offset, reason };
+        let location = self.locations.get(&index).ok_or_else(|| {
+            corrupt("<no segment>".to_string(), 0, format!("no location recorded for evicted entry {index}"))
+        })?;
+        let bytes = self.disk.read_at(&name_of(location), location.offset, location.len)?;
+        let decoded = decode_segment(&bytes);
+        match decoded.records.into_iter().next().map(|located| located.record) {
+            Some(Record::Entry(entry)) if entry.index == index && entry.term == in_memory.term => Ok(entry),
+            other => Err(corrupt(
+                name_of(location),
+                location.offset,
+                format!("expected entry {index} (term {}) there, found {other:?}", in_memory.term),
+            )),
+        }
     }
 
     /// The metadata of the snapshot the log was last compacted to.
@@ -360,9 +438,11 @@ impl<D: Disk> LogStore<D> {
         }
         let current = self.segments.last_mut().expect("a segment was just ensured");
         self.disk.append(&segment_name(current.sequence), &bytes)?;
+        let location = Location { sequence: current.sequence, offset: current.bytes, len: bytes.len() };
         current.bytes += bytes.len() as u64;
         if let Record::Entry(entry) = record {
             current.max_entry_index = current.max_entry_index.max(entry.index);
+            locate(&mut self.locations, entry.index, location);
         }
         self.unsynced_writes = true;
         Ok(())
@@ -431,14 +511,36 @@ fn checkpoint(point: Record, state: &LogState) -> [Record; 3] {
 }
 
 /// Replays the loaded segments in order into the log state.
-fn replay_segments(loaded: &mut [LoadedSegment]) -> Result<(LogState, Vec<Segment>), LogError> {
+/// What replaying the segments rebuilt.
+struct Replayed {
+    state: LogState,
+    segments: Vec<Segment>,
+    /// Where each entry was last written.
+    locations: BTreeMap<u64, Location>,
+}
+
+/// Replays the loaded segments.
+fn replay_segments(loaded: &mut [LoadedSegment]) -> Result<Replayed, LogError> {
     let mut replay = Replay::new();
     let mut segments = Vec::with_capacity(loaded.len());
+    let mut locations = BTreeMap::new();
     for segment in loaded.iter_mut() {
         let name = segment.segment.name();
-        for located in std::mem::take(&mut segment.decoded.records) {
+        let records = std::mem::take(&mut segment.decoded.records);
+        let ends: Vec<u64> =
+            records.iter().skip(1).map(|located| located.offset).chain([segment.segment.bytes]).collect();
+        for (located, end) in records.into_iter().zip(ends) {
             if let Record::Entry(entry) = &located.record {
                 segment.segment.max_entry_index = segment.segment.max_entry_index.max(entry.index);
+                let len = usize::try_from(end - located.offset).expect("a record fits in memory");
+                locate(
+                    &mut locations,
+                    entry.index,
+                    Location { sequence: segment.segment.sequence, offset: located.offset, len },
+                );
+            }
+            if let Record::Restore(_) = &located.record {
+                locations.clear();
             }
             replay.apply(located.record).map_err(|reason| LogError::Corrupt {
                 file: name.clone(),
@@ -450,7 +552,7 @@ fn replay_segments(loaded: &mut [LoadedSegment]) -> Result<(LogState, Vec<Segmen
     }
     let file = segments.first().map_or_else(|| "<no segment>".to_string(), Segment::name);
     let state = replay.finish().map_err(|reason| LogError::Corrupt { file, offset: 0, reason })?;
-    Ok((state, segments))
+    Ok(Replayed { state, segments, locations })
 }
 
 #[cfg(test)]

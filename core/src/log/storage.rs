@@ -27,8 +27,24 @@ impl<D: Disk> Storage for LogStore<D> {
         }
         let last = self.state.last_index();
         assert!(low <= high && high <= last + 1, "entries [{low}, {high}) out of bounds (last index {last})");
-        let mut entries = self.state.entries[(low - first) as usize..(high - first) as usize].to_vec();
-        raft::util::limit_size(&mut entries, max_size.into());
+        let max_size = max_size.into();
+        if low > self.evicted_through {
+            let mut entries = self.state.entries[(low - first) as usize..(high - first) as usize].to_vec();
+            raft::util::limit_size(&mut entries, max_size);
+            return Ok(entries);
+        }
+        // Some were evicted: read them back one by one, no further than
+        // the size limit allows (at least one, as `limit_size` keeps).
+        let mut entries = Vec::new();
+        let mut size = 0;
+        for index in low..high {
+            let entry = self.entry(index).map_err(|error| raft::Error::Store(StorageError::Other(Box::new(error))))?;
+            size += u64::from(protobuf::Message::compute_size(&entry));
+            if !entries.is_empty() && max_size.is_some_and(|max| size > max) {
+                break;
+            }
+            entries.push(entry);
+        }
         Ok(entries)
     }
 

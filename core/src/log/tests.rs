@@ -327,3 +327,51 @@ fn fs_disk_round_trip() {
     assert_eq!(recovery.first_index, 11);
     assert_eq!(recovery.last_index, 20);
 }
+
+/// Applied entries leave memory and come back from their segments, the
+/// same as written (across segments, a conflict, a reopen and a
+/// compaction), within the size limit raft asks for.
+#[test]
+fn evicted_entries_are_read_back_from_disk() {
+    for segment_bytes in [SEGMENT_BYTES, 64] {
+        let disk = MemDisk::new();
+        let mut store = populated(&disk, segment_bytes);
+        let all = [entries(1..=5, 1), entries(6..=9, 2)].concat();
+        store.evict_applied(7);
+        assert!(store.in_memory_entries()[..7].iter().all(|entry| entry.data.is_empty()), "evicted");
+        assert_eq!(store.in_memory_entries()[7..], all[7..], "not applied yet: in memory");
+        assert_eq!(store.entries(1, 10, None, context()).expect("entries"), all);
+        assert_eq!(store.entries(2, 4, None, context()).expect("entries"), all[1..3]);
+        assert_eq!(store.entries(1, 10, Some(0), context()).expect("at least one"), all[..1]);
+        let two = u64::from(protobuf::Message::compute_size(&all[0]) * 2);
+        assert_eq!(store.entries(1, 10, Some(two), context()).expect("two fit").len(), 2);
+        assert_eq!(store.term(3).expect("term"), 1);
+        let (mut reopened, _) = open(&disk, segment_bytes);
+        reopened.evict_applied(9);
+        assert_eq!(reopened.entries(1, 10, None, context()).expect("after reopen"), all);
+        reopened.compact(&metadata(4, 1, &[1, 2, 3])).expect("compact");
+        reopened.append(&entries(10..=11, 3)).expect("append");
+        reopened.evict_applied(10);
+        let expected = [all[4..].to_vec(), entries(10..=11, 3)].concat();
+        assert_eq!(reopened.entries(5, 12, None, context()).expect("after compaction"), expected);
+    }
+}
+
+/// A record that is not the entry the log expects there is corruption, not
+/// a wrong entry handed to raft.
+#[test]
+fn an_evicted_entry_whose_bytes_changed_is_an_error() {
+    let disk = MemDisk::new();
+    let mut store = populated(&disk, SEGMENT_BYTES);
+    store.evict_applied(9);
+    let location = store.locations[&4];
+    let name = segment_name(location.sequence);
+    let mut bytes = disk.read(&name).expect("segment");
+    let other = store.locations[&5];
+    bytes.copy_within(other.offset as usize..other.offset as usize + other.len, location.offset as usize);
+    let mut damaged = disk.clone();
+    damaged.truncate(&name, 0).expect("truncate");
+    damaged.append(&name, &bytes).expect("rewrite");
+    let error = store.entries(4, 5, None, context()).expect_err("entry 5's record where 4's was");
+    assert!(error.to_string().contains("expected entry 4"), "{error}");
+}

@@ -592,6 +592,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let applied = self.applied().index;
         if applied > self.raw.raft.raft_log.applied {
             self.raw.advance_apply_to(applied);
+            // Applied entries wait in the log only for a follower far
+            // behind: from disk, not memory.
+            self.raw.mut_store().evict_applied(applied);
         }
         self.step_down_if_pending();
         let release_at = if self.config.mutations.read_before_apply() { u64::MAX } else { applied };

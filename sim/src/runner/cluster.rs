@@ -212,12 +212,14 @@ impl Cluster {
         self.data_dir.join(format!("node-{id}"))
     }
 
-    /// A crash point at one of node `id`'s next `operations`-th disk
-    /// operation: of its raft log or, as often, of its SQLite files.
+    /// A crash point at node `id`'s `operations`-th next disk operation: of
+    /// its raft log (`disk_crash_points`) or of its SQLite files
+    /// (`state_machine_crash_points`).
     pub fn fail_after_operations(&self, id: u64, operations: u64) {
-        if self.chaos.pick(2) == 0 {
+        if self.swarm.disk_crash_points {
             self.node(id).disk.fail_after_operations(operations);
-        } else {
+        }
+        if self.swarm.state_machine_crash_points {
             crate::sqlite_files::fail_after_operations(&self.node_directory(id), operations);
         }
     }

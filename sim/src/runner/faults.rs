@@ -56,6 +56,10 @@ pub struct Chaos {
 
 struct ChaosState {
     rng: SmallRng,
+    /// The state machine's crash points draw from their own generator, so
+    /// that adding them left the older faults' draws (and the seeds that
+    /// catch each mutant) as they were.
+    state_machine_rng: SmallRng,
     observations: Observations,
     /// Crash points still allowed at votes and at append acknowledgements
     /// (counted apart: acknowledgements are far more frequent).
@@ -74,13 +78,13 @@ struct ChaosState {
 impl Chaos {
     pub fn new(swarm: &Swarm, seed: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<CrashRequest>) {
         let (crashes, requests) = mpsc::unbounded_channel();
-        let (vote_crashes_left, ack_crashes_left, snapshot_crashes_left) = if swarm.crash_points {
-            (VOTE_CRASHES_PER_SEED_MAX, ACK_CRASHES_PER_SEED_MAX, SNAPSHOT_CRASHES_PER_SEED_MAX)
-        } else {
-            (0, 0, 0)
-        };
+        let (vote_crashes_left, ack_crashes_left) =
+            if swarm.crash_points { (VOTE_CRASHES_PER_SEED_MAX, ACK_CRASHES_PER_SEED_MAX) } else { (0, 0) };
+        let snapshot_crash_points = swarm.crash_points || swarm.state_machine_crash_points;
+        let snapshot_crashes_left = if snapshot_crash_points { SNAPSHOT_CRASHES_PER_SEED_MAX } else { 0 };
         let state = ChaosState {
             rng: SmallRng::seed_from_u64(seed ^ CHAOS_SALT),
+            state_machine_rng: SmallRng::seed_from_u64(seed ^ STATE_MACHINE_SALT),
             observations: Observations::default(),
             vote_crashes_left,
             ack_crashes_left,
@@ -156,7 +160,7 @@ impl Chaos {
                     NodeEvent::SnapshotInstalled { .. } => CRASH_ON_INSTALL_RATE,
                     _ => CRASH_ON_COMPACTION_RATE,
                 };
-                if state.snapshot_crashes_left == 0 || !state.rng.gen_bool(rate) {
+                if state.snapshot_crashes_left == 0 || !state.state_machine_rng.gen_bool(rate) {
                     return;
                 }
                 state.snapshot_crashes_left -= 1;
@@ -165,7 +169,7 @@ impl Chaos {
                     node,
                     whole_cluster: false,
                     kill_after: Duration::ZERO,
-                    down_for: Duration::from_millis(state.rng.gen_range(1..40)),
+                    down_for: Duration::from_millis(state.state_machine_rng.gen_range(1..40)),
                     at_disk_operation: false,
                 };
                 let _ = self.crashes.send(request);
@@ -342,3 +346,4 @@ const LATE_AFTER_RESTART_MAX: Duration = Duration::from_millis(300);
 const MESSAGE_DELAY_MAX: Duration = Duration::from_millis(300);
 const CLOCK_JUMP_MAX_MS: i64 = 2_000;
 const CHAOS_SALT: u64 = 0xC4A0_5EED;
+const STATE_MACHINE_SALT: u64 = 0x5A7E_3AC1;

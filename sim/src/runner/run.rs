@@ -383,9 +383,11 @@ async fn crash_at_point(cluster: &mut Cluster, request: &CrashRequest) -> usize 
             cluster.restart(id);
         }
         crashes += 1;
-        if request.at_disk_operation && cluster.chaos.pick(3) > 0 {
+        let crash_points = cluster.swarm.disk_crash_points || cluster.swarm.state_machine_crash_points;
+        if (request.at_disk_operation || crash_points) && cluster.chaos.pick(3) > 0 {
             // Crash again in what the restart does next (recovery, catching
-            // up): a crash point in one of its first operations.
+            // up with entries already committed): a crash point in one of
+            // its first operations.
             let operations = cluster.chaos.pick(DISK_CRASH_OPERATIONS_MAX as usize) as u64;
             cluster.fail_after_operations(request.node, operations);
         }
@@ -405,10 +407,11 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
     let handle = Handle::current();
     let members: Vec<u64> = cluster.members.iter().copied().collect();
     let victim = members[rng.gen_range(0..members.len())];
-    if swarm.disk_crash_points && rng.gen_bool(DISK_CRASH_ACTION_RATE) && cluster.node(victim).running {
-        // A crash inside a call, at one of the victim's next log disk
-        // operations (it reports the failure; `crash_at_point` takes it
-        // down there and back).
+    let crash_points = swarm.disk_crash_points || swarm.state_machine_crash_points;
+    if crash_points && rng.gen_bool(DISK_CRASH_ACTION_RATE) && cluster.node(victim).running {
+        // A crash inside a call, at one of the victim's next disk
+        // operations, of its log or of its SQLite files (it reports the
+        // failure; `crash_at_point` takes it down there and back).
         cluster.fail_after_operations(victim, rng.gen_range(0..DISK_CRASH_OPERATIONS_MAX));
         return 1;
     }

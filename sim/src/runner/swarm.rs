@@ -90,6 +90,11 @@ pub struct Swarm {
     /// node may crash again soon after, so its short run's requests meet
     /// the next run's.
     pub late_across_restarts: bool,
+    /// Crash points in the state machine's files (SQLite operations) and
+    /// right after a snapshot install or a log compaction, in seeds without
+    /// `disk_crash_points`. Drawn from a generator of its own, so the seeds
+    /// without it run as before.
+    pub state_machine_crash_points: bool,
 }
 
 impl Swarm {
@@ -129,6 +134,10 @@ impl Swarm {
             if coin(&mut work, 0.5) { Duration::from_millis(work.gen_range(5..1_500)) } else { Duration::ZERO };
         let disk_crash_points = kills && coin(&mut work, 0.6);
         let late_across_restarts = (crash_points || disk_crash_points) && coin(&mut work, 0.6);
+        let mut state_machine = SmallRng::seed_from_u64(seed ^ STATE_MACHINE_SALT);
+        // Not with the log's: those seeds run as they did before these
+        // existed (the narrowest log mutants are caught on them).
+        let state_machine_crash_points = kills && !disk_crash_points && coin(&mut state_machine, 0.9);
         Self {
             nodes,
             clients: rng.gen_range(2..6),
@@ -154,6 +163,7 @@ impl Swarm {
             work_time_max,
             disk_crash_points,
             late_across_restarts,
+            state_machine_crash_points,
         }
     }
 
@@ -180,6 +190,7 @@ impl Swarm {
             (self.lease_reads, "lease-reads"),
             (self.disk_crash_points, "disk-crash-points"),
             (self.late_across_restarts, "late-across-restarts"),
+            (self.state_machine_crash_points, "state-machine-crash-points"),
         ];
         for (on, name) in flags {
             if on {
@@ -219,6 +230,7 @@ const SWARM_SALT: u64 = 0x005E_ED0F_DEEB;
 const LATER_FAULTS_SALT: u64 = 0x1A7E_FA17;
 const READS_SALT: u64 = 0x0EAD_5EED;
 const WORK_SALT: u64 = 0x5107_3012;
+const STATE_MACHINE_SALT: u64 = 0x5A7E_3AC2;
 
 #[cfg(test)]
 mod tests {
