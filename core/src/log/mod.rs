@@ -67,6 +67,10 @@ pub struct OpenOptions {
     /// without verifying their checksums (see
     /// [`decode_segment_skipping_checksums`]). Simulator only.
     pub skip_record_checksums: bool,
+    /// The state machine's applied index: entries up to it are read back
+    /// without their payload (as [`LogStore::evict_applied`] leaves them),
+    /// so a restart does not hold the whole log in memory.
+    pub evict_through: u64,
 }
 
 /// One segment file.
@@ -178,6 +182,16 @@ fn load_segment<D: Disk>(
         }
     }
     let torn_bytes = bytes.len() as u64 - decoded.valid_bytes;
+    drop(bytes);
+    let mut decoded = decoded;
+    for located in &mut decoded.records {
+        if let Record::Entry(entry) = &mut located.record {
+            if entry.index <= options.evict_through {
+                entry.data = Default::default();
+                entry.context = Default::default();
+            }
+        }
+    }
     let segment = Segment { sequence, bytes: decoded.valid_bytes, max_entry_index: 0 };
     Ok(LoadedSegment { segment, decoded, torn_bytes })
 }
@@ -212,7 +226,7 @@ impl<D: Disk> LogStore<D> {
             discarded = Some(last.segment.name());
         }
         let Replayed { state, segments, mut locations } = replay_segments(&mut loaded)?;
-        let evicted_through = state.snapshot.index;
+        let evicted_through = state.snapshot.index.max(options.evict_through.min(state.last_index()));
         locations = locations.split_off(&state.first_index());
         let mut store = Self {
             disk,

@@ -252,7 +252,7 @@ fn garbled_last_entry(disk: &MemDisk) -> usize {
 }
 
 fn open_skipping_checksums(disk: &MemDisk) -> (LogStore<MemDisk>, Recovery) {
-    let options = OpenOptions { skip_record_checksums: true };
+    let options = OpenOptions { skip_record_checksums: true, ..OpenOptions::default() };
     LogStore::open_with(disk.clone(), SEGMENT_BYTES, options).expect("open skipping checksums")
 }
 
@@ -346,9 +346,13 @@ fn evicted_entries_are_read_back_from_disk() {
         let two = u64::from(protobuf::Message::compute_size(&all[0]) * 2);
         assert_eq!(store.entries(1, 10, Some(two), context()).expect("two fit").len(), 2);
         assert_eq!(store.term(3).expect("term"), 1);
-        let (mut reopened, _) = open(&disk, segment_bytes);
-        reopened.evict_applied(9);
+        let options = OpenOptions { evict_through: 6, ..OpenOptions::default() };
+        let (mut reopened, _) = LogStore::open_with(disk.clone(), segment_bytes, options).expect("reopen");
+        assert!(reopened.in_memory_entries()[..6].iter().all(|entry| entry.data.is_empty()), "read back evicted");
+        assert_eq!(reopened.in_memory_entries()[6..], all[6..]);
         assert_eq!(reopened.entries(1, 10, None, context()).expect("after reopen"), all);
+        reopened.evict_applied(9);
+        assert_eq!(reopened.entries(1, 10, None, context()).expect("all evicted"), all);
         reopened.compact(&metadata(4, 1, &[1, 2, 3])).expect("compact");
         reopened.append(&entries(10..=11, 3)).expect("append");
         reopened.evict_applied(10);
