@@ -52,6 +52,14 @@
 //!      ([`node::SnapshotToTake::take`], which also reads the file back for
 //!      its checksum) and reported with [`Node::snapshot_taken`].
 //!
+//!    - [`Output::InstallSnapshot`]: a snapshot raft accepted from the
+//!      leader. [`Node::snapshot_to_install`] hands over the received file
+//!      with the state machine; the worker runs
+//!      [`node::SnapshotToInstall::install`] (a copy of the whole file into
+//!      the database) and the host returns it with
+//!      [`Node::snapshot_installed`]. The ready that held the snapshot
+//!      waits for it (the log is compacted to it only then); raft ticks and
+//!      takes messages meanwhile.
 //!    - [`Output::RemoveFile`]: a snapshot file the node no longer keeps,
 //!      to unlink (gigabytes take a while to free).
 //!

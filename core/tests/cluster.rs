@@ -322,6 +322,47 @@ fn snapshot_catch_up_with(work_time: Duration) {
     cluster.assert_converged();
 }
 
+/// A follower installs a snapshot off the node (3 s away on its worker)
+/// while the leader is cut off and the others elect a new one: raft's
+/// messages to it (votes, a higher term) wait until the install is done,
+/// are then fed in order, and the cluster converges under the new leader.
+#[test]
+fn an_election_while_a_follower_installs_a_snapshot() {
+    for seed in 0..4 {
+        let mut cluster = Cluster::with_config(3, 40 + seed, small_snapshots);
+        cluster.execute("CREATE TABLE big (v INTEGER, pad TEXT)");
+        let leader = cluster.wait_leader();
+        let lagging = (1..=3).find(|&id| id != leader).expect("a follower");
+        cluster.crash(lagging);
+        for value in 0..40 {
+            cluster.execute(&format!("INSERT INTO big VALUES ({value}, hex(randomblob(100)))"));
+        }
+        let old_term = cluster.node(leader).status().term;
+        cluster.work_time = 3 * SECOND;
+        cluster.start(lagging);
+        cluster.run_until(10 * SECOND, "the install is away", |c| c.installing(lagging));
+        // A read there meanwhile (its ReadIndex request waits too).
+        let read = cluster.submit_read(lagging, Consistency::Linearizable).expect("a member");
+        cluster.run_for(500 * MILLISECOND);
+        assert!(cluster.installing(lagging), "seed {seed}: still installing");
+        let other = (1..=3).find(|&id| id != leader && id != lagging).expect("the third node");
+        cluster.isolate(leader);
+        cluster.run_until(30 * SECOND, "a new leader", |c| {
+            c.node(other).status().role == deeb_core::Role::Leader
+                || c.node(lagging).status().role == deeb_core::Role::Leader
+        });
+        assert!(!cluster.installing(lagging), "seed {seed}: installed");
+        assert!(cluster.node(lagging).status().term > old_term, "seed {seed}: the held messages were fed");
+        cluster.work_time = Duration::ZERO;
+        cluster.heal();
+        let answer = cluster.wait_reply(read, 30 * SECOND);
+        assert!(matches!(answer, Reply::ReadReady | Reply::ReadFailed(_)), "seed {seed}: {answer:?}");
+        cluster.execute("INSERT INTO big VALUES (40, '')");
+        cluster.assert_converged();
+        assert_eq!(query(cluster.node(lagging), "SELECT v FROM big").len(), 41, "seed {seed}");
+    }
+}
+
 fn keyed_outcome(cluster: &mut Cluster, id: u64, key: &str) -> WriteOutcome {
     let insert = vec![statement("INSERT INTO k (v) VALUES ('once') RETURNING id")];
     let token = cluster.submit_keyed_write(id, insert, key).expect("queued");

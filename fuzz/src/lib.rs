@@ -339,8 +339,9 @@ fn open_node(members: &[u64]) -> (Node<MemDisk>, tempfile::TempDir) {
     (node, dir)
 }
 
-/// Takes every output (as a host must); runs the leader's batches and the
-/// applying of entries inline and carries out nothing else.
+/// Takes every output (as a host must); runs the leader's batches, the
+/// applying of entries and snapshot installs inline and carries out
+/// nothing else.
 fn drain(node: &mut Node<MemDisk>) {
     // (`Output::Stopped` too: a peer can make a node stop, e.g. with a
     // committed entry that does not apply; that is a clean stop, not a crash.)
@@ -354,6 +355,11 @@ fn drain(node: &mut Node<MemDisk>) {
             Output::ApplyEntries => {
                 if let Some(entries) = node.entries_to_apply() {
                     node.entries_applied(Duration::ZERO, entries.apply());
+                }
+            }
+            Output::InstallSnapshot => {
+                if let Some(snapshot) = node.snapshot_to_install() {
+                    node.snapshot_installed(Duration::ZERO, snapshot.install());
                 }
             }
             _ => {}

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use deeb_core::disk::Disk;
 use deeb_core::node::{
-    AppliedEntries, ExecutedBatch, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken,
+    AppliedEntries, ExecutedBatch, InstalledSnapshot, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver,
+    SnapshotTaken,
 };
 use deeb_core::sql::{QueryError, Reader, SqliteStateMachine};
 use deeb_core::{
@@ -57,6 +58,9 @@ pub enum Input {
     /// The entries `Output::ApplyEntries` handed out were applied (the
     /// state machine comes back with them).
     EntriesApplied { applied: Box<AppliedEntries<SqliteStateMachine>> },
+    /// The snapshot `Output::InstallSnapshot` handed out was installed (the
+    /// state machine comes back with it).
+    SnapshotInstalled { installed: Box<InstalledSnapshot<SqliteStateMachine>> },
     /// A peer could not be reached.
     Unreachable { to: NodeId },
 }
@@ -78,6 +82,7 @@ impl Input {
             Input::SnapshotTaken { .. } => "SnapshotTaken",
             Input::BatchExecuted { .. } => "BatchExecuted",
             Input::EntriesApplied { .. } => "EntriesApplied",
+            Input::SnapshotInstalled { .. } => "SnapshotInstalled",
             Input::Unreachable { .. } => "Unreachable",
         }
     }
@@ -283,6 +288,7 @@ impl<D: Disk> EventLoop<D> {
             Input::SnapshotTaken { taken } => self.node.snapshot_taken(now, taken),
             Input::BatchExecuted { executed } => self.node.batch_executed(now, *executed),
             Input::EntriesApplied { applied } => self.node.entries_applied(now, *applied),
+            Input::SnapshotInstalled { installed } => self.node.snapshot_installed(now, *installed),
             Input::Unreachable { to } => self.node.report_unreachable(to),
         }
     }
@@ -337,6 +343,7 @@ impl<D: Disk> EventLoop<D> {
             }),
             Output::ExecuteBatch => self.execute_batch(),
             Output::ApplyEntries => self.apply_entries(),
+            Output::InstallSnapshot => self.install_snapshot(),
             Output::WriteDone { token, result } => self.answer_write(token, result),
             Output::ReadReady { token } => {
                 let reader = self.node.reader().map_err(|error| ReadError::Query(QueryError::Sql(error.to_string())));
@@ -369,6 +376,13 @@ impl<D: Disk> EventLoop<D> {
     fn apply_entries(&mut self) {
         let Some(entries) = self.node.entries_to_apply() else { return };
         self.off_loop(Job::Apply, move || Some(Input::EntriesApplied { applied: Box::new(entries.apply()) }));
+    }
+
+    /// Installs a received snapshot (a copy of the whole file into the
+    /// database) on a worker, which holds the writer meanwhile.
+    fn install_snapshot(&mut self) {
+        let Some(snapshot) = self.node.snapshot_to_install() else { return };
+        self.off_loop(Job::Install, move || Some(Input::SnapshotInstalled { installed: Box::new(snapshot.install()) }));
     }
 
     /// Runs blocking work (SQL, file copies) off the event loop and hands

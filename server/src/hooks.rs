@@ -55,6 +55,8 @@ pub enum Job {
     Apply,
     /// A snapshot to take.
     Snapshot,
+    /// A received snapshot to install.
+    Install,
     /// A state digest (a full scan).
     Digest,
     /// Removing a file the node no longer keeps.

@@ -36,13 +36,14 @@ pub use membership::MemberChange;
 pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOutcome};
 pub use reads::Consistency;
 pub use snapshots::{
-    ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken, SnapshotToTake,
+    InstalledSnapshot, ReceivedSnapshot, SnapshotFile, SnapshotReceiveError, SnapshotReceiver, SnapshotTaken,
+    SnapshotToInstall, SnapshotToTake,
 };
 
 use apply::{Step, StepError};
 use membership::Admin;
 use reads::Reads;
-use snapshots::Snapshots;
+use snapshots::{Installing, Snapshots};
 use writes::Writes;
 
 /// Opening a node failed.
@@ -144,6 +145,16 @@ pub struct Node<D: Disk, S: StateMachine = SqliteStateMachine> {
     /// The snapshot `Output::TakeSnapshot` asked for, until the host takes
     /// it.
     snapshot_to_take: Option<SnapshotToTake<S::Snapshots>>,
+    /// The snapshot `Output::InstallSnapshot` announced, until the host
+    /// takes it.
+    snapshot_to_install: Option<SnapshotToInstall<S>>,
+    /// A received snapshot away being installed, with the ready holding it.
+    installing: Option<Installing>,
+    /// Inputs for raft held while a snapshot installs, in arrival order:
+    /// raft must not change its hard state or queue messages under a ready
+    /// it has handed out (raft-rs stops the process if it does). Ticks and
+    /// ReadIndex requests wait too.
+    deferred: Deferred,
     /// Committed entries raft handed over that wait for the state machine
     /// to come back from the worker, in log order.
     unapplied: VecDeque<Entry>,
@@ -240,6 +251,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             applying: None,
             readers,
             snapshot_to_take: None,
+            snapshot_to_install: None,
+            installing: None,
+            deferred: Deferred::default(),
             unapplied: VecDeque::new(),
             now,
             ticks: 0,
@@ -302,11 +316,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.advance_clock(now);
         let mut ticks_run = 0;
         while self.now >= self.next_tick && ticks_run < TICKS_PER_CALL_MAX && self.fatal.is_none() {
-            self.raw.tick();
+            // Not while a snapshot installs: a tick may start an election.
+            if self.installing.is_none() {
+                self.raw.tick();
+                self.randomize_election_timeout();
+            }
             self.ticks += 1;
             ticks_run += 1;
             self.next_tick += Duration::from_millis(self.config.tick_ms);
-            self.randomize_election_timeout();
             self.on_tick();
         }
         if self.now >= self.next_tick {
@@ -335,9 +352,13 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// is not stepped.
     pub fn step(&mut self, now: Duration, messages: &[Vec<u8>]) -> Result<(), PeerError> {
         self.advance_clock(now);
+        if self.installing.is_some() {
+            self.deferred.push(DeferredInput::Messages { at: self.now, messages: messages.to_vec() });
+            return Ok(());
+        }
         let mut result = Ok(());
         for bytes in messages {
-            result = self.step_one(bytes);
+            result = self.step_one(bytes, self.now);
             if result.is_err() {
                 break;
             }
@@ -348,8 +369,33 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
     /// The host could not deliver to `to` (connection failed).
     pub fn report_unreachable(&mut self, to: NodeId) {
+        if self.installing.is_some() {
+            self.deferred.push(DeferredInput::Unreachable(to));
+            return;
+        }
         self.raw.report_unreachable(to.0);
         self.drive();
+    }
+
+    /// Feeds the inputs held while a snapshot installed, in order, until
+    /// another install starts.
+    fn replay_deferred(&mut self) {
+        while self.installing.is_none() && self.fatal.is_none() {
+            let Some(input) = self.deferred.pop() else { return };
+            match input {
+                DeferredInput::Messages { at, messages } => {
+                    for bytes in &messages {
+                        if let Err(error) = self.step_one(bytes, at) {
+                            tracing::warn!(node = self.id.0, %error, "held peer message refused");
+                            break;
+                        }
+                    }
+                    self.drive();
+                }
+                DeferredInput::Unreachable(to) => self.report_unreachable(to),
+                DeferredInput::Snapshot(received) => self.install_received(self.now, *received),
+            }
+        }
     }
 
     /// Gives write statements a wall-clock deadline
@@ -436,10 +482,12 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.now = self.now.max(now);
     }
 
-    fn step_one(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
+    /// Steps one peer message that arrived at `received_at` (earlier than
+    /// now if it was held while a snapshot installed).
+    fn step_one(&mut self, bytes: &[u8], received_at: Duration) -> Result<(), PeerError> {
         let message = Message::parse_from_bytes(bytes).map_err(|error| PeerError::Decode(error.to_string()))?;
         self.check_peer_message(&message)?;
-        self.note_peer_contact(&message);
+        self.note_peer_contact(&message, received_at);
         match self.raw.step(message) {
             Ok(()) | Err(raft::Error::StepPeerNotFound) => {}
             Err(error) => return Err(PeerError::Refused(error.to_string())),
@@ -499,9 +547,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         Ok(())
     }
 
-    fn note_peer_contact(&mut self, message: &Message) {
+    fn note_peer_contact(&mut self, message: &Message, at: Duration) {
         if message.term >= self.raw.raft.term && message.from == self.raw.raft.leader_id {
-            self.last_leader_contact = Some(self.now);
+            self.last_leader_contact = Some(at.max(self.last_leader_contact.unwrap_or_default()));
         }
         self.reads.note_ack(message, self.raw.raft.term);
     }
@@ -518,7 +566,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 
     fn on_tick(&mut self) {
-        self.reads.on_tick(&mut self.raw, self.ticks, &mut self.outputs);
+        self.reads.on_tick(&mut self.raw, self.ticks, self.installing.is_none(), &mut self.outputs);
         self.admin.on_tick(self.ticks, &mut self.outputs);
     }
 
@@ -545,9 +593,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let mut progressed = false;
         // A snapshot to install needs the state machine: while it is away
         // on the worker (a batch, a run of entries), the ready that holds it
-        // waits, so raft's messages and votes wait too (bounded by the job).
+        // waits, so raft's messages and votes wait too (bounded by the job);
+        // so does the next ready while a snapshot installs.
         let snapshot_waits = self.sm.is_none() && self.raw.snap().is_some();
-        if self.raw.has_ready() && !snapshot_waits {
+        if self.raw.has_ready() && !snapshot_waits && self.installing.is_none() {
             self.handle_ready()?;
             progressed = true;
         }
@@ -566,8 +615,15 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         // The leader may send appends before persisting its own copy.
         self.send_messages(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            self.install_snapshot(ready.snapshot())?;
+            // The rest of this ready waits until the worker installed it.
+            return self.start_install(ready);
         }
+        self.finish_ready(ready)
+    }
+
+    /// The rest of a ready, once any snapshot in it is installed: apply,
+    /// persist, answer, advance.
+    fn finish_ready(&mut self, mut ready: raft::Ready) -> Result<(), Fatal> {
         self.apply_entries(ready.take_committed_entries())?;
         self.persist(&ready)?;
         self.reads.on_read_states(ready.take_read_states());
@@ -613,12 +669,12 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// The last entry applied to the state machine (at home, or when it
     /// left).
     fn applied(&self) -> Applied {
-        match (&self.sm, self.writes.executing(), &self.applying) {
-            (Some(sm), ..) => sm.applied(),
-            (None, Some(executing), _) => executing.applied,
-            (None, None, Some(applying)) => applying.applied,
-            (None, None, None) => Applied::default(),
+        if let Some(sm) = &self.sm {
+            return sm.applied();
         }
+        let away = self.writes.executing().map(|executing| executing.applied);
+        let away = away.or(self.applying.as_ref().map(|applying| applying.applied));
+        away.or(self.installing.as_ref().map(|installing| installing.applied)).unwrap_or_default()
     }
 
     /// The state machine, which must be home (not away running a batch).
@@ -642,10 +698,15 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return broken(format!("term went back from {} to {term}", self.highest_term));
         }
         self.highest_term = term;
-        let (executing, applying) = (self.writes.executing().is_some(), self.applying.is_some());
-        if self.sm.is_none() != (executing || applying) || (executing && applying) {
-            return broken("the state machine is away exactly while a batch executes or entries apply".to_owned());
+        let jobs = [self.writes.executing().is_some(), self.applying.is_some(), self.installing.is_some()];
+        let away = jobs.iter().filter(|&&job| job).count();
+        if self.sm.is_none() != (away == 1) || away > 1 {
+            return broken(
+                "the state machine is away exactly while a batch executes, entries apply or a snapshot installs"
+                    .to_owned(),
+            );
         }
+        let executing = jobs[0];
         if executing && self.writes.has_in_flight() {
             return broken("a batch executes while another is in flight".to_owned());
         }
@@ -895,6 +956,56 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 }
 
+/// What [`Node::replay_deferred`] feeds raft once a snapshot is installed.
+enum DeferredInput {
+    Messages { at: Duration, messages: Vec<Vec<u8>> },
+    Unreachable(NodeId),
+    Snapshot(Box<ReceivedSnapshot>),
+}
+
+/// Inputs held while a snapshot installs, bounded: past the bound the
+/// oldest peer messages are dropped (raft resends what matters).
+struct Deferred {
+    inputs: VecDeque<DeferredInput>,
+    bytes: usize,
+    /// Holds at most this many bytes of peer messages.
+    bytes_max: usize,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Self { inputs: VecDeque::new(), bytes: 0, bytes_max: 64 << 20 }
+    }
+}
+
+impl Deferred {
+    fn push(&mut self, input: DeferredInput) {
+        self.bytes += Self::size(&input);
+        self.inputs.push_back(input);
+        while self.bytes > self.bytes_max {
+            let Some(position) = self.inputs.iter().position(|input| matches!(input, DeferredInput::Messages { .. }))
+            else {
+                break;
+            };
+            let dropped = self.inputs.remove(position).expect("found above");
+            self.bytes -= Self::size(&dropped);
+        }
+    }
+
+    fn pop(&mut self) -> Option<DeferredInput> {
+        let input = self.inputs.pop_front()?;
+        self.bytes -= Self::size(&input);
+        Some(input)
+    }
+
+    fn size(input: &DeferredInput) -> usize {
+        match input {
+            DeferredInput::Messages { messages, .. } => messages.iter().map(Vec::len).sum(),
+            DeferredInput::Unreachable(_) | DeferredInput::Snapshot(_) => 0,
+        }
+    }
+}
+
 /// Entries away on the host's worker being applied.
 struct Applying {
     /// What the state machine had applied when it left.
@@ -1066,6 +1177,30 @@ mod tests {
         assert_eq!(node.role, StateRole::Leader);
         assert!(node.applied().index > 0);
         node
+    }
+
+    /// Held inputs stay under their bound by dropping the oldest peer
+    /// messages; other inputs are never dropped, and order is kept.
+    #[test]
+    fn deferred_inputs_are_bounded_and_ordered() {
+        let mut deferred = Deferred { bytes_max: 10, ..Deferred::default() };
+        let messages =
+            |byte: u8, len: usize| DeferredInput::Messages { at: Duration::ZERO, messages: vec![vec![byte; len]] };
+        deferred.push(messages(1, 4));
+        deferred.push(DeferredInput::Unreachable(NodeId(2)));
+        deferred.push(messages(2, 4));
+        deferred.push(messages(3, 4));
+        assert_eq!(deferred.bytes, 8, "the oldest message was dropped");
+        let mut order = Vec::new();
+        while let Some(input) = deferred.pop() {
+            order.push(match input {
+                DeferredInput::Messages { messages, .. } => messages[0][0],
+                DeferredInput::Unreachable(_) => 0,
+                DeferredInput::Snapshot(_) => 9,
+            });
+        }
+        assert_eq!(order, vec![0, 2, 3]);
+        assert_eq!(deferred.bytes, 0);
     }
 
     /// Each invariant holds on a working node and, broken by hand, is

@@ -33,6 +33,11 @@ pub enum Output {
     /// (it holds the state machine), then report with
     /// `Node::entries_applied`; their clients are answered then.
     ApplyEntries,
+    /// Install a received snapshot off the node: take it with
+    /// `Node::snapshot_to_install`, run `SnapshotToInstall::install` on a
+    /// worker (it holds the state machine; copying gigabytes takes
+    /// seconds), then report with `Node::snapshot_installed`.
+    InstallSnapshot,
     /// Remove this file (a snapshot the node no longer keeps, already
     /// renamed out of the way) off the node: unlinking gigabytes takes a
     /// while. Nothing depends on when it happens.

@@ -121,7 +121,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
         let read = PendingRead { issued_tick: self.ticks, deadline_tick, read_index: None };
         self.reads.pending.insert(token, read);
-        self.raw.read_index(read_context(&self.reads.context_prefix, token));
+        // While a snapshot installs, raft must not queue messages under the
+        // ready it handed out: the request goes out on a later tick.
+        if self.installing.is_none() {
+            self.raw.read_index(read_context(&self.reads.context_prefix, token));
+        }
         self.drive();
         Ok(())
     }
@@ -232,15 +236,22 @@ impl Reads {
         }
     }
 
-    /// Retries ReadIndex requests raft may have dropped; fails expired ones.
-    pub(super) fn on_tick<S: Storage>(&mut self, raw: &mut RawNode<S>, ticks: u64, outputs: &mut VecDeque<Output>) {
+    /// Retries ReadIndex requests raft may have dropped (unless raft must
+    /// not be asked now: a snapshot installs); fails expired ones.
+    pub(super) fn on_tick<S: Storage>(
+        &mut self,
+        raw: &mut RawNode<S>,
+        ticks: u64,
+        may_ask: bool,
+        outputs: &mut VecDeque<Output>,
+    ) {
         let retry_ticks = (raw.raft.heartbeat_timeout() as u64).max(1) * 2;
         let has_leader = raw.raft.leader_id != raft::INVALID_ID;
         let mut expired = Vec::new();
         for (token, read) in &mut self.pending {
             if ticks >= read.deadline_tick {
                 expired.push(*token);
-            } else if read.read_index.is_none() && ticks - read.issued_tick >= retry_ticks && has_leader {
+            } else if read.read_index.is_none() && ticks - read.issued_tick >= retry_ticks && has_leader && may_ask {
                 read.issued_tick = ticks;
                 raw.read_index(read_context(&self.context_prefix, *token));
             }

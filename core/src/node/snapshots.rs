@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use deeb_proto::SnapshotHeader;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Message, MessageType, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, Message, MessageType, SnapshotMetadata};
 use raft::SnapshotStatus;
 use thiserror::Error;
 
 use super::{Fatal, Node, NodeEvent, Output};
 use crate::disk::Disk;
 use crate::ids::NodeId;
+use crate::sql::{Applied, SqlError};
 
 /// A snapshot stream could not be taken.
 #[derive(Debug, Error)]
@@ -113,6 +114,39 @@ impl<T: SnapshotTaker> SnapshotToTake<T> {
         let result = taken.and_then(|taken| Ok((taken, FileSummary::read(&dest).map_err(|e| e.to_string())?)));
         SnapshotTaken { result }
     }
+}
+
+/// A received snapshot to install, with the state machine: the host takes
+/// it with `Node::snapshot_to_install` after `Output::InstallSnapshot`,
+/// runs [`SnapshotToInstall::install`] on its worker (copying gigabytes
+/// takes seconds) and hands the result to `Node::snapshot_installed`.
+pub struct SnapshotToInstall<S> {
+    sm: S,
+    path: PathBuf,
+}
+
+/// A snapshot installed (or not) on the worker, with the state machine.
+pub struct InstalledSnapshot<S> {
+    sm: S,
+    result: Result<Applied, SqlError>,
+}
+
+impl<S: StateMachine> SnapshotToInstall<S> {
+    /// Replaces the state machine's contents with the snapshot file.
+    pub fn install(mut self) -> InstalledSnapshot<S> {
+        let result = self.sm.install_snapshot(&self.path);
+        InstalledSnapshot { sm: self.sm, result }
+    }
+}
+
+/// A snapshot raft accepted, away being installed: the ready that holds it
+/// waits for it (raft must not be told it is persisted before it is).
+pub(super) struct Installing {
+    /// What the state machine had applied when it left.
+    pub(super) applied: Applied,
+    pub(super) ready: raft::Ready,
+    path: PathBuf,
+    summary: FileSummary,
 }
 
 /// One transfer's view of a snapshot file, read front to back.
@@ -298,10 +332,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// still newer than this node's state.
     pub fn install_received(&mut self, now: Duration, received: ReceivedSnapshot) {
         self.advance_clock(now);
+        if self.installing.is_some() {
+            self.deferred.push(super::DeferredInput::Snapshot(Box::new(received)));
+            return;
+        }
         if let Some((stale, _)) = self.snapshots.incoming.insert(received.index, (received.path, received.summary)) {
             let _ = self.remove_off_node(&stale);
         }
-        self.note_peer_contact(&received.message);
+        self.note_peer_contact(&received.message, self.now);
         if let Err(error) = self.raw.step(received.message) {
             tracing::warn!(node = self.id.0, %error, "snapshot message refused");
         }
@@ -311,23 +349,65 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
     /// Raft accepted a snapshot: replace the database with the received file
     /// (atomically), then the log.
-    pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Fatal> {
-        let metadata = snapshot.get_metadata();
-        let Some((path, summary)) = self.snapshots.incoming.remove(&metadata.index) else {
-            return Err(Fatal::Snapshot(format!("raft installs snapshot {} but no file arrived", metadata.index)));
+    /// Raft accepted a snapshot (the `ready` holding it): hands the state
+    /// machine and the received file to the host's worker
+    /// (`Output::InstallSnapshot`). The ready waits meanwhile; raft ticks
+    /// and takes messages, and the node serves what it can.
+    pub(super) fn start_install(&mut self, ready: raft::Ready) -> Result<(), Fatal> {
+        let index = ready.snapshot().get_metadata().index;
+        let Some((path, summary)) = self.snapshots.incoming.remove(&index) else {
+            return Err(Fatal::Snapshot(format!("raft installs snapshot {index} but no file arrived")));
         };
-        let sm = self.sm_mut()?;
+        let Some(sm) = self.sm.take() else {
+            return Err(Fatal::Invariant(format!("installing snapshot {index} while the state machine is away")));
+        };
         if sm.batch_open() {
-            return Err(Fatal::Invariant(format!("installing snapshot {} over an open batch", metadata.index)));
+            self.sm = Some(sm);
+            return Err(Fatal::Invariant(format!("installing snapshot {index} over an open batch")));
         }
-        let applied = sm.install_snapshot(&path)?;
+        self.installing = Some(Installing { applied: sm.applied(), ready, path: path.clone(), summary });
+        self.snapshot_to_install = Some(SnapshotToInstall { sm, path });
+        self.outputs.push_back(Output::InstallSnapshot);
+        Ok(())
+    }
+
+    /// The snapshot `Output::InstallSnapshot` announced, with the state
+    /// machine, to install off the node; `None` if it was handed out.
+    pub fn snapshot_to_install(&mut self) -> Option<SnapshotToInstall<S>> {
+        self.snapshot_to_install.take()
+    }
+
+    /// The worker installed the snapshot (or failed to: the node stops).
+    /// The log is then compacted to it and the ready that held it goes on.
+    pub fn snapshot_installed(&mut self, now: Duration, installed: InstalledSnapshot<S>) {
+        self.advance_clock(now);
+        let InstalledSnapshot { sm, result } = installed;
+        let Some(installing) = self.installing.take() else {
+            self.stop(Fatal::Invariant("an installed snapshot came back that was never sent".into()));
+            return;
+        };
+        self.sm = Some(sm);
+        if self.fatal.is_some() {
+            return;
+        }
+        let settled = result.map_err(Fatal::from).and_then(|applied| self.finish_install(applied, installing));
+        if let Err(error) = settled {
+            self.stop(error);
+        }
+        self.drive();
+        self.replay_deferred();
+    }
+
+    fn finish_install(&mut self, applied: Applied, installing: Installing) -> Result<(), Fatal> {
+        let Installing { ready, path, summary, .. } = installing;
+        let metadata = ready.snapshot().get_metadata().clone();
         if applied.index != metadata.index || applied.term != metadata.term {
             return Err(Fatal::Snapshot(format!(
                 "snapshot file holds {}/{} but raft says {}/{}",
                 applied.index, applied.term, metadata.index, metadata.term
             )));
         }
-        self.raw.mut_store().apply_snapshot(metadata)?;
+        self.raw.mut_store().apply_snapshot(&metadata)?;
         self.writes.settle_not_ours(metadata.index, &mut self.outputs)?;
         let conf_state = metadata.get_conf_state().clone();
         self.adopt_snapshot_file(&path, metadata.index, metadata.term, conf_state, Some(summary)).map_err(io_fatal)?;
@@ -336,7 +416,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.observe_log_reset();
         self.observe(NodeEvent::SnapshotInstalled { index: metadata.index });
         tracing::info!(node = self.id.0, index = metadata.index, "installed snapshot");
-        Ok(())
+        self.finish_ready(ready)
     }
 
     /// Takes a snapshot when enough entries were applied since the last,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deeb_core::disk::MemDisk;
-use deeb_core::node::{BatchToExecute, EntriesToApply, SnapshotReceiver};
+use deeb_core::node::{BatchToExecute, EntriesToApply, SnapshotReceiver, SnapshotToInstall};
 use deeb_core::sql::SqliteStateMachine;
 use deeb_core::{
     AdminError, ClientToken, Config, Consistency, MemberChange, Node, NodeId, Output, ReadError, Role, WriteError,
@@ -37,6 +37,7 @@ pub struct Slot {
 enum Job {
     Batch(BatchToExecute<SqliteStateMachine>),
     Apply(EntriesToApply<SqliteStateMachine>),
+    Install(SnapshotToInstall<SqliteStateMachine>),
 }
 
 /// What a client got back.
@@ -299,6 +300,10 @@ impl Cluster {
                     let entries = self.node_mut(id).entries_to_apply().expect("announced entries are there to take");
                     self.hand_to_worker(id, Job::Apply(entries));
                 }
+                Output::InstallSnapshot => {
+                    let snapshot = self.node_mut(id).snapshot_to_install().expect("an announced snapshot to install");
+                    self.hand_to_worker(id, Job::Install(snapshot));
+                }
                 Output::RemoveFile { path } => std::fs::remove_file(path).expect("a file the node hands over"),
                 Output::TakeSnapshot => {
                     let now = self.now;
@@ -323,6 +328,11 @@ impl Cluster {
         }
     }
 
+    /// True while node `id` has a snapshot install away on its worker.
+    pub fn installing(&self, id: u64) -> bool {
+        self.slots[&id].jobs.iter().any(|(_, job)| matches!(job, Job::Install(_)))
+    }
+
     /// Runs a worker job at once, or (with `work_time`) holds it until
     /// then.
     fn hand_to_worker(&mut self, id: u64, job: Job) {
@@ -340,6 +350,7 @@ impl Cluster {
         match job {
             Job::Batch(batch) => node.batch_executed(now, batch.execute()),
             Job::Apply(entries) => node.entries_applied(now, entries.apply()),
+            Job::Install(snapshot) => node.snapshot_installed(now, snapshot.install()),
         }
     }
 
@@ -490,11 +501,17 @@ impl Cluster {
     }
 
     /// Reads on node `id` at `consistency`.
-    pub fn read(&mut self, id: u64, consistency: Consistency, sql: &str) -> Result<Vec<Row>, ReadError> {
+    /// Asks node `id` for a read without waiting for it.
+    pub fn submit_read(&mut self, id: u64, consistency: Consistency) -> Result<ClientToken, ReadError> {
         let token = self.token();
         let now = self.now;
         self.node_mut(id).submit_read(now, token, consistency)?;
         self.drain(id);
+        Ok(token)
+    }
+
+    pub fn read(&mut self, id: u64, consistency: Consistency, sql: &str) -> Result<Vec<Row>, ReadError> {
+        let token = self.submit_read(id, consistency)?;
         match self.wait_reply(token, Duration::from_secs(30)) {
             Reply::ReadReady => Ok(query(self.node(id), sql)),
             Reply::ReadFailed(error) => Err(error),
