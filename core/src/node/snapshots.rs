@@ -347,12 +347,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.discard_stale_incoming();
     }
 
-    /// Raft accepted a snapshot: replace the database with the received file
-    /// (atomically), then the log.
     /// Raft accepted a snapshot (the `ready` holding it): hands the state
     /// machine and the received file to the host's worker
-    /// (`Output::InstallSnapshot`). The ready waits meanwhile; raft ticks
-    /// and takes messages, and the node serves what it can.
+    /// (`Output::InstallSnapshot`), which replaces the database with it
+    /// atomically. The ready waits meanwhile, and so do raft's inputs (see
+    /// `Node::deferred`); the node serves status and reads meanwhile.
     pub(super) fn start_install(&mut self, ready: raft::Ready) -> Result<(), Fatal> {
         let index = ready.snapshot().get_metadata().index;
         let Some((path, summary)) = self.snapshots.incoming.remove(&index) else {
