@@ -262,7 +262,9 @@ impl Registry {
     }
 }
 
-unsafe fn parts(file: *mut ffi::sqlite3_file) -> (*mut ffi::sqlite3_file, Option<&'static Tracked>) {
+/// The platform's file inside the shim's, and what the shim tracks of it
+/// (valid until the file is closed).
+unsafe fn parts<'a>(file: *mut ffi::sqlite3_file) -> (*mut ffi::sqlite3_file, Option<&'a Tracked>) {
     let shim = file.cast::<CrashFile>();
     ((*shim).real, (*shim).tracked.as_ref())
 }
