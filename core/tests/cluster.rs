@@ -297,8 +297,11 @@ fn snapshot_catch_up_with_slow_work() {
     snapshot_catch_up_with(1500 * MILLISECOND);
 }
 
-fn snapshot_catch_up_with(work_time: Duration) {
-    let mut cluster = Cluster::with_config(3, 6, small_snapshots);
+/// A cluster whose follower `lagging` was down while 40 rows were written
+/// and the leader compacted its log past them: it can only catch up by
+/// snapshot. Returns the cluster, the leader and `lagging` (still down).
+fn follower_behind_a_compacted_log(seed: u64) -> (Cluster, u64, u64) {
+    let mut cluster = Cluster::with_config(3, seed, small_snapshots);
     cluster.execute("CREATE TABLE big (v INTEGER, pad TEXT)");
     let leader = cluster.wait_leader();
     let lagging = (1..=3).find(|&id| id != leader).expect("a follower");
@@ -306,6 +309,11 @@ fn snapshot_catch_up_with(work_time: Duration) {
     for value in 0..40 {
         cluster.execute(&format!("INSERT INTO big VALUES ({value}, hex(randomblob(100)))"));
     }
+    (cluster, leader, lagging)
+}
+
+fn snapshot_catch_up_with(work_time: Duration) {
+    let (mut cluster, _, lagging) = follower_behind_a_compacted_log(6);
     let live = cluster.leader().expect("leader");
     assert!(cluster.node(live).status().snapshot_index.0 > 10, "leader compacted");
     let terms_before = cluster.leaders_by_term.len();
@@ -329,14 +337,7 @@ fn snapshot_catch_up_with(work_time: Duration) {
 #[test]
 fn an_election_while_a_follower_installs_a_snapshot() {
     for seed in 0..4 {
-        let mut cluster = Cluster::with_config(3, 40 + seed, small_snapshots);
-        cluster.execute("CREATE TABLE big (v INTEGER, pad TEXT)");
-        let leader = cluster.wait_leader();
-        let lagging = (1..=3).find(|&id| id != leader).expect("a follower");
-        cluster.crash(lagging);
-        for value in 0..40 {
-            cluster.execute(&format!("INSERT INTO big VALUES ({value}, hex(randomblob(100)))"));
-        }
+        let (mut cluster, leader, lagging) = follower_behind_a_compacted_log(40 + seed);
         let old_term = cluster.node(leader).status().term;
         cluster.work_time = 3 * SECOND;
         cluster.start(lagging);
