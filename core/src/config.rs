@@ -204,4 +204,15 @@ mutations! {
     /// synced before the log is compacted past it, so a crash can leave
     /// the old database under a log that no longer has what it lacks.
     snapshot_install_unsynced,
+    /// Bound stale reads by the last leader contact, not by a read index
+    /// the node has applied: a node that hears a leader but lags (or a
+    /// leader deposed without knowing) serves data older than the bound.
+    stale_bound_on_leader_contact,
+    /// A follower overwriting conflicting entries keeps the old entries
+    /// past the new ones (issue 11, blind spot 4).
+    keep_stale_suffix,
+    /// ReadIndex contexts are the host's bare request counter, which every
+    /// node restarts from 1 (issue 11, blind spot 5): an answer to a read
+    /// from before a restart can complete a new read with an old index.
+    bare_read_contexts,
 }

@@ -32,6 +32,9 @@ enum Command {
         /// any divergence between the two runs is a failure.
         #[arg(long)]
         check_determinism: bool,
+        /// With this injected bug (to count the seeds that catch it).
+        #[arg(long)]
+        mutant: Option<String>,
     },
     /// Re-run one seed with logs; the history hash shows it replays exactly.
     Replay {
@@ -63,8 +66,14 @@ enum Command {
 pub fn main() -> ExitCode {
     let arguments = Arguments::parse();
     let ok = match arguments.command {
-        Command::Run { seeds, first, scenario, nodes, check_determinism } => {
-            run_many(first, seeds, scenario.as_deref(), nodes, check_determinism)
+        Command::Run { seeds, first, scenario, nodes, check_determinism, mutant } => {
+            match mutant.as_deref().map(|name| Mutant::parse(name).ok_or(name)).transpose() {
+                Ok(mutant) => run_many(first, seeds, scenario.as_deref(), nodes, check_determinism, mutant),
+                Err(name) => {
+                    eprintln!("unknown mutant {name:?}");
+                    false
+                }
+            }
         }
         Command::Replay { seed, scenario, nodes, mutant } => replay(seed, &scenario, nodes, mutant.as_deref()),
         Command::Mutants { budget, only } => mutants(budget, only.as_deref()),
@@ -104,7 +113,14 @@ fn determinism_line(options: &RunOptions) -> String {
     )
 }
 
-fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64, check_determinism: bool) -> bool {
+fn run_many(
+    first: u64,
+    count: u64,
+    scenario: Option<&str>,
+    nodes: u64,
+    check_determinism: bool,
+    mutant: Option<Mutant>,
+) -> bool {
     let scenarios: Vec<Scenario> = match scenario {
         Some(name) => match Scenario::parse(name) {
             Some(scenario) => vec![scenario],
@@ -116,7 +132,7 @@ fn run_many(first: u64, count: u64, scenario: Option<&str>, nodes: u64, check_de
         None => Scenario::ALL.to_vec(),
     };
     let runs: Vec<RunOptions> = (first..first + count)
-        .map(|seed| options(seed, scenarios[(seed % scenarios.len() as u64) as usize], nodes, None))
+        .map(|seed| options(seed, scenarios[(seed % scenarios.len() as u64) as usize], nodes, mutant))
         .collect();
     if check_determinism {
         determinism_batch(&runs)
@@ -148,6 +164,7 @@ fn run_batch(runs: &[RunOptions]) -> bool {
     let (mut failures, mut operations, mut sql_operations, mut faults, mut disk_crashes) = (0, 0, 0, 0, 0);
     let (mut sqlite_crash_points, mut sqlite_changes_undone) = (0, 0);
     let (mut determinate, mut unknown) = (0, 0);
+    let (mut stale_reads, mut stale_reads_served) = (0, 0);
     for (done, options) in runs.iter().enumerate() {
         if done > 0 && done % PROGRESS_EVERY == 0 {
             // Long runs must stay flat: what the process holds so far.
@@ -162,6 +179,8 @@ fn run_batch(runs: &[RunOptions]) -> bool {
         sqlite_changes_undone += report.sqlite_changes_undone;
         determinate += report.determinate;
         unknown += report.unknown;
+        stale_reads += report.stale_reads;
+        stale_reads_served += report.stale_reads_served;
         if report.failed() {
             failures += 1;
             print_failure(options, &report);
@@ -179,6 +198,10 @@ fn run_batch(runs: &[RunOptions]) -> bool {
         "outcomes: {determinate} determinate ({:.1}%), {unknown} unknown ({:.1}%: timed out or broke in flight)",
         share(determinate),
         share(unknown)
+    );
+    println!(
+        "bounded-stale reads: {stale_reads}, {stale_reads_served} served ({} refused, timed out or broke)",
+        stale_reads - stale_reads_served
     );
     failures == 0
 }
@@ -372,7 +395,7 @@ fn caught_by(report: &RunReport) -> &str {
 fn first_catch(mutant: Mutant, budget: u64) -> (Option<(u64, Scenario, RunReport)>, u64) {
     for seed in 0..budget {
         let scenario = Scenario::for_seed(seed);
-        let report = run_seed(&options(seed, scenario, 3, Some(mutant)));
+        let report = run_seed(&options(seed, scenario, mutant.nodes(), Some(mutant)));
         if report.failed() {
             return (Some((seed, scenario, report)), seed + 1);
         }

@@ -230,6 +230,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         sm.set_limits(write_limits(&config));
         let (id, incarnation) = (config.id, next_incarnation(data_dir)?);
+        let reads = match config.mutations.bare_read_contexts() {
+            true => Reads::new(0, 0),
+            false => Reads::new(id.0, incarnation),
+        };
         membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
         let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
@@ -261,7 +265,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             outputs: VecDeque::new(),
             fatal: None,
             writes: Writes::new(match_index_only),
-            reads: Reads::new(id.0, incarnation),
+            reads,
             admin: Admin::default(),
             snapshots,
             members,
@@ -730,6 +734,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let mutations = &self.config.mutations;
         let (skip_sync, defer_sync) = (mutations.skip_log_sync(), mutations.send_before_sync());
         let (forget_vote, hard_state_first) = (mutations.forget_vote(), mutations.hard_state_before_entries());
+        let keep_stale_suffix = mutations.keep_stale_suffix();
         let store = self.raw.mut_store();
         if std::mem::take(&mut self.sync_owed) {
             store.sync()?;
@@ -747,7 +752,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             store.set_hard_state(hard_state)?;
         }
         if !ready.entries().is_empty() {
+            let stale_suffix = if keep_stale_suffix { stale_suffix(store, ready.entries()) } else { Vec::new() };
             store.append(ready.entries())?;
+            if !stale_suffix.is_empty() {
+                store.append(&stale_suffix)?;
+            }
         }
         let last_index = store.last_index();
         if let Some(hard_state) = hard_state.as_ref().filter(|_| !hard_state_first) {
@@ -1144,6 +1153,18 @@ fn reconcile<D: Disk>(log: &mut LogStore<D>, sm: &impl StateMachine) -> Result<(
 const TICKS_PER_CALL_MAX: usize = 100;
 /// Entries one apply run takes at most.
 const APPLY_RUN_ENTRIES_MAX: usize = 64;
+/// Mutation `keep_stale_suffix`: the entries the log holds past the last
+/// of `entries`, which an append starting inside the log must drop.
+fn stale_suffix<D: Disk>(store: &LogStore<D>, entries: &[Entry]) -> Vec<Entry> {
+    let next = entries.last().map_or(0, |entry| entry.index + 1);
+    let last = store.last_index();
+    if next == 0 || next > last {
+        return Vec::new();
+    }
+    let context = raft::GetEntriesContext::empty(false);
+    raft::Storage::entries(store, next, last + 1, None, context).unwrap_or_default()
+}
+
 /// Rounds of ready handling and batching per input, so one call is bounded.
 const DRIVE_ROUNDS_MAX: usize = 64;
 

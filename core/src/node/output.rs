@@ -98,7 +98,7 @@ pub enum ReadError {
     Timeout,
     #[error("leader lease not held (no quorum contact recently); use linearizable")]
     LeaseExpired,
-    #[error("too stale: last leader contact {staleness_ms} ms ago, bound {max_ms} ms")]
+    #[error("too stale: data last confirmed current {staleness_ms} ms ago and no leader heard within the bound of {max_ms} ms")]
     TooStale { staleness_ms: u64, max_ms: u64 },
     #[error("too many reads waiting ({max}); retry later")]
     QueueFull { max: usize },

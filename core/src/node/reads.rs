@@ -22,8 +22,12 @@ pub enum Consistency {
     /// between nodes stays below half the election timeout; falls back to
     /// linearizable when the lease is not held.
     Lease,
-    /// This node's data as is. With `Some(bound)`, refused if the node has
-    /// not heard from a leader within `bound`.
+    /// This node's data as is, or with `Some(bound)`, data that holds
+    /// every write acknowledged more than `bound` before the read arrived
+    /// (measured on this node's clock): served at once if this node has
+    /// applied the read index of a ReadIndex it asked for within `bound`,
+    /// otherwise after a ReadIndex of its own, or refused at once when no
+    /// leader was heard from within `bound` either.
     Stale { max_staleness: Option<Duration> },
 }
 
@@ -47,6 +51,10 @@ pub(super) struct Reads {
     /// whole life: its id and this run's incarnation (see
     /// [`read_context`]).
     context_prefix: [u8; 16],
+    /// When this node last asked for a read index that it has since
+    /// applied: every write acknowledged before then is in its data (what
+    /// bounded-stale reads count from).
+    confirmed_at: Option<Duration>,
 }
 
 /// A ReadIndex context no other read in the cluster's life shares: the
@@ -67,6 +75,8 @@ fn read_context(prefix: &[u8; 16], token: ClientToken) -> Vec<u8> {
 const LEASE_TAG: u8 = 0xff;
 
 struct PendingRead {
+    /// When the read first asked for a read index (this node's clock).
+    asked_at: Duration,
     issued_tick: u64,
     deadline_tick: u64,
     read_index: Option<u64>,
@@ -94,7 +104,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         match consistency {
             _ if self.config.mutations.read_without_read_index() => {}
-            Consistency::Stale { max_staleness } => self.check_staleness(max_staleness)?,
+            Consistency::Stale { max_staleness: None } => {}
+            Consistency::Stale { max_staleness: Some(bound) } => match self.staleness_within(bound)? {
+                true => {}
+                false => return self.submit_read_index(token),
+            },
             Consistency::Lease if self.lease_held() => {}
             Consistency::Lease | Consistency::Linearizable => return self.submit_read_index(token),
         }
@@ -102,15 +116,27 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         Ok(())
     }
 
-    fn check_staleness(&self, max_staleness: Option<Duration>) -> Result<(), ReadError> {
-        let Some(bound) = max_staleness else { return Ok(()) };
-        let staleness = self.since_leader_contact().unwrap_or(Duration::MAX);
-        if staleness > bound {
-            let staleness_ms = u64::try_from(staleness.as_millis()).unwrap_or(u64::MAX);
-            let max_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
-            return Err(ReadError::TooStale { staleness_ms, max_ms });
+    /// Whether this node's data holds every write acknowledged more than
+    /// `bound` ago (true), or a ReadIndex must confirm it (false: a leader
+    /// was heard from within `bound`, so one may answer).
+    ///
+    /// # Errors
+    /// `TooStale` when neither holds.
+    fn staleness_within(&self, bound: Duration) -> Result<bool, ReadError> {
+        let staleness = match self.config.mutations.stale_bound_on_leader_contact() {
+            true => self.since_leader_contact(),
+            false => self.reads.confirmed_at.map(|at| self.now.saturating_sub(at)),
+        };
+        let staleness = staleness.unwrap_or(Duration::MAX);
+        if staleness <= bound {
+            return Ok(true);
         }
-        Ok(())
+        if self.since_leader_contact().is_some_and(|since| since <= bound) {
+            return Ok(false);
+        }
+        let staleness_ms = u64::try_from(staleness.as_millis()).unwrap_or(u64::MAX);
+        let max_ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+        Err(ReadError::TooStale { staleness_ms, max_ms })
     }
 
     fn submit_read_index(&mut self, token: ClientToken) -> Result<(), ReadError> {
@@ -119,7 +145,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return Err(ReadError::QueueFull { max });
         }
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
-        let read = PendingRead { issued_tick: self.ticks, deadline_tick, read_index: None };
+        let read = PendingRead { asked_at: self.now, issued_tick: self.ticks, deadline_tick, read_index: None };
         self.reads.pending.insert(token, read);
         // While a snapshot installs, raft must not queue messages under the
         // ready it handed out: the request goes out on a later tick.
@@ -222,7 +248,8 @@ impl Reads {
         }
     }
 
-    /// Lets every read whose index is applied run.
+    /// Lets every read whose index is applied run; the data is then
+    /// confirmed as of when each asked.
     pub(super) fn release(&mut self, applied: u64, outputs: &mut VecDeque<Output>) {
         let ready: Vec<ClientToken> = self
             .pending
@@ -231,7 +258,8 @@ impl Reads {
             .map(|(token, _)| *token)
             .collect();
         for token in ready {
-            self.pending.remove(&token);
+            let read = self.pending.remove(&token).expect("collected from pending");
+            self.confirmed_at = self.confirmed_at.max(Some(read.asked_at));
             outputs.push_back(Output::ReadReady { token });
         }
     }

@@ -50,7 +50,7 @@ pub enum Command {
         /// Read consistency.
         #[arg(long, value_enum, default_value_t = Level::Linearizable)]
         consistency: Level,
-        /// For stale reads: refuse if the node heard from a leader longer ago (e.g. 500ms).
+        /// For stale reads: see every write acknowledged longer ago than this (e.g. 500ms).
         #[arg(long, value_parser = duration_arg)]
         max_staleness: Option<Duration>,
         /// How long the query may run (default: the server's --statement-timeout).

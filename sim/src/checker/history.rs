@@ -28,6 +28,11 @@ pub enum Kind {
     /// Read `key`. `observed` is `Some(None)` when the row was absent, `None` when the read failed
     /// (the checkers ignore such reads).
     Read { key: u64, observed: Option<Option<i64>> },
+    /// A bounded-stale read of `key`: it must see every write acknowledged
+    /// more than `allowed` before it was invoked (its bound, stretched by
+    /// the slowest clock the seed allows, since the node measures the bound
+    /// on its own clock). `observed` as for `Read`.
+    StaleRead { key: u64, observed: Option<Option<i64>>, allowed: Duration },
     /// Set `key` to `new` if it holds `expected`. `succeeded` is `None` when the outcome is unknown;
     /// `Some(false)` means the value was not `expected`, `Some(true)` that it was and is now `new`.
     CompareAndSet { key: u64, expected: i64, new: i64, succeeded: Option<bool> },
@@ -127,6 +132,9 @@ impl fmt::Display for Kind {
         match self {
             Kind::Write { key, value } => write!(formatter, "write key {key} := {value}"),
             Kind::Read { key, observed } => write!(formatter, "read key {key} -> {}", Observed(*observed)),
+            Kind::StaleRead { key, observed, allowed } => {
+                write!(formatter, "stale read (allowed {allowed:?}) key {key} -> {}", Observed(*observed))
+            }
             Kind::CompareAndSet { key, expected, new, succeeded } => {
                 write!(formatter, "cas key {key} {expected} -> {new} {}", Outcome(*succeeded))
             }

@@ -6,7 +6,8 @@
 //! earliest completion among the completed operations not yet placed (otherwise that operation would
 //! have to take effect after it returned). Indeterminate operations (no completion) may take effect at
 //! any point after their invocation, or never; the search succeeds once every completed operation is
-//! placed. Visited (placed set, register) pairs are remembered, and the number of them is bounded: past
+//! placed. A bounded-stale read counts as invoked as early as its staleness allows: it may take
+//! effect at any point from then until it returned. Visited (placed set, register) pairs are remembered, and the number of them is bounded: past
 //! the budget the verdict is [`Violation::Unknown`], never a hang.
 
 use std::collections::{BTreeMap, HashSet};
@@ -74,8 +75,11 @@ fn partition_by_key(history: &[Operation]) -> BTreeMap<u64, Vec<RegisterOperatio
             assert!(completed >= operation.invoked, "operation #{position} completed before it was invoked");
         }
         if let Some((key, action)) = register_action(&operation.kind) {
-            let register_operation =
-                RegisterOperation { position, invoked: operation.invoked, completed: operation.completed, action };
+            let invoked = match operation.kind {
+                Kind::StaleRead { allowed, .. } => operation.invoked.saturating_sub(allowed),
+                _ => operation.invoked,
+            };
+            let register_operation = RegisterOperation { position, invoked, completed: operation.completed, action };
             keys.entry(key).or_default().push(register_operation);
         }
     }
@@ -148,7 +152,9 @@ fn drop_unobserved_indeterminate(operations: Vec<RegisterOperation>) -> Vec<Regi
 fn register_action(kind: &Kind) -> Option<(u64, Action)> {
     match *kind {
         Kind::Write { key, value } => Some((key, Action::Write(value))),
-        Kind::Read { key, observed: Some(observed) } => Some((key, Action::Read(observed))),
+        Kind::Read { key, observed: Some(observed) } | Kind::StaleRead { key, observed: Some(observed), .. } => {
+            Some((key, Action::Read(observed)))
+        }
         Kind::CompareAndSet { key, expected, new, succeeded } => {
             Some((key, Action::CompareAndSet { expected, new, succeeded }))
         }
@@ -371,6 +377,31 @@ mod tests {
             "key 1 is not linearizable: at best 1 of 2 completed operations linearize, leaving the register \
              holding 1, and none of these fits next:\n  operation #1: client 20 [20ns, 30ns] read key 1 -> absent"
         );
+    }
+
+    fn stale_read(key: u64, observed: Option<i64>, interval: (u64, u64), allowed: u64) -> Operation {
+        let kind = Kind::StaleRead { key, observed: Some(observed), allowed: Duration::from_nanos(allowed) };
+        operation(interval.0, Some(interval.1), kind)
+    }
+
+    #[test]
+    fn a_stale_read_may_miss_writes_acknowledged_within_its_allowance_only() {
+        // 2 overwrote 1 and was acknowledged at 30; the read starts at 50.
+        let history = |allowed| {
+            vec![write(1, 1, 0, Some(10)), write(1, 2, 20, Some(30)), stale_read(1, Some(1), (50, 60), allowed)]
+        };
+        assert_eq!(check_linearizability(&history(25)), Ok(()));
+        assert_eq!(check_linearizability(&history(20)), Ok(()), "acknowledged exactly at the allowance's edge");
+        assert_not_linearizable(&history(19), 1);
+        // Never a value from before the allowance, nor one never written.
+        let older = vec![
+            write(1, 1, 0, Some(10)),
+            write(1, 2, 20, Some(30)),
+            write(1, 3, 40, Some(45)),
+            stale_read(1, Some(1), (50, 60), 15),
+        ];
+        assert_not_linearizable(&older, 1);
+        assert_not_linearizable(&[write(1, 1, 0, Some(10)), stale_read(1, Some(7), (50, 60), 1_000)], 1);
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub fn check_progress(history: &[Operation], settled: Duration) -> Result<(), Vi
             | Kind::CompareAndSet { succeeded: Some(_), .. }
             | Kind::Transfer { succeeded: Some(_), .. }
             | Kind::SetInsert { acknowledged: true, .. } => writes += 1,
-            Kind::Read { observed: Some(_), .. } | Kind::BankRead { total: Some(_) } => reads += 1,
+            Kind::Read { observed: Some(_), .. }
+            | Kind::StaleRead { observed: Some(_), .. }
+            | Kind::BankRead { total: Some(_) } => reads += 1,
             _ => {}
         }
     }

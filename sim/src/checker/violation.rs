@@ -54,6 +54,9 @@ pub enum Violation {
     /// Two nodes' logs hold the same term at `agreed` but differ at the
     /// lower index `differs` (Log Matching).
     LogMismatch { nodes: (u64, u64), agreed: u64, differs: u64 },
+    /// After the heal, `node`'s log is not a prefix of the leader's: it
+    /// differs at `index`, or goes past the leader's last index there.
+    LogNotPrefix { node: u64, leader: u64, index: u64 },
     /// Live members that never reported their state, so convergence could
     /// not be judged over every one of them.
     Unanswered { nodes: Vec<u64> },
@@ -138,6 +141,10 @@ impl fmt::Display for Violation {
                 formatter,
                 "nodes {} and {} both hold an entry of the same term at index {agreed} but differ at index {differs}",
                 nodes.0, nodes.1
+            ),
+            Violation::LogNotPrefix { node, leader, index } => write!(
+                formatter,
+                "after the heal node {node}'s log is not a prefix of leader {leader}'s: they part at index {index}"
             ),
             Violation::Unanswered { nodes } => {
                 write!(formatter, "live members {nodes:?} never reported their applied index and digest")

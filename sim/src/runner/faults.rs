@@ -73,6 +73,8 @@ struct ChaosState {
     /// Nodes about to crash, with when they will be back: messages to them
     /// arrive after that (`late_across_restarts`).
     doomed: BTreeMap<u64, Instant>,
+    /// Each node's clock rate, where clocks drift.
+    clock_rates: BTreeMap<u64, f64>,
 }
 
 impl Chaos {
@@ -91,6 +93,7 @@ impl Chaos {
             snapshot_crashes_left,
             disk_crashes: 0,
             doomed: BTreeMap::new(),
+            clock_rates: BTreeMap::new(),
         };
         let chaos = Self { state: Mutex::new(state), crashes, swarm: swarm.clone(), epoch: Instant::now() };
         (Arc::new(chaos), requests)
@@ -118,6 +121,13 @@ impl Chaos {
         self.lock().observations.leaders.iter().max_by_key(|leader| leader.term).map(|leader| leader.node)
     }
 
+    /// The node whose clock runs slowest, where clocks drift: as leader,
+    /// its lease and its quorum check last longest in real time.
+    pub fn slowest_clock(&self) -> Option<u64> {
+        let state = self.lock();
+        state.clock_rates.iter().min_by(|a, b| a.1.total_cmp(b.1)).map(|(&id, _)| id)
+    }
+
     /// Checks Log Matching over the logs as they are now; keeps the first
     /// violation.
     pub fn check_logs(&self) {
@@ -140,7 +150,9 @@ impl Chaos {
     fn observe(&self, node: u64, event: &NodeEvent) {
         let mut state = self.lock();
         match *event {
-            NodeEvent::BecameLeader { term } => state.observations.leaders.push(LeaderObserved { term, node }),
+            NodeEvent::BecameLeader { term } => {
+                state.observations.leaders.push(LeaderObserved { term, node });
+            }
             NodeEvent::Applied { index, term, checksum } => {
                 let digest = (term << 32) | u64::from(checksum);
                 state.observations.committed.push(CommittedEntry { node, index, digest });
@@ -152,8 +164,17 @@ impl Chaos {
             }
             NodeEvent::LogAppended { ref entries, last_index } => {
                 let log = state.observations.logs.entry(node).or_default();
+                let overwrites = entries.first().is_some_and(|(first, ..)| log.contains_key(first));
                 log.extend(entries.iter().map(|&(index, term, crc)| (index, (term, crc))));
                 log.retain(|index, _| *index <= last_index);
+                // A stale suffix left behind entries overwritten in place
+                // may be overwritten again at the next append: check when
+                // it happens, against every other log.
+                if overwrites && state.observations.log_violation.is_none() {
+                    let logs = &state.observations.logs;
+                    let checked = crate::checker::log_matching::check_log_matching_of(logs, node);
+                    state.observations.log_violation = checked.err();
+                }
             }
             NodeEvent::SnapshotInstalled { .. } | NodeEvent::Compacted { .. } => {
                 let rate = match event {
@@ -246,11 +267,16 @@ impl Chaos {
     /// A drifting, jumping clock for node `id`, if this seed has clock faults.
     fn draw_clock(&self, id: u64) -> Option<SimClock> {
         let swarm = &self.swarm;
+        if swarm.lease_violation {
+            let rate = if id == SLOW_CLOCK_NODE { SLOW_CLOCK_RATE } else { 1.0 };
+            return Some(SimClock { epoch: self.epoch, offset: Duration::ZERO, rate, jumps: Vec::new() });
+        }
         if swarm.clock_drift == 0.0 && !swarm.clock_jumps {
             return None;
         }
         let mut rng = SmallRng::seed_from_u64(id ^ self.lock().rng.gen::<u64>());
         let rate = 1.0 + rng.gen_range(-swarm.clock_drift..=swarm.clock_drift);
+        self.lock().clock_rates.insert(id, rate);
         let mut jumps = Vec::new();
         if swarm.clock_jumps {
             for _ in 0..rng.gen_range(1..=3) {
@@ -345,5 +371,10 @@ const LATE_AFTER_RESTART_MAX: Duration = Duration::from_millis(300);
 /// Held-back and duplicated batches arrive at most this late.
 const MESSAGE_DELAY_MAX: Duration = Duration::from_millis(300);
 const CLOCK_JUMP_MAX_MS: i64 = 2_000;
+/// With `Swarm::lease_violation`: this node's clock runs at this rate, far
+/// past the drift the lease allows (its half election timeout lasts two and
+/// a half of the others' whole ones).
+pub const SLOW_CLOCK_NODE: u64 = 1;
+const SLOW_CLOCK_RATE: f64 = 0.12;
 const CHAOS_SALT: u64 = 0xC4A0_5EED;
 const STATE_MACHINE_SALT: u64 = 0x5A7E_3AC1;

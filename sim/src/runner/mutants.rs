@@ -37,12 +37,24 @@ pub enum Mutant {
     /// A received snapshot is installed without syncing it before the log
     /// is compacted past it.
     SnapshotInstallUnsynced,
+    /// Bounded-stale reads bounded by the last leader contact instead of
+    /// a read index the node applied (what the bound meant before).
+    StaleBoundOnLeaderContact,
+    /// A follower overwriting conflicting entries keeps the stale entries
+    /// past the new ones (blind spot 4).
+    KeepStaleSuffix,
+    /// ReadIndex contexts without node id and incarnation (blind spot 5).
+    BareReadContexts,
+    /// Not a code change: the lease's assumption broken on purpose (a
+    /// node's clock far slower than the drift it allows), which lease
+    /// reads must be seen to violate (`Swarm::breaking_the_lease`).
+    LeaseBeyondClockBound,
     /// The client history flips one read result (M20): must always fail.
     Canary,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 18] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -57,6 +69,10 @@ impl Mutant {
         Mutant::HardStateBeforeEntries,
         Mutant::AppliedIndexOutsideBatch,
         Mutant::SnapshotInstallUnsynced,
+        Mutant::StaleBoundOnLeaderContact,
+        Mutant::KeepStaleSuffix,
+        Mutant::BareReadContexts,
+        Mutant::LeaseBeyondClockBound,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,7 +90,20 @@ impl Mutant {
             Mutant::HardStateBeforeEntries => "hard-state-before-entries",
             Mutant::AppliedIndexOutsideBatch => "applied-index-outside-batch",
             Mutant::SnapshotInstallUnsynced => "snapshot-install-unsynced",
+            Mutant::StaleBoundOnLeaderContact => "stale-bound-on-leader-contact",
+            Mutant::KeepStaleSuffix => "keep-stale-suffix",
+            Mutant::BareReadContexts => "bare-read-contexts",
+            Mutant::LeaseBeyondClockBound => "lease-beyond-clock-bound",
             Mutant::Canary => "canary",
+        }
+    }
+
+    /// The cluster size its seeds run with: a stale suffix needs a leader
+    /// stranded with one follower while three others elect another.
+    pub fn nodes(self) -> u64 {
+        match self {
+            Mutant::KeepStaleSuffix => 5,
+            _ => 3,
         }
     }
 
@@ -83,7 +112,8 @@ impl Mutant {
     }
 
     /// The core switches this mutant turns on (none for the canary, which
-    /// lives in the history recorder).
+    /// lives in the history recorder, nor for the broken lease assumption,
+    /// which lives in the scenario).
     pub fn mutations(self) -> Mutations {
         let mut mutations = Mutations::default();
         match self {
@@ -100,7 +130,10 @@ impl Mutant {
             Mutant::HardStateBeforeEntries => mutations.hard_state_before_entries = true,
             Mutant::AppliedIndexOutsideBatch => mutations.applied_index_outside_batch = true,
             Mutant::SnapshotInstallUnsynced => mutations.snapshot_install_unsynced = true,
-            Mutant::Canary => {}
+            Mutant::StaleBoundOnLeaderContact => mutations.stale_bound_on_leader_contact = true,
+            Mutant::KeepStaleSuffix => mutations.keep_stale_suffix = true,
+            Mutant::BareReadContexts => mutations.bare_read_contexts = true,
+            Mutant::LeaseBeyondClockBound | Mutant::Canary => {}
         }
         mutations
     }
@@ -114,7 +147,8 @@ mod tests {
     fn names_round_trip_and_each_mutant_switches_something() {
         for mutant in Mutant::ALL {
             assert_eq!(Mutant::parse(mutant.name()), Some(mutant));
-            assert_eq!(mutant.mutations().any(), mutant != Mutant::Canary, "{mutant:?}");
+            let in_the_code = !matches!(mutant, Mutant::Canary | Mutant::LeaseBeyondClockBound);
+            assert_eq!(mutant.mutations().any(), in_the_code, "{mutant:?}");
         }
     }
 }

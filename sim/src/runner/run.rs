@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use super::cluster::{self, Cluster};
-use super::faults::{Chaos, CrashRequest};
+use super::faults::{self, Chaos, CrashRequest};
 use super::mutants::Mutant;
 use super::swarm::{Scenario, Swarm};
 use super::workload::{self, Client, Recorder, ACCOUNTS, INITIAL_BALANCE};
@@ -50,6 +50,9 @@ pub struct RunReport {
     /// Operations with a known outcome, and with none (timed out, broke).
     pub determinate: usize,
     pub unknown: usize,
+    /// Bounded-stale register reads, and those that were served.
+    pub stale_reads: usize,
+    pub stale_reads_served: usize,
 }
 
 impl RunReport {
@@ -60,7 +63,7 @@ impl RunReport {
 
 /// Runs one seed in its own madsim runtime.
 pub fn run_seed(options: &RunOptions) -> RunReport {
-    let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
+    let swarm = swarm_of(options);
     let directory = scratch_directory();
     let mut runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, runtime_config(&swarm));
     runtime.set_time_limit(SIMULATED_TIME_MAX);
@@ -91,7 +94,7 @@ pub fn run_seed(options: &RunOptions) -> RunReport {
 /// detected at ..."), when a run panics, or when the history hashes differ.
 pub fn check_determinism(options: &RunOptions) -> Result<RunReport, String> {
     let _one_at_a_time = DETERMINISM_SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let config = runtime_config(&Swarm::draw(options.seed, options.scenario, options.nodes));
+    let config = runtime_config(&swarm_of(options));
     *DETERMINISM_OPTIONS.lock().expect("determinism options lock") = Some(options.clone());
     DETERMINISM_HASHES.lock().expect("determinism hashes lock").clear();
     let report = run_twice(options.seed, config, determinism_run)?;
@@ -119,6 +122,15 @@ pub fn determinism_canary() -> Result<(), String> {
     }
 }
 
+/// The faults a run draws (a scenario mutant changes them).
+fn swarm_of(options: &RunOptions) -> Swarm {
+    let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
+    match options.mutant {
+        Some(Mutant::LeaseBeyondClockBound) => swarm.breaking_the_lease(),
+        _ => swarm,
+    }
+}
+
 /// madsim's settings for a seed's swarm (its network's packet loss).
 fn runtime_config(swarm: &Swarm) -> madsim::Config {
     let mut config = madsim::Config::default();
@@ -142,7 +154,7 @@ where
 fn determinism_run() -> impl std::future::Future<Output = RunReport> {
     let options = DETERMINISM_OPTIONS.lock().expect("determinism options lock").clone();
     let options = options.expect("check_determinism stores the options before the runs");
-    let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
+    let swarm = swarm_of(&options);
     let directory = scratch_directory();
     async move {
         let path = directory.path().to_owned();
@@ -184,6 +196,8 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     for id in 0..swarm.clients as u64 {
         let mut client = Client::new(id, options.seed, addresses.clone(), recorder.clone(), stop.clone());
         client.lease_reads = swarm.lease_reads;
+        client.stale_reads = swarm.stale_reads.then_some(swarm.clock_drift);
+        client.sticky = swarm.late_across_restarts;
         clients.push(client_node.spawn(client.run()));
     }
     let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
@@ -226,7 +240,10 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     let final_sql =
         client_node.spawn(async move { workload::read_sql_final(&sql_addresses).await }).await.ok().flatten();
     let live = cluster.live_members();
-    let replicas = client_node.spawn(converge(live)).await.unwrap_or_default();
+    let (converged, replicas) = client_node.spawn(converge(live.clone())).await.unwrap_or((live.clone(), Vec::new()));
+    for removed in live.iter().filter(|member| !converged.contains(member)) {
+        cluster.members.remove(removed);
+    }
     let liveness = LivenessObservation {
         healed,
         leader_seen,
@@ -285,6 +302,12 @@ fn check_all(
 ) {
     report.operations = history.len();
     report.sql_operations = history.iter().filter(|operation| matches!(operation.kind, Kind::Sql(_))).count();
+    for operation in history {
+        if let Kind::StaleRead { observed, .. } = operation.kind {
+            report.stale_reads += 1;
+            report.stale_reads_served += usize::from(observed.is_some());
+        }
+    }
     report.history_hash = hash_history(history);
     report.history = history.to_vec();
     let observed = cluster.chaos.take_observations();
@@ -300,7 +323,15 @@ fn check_all(
             "log matching",
             match observed.log_violation {
                 Some(violation) => Err(violation),
-                None => checker::log_matching::check_log_matching(&observed.logs),
+                None => checker::log_matching::check_log_matching(&observed.logs).and_then(|()| {
+                    let live = cluster.live_members();
+                    match observed.leaders.iter().max_by_key(|leader| leader.term) {
+                        Some(leader) if live.contains(&leader.node) => {
+                            checker::log_matching::check_prefix_of_leader(&observed.logs, leader.node, &live)
+                        }
+                        _ => Ok(()),
+                    }
+                }),
             },
         ),
         ("convergence", checker::convergence::check_convergence(&cluster.live_members(), replicas)),
@@ -407,6 +438,10 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
     let handle = Handle::current();
     let members: Vec<u64> = cluster.members.iter().copied().collect();
     let victim = members[rng.gen_range(0..members.len())];
+    if swarm.lease_violation {
+        cut_off_leader(cluster, rng, Some(faults::SLOW_CLOCK_NODE)).await;
+        return 1;
+    }
     let crash_points = swarm.disk_crash_points || swarm.state_machine_crash_points;
     if crash_points && rng.gen_bool(DISK_CRASH_ACTION_RATE) && cluster.node(victim).running {
         // A crash inside a call, at one of the victim's next disk
@@ -416,7 +451,11 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
         return 1;
     }
     match rng.gen_range(0..10) {
-        0..=2 if swarm.partitions => partition(cluster, &members, rng, swarm.one_way_partitions),
+        0..=2 if swarm.partitions => {
+            if let Some(leader) = partition(cluster, &members, rng, swarm.one_way_partitions) {
+                propose_to_stranded(cluster, leader, rng).await;
+            }
+        }
         3 if swarm.partitions => heal_links(cluster.nodes.len() as u64),
         4..=5 if swarm.kills => match cluster.node(victim).running {
             true => {
@@ -441,20 +480,7 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
                 cluster.restart(id);
             }
         }
-        7 if swarm.pauses && swarm.lease_reads => {
-            // As SIGSTOP on a leader serving lease reads: the answers to its
-            // last heartbeats and its clients' requests wait, another leader
-            // takes writes, then it wakes.
-            let leader = cluster.chaos.latest_leader().filter(|leader| members.contains(leader));
-            let victim = leader.filter(|_| rng.gen_bool(0.8)).unwrap_or(victim);
-            let node = cluster.node_mut(victim);
-            if node.running && !node.paused {
-                let id = node.handle.id();
-                handle.pause(id);
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(300..3_000))).await;
-                handle.resume(id);
-            }
-        }
+        7 if swarm.pauses && swarm.lease_reads => lease_fault(cluster, rng, &members, victim).await,
         7 if swarm.pauses => {
             let node = cluster.node_mut(victim);
             if node.paused {
@@ -466,32 +492,97 @@ async fn inject_one(cluster: &mut Cluster, swarm: &Swarm, rng: &mut SmallRng, jo
         }
         8 if swarm.membership => membership_change(cluster, rng, joined).await,
         9 if swarm.leader_transfers => transfer_leader(&cluster.admin, &members, rng).await,
+        // What lease reads must survive, more often where those are off.
+        8 | 9 if swarm.pauses && swarm.lease_reads => lease_fault(cluster, rng, &members, victim).await,
         _ => return 0,
     }
     1
 }
 
-/// Leaves the leader able to send to one follower only, which cannot
-/// answer it: the leader's clients' writes become a long uncommitted tail
-/// on the two of them, while the other three elect a leader whose shorter
-/// log then overwrites the follower's tail (what a log that truncates
-/// wrongly gets wrong).
-fn strand_leader_tail(cluster: &Cluster, members: &[u64]) {
+/// In seeds with lease reads, what they must survive: the leader paused
+/// (as SIGSTOP: the answers to its last heartbeats and its clients'
+/// requests wait, another leader takes writes, then it wakes) or cut off
+/// (`cut_off_leader`), the one with the slowest clock made leader first.
+async fn lease_fault(cluster: &mut Cluster, rng: &mut SmallRng, members: &[u64], victim: u64) {
+    if cluster.chaos.pick(2) == 0 {
+        // The slowest clock within the drift the lease allows.
+        let slowest = cluster.chaos.slowest_clock().filter(|node| members.contains(node));
+        return cut_off_leader(cluster, rng, slowest).await;
+    }
+    let leader = cluster.chaos.latest_leader().filter(|leader| members.contains(leader));
+    let victim = leader.filter(|_| rng.gen_bool(0.8)).unwrap_or(victim);
+    let node = cluster.node_mut(victim);
+    if node.running && !node.paused {
+        let id = node.handle.id();
+        let handle = Handle::current();
+        handle.pause(id);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..3_000))).await;
+        handle.resume(id);
+    }
+}
+
+/// A leader cut off from its peers while its clients still reach it, for
+/// 3-5 s: the others elect a leader and take writes within their election
+/// timeout, while it may serve lease reads until its lease runs out (half
+/// an election timeout on its own clock) and leads until it misses a
+/// quorum (check_quorum). With `node`, that node is first made leader. With
+/// the lease's assumption broken (`Swarm::lease_violation`: its clock slow)
+/// the lease outlasts the others' election timeout in real time, lease
+/// reads miss acknowledged writes, and the linearizability checker must
+/// say so; within the assumption (lease seeds) they must not.
+async fn cut_off_leader(cluster: &mut Cluster, rng: &mut SmallRng, node: Option<u64>) {
+    let members: Vec<u64> = cluster.members.iter().copied().collect();
+    if let Some(node) = node {
+        for _ in 0..LEADERSHIP_POLLS_MAX {
+            if cluster.chaos.latest_leader() == Some(node) {
+                break;
+            }
+            let via = members[rng.gen_range(0..members.len())];
+            transfer_leader_to(&cluster.admin, node, via).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let Some(leader) = cluster.chaos.latest_leader().filter(|leader| members.contains(leader)) else { return };
+    if node.is_some_and(|node| node != leader) || !cluster.node(leader).running {
+        return;
+    }
+    // Long enough to renew its lease; then cut off for longer than it.
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1_000))).await;
+    let net = NetSim::current();
+    let id = |node: u64| cluster.node(node).handle.id();
+    for &other in members.iter().filter(|&&other| other != leader) {
+        net.clog_link(id(leader), id(other));
+        net.clog_link(id(other), id(leader));
+    }
+    tokio::time::sleep(Duration::from_millis(rng.gen_range(3_000..5_000))).await;
+    heal_links(cluster.nodes.len() as u64);
+}
+
+/// Leaves the leader on an island with one follower, cut off from the
+/// other three, which can still send to the follower but not hear it: the
+/// leader's writes and membership change become an uncommitted tail on the
+/// two of them, the three elect a leader (the follower, whose log is
+/// longer, cannot campaign to them), and its first appends overwrite a
+/// part of the follower's tail (what a log that truncates wrongly gets
+/// wrong).
+fn strand_leader_tail(cluster: &Cluster, members: &[u64]) -> Option<u64> {
+    let leader = cluster.chaos.latest_leader().filter(|leader| members.contains(leader))?;
     let others: Vec<u64> = members.iter().copied().filter(|&member| member != leader).collect();
     let follower = others[cluster.chaos.pick(others.len())];
     let net = NetSim::current();
     let id = |node: u64| cluster.node(node).handle.id();
-    net.clog_link(id(follower), id(leader));
     for &other in others.iter().filter(|&&other| other != follower) {
         net.clog_link(id(leader), id(other));
         net.clog_link(id(other), id(leader));
+        net.clog_link(id(follower), id(other));
     }
+    Some(leader)
 }
 
 /// Cuts server-to-server links only: clients still reach every node, so a
 /// stale leader keeps answering them (which is what catches stale reads).
-fn partition(cluster: &Cluster, members: &[u64], rng: &mut SmallRng, one_way: bool) {
+/// Returns the leader if it was stranded (`strand_leader_tail`).
+fn partition(cluster: &Cluster, members: &[u64], rng: &mut SmallRng, one_way: bool) -> Option<u64> {
     heal_links(cluster.nodes.len() as u64);
     let net = NetSim::current();
     // Each member's side; a bridge (`None`) keeps links to both.
@@ -533,9 +624,10 @@ fn partition(cluster: &Cluster, members: &[u64], rng: &mut SmallRng, one_way: bo
             }
         }
     }
+    None
 }
 
-fn heal_links(nodes: u64) {
+pub(super) fn heal_links(nodes: u64) {
     let net = NetSim::current();
     let handle = Handle::current();
     let ids: Vec<_> = (1..=nodes).filter_map(|id| handle.get_node(format!("node-{id}")).map(|n| n.id())).collect();
@@ -584,33 +676,72 @@ async fn membership_change(cluster: &mut Cluster, rng: &mut SmallRng, joined: &m
     if cluster.members.len() > 3 {
         let members: Vec<u64> = cluster.members.iter().copied().collect();
         let drawn = members[rng.gen_range(0..members.len())];
-        // A node whose log rotted never comes back: removing another voter
-        // could leave it half of the voters, and no quorum ever again. As an
-        // operator would, remove the dead node first.
-        let rotted = cluster.rotted.iter().find(|node| cluster.members.contains(node)).copied();
-        let removed = rotted.unwrap_or(drawn);
-        let request = deeb_proto::RemoveNodeRequest { node_id: removed };
-        let target = cluster::address_of(*members.iter().find(|&&m| m != removed).expect("another member"));
-        let done = cluster
-            .admin
-            .clone()
-            .spawn(async move {
-                let Some(mut client) = workload::connect_within(&target, Duration::from_secs(1)).await else {
-                    return false;
-                };
-                matches!(tokio::time::timeout(Duration::from_secs(3), client.remove_node(request)).await, Ok(Ok(_)))
-            })
-            .await
-            .unwrap_or(false);
-        if done {
-            cluster.members.remove(&removed);
-        }
+        let via = *members.iter().find(|&&m| m != removed_first(cluster, drawn)).expect("another member");
+        remove_member(cluster, drawn, via).await;
     }
+}
+
+/// The node to remove when `drawn` is: a node whose log rotted never comes
+/// back, and removing another voter could leave it half of the voters, and
+/// no quorum ever again. As an operator would, remove the dead node first.
+fn removed_first(cluster: &Cluster, drawn: u64) -> u64 {
+    cluster.rotted.iter().find(|node| cluster.members.contains(node)).copied().unwrap_or(drawn)
+}
+
+/// Asks member `via` to remove `drawn` (or the rotted node, see
+/// [`removed_first`]); bounded. The harness's member list follows only a
+/// removal known to be done (the leader's list is adopted after the heal).
+async fn remove_member(cluster: &mut Cluster, drawn: u64, via: u64) {
+    let removed = removed_first(cluster, drawn);
+    let request = deeb_proto::RemoveNodeRequest { node_id: removed };
+    let target = cluster::address_of(via);
+    let done = cluster
+        .admin
+        .clone()
+        .spawn(async move {
+            let Some(mut client) = workload::connect_within(&target, Duration::from_secs(1)).await else {
+                return false;
+            };
+            matches!(tokio::time::timeout(Duration::from_secs(3), client.remove_node(request)).await, Ok(Ok(_)))
+        })
+        .await
+        .unwrap_or(false);
+    if done {
+        cluster.members.remove(&removed);
+    }
+}
+
+/// A stranded leader (`strand_leader_tail`) is sent a write and a
+/// membership change at once: a tail of two uncommitted entries on the one
+/// follower it reaches, beside whatever its clients wrote (it executes one
+/// batch of SQL at a time, so writes add one entry at most). The leader the
+/// others elect then overwrites a part of that tail on the follower.
+async fn propose_to_stranded(cluster: &mut Cluster, leader: u64, rng: &mut SmallRng) {
+    let others: Vec<u64> = cluster.members.iter().copied().filter(|&member| member != leader).collect();
+    if others.len() < 4 {
+        return;
+    }
+    let address = cluster::address_of(leader);
+    // Not awaited: it waits for a commit that may never come.
+    drop(cluster.admin.spawn(async move {
+        let Some(mut client) = workload::connect_within(&address, Duration::from_secs(1)).await else { return };
+        let request =
+            deeb_proto::ExecuteRequest { statements: vec![workload::plain(STRANDED_WRITE)], ..Default::default() };
+        let _ = tokio::time::timeout(Duration::from_secs(3), client.execute(request)).await;
+    }));
+    let drawn = others[rng.gen_range(0..others.len())];
+    remove_member(cluster, drawn, leader).await;
 }
 
 async fn transfer_leader(admin: &madsim::runtime::NodeHandle, members: &[u64], rng: &mut SmallRng) {
     let target = members[rng.gen_range(0..members.len())];
-    let via = cluster::address_of(members[rng.gen_range(0..members.len())]);
+    let via = members[rng.gen_range(0..members.len())];
+    transfer_leader_to(admin, target, via).await;
+}
+
+/// Asks member `via` to hand leadership to `target` (bounded).
+async fn transfer_leader_to(admin: &madsim::runtime::NodeHandle, target: u64, via: u64) {
+    let via = cluster::address_of(via);
     let request = deeb_proto::TransferLeaderRequest { node_id: target };
     let _ = admin
         .spawn(async move {
@@ -637,31 +768,46 @@ async fn wait_for_leader(members: Vec<u64>) -> Option<Duration> {
 /// The member list of whichever candidate leads (bounded retries).
 async fn leader_members(candidates: Vec<u64>) -> Option<Vec<u64>> {
     for _ in 0..LEADER_MEMBERS_POLLS_MAX {
-        for &id in &candidates {
-            if let Some(status) = cluster::status(id, false).await.filter(|status| status.role == "leader") {
-                return Some(status.members.iter().map(|member| member.node_id).collect());
-            }
+        if let Some(members) = leader_members_now(&candidates).await {
+            return Some(members);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
 }
 
+/// The member list of whichever candidate leads now, if one answers.
+async fn leader_members_now(candidates: &[u64]) -> Option<Vec<u64>> {
+    for &id in candidates {
+        if let Some(status) = cluster::status(id, false).await.filter(|status| status.role == "leader") {
+            return Some(status.members.iter().map(|member| member.node_id).collect());
+        }
+    }
+    None
+}
+
 /// Waits (bounded) for every live member to reach the same applied index,
-/// then returns their states (the last seen, if they never agree).
-async fn converge(members: Vec<u64>) -> Vec<checker::ReplicaState> {
+/// then returns the members and their states (the last seen, if they
+/// never agree). A removal proposed during the faults can commit after the
+/// members were adopted (one sent to a leader cut off from the others that
+/// kept leading after the heal): the leader's list is read at every poll,
+/// and a member it no longer lists is not waited for.
+async fn converge(mut members: Vec<u64>) -> (Vec<u64>, Vec<checker::ReplicaState>) {
     let mut last = Vec::new();
     for _ in 0..CONVERGENCE_POLLS_MAX {
+        if let Some(listed) = leader_members_now(&members).await {
+            members.retain(|member| listed.contains(member));
+        }
         let states = cluster::replica_states(&members).await;
         let reachable: Vec<_> = states.iter().flatten().cloned().collect();
         let same_index = reachable.windows(2).all(|pair| pair[0].applied_index == pair[1].applied_index);
         if reachable.len() == members.len() && same_index {
-            return reachable;
+            return (members, reachable);
         }
         last = reachable;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    last
+    (members, last)
 }
 
 fn hash_history(history: &[Operation]) -> u64 {
@@ -710,6 +856,10 @@ const SIMULATED_TIME_MAX: Duration = Duration::from_secs(600);
 const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_secs(10);
 const CONVERGENCE_POLLS_MAX: usize = 150;
 const LEADER_MEMBERS_POLLS_MAX: usize = 20;
+/// What `propose_to_stranded` writes (the noise table takes anything).
+const STRANDED_WRITE: &str = "INSERT INTO noise (r) VALUES (random())";
+/// Tries at handing leadership to the slow-clock node (`outlast_the_lease`).
+const LEADERSHIP_POLLS_MAX: usize = 10;
 const KILL_SETTLE: Duration = Duration::from_millis(1);
 /// A node crashed at a crash point crashes again soon at most this often.
 const CRASHES_AGAIN_MAX: usize = 3;

@@ -78,6 +78,11 @@ pub struct Swarm {
     /// the lease's assumption (no jumps; drift up to 20%, well inside the
     /// margin of half an election timeout).
     pub lease_reads: bool,
+    /// A share of register reads are bounded-stale reads, checked against
+    /// exactly the staleness their bound allows. Only with clocks that do
+    /// not jump (the node measures the bound on its own clock), and not in
+    /// seeds with lease reads.
+    pub stale_reads: bool,
     /// Jobs off a node's event loop (a leader's SQL batch, a snapshot, a
     /// digest) take up to this long each (zero: no time, as SQL takes in
     /// simulated time).
@@ -95,6 +100,11 @@ pub struct Swarm {
     /// `disk_crash_points`. Drawn from a generator of its own, so the seeds
     /// without it run as before.
     pub state_machine_crash_points: bool,
+    /// The lease's assumption broken on purpose (the scenario mutant
+    /// `lease-beyond-clock-bound`; never drawn): node 1's clock runs at a
+    /// fifth of real speed, and the fault phase makes it lead and then
+    /// cuts it off from its peers, again and again.
+    pub lease_violation: bool,
 }
 
 impl Swarm {
@@ -128,6 +138,9 @@ impl Swarm {
         let lease_reads = !clock_jumps && coin(&mut reads, 0.5);
         // Leaders paused past their lease are what lease reads must survive.
         let pauses = pauses || (lease_reads && coin(&mut reads, 0.6));
+        // Not with lease reads: each kind gets the seed's reads to itself.
+        let stale_reads =
+            !clock_jumps && !lease_reads && coin(&mut SmallRng::seed_from_u64(seed ^ STALE_READS_SALT), 0.7);
         let mut work = SmallRng::seed_from_u64(seed ^ WORK_SALT);
         // Up to past an election timeout: the loop must heartbeat meanwhile.
         let work_time_max =
@@ -160,10 +173,44 @@ impl Swarm {
             clock_jumps,
             bit_rot,
             lease_reads,
+            stale_reads,
             work_time_max,
             disk_crash_points,
             late_across_restarts,
             state_machine_crash_points,
+            lease_violation: false,
+        }
+    }
+
+    /// This swarm with the lease's clock assumption broken and no other
+    /// fault: lease reads only where a violation must show.
+    pub fn breaking_the_lease(self) -> Self {
+        Self {
+            partitions: false,
+            one_way_partitions: false,
+            kills: false,
+            power_loss: false,
+            pauses: false,
+            membership: false,
+            leader_transfers: false,
+            tiny_timeouts: false,
+            packet_loss_rate: 0.0,
+            crash_points: false,
+            duplicate_rate: 0.0,
+            hold_back_rate: 0.0,
+            clock_drift: 0.0,
+            clock_jumps: false,
+            bit_rot: false,
+            lease_reads: true,
+            stale_reads: false,
+            disk_crash_points: false,
+            late_across_restarts: false,
+            state_machine_crash_points: false,
+            lease_violation: true,
+            // Clients whose writes to the cut-off leader hang leave the
+            // others to read from it.
+            clients: 8,
+            ..self
         }
     }
 
@@ -188,9 +235,11 @@ impl Swarm {
             (self.clock_jumps, "clock-jumps"),
             (self.bit_rot, "bit-rot"),
             (self.lease_reads, "lease-reads"),
+            (self.stale_reads, "stale-reads"),
             (self.disk_crash_points, "disk-crash-points"),
             (self.late_across_restarts, "late-across-restarts"),
             (self.state_machine_crash_points, "state-machine-crash-points"),
+            (self.lease_violation, "lease-violation"),
         ];
         for (on, name) in flags {
             if on {
@@ -231,6 +280,7 @@ const LATER_FAULTS_SALT: u64 = 0x1A7E_FA17;
 const READS_SALT: u64 = 0x0EAD_5EED;
 const WORK_SALT: u64 = 0x5107_3012;
 const STATE_MACHINE_SALT: u64 = 0x5A7E_3AC2;
+const STALE_READS_SALT: u64 = 0x57A1_E8EA;
 
 #[cfg(test)]
 mod tests {

@@ -102,6 +102,14 @@ pub struct Client {
     blobs: Vec<i64>,
     /// Half the register reads are lease reads (see `Swarm::lease_reads`).
     pub lease_reads: bool,
+    /// With `Some(drift)`, a share of register reads are bounded-stale
+    /// reads (see `Swarm::stale_reads`); the nodes' clocks run at no less
+    /// than `1 - drift`.
+    pub stale_reads: Option<f64>,
+    /// Sends most operations to one node (its `id`-th), as an application
+    /// holding a connection does, so that a node that just restarted meets
+    /// its clients' requests at once (see `Swarm::late_across_restarts`).
+    pub sticky: bool,
 }
 
 impl Client {
@@ -118,6 +126,8 @@ impl Client {
             counter: 0,
             blobs: Vec::new(),
             lease_reads: false,
+            stale_reads: None,
+            sticky: false,
         }
     }
 
@@ -169,18 +179,33 @@ impl Client {
 
     async fn register_read(&mut self) {
         let key = self.rng.gen_range(0..KEYS);
+        let stale_bound = match self.stale_reads {
+            // Log-uniform: small bounds are the demanding ones.
+            Some(_) if self.rng.gen_bool(STALE_READ_SHARE) => {
+                let millis = (self.rng.gen_range(STALE_BOUND_LN_SECS).exp() * 1_000.0).round() as u64;
+                Some(Duration::from_millis(millis.max(1)))
+            }
+            _ => None,
+        };
         // A lease read promises what a linearizable one does.
-        let consistency = match self.lease_reads && self.rng.gen_bool(0.5) {
-            true => Consistency::Lease,
-            false => Consistency::Linearizable,
+        let consistency = if stale_bound.is_some() {
+            Consistency::Stale
+        } else if self.lease_reads && self.rng.gen_bool(0.5) {
+            Consistency::Lease
+        } else {
+            Consistency::Linearizable
         };
         let invoked = self.recorder.now();
         let read = statement("SELECT v FROM kv WHERE k = ?", vec![integer(key as i64)]);
-        let rows = self.query_at(read, consistency).await;
+        let rows = self.query_at(read, consistency, stale_bound).await;
         let observed = rows.map(|rows| rows.first().and_then(|row| row.first().copied().flatten()));
         let observed = self.recorder.canary(observed);
         let completed = observed.map(|_| self.recorder.now());
-        self.record(invoked, completed, Kind::Read { key, observed });
+        let kind = match (stale_bound, self.stale_reads) {
+            (Some(bound), Some(drift)) => Kind::StaleRead { key, observed, allowed: stale_allowance(bound, drift) },
+            _ => Kind::Read { key, observed },
+        };
+        self.record(invoked, completed, kind);
     }
 
     async fn compare_and_set(&mut self) {
@@ -267,6 +292,10 @@ impl Client {
             .iter()
             .filter(|address| self.suspect_until.get(*address).is_none_or(|&until| until <= now))
             .collect();
+        let home = &self.addresses[self.id as usize % self.addresses.len()];
+        if self.sticky && self.rng.gen_bool(STICKY_SHARE) {
+            return home.clone();
+        }
         let choices = if healthy.is_empty() { self.addresses.iter().collect() } else { healthy };
         choices[self.rng.gen_range(0..choices.len())].clone()
     }
@@ -334,14 +363,20 @@ impl Client {
 
     /// Runs a linearizable query; `Some(rows)` of integer-or-NULL columns.
     async fn query(&mut self, statement: Statement) -> Option<Rows> {
-        self.query_at(statement, Consistency::Linearizable).await
+        self.query_at(statement, Consistency::Linearizable, None).await
     }
 
-    /// Runs a query at `consistency`; `Some(rows)` of integer-or-NULL columns.
-    async fn query_at(&mut self, statement: Statement, consistency: Consistency) -> Option<Rows> {
+    /// Runs a query at `consistency` (and staleness bound, for stale
+    /// reads); `Some(rows)` of integer-or-NULL columns.
+    async fn query_at(
+        &mut self,
+        statement: Statement,
+        consistency: Consistency,
+        max_staleness: Option<Duration>,
+    ) -> Option<Rows> {
         let address = self.pick_address();
         let mut client = self.client_for(&address).await?;
-        let rows = query_rows(&mut client, statement, consistency).await;
+        let rows = query_rows(&mut client, statement, consistency, max_staleness).await;
         if rows.is_err() {
             self.suspect(&address);
         }
@@ -424,7 +459,7 @@ async fn linearizable_rows(
     client: &mut DeebClient<Channel>,
     statement: Statement,
 ) -> Result<Option<Rows>, tokio::time::error::Elapsed> {
-    query_rows(client, statement, Consistency::Linearizable).await
+    query_rows(client, statement, Consistency::Linearizable, None).await
 }
 
 /// Runs a query at `consistency` and collects its rows, as
@@ -433,11 +468,12 @@ async fn query_rows(
     client: &mut DeebClient<Channel>,
     statement: Statement,
     consistency: Consistency,
+    max_staleness: Option<Duration>,
 ) -> Result<Option<Rows>, tokio::time::error::Elapsed> {
     let request = QueryRequest {
         statement: Some(statement),
         consistency: consistency as i32,
-        max_staleness_ms: 0,
+        max_staleness_ms: max_staleness.map_or(0, |bound| bound.as_millis() as u64),
         timeout_ms: 0,
     };
     let collect = async {
@@ -470,6 +506,21 @@ fn integer(value: i64) -> Value {
     Value { kind: Some(value::Kind::Integer(value)) }
 }
 
+/// What a stale read with `bound` may miss, in simulated time: writes
+/// acknowledged up to `bound` before it, as measured on the serving node's
+/// clock, which runs at no less than `1 - drift` (no jumps in these seeds).
+pub fn stale_allowance(bound: Duration, drift: f64) -> Duration {
+    bound.div_f64(1.0 - drift) + CLOCK_ROUNDING
+}
+
+/// A clock's reading is rounded to the nanosecond (`Duration::mul_f64`).
+const CLOCK_ROUNDING: Duration = Duration::from_micros(1);
+/// Share of a sticky client's operations sent to its own node.
+const STICKY_SHARE: f64 = 0.8;
+/// Share of register reads that are bounded-stale, in seeds with them.
+const STALE_READ_SHARE: f64 = 0.8;
+/// The bounds they ask for: from e^-5 s (7 ms) to e^0.5 s (1.6 s).
+const STALE_BOUND_LN_SECS: std::ops::Range<f64> = -5.0..0.5;
 /// Share of operations (percent) drawn from the SQL workload.
 const SQL_PERCENT: u32 = 20;
 /// How long a client avoids a node that timed out.
