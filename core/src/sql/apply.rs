@@ -154,6 +154,19 @@ pub(crate) fn apply_sequences(conn: &Connection, sequences: &Sequences, index: u
     if !exists {
         return Err(divergence(index, "AUTOINCREMENT counters for a database without sqlite_sequence".into()));
     }
+    // The whole table as the leader's SQLite left it, row numbers included:
+    // a statement the leader replays (triggers) inserts its AUTOINCREMENT
+    // rows first and numbers their counters in another order than SQLite
+    // (seed 1357575055). Entries from before rowids were carried have none.
+    let rows: Vec<_> = sequences.values.iter().filter_map(|s| s.seq.map(|seq| (s.rowid, &s.table, seq))).collect();
+    if !rows.is_empty() && rows.iter().all(|(rowid, ..)| *rowid > 0) {
+        conn.execute("DELETE FROM sqlite_sequence", []).map_err(SqlError::from)?;
+        for (rowid, table, seq) in rows {
+            conn.execute("INSERT INTO sqlite_sequence(rowid, name, seq) VALUES (?1, ?2, ?3)", (rowid, table, seq))
+                .map_err(SqlError::from)?;
+        }
+        return Ok(());
+    }
     for sequence in &sequences.values {
         let table = sequence.table.as_str();
         let updated = match sequence.seq {

@@ -980,9 +980,9 @@ fn unsupported_primary_key(conn: &Connection, table: &str) -> Result<Option<&'st
     Ok(None)
 }
 
-/// The AUTOINCREMENT counters: `sqlite_sequence` as table -> seq (empty if
-/// no table uses AUTOINCREMENT).
-pub(crate) fn sequences(conn: &Connection) -> Result<BTreeMap<String, i64>, SqlError> {
+/// The AUTOINCREMENT counters: `sqlite_sequence` as table -> (rowid, seq)
+/// (empty if no table uses AUTOINCREMENT).
+pub(crate) fn sequences(conn: &Connection) -> Result<BTreeMap<String, (i64, i64)>, SqlError> {
     let exists: bool = conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence')",
         [],
@@ -991,19 +991,19 @@ pub(crate) fn sequences(conn: &Connection) -> Result<BTreeMap<String, i64>, SqlE
     if !exists {
         return Ok(BTreeMap::new());
     }
-    let mut stmt = conn.prepare_cached("SELECT name, seq FROM sqlite_sequence")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut stmt = conn.prepare_cached("SELECT name, rowid, seq FROM sqlite_sequence")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Every counter after a statement, plus an explicit "no row" for tables
-/// whose counter it removed.
-fn sequence_op(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>) -> Sequences {
+/// Every counter after a statement, with its row's rowid, plus an explicit
+/// "no row" for tables whose counter it removed.
+fn sequence_op(before: &BTreeMap<String, (i64, i64)>, after: &BTreeMap<String, (i64, i64)>) -> Sequences {
     let removed = before.keys().filter(|table| !after.contains_key(*table));
     let values = after
         .iter()
-        .map(|(table, seq)| Sequence { table: table.clone(), seq: Some(*seq) })
-        .chain(removed.map(|table| Sequence { table: table.clone(), seq: None }))
+        .map(|(table, &(rowid, seq))| Sequence { table: table.clone(), seq: Some(seq), rowid })
+        .chain(removed.map(|table| Sequence { table: table.clone(), seq: None, rowid: 0 }))
         .collect();
     Sequences { values }
 }
