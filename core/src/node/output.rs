@@ -98,8 +98,13 @@ pub enum ReadError {
     Timeout,
     #[error("leader lease not held (no quorum contact recently); use linearizable")]
     LeaseExpired,
-    #[error("too stale: data last confirmed current {staleness_ms} ms ago and no leader heard within the bound of {max_ms} ms")]
-    TooStale { staleness_ms: u64, max_ms: u64 },
+    #[error("too stale: {} and no leader heard within the bound of {max_ms} ms", confirmed(*.staleness_ms))]
+    TooStale {
+        /// Since this node's data was last confirmed current; `u64::MAX`
+        /// if it never was in this run.
+        staleness_ms: u64,
+        max_ms: u64,
+    },
     #[error("too many reads waiting ({max}); retry later")]
     QueueFull { max: usize },
     #[error("{0}")]
@@ -127,6 +132,13 @@ pub enum AdminError {
     TransferTimeout(NodeId),
     #[error("node stopped")]
     Stopped,
+}
+
+fn confirmed(staleness_ms: u64) -> String {
+    match staleness_ms {
+        u64::MAX => "data not confirmed current since this node started".to_owned(),
+        ms => format!("data last confirmed current {ms} ms ago"),
+    }
 }
 
 fn display_leader(leader: Option<NodeId>) -> String {
