@@ -414,9 +414,10 @@ fn ci(seeds: u64) -> bool {
     println!("== {seeds} seeds from {base} across scenarios, one in {FIVE_NODE_EVERY} with 5 nodes");
     let fresh: Vec<RunOptions> = (base..base + seeds).map(fresh_run).collect();
     ok &= run_batch(&fresh);
-    let sample = determinism_sample(&fresh);
+    let mut sample = determinism_sample(&fresh);
+    sample.extend(regressions);
     println!(
-        "== determinism check on {} of those seeds (each run twice, and once more in a fresh process)",
+        "== determinism check on {} seeds: a sample of those and the regression seeds (each run twice, and once more in a fresh process)",
         sample.len()
     );
     ok &= determinism_batch(&sample);
