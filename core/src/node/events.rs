@@ -35,6 +35,12 @@ pub enum NodeEvent {
     /// This node compacted its log to its snapshot at `index` (and deleted
     /// older snapshot files). A named crash point.
     Compacted { index: u64 },
+    /// A client read (`token`, counted on this run of the node) asked raft
+    /// for a read index.
+    ReadIndexAsked { token: u64 },
+    /// Raft confirmed `index` as the read index of the read `token`: the
+    /// read runs once this node has applied it.
+    ReadIndexConfirmed { token: u64, index: u64 },
 }
 
 /// An entry as the log events describe it.

@@ -630,7 +630,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn finish_ready(&mut self, mut ready: raft::Ready) -> Result<(), Fatal> {
         self.apply_entries(ready.take_committed_entries())?;
         self.persist(&ready)?;
-        self.reads.on_read_states(ready.take_read_states());
+        for (token, index) in self.reads.on_read_states(ready.take_read_states()) {
+            self.observe(NodeEvent::ReadIndexConfirmed { token: token.0, index });
+        }
         // Votes and append responses only after what they promise is durable.
         let persisted_messages = ready.take_persisted_messages();
         let promise = self.observer.as_ref().and(events::promise_in(&persisted_messages));

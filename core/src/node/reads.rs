@@ -147,6 +147,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
         let read = PendingRead { asked_at: self.now, issued_tick: self.ticks, deadline_tick, read_index: None };
         self.reads.pending.insert(token, read);
+        self.observe(super::NodeEvent::ReadIndexAsked { token: token.0 });
         // While a snapshot installs, raft must not queue messages under the
         // ready it handed out: the request goes out on a later tick.
         if self.installing.is_none() {
@@ -235,17 +236,23 @@ impl Reads {
         heard > voters.len() / 2
     }
 
-    /// Records the indexes raft confirmed for our reads.
-    pub(super) fn on_read_states(&mut self, states: Vec<ReadState>) {
+    /// Records the indexes raft confirmed for our reads; returns the reads
+    /// that got theirs now.
+    pub(super) fn on_read_states(&mut self, states: Vec<ReadState>) -> Vec<(ClientToken, u64)> {
+        let mut confirmed = Vec::new();
         for state in states {
             let context = state.request_ctx.as_slice();
             let Some(token) = context.strip_prefix(&self.context_prefix[..]) else { continue };
             let Ok(bytes) = <[u8; 8]>::try_from(token) else { continue };
             let token = ClientToken(u64::from_be_bytes(bytes));
             if let Some(read) = self.pending.get_mut(&token) {
-                read.read_index.get_or_insert(state.index);
+                if read.read_index.is_none() {
+                    read.read_index = Some(state.index);
+                    confirmed.push((token, state.index));
+                }
             }
         }
+        confirmed
     }
 
     /// Lets every read whose index is applied run; the data is then

@@ -17,6 +17,7 @@
 //! | [`check_votes`] | 1. at most one vote per node per term |
 //! | [`check_committed`] | 3. a committed index never maps to two entries |
 //! | [`log_matching::check_log_matching`] | 2. Log Matching over every node's whole log, uncommitted suffixes included |
+//! | [`read_index::ReadIndexes`] | 6. a read's index reaches every entry applied before it asked (ReadIndex) |
 //! | [`check_convergence`] | 5. every live replica answers, and all agree on applied index and digest |
 //! | [`check_liveness`] | 7. a leader soon after heal, no operation left in flight |
 //! | [`progress::check_progress`] | 7. after the heal, writes and reads get known outcomes (no vacuous seed) |
@@ -33,6 +34,7 @@ pub mod linearizability;
 pub mod liveness;
 pub mod log_matching;
 pub mod progress;
+pub mod read_index;
 pub mod set;
 pub mod sql;
 pub mod violation;

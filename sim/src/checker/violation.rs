@@ -57,6 +57,9 @@ pub enum Violation {
     /// After the heal, `node`'s log is not a prefix of the leader's: it
     /// differs at `index`, or goes past the leader's last index there.
     LogNotPrefix { node: u64, leader: u64, index: u64 },
+    /// Node `node`'s read `token` got read index `index`, below the index
+    /// `applied` on some node when it asked.
+    ReadIndexBehind { node: u64, token: u64, index: u64, applied: u64 },
     /// Live members that never reported their state, so convergence could
     /// not be judged over every one of them.
     Unanswered { nodes: Vec<u64> },
@@ -141,6 +144,10 @@ impl fmt::Display for Violation {
                 formatter,
                 "nodes {} and {} both hold an entry of the same term at index {agreed} but differ at index {differs}",
                 nodes.0, nodes.1
+            ),
+            Violation::ReadIndexBehind { node, token, index, applied } => write!(
+                formatter,
+                "node {node}'s read {token} got read index {index}, but index {applied} was already applied when it asked"
             ),
             Violation::LogNotPrefix { node, leader, index } => write!(
                 formatter,

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub struct Cluster {
     pub swarm: Swarm,
     mutations: Mutations,
     crash_salt: Arc<AtomicU64>,
+    /// The node (its place in `server_addresses`) that restarted last,
+    /// where sticky clients go (see `Client::sticky`).
+    pub restarted_last: Arc<AtomicUsize>,
 }
 
 impl Cluster {
@@ -76,6 +79,7 @@ impl Cluster {
             admin: Handle::current().create_node().name("admin").ip([10, 0, 2, 1].into()).build(),
             data_dir: data_dir.to_owned(),
             initial: initial.clone(),
+            restarted_last: Arc::new(AtomicUsize::new(NO_RESTART_YET)),
             swarm: swarm.clone(),
             mutations,
             crash_salt: Arc::new(AtomicU64::new(seed)),
@@ -236,6 +240,9 @@ impl Cluster {
         let node = self.node_mut(id);
         Handle::current().restart(node.handle.id());
         node.running = true;
+        if let Some(place) = self.initial.iter().position(|(initial, _)| initial.0 == id) {
+            self.restarted_last.store(place, Ordering::SeqCst);
+        }
     }
 }
 
@@ -260,3 +267,6 @@ pub async fn replica_states(ids: &[u64]) -> Vec<Option<ReplicaState>> {
     }
     states
 }
+
+/// `Cluster::restarted_last` before any node restarted.
+pub const NO_RESTART_YET: usize = usize::MAX;

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::swarm::Swarm;
 use crate::checker::log_matching::LogCopy;
+use crate::checker::read_index::ReadIndexes;
 use crate::checker::{CommittedEntry, LeaderObserved, VoteObserved};
 
 /// A crash a node asked for at one of its crash points. The fault phase
@@ -43,6 +44,7 @@ pub struct Observations {
     pub logs: BTreeMap<u64, LogCopy>,
     /// The first Log Matching violation seen while faults ran.
     pub log_violation: Option<crate::checker::Violation>,
+    pub read_indexes: ReadIndexes,
 }
 
 /// Shared by every node's hooks. madsim runs one task at a time, so draws
@@ -70,9 +72,12 @@ struct ChaosState {
     snapshot_crashes_left: usize,
     /// Nodes that reached a crash point of their log disk.
     disk_crashes: usize,
-    /// Nodes about to crash, with when they will be back: messages to them
-    /// arrive after that (`late_across_restarts`).
-    doomed: BTreeMap<u64, Instant>,
+    /// Nodes about to crash (`late_across_restarts`): messages sent to
+    /// them in the `Doom`'s deaf end arrive after they are back.
+    doomed: BTreeMap<u64, Doom>,
+    /// Draws how much of a short run is deaf (its own stream, so that
+    /// seeds without short runs draw as before).
+    deaf_rng: SmallRng,
     /// Each node's clock rate, where clocks drift.
     clock_rates: BTreeMap<u64, f64>,
 }
@@ -93,6 +98,7 @@ impl Chaos {
             snapshot_crashes_left,
             disk_crashes: 0,
             doomed: BTreeMap::new(),
+            deaf_rng: SmallRng::seed_from_u64(seed ^ DEAF_SALT),
             clock_rates: BTreeMap::new(),
         };
         let chaos = Self { state: Mutex::new(state), crashes, swarm: swarm.clone(), epoch: Instant::now() };
@@ -153,7 +159,12 @@ impl Chaos {
             NodeEvent::BecameLeader { term } => {
                 state.observations.leaders.push(LeaderObserved { term, node });
             }
+            NodeEvent::ReadIndexAsked { token } => state.observations.read_indexes.asked(node, token),
+            NodeEvent::ReadIndexConfirmed { token, index } => {
+                state.observations.read_indexes.confirmed(node, token, index);
+            }
             NodeEvent::Applied { index, term, checksum } => {
+                state.observations.read_indexes.applied(index);
                 let digest = (term << 32) | u64::from(checksum);
                 state.observations.committed.push(CommittedEntry { node, index, digest });
             }
@@ -213,7 +224,6 @@ impl Chaos {
                 }
                 let rng = &mut state.rng;
                 // A voter back within the election it voted in is what tests
-                // that the vote was durable.
                 // that the vote was durable; so is one whose vote was lost
                 // with it (the election fails, it stays leaderless longer).
                 let down_for = match (vote, rng.gen_bool(0.8)) {
@@ -250,13 +260,25 @@ impl Chaos {
         let _ = self.crashes.send(request);
     }
 
-    /// Node `id` will crash now and be back at `back_at`: with
-    /// `late_across_restarts`, what is sent to it meanwhile arrives after
-    /// it is back, at its next run.
-    pub fn doom(&self, id: u64, back_at: Instant) {
+    /// Node `id` will crash: with `late_across_restarts`, what is sent to
+    /// its deaf end arrives after it is back, at its next run.
+    pub fn doom(&self, id: u64, doom: Doom) {
         if self.swarm.late_across_restarts {
-            self.lock().doomed.insert(id, back_at);
+            self.lock().doomed.insert(id, doom);
         }
+    }
+
+    /// The deaf end of a short run that lasts `life` (at least a
+    /// millisecond, at most all of it), and how long the next run hears
+    /// only what was held from it. The run hears the leader before its deaf
+    /// end and asks it for read indexes; the answers to the last of those
+    /// reach the next run, whose own requests count from 1 again and wait.
+    pub fn deaf_ends(&self, life: Duration) -> (Duration, Duration) {
+        let millis = life.as_millis().max(1) as u64;
+        let mut state = self.lock();
+        let tail = Duration::from_millis(state.deaf_rng.gen_range(1..=millis));
+        let next_deaf_for = state.deaf_rng.gen_range(NEXT_RUN_DEAF_MIN..NEXT_RUN_DEAF_MAX);
+        (tail, next_deaf_for)
     }
 
     /// How many nodes reached a crash point of their log disk.
@@ -290,19 +312,43 @@ impl Chaos {
     }
 }
 
+/// A node about to crash, for `late_across_restarts`.
+#[derive(Clone, Copy, Debug)]
+pub struct Doom {
+    /// From when messages to it are held for its next run.
+    pub deaf_from: Instant,
+    /// When it is back.
+    pub back_at: Instant,
+    /// When its next run starts hearing new messages (at `back_at`, or
+    /// later after a short run): it hears only the held ones before.
+    pub hears_from: Instant,
+}
+
 impl TransportFaults for Chaos {
     fn plan(&self, _from: NodeId, to: NodeId) -> Delivery {
         let swarm = &self.swarm;
         let mut state = self.lock();
         let mut delivery = Delivery::default();
-        if let Some(&back_at) = state.doomed.get(&to.0) {
+        if let Some(&Doom { deaf_from, back_at, hears_from }) = state.doomed.get(&to.0) {
             let now = Instant::now();
-            if now < back_at {
-                // Sent to the run that is about to die; delivered to the next.
-                delivery.delay = back_at - now + state.rng.gen_range(Duration::ZERO..LATE_AFTER_RESTART_MAX);
+            if deaf_from <= now && now < back_at {
+                // Sent to the run that is about to die; delivered to the
+                // next, before it hears anything new when it is deaf at first.
+                let after_restart = match hears_from - back_at {
+                    Duration::ZERO => state.rng.gen_range(Duration::ZERO..LATE_AFTER_RESTART_MAX),
+                    deaf_for => state.deaf_rng.gen_range(Duration::ZERO..deaf_for),
+                };
+                delivery.delay = back_at - now + after_restart;
                 return delivery;
             }
-            state.doomed.remove(&to.0);
+            if back_at <= now && now < hears_from {
+                // Sent to the next run while it is still deaf.
+                delivery.delay = hears_from - now + state.deaf_rng.gen_range(Duration::ZERO..HEARING_JITTER_MAX);
+                return delivery;
+            }
+            if hears_from <= now {
+                state.doomed.remove(&to.0);
+            }
         }
         let rng = &mut state.rng;
         if swarm.hold_back_rate > 0.0 && rng.gen_bool(swarm.hold_back_rate) {
@@ -366,6 +412,12 @@ const CRASH_ON_ACK_RATE: f64 = 0.004;
 const SNAPSHOT_CRASHES_PER_SEED_MAX: usize = 3;
 const CRASH_ON_INSTALL_RATE: f64 = 0.7;
 const CRASH_ON_COMPACTION_RATE: f64 = 0.1;
+/// How long the run after a short one hears only what was held for it.
+const NEXT_RUN_DEAF_MIN: Duration = Duration::from_millis(200);
+const NEXT_RUN_DEAF_MAX: Duration = Duration::from_millis(1000);
+/// What a run sent to while deaf receives, at most this long after it
+/// starts hearing.
+const HEARING_JITTER_MAX: Duration = Duration::from_millis(5);
 /// Messages to a crashed node arrive at most this long after it is back.
 const LATE_AFTER_RESTART_MAX: Duration = Duration::from_millis(300);
 /// Held-back and duplicated batches arrive at most this late.
@@ -378,3 +430,4 @@ pub const SLOW_CLOCK_NODE: u64 = 1;
 const SLOW_CLOCK_RATE: f64 = 0.12;
 const CHAOS_SALT: u64 = 0xC4A0_5EED;
 const STATE_MACHINE_SALT: u64 = 0x5A7E_3AC1;
+const DEAF_SALT: u64 = 0xDEAF_7A11;

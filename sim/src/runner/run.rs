@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use super::cluster::{self, Cluster};
-use super::faults::{self, Chaos, CrashRequest};
+use super::faults::{self, Chaos, CrashRequest, Doom};
 use super::mutants::Mutant;
 use super::swarm::{Scenario, Swarm};
 use super::workload::{self, Client, Recorder, ACCOUNTS, INITIAL_BALANCE};
@@ -204,7 +204,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
         let mut client = Client::new(id, options.seed, addresses.clone(), recorder.clone(), stop.clone());
         client.lease_reads = swarm.lease_reads;
         client.stale_reads = swarm.stale_reads.then_some(swarm.clock_drift);
-        client.sticky = swarm.late_across_restarts;
+        client.sticky = swarm.late_across_restarts.then(|| cluster.restarted_last.clone());
         clients.push(client_node.spawn(client.run()));
     }
     let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
@@ -341,6 +341,7 @@ fn check_all(
                 }),
             },
         ),
+        ("read indexes", observed.read_indexes.check()),
         ("convergence", checker::convergence::check_convergence(&cluster.live_members(), replicas)),
         ("liveness", checker::liveness::check_liveness(liveness)),
         (
@@ -406,11 +407,16 @@ async fn crash_at_point(cluster: &mut Cluster, request: &CrashRequest) -> usize 
         return 0;
     }
     let (mut kill_after, mut down_for) = (request.kill_after, request.down_for);
+    // The run a crash point ends is deaf only from the crash on, and the
+    // next hears at once.
+    let (mut deaf_for, mut next_deaf_for) = (kill_after, Duration::ZERO);
     let mut crashes = 0;
     loop {
-        let back_at = tokio::time::Instant::now() + kill_after + down_for;
+        let now = tokio::time::Instant::now();
+        let back_at = now + kill_after + down_for;
+        let doom = Doom { deaf_from: now + kill_after - deaf_for, back_at, hears_from: back_at + next_deaf_for };
         for &id in &victims {
-            cluster.chaos.doom(id, back_at);
+            cluster.chaos.doom(id, doom);
         }
         tokio::time::sleep(kill_after).await;
         for &id in &victims {
@@ -433,11 +439,12 @@ async fn crash_at_point(cluster: &mut Cluster, request: &CrashRequest) -> usize 
         if !again || crashes > CRASHES_AGAIN_MAX {
             return crashes;
         }
-        // A short run, then down again: whatever is sent to this run
+        // A short run, then down again: what is sent to the end of this run
         // arrives in the next, so the requests of this run meet the answers
         // meant for them there.
         kill_after = Duration::from_millis(50 + cluster.chaos.pick(300) as u64);
         down_for = Duration::from_millis(1 + cluster.chaos.pick(20) as u64);
+        (deaf_for, next_deaf_for) = cluster.chaos.deaf_ends(kill_after);
     }
 }
 

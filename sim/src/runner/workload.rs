@@ -5,7 +5,7 @@
 //! indeterminate. The SQL workload (`sql`) runs among them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use super::cluster::NO_RESTART_YET;
 use crate::checker::history::{Kind, Operation};
 
 mod sql;
@@ -106,10 +107,13 @@ pub struct Client {
     /// reads (see `Swarm::stale_reads`); the nodes' clocks run at no less
     /// than `1 - drift`.
     pub stale_reads: Option<f64>,
-    /// Sends most operations to one node (its `id`-th), as an application
-    /// holding a connection does, so that a node that just restarted meets
-    /// its clients' requests at once (see `Swarm::late_across_restarts`).
-    pub sticky: bool,
+    /// Sends most operations to one node, as an application holding a
+    /// connection does: the node this names by its place in `addresses`,
+    /// the one that restarted last (a balancer gives new connections to
+    /// the node with the fewest, and a restarted node has none), or before
+    /// any restart its `id`-th. So a node that just restarted meets many
+    /// requests at once (see `Swarm::late_across_restarts`).
+    pub sticky: Option<Arc<AtomicUsize>>,
 }
 
 impl Client {
@@ -127,7 +131,7 @@ impl Client {
             blobs: Vec::new(),
             lease_reads: false,
             stale_reads: None,
-            sticky: false,
+            sticky: None,
         }
     }
 
@@ -292,9 +296,14 @@ impl Client {
             .iter()
             .filter(|address| self.suspect_until.get(*address).is_none_or(|&until| until <= now))
             .collect();
-        let home = &self.addresses[self.id as usize % self.addresses.len()];
-        if self.sticky && self.rng.gen_bool(STICKY_SHARE) {
-            return home.clone();
+        if let Some(restarted_last) = &self.sticky {
+            if self.rng.gen_bool(STICKY_SHARE) {
+                let home = match restarted_last.load(Ordering::SeqCst) {
+                    place if place != NO_RESTART_YET && self.id % 2 == 0 => place,
+                    _ => self.id as usize,
+                };
+                return self.addresses[home % self.addresses.len()].clone();
+            }
         }
         let choices = if healthy.is_empty() { self.addresses.iter().collect() } else { healthy };
         choices[self.rng.gen_range(0..choices.len())].clone()
