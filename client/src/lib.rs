@@ -239,7 +239,7 @@ impl Client {
     }
 
     /// Where writes go: the leader if known, else the first node that
-    /// reports one (learning its address from the member list), else the
+    /// reports one (learning its client address from the member list), else the
     /// first node (which forwards, or answers that there is no leader).
     async fn write_address(&self) -> String {
         if !self.options.follow_leader {
@@ -252,9 +252,11 @@ impl Client {
             let Ok(status) = self.status(address).await else { continue };
             let leader =
                 status.members.iter().find(|member| member.node_id == status.leader_id && status.leader_id != 0);
-            if let Some(member) = leader.filter(|member| !member.address.is_empty()) {
-                *self.leader.lock().expect("leader lock") = Some(member.address.clone());
-                return member.address.clone();
+            // Its client listener's address; its peer listener (`address`)
+            // is for nodes.
+            if let Some(member) = leader.filter(|member| !member.client_address.is_empty()) {
+                *self.leader.lock().expect("leader lock") = Some(member.client_address.clone());
+                return member.client_address.clone();
             }
         }
         self.nodes.first().cloned().unwrap_or_default()

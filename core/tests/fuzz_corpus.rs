@@ -274,7 +274,12 @@ fn peer_message_seeds() -> Seeds {
     ] {
         let messages =
             messages.iter().map(|message| message.write_to_bytes().expect("encode a raft message")).collect();
-        let batch = RaftBatch { from: 2, messages, from_address: "node-2:7000".into() };
+        let batch = RaftBatch {
+            from: 2,
+            messages,
+            from_address: "node-2:7000".into(),
+            from_client_address: "node-2:7001".into(),
+        };
         let mut bytes = vec![mode];
         bytes.extend(batch.encode_to_vec());
         seeds.push((name, bytes));

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::client::{forwarded, is_forwarded};
 use crate::errors::{to_status, ServerError};
 use crate::handle::NodeHandle;
+use crate::peer::ClientAddresses;
 use crate::query::{self, ChunkLimits, ShuttingDown};
 
 /// The `Deeb` gRPC service of one node.
@@ -30,6 +31,8 @@ pub struct DeebService {
     limits: ChunkLimits,
     timeouts: QueryTimeouts,
     shutting_down: ShuttingDown,
+    /// The members' client addresses, for status.
+    client_addresses: ClientAddresses,
 }
 
 /// How long queries may run.
@@ -60,11 +63,12 @@ impl DeebService {
         query_chunk_bytes_max: usize,
         timeouts: QueryTimeouts,
         shutting_down: ShuttingDown,
+        client_addresses: ClientAddresses,
     ) -> Self {
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
         let pool = deeb_client::Pool::new(crate::client::CONNECT_TIMEOUT, None);
-        Self { handle, pool, limits, timeouts, shutting_down }
+        Self { handle, pool, limits, timeouts, shutting_down, client_addresses }
     }
 
     async fn execute_once(
@@ -211,6 +215,9 @@ impl Deeb for DeebService {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let status = self.handle.status().await.map_err(to_status)?;
         let mut response = status_response(&status);
+        for member in &mut response.members {
+            member.client_address = self.client_addresses.get(member.node_id).unwrap_or_default();
+        }
         if request.into_inner().with_digest {
             (response.digest_index, response.digest) = self.handle.digest().await.map_err(to_status)?;
         }
@@ -293,6 +300,7 @@ pub fn status_response(status: &NodeStatus) -> StatusResponse {
         learner: member.learner,
         matched: member.matched.map_or(0, |index| index.0),
         next_index: 0,
+        client_address: String::new(),
     });
     StatusResponse {
         node_id: status.id.0,

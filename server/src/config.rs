@@ -16,10 +16,18 @@ pub struct ServeConfig {
     pub core: deeb_core::Config,
     /// Data directory: the log under `log/`, SQLite and snapshots beside it.
     pub data_dir: PathBuf,
-    /// Where the one gRPC server (client API and peer service) listens.
+    /// Where the client API listens (and, without `peer_listen`, the peer
+    /// service too: single-port mode).
     pub listen: SocketAddr,
-    /// The address other nodes and forwarded clients use to reach this node.
+    /// Where the peer service (raft messages, snapshots) and requests
+    /// forwarded from other nodes are served; `None` for single-port mode.
+    pub peer_listen: Option<SocketAddr>,
+    /// The address other nodes use to reach this node (its peer listener,
+    /// or its one listener in single-port mode): what its member record holds.
     pub advertise: String,
+    /// The address clients use to reach this node's client listener: other
+    /// nodes hear it over the peer link and name it in their status.
+    pub client_advertise: String,
     /// The initial voters of a new cluster (this node included), or empty.
     pub peers: Vec<(NodeId, String)>,
     /// Join an existing cluster through this node's address.
@@ -53,7 +61,9 @@ impl ServeConfig {
             core,
             data_dir,
             listen,
+            peer_listen: None,
             advertise: listen.to_string(),
+            client_advertise: listen.to_string(),
             peers: Vec::new(),
             join: None,
             join_as_learner: false,
@@ -84,6 +94,9 @@ impl ServeConfig {
         }
         if !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.core.id) {
             return Err(ConfigError::Invalid(format!("--peers must include this node ({})", self.core.id)));
+        }
+        if self.peer_listen == Some(self.listen) {
+            return Err(ConfigError::Invalid("--peer-listen must differ from --listen".into()));
         }
         if self.statement_timeout.is_zero() {
             return Err(ConfigError::Invalid("--statement-timeout must be positive".into()));

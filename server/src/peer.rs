@@ -3,7 +3,7 @@
 //! service that feeds incoming batches and snapshot streams to the loop.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deeb_core::NodeId;
@@ -24,6 +24,7 @@ use crate::snapshot;
 pub(crate) struct PeerSenders {
     me: NodeId,
     my_address: String,
+    my_client_address: String,
     loopback: mpsc::Sender<Input>,
     senders: BTreeMap<NodeId, PeerSender>,
     queue_max: usize,
@@ -36,8 +37,16 @@ struct PeerSender {
 }
 
 impl PeerSenders {
-    pub(crate) fn new(me: NodeId, my_address: String, loopback: mpsc::Sender<Input>, queue_max: usize) -> Self {
-        Self { me, my_address, loopback, senders: BTreeMap::new(), queue_max, faults: None }
+    /// Senders for node `me`, whose peer and client listeners other nodes
+    /// reach at `my_address` and clients at `my_client_address`.
+    pub(crate) fn new(
+        me: NodeId,
+        my_address: String,
+        my_client_address: String,
+        loopback: mpsc::Sender<Input>,
+        queue_max: usize,
+    ) -> Self {
+        Self { me, my_address, my_client_address, loopback, senders: BTreeMap::new(), queue_max, faults: None }
     }
 
     /// The simulator's duplication and reordering of outgoing batches.
@@ -70,6 +79,7 @@ impl PeerSenders {
         let task = SenderTask {
             me: self.me,
             my_address: self.my_address.clone(),
+            my_client_address: self.my_client_address.clone(),
             to,
             address: address.clone(),
             loopback: self.loopback.clone(),
@@ -84,6 +94,7 @@ impl PeerSenders {
 struct SenderTask {
     me: NodeId,
     my_address: String,
+    my_client_address: String,
     to: NodeId,
     address: String,
     loopback: mpsc::Sender<Input>,
@@ -102,7 +113,12 @@ impl SenderTask {
                 bytes += message.len();
                 messages.push(message);
             }
-            let batch = RaftBatch { from: self.me.0, messages, from_address: self.my_address.clone() };
+            let batch = RaftBatch {
+                from: self.me.0,
+                messages,
+                from_address: self.my_address.clone(),
+                from_client_address: self.my_client_address.clone(),
+            };
             if self.detach_faulty(&batch) {
                 continue;
             }
@@ -154,15 +170,44 @@ async fn deliver(address: &str, client: &mut Option<PeerClient<Channel>>, batch:
     }
 }
 
+/// Where clients reach each node, as heard from it over the peer link:
+/// every batch carries its sender's client address. Soft state, so it takes
+/// no replicated record; a node knows its own from the start, the leader's
+/// from its first heartbeat.
+#[derive(Clone, Debug, Default)]
+pub struct ClientAddresses(Arc<Mutex<BTreeMap<u64, String>>>);
+
+impl ClientAddresses {
+    /// Node `id`'s client address is `address` (an empty one says nothing).
+    pub fn note(&self, id: u64, address: &str) {
+        let mut known = self.0.lock().expect("client addresses lock");
+        if address.is_empty() || known.get(&id).is_some_and(|old| old == address) {
+            return;
+        }
+        if known.len() < CLIENT_ADDRESSES_MAX || known.contains_key(&id) {
+            known.insert(id, address.to_owned());
+        }
+    }
+
+    /// Node `id`'s client address, if heard.
+    pub fn get(&self, id: u64) -> Option<String> {
+        self.0.lock().expect("client addresses lock").get(&id).cloned()
+    }
+}
+
+/// Bound on the nodes whose client addresses a node keeps.
+const CLIENT_ADDRESSES_MAX: usize = 1024;
+
 /// The `Peer` gRPC service: hands what peers send to the event loop.
 #[derive(Clone, Debug)]
 pub struct PeerService {
     inputs: mpsc::Sender<Input>,
+    client_addresses: ClientAddresses,
 }
 
 impl PeerService {
-    pub(crate) fn new(inputs: mpsc::Sender<Input>) -> Self {
-        Self { inputs }
+    pub(crate) fn new(inputs: mpsc::Sender<Input>, client_addresses: ClientAddresses) -> Self {
+        Self { inputs, client_addresses }
     }
 }
 
@@ -171,6 +216,7 @@ impl Peer for PeerService {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
+            self.client_addresses.note(batch.from, &batch.from_client_address);
             let input =
                 Input::Peer { from: NodeId(batch.from), from_address: batch.from_address, messages: batch.messages };
             self.inputs.send(input).await.map_err(|_| to_status(ServerError::ShuttingDown))?;

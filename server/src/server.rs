@@ -1,5 +1,7 @@
-//! `run_node`: opens the node, serves gRPC (client API and peer service on
-//! one address), runs the event loop, and joins a cluster if asked.
+//! `run_node`: opens the node, serves gRPC (the client API on the client
+//! listener; the peer service, with the client API for requests forwarded
+//! between nodes, on the peer listener, or both on one in single-port
+//! mode), runs the event loop, and joins a cluster if asked.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -19,7 +21,7 @@ use crate::client::connect;
 use crate::config::{ConfigError, ServeConfig};
 use crate::event_loop::{EventLoop, Input, LoopClock, Stopped};
 use crate::handle::NodeHandle;
-use crate::peer::{PeerSenders, PeerService};
+use crate::peer::{ClientAddresses, PeerSenders, PeerService};
 use crate::query::ShuttingDown;
 
 /// Why a node could not run or stopped with an error.
@@ -29,8 +31,8 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error("opening the node: {0}")]
     Open(#[from] OpenError),
-    #[error("gRPC server on {address}: {message}")]
-    Transport { address: String, message: String },
+    #[error("gRPC server on {message}")]
+    Transport { message: String },
     #[error("node stopped: {0}")]
     Stopped(#[from] Stopped),
     #[error("joining through {address}: {message}")]
@@ -74,7 +76,9 @@ pub async fn run_node<D: Disk + 'static>(
     if config.join.is_some() {
         tokio::spawn(join_in_background(config.clone(), handle.clone()));
     }
-    let mut peers = PeerSenders::new(config.id(), config.advertise.clone(), inputs.clone(), PEER_QUEUE_MAX);
+    let my_client_address = config.client_advertise.clone();
+    let mut peers =
+        PeerSenders::new(config.id(), config.advertise.clone(), my_client_address, inputs.clone(), PEER_QUEUE_MAX);
     peers.inject_faults(config.hooks.transport.clone());
     let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
     let work_time = config.hooks.work_time.clone();
@@ -97,7 +101,7 @@ pub async fn run_node<D: Disk + 'static>(
         abort.abort();
     }
     if let Some(message) = failure {
-        return Err(ServeError::Transport { address: config.listen.to_string(), message });
+        return Err(ServeError::Transport { message });
     }
     result.map_err(ServeError::from)
 }
@@ -112,9 +116,11 @@ async fn serve_grpc(
 ) {
     let limits = &config.core.limits;
     let timeouts = QueryTimeouts { default: config.statement_timeout, max: config.statement_timeout_max };
-    let api =
-        DeebService::new(handle, limits.query_chunk_rows_max, limits.query_chunk_bytes_max, timeouts, shutting_down);
-    let peers = PeerServer::new(PeerService::new(inputs));
+    let client_addresses = ClientAddresses::default();
+    client_addresses.note(config.id().0, &config.client_advertise);
+    let (rows_max, bytes_max) = (limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
+    let api = DeebService::new(handle, rows_max, bytes_max, timeouts, shutting_down, client_addresses.clone());
+    let peers = PeerServer::new(PeerService::new(inputs, client_addresses));
     // Raise tonic's 4 MiB decoding limit to the largest raft message we may
     // send. (madsim's transport does not encode messages: no limit there.)
     #[cfg(not(madsim))]
@@ -127,15 +133,43 @@ async fn serve_grpc(
     let api = api
         .max_decoding_message_size(client_request_bytes_max(limits))
         .max_encoding_message_size(deeb_client::MESSAGE_BYTES_MAX);
-    let router = tonic::transport::Server::builder().add_service(api).add_service(peers);
-    let result = router
-        .serve_with_shutdown(config.listen, async {
-            let _ = stop.await;
-        })
-        .await;
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = stop.await;
+        let _ = stopping.send(true);
+    });
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let (address, result) = match config.peer_listen {
+        None => {
+            tracing::warn!(
+                listen = %config.listen,
+                "single-port mode: the peer service (raft messages, snapshots) is served on the client listener; \
+                 for deeb dev and tests only, give --peer-listen otherwise"
+            );
+            let router = tonic::transport::Server::builder().add_service(api).add_service(peers);
+            (config.listen, router.serve_with_shutdown(config.listen, until_stopped()).await)
+        }
+        Some(peer_listen) => {
+            tracing::info!(listen = %config.listen, peer_listen = %peer_listen, "client and peer listeners");
+            // Clients never reach the peer service. Other nodes reach the
+            // client API on the peer listener too: forwarded requests and
+            // joins travel between nodes.
+            let clients = tonic::transport::Server::builder().add_service(api.clone());
+            let nodes = tonic::transport::Server::builder().add_service(api).add_service(peers);
+            tokio::select! {
+                result = clients.serve_with_shutdown(config.listen, until_stopped()) => (config.listen, result),
+                result = nodes.serve_with_shutdown(peer_listen, until_stopped()) => (peer_listen, result),
+            }
+        }
+    };
     if let Err(error) = result {
-        tracing::error!(listen = %config.listen, %error, "gRPC server failed");
-        let _ = failed.send(error.to_string());
+        tracing::error!(listen = %address, %error, "gRPC server failed");
+        let _ = failed.send(format!("{address}: {error}"));
     }
 }
 

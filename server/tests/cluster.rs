@@ -361,3 +361,50 @@ async fn graceful_shutdown_transfers_leadership() {
     assert_ne!(next, leader);
     assert!(started.elapsed() < Duration::from_secs(2), "leadership was handed over, not re-elected");
 }
+
+/// The peer service is served only on the peer listener: a client made from
+/// the proto that calls `deeb.v1.Peer/Raft` on a node's client port gets
+/// `Unimplemented`; the same call on the peer port reaches the service
+/// (the check would see a peer service served to clients). The cluster
+/// replicates over the peer listeners meanwhile.
+#[tokio::test]
+async fn the_peer_service_is_not_served_to_clients() {
+    use deeb_proto::peer_client::PeerClient;
+    use deeb_proto::RaftBatch;
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    cluster.execute(follower, "CREATE TABLE t (id INTEGER PRIMARY KEY)").await.expect("create via a follower");
+    let call = |address: String| async move {
+        let mut peer = PeerClient::connect(format!("http://{address}")).await.expect("connect");
+        // A batch from a node id no member has: harmless where it arrives.
+        let batch = RaftBatch {
+            from: 99,
+            messages: Vec::new(),
+            from_address: String::new(),
+            from_client_address: String::new(),
+        };
+        peer.raft(tokio_stream::iter([batch])).await
+    };
+    for node in [leader, follower] {
+        let refused = call(cluster.addr(node)).await.expect_err("no peer service on the client port");
+        assert_eq!(refused.code(), tonic::Code::Unimplemented, "node {node}: {refused:?}");
+        let reached = call(cluster.peer_addr(node)).await;
+        assert!(
+            reached.as_ref().is_ok()
+                || reached.as_ref().is_err_and(|status| status.code() != tonic::Code::Unimplemented),
+            "node {node}: the peer port serves the peer service: {reached:?}"
+        );
+    }
+    let rows = cluster.query(leader, "SELECT count(*) FROM t").await.expect("the cluster still serves");
+    assert_eq!(cells(&rows), vec![vec!["0".to_owned()]]);
+    // A follower's status names the leader's two addresses: the peer one
+    // from the member record, the client one heard over the peer link.
+    let named = wait_for(Duration::from_secs(10), "the follower names the leader's client address", || async {
+        let status = cluster.status(follower).await.ok()?;
+        let member = status.members.into_iter().find(|member| member.node_id == leader)?;
+        (!member.client_address.is_empty()).then_some(member)
+    })
+    .await;
+    assert_eq!((named.client_address, named.address), (cluster.addr(leader), cluster.peer_addr(leader)));
+}

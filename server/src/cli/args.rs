@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// SQL shell: line editing and history on a terminal; with piped
     /// input it runs the statements and stops at the first error (exit 1).
     Shell(ShellArgs),
@@ -102,6 +102,7 @@ pub enum NodesAction {
     /// Add a node (as a voter unless --learner).
     Add {
         id: u64,
+        /// The new node's peer address (its --peer-advertise).
         address: String,
         #[arg(long)]
         learner: bool,
@@ -129,12 +130,27 @@ pub struct ServeArgs {
     /// Data directory (log, database, snapshots).
     #[arg(long, env = "DEEB_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Address of the gRPC server (client API and peer service).
+    /// Address of the client gRPC server (and of the peer service too when
+    /// --peer-listen is not given: single-port mode, for tests and trials).
     #[arg(long, env = "DEEB_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
-    /// Address other nodes use to reach this one (default: --listen).
-    #[arg(long, env = "DEEB_ADVERTISE")]
-    pub advertise: Option<String>,
+    /// Address of the peer listener: raft messages, snapshots and requests
+    /// forwarded between nodes. Clients are never served the peer service.
+    #[arg(long, env = "DEEB_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Address other nodes use to reach this one, the one its member record
+    /// holds (default: --peer-listen, or --listen in single-port mode).
+    #[arg(long, visible_alias = "advertise", env = "DEEB_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
+    /// Address clients use to reach this node's client listener (default:
+    /// --listen); status on every node names it, so clients find the leader.
+    #[arg(long, env = "DEEB_CLIENT_ADVERTISE")]
+    pub client_advertise: Option<String>,
+    /// Serve the peer service on an address outside 127.0.0.0/8 although
+    /// nothing authenticates peers (deeb has no peer TLS yet): only on a
+    /// network where everyone who can reach that port is trusted.
+    #[arg(long, env = "DEEB_INSECURE_PEERS")]
+    pub insecure_peers: bool,
     /// Initial voters of a new cluster, this node included: `1=HOST:PORT,2=...`.
     #[arg(long, env = "DEEB_PEERS", value_parser = peers_arg)]
     pub peers: Option<PeerList>,
@@ -177,7 +193,8 @@ pub struct DevArgs {
     /// Data directory for all nodes.
     #[arg(long, default_value = "./deeb-dev-data")]
     pub dir: PathBuf,
-    /// Port of node 1; node N listens on base-port + N - 1.
+    /// Client port of node 1; node N listens for clients on base-port + N - 1
+    /// and for peers on base-port + 100 + N - 1.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
 }
@@ -214,8 +231,19 @@ impl ServeArgs {
     /// Conflicting or invalid settings.
     pub fn to_config(&self) -> Result<ServeConfig, ConfigError> {
         let mut config = ServeConfig::new(NodeId(self.id), self.data_dir.clone(), self.listen);
-        if let Some(advertise) = &self.advertise {
-            config.advertise = advertise.clone();
+        config.peer_listen = self.peer_listen;
+        let peer_listen = self.peer_listen.unwrap_or(self.listen);
+        config.advertise = self.peer_advertise.clone().unwrap_or_else(|| peer_listen.to_string());
+        config.client_advertise = self.client_advertise.clone().unwrap_or_else(|| self.listen.to_string());
+        if !peer_listen.ip().is_loopback() && !self.insecure_peers {
+            return Err(ConfigError::Invalid(format!(
+                "the peer service would listen on {peer_listen}, reachable from the network, and deeb cannot \
+                 authenticate peers yet (no peer TLS): anyone reaching it could send raft messages or replace \
+                 the database. Listen on 127.0.0.0/8, or pass --insecure-peers on a network you trust"
+            )));
+        }
+        if self.insecure_peers {
+            tracing::warn!(peer_listen = %peer_listen, "--insecure-peers: nothing authenticates the peer service");
         }
         config.peers = self.peers.clone().map(|list| list.0).unwrap_or_default();
         config.join = self.join.clone();
@@ -278,6 +306,35 @@ mod tests {
         assert_eq!(config.advertise, "127.0.0.1:7002");
         assert_eq!(config.core.snapshot_interval_entries, 20);
         assert_eq!(config.core.compaction_lag_entries, 7);
+    }
+
+    fn serve_config(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut args = vec!["serve", "--id", "1", "--data-dir", "d"];
+        args.extend_from_slice(extra);
+        let Command::Serve(args) = parse(&args).expect("parses").command else { panic!("not serve") };
+        args.to_config()
+    }
+
+    #[test]
+    fn the_peer_listener_is_separate_and_advertised() {
+        let config = serve_config(&["--listen", "127.0.0.1:7001", "--peer-listen", "127.0.0.1:7101"]).expect("ok");
+        assert_eq!(config.peer_listen, Some("127.0.0.1:7101".parse().expect("address")));
+        assert_eq!(config.advertise, "127.0.0.1:7101");
+        let config = serve_config(&["--peer-listen", "127.0.0.1:7101", "--advertise", "db1:7101"]).expect("ok");
+        assert_eq!(config.advertise, "db1:7101");
+        let same = serve_config(&["--listen", "127.0.0.1:7001", "--peer-listen", "127.0.0.1:7001"]);
+        assert!(matches!(same, Err(ConfigError::Invalid(message)) if message.contains("must differ")));
+    }
+
+    #[test]
+    fn an_unauthenticated_peer_service_off_loopback_needs_insecure_peers() {
+        let exposed = serve_config(&["--listen", "0.0.0.0:7001"]);
+        assert!(matches!(exposed, Err(ConfigError::Invalid(message)) if message.contains("--insecure-peers")));
+        let exposed = serve_config(&["--peer-listen", "10.1.2.3:7101"]);
+        assert!(matches!(exposed, Err(ConfigError::Invalid(message)) if message.contains("10.1.2.3:7101")));
+        // Clients on the network, peers on loopback: nothing to accept.
+        serve_config(&["--listen", "0.0.0.0:7001", "--peer-listen", "127.0.0.1:7101"]).expect("ok");
+        serve_config(&["--peer-listen", "10.1.2.3:7101", "--insecure-peers"]).expect("accepted when asked");
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub fn format_status(status: &StatusResponse) -> String {
 
 /// The member list as a table.
 pub fn format_members(status: &StatusResponse) -> String {
-    let columns = ["id", "address", "kind", "matched"].map(str::to_owned);
+    let columns = ["id", "client address", "peer address", "kind", "matched"].map(str::to_owned);
     let rows: Vec<Row> = status
         .members
         .iter()
@@ -168,6 +168,7 @@ pub fn format_members(status: &StatusResponse) -> String {
             Row {
                 values: vec![
                     text(&member.node_id.to_string()),
+                    text(&member.client_address),
                     text(&member.address),
                     text(kind),
                     text(&member.matched.to_string()),

@@ -29,20 +29,34 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     if args.nodes == 0 || args.nodes > 9 {
         return Err("--nodes must be between 1 and 9".into());
     }
-    let addresses: Vec<String> =
-        (0..args.nodes).map(|index| format!("127.0.0.1:{}", u64::from(args.base_port) + index)).collect();
+    let port = |offset: u64| {
+        u16::try_from(u64::from(args.base_port) + offset)
+            .map_err(|_| format!("--base-port {} leaves no room for {} nodes' ports", args.base_port, args.nodes))
+    };
+    let mut addresses = Vec::new();
+    let mut peer_addresses = Vec::new();
+    for index in 0..args.nodes {
+        addresses.push(format!("127.0.0.1:{}", port(index)?));
+        peer_addresses.push(format!("127.0.0.1:{}", port(PEER_PORT_OFFSET + index)?));
+    }
     let peers: Vec<String> =
-        addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
+        peer_addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
     let mut children = Children(Vec::new());
     let mut started = Vec::new();
-    for (index, address) in addresses.iter().enumerate() {
+    for (index, (address, peer_address)) in addresses.iter().zip(&peer_addresses).enumerate() {
         let id = index as u64 + 1;
-        let (child, command_line) = spawn_node(id, address, &peers.join(","), &args.dir, log_level)?;
+        let listeners = Listeners { client: address, peer: peer_address };
+        let (child, command_line) = spawn_node(id, listeners, &peers.join(","), &args.dir, log_level)?;
         started.push(format!("node {id}: pid {}: {command_line}", child.id().unwrap_or(0)));
         children.0.push(child);
     }
     let leader = wait_for_leader(&addresses[0], Duration::from_secs(20)).await?;
-    println!("deeb dev cluster: {} nodes on {}; leader is node {leader}", args.nodes, addresses.join(", "));
+    println!(
+        "deeb dev cluster: {} nodes, clients on {} (peers on {}); leader is node {leader}",
+        args.nodes,
+        addresses.join(", "),
+        peer_addresses.join(", ")
+    );
     // A person needs these to kill a node and start it again.
     for line in &started {
         println!("{line}");
@@ -56,8 +70,23 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Node N's peer listener is on base-port + this + N - 1.
+const PEER_PORT_OFFSET: u64 = 100;
+
+/// A node's two listeners.
+struct Listeners<'a> {
+    client: &'a str,
+    peer: &'a str,
+}
+
 /// Starts node `id`; returns it and its command line, as a shell would take it.
-fn spawn_node(id: u64, address: &str, peers: &str, dir: &Path, log_level: &str) -> Result<(Child, String), String> {
+fn spawn_node(
+    id: u64,
+    listeners: Listeners<'_>,
+    peers: &str,
+    dir: &Path,
+    log_level: &str,
+) -> Result<(Child, String), String> {
     let exe = std::env::current_exe().map_err(|error| format!("cannot find own executable: {error}"))?;
     let data_dir = dir.join(format!("node-{id}"));
     std::fs::create_dir_all(&data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
@@ -69,7 +98,9 @@ fn spawn_node(id: u64, address: &str, peers: &str, dir: &Path, log_level: &str) 
         "--id",
         &id_text,
         "--listen",
-        address,
+        listeners.client,
+        "--peer-listen",
+        listeners.peer,
         "--peers",
         peers,
         "--log-level",

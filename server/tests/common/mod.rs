@@ -16,7 +16,11 @@ use deeb_server::client::connect;
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Each node's client port.
     pub ports: BTreeMap<u64, u16>,
+    /// Each node's peer port (`--peer-listen`): what the peer list and the
+    /// member records hold.
+    pub peer_ports: BTreeMap<u64, u16>,
     pub children: BTreeMap<u64, Child>,
     pub extra_args: Vec<String>,
 }
@@ -44,6 +48,7 @@ impl Cluster {
         let mut cluster = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             ports: (1..=size).map(|id| (id, free_port())).collect(),
+            peer_ports: (1..=size).map(|id| (id, free_port())).collect(),
             children: BTreeMap::new(),
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
         };
@@ -57,9 +62,14 @@ impl Cluster {
         format!("127.0.0.1:{}", self.ports[&id])
     }
 
+    /// Node `id`'s peer listener: its address in the member records.
+    pub fn peer_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.peer_ports[&id])
+    }
+
     fn peers(&self) -> String {
         let initial = self.ports.keys().filter(|id| **id <= 3);
-        initial.map(|id| format!("{id}={}", self.addr(*id))).collect::<Vec<_>>().join(",")
+        initial.map(|id| format!("{id}={}", self.peer_addr(*id))).collect::<Vec<_>>().join(",")
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -75,6 +85,7 @@ impl Cluster {
     /// Starts a new node that joins through `via`.
     pub fn spawn_joining(&mut self, id: u64, via: u64, learner: bool) {
         self.ports.entry(id).or_insert_with(free_port);
+        self.peer_ports.entry(id).or_insert_with(free_port);
         let via = self.addr(via);
         let mut args = vec!["--join", via.as_str()];
         if learner {
@@ -92,6 +103,7 @@ impl Cluster {
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_deeb"))
             .args(["serve", "--id", &id.to_string(), "--listen", &self.addr(id), "--log-level", "info"])
+            .args(["--peer-listen", &self.peer_addr(id)])
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(args)
