@@ -279,6 +279,7 @@ fn peer_message_seeds() -> Seeds {
             messages,
             from_address: "node-2:7000".into(),
             from_client_address: "node-2:7001".into(),
+            from_identity: 0x7e57,
         };
         let mut bytes = vec![mode];
         bytes.extend(batch.encode_to_vec());
@@ -311,6 +312,7 @@ fn snapshot_stream(file: &[u8], chunks: usize) -> Vec<u8> {
         total_bytes: file.len() as u64,
         raft_message: message.write_to_bytes().expect("encode MsgSnapshot"),
         crc32c: crc32c::crc32c(file),
+        from_identity: 0,
     };
     let mut stream = Vec::new();
     let chunk_bytes = file.len().div_ceil(chunks);

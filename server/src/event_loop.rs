@@ -411,7 +411,8 @@ impl<D: Disk> EventLoop<D> {
         });
     }
 
-    fn send_snapshot(&mut self, to: NodeId, header: SnapshotHeader) {
+    fn send_snapshot(&mut self, to: NodeId, mut header: SnapshotHeader) {
+        header.from_identity = self.peers.identity();
         let file = self.node.snapshot_file(header.index);
         let (Some(file), Some(address)) = (file, self.address(to)) else {
             tracing::warn!(node = self.node.id().0, to = to.0, index = header.index, "cannot send snapshot");

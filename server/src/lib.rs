@@ -14,6 +14,7 @@ pub mod errors;
 pub mod event_loop;
 pub mod handle;
 pub mod hooks;
+pub mod identity;
 pub mod peer;
 pub mod query;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::client::channel;
 use crate::errors::{to_status, ServerError};
 use crate::event_loop::Input;
 use crate::hooks::TransportFaults;
+use crate::identity::PeerIdentities;
 use crate::snapshot;
 
 /// The loop's outbound side: a queue per peer.
@@ -25,6 +26,7 @@ pub(crate) struct PeerSenders {
     me: NodeId,
     my_address: String,
     my_client_address: String,
+    my_identity: u64,
     loopback: mpsc::Sender<Input>,
     senders: BTreeMap<NodeId, PeerSender>,
     queue_max: usize,
@@ -38,15 +40,22 @@ struct PeerSender {
 
 impl PeerSenders {
     /// Senders for node `me`, whose peer and client listeners other nodes
-    /// reach at `my_address` and clients at `my_client_address`.
+    /// reach at `my_address` and clients at `my_client_address`, and whose
+    /// data directory is `my_identity` (see `crate::identity`).
     pub(crate) fn new(
         me: NodeId,
-        my_address: String,
-        my_client_address: String,
+        (my_address, my_client_address): (String, String),
+        my_identity: u64,
         loopback: mpsc::Sender<Input>,
         queue_max: usize,
     ) -> Self {
-        Self { me, my_address, my_client_address, loopback, senders: BTreeMap::new(), queue_max, faults: None }
+        let senders = BTreeMap::new();
+        Self { me, my_address, my_client_address, my_identity, loopback, senders, queue_max, faults: None }
+    }
+
+    /// This node's data-directory identity, for the snapshots it sends.
+    pub(crate) fn identity(&self) -> u64 {
+        self.my_identity
     }
 
     /// The simulator's duplication and reordering of outgoing batches.
@@ -80,6 +89,7 @@ impl PeerSenders {
             me: self.me,
             my_address: self.my_address.clone(),
             my_client_address: self.my_client_address.clone(),
+            my_identity: self.my_identity,
             to,
             address: address.clone(),
             loopback: self.loopback.clone(),
@@ -95,6 +105,7 @@ struct SenderTask {
     me: NodeId,
     my_address: String,
     my_client_address: String,
+    my_identity: u64,
     to: NodeId,
     address: String,
     loopback: mpsc::Sender<Input>,
@@ -118,6 +129,7 @@ impl SenderTask {
                 messages,
                 from_address: self.my_address.clone(),
                 from_client_address: self.my_client_address.clone(),
+                from_identity: self.my_identity,
             };
             if self.detach_faulty(&batch) {
                 continue;
@@ -203,11 +215,16 @@ const CLIENT_ADDRESSES_MAX: usize = 1024;
 pub struct PeerService {
     inputs: mpsc::Sender<Input>,
     client_addresses: ClientAddresses,
+    identities: PeerIdentities,
 }
 
 impl PeerService {
-    pub(crate) fn new(inputs: mpsc::Sender<Input>, client_addresses: ClientAddresses) -> Self {
-        Self { inputs, client_addresses }
+    pub(crate) fn new(
+        inputs: mpsc::Sender<Input>,
+        client_addresses: ClientAddresses,
+        identities: PeerIdentities,
+    ) -> Self {
+        Self { inputs, client_addresses, identities }
     }
 }
 
@@ -216,6 +233,7 @@ impl Peer for PeerService {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
+            self.identities.admit(batch.from, batch.from_identity).map_err(Status::permission_denied)?;
             self.client_addresses.note(batch.from, &batch.from_client_address);
             let input =
                 Input::Peer { from: NodeId(batch.from), from_address: batch.from_address, messages: batch.messages };
@@ -228,7 +246,7 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
-        let ack = match snapshot::receive(&self.inputs, request.into_inner()).await {
+        let ack = match snapshot::receive(&self.inputs, &self.identities, request.into_inner()).await {
             Ok(()) => SnapshotAck { accepted: true, error: String::new() },
             Err(error) => {
                 tracing::warn!(%error, "snapshot refused");

@@ -21,6 +21,7 @@ use crate::client::connect;
 use crate::config::{ConfigError, ServeConfig};
 use crate::event_loop::{EventLoop, Input, LoopClock, Stopped};
 use crate::handle::NodeHandle;
+use crate::identity::{self, PeerIdentities};
 use crate::peer::{ClientAddresses, PeerSenders, PeerService};
 use crate::query::ShuttingDown;
 
@@ -33,6 +34,8 @@ pub enum ServeError {
     Open(#[from] OpenError),
     #[error("gRPC server on {message}")]
     Transport { message: String },
+    #[error("data directory identity: {0}")]
+    Identity(std::io::Error),
     #[error("node stopped: {0}")]
     Stopped(#[from] Stopped),
     #[error("joining through {address}: {message}")]
@@ -59,7 +62,9 @@ pub async fn run_node<D: Disk + 'static>(
     if let Some(observer) = config.hooks.observer.clone() {
         node.set_observer(Box::new(move |id, event| observer(id, event)));
     }
-    tracing::info!(node = config.id().0, listen = %config.listen, "node open");
+    let identity = identity::load_or_create(&config.data_dir).map_err(ServeError::Identity)?;
+    let peer_identities = PeerIdentities::load(&config.data_dir).map_err(ServeError::Identity)?;
+    tracing::info!(node = config.id().0, listen = %config.listen, identity = format!("{identity:016x}"), "node open");
     let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
     let handle = NodeHandle::new(inputs.clone(), config.request_timeout, config.id());
     let (stop_server, server_stopped) = oneshot::channel::<()>();
@@ -67,6 +72,7 @@ pub async fn run_node<D: Disk + 'static>(
     let shutting_down = ShuttingDown::default();
     let server = tokio::spawn(serve_grpc(
         config.clone(),
+        peer_identities,
         handle.clone(),
         shutting_down.clone(),
         inputs.clone(),
@@ -76,9 +82,8 @@ pub async fn run_node<D: Disk + 'static>(
     if config.join.is_some() {
         tokio::spawn(join_in_background(config.clone(), handle.clone()));
     }
-    let my_client_address = config.client_advertise.clone();
-    let mut peers =
-        PeerSenders::new(config.id(), config.advertise.clone(), my_client_address, inputs.clone(), PEER_QUEUE_MAX);
+    let addresses = (config.advertise.clone(), config.client_advertise.clone());
+    let mut peers = PeerSenders::new(config.id(), addresses, identity, inputs.clone(), PEER_QUEUE_MAX);
     peers.inject_faults(config.hooks.transport.clone());
     let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
     let work_time = config.hooks.work_time.clone();
@@ -108,6 +113,7 @@ pub async fn run_node<D: Disk + 'static>(
 
 async fn serve_grpc(
     config: ServeConfig,
+    peer_identities: PeerIdentities,
     handle: NodeHandle,
     shutting_down: ShuttingDown,
     inputs: mpsc::Sender<Input>,
@@ -120,7 +126,7 @@ async fn serve_grpc(
     client_addresses.note(config.id().0, &config.client_advertise);
     let (rows_max, bytes_max) = (limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
     let api = DeebService::new(handle, rows_max, bytes_max, timeouts, shutting_down, client_addresses.clone());
-    let peers = PeerServer::new(PeerService::new(inputs, client_addresses));
+    let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_identities));
     // Raise tonic's 4 MiB decoding limit to the largest raft message we may
     // send. (madsim's transport does not encode messages: no limit there.)
     #[cfg(not(madsim))]

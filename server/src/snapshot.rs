@@ -3,6 +3,8 @@
 use deeb_core::node::SnapshotFile;
 use deeb_proto::peer_client::PeerClient;
 use deeb_proto::{SnapshotChunk, SnapshotHeader};
+
+use crate::identity::PeerIdentities;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -72,9 +74,14 @@ async fn produce_chunks(
 /// # Errors
 /// A stream without a header, out-of-order or corrupt chunks, or a node
 /// that refuses the snapshot; the text says which.
-pub(crate) async fn receive(inputs: &mpsc::Sender<Input>, mut stream: Streaming<SnapshotChunk>) -> Result<(), String> {
+pub(crate) async fn receive(
+    inputs: &mpsc::Sender<Input>,
+    identities: &PeerIdentities,
+    mut stream: Streaming<SnapshotChunk>,
+) -> Result<(), String> {
     let first = next_chunk(&mut stream).await?.ok_or("empty snapshot stream")?;
     let header = first.header.clone().ok_or("the first snapshot chunk has no header")?;
+    identities.admit(header.from, header.from_identity)?;
     let (reply, answer) = oneshot::channel();
     inputs.send(Input::SnapshotStart { header, reply }).await.map_err(|_| "node shutting down")?;
     let mut receiver = answer.await.map_err(|_| "node shutting down")?.map_err(|error| error.to_string())?;

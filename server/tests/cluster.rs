@@ -378,12 +378,7 @@ async fn the_peer_service_is_not_served_to_clients() {
     let call = |address: String| async move {
         let mut peer = PeerClient::connect(format!("http://{address}")).await.expect("connect");
         // A batch from a node id no member has: harmless where it arrives.
-        let batch = RaftBatch {
-            from: 99,
-            messages: Vec::new(),
-            from_address: String::new(),
-            from_client_address: String::new(),
-        };
+        let batch = RaftBatch { from: 99, ..RaftBatch::default() };
         peer.raft(tokio_stream::iter([batch])).await
     };
     for node in [leader, follower] {
@@ -407,4 +402,43 @@ async fn the_peer_service_is_not_served_to_clients() {
     })
     .await;
     assert_eq!((named.client_address, named.address), (cluster.addr(leader), cluster.peer_addr(leader)));
+}
+
+/// A node id never comes back on a wiped disk: a follower killed, its data
+/// directory wiped and started again with the same id and peer list (today's
+/// easiest operator mistake) is refused by the others, whose quorum keeps
+/// serving, and the leader never counts it as holding entries it lost.
+#[tokio::test]
+async fn a_wiped_node_is_refused_under_its_old_id() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let wiped = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    cluster.execute(leader, "CREATE TABLE t (id INTEGER PRIMARY KEY)").await.expect("create");
+    for row in 0..5 {
+        cluster.execute(leader, &format!("INSERT INTO t VALUES ({row})")).await.expect("insert");
+    }
+    let matched_of = |status: &deeb_proto::StatusResponse| {
+        status.members.iter().find(|member| member.node_id == wiped).map_or(0, |member| member.matched)
+    };
+    let matched_before = wait_for(Duration::from_secs(10), "the leader sees the follower caught up", || async {
+        let status = cluster.status(leader).await.ok()?;
+        (matched_of(&status) >= status.commit_index).then(|| matched_of(&status))
+    })
+    .await;
+    cluster.kill(wiped);
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("wipe the data directory");
+    cluster.spawn(wiped);
+    let log = cluster.dir.path().join(format!("node-{leader}.log"));
+    let refusal = format!("node {wiped}'s data directory is not the one this node knew");
+    wait_for(Duration::from_secs(10), "the leader refuses the wiped node", || async {
+        std::fs::read_to_string(&log).ok()?.contains(&refusal).then_some(())
+    })
+    .await;
+    for row in 5..15 {
+        cluster.execute(leader, &format!("INSERT INTO t VALUES ({row})")).await.expect("the quorum serves");
+    }
+    let status = cluster.status(leader).await.expect("status");
+    assert_eq!(status.leader_id, leader, "no election won with the wiped node's vote");
+    assert!(status.commit_index >= matched_before + 10, "{status:?}");
+    assert!(matched_of(&status) <= matched_before, "the wiped node was counted: {status:?}");
 }

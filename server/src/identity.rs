@@ -1,0 +1,166 @@
+//! Data-directory identities: a node refuses peers whose data directory is
+//! not the one it knew.
+//!
+//! A node id must never come back on a wiped disk: such a node has lost its
+//! log and its votes, and could vote twice in one term or count towards a
+//! quorum for entries it no longer holds. Each data directory gets an
+//! identity when it is created (`node-identity`); every raft batch and
+//! snapshot carries its sender's. A node remembers, durably
+//! (`peer-identities`), the identity it first heard from each peer, and
+//! refuses messages and snapshots from a peer whose identity changed: the
+//! cluster keeps its quorum without it, and the operator removes the old id
+//! and adds the node under a new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash as _, Hasher as _};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// This node's data directory's identity, created with the directory: a
+/// hash of its path and the time of its creation, so a wiped and recreated
+/// directory gets another. (Not drawn from a random generator: under the
+/// simulator that would move every later draw.)
+///
+/// # Errors
+/// The file cannot be read, parsed or written durably.
+pub fn load_or_create(data_dir: &Path) -> std::io::Result<u64> {
+    let path = data_dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return parse_hex(&path, text.trim()),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        Err(_) => {}
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since_epoch.as_nanos().hash(&mut hasher);
+    // Zero means "not given" on the wire.
+    let identity = hasher.finish().max(1);
+    write_durably(data_dir, IDENTITY_FILE, &format!("{identity:016x}\n"))?;
+    Ok(identity)
+}
+
+/// The identities this node first heard from its peers, kept durably.
+#[derive(Clone, Debug)]
+pub struct PeerIdentities(Arc<Mutex<Known>>);
+
+#[derive(Debug)]
+struct Known {
+    data_dir: PathBuf,
+    identities: BTreeMap<u64, u64>,
+    /// (peer, identity) pairs already refused in the log, to say it once.
+    refused: BTreeSet<(u64, u64)>,
+}
+
+impl PeerIdentities {
+    /// The identities recorded in `data_dir`.
+    ///
+    /// # Errors
+    /// The file exists but cannot be read or parsed.
+    pub fn load(data_dir: &Path) -> std::io::Result<Self> {
+        let path = data_dir.join(PEERS_FILE);
+        let mut identities = BTreeMap::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                    let bad = || {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {line:?}", path.display()))
+                    };
+                    let (id, identity) = line.split_once(' ').ok_or_else(bad)?;
+                    identities.insert(id.trim().parse().map_err(|_| bad())?, parse_hex(&path, identity.trim())?);
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let known = Known { data_dir: data_dir.to_owned(), identities, refused: BTreeSet::new() };
+        Ok(Self(Arc::new(Mutex::new(known))))
+    }
+
+    /// Whether node `from`, whose data directory is `identity`, may speak to
+    /// this node: yes the first time (recorded durably) and while its
+    /// identity stays the same; an identity of 0 (a sender that gives none)
+    /// says nothing.
+    ///
+    /// # Errors
+    /// Why it is refused, for the sender.
+    pub fn admit(&self, from: u64, identity: u64) -> Result<(), String> {
+        if identity == 0 {
+            return Ok(());
+        }
+        let mut known = self.0.lock().expect("peer identities lock");
+        match known.identities.get(&from) {
+            Some(&first) if first == identity => Ok(()),
+            Some(&first) => {
+                let message = format!(
+                    "node {from}'s data directory is not the one this node knew (identity {identity:016x}, was \
+                     {first:016x}): a node id never comes back on a wiped disk; remove node {from} and add the \
+                     node under a new id"
+                );
+                if known.refused.insert((from, identity)) {
+                    tracing::error!(peer = from, "refusing a peer: {message}");
+                }
+                Err(message)
+            }
+            None if known.identities.len() >= PEERS_MAX => Err(format!("too many peers known ({PEERS_MAX})")),
+            None => {
+                known.identities.insert(from, identity);
+                let text: String =
+                    known.identities.iter().map(|(id, identity)| format!("{id} {identity:016x}\n")).collect();
+                write_durably(&known.data_dir, PEERS_FILE, &text).map_err(|error| {
+                    known.identities.remove(&from);
+                    format!("cannot record node {from}'s identity: {error}")
+                })
+            }
+        }
+    }
+}
+
+fn parse_hex(path: &Path, text: &str) -> std::io::Result<u64> {
+    u64::from_str_radix(text, 16)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))
+}
+
+/// Writes `name` in `dir` through a synced temporary file and a rename.
+fn write_durably(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+const IDENTITY_FILE: &str = "node-identity";
+const PEERS_FILE: &str = "peer-identities";
+/// Bound on the peers whose identities a node records.
+const PEERS_MAX: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_survives_restarts_and_a_wiped_directory_gets_another() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = load_or_create(dir.path()).expect("created");
+        assert_eq!(load_or_create(dir.path()).expect("read back"), first);
+        std::fs::remove_file(dir.path().join(IDENTITY_FILE)).expect("wipe");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_ne!(load_or_create(dir.path()).expect("created again"), first);
+    }
+
+    #[test]
+    fn a_peer_whose_identity_changed_is_refused_across_restarts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let peers = PeerIdentities::load(dir.path()).expect("none yet");
+        assert_eq!(peers.admit(2, 0xaa), Ok(()));
+        assert_eq!(peers.admit(2, 0xaa), Ok(()));
+        assert_eq!(peers.admit(3, 0), Ok(()), "no identity given says nothing");
+        let reloaded = PeerIdentities::load(dir.path()).expect("recorded");
+        let refused = reloaded.admit(2, 0xbb).expect_err("node 2 came back on another directory");
+        assert!(refused.contains("remove node 2"), "{refused}");
+        assert_eq!(reloaded.admit(2, 0xaa), Ok(()));
+    }
+}
