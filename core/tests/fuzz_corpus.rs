@@ -280,6 +280,7 @@ fn peer_message_seeds() -> Seeds {
             from_address: "node-2:7000".into(),
             from_client_address: "node-2:7001".into(),
             from_identity: 0x7e57,
+            cluster_id: 0xc1,
         };
         let mut bytes = vec![mode];
         bytes.extend(batch.encode_to_vec());
@@ -313,6 +314,7 @@ fn snapshot_stream(file: &[u8], chunks: usize) -> Vec<u8> {
         raft_message: message.write_to_bytes().expect("encode MsgSnapshot"),
         crc32c: crc32c::crc32c(file),
         from_identity: 0,
+        cluster_id: 0,
     };
     let mut stream = Vec::new();
     let chunk_bytes = file.len().div_ceil(chunks);

@@ -30,6 +30,9 @@ pub struct ServeConfig {
     pub client_advertise: String,
     /// The initial voters of a new cluster (this node included), or empty.
     pub peers: Vec<(NodeId, String)>,
+    /// Mixed into a new cluster's id with `peers` (see
+    /// `crate::identity::ClusterId`).
+    pub cluster_token: String,
     /// Join an existing cluster through this node's address.
     pub join: Option<String>,
     /// When joining, stay a non-voting learner.
@@ -65,6 +68,7 @@ impl ServeConfig {
             advertise: listen.to_string(),
             client_advertise: listen.to_string(),
             peers: Vec::new(),
+            cluster_token: String::new(),
             join: None,
             join_as_learner: false,
             request_timeout: Duration::from_secs(10),

@@ -412,7 +412,7 @@ impl<D: Disk> EventLoop<D> {
     }
 
     fn send_snapshot(&mut self, to: NodeId, mut header: SnapshotHeader) {
-        header.from_identity = self.peers.identity();
+        (header.from_identity, header.cluster_id) = self.peers.credentials();
         let file = self.node.snapshot_file(header.index);
         let (Some(file), Some(address)) = (file, self.address(to)) else {
             tracing::warn!(node = self.node.id().0, to = to.0, index = header.index, "cannot send snapshot");

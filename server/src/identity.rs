@@ -1,5 +1,6 @@
-//! Data-directory identities: a node refuses peers whose data directory is
-//! not the one it knew.
+//! Data-directory identities and the cluster id: a node refuses peers
+//! whose data directory is not the one it knew, and peers of another
+//! cluster.
 //!
 //! A node id must never come back on a wiped disk: such a node has lost its
 //! log and its votes, and could vote twice in one term or count towards a
@@ -117,6 +118,87 @@ impl PeerIdentities {
     }
 }
 
+/// The cluster a node belongs to: an id fixed when the cluster was founded,
+/// carried by every raft batch and snapshot. A node refuses peers of another
+/// cluster; a node that joined adopts the id from the first peer it hears.
+#[derive(Clone, Debug)]
+pub struct ClusterId(Arc<Mutex<ClusterIdState>>);
+
+#[derive(Debug)]
+struct ClusterIdState {
+    data_dir: PathBuf,
+    /// `None` until a joining node has heard from the cluster.
+    id: Option<u64>,
+    /// Foreign ids already refused in the log, to say it once.
+    refused: BTreeSet<u64>,
+}
+
+impl ClusterId {
+    /// The id in `data_dir`; else, for a node founding a cluster with the
+    /// initial voters `peers`, the id derived from them and `token` (every
+    /// founder derives the same one; the token keeps apart two clusters
+    /// founded with the same peer list); else (a node joining) none yet.
+    ///
+    /// # Errors
+    /// The file cannot be read, parsed or written durably.
+    pub fn load(data_dir: &Path, peers: &[(deeb_core::NodeId, String)], token: &str) -> std::io::Result<Self> {
+        let path = data_dir.join(CLUSTER_FILE);
+        let id = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(parse_hex(&path, text.trim())?),
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            Err(_) if peers.is_empty() => None,
+            Err(_) => {
+                let mut founders: Vec<(u64, &str)> =
+                    peers.iter().map(|(id, address)| (id.0, address.as_str())).collect();
+                founders.sort_unstable();
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                ("deeb cluster", token, founders).hash(&mut hasher);
+                let id = hasher.finish().max(1);
+                write_durably(data_dir, CLUSTER_FILE, &format!("{id:016x}\n"))?;
+                Some(id)
+            }
+        };
+        let state = ClusterIdState { data_dir: data_dir.to_owned(), id, refused: BTreeSet::new() };
+        Ok(Self(Arc::new(Mutex::new(state))))
+    }
+
+    /// This node's cluster id, 0 while a joining node has not heard it.
+    pub fn get(&self) -> u64 {
+        self.0.lock().expect("cluster id lock").id.unwrap_or(0)
+    }
+
+    /// Whether a peer that says it belongs to cluster `id` may speak to
+    /// this node. A node that has no id yet adopts the first one it hears,
+    /// durably; one that has refuses any other, and 0.
+    ///
+    /// # Errors
+    /// Why it is refused, for the sender.
+    pub fn admit(&self, from: u64, id: u64) -> Result<(), String> {
+        let mut state = self.0.lock().expect("cluster id lock");
+        match state.id {
+            Some(mine) if mine == id => Ok(()),
+            Some(mine) => {
+                let message = format!(
+                    "node {from} belongs to another cluster (id {id:016x}; this node's is {mine:016x}): \
+                     check its --peers or --join"
+                );
+                if state.refused.insert(id) {
+                    tracing::error!(peer = from, "refusing a peer: {message}");
+                }
+                Err(message)
+            }
+            None if id == 0 => Ok(()),
+            None => {
+                write_durably(&state.data_dir, CLUSTER_FILE, &format!("{id:016x}\n"))
+                    .map_err(|error| format!("cannot record the cluster id: {error}"))?;
+                tracing::info!(cluster = format!("{id:016x}"), via = from, "joined cluster");
+                state.id = Some(id);
+                Ok(())
+            }
+        }
+    }
+}
+
 fn parse_hex(path: &Path, text: &str) -> std::io::Result<u64> {
     u64::from_str_radix(text, 16)
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))
@@ -134,6 +216,7 @@ fn write_durably(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
 
 const IDENTITY_FILE: &str = "node-identity";
 const PEERS_FILE: &str = "peer-identities";
+const CLUSTER_FILE: &str = "cluster-id";
 /// Bound on the peers whose identities a node records.
 const PEERS_MAX: usize = 4096;
 
@@ -149,6 +232,27 @@ mod tests {
         std::fs::remove_file(dir.path().join(IDENTITY_FILE)).expect("wipe");
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert_ne!(load_or_create(dir.path()).expect("created again"), first);
+    }
+
+    #[test]
+    fn founders_derive_one_cluster_id_and_a_joiner_adopts_it() {
+        let founders = |token: &str| {
+            let peers = [(deeb_core::NodeId(2), "b:1".to_owned()), (deeb_core::NodeId(1), "a:1".to_owned())];
+            let dir = tempfile::tempdir().expect("temp dir");
+            (ClusterId::load(dir.path(), &peers, token).expect("founded").get(), dir)
+        };
+        let (first, _dir) = founders("");
+        assert_eq!(founders("").0, first, "every founder derives the same id");
+        assert_ne!(founders("other").0, first, "a token keeps two clusters apart");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let joiner = ClusterId::load(dir.path(), &[], "").expect("joining");
+        assert_eq!(joiner.get(), 0);
+        assert_eq!(joiner.admit(1, first), Ok(()));
+        let restarted = ClusterId::load(dir.path(), &[], "").expect("adopted id kept");
+        assert_eq!(restarted.get(), first);
+        let refused = restarted.admit(7, first ^ 1).expect_err("another cluster");
+        assert!(refused.contains("another cluster"), "{refused}");
+        assert!(restarted.admit(7, 0).is_err(), "a node that knows its cluster refuses peers that give none");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::client::channel;
 use crate::errors::{to_status, ServerError};
 use crate::event_loop::Input;
 use crate::hooks::TransportFaults;
-use crate::identity::PeerIdentities;
+use crate::identity::{ClusterId, PeerIdentities};
 use crate::snapshot;
 
 /// The loop's outbound side: a queue per peer.
@@ -27,6 +27,7 @@ pub(crate) struct PeerSenders {
     my_address: String,
     my_client_address: String,
     my_identity: u64,
+    cluster: ClusterId,
     loopback: mpsc::Sender<Input>,
     senders: BTreeMap<NodeId, PeerSender>,
     queue_max: usize,
@@ -41,21 +42,22 @@ struct PeerSender {
 impl PeerSenders {
     /// Senders for node `me`, whose peer and client listeners other nodes
     /// reach at `my_address` and clients at `my_client_address`, and whose
-    /// data directory is `my_identity` (see `crate::identity`).
+    /// data directory is `my_identity`, in `cluster` (see `crate::identity`).
     pub(crate) fn new(
         me: NodeId,
         (my_address, my_client_address): (String, String),
-        my_identity: u64,
+        (my_identity, cluster): (u64, ClusterId),
         loopback: mpsc::Sender<Input>,
         queue_max: usize,
     ) -> Self {
         let senders = BTreeMap::new();
-        Self { me, my_address, my_client_address, my_identity, loopback, senders, queue_max, faults: None }
+        Self { me, my_address, my_client_address, my_identity, cluster, loopback, senders, queue_max, faults: None }
     }
 
-    /// This node's data-directory identity, for the snapshots it sends.
-    pub(crate) fn identity(&self) -> u64 {
-        self.my_identity
+    /// This node's data-directory identity and cluster id, for the
+    /// snapshots it sends.
+    pub(crate) fn credentials(&self) -> (u64, u64) {
+        (self.my_identity, self.cluster.get())
     }
 
     /// The simulator's duplication and reordering of outgoing batches.
@@ -90,6 +92,7 @@ impl PeerSenders {
             my_address: self.my_address.clone(),
             my_client_address: self.my_client_address.clone(),
             my_identity: self.my_identity,
+            cluster: self.cluster.clone(),
             to,
             address: address.clone(),
             loopback: self.loopback.clone(),
@@ -106,6 +109,7 @@ struct SenderTask {
     my_address: String,
     my_client_address: String,
     my_identity: u64,
+    cluster: ClusterId,
     to: NodeId,
     address: String,
     loopback: mpsc::Sender<Input>,
@@ -130,6 +134,7 @@ impl SenderTask {
                 from_address: self.my_address.clone(),
                 from_client_address: self.my_client_address.clone(),
                 from_identity: self.my_identity,
+                cluster_id: self.cluster.get(),
             };
             if self.detach_faulty(&batch) {
                 continue;
@@ -216,15 +221,16 @@ pub struct PeerService {
     inputs: mpsc::Sender<Input>,
     client_addresses: ClientAddresses,
     identities: PeerIdentities,
+    cluster: ClusterId,
 }
 
 impl PeerService {
     pub(crate) fn new(
         inputs: mpsc::Sender<Input>,
         client_addresses: ClientAddresses,
-        identities: PeerIdentities,
+        (identities, cluster): (PeerIdentities, ClusterId),
     ) -> Self {
-        Self { inputs, client_addresses, identities }
+        Self { inputs, client_addresses, identities, cluster }
     }
 }
 
@@ -233,6 +239,7 @@ impl Peer for PeerService {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
+            self.cluster.admit(batch.from, batch.cluster_id).map_err(Status::permission_denied)?;
             self.identities.admit(batch.from, batch.from_identity).map_err(Status::permission_denied)?;
             self.client_addresses.note(batch.from, &batch.from_client_address);
             let input =
@@ -246,7 +253,11 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
-        let ack = match snapshot::receive(&self.inputs, &self.identities, request.into_inner()).await {
+        let admit = |from, identity, cluster| {
+            self.cluster.admit(from, cluster)?;
+            self.identities.admit(from, identity)
+        };
+        let ack = match snapshot::receive(&self.inputs, admit, request.into_inner()).await {
             Ok(()) => SnapshotAck { accepted: true, error: String::new() },
             Err(error) => {
                 tracing::warn!(%error, "snapshot refused");

@@ -21,7 +21,7 @@ use crate::client::connect;
 use crate::config::{ConfigError, ServeConfig};
 use crate::event_loop::{EventLoop, Input, LoopClock, Stopped};
 use crate::handle::NodeHandle;
-use crate::identity::{self, PeerIdentities};
+use crate::identity::{self, ClusterId, PeerIdentities};
 use crate::peer::{ClientAddresses, PeerSenders, PeerService};
 use crate::query::ShuttingDown;
 
@@ -34,7 +34,7 @@ pub enum ServeError {
     Open(#[from] OpenError),
     #[error("gRPC server on {message}")]
     Transport { message: String },
-    #[error("data directory identity: {0}")]
+    #[error("data directory identity or cluster id: {0}")]
     Identity(std::io::Error),
     #[error("node stopped: {0}")]
     Stopped(#[from] Stopped),
@@ -64,6 +64,8 @@ pub async fn run_node<D: Disk + 'static>(
     }
     let identity = identity::load_or_create(&config.data_dir).map_err(ServeError::Identity)?;
     let peer_identities = PeerIdentities::load(&config.data_dir).map_err(ServeError::Identity)?;
+    let cluster =
+        ClusterId::load(&config.data_dir, &config.peers, &config.cluster_token).map_err(ServeError::Identity)?;
     tracing::info!(node = config.id().0, listen = %config.listen, identity = format!("{identity:016x}"), "node open");
     let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
     let handle = NodeHandle::new(inputs.clone(), config.request_timeout, config.id());
@@ -72,7 +74,7 @@ pub async fn run_node<D: Disk + 'static>(
     let shutting_down = ShuttingDown::default();
     let server = tokio::spawn(serve_grpc(
         config.clone(),
-        peer_identities,
+        (peer_identities, cluster.clone()),
         handle.clone(),
         shutting_down.clone(),
         inputs.clone(),
@@ -83,7 +85,8 @@ pub async fn run_node<D: Disk + 'static>(
         tokio::spawn(join_in_background(config.clone(), handle.clone()));
     }
     let addresses = (config.advertise.clone(), config.client_advertise.clone());
-    let mut peers = PeerSenders::new(config.id(), addresses, identity, inputs.clone(), PEER_QUEUE_MAX);
+    let credentials = (identity, cluster.clone());
+    let mut peers = PeerSenders::new(config.id(), addresses, credentials, inputs.clone(), PEER_QUEUE_MAX);
     peers.inject_faults(config.hooks.transport.clone());
     let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
     let work_time = config.hooks.work_time.clone();
@@ -113,7 +116,7 @@ pub async fn run_node<D: Disk + 'static>(
 
 async fn serve_grpc(
     config: ServeConfig,
-    peer_identities: PeerIdentities,
+    peer_checks: (PeerIdentities, ClusterId),
     handle: NodeHandle,
     shutting_down: ShuttingDown,
     inputs: mpsc::Sender<Input>,
@@ -126,7 +129,7 @@ async fn serve_grpc(
     client_addresses.note(config.id().0, &config.client_advertise);
     let (rows_max, bytes_max) = (limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
     let api = DeebService::new(handle, rows_max, bytes_max, timeouts, shutting_down, client_addresses.clone());
-    let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_identities));
+    let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_checks));
     // Raise tonic's 4 MiB decoding limit to the largest raft message we may
     // send. (madsim's transport does not encode messages: no limit there.)
     #[cfg(not(madsim))]

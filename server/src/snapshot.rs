@@ -4,7 +4,6 @@ use deeb_core::node::SnapshotFile;
 use deeb_proto::peer_client::PeerClient;
 use deeb_proto::{SnapshotChunk, SnapshotHeader};
 
-use crate::identity::PeerIdentities;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -76,12 +75,12 @@ async fn produce_chunks(
 /// that refuses the snapshot; the text says which.
 pub(crate) async fn receive(
     inputs: &mpsc::Sender<Input>,
-    identities: &PeerIdentities,
+    admit: impl Fn(u64, u64, u64) -> Result<(), String>,
     mut stream: Streaming<SnapshotChunk>,
 ) -> Result<(), String> {
     let first = next_chunk(&mut stream).await?.ok_or("empty snapshot stream")?;
     let header = first.header.clone().ok_or("the first snapshot chunk has no header")?;
-    identities.admit(header.from, header.from_identity)?;
+    admit(header.from, header.from_identity, header.cluster_id)?;
     let (reply, answer) = oneshot::channel();
     inputs.send(Input::SnapshotStart { header, reply }).await.map_err(|_| "node shutting down")?;
     let mut receiver = answer.await.map_err(|_| "node shutting down")?.map_err(|error| error.to_string())?;

@@ -442,3 +442,27 @@ async fn a_wiped_node_is_refused_under_its_old_id() {
     assert!(status.commit_index >= matched_before + 10, "{status:?}");
     assert!(matched_of(&status) <= matched_before, "the wiped node was counted: {status:?}");
 }
+
+/// A node of another cluster is refused: node 4, founding a cluster of its
+/// own whose peer list names node 2's peer address (two clusters'
+/// configurations crossed), cannot make that node vote for it or follow it;
+/// it logs the refusal, and both clusters go on (node 4's alone, without
+/// a quorum). A node that joins adopts its cluster's id instead
+/// (`join_promote_and_remove_while_serving`).
+#[tokio::test]
+async fn a_node_of_another_cluster_is_refused() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let target = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    cluster.spawn_founding(4, &format!("4=self,{target}={}", cluster.peer_addr(target)));
+    let log = cluster.dir.path().join(format!("node-{target}.log"));
+    wait_for(Duration::from_secs(10), "the follower refuses node 4", || async {
+        std::fs::read_to_string(&log).ok()?.contains("node 4 belongs to another cluster").then_some(())
+    })
+    .await;
+    cluster.execute(leader, "CREATE TABLE t (id INTEGER PRIMARY KEY)").await.expect("the cluster serves");
+    let status = cluster.status(target).await.expect("status");
+    assert_eq!(status.leader_id, leader, "node {target} still follows its leader: {status:?}");
+    let stranger = cluster.status(4).await.expect("node 4 answers");
+    assert_eq!(stranger.leader_id, 0, "node 4 got no vote: {stranger:?}");
+}

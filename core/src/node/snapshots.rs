@@ -619,6 +619,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             raft_message: message.write_to_bytes().expect("raft messages always encode"),
             crc32c: file.crc32c,
             from_identity: 0,
+            cluster_id: 0,
         };
         self.outputs.push_back(super::Output::SendSnapshot { to: NodeId(to), header });
     }

@@ -154,6 +154,11 @@ pub struct ServeArgs {
     /// Initial voters of a new cluster, this node included: `1=HOST:PORT,2=...`.
     #[arg(long, env = "DEEB_PEERS", value_parser = peers_arg)]
     pub peers: Option<PeerList>,
+    /// Mixed into a new cluster's id with --peers, so two clusters founded
+    /// with the same peer list refuse each other's nodes. Give every
+    /// founding node the same one.
+    #[arg(long, env = "DEEB_CLUSTER_TOKEN", default_value = "")]
+    pub cluster_token: String,
     /// Join an existing cluster through this node's address.
     #[arg(long, env = "DEEB_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
@@ -246,6 +251,7 @@ impl ServeArgs {
             tracing::warn!(peer_listen = %peer_listen, "--insecure-peers: nothing authenticates the peer service");
         }
         config.peers = self.peers.clone().map(|list| list.0).unwrap_or_default();
+        config.cluster_token = self.cluster_token.clone();
         config.join = self.join.clone();
         config.join_as_learner = self.learner;
         config.request_timeout = self.request_timeout;

@@ -94,6 +94,15 @@ impl Cluster {
         self.spawn_with(id, &args);
     }
 
+    /// Starts node `id` founding a cluster of its own with `peers`
+    /// (`ID=PEER_ADDRESS,...`, where `self` names this node's peer address).
+    pub fn spawn_founding(&mut self, id: u64, peers: &str) {
+        self.ports.entry(id).or_insert_with(free_port);
+        self.peer_ports.entry(id).or_insert_with(free_port);
+        let peers = peers.replace("self", &self.peer_addr(id));
+        self.spawn_with(id, &["--peers", &peers]);
+    }
+
     fn spawn_with(&mut self, id: u64, args: &[&str]) {
         assert!(!self.children.contains_key(&id), "node {id} already running");
         let log = std::fs::OpenOptions::new()

@@ -240,7 +240,8 @@ impl Cluster {
         let node = self.node_mut(id);
         Handle::current().restart(node.handle.id());
         node.running = true;
-        if let Some(place) = self.initial.iter().position(|(initial, _)| initial.0 == id) {
+        let place = self.initial.iter().position(|(initial, _)| initial.0 == id);
+        if let Some(place) = place.filter(|_| self.members.contains(&id)) {
             self.restarted_last.store(place, Ordering::SeqCst);
         }
     }

@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-use super::cluster::{self, Cluster};
+use super::cluster::{self, Cluster, NO_RESTART_YET};
 use super::faults::{self, Chaos, CrashRequest, Doom};
 use super::mutants::Mutant;
 use super::swarm::{Scenario, Swarm};
@@ -722,6 +722,9 @@ async fn remove_member(cluster: &mut Cluster, drawn: u64, via: u64) {
         .unwrap_or(false);
     if done {
         cluster.members.remove(&removed);
+        // Sticky clients no longer follow it there.
+        let place = (removed - 1) as usize;
+        let _ = cluster.restarted_last.compare_exchange(place, NO_RESTART_YET, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 

@@ -287,8 +287,9 @@ impl Client {
         self.recorder.record(Operation { client: self.id, invoked, completed, kind });
     }
 
-    /// A random node, avoiding ones that timed out recently (as a real
-    /// client fails over), unless all did.
+    /// A random node (or a sticky client's own), avoiding ones that timed
+    /// out or failed a read recently (as a real client fails over), unless
+    /// all did.
     fn pick_address(&mut self) -> String {
         let now = self.recorder.now();
         let healthy: Vec<&String> = self
@@ -302,7 +303,13 @@ impl Client {
                     place if place != NO_RESTART_YET && self.id % 2 == 0 => place,
                     _ => self.id as usize,
                 };
-                return self.addresses[home % self.addresses.len()].clone();
+                // Unless it failed it lately (removed, say): then elsewhere,
+                // as an application's pool would (seed 110003259: both
+                // clients stuck to a removed node and wrote nothing).
+                let home = &self.addresses[home % self.addresses.len()];
+                if healthy.contains(&home) {
+                    return home.clone();
+                }
             }
         }
         let choices = if healthy.is_empty() { self.addresses.iter().collect() } else { healthy };
