@@ -16,6 +16,7 @@ use madsim::runtime::{Handle, NodeHandle};
 
 use super::faults::Chaos;
 use super::swarm::Swarm;
+use super::workload::StickyHomes;
 use crate::checker::convergence::ReplicaState;
 
 /// Bit rot hits one of a segment's last this many records.
@@ -62,9 +63,8 @@ pub struct Cluster {
     pub swarm: Swarm,
     mutations: Mutations,
     crash_salt: Arc<AtomicU64>,
-    /// The node (its place in `server_addresses`) that restarted last,
-    /// where sticky clients go (see `Client::sticky`).
-    pub restarted_last: Arc<AtomicUsize>,
+    /// Where sticky clients go (see `Client::sticky`).
+    pub sticky_homes: Arc<StickyHomes>,
 }
 
 impl Cluster {
@@ -79,7 +79,10 @@ impl Cluster {
             admin: Handle::current().create_node().name("admin").ip([10, 0, 2, 1].into()).build(),
             data_dir: data_dir.to_owned(),
             initial: initial.clone(),
-            restarted_last: Arc::new(AtomicUsize::new(NO_RESTART_YET)),
+            sticky_homes: Arc::new(StickyHomes {
+                restarted_last: AtomicUsize::new(NO_RESTART_YET),
+                removed: AtomicU64::new(0),
+            }),
             swarm: swarm.clone(),
             mutations,
             crash_salt: Arc::new(AtomicU64::new(seed)),
@@ -197,6 +200,12 @@ impl Cluster {
     pub fn adopt_members(&mut self, members: &[u64]) {
         let known = |id: &&u64| (1..=self.nodes.len() as u64).contains(id);
         self.members = members.iter().filter(known).copied().collect();
+        // A removal whose call timed out may have applied.
+        for id in 1..=self.nodes.len() as u64 {
+            if !self.members.contains(&id) {
+                self.note_removed(id);
+            }
+        }
         for id in self.members.clone() {
             if !self.node(id).running {
                 self.restart(id);
@@ -236,13 +245,24 @@ impl Cluster {
         log && sqlite
     }
 
+    /// Node `id` is no longer a member: sticky clients stop going there.
+    pub fn note_removed(&mut self, id: u64) {
+        self.members.remove(&id);
+        let Some(place) = self.initial.iter().position(|(initial, _)| initial.0 == id) else { return };
+        let homes = &self.sticky_homes;
+        let _ = homes.restarted_last.compare_exchange(place, NO_RESTART_YET, Ordering::SeqCst, Ordering::SeqCst);
+        if place < 64 {
+            homes.removed.fetch_or(1 << place, Ordering::SeqCst);
+        }
+    }
+
     pub fn restart(&mut self, id: u64) {
         let node = self.node_mut(id);
         Handle::current().restart(node.handle.id());
         node.running = true;
         let place = self.initial.iter().position(|(initial, _)| initial.0 == id);
         if let Some(place) = place.filter(|_| self.members.contains(&id)) {
-            self.restarted_last.store(place, Ordering::SeqCst);
+            self.sticky_homes.restarted_last.store(place, Ordering::SeqCst);
         }
     }
 }

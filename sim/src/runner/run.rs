@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-use super::cluster::{self, Cluster, NO_RESTART_YET};
+use super::cluster::{self, Cluster};
 use super::faults::{self, Chaos, CrashRequest, Doom};
 use super::mutants::Mutant;
 use super::swarm::{Scenario, Swarm};
@@ -204,7 +204,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
         let mut client = Client::new(id, options.seed, addresses.clone(), recorder.clone(), stop.clone());
         client.lease_reads = swarm.lease_reads;
         client.stale_reads = swarm.stale_reads.then_some(swarm.clock_drift);
-        client.sticky = swarm.late_across_restarts.then(|| cluster.restarted_last.clone());
+        client.sticky = swarm.late_across_restarts.then(|| cluster.sticky_homes.clone());
         clients.push(client_node.spawn(client.run()));
     }
     let mut rng = SmallRng::seed_from_u64(options.seed ^ FAULT_SALT);
@@ -721,10 +721,7 @@ async fn remove_member(cluster: &mut Cluster, drawn: u64, via: u64) {
         .await
         .unwrap_or(false);
     if done {
-        cluster.members.remove(&removed);
-        // Sticky clients no longer follow it there.
-        let place = (removed - 1) as usize;
-        let _ = cluster.restarted_last.compare_exchange(place, NO_RESTART_YET, Ordering::SeqCst, Ordering::SeqCst);
+        cluster.note_removed(removed);
     }
 }
 

@@ -5,7 +5,7 @@
 //! indeterminate. The SQL workload (`sql`) runs among them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,7 +113,17 @@ pub struct Client {
     /// the node with the fewest, and a restarted node has none), or before
     /// any restart its `id`-th. So a node that just restarted meets many
     /// requests at once (see `Swarm::late_across_restarts`).
-    pub sticky: Option<Arc<AtomicUsize>>,
+    pub sticky: Option<Arc<StickyHomes>>,
+}
+
+/// Where sticky clients go (see `Client::sticky`), kept by the harness.
+#[derive(Debug)]
+pub struct StickyHomes {
+    /// The place in `addresses` of the member that restarted last, or
+    /// `NO_RESTART_YET`.
+    pub restarted_last: AtomicUsize,
+    /// The places of removed nodes, one bit each.
+    pub removed: AtomicU64,
 }
 
 impl Client {
@@ -297,23 +307,36 @@ impl Client {
             .iter()
             .filter(|address| self.suspect_until.get(*address).is_none_or(|&until| until <= now))
             .collect();
-        if let Some(restarted_last) = &self.sticky {
+        if let Some(homes) = &self.sticky {
             if self.rng.gen_bool(STICKY_SHARE) {
-                let home = match restarted_last.load(Ordering::SeqCst) {
+                let home = match homes.restarted_last.load(Ordering::SeqCst) {
                     place if place != NO_RESTART_YET && self.id % 2 == 0 => place,
                     _ => self.id as usize,
-                };
-                // Unless it failed it lately (removed, say): then elsewhere,
-                // as an application's pool would (seed 110003259: both
-                // clients stuck to a removed node and wrote nothing).
-                let home = &self.addresses[home % self.addresses.len()];
-                if healthy.contains(&home) {
-                    return home.clone();
+                } % self.addresses.len();
+                // Not a removed node, nor one that failed it lately: then
+                // elsewhere, as an application's pool would (seeds 110003259
+                // and 464445723: both clients of a two-client seed stuck to a
+                // removed node, one that never learned of its removal and
+                // answered each request only at its timeout).
+                let removed = homes.removed.load(Ordering::SeqCst) & (1 << home.min(63)) != 0;
+                let address = &self.addresses[home];
+                if !removed && healthy.contains(&address) {
+                    return address.clone();
                 }
             }
         }
         let choices = if healthy.is_empty() { self.addresses.iter().collect() } else { healthy };
         choices[self.rng.gen_range(0..choices.len())].clone()
+    }
+
+    /// A sticky client also avoids a node that answered with an error (a
+    /// removed node that never learned it was removed answers every request
+    /// at its timeout: seed 464445723), as an application's pool would.
+    /// (Other clients keep to the older rule, so their seeds run as before.)
+    fn suspect_if_sticky(&mut self, address: &str) {
+        if self.sticky.is_some() {
+            self.suspect(address);
+        }
     }
 
     fn suspect(&mut self, address: &str) {
@@ -368,8 +391,13 @@ impl Client {
         match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) if is_statement_failure(&status) => Err(Failure::Statement(status.message().to_owned())),
-            Ok(Err(status)) if deeb_server::errors::proves_not_applied(&status) => Err(Failure::NotApplied),
-            Ok(Err(_)) => Err(Failure::Unknown),
+            Ok(Err(status)) => {
+                self.suspect_if_sticky(&address);
+                match deeb_server::errors::proves_not_applied(&status) {
+                    true => Err(Failure::NotApplied),
+                    false => Err(Failure::Unknown),
+                }
+            }
             Err(_) => {
                 self.suspect(&address);
                 Err(Failure::Unknown)
@@ -393,6 +421,9 @@ impl Client {
         let address = self.pick_address();
         let mut client = self.client_for(&address).await?;
         let rows = query_rows(&mut client, statement, consistency, max_staleness).await;
+        if matches!(rows, Ok(None)) {
+            self.suspect_if_sticky(&address);
+        }
         if rows.is_err() {
             self.suspect(&address);
         }
