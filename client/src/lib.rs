@@ -52,8 +52,10 @@ pub struct Options {
     pub consistency: deeb_proto::Consistency,
     /// How long a query may run (`None`: the server's default).
     pub query_timeout: Option<Duration>,
-    /// Called on every endpoint before it connects: the place to add TLS
-    /// (`Endpoint::tls_config`) once nodes serve it.
+    /// Connect over TLS (https) with these settings: the CA to trust and,
+    /// for nodes that require one, a client certificate.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Called on every endpoint before it connects (timeouts, keep-alive).
     pub endpoint_hook: Option<Arc<dyn Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint + Send + Sync>>,
     /// Sent as the `authorization` metadata of every call (credentials,
     /// for when nodes check them).
@@ -70,6 +72,7 @@ impl Default for Options {
             retry_budget: Duration::from_secs(5),
             consistency: deeb_proto::Consistency::Linearizable,
             query_timeout: None,
+            tls: None,
             endpoint_hook: None,
             authorization: None,
             follow_leader: true,
@@ -85,6 +88,7 @@ impl std::fmt::Debug for Options {
             .field("retry_budget", &self.retry_budget)
             .field("consistency", &self.consistency)
             .field("query_timeout", &self.query_timeout)
+            .field("tls", &self.tls.is_some())
             .field("endpoint_hook", &self.endpoint_hook.is_some())
             .field("authorization", &self.authorization.as_ref().map(|_| "<set>"))
             .field("follow_leader", &self.follow_leader)
@@ -106,7 +110,7 @@ impl Client {
     /// A client of the cluster reachable at `nodes` (any of them; more are
     /// learned from the cluster's member list). Connects lazily.
     pub fn new(nodes: &[&str], options: Options) -> Client {
-        let pool = Pool::new(options.connect_timeout, options.endpoint_hook.clone());
+        let pool = Pool::new(options.connect_timeout, options.endpoint_hook.clone()).with_tls(options.tls.clone());
         Client {
             nodes: Arc::new(nodes.iter().map(|node| (*node).to_owned()).collect()),
             pool,

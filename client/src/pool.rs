@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::{Error, GrpcClient, MESSAGE_BYTES_MAX};
 
@@ -18,6 +18,7 @@ pub struct Pool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     hook: Option<EndpointHook>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -31,7 +32,14 @@ impl Pool {
     /// An empty pool; `hook` (TLS settings, say) is applied to every
     /// endpoint before it connects.
     pub fn new(connect_timeout: Duration, hook: Option<EndpointHook>) -> Pool {
-        Pool { channels: Arc::default(), connect_timeout, hook }
+        Pool { channels: Arc::default(), connect_timeout, hook, tls: None }
+    }
+
+    /// The same pool, connecting over TLS with `tls` (https) if given. The
+    /// certificate must name the host of each address the pool connects to.
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Pool {
+        self.tls = tls;
+        self
     }
 
     /// A client on the pooled channel to `address` (`host:port`, with or
@@ -53,9 +61,15 @@ impl Pool {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(uri_of(address))
-            .map_err(|error| Error::transport(format!("bad address {address:?}: {error}")))?
-            .connect_timeout(self.connect_timeout);
+        let bad = |error: tonic::transport::Error| Error::transport(format!("bad address {address:?}: {error}"));
+        let endpoint = match &self.tls {
+            None => Endpoint::from_shared(uri_of(address)).map_err(bad)?,
+            Some(tls) => {
+                let bare = address.trim_start_matches("https://").trim_start_matches("http://");
+                Endpoint::from_shared(format!("https://{bare}")).and_then(|e| e.tls_config(tls.clone())).map_err(bad)?
+            }
+        };
+        let endpoint = endpoint.connect_timeout(self.connect_timeout);
         let endpoint = match &self.hook {
             Some(hook) => hook(endpoint),
             None => endpoint,

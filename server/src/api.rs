@@ -3,6 +3,7 @@
 //! leader is known they are retried until the request timeout.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deeb_core::{AdminError, Consistency, MemberChange, NodeId, ReadError, Role, Status as NodeStatus, WriteError};
@@ -16,18 +17,21 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::client::{forwarded, is_forwarded};
+use crate::client::{forwarded_for, is_forwarded};
 use crate::errors::{to_status, ServerError};
 use crate::handle::NodeHandle;
 use crate::peer::ClientAddresses;
 use crate::query::{self, ChunkLimits, ShuttingDown};
+use crate::security::{Permission, Principal, Security};
 
 /// The `Deeb` gRPC service of one node.
 #[derive(Clone, Debug)]
 pub struct DeebService {
     handle: NodeHandle,
-    /// One channel per node this one forwards to (the client crate's pool).
-    pool: deeb_client::Pool,
+    /// One channel per node this one forwards to (the client crate's pool),
+    /// made afresh when the security settings are read again.
+    pool: Arc<Mutex<(u64, deeb_client::Pool)>>,
+    security: Arc<Security>,
     limits: ChunkLimits,
     timeouts: QueryTimeouts,
     shutting_down: ShuttingDown,
@@ -64,17 +68,28 @@ impl DeebService {
         timeouts: QueryTimeouts,
         shutting_down: ShuttingDown,
         client_addresses: ClientAddresses,
+        security: Arc<Security>,
     ) -> Self {
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
-        let pool = deeb_client::Pool::new(crate::client::CONNECT_TIMEOUT, None);
-        Self { handle, pool, limits, timeouts, shutting_down, client_addresses }
+        let pool = Arc::new(Mutex::new((security.generation(), forwarding_pool(&security))));
+        Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses }
+    }
+
+    /// The pool of channels to other nodes, current with the TLS settings.
+    fn pool(&self) -> deeb_client::Pool {
+        let mut slot = self.pool.lock().expect("forwarding pool lock");
+        let generation = self.security.generation();
+        if slot.0 != generation {
+            *slot = (generation, forwarding_pool(&self.security));
+        }
+        slot.1.clone()
     }
 
     async fn execute_once(
         &self,
         message: &ExecuteRequest,
-        forwarded_here: bool,
+        (forwarded_here, principal): (bool, &Principal),
     ) -> Result<ExecuteResponse, ServerError> {
         let key = Some(message.idempotency_key.clone()).filter(|key| !key.is_empty());
         match self.handle.write(message.statements.clone(), key).await {
@@ -83,14 +98,18 @@ impl DeebService {
             }
             Err(ServerError::Write(WriteError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
                 let mut client = self.leader_client(leader).await?;
-                let answer = self.bounded(client.execute(forwarded(message.clone()))).await?;
+                let answer = self.bounded(client.execute(forwarded_for(message.clone(), principal))).await?;
                 answer.map(Response::into_inner).map_err(ServerError::Forwarded)
             }
             Err(error) => Err(error),
         }
     }
 
-    async fn admin_once(&self, request: &AdminCall, forwarded_here: bool) -> Result<AdminResponse, ServerError> {
+    async fn admin_once(
+        &self,
+        request: &AdminCall,
+        (forwarded_here, principal): (bool, &Principal),
+    ) -> Result<AdminResponse, ServerError> {
         let result = match request {
             AdminCall::Add(add) => self.handle.change_membership(vec![member_change(add)]).await,
             AdminCall::Remove(remove) => {
@@ -103,9 +122,9 @@ impl DeebService {
             Err(ServerError::Admin(AdminError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
                 let mut client = self.leader_client(leader).await?;
                 let answer = match request {
-                    AdminCall::Add(add) => self.bounded(client.add_node(forwarded(add.clone()))).await?,
-                    AdminCall::Remove(remove) => self.bounded(client.remove_node(forwarded(*remove))).await?,
-                    AdminCall::Transfer(transfer) => self.bounded(client.transfer_leader(forwarded(*transfer))).await?,
+                    AdminCall::Add(add) => self.bounded(client.add_node(forwarded_for(add.clone(), principal))).await?,
+                    AdminCall::Remove(remove) => self.bounded(client.remove_node(forwarded_for(*remove, principal))).await?,
+                    AdminCall::Transfer(transfer) => self.bounded(client.transfer_leader(forwarded_for(*transfer, principal))).await?,
                 };
                 answer.map(Response::into_inner).map_err(ServerError::Forwarded)
             }
@@ -119,7 +138,7 @@ impl DeebService {
     ) -> Result<deeb_proto::deeb_client::DeebClient<tonic::transport::Channel>, ServerError> {
         let address = self.handle.address(leader).await?;
         let address = address.ok_or_else(|| ServerError::NoLeader(format!("address of leader {leader} unknown")))?;
-        self.pool
+        self.pool()
             .client(&address)
             .map_err(|error| ServerError::NoLeader(format!("leader {leader} at {address}: {error}")))
     }
@@ -128,11 +147,11 @@ impl DeebService {
     async fn forward_query(
         &self,
         leader: NodeId,
-        message: QueryRequest,
+        (message, principal): (QueryRequest, &Principal),
         chunks: query::ChunkSender,
     ) -> Result<(), ServerError> {
         let mut client = self.leader_client(leader).await?;
-        let answer = self.bounded(client.query(forwarded(message))).await?;
+        let answer = self.bounded(client.query(forwarded_for(message, principal))).await?;
         let mut stream = answer.map_err(ServerError::Forwarded)?.into_inner();
         tokio::spawn(async move {
             loop {
@@ -186,15 +205,17 @@ enum AdminCall {
 #[tonic::async_trait]
 impl Deeb for DeebService {
     async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+        let principal = self.security.admit(&request, Permission::Execute)?;
         let forwarded_here = is_forwarded(&request);
         let message = request.into_inner();
-        let answer = self.with_retry(|| self.execute_once(&message, forwarded_here)).await;
+        let answer = self.with_retry(|| self.execute_once(&message, (forwarded_here, &principal))).await;
         answer.map(Response::new).map_err(to_status)
     }
 
     type QueryStream = ReceiverStream<Result<QueryChunk, Status>>;
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+        let principal = self.security.admit(&request, Permission::Query)?;
         let forwarded_here = is_forwarded(&request);
         let message = request.into_inner();
         let statement = message.statement.clone().ok_or_else(|| invalid("a query needs a statement"))?;
@@ -205,7 +226,7 @@ impl Deeb for DeebService {
                 query::spawn(reader, statement, self.limits, timeout, self.shutting_down.clone(), chunks)
             }
             Err(ServerError::Read(ReadError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
-                self.forward_query(leader, message, chunks).await.map_err(to_status)?
+                self.forward_query(leader, (message, &principal), chunks).await.map_err(to_status)?
             }
             Err(error) => return Err(to_status(error)),
         }
@@ -213,6 +234,7 @@ impl Deeb for DeebService {
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.security.admit(&request, Permission::Status)?;
         let status = self.handle.status().await.map_err(to_status)?;
         let mut response = status_response(&status);
         for member in &mut response.members {
@@ -242,11 +264,16 @@ impl Deeb for DeebService {
 
 impl DeebService {
     async fn admin<T>(&self, request: Request<T>, wrap: fn(T) -> AdminCall) -> Result<Response<AdminResponse>, Status> {
+        let principal = self.security.admit(&request, Permission::Membership)?;
         let forwarded_here = is_forwarded(&request);
         let call = wrap(request.into_inner());
-        let answer = self.with_retry(|| self.admin_once(&call, forwarded_here)).await;
+        let answer = self.with_retry(|| self.admin_once(&call, (forwarded_here, &principal))).await;
         answer.map(Response::new).map_err(to_status)
     }
+}
+
+fn forwarding_pool(security: &Security) -> deeb_client::Pool {
+    deeb_client::Pool::new(crate::client::CONNECT_TIMEOUT, None).with_tls(security.peer_channel_tls())
 }
 
 /// Errors worth retrying inside the server: nothing was done, and a leader

@@ -8,6 +8,7 @@ use deeb_core::NodeId;
 use thiserror::Error;
 
 use crate::hooks::Hooks;
+use crate::security::SecurityConfig;
 
 /// The settings of one server process.
 #[derive(Clone, Debug)]
@@ -46,6 +47,8 @@ pub struct ServeConfig {
     pub statement_timeout_max: Duration,
     /// Bound on a graceful shutdown's leader transfer.
     pub shutdown_transfer_timeout: Duration,
+    /// TLS, users and connection limits (`crate::security`).
+    pub security: SecurityConfig,
     /// The simulator's observer and fault seams; empty for real.
     pub hooks: Hooks,
 }
@@ -75,6 +78,7 @@ impl ServeConfig {
             statement_timeout: Duration::from_secs(5),
             statement_timeout_max: Duration::from_secs(60),
             shutdown_transfer_timeout: Duration::from_secs(3),
+            security: SecurityConfig::default(),
             hooks: Hooks::default(),
         }
     }
@@ -101,6 +105,23 @@ impl ServeConfig {
         }
         if self.peer_listen == Some(self.listen) {
             return Err(ConfigError::Invalid("--peer-listen must differ from --listen".into()));
+        }
+        let secured = self.security.auth.is_some() || self.security.client_tls.is_some() || self.security.peer_tls.is_some();
+        if secured && self.peer_listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "TLS and --auth need --peer-listen: single-port mode is for trials, and a user named by a \
+                 forwarding node is believed only on the peer listener"
+                    .into(),
+            ));
+        }
+        if self.security.peer_tls.as_ref().is_some_and(|files| files.ca.is_none()) {
+            return Err(ConfigError::Invalid("--peer-tls-cert needs --peer-tls-ca: peers must prove who they are".into()));
+        }
+        if self.security.limits.max_connections == 0 || self.security.limits.max_streams_per_connection == 0 {
+            return Err(ConfigError::Invalid("--max-connections and --max-streams-per-connection must be positive".into()));
+        }
+        if self.security.limits.idle_timeout.is_zero() {
+            return Err(ConfigError::Invalid("--idle-timeout must be positive".into()));
         }
         if self.statement_timeout.is_zero() {
             return Err(ConfigError::Invalid("--statement-timeout must be positive".into()));

@@ -421,8 +421,9 @@ impl<D: Disk> EventLoop<D> {
         };
         let loopback = self.loopback.clone();
         let chunk_bytes_max = self.snapshot_chunk_bytes_max;
+        let security = self.peers.security();
         tokio::spawn(async move {
-            let delivered = match snapshot::send(file, header, &address, chunk_bytes_max).await {
+            let delivered = match snapshot::send(&security, file, header, &address, chunk_bytes_max).await {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::warn!(to = to.0, %address, %error, "snapshot transfer failed");

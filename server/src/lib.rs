@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod identity;
 pub mod peer;
 pub mod query;
+pub mod security;
 pub mod server;
 pub mod snapshot;
 

@@ -59,7 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args).await,
         Command::Shell(args) => {
-            let mut shell = shell::Shell::new(commands::connect(&args.client.addr), args.format, args.keep_going);
+            let mut shell = shell::Shell::new(commands::connect(&args.client).map_err(anyhow::Error::msg)?, args.format, args.keep_going);
             match shell.run().await? {
                 true => Ok(()),
                 // Each failure was printed as it happened.
@@ -67,11 +67,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Exec { client, sql, format } => {
-            let response = commands::execute(&commands::connect(&client.addr), &sql).await.map_err(status_error)?;
+            let response = commands::execute(&commands::connect(&client).map_err(anyhow::Error::msg)?, &sql).await.map_err(status_error)?;
             emit(&commands::format_execute_as(&response, format))
         }
         Command::Query { client, sql, consistency, max_staleness, timeout, format } => {
-            let client = commands::connect(&client.addr);
+            let client = commands::connect(&client).map_err(anyhow::Error::msg)?;
             let mut printer = None;
             let mut failed = None;
             let queried = commands::query_chunks(&client, &sql, consistency, max_staleness, timeout, |chunk| {
@@ -93,11 +93,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output_result(finished)
         }
         Command::Status(client) => {
-            let status = commands::status(&commands::connect(&client.addr)).await.map_err(status_error)?;
+            let status = commands::status(&commands::connect(&client).map_err(anyhow::Error::msg)?).await.map_err(status_error)?;
             emit(&format!("{}{}", commands::format_status(&status), commands::format_members(&status)))
         }
         Command::Nodes { client, action } => {
-            let text = commands::nodes(&commands::connect(&client.addr), &action).await.map_err(status_error)?;
+            let text = commands::nodes(&commands::connect(&client).map_err(anyhow::Error::msg)?, &action).await.map_err(status_error)?;
             emit(&format!("{text}\n"))
         }
         #[cfg(not(madsim))]
@@ -105,12 +105,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(madsim)]
         Command::Dev(_) => anyhow::bail!("`deeb dev` starts real processes; it is not available in simulation"),
         Command::Bench(args) => emit(&bench::run(&args).await.map_err(anyhow::Error::msg)?),
+        Command::Passwd { token } => cli::secrets::passwd(token).map_err(anyhow::Error::msg),
+        Command::Certs(args) => emit(&cli::secrets::certs(&args).map_err(anyhow::Error::msg)?),
     }
 }
 
 /// Runs a node until SIGTERM or Ctrl-C.
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
+    #[cfg(not(madsim))]
+    cli::secrets::raise_descriptor_limit(config.security.limits.max_connections);
     std::fs::create_dir_all(&config.data_dir)?;
     let disk = FsDisk::open(&config.data_dir.join("log"))?;
     deeb_server::run_node(config, disk, cli::shutdown_signal()).await?;

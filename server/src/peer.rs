@@ -19,6 +19,7 @@ use crate::errors::{to_status, ServerError};
 use crate::event_loop::Input;
 use crate::hooks::TransportFaults;
 use crate::identity::{ClusterId, PeerIdentities};
+use crate::security::{ConnInfo, Security};
 use crate::snapshot;
 
 /// The loop's outbound side: a queue per peer.
@@ -32,6 +33,7 @@ pub(crate) struct PeerSenders {
     senders: BTreeMap<NodeId, PeerSender>,
     queue_max: usize,
     faults: Option<Arc<dyn TransportFaults>>,
+    security: Arc<Security>,
 }
 
 struct PeerSender {
@@ -49,9 +51,16 @@ impl PeerSenders {
         (my_identity, cluster): (u64, ClusterId),
         loopback: mpsc::Sender<Input>,
         queue_max: usize,
+        security: Arc<Security>,
     ) -> Self {
         let senders = BTreeMap::new();
-        Self { me, my_address, my_client_address, my_identity, cluster, loopback, senders, queue_max, faults: None }
+        let faults = None;
+        Self { me, my_address, my_client_address, my_identity, cluster, loopback, senders, queue_max, faults, security }
+    }
+
+    /// TLS for calls to other nodes.
+    pub(crate) fn security(&self) -> Arc<Security> {
+        self.security.clone()
     }
 
     /// This node's data-directory identity and cluster id, for the
@@ -97,6 +106,7 @@ impl PeerSenders {
             address: address.clone(),
             loopback: self.loopback.clone(),
             faults: self.faults.clone(),
+            security: self.security.clone(),
         };
         tokio::spawn(task.run(receiver));
         PeerSender { address, queue }
@@ -114,6 +124,7 @@ struct SenderTask {
     address: String,
     loopback: mpsc::Sender<Input>,
     faults: Option<Arc<dyn TransportFaults>>,
+    security: Arc<Security>,
 }
 
 impl SenderTask {
@@ -139,7 +150,7 @@ impl SenderTask {
             if self.detach_faulty(&batch) {
                 continue;
             }
-            match deliver(&self.address, &mut client, batch).await {
+            match deliver(&self.security, &self.address, &mut client, batch).await {
                 Ok(()) => backoff = BACKOFF_MIN,
                 Err(error) => {
                     tracing::debug!(to = self.to.0, address = %self.address, %error, "peer unreachable");
@@ -162,10 +173,10 @@ impl SenderTask {
         let plan = faults.plan(self.me, self.to);
         let held_back = (!plan.delay.is_zero()).then_some(plan.delay);
         for delay in plan.copies.into_iter().chain(held_back) {
-            let (address, batch) = (self.address.clone(), batch.clone());
+            let (address, batch, security) = (self.address.clone(), batch.clone(), self.security.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = deliver(&address, &mut None, batch).await;
+                let _ = deliver(&security, &address, &mut None, batch).await;
             });
         }
         held_back.is_some()
@@ -173,9 +184,14 @@ impl SenderTask {
 }
 
 /// Sends one batch to `address`, connecting first if `client` is `None`.
-async fn deliver(address: &str, client: &mut Option<PeerClient<Channel>>, batch: RaftBatch) -> Result<(), String> {
+async fn deliver(
+    security: &Security,
+    address: &str,
+    client: &mut Option<PeerClient<Channel>>,
+    batch: RaftBatch,
+) -> Result<(), String> {
     if client.is_none() {
-        let channel = channel(address, PEER_CALL_TIMEOUT).await.map_err(|error| error.to_string())?;
+        let channel = channel(security, address, PEER_CALL_TIMEOUT).await.map_err(|error| error.to_string())?;
         *client = Some(PeerClient::new(channel));
     }
     let Some(connected) = client.as_mut() else { return Err("not connected".into()) };
@@ -222,6 +238,7 @@ pub struct PeerService {
     client_addresses: ClientAddresses,
     identities: PeerIdentities,
     cluster: ClusterId,
+    security: Arc<Security>,
 }
 
 impl PeerService {
@@ -229,16 +246,19 @@ impl PeerService {
         inputs: mpsc::Sender<Input>,
         client_addresses: ClientAddresses,
         (identities, cluster): (PeerIdentities, ClusterId),
+        security: Arc<Security>,
     ) -> Self {
-        Self { inputs, client_addresses, identities, cluster }
+        Self { inputs, client_addresses, identities, cluster, security }
     }
 }
 
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn raft(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+        let conn = request.extensions().get::<ConnInfo>().cloned();
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
+            self.security.admit_peer(conn.as_ref(), &batch.from_address)?;
             self.cluster.admit(batch.from, batch.cluster_id).map_err(Status::permission_denied)?;
             self.identities.admit(batch.from, batch.from_identity).map_err(Status::permission_denied)?;
             self.client_addresses.note(batch.from, &batch.from_client_address);
@@ -257,6 +277,7 @@ impl Peer for PeerService {
             self.cluster.admit(from, cluster)?;
             self.identities.admit(from, identity)
         };
+        self.security.admit_peer(request.extensions().get::<ConnInfo>(), "")?;
         let ack = match snapshot::receive(&self.inputs, admit, request.into_inner()).await {
             Ok(()) => SnapshotAck { accepted: true, error: String::new() },
             Err(error) => {

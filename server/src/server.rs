@@ -4,7 +4,9 @@
 //! mode), runs the event loop, and joins a cluster if asked.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deeb_core::disk::Disk;
@@ -24,6 +26,7 @@ use crate::handle::NodeHandle;
 use crate::identity::{self, ClusterId, PeerIdentities};
 use crate::peer::{ClientAddresses, PeerSenders, PeerService};
 use crate::query::ShuttingDown;
+use crate::security::Security;
 
 /// Why a node could not run or stopped with an error.
 #[derive(Debug, Error)]
@@ -38,6 +41,8 @@ pub enum ServeError {
     Identity(std::io::Error),
     #[error("node stopped: {0}")]
     Stopped(#[from] Stopped),
+    #[error("security settings: {0}")]
+    Security(#[from] crate::security::SecurityError),
     #[error("joining through {address}: {message}")]
     Join { address: String, message: String },
 }
@@ -67,6 +72,12 @@ pub async fn run_node<D: Disk + 'static>(
     let cluster =
         ClusterId::load(&config.data_dir, &config.peers, &config.cluster_token).map_err(ServeError::Identity)?;
     tracing::info!(node = config.id().0, listen = %config.listen, identity = format!("{identity:016x}"), "node open");
+    let security = Arc::new(Security::load(&config.security)?);
+    if !security.has_users() {
+        tracing::info!("no --auth users file: every client may read, write and change membership");
+    }
+    #[cfg(not(madsim))]
+    crate::security::reload_on_sighup(security.clone());
     let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
     let handle = NodeHandle::new(inputs.clone(), config.request_timeout, config.id());
     let (stop_server, server_stopped) = oneshot::channel::<()>();
@@ -74,6 +85,7 @@ pub async fn run_node<D: Disk + 'static>(
     let shutting_down = ShuttingDown::default();
     let server = tokio::spawn(serve_grpc(
         config.clone(),
+        security.clone(),
         (peer_identities, cluster.clone()),
         handle.clone(),
         shutting_down.clone(),
@@ -82,11 +94,11 @@ pub async fn run_node<D: Disk + 'static>(
         server_failed,
     ));
     if config.join.is_some() {
-        tokio::spawn(join_in_background(config.clone(), handle.clone()));
+        tokio::spawn(join_in_background(config.clone(), security.clone(), handle.clone()));
     }
     let addresses = (config.advertise.clone(), config.client_advertise.clone());
     let credentials = (identity, cluster.clone());
-    let mut peers = PeerSenders::new(config.id(), addresses, credentials, inputs.clone(), PEER_QUEUE_MAX);
+    let mut peers = PeerSenders::new(config.id(), addresses, credentials, inputs.clone(), PEER_QUEUE_MAX, security);
     peers.inject_faults(config.hooks.transport.clone());
     let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
     let work_time = config.hooks.work_time.clone();
@@ -116,6 +128,7 @@ pub async fn run_node<D: Disk + 'static>(
 
 async fn serve_grpc(
     config: ServeConfig,
+    security: Arc<Security>,
     peer_checks: (PeerIdentities, ClusterId),
     handle: NodeHandle,
     shutting_down: ShuttingDown,
@@ -128,8 +141,16 @@ async fn serve_grpc(
     let client_addresses = ClientAddresses::default();
     client_addresses.note(config.id().0, &config.client_advertise);
     let (rows_max, bytes_max) = (limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
-    let api = DeebService::new(handle, rows_max, bytes_max, timeouts, shutting_down, client_addresses.clone());
-    let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_checks));
+    let api = DeebService::new(
+        handle,
+        rows_max,
+        bytes_max,
+        timeouts,
+        shutting_down,
+        client_addresses.clone(),
+        security.clone(),
+    );
+    let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_checks, security.clone()));
     // Raise tonic's 4 MiB decoding limit to the largest raft message we may
     // send. (madsim's transport does not encode messages: no limit there.)
     #[cfg(not(madsim))]
@@ -153,21 +174,29 @@ async fn serve_grpc(
             let _ = stopped.wait_for(|stopped| *stopped).await;
         }
     };
+    let (address, result) = serve_listeners(&config, &security, api, peers, until_stopped).await;
+    if let Err(error) = result {
+        tracing::error!(listen = %address, %error, "gRPC server failed");
+        let _ = failed.send(format!("{address}: {error}"));
+    }
+}
+
+/// The services on the simulator's transport: one listener or two, no TLS
+/// and no connection limits (its network has no sockets to exhaust).
+#[cfg(madsim)]
+async fn serve_listeners<F: Future<Output = ()>>(
+    config: &ServeConfig,
+    _security: &Security,
+    api: DeebServer<DeebService>,
+    peers: PeerServer<PeerService>,
+    until_stopped: impl Fn() -> F,
+) -> (SocketAddr, Result<(), String>) {
     let (address, result) = match config.peer_listen {
         None => {
-            tracing::warn!(
-                listen = %config.listen,
-                "single-port mode: the peer service (raft messages, snapshots) is served on the client listener; \
-                 for deeb dev and tests only, give --peer-listen otherwise"
-            );
             let router = tonic::transport::Server::builder().add_service(api).add_service(peers);
             (config.listen, router.serve_with_shutdown(config.listen, until_stopped()).await)
         }
         Some(peer_listen) => {
-            tracing::info!(listen = %config.listen, peer_listen = %peer_listen, "client and peer listeners");
-            // Clients never reach the peer service. Other nodes reach the
-            // client API on the peer listener too: forwarded requests and
-            // joins travel between nodes.
             let clients = tonic::transport::Server::builder().add_service(api.clone());
             let nodes = tonic::transport::Server::builder().add_service(api).add_service(peers);
             tokio::select! {
@@ -176,9 +205,69 @@ async fn serve_grpc(
             }
         }
     };
-    if let Err(error) = result {
-        tracing::error!(listen = %address, %error, "gRPC server failed");
-        let _ = failed.send(format!("{address}: {error}"));
+    (address, result.map_err(|error| error.to_string()))
+}
+
+/// The services on real sockets: the client listener (TLS if configured)
+/// serves only the client API; the peer listener (mutual TLS if
+/// configured) serves the peer service and the client API for requests
+/// forwarded between nodes and joins. Each accepts up to the connection
+/// limit and closes connections that stay silent (see
+/// `crate::security::listener`).
+#[cfg(not(madsim))]
+async fn serve_listeners<F: Future<Output = ()>>(
+    config: &ServeConfig,
+    security: &Security,
+    api: DeebServer<DeebService>,
+    peers: PeerServer<PeerService>,
+    until_stopped: impl Fn() -> F,
+) -> (SocketAddr, Result<(), String>) {
+    use crate::security::listener::{incoming, Settings};
+    use crate::security::Side;
+    let limits = config.security.limits;
+    let builder = || {
+        let ping = limits.idle_timeout / 3;
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_keepalive_interval(Some(ping))
+            .http2_keepalive_timeout(Some(ping))
+            .http2_max_header_list_size(HEADER_LIST_BYTES_MAX)
+    };
+    let serve = |address: SocketAddr, side: Side, tls, router: tonic::transport::server::Router| {
+        let stopped = until_stopped();
+        async move {
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| error.to_string())?;
+            let settings =
+                Settings { side, tls, max_connections: limits.max_connections, idle_timeout: limits.idle_timeout };
+            let connections = incoming(listener, settings);
+            router.serve_with_incoming_shutdown(connections, stopped).await.map_err(|error| error.to_string())
+        }
+    };
+    match config.peer_listen {
+        None => {
+            tracing::warn!(
+                listen = %config.listen,
+                "single-port mode: the peer service (raft messages, snapshots) is served on the client listener; \
+                 for deeb dev and tests only, give --peer-listen otherwise"
+            );
+            let router = builder().add_service(api).add_service(peers);
+            (config.listen, serve(config.listen, Side::Both, None, router).await)
+        }
+        Some(peer_listen) => {
+            tracing::info!(
+                listen = %config.listen,
+                peer_listen = %peer_listen,
+                client_tls = security.client_tls().is_some(),
+                peer_tls = security.peer_tls().is_some(),
+                "client and peer listeners"
+            );
+            let clients = builder().add_service(api.clone());
+            let nodes = builder().add_service(api).add_service(peers);
+            tokio::select! {
+                result = serve(config.listen, Side::Clients, security.client_tls(), clients) => (config.listen, result),
+                result = serve(peer_listen, Side::Peers, security.peer_tls(), nodes) => (peer_listen, result),
+            }
+        }
     }
 }
 
@@ -205,8 +294,8 @@ fn peer_message_bytes_max(limits: &deeb_core::Limits) -> usize {
     message + crate::peer::PEER_BATCH_BYTES_MAX + ENVELOPE_BYTES_MAX
 }
 
-async fn join_in_background(config: ServeConfig, handle: NodeHandle) {
-    if let Err(error) = join(&config, &handle).await {
+async fn join_in_background(config: ServeConfig, security: Arc<Security>, handle: NodeHandle) {
+    if let Err(error) = join(&config, &security, &handle).await {
         tracing::error!(%error, "could not join the cluster");
     }
 }
@@ -214,7 +303,7 @@ async fn join_in_background(config: ServeConfig, handle: NodeHandle) {
 /// Asks the cluster at `config.join` to add this node as a learner, waits
 /// until it has caught up, then (unless it should stay a learner) asks to
 /// promote it to voter. Skipped if this node is already a member.
-async fn join(config: &ServeConfig, handle: &NodeHandle) -> Result<(), ServeError> {
+async fn join(config: &ServeConfig, security: &Security, handle: &NodeHandle) -> Result<(), ServeError> {
     let address = config.join.clone().unwrap_or_default();
     let join_error = |message: String| ServeError::Join { address: address.clone(), message };
     let status = handle.status().await.map_err(|error| join_error(error.to_string()))?;
@@ -222,14 +311,14 @@ async fn join(config: &ServeConfig, handle: &NodeHandle) -> Result<(), ServeErro
         tracing::info!("already a member; not joining again");
         return Ok(());
     }
-    add_self(config, &address, Step::AddLearner).await.map_err(join_error)?;
+    add_self(config, security, &address, Step::AddLearner).await.map_err(join_error)?;
     tracing::info!(via = %address, "joined as learner");
     if config.join_as_learner {
         return Ok(());
     }
-    wait_caught_up(handle, &address).await.map_err(join_error)?;
+    wait_caught_up(security, handle, &address).await.map_err(join_error)?;
     // Refused if we were removed while catching up: then we stay out.
-    add_self(config, &address, Step::Promote).await.map_err(join_error)?;
+    add_self(config, security, &address, Step::Promote).await.map_err(join_error)?;
     tracing::info!(via = %address, "promoted to voter");
     Ok(())
 }
@@ -241,7 +330,7 @@ enum Step {
     Promote,
 }
 
-async fn add_self(config: &ServeConfig, address: &str, step: Step) -> Result<(), String> {
+async fn add_self(config: &ServeConfig, security: &Security, address: &str, step: Step) -> Result<(), String> {
     let request = AddNodeRequest {
         node_id: config.id().0,
         address: config.advertise.clone(),
@@ -250,7 +339,7 @@ async fn add_self(config: &ServeConfig, address: &str, step: Step) -> Result<(),
     };
     let deadline = Instant::now() + JOIN_TIMEOUT;
     loop {
-        let attempt = match connect(address).await {
+        let attempt = match connect(security, address).await {
             Ok(mut client) => client.add_node(request.clone()).await.map(drop),
             Err(error) => Err(tonic::Status::unavailable(error.to_string())),
         };
@@ -267,8 +356,8 @@ async fn add_self(config: &ServeConfig, address: &str, step: Step) -> Result<(),
 
 /// Waits (bounded) until this node has applied what the cluster had
 /// committed when we asked.
-async fn wait_caught_up(handle: &NodeHandle, address: &str) -> Result<(), String> {
-    let mut client = connect(address).await.map_err(|error| error.to_string())?;
+async fn wait_caught_up(security: &Security, handle: &NodeHandle, address: &str) -> Result<(), String> {
+    let mut client = connect(security, address).await.map_err(|error| error.to_string())?;
     let target =
         client.status(StatusRequest::default()).await.map_err(|s| s.message().to_owned())?.into_inner().commit_index;
     let deadline = Instant::now() + JOIN_TIMEOUT;
@@ -282,6 +371,9 @@ async fn wait_caught_up(handle: &NodeHandle, address: &str) -> Result<(), String
     Err(format!("did not catch up to index {target} in time"))
 }
 
+/// Bound on a request's headers (HTTP/2 header list).
+#[cfg_attr(madsim, allow(dead_code))]
+const HEADER_LIST_BYTES_MAX: u32 = 64 * 1024;
 /// Framing around a raft message (entry headers, batch fields).
 const ENVELOPE_BYTES_MAX: usize = 1024 * 1024;
 /// Bound on draining client and peer connections at shutdown.

@@ -10,6 +10,7 @@ use tonic::Streaming;
 
 use crate::client::channel;
 use crate::event_loop::Input;
+use crate::security::Security;
 
 /// Streams `file` to the node at `address` and waits for its verdict.
 ///
@@ -17,12 +18,13 @@ use crate::event_loop::Input;
 /// Connection or stream failure, an unreadable file, or the receiver
 /// refusing the snapshot (the text says why).
 pub async fn send(
+    security: &Security,
     file: SnapshotFile,
     header: SnapshotHeader,
     address: &str,
     chunk_bytes_max: usize,
 ) -> Result<(), String> {
-    let channel = channel(address, SNAPSHOT_TIMEOUT).await.map_err(|error| error.to_string())?;
+    let channel = channel(security, address, SNAPSHOT_TIMEOUT).await.map_err(|error| error.to_string())?;
     let mut client = PeerClient::new(channel);
     let (chunks, stream) = mpsc::channel(CHUNKS_IN_FLIGHT_MAX);
     let produce = produce_chunks(file, header, chunk_bytes_max, chunks);

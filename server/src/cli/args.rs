@@ -9,6 +9,8 @@ use deeb_core::NodeId;
 
 use super::output::Format;
 use deeb_server::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
+use deeb_server::security::tls::TlsFiles;
+use deeb_server::security::{ConnectionLimits, SecurityConfig};
 
 /// deeb: a replicated SQL database (raft + SQLite).
 #[derive(Debug, Parser)]
@@ -73,14 +75,59 @@ pub enum Command {
     Dev(DevArgs),
     /// Measure throughput and latency.
     Bench(BenchArgs),
+    /// Print an argon2 hash of a password (read from the terminal or
+    /// stdin) for the users file's `password_hash`; with --token, make a
+    /// random bearer token and print it with its `token_hash`.
+    Passwd {
+        /// Generate a bearer token instead of hashing a password.
+        #[arg(long)]
+        token: bool,
+    },
+    /// Make a certificate authority (once) and certificates signed by it:
+    /// one per node (serving and connecting, for client and peer TLS) and
+    /// one per user who logs in with a client certificate.
+    Certs(CertsArgs),
 }
 
-/// Where a client command connects.
+/// `deeb certs` flags.
+#[derive(Clone, Debug, Args)]
+pub struct CertsArgs {
+    /// Where the files go: ca.pem and ca-key.pem (made if absent), then
+    /// NAME.pem and NAME-key.pem for each certificate.
+    #[arg(long, default_value = "./deeb-certs")]
+    pub dir: PathBuf,
+    /// A node certificate NAME for HOST[,HOST...] (DNS names or IP
+    /// addresses other nodes and clients use to reach it), e.g.
+    /// `--node node1=db1.example,10.0.0.1`. Repeatable.
+    #[arg(long = "node", value_name = "NAME=HOSTS")]
+    pub nodes: Vec<String>,
+    /// A client certificate whose common name is USER. Repeatable.
+    #[arg(long = "user", value_name = "USER")]
+    pub users: Vec<String>,
+}
+
+/// Where a client command connects, and as whom.
 #[derive(Clone, Debug, Args)]
 pub struct ClientArgs {
     /// Any node's address (writes go on to the leader, found through it).
     #[arg(long, env = "DEEB_ADDR", default_value = "127.0.0.1:7001")]
     pub addr: String,
+    /// Connect with TLS, trusting the CA certificate in this PEM file.
+    #[arg(long, env = "DEEB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate to present (PEM; with --tls-key).
+    #[arg(long, env = "DEEB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "DEEB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// User name (the nodes' --auth users file).
+    #[arg(long, env = "DEEB_USER")]
+    pub user: Option<String>,
+    /// Password for --user (better in DEEB_PASSWORD than on the command
+    /// line, where other local users can see it).
+    #[arg(long, env = "DEEB_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 /// `deeb shell` flags.
@@ -146,11 +193,46 @@ pub struct ServeArgs {
     /// --listen); status on every node names it, so clients find the leader.
     #[arg(long, env = "DEEB_CLIENT_ADVERTISE")]
     pub client_advertise: Option<String>,
-    /// Serve the peer service on an address outside 127.0.0.0/8 although
-    /// nothing authenticates peers (deeb has no peer TLS yet): only on a
-    /// network where everyone who can reach that port is trusted.
+    /// Serve the peer service on an address outside 127.0.0.0/8 without
+    /// peer TLS, so that nothing authenticates peers: only on a network
+    /// where everyone who can reach that port is trusted.
     #[arg(long, env = "DEEB_INSECURE_PEERS")]
     pub insecure_peers: bool,
+    /// Serve clients over TLS with this certificate chain (PEM).
+    #[arg(long, env = "DEEB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "DEEB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by this CA (PEM);
+    /// its common name may name the user.
+    #[arg(long, env = "DEEB_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// This node's certificate (PEM) for mutual TLS with other nodes, on
+    /// the peer listener and on its calls to them; it must name the host of
+    /// --peer-advertise.
+    #[arg(long, env = "DEEB_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The private key of --peer-tls-cert (PEM).
+    #[arg(long, env = "DEEB_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The CA (PEM) every node's peer certificate chains to.
+    #[arg(long, env = "DEEB_PEER_TLS_CA", requires = "peer_tls_cert")]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// Users file (JSON: user names, argon2 password hashes from `deeb
+    /// passwd`, permissions). Without it every client may do everything.
+    #[arg(long, env = "DEEB_AUTH")]
+    pub auth: Option<PathBuf>,
+    /// Connections served at once on each listener; more are refused.
+    #[arg(long, env = "DEEB_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Calls (HTTP/2 streams) in flight on one connection.
+    #[arg(long, env = "DEEB_MAX_STREAMS_PER_CONNECTION", default_value_t = 256)]
+    pub max_streams_per_connection: u32,
+    /// A connection that sends nothing for this long is closed (clients
+    /// answer the node's keep-alive pings, so a live one stays).
+    #[arg(long, env = "DEEB_IDLE_TIMEOUT", value_parser = duration_arg, default_value = "60s")]
+    pub idle_timeout: Duration,
     /// Initial voters of a new cluster, this node included: `1=HOST:PORT,2=...`.
     #[arg(long, env = "DEEB_PEERS", value_parser = peers_arg)]
     pub peers: Option<PeerList>,
@@ -202,6 +284,11 @@ pub struct DevArgs {
     /// and for peers on base-port + 100 + N - 1.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// Secure the cluster: certificates from a new CA (client TLS and peer
+    /// mutual TLS) and a users file with an `admin` user, all under --dir;
+    /// prints how to connect.
+    #[arg(long)]
+    pub secure: bool,
 }
 
 /// `deeb bench` flags.
@@ -240,11 +327,13 @@ impl ServeArgs {
         let peer_listen = self.peer_listen.unwrap_or(self.listen);
         config.advertise = self.peer_advertise.clone().unwrap_or_else(|| peer_listen.to_string());
         config.client_advertise = self.client_advertise.clone().unwrap_or_else(|| self.listen.to_string());
-        if !peer_listen.ip().is_loopback() && !self.insecure_peers {
+        config.security = self.security_config();
+        if !peer_listen.ip().is_loopback() && config.security.peer_tls.is_none() && !self.insecure_peers {
             return Err(ConfigError::Invalid(format!(
-                "the peer service would listen on {peer_listen}, reachable from the network, and deeb cannot \
-                 authenticate peers yet (no peer TLS): anyone reaching it could send raft messages or replace \
-                 the database. Listen on 127.0.0.0/8, or pass --insecure-peers on a network you trust"
+                "the peer service would listen on {peer_listen}, reachable from the network, without peer TLS: \
+                 anyone reaching it could send raft messages or replace the database. Give --peer-tls-cert, \
+                 --peer-tls-key and --peer-tls-ca, listen on 127.0.0.0/8, or pass --insecure-peers on a \
+                 network you trust"
             )));
         }
         if self.insecure_peers {
@@ -264,6 +353,23 @@ impl ServeArgs {
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
         config.validate()?;
         Ok(config)
+    }
+
+    fn security_config(&self) -> SecurityConfig {
+        let files = |cert: &Option<PathBuf>, key: &Option<PathBuf>, ca: &Option<PathBuf>| {
+            let (cert, key) = (cert.clone()?, key.clone()?);
+            Some(TlsFiles { cert, key, ca: ca.clone() })
+        };
+        SecurityConfig {
+            client_tls: files(&self.tls_cert, &self.tls_key, &self.tls_client_ca),
+            peer_tls: files(&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca),
+            auth: self.auth.clone(),
+            limits: ConnectionLimits {
+                max_connections: self.max_connections,
+                max_streams_per_connection: self.max_streams_per_connection,
+                idle_timeout: self.idle_timeout,
+            },
+        }
     }
 }
 

@@ -10,15 +10,38 @@ use deeb_proto::{
     TransferLeaderRequest,
 };
 
-use super::args::{Level, NodesAction};
+use super::args::{ClientArgs, Level, NodesAction};
 use super::output::{self, Format};
 use super::table;
 use deeb_server::api::statement;
 
-/// A client of the cluster through the node at `address` (writes follow
-/// the leader; nothing connects until the first call).
-pub fn connect(address: &str) -> Client {
-    Client::new(&[address], Options::default())
+/// A client of the cluster through the node `args` names, with its TLS
+/// and credentials (writes follow the leader; nothing connects until the
+/// first call).
+///
+/// # Errors
+/// A TLS file that cannot be read.
+pub fn connect(args: &ClientArgs) -> Result<Client, String> {
+    Ok(Client::new(&[args.addr.as_str()], client_options(args)?))
+}
+
+/// The client crate's options for `args`: TLS if a CA or client
+/// certificate is given, HTTP Basic credentials if a user is.
+///
+/// # Errors
+/// A TLS file that cannot be read, or a user without a password.
+pub fn client_options(args: &ClientArgs) -> Result<Options, String> {
+    let mut options = Options::default();
+    if args.tls_ca.is_some() || args.tls_cert.is_some() {
+        let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+        let tls = deeb_server::security::tls::channel_config(args.tls_ca.as_deref(), identity);
+        options.tls = Some(tls.map_err(|error| error.to_string())?);
+    }
+    if let Some(user) = &args.user {
+        let password = args.password.as_deref().ok_or("--user needs a password: set DEEB_PASSWORD (or --password)")?;
+        options.authorization = Some(deeb_server::security::basic_authorization(user, password));
+    }
+    Ok(options)
 }
 
 /// A fully read query result.

@@ -1,6 +1,9 @@
 //! `deeb dev`: a local cluster of `deeb serve` child processes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use deeb_server::security::certs::write_pem;
+use deeb_server::security::users::hash_secret;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -41,16 +44,24 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     }
     let peers: Vec<String> =
         peer_addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
+    let secured = if args.secure { Some(Secured::prepare(&args.dir, args.nodes)?) } else { None };
     let mut children = Children(Vec::new());
     let mut started = Vec::new();
     for (index, (address, peer_address)) in addresses.iter().zip(&peer_addresses).enumerate() {
         let id = index as u64 + 1;
         let listeners = Listeners { client: address, peer: peer_address };
-        let (child, command_line) = spawn_node(id, listeners, &peers.join(","), &args.dir, log_level)?;
+        let extra = secured.as_ref().map(|secured| secured.node_flags(id)).unwrap_or_default();
+        let (child, command_line) = spawn_node(id, listeners, &peers.join(","), (&args.dir, &extra), log_level)?;
         started.push(format!("node {id}: pid {}: {command_line}", child.id().unwrap_or(0)));
         children.0.push(child);
     }
-    let leader = wait_for_leader(&addresses[0], Duration::from_secs(20)).await?;
+    let mut options = deeb_client::Options::default();
+    if let Some(secured) = &secured {
+        let tls = deeb_server::security::tls::channel_config(Some(&secured.ca), None);
+        options.tls = Some(tls.map_err(|error| error.to_string())?);
+    }
+    let client = commands::Client::new(&[addresses[0].as_str()], options);
+    let leader = wait_for_leader(&client, Duration::from_secs(20)).await?;
     println!(
         "deeb dev cluster: {} nodes, clients on {} (peers on {}); leader is node {leader}",
         args.nodes,
@@ -62,7 +73,18 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
         println!("{line}");
     }
     println!("data under {}, logs in node-N.log there", args.dir.display());
-    println!("connect with: deeb shell --addr {}", addresses[0]);
+    match &secured {
+        None => println!("connect with: deeb shell --addr {}", addresses[0]),
+        Some(secured) => {
+            println!("TLS for clients and between nodes, users in {}", secured.users.display());
+            println!(
+                "connect with: DEEB_PASSWORD=\"$(cat {})\" deeb shell --addr {} --tls-ca {} --user admin",
+                secured.password_file.display(),
+                addresses[0],
+                secured.ca.display()
+            );
+        }
+    }
     println!("press Ctrl-C to stop");
     super::shutdown_signal().await;
     println!("stopping");
@@ -84,7 +106,7 @@ fn spawn_node(
     id: u64,
     listeners: Listeners<'_>,
     peers: &str,
-    dir: &Path,
+    (dir, extra): (&Path, &[String]),
     log_level: &str,
 ) -> Result<(Child, String), String> {
     let exe = std::env::current_exe().map_err(|error| format!("cannot find own executable: {error}"))?;
@@ -93,7 +115,7 @@ fn spawn_node(
     let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).map_err(|error| error.to_string())?;
     let id_text = id.to_string();
     let data_dir_text = data_dir.to_string_lossy();
-    let args = [
+    let mut args = vec![
         "serve",
         "--id",
         &id_text,
@@ -108,6 +130,7 @@ fn spawn_node(
         "--data-dir",
         &data_dir_text,
     ];
+    args.extend(extra.iter().map(String::as_str));
     let command_line = std::iter::once(exe.to_string_lossy().as_ref())
         .chain(args.iter().copied())
         .map(shell_quote)
@@ -122,6 +145,63 @@ fn spawn_node(
         .spawn()
         .map_err(|error| format!("starting node {id}: {error}"))?;
     Ok((child, command_line))
+}
+
+/// The files of a secured dev cluster.
+struct Secured {
+    certs: PathBuf,
+    ca: PathBuf,
+    users: PathBuf,
+    password_file: PathBuf,
+}
+
+impl Secured {
+    /// Makes (or reuses) the CA, a certificate per node for 127.0.0.1 and
+    /// localhost, and a users file: `admin` (all permissions, its password
+    /// in `admin-password`) and anonymous status and readiness.
+    fn prepare(dir: &Path, nodes: u64) -> Result<Secured, String> {
+        let certs = dir.join("certs");
+        let (ca, _) = super::secrets::authority(&certs)?;
+        let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+        for id in 1..=nodes {
+            let issued = ca.issue(&format!("node-{id}"), &hosts).map_err(|error| error.to_string())?;
+            let (cert, key) = (certs.join(format!("node-{id}.pem")), certs.join(format!("node-{id}-key.pem")));
+            write_pem(&cert, &issued.cert_pem, false).map_err(|error| format!("{}: {error}", cert.display()))?;
+            write_pem(&key, &issued.key_pem, true).map_err(|error| format!("{}: {error}", key.display()))?;
+        }
+        let users = dir.join("users.json");
+        let password_file = dir.join("admin-password");
+        if !users.exists() || !password_file.exists() {
+            let password = super::secrets::random_token()?;
+            let hash = hash_secret(&password)?;
+            let text = format!(
+                "[\n  {{\"username\": \"admin\", \"password_hash\": \"{hash}\", \"perms\": [\"all\"]}},\n  \
+                 {{\"username\": \"*\", \"perms\": [\"status\", \"ready\"]}}\n]\n"
+            );
+            write_pem(&password_file, &password, true).map_err(|error| format!("{}: {error}", password_file.display()))?;
+            write_pem(&users, &text, true).map_err(|error| format!("{}: {error}", users.display()))?;
+        }
+        let ca = certs.join("ca.pem");
+        Ok(Secured { certs, ca, users, password_file })
+    }
+
+    fn node_flags(&self, id: u64) -> Vec<String> {
+        let cert = self.certs.join(format!("node-{id}.pem")).to_string_lossy().into_owned();
+        let key = self.certs.join(format!("node-{id}-key.pem")).to_string_lossy().into_owned();
+        let ca = self.ca.to_string_lossy().into_owned();
+        let users = self.users.to_string_lossy().into_owned();
+        [
+            ("--tls-cert", &cert),
+            ("--tls-key", &key),
+            ("--peer-tls-cert", &cert),
+            ("--peer-tls-key", &key),
+            ("--peer-tls-ca", &ca),
+            ("--auth", &users),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value.clone()])
+        .collect()
+    }
 }
 
 /// `word` quoted for a POSIX shell when it needs it.
@@ -141,11 +221,11 @@ fn shell_quote(word: &str) -> String {
 ///
 /// # Errors
 /// No leader within `bound`.
-pub async fn wait_for_leader(address: &str, bound: Duration) -> Result<u64, String> {
+pub async fn wait_for_leader(client: &commands::Client, bound: Duration) -> Result<u64, String> {
     let deadline = Instant::now() + bound;
     let mut last_error = String::from("no answer");
     while Instant::now() < deadline {
-        match commands::status(&commands::connect(address)).await {
+        match commands::status(client).await {
             Ok(status) if status.leader_id != 0 => return Ok(status.leader_id),
             Ok(_) => last_error = "no leader yet".into(),
             Err(error) => last_error = error.message().to_owned(),

@@ -6,6 +6,7 @@ pub mod commands;
 #[cfg(not(madsim))]
 pub mod dev;
 pub mod output;
+pub mod secrets;
 pub mod shell;
 pub mod table;
 

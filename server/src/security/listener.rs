@@ -1,0 +1,191 @@
+//! The real listeners (not built under the simulator, whose transport has
+//! no sockets): accept TCP connections up to a cap, do the TLS handshake
+//! off the accept loop, and drop connections that stay silent too long.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::tls::Reloadable;
+use super::{ConnInfo, Side};
+
+/// How one listener accepts connections.
+#[derive(Clone)]
+pub struct Settings {
+    pub side: Side,
+    /// TLS, or plaintext if `None`.
+    pub tls: Option<Arc<Reloadable<ServerConfig>>>,
+    /// Connections served at once; more are answered with an error and closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (HTTP/2
+    /// pings the server sends keep a live client talking).
+    pub idle_timeout: Duration,
+}
+
+/// Connections accepted on `listener`, ready for tonic's
+/// `serve_with_incoming`. Accepting stops when the stream is dropped.
+pub fn incoming(listener: TcpListener, settings: Settings) -> ReceiverStream<io::Result<Conn>> {
+    let (sender, receiver) = mpsc::channel(ACCEPTED_QUEUE_MAX);
+    tokio::spawn(accept_loop(listener, settings, sender));
+    ReceiverStream::new(receiver)
+}
+
+async fn accept_loop(listener: TcpListener, settings: Settings, sender: mpsc::Sender<io::Result<Conn>>) {
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let refused = Arc::new(AtomicU64::new(0));
+    loop {
+        let accepted = tokio::select! {
+            () = sender.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, say: wait for some to close.
+                tracing::warn!(side = settings.side.name(), %error, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let permit = permits.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if count.is_power_of_two() {
+                tracing::warn!(
+                    side = settings.side.name(),
+                    limit = settings.max_connections,
+                    refused = count,
+                    "connection limit reached; refusing new connections"
+                );
+            }
+        }
+        tokio::spawn(handshake(tcp, remote, settings.clone(), permit, sender.clone()));
+    }
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    settings: Settings,
+    permit: Option<OwnedSemaphorePermit>,
+    sender: mpsc::Sender<io::Result<Conn>>,
+) {
+    let over_limit = permit.is_none();
+    let mut info = ConnInfo { side: settings.side, remote: Some(remote), peer_cert: None, over_limit };
+    let io = match &settings.tls {
+        None => Io::Plain(tcp),
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let certs = stream.get_ref().1.peer_certificates();
+                    info.peer_cert = certs.and_then(|certs| certs.first()).map(|cert| Arc::new(cert.clone().into_owned()));
+                    Io::Tls(Box::new(stream))
+                }
+                Ok(Err(error)) => {
+                    tracing::info!(side = settings.side.name(), %remote, %error, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(side = settings.side.name(), %remote, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    // Over the limit: long enough to answer one call with the error.
+    let idle_timeout = if over_limit { OVER_LIMIT_LINGER } else { settings.idle_timeout };
+    let conn = Conn { io, info, idle_timeout, idle: Box::pin(tokio::time::sleep(idle_timeout)), _permit: permit };
+    let _ = sender.send(Ok(conn)).await;
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// One accepted connection: its stream, what is known of the other side,
+/// and its idle deadline.
+pub struct Conn {
+    io: Io,
+    info: ConnInfo,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let read = match &mut this.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        };
+        match read {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    let deadline = Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection closed"))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, data),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connections handed over but not yet taken up by the server.
+const ACCEPTED_QUEUE_MAX: usize = 128;
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Bound on a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection over the limit is kept to tell its caller so.
+const OVER_LIMIT_LINGER: Duration = Duration::from_secs(2);
