@@ -123,8 +123,12 @@ impl DeebService {
                 let mut client = self.leader_client(leader).await?;
                 let answer = match request {
                     AdminCall::Add(add) => self.bounded(client.add_node(forwarded_for(add.clone(), principal))).await?,
-                    AdminCall::Remove(remove) => self.bounded(client.remove_node(forwarded_for(*remove, principal))).await?,
-                    AdminCall::Transfer(transfer) => self.bounded(client.transfer_leader(forwarded_for(*transfer, principal))).await?,
+                    AdminCall::Remove(remove) => {
+                        self.bounded(client.remove_node(forwarded_for(*remove, principal))).await?
+                    }
+                    AdminCall::Transfer(transfer) => {
+                        self.bounded(client.transfer_leader(forwarded_for(*transfer, principal))).await?
+                    }
                 };
                 answer.map(Response::into_inner).map_err(ServerError::Forwarded)
             }

@@ -106,7 +106,8 @@ impl ServeConfig {
         if self.peer_listen == Some(self.listen) {
             return Err(ConfigError::Invalid("--peer-listen must differ from --listen".into()));
         }
-        let secured = self.security.auth.is_some() || self.security.client_tls.is_some() || self.security.peer_tls.is_some();
+        let secured =
+            self.security.auth.is_some() || self.security.client_tls.is_some() || self.security.peer_tls.is_some();
         if secured && self.peer_listen.is_none() {
             return Err(ConfigError::Invalid(
                 "TLS and --auth need --peer-listen: single-port mode is for trials, and a user named by a \
@@ -115,10 +116,14 @@ impl ServeConfig {
             ));
         }
         if self.security.peer_tls.as_ref().is_some_and(|files| files.ca.is_none()) {
-            return Err(ConfigError::Invalid("--peer-tls-cert needs --peer-tls-ca: peers must prove who they are".into()));
+            return Err(ConfigError::Invalid(
+                "--peer-tls-cert needs --peer-tls-ca: peers must prove who they are".into(),
+            ));
         }
         if self.security.limits.max_connections == 0 || self.security.limits.max_streams_per_connection == 0 {
-            return Err(ConfigError::Invalid("--max-connections and --max-streams-per-connection must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "--max-connections and --max-streams-per-connection must be positive".into(),
+            ));
         }
         if self.security.limits.idle_timeout.is_zero() {
             return Err(ConfigError::Invalid("--idle-timeout must be positive".into()));

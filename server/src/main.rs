@@ -59,7 +59,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args).await,
         Command::Shell(args) => {
-            let mut shell = shell::Shell::new(commands::connect(&args.client).map_err(anyhow::Error::msg)?, args.format, args.keep_going);
+            let mut shell = shell::Shell::new(
+                commands::connect(&args.client).map_err(anyhow::Error::msg)?,
+                args.format,
+                args.keep_going,
+            );
             match shell.run().await? {
                 true => Ok(()),
                 // Each failure was printed as it happened.
@@ -67,7 +71,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Exec { client, sql, format } => {
-            let response = commands::execute(&commands::connect(&client).map_err(anyhow::Error::msg)?, &sql).await.map_err(status_error)?;
+            let response = commands::execute(&commands::connect(&client).map_err(anyhow::Error::msg)?, &sql)
+                .await
+                .map_err(status_error)?;
             emit(&commands::format_execute_as(&response, format))
         }
         Command::Query { client, sql, consistency, max_staleness, timeout, format } => {
@@ -93,11 +99,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output_result(finished)
         }
         Command::Status(client) => {
-            let status = commands::status(&commands::connect(&client).map_err(anyhow::Error::msg)?).await.map_err(status_error)?;
+            let status = commands::status(&commands::connect(&client).map_err(anyhow::Error::msg)?)
+                .await
+                .map_err(status_error)?;
             emit(&format!("{}{}", commands::format_status(&status), commands::format_members(&status)))
         }
         Command::Nodes { client, action } => {
-            let text = commands::nodes(&commands::connect(&client).map_err(anyhow::Error::msg)?, &action).await.map_err(status_error)?;
+            let text = commands::nodes(&commands::connect(&client).map_err(anyhow::Error::msg)?, &action)
+                .await
+                .map_err(status_error)?;
             emit(&format!("{text}\n"))
         }
         #[cfg(not(madsim))]

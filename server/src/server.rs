@@ -85,8 +85,7 @@ pub async fn run_node<D: Disk + 'static>(
     let shutting_down = ShuttingDown::default();
     let server = tokio::spawn(serve_grpc(
         config.clone(),
-        security.clone(),
-        (peer_identities, cluster.clone()),
+        (security.clone(), (peer_identities, cluster.clone())),
         handle.clone(),
         shutting_down.clone(),
         inputs.clone(),
@@ -128,8 +127,7 @@ pub async fn run_node<D: Disk + 'static>(
 
 async fn serve_grpc(
     config: ServeConfig,
-    security: Arc<Security>,
-    peer_checks: (PeerIdentities, ClusterId),
+    (security, peer_checks): (Arc<Security>, (PeerIdentities, ClusterId)),
     handle: NodeHandle,
     shutting_down: ShuttingDown,
     inputs: mpsc::Sender<Input>,
@@ -226,7 +224,8 @@ async fn serve_listeners<F: Future<Output = ()>>(
     use crate::security::Side;
     let limits = config.security.limits;
     let builder = || {
-        let ping = limits.idle_timeout / 3;
+        // A client that answers no ping for the idle timeout is dropped.
+        let ping = limits.idle_timeout / 2;
         tonic::transport::Server::builder()
             .max_concurrent_streams(limits.max_streams_per_connection)
             .http2_keepalive_interval(Some(ping))

@@ -241,7 +241,8 @@ pub struct ServeArgs {
     /// founding node the same one.
     #[arg(long, env = "DEEB_CLUSTER_TOKEN", default_value = "")]
     pub cluster_token: String,
-    /// Join an existing cluster through this node's address.
+    /// Join an existing cluster through a member's peer address (its
+    /// --peer-advertise).
     #[arg(long, env = "DEEB_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
     /// When joining, stay a non-voting learner.

@@ -178,7 +178,8 @@ impl Secured {
                 "[\n  {{\"username\": \"admin\", \"password_hash\": \"{hash}\", \"perms\": [\"all\"]}},\n  \
                  {{\"username\": \"*\", \"perms\": [\"status\", \"ready\"]}}\n]\n"
             );
-            write_pem(&password_file, &password, true).map_err(|error| format!("{}: {error}", password_file.display()))?;
+            write_pem(&password_file, &password, true)
+                .map_err(|error| format!("{}: {error}", password_file.display()))?;
             write_pem(&users, &text, true).map_err(|error| format!("{}: {error}", users.display()))?;
         }
         let ca = certs.join("ca.pem");

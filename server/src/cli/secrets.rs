@@ -96,7 +96,8 @@ pub fn certs(args: &CertsArgs) -> Result<String, String> {
     }
     let mut nodes = Vec::new();
     for node in &args.nodes {
-        let (name, hosts) = node.split_once('=').ok_or_else(|| format!("--node {node:?}: expected NAME=HOST[,HOST]"))?;
+        let (name, hosts) =
+            node.split_once('=').ok_or_else(|| format!("--node {node:?}: expected NAME=HOST[,HOST]"))?;
         let hosts: Vec<String> = hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
         if name.is_empty() || hosts.is_empty() {
             return Err(format!("--node {node:?}: expected NAME=HOST[,HOST]"));

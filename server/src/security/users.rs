@@ -191,13 +191,17 @@ impl Users {
                 ));
             }
             for hash in entry.password_hash.iter().chain(&entry.token_hash) {
-                PasswordHash::new(hash).map_err(|_| format!("user {name:?}: not an argon2 hash (use `deeb passwd`)"))?;
+                PasswordHash::new(hash)
+                    .map_err(|_| format!("user {name:?}: not an argon2 hash (use `deeb passwd`)"))?;
             }
             if name != ANONYMOUS && entry.password_hash.is_none() && entry.token_hash.is_none() {
                 return Err(format!("user {name:?} has neither password_hash nor token_hash"));
             }
-            let user =
-                User { password_hash: entry.password_hash, token_hash: entry.token_hash, perms: entry.perms.into_iter().collect() };
+            let user = User {
+                password_hash: entry.password_hash,
+                token_hash: entry.token_hash,
+                perms: entry.perms.into_iter().collect(),
+            };
             if users.insert(name.clone(), user).is_some() {
                 return Err(format!("user {name:?} appears twice"));
             }

@@ -23,6 +23,11 @@ pub struct Cluster {
     pub peer_ports: BTreeMap<u64, u16>,
     pub children: BTreeMap<u64, Child>,
     pub extra_args: Vec<String>,
+    /// How `status`, `execute` and `query` connect (TLS, credentials).
+    pub options: Options,
+    /// Strings no log line may hold (passwords, tokens); key material is
+    /// looked for always.
+    pub secrets: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -33,8 +38,24 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             self.dump_logs();
+            return;
         }
+        let leaked = self.leaked_secrets();
+        assert!(leaked.is_empty(), "secrets in the node logs: {leaked:?}");
     }
+}
+
+/// What marks key material in a log line.
+pub const KEY_MARKERS: [&str; 2] = ["PRIVATE KEY", "BEGIN CERTIFICATE"];
+
+/// The lines of `text` that hold one of `secrets` or key material.
+pub fn lines_with_secrets<'a>(text: &'a str, secrets: &[String]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|line| {
+            KEY_MARKERS.iter().any(|marker| line.contains(marker))
+                || secrets.iter().any(|secret| !secret.is_empty() && line.contains(secret.as_str()))
+        })
+        .collect()
 }
 
 pub fn free_port() -> u16 {
@@ -51,11 +72,25 @@ impl Cluster {
             peer_ports: (1..=size).map(|id| (id, free_port())).collect(),
             children: BTreeMap::new(),
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            options: Options::default(),
+            secrets: Vec::new(),
         };
         for id in 1..=size {
             cluster.spawn(id);
         }
         cluster
+    }
+
+    /// Log lines (of every node) that hold a secret or key material.
+    pub fn leaked_secrets(&self) -> Vec<String> {
+        let mut leaked = Vec::new();
+        for id in self.ports.keys() {
+            let path = self.dir.path().join(format!("node-{id}.log"));
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            leaked
+                .extend(lines_with_secrets(&text, &self.secrets).into_iter().map(|line| format!("node {id}: {line}")));
+        }
+        leaked
     }
 
     pub fn addr(&self, id: u64) -> String {
@@ -82,11 +117,11 @@ impl Cluster {
         self.spawn_with(id, &["--peers", &peers]);
     }
 
-    /// Starts a new node that joins through `via`.
+    /// Starts a new node that joins through `via`'s peer listener.
     pub fn spawn_joining(&mut self, id: u64, via: u64, learner: bool) {
         self.ports.entry(id).or_insert_with(free_port);
         self.peer_ports.entry(id).or_insert_with(free_port);
-        let via = self.addr(via);
+        let via = self.peer_addr(via);
         let mut args = vec!["--join", via.as_str()];
         if learner {
             args.push("--learner");
@@ -164,11 +199,12 @@ impl Cluster {
 
     pub async fn client(&self, id: u64) -> Client {
         let address = self.addr(id);
-        wait_for(Duration::from_secs(20), "connect", || async { connect(&address).await.ok() }).await
+        let security = deeb_server::security::Security::open();
+        wait_for(Duration::from_secs(20), "connect", || async { connect(&security, &address).await.ok() }).await
     }
 
     pub async fn status(&self, id: u64) -> Result<StatusResponse, Error> {
-        self.sql_client(id, Options::default()).status(&self.addr(id)).await
+        self.sql_client(id, self.options.clone()).status(&self.addr(id)).await
     }
 
     /// A client-crate client of node `id` alone: with `follow_leader` off
@@ -195,12 +231,12 @@ impl Cluster {
     /// A write sent to node `id` (a follower forwards it), with an
     /// idempotency key and the client crate's retries.
     pub async fn execute(&self, id: u64, sql: &str) -> Result<ExecuteResponse, Error> {
-        self.sql_client(id, Options { follow_leader: false, ..Options::default() }).execute_sql(sql).await
+        self.sql_client(id, Options { follow_leader: false, ..self.options.clone() }).execute_sql(sql).await
     }
 
     /// A linearizable query on node `id`, read whole.
     pub async fn query(&self, id: u64, sql: &str) -> Result<QueryResult, Error> {
-        query_with(&self.sql_client(id, Options::default()), sql).await
+        query_with(&self.sql_client(id, self.options.clone()), sql).await
     }
 
     /// Waits until every node of `ids` applied `index` and all report the

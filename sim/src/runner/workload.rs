@@ -494,7 +494,10 @@ pub async fn setup(addresses: &[String]) -> bool {
 /// A client connection to `address`, or `None` if it cannot be had within
 /// `bound`.
 pub async fn connect_within(address: &str, bound: Duration) -> Option<DeebClient<Channel>> {
-    tokio::time::timeout(bound, deeb_server::client::connect(address)).await.ok()?.ok()
+    tokio::time::timeout(bound, deeb_server::client::connect(&deeb_server::security::Security::open(), address))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Rows of integer-or-NULL columns.
