@@ -6,10 +6,34 @@ use std::time::Duration;
 use deeb_proto::{ExecuteRequest, QueryRequest, Statement, Value};
 use tokio::time::Instant;
 
-use deeb_client::GrpcClient as Client;
+use deeb_client::GrpcClient;
 use deeb_server::api::statement;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::Request;
 
 use super::args::{BenchArgs, BenchMode};
+
+/// A connection and the credentials every call carries.
+#[derive(Clone)]
+struct Client {
+    grpc: GrpcClient,
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Client {
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        request
+    }
+
+    async fn execute(&mut self, message: ExecuteRequest) -> Result<deeb_proto::ExecuteResponse, tonic::Status> {
+        let request = self.request(message);
+        self.grpc.execute(request).await.map(tonic::Response::into_inner)
+    }
+}
 
 /// Rows inserted before a read benchmark, so point reads find something.
 const READ_ROWS: i64 = 1_000;
@@ -19,8 +43,11 @@ const READ_ROWS: i64 = 1_000;
 /// # Errors
 /// Setup failed (connection, table creation).
 pub async fn run(args: &BenchArgs) -> Result<String, String> {
-    let pool = deeb_client::Pool::new(deeb_server::client::CONNECT_TIMEOUT, None);
-    let mut client = pool.client(&args.client.addr).map_err(|error| error.to_string())?;
+    let options = super::commands::client_options(&args.client)?;
+    let pool = deeb_client::Pool::new(deeb_server::client::CONNECT_TIMEOUT, None).with_tls(options.tls);
+    let grpc = pool.client(&args.client.addr).map_err(|error| error.to_string())?;
+    let authorization = options.authorization.map(|text| text.parse().map_err(|_| "unusable credentials".to_owned()));
+    let mut client = Client { grpc, authorization: authorization.transpose()? };
     setup(&mut client, args.mode).await?;
     let deadline = Instant::now() + args.duration;
     let mut tasks = Vec::new();
@@ -94,7 +121,8 @@ async fn point_read(client: &mut Client, id: i64) -> bool {
         named_params: Vec::new(),
     };
     let request = QueryRequest { statement: Some(statement), consistency: 0, max_staleness_ms: 0, timeout_ms: 0 };
-    let Ok(response) = client.query(request).await else { return false };
+    let request = client.request(request);
+    let Ok(response) = client.grpc.query(request).await else { return false };
     let mut stream = response.into_inner();
     loop {
         match stream.message().await {

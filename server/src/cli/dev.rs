@@ -136,7 +136,18 @@ fn spawn_node(
         .map(shell_quote)
         .collect::<Vec<_>>()
         .join(" ");
-    let child = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    // SAFETY: prctl only, between fork and exec: the node gets SIGKILL when
+    // `deeb dev` dies, however it dies, so no node outlives it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
