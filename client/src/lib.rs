@@ -33,7 +33,7 @@ use deeb_proto::{ErrorCode, ExecuteRequest, ExecuteResponse, QueryRequest, State
 use tonic::metadata::MetadataValue;
 
 pub use error::{detail_of, Error};
-pub use pool::{uri_of, with_message_limits, Pool};
+pub use pool::{tls_endpoint, uri_of, with_message_limits, Pool, TlsConfig};
 pub use rows::Rows;
 pub use value::Value;
 
@@ -54,7 +54,7 @@ pub struct Options {
     pub query_timeout: Option<Duration>,
     /// Connect over TLS (https) with these settings: the CA to trust and,
     /// for nodes that require one, a client certificate.
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    pub tls: Option<TlsConfig>,
     /// Called on every endpoint before it connects (timeouts, keep-alive).
     pub endpoint_hook: Option<Arc<dyn Fn(tonic::transport::Endpoint) -> tonic::transport::Endpoint + Send + Sync>>,
     /// Sent as the `authorization` metadata of every call (credentials,

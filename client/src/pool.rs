@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::{Error, GrpcClient, MESSAGE_BYTES_MAX};
 
@@ -18,7 +18,7 @@ pub struct Pool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     hook: Option<EndpointHook>,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -37,7 +37,7 @@ impl Pool {
 
     /// The same pool, connecting over TLS with `tls` (https) if given. The
     /// certificate must name the host of each address the pool connects to.
-    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Pool {
+    pub fn with_tls(mut self, tls: Option<TlsConfig>) -> Pool {
         self.tls = tls;
         self
     }
@@ -64,10 +64,7 @@ impl Pool {
         let bad = |error: tonic::transport::Error| Error::transport(format!("bad address {address:?}: {error}"));
         let endpoint = match &self.tls {
             None => Endpoint::from_shared(uri_of(address)).map_err(bad)?,
-            Some(tls) => {
-                let bare = address.trim_start_matches("https://").trim_start_matches("http://");
-                Endpoint::from_shared(format!("https://{bare}")).and_then(|e| e.tls_config(tls.clone())).map_err(bad)?
-            }
+            Some(tls) => tls_endpoint(address, tls).map_err(bad)?,
         };
         let endpoint = endpoint.connect_timeout(self.connect_timeout);
         let endpoint = match &self.hook {
@@ -99,6 +96,31 @@ pub fn with_message_limits(client: GrpcClient) -> GrpcClient {
     #[cfg(madsim)]
     let _ = MESSAGE_BYTES_MAX;
     client
+}
+
+/// TLS settings for channels: tonic's `ClientTlsConfig`.
+#[cfg(not(madsim))]
+pub use tonic::transport::ClientTlsConfig as TlsConfig;
+
+/// TLS settings for channels: nothing under the simulator, whose transport
+/// has no TLS.
+#[cfg(madsim)]
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig;
+
+/// An endpoint reaching `address` (`host:port`, any scheme given is
+/// replaced) over TLS with `tls`; the server's certificate must name the host.
+///
+/// # Errors
+/// A malformed address.
+pub fn tls_endpoint(address: &str, tls: &TlsConfig) -> Result<Endpoint, tonic::transport::Error> {
+    let bare = address.trim_start_matches("https://").trim_start_matches("http://");
+    let endpoint = Endpoint::from_shared(format!("https://{bare}"))?;
+    #[cfg(not(madsim))]
+    let endpoint = endpoint.tls_config(tls.clone())?;
+    #[cfg(madsim)]
+    let _ = tls;
+    Ok(endpoint)
 }
 
 /// `host:port` as a URI tonic accepts.

@@ -179,14 +179,25 @@ async fn serve_grpc(
     }
 }
 
+/// The two gRPC services as served (the simulator's generated servers take
+/// an interceptor type too).
+#[cfg(not(madsim))]
+type ApiServer = DeebServer<DeebService>;
+#[cfg(not(madsim))]
+type PeersServer = PeerServer<PeerService>;
+#[cfg(madsim)]
+type ApiServer = DeebServer<DeebService, tonic::codegen::IdentityInterceptor>;
+#[cfg(madsim)]
+type PeersServer = PeerServer<PeerService, tonic::codegen::IdentityInterceptor>;
+
 /// The services on the simulator's transport: one listener or two, no TLS
 /// and no connection limits (its network has no sockets to exhaust).
 #[cfg(madsim)]
 async fn serve_listeners<F: Future<Output = ()>>(
     config: &ServeConfig,
     _security: &Security,
-    api: DeebServer<DeebService>,
-    peers: PeerServer<PeerService>,
+    api: ApiServer,
+    peers: PeersServer,
     until_stopped: impl Fn() -> F,
 ) -> (SocketAddr, Result<(), String>) {
     let (address, result) = match config.peer_listen {
@@ -216,8 +227,8 @@ async fn serve_listeners<F: Future<Output = ()>>(
 async fn serve_listeners<F: Future<Output = ()>>(
     config: &ServeConfig,
     security: &Security,
-    api: DeebServer<DeebService>,
-    peers: PeerServer<PeerService>,
+    api: ApiServer,
+    peers: PeersServer,
     until_stopped: impl Fn() -> F,
 ) -> (SocketAddr, Result<(), String>) {
     use crate::security::listener::{incoming, Settings};

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use deeb_client::TlsConfig;
+use tonic::transport::Endpoint;
 use tonic::{Request, Status};
 
 use tls::{Reloadable, TlsError, TlsFiles};
@@ -104,7 +105,7 @@ pub struct Security {
     config: SecurityConfig,
     client_server: Option<Arc<Reloadable<rustls::ServerConfig>>>,
     peer_server: Option<Arc<Reloadable<rustls::ServerConfig>>>,
-    peer_channel: Option<Reloadable<ClientTlsConfig>>,
+    peer_channel: Option<Reloadable<TlsConfig>>,
     users: Option<Reloadable<Users>>,
     /// Bumped by every successful reload (pools of channels start afresh).
     generation: std::sync::atomic::AtomicU64,
@@ -163,7 +164,7 @@ impl Security {
     }
 
     /// TLS settings for channels to other nodes' peer listeners, if any.
-    pub fn peer_channel_tls(&self) -> Option<ClientTlsConfig> {
+    pub fn peer_channel_tls(&self) -> Option<TlsConfig> {
         self.peer_channel.as_ref().map(|tls| tls.current().as_ref().clone())
     }
 
@@ -196,10 +197,7 @@ impl Security {
     pub fn peer_endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
         match &self.peer_channel {
             None => Endpoint::from_shared(deeb_client::uri_of(address)),
-            Some(tls) => {
-                let uri = format!("https://{}", strip_scheme(address));
-                Endpoint::from_shared(uri)?.tls_config(tls.current().as_ref().clone())
-            }
+            Some(tls) => deeb_client::tls_endpoint(address, &tls.current()),
         }
     }
 
@@ -265,7 +263,7 @@ impl Security {
 struct Loaded {
     client_server: Option<rustls::ServerConfig>,
     peer_server: Option<rustls::ServerConfig>,
-    peer_channel: Option<ClientTlsConfig>,
+    peer_channel: Option<TlsConfig>,
     users: Option<Users>,
 }
 
@@ -281,10 +279,6 @@ impl Loaded {
         let users = config.auth.as_deref().map(Users::load).transpose()?;
         Ok(Loaded { client_server, peer_server, peer_channel, users })
     }
-}
-
-fn strip_scheme(address: &str) -> &str {
-    address.trim_start_matches("https://").trim_start_matches("http://")
 }
 
 /// How the caller of `request` claims to be someone: the forwarding node's

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use deeb_client::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// A certificate chain, its key, and optionally the CA that the other
 /// side's certificate must chain to.
@@ -116,20 +116,36 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 ///
 /// # Errors
 /// A file that cannot be read or holds no certificate or key.
-pub fn channel_config(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<ClientTlsConfig, TlsError> {
-    let mut config = ClientTlsConfig::new().assume_http2(true);
+pub fn channel_config(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<TlsConfig, TlsError> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| error(path, e));
+    let ca = ca.map(|ca| load_certs(ca).and_then(|_| read(ca))).transpose()?;
+    let identity = identity
+        .map(|(cert, key)| {
+            load_certs(cert)?;
+            load_key(key)?;
+            Ok::<_, TlsError>((read(cert)?, read(key)?))
+        })
+        .transpose()?;
+    Ok(tonic_config(ca, identity))
+}
+
+#[cfg(not(madsim))]
+fn tonic_config(ca: Option<Vec<u8>>, identity: Option<(Vec<u8>, Vec<u8>)>) -> TlsConfig {
+    use tonic::transport::{Certificate, Identity};
+    let mut config = TlsConfig::new().assume_http2(true);
     if let Some(ca) = ca {
-        load_certs(ca)?;
-        config = config.ca_certificate(Certificate::from_pem(std::fs::read(ca).map_err(|e| error(ca, e))?));
+        config = config.ca_certificate(Certificate::from_pem(ca));
     }
     if let Some((cert, key)) = identity {
-        load_certs(cert)?;
-        load_key(key)?;
-        let cert_pem = std::fs::read(cert).map_err(|e| error(cert, e))?;
-        let key_pem = std::fs::read(key).map_err(|e| error(key, e))?;
-        config = config.identity(Identity::from_pem(cert_pem, key_pem));
+        config = config.identity(Identity::from_pem(cert, key));
     }
-    Ok(config)
+    config
+}
+
+/// The simulator's transport has no TLS: the files were checked, and that is all.
+#[cfg(madsim)]
+fn tonic_config(_ca: Option<Vec<u8>>, _identity: Option<(Vec<u8>, Vec<u8>)>) -> TlsConfig {
+    TlsConfig
 }
 
 /// True if `cert` (DER) names `host` (a DNS name or an IP address) among
