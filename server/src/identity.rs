@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash as _, Hasher as _};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -206,12 +205,7 @@ fn parse_hex(path: &Path, text: &str) -> std::io::Result<u64> {
 
 /// Writes `name` in `dir` through a synced temporary file and a rename.
 fn write_durably(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
-    let temporary = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    deeb_core::disk::replace_file_durably(dir, name, text.as_bytes())
 }
 
 const IDENTITY_FILE: &str = "node-identity";

@@ -75,6 +75,11 @@ pub async fn run_node<D: Disk + 'static>(
     let security = Arc::new(Security::load(&config.security)?);
     if !security.has_users() {
         tracing::info!("no --auth users file: every client may read, write and change membership");
+    } else if security.peer_tls().is_none() {
+        tracing::warn!(
+            "--auth without peer TLS: whoever reaches the peer listener is believed as a node and may name any \
+             user; keep it on loopback or a network only the nodes reach"
+        );
     }
     #[cfg(not(madsim))]
     crate::security::reload_on_sighup(security.clone());

@@ -63,3 +63,21 @@ pub trait Disk: Send {
     /// Makes creates, renames and removes durable.
     fn sync_dir(&mut self) -> Result<(), DiskError>;
 }
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old contents
+/// or the new, never a mix: a temporary file written and synced, renamed
+/// over the old one, and the directory synced. For the small files beside
+/// the log (a node's start count, its identities); not for the log itself,
+/// which goes through [`Disk`].
+///
+/// # Errors
+/// Any step's I/O error.
+pub fn replace_file_durably(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1061,7 +1061,6 @@ fn role_of(role: StateRole) -> Role {
 /// Counts this node's starts, durably, in `data_dir/incarnation`; returns
 /// this start's number (1 on a new node).
 fn next_incarnation(data_dir: &Path) -> std::io::Result<u64> {
-    use std::io::Write as _;
     let path = data_dir.join("incarnation");
     let previous = match std::fs::read_to_string(&path) {
         Ok(text) => text
@@ -1072,12 +1071,7 @@ fn next_incarnation(data_dir: &Path) -> std::io::Result<u64> {
         Err(e) => return Err(e),
     };
     let next = previous + 1;
-    let temporary = data_dir.join("incarnation.tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(next.to_string().as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
+    crate::disk::replace_file_durably(data_dir, "incarnation", next.to_string().as_bytes())?;
     Ok(next)
 }
 
