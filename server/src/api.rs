@@ -209,7 +209,7 @@ enum AdminCall {
 #[tonic::async_trait]
 impl Deeb for DeebService {
     async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
-        let principal = self.security.admit(&request, Permission::Execute)?;
+        let principal = self.security.admit(&request, Permission::Execute).await?;
         let forwarded_here = is_forwarded(&request);
         let message = request.into_inner();
         let answer = self.with_retry(|| self.execute_once(&message, (forwarded_here, &principal))).await;
@@ -219,7 +219,7 @@ impl Deeb for DeebService {
     type QueryStream = ReceiverStream<Result<QueryChunk, Status>>;
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
-        let principal = self.security.admit(&request, Permission::Query)?;
+        let principal = self.security.admit(&request, Permission::Query).await?;
         let forwarded_here = is_forwarded(&request);
         let message = request.into_inner();
         let statement = message.statement.clone().ok_or_else(|| invalid("a query needs a statement"))?;
@@ -238,7 +238,7 @@ impl Deeb for DeebService {
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        self.security.admit(&request, Permission::Status)?;
+        self.security.admit(&request, Permission::Status).await?;
         let status = self.handle.status().await.map_err(to_status)?;
         let mut response = status_response(&status);
         for member in &mut response.members {
@@ -268,7 +268,7 @@ impl Deeb for DeebService {
 
 impl DeebService {
     async fn admin<T>(&self, request: Request<T>, wrap: fn(T) -> AdminCall) -> Result<Response<AdminResponse>, Status> {
-        let principal = self.security.admit(&request, Permission::Membership)?;
+        let principal = self.security.admit(&request, Permission::Membership).await?;
         let forwarded_here = is_forwarded(&request);
         let call = wrap(request.into_inner());
         let answer = self.with_retry(|| self.admin_once(&call, (forwarded_here, &principal))).await;

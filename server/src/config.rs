@@ -120,6 +120,19 @@ impl ServeConfig {
                 "--peer-tls-cert needs --peer-tls-ca: peers must prove who they are".into(),
             ));
         }
+        let client_ca = self.security.client_tls.as_ref().and_then(|files| files.ca.as_deref());
+        let peer_ca = self.security.peer_tls.as_ref().and_then(|files| files.ca.as_deref());
+        if let (Some(client_ca), Some(peer_ca)) = (client_ca, peer_ca) {
+            let same = client_ca == peer_ca
+                || std::fs::read(client_ca).ok().is_some_and(|bytes| std::fs::read(peer_ca).ok() == Some(bytes));
+            if same {
+                return Err(ConfigError::Invalid(
+                    "--tls-client-ca must differ from --peer-tls-ca: a client's certificate would be accepted \
+                     as a node's on the peer listener"
+                        .into(),
+                ));
+            }
+        }
         if self.security.limits.max_connections == 0 || self.security.limits.max_streams_per_connection == 0 {
             return Err(ConfigError::Invalid(
                 "--max-connections and --max-streams-per-connection must be positive".into(),
@@ -209,6 +222,18 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("1h").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn client_and_peer_certificates_come_from_different_authorities() {
+        use crate::security::tls::TlsFiles;
+        let mut config = ServeConfig::new(NodeId(1), "d".into(), "127.0.0.1:1".parse().expect("addr"));
+        config.peer_listen = Some("127.0.0.1:2".parse().expect("addr"));
+        let files = |ca: &str| Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into(), ca: Some(ca.into()) });
+        (config.security.client_tls, config.security.peer_tls) = (files("users-ca.pem"), files("nodes-ca.pem"));
+        assert!(config.validate().is_ok());
+        config.security.client_tls = files("nodes-ca.pem");
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(message)) if message.contains("must differ")));
     }
 
     #[test]

@@ -130,6 +130,8 @@ struct SenderTask {
 impl SenderTask {
     async fn run(self, mut queue: mpsc::Receiver<Vec<u8>>) {
         let mut client: Option<PeerClient<Channel>> = None;
+        // Certificates read again (SIGHUP): connect afresh with them.
+        let mut generation = self.security.generation();
         let mut backoff = BACKOFF_MIN;
         while let Some(first) = queue.recv().await {
             let mut bytes = first.len();
@@ -149,6 +151,10 @@ impl SenderTask {
             };
             if self.detach_faulty(&batch) {
                 continue;
+            }
+            if generation != self.security.generation() {
+                generation = self.security.generation();
+                client = None;
             }
             match deliver(&self.security, &self.address, &mut client, batch).await {
                 Ok(()) => backoff = BACKOFF_MIN,
@@ -258,7 +264,7 @@ impl Peer for PeerService {
         let conn = request.extensions().get::<ConnInfo>().cloned();
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
-            self.security.admit_peer(conn.as_ref(), &batch.from_address)?;
+            self.security.admit_peer(conn.as_ref(), Some(&batch.from_address))?;
             self.cluster.admit(batch.from, batch.cluster_id).map_err(Status::permission_denied)?;
             self.identities.admit(batch.from, batch.from_identity).map_err(Status::permission_denied)?;
             self.client_addresses.note(batch.from, &batch.from_client_address);
@@ -277,7 +283,7 @@ impl Peer for PeerService {
             self.cluster.admit(from, cluster)?;
             self.identities.admit(from, identity)
         };
-        self.security.admit_peer(request.extensions().get::<ConnInfo>(), "")?;
+        self.security.admit_peer(request.extensions().get::<ConnInfo>(), None)?;
         let ack = match snapshot::receive(&self.inputs, admit, request.into_inner()).await {
             Ok(()) => SnapshotAck { accepted: true, error: String::new() },
             Err(error) => {

@@ -177,6 +177,16 @@ async fn client_certificates_are_required_and_name_the_user() {
         let client = cluster.sql_client(leader, options);
         client.status(&cluster.addr(leader)).await.expect_err("no certificate from the client CA");
     }
+    // A user's certificate is not a node's: the peer listener refuses it.
+    let reader_tls =
+        channel_config(Some(&pki.path("main-ca.pem")), Some((&pki.path("reader.pem"), &pki.path("reader-key.pem"))))
+            .expect("tls");
+    let peer = Endpoint::from_shared(format!("https://{}", cluster.peer_addr(leader))).expect("uri");
+    let raft = match peer.tls_config(reader_tls).expect("tls").connect().await {
+        Ok(channel) => PeerClient::new(channel).raft(tokio_stream::iter([RaftBatch::default()])).await.map(drop),
+        Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+    };
+    assert!(raft.is_err(), "a user's certificate reached the peer service");
 }
 
 /// A peer with a certificate from another CA, or with none, cannot join,
@@ -360,6 +370,25 @@ async fn connections_past_the_limit_get_a_clear_error() {
     .await;
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
     assert!(refused.message().contains("too many connections"), "{}", refused.message());
+    // A connection past the limit is closed at a fixed deadline, however
+    // busily its caller speaks: a valid HTTP/2 preface, then pings.
+    let mut chatty = tokio::net::TcpStream::connect(&target).await.expect("connect");
+    let opened = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        use tokio::io::AsyncWriteExt as _;
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+        let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong";
+        let mut sent = chatty.write_all(preface).await;
+        while sent.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            sent = chatty.write_all(ping).await;
+        }
+    })
+    .await;
+    let lived = opened.elapsed();
+    println!("an over-limit connection pinging every 200 ms was closed after {lived:?}");
+    assert!(closed.is_ok(), "an over-limit connection stayed open for 8 s by pinging");
+    assert!(lived >= Duration::from_millis(1500), "closed before its deadline ({lived:?}): was it served at all?");
     drop(held);
     wait_for(Duration::from_secs(10), "served again", || async {
         cluster.sql_client(leader, Options::default()).status(&target).await.ok()

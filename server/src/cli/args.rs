@@ -126,8 +126,8 @@ pub struct ClientArgs {
     pub user: Option<String>,
     /// Password for --user (better in DEEB_PASSWORD than on the command
     /// line, where other local users can see it).
-    #[arg(long, env = "DEEB_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    #[arg(long, env = "DEEB_PASSWORD", hide_env_values = true, value_parser = secret_arg)]
+    pub password: Option<Secret>,
 }
 
 /// `deeb shell` flags.
@@ -337,6 +337,13 @@ impl ServeArgs {
                  network you trust"
             )));
         }
+        if config.security.auth.is_some() && config.security.peer_tls.is_none() && !self.insecure_peers {
+            return Err(ConfigError::Invalid(
+                "--auth needs peer TLS (--peer-tls-cert, --peer-tls-key, --peer-tls-ca): whoever reaches the peer \
+                 listener could name any user. Pass --insecure-peers to run so anyway"
+                    .into(),
+            ));
+        }
         if self.insecure_peers {
             tracing::warn!(peer_listen = %peer_listen, "--insecure-peers: nothing authenticates the peer service");
         }
@@ -380,6 +387,20 @@ pub struct PeerList(pub Vec<(NodeId, String)>);
 
 fn peers_arg(text: &str) -> Result<PeerList, ConfigError> {
     parse_peers(text).map(PeerList)
+}
+
+/// A password: shown as `<hidden>` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "<hidden>")
+    }
+}
+
+fn secret_arg(text: &str) -> Result<Secret, ConfigError> {
+    Ok(Secret(text.to_owned()))
 }
 
 fn duration_arg(text: &str) -> Result<Duration, ConfigError> {

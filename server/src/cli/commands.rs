@@ -38,7 +38,8 @@ pub fn client_options(args: &ClientArgs) -> Result<Options, String> {
         options.tls = Some(tls.map_err(|error| error.to_string())?);
     }
     if let Some(user) = &args.user {
-        let password = args.password.as_deref().ok_or("--user needs a password: set DEEB_PASSWORD (or --password)")?;
+        let password = args.password.as_ref().ok_or("--user needs a password: set DEEB_PASSWORD (or --password)")?;
+        let password = password.0.as_str();
         options.authorization = Some(deeb_server::security::basic_authorization(user, password));
     }
     Ok(options)

@@ -172,7 +172,7 @@ impl Secured {
     /// in `admin-password`) and anonymous status and readiness.
     fn prepare(dir: &Path, nodes: u64) -> Result<Secured, String> {
         let certs = dir.join("certs");
-        let (ca, _) = super::secrets::authority(&certs)?;
+        let (ca, _) = super::secrets::authority(&certs, "ca", "deeb dev nodes CA")?;
         let hosts = ["127.0.0.1".to_owned(), "localhost".to_owned()];
         for id in 1..=nodes {
             let issued = ca.issue(&format!("node-{id}"), &hosts).map_err(|error| error.to_string())?;

@@ -104,29 +104,39 @@ pub fn certs(args: &CertsArgs) -> Result<String, String> {
         }
         nodes.push((name.to_owned(), hosts));
     }
-    let (ca, mut report) = authority(&args.dir)?;
-    for (name, hosts) in &nodes {
-        let issued = ca.issue(name, hosts).map_err(|error| format!("{name}: {error}"))?;
-        report += &write_pair(&args.dir, name, &issued.cert_pem, &issued.key_pem)?;
+    let mut report = String::new();
+    if !nodes.is_empty() {
+        let (ca, made) = authority(&args.dir, "ca", "deeb nodes CA")?;
+        report += &made;
+        for (name, hosts) in &nodes {
+            let issued = ca.issue(name, hosts).map_err(|error| format!("{name}: {error}"))?;
+            report += &write_pair(&args.dir, name, &issued.cert_pem, &issued.key_pem)?;
+        }
     }
-    for user in &args.users {
-        let issued = ca.issue(user, &[]).map_err(|error| format!("{user}: {error}"))?;
-        report += &write_pair(&args.dir, user, &issued.cert_pem, &issued.key_pem)?;
+    if !args.users.is_empty() {
+        // Another CA: a user's certificate must never pass as a node's.
+        let (ca, made) = authority(&args.dir, "client-ca", "deeb clients CA")?;
+        report += &made;
+        for user in &args.users {
+            let issued = ca.issue(user, &[]).map_err(|error| format!("{user}: {error}"))?;
+            report += &write_pair(&args.dir, user, &issued.cert_pem, &issued.key_pem)?;
+        }
     }
     Ok(report)
 }
 
-/// The CA in `dir`, made there if absent.
-pub fn authority(dir: &Path) -> Result<(Authority, String), String> {
-    let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+/// The CA `file` (`FILE.pem`, `FILE-key.pem`) in `dir`, made there if
+/// absent with the common name `name`.
+pub fn authority(dir: &Path, file: &str, name: &str) -> Result<(Authority, String), String> {
+    let (cert, key) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}-key.pem")));
     if cert.exists() {
         let read = |path: &Path| std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()));
         let ca = Authority::load(&read(&cert)?, &read(&key)?)?;
         return Ok((ca, format!("using the CA in {}\n", cert.display())));
     }
     std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    let ca = Authority::new("deeb CA").map_err(|error| error.to_string())?;
-    let report = write_pair(dir, "ca", ca.cert_pem(), ca.key_pem())?;
+    let ca = Authority::new(name).map_err(|error| error.to_string())?;
+    let report = write_pair(dir, file, ca.cert_pem(), ca.key_pem())?;
     Ok((ca, report))
 }
 

@@ -44,6 +44,8 @@ pub fn incoming(listener: TcpListener, settings: Settings) -> ReceiverStream<io:
 
 async fn accept_loop(listener: TcpListener, settings: Settings, sender: mpsc::Sender<io::Result<Conn>>) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    // Connections past the limit kept just long enough to be told so.
+    let told = Arc::new(Semaphore::new(OVER_LIMIT_TOLD_MAX));
     let refused = Arc::new(AtomicU64::new(0));
     loop {
         let accepted = tokio::select! {
@@ -60,8 +62,15 @@ async fn accept_loop(listener: TcpListener, settings: Settings, sender: mpsc::Se
             }
         };
         let _ = tcp.set_nodelay(true);
-        let permit = permits.clone().try_acquire_owned().ok();
-        if permit.is_none() {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Permit::Served(permit),
+            Err(_) => match told.clone().try_acquire_owned() {
+                Ok(permit) => Permit::Told(permit),
+                // Past the limit and past those being told: closed at once.
+                Err(_) => Permit::None,
+            },
+        };
+        if !matches!(permit, Permit::Served(_)) {
             let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
             if count.is_power_of_two() {
                 tracing::warn!(
@@ -72,24 +81,41 @@ async fn accept_loop(listener: TcpListener, settings: Settings, sender: mpsc::Se
                 );
             }
         }
+        if matches!(permit, Permit::None) {
+            drop(tcp);
+            continue;
+        }
         tokio::spawn(handshake(tcp, remote, settings.clone(), permit, sender.clone()));
     }
+}
+
+/// What a connection holds of the listener's limits (the permits are held
+/// for the connection's life, released when it is dropped).
+#[allow(dead_code)]
+enum Permit {
+    /// One of the `max_connections`.
+    Served(OwnedSemaphorePermit),
+    /// Over the limit, answered with an error until a fixed deadline.
+    Told(OwnedSemaphorePermit),
+    None,
 }
 
 async fn handshake(
     tcp: TcpStream,
     remote: SocketAddr,
     settings: Settings,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Permit,
     sender: mpsc::Sender<io::Result<Conn>>,
 ) {
-    let over_limit = permit.is_none();
+    let over_limit = !matches!(permit, Permit::Served(_));
+    // Over the limit, the handshake and the one answer share a fixed deadline.
+    let handshake_timeout = if over_limit { OVER_LIMIT_LINGER } else { HANDSHAKE_TIMEOUT };
     let mut info = ConnInfo { side: settings.side, remote: Some(remote), peer_cert: None, over_limit };
     let io = match &settings.tls {
         None => Io::Plain(tcp),
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     let certs = stream.get_ref().1.peer_certificates();
                     info.peer_cert =
@@ -107,9 +133,11 @@ async fn handshake(
             }
         }
     };
-    // Over the limit: long enough to answer one call with the error.
-    let idle_timeout = if over_limit { OVER_LIMIT_LINGER } else { settings.idle_timeout };
-    let conn = Conn { io, info, idle_timeout, idle: Box::pin(tokio::time::sleep(idle_timeout)), _permit: permit };
+    // Over the limit: long enough to answer a call with the error, and
+    // no longer whatever the caller sends.
+    let (idle_timeout, resets) = if over_limit { (OVER_LIMIT_LINGER, false) } else { (settings.idle_timeout, true) };
+    let idle = Box::pin(tokio::time::sleep(idle_timeout));
+    let conn = Conn { io, info, idle_timeout, resets, idle, _permit: permit };
     let _ = sender.send(Ok(conn)).await;
 }
 
@@ -124,8 +152,10 @@ pub struct Conn {
     io: Io,
     info: ConnInfo,
     idle_timeout: Duration,
+    /// False past the connection limit: the deadline is fixed.
+    resets: bool,
     idle: Pin<Box<Sleep>>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Permit,
 }
 
 impl tonic::transport::server::Connected for Conn {
@@ -146,7 +176,7 @@ impl AsyncRead for Conn {
         };
         match read {
             Poll::Ready(result) => {
-                if buf.filled().len() > before {
+                if this.resets && buf.filled().len() > before {
                     let deadline = Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
                 }
@@ -190,3 +220,5 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection over the limit is kept to tell its caller so.
 const OVER_LIMIT_LINGER: Duration = Duration::from_secs(2);
+/// Connections over the limit being told so at once; more are closed.
+const OVER_LIMIT_TOLD_MAX: usize = 64;

@@ -100,7 +100,6 @@ pub enum SecurityError {
 
 /// The loaded settings, shared by the listeners, the services and the
 /// node's outgoing calls; [`Security::reload`] reads the files again.
-#[derive(Debug)]
 pub struct Security {
     config: SecurityConfig,
     client_server: Option<Arc<Reloadable<rustls::ServerConfig>>>,
@@ -109,7 +108,26 @@ pub struct Security {
     users: Option<Reloadable<Users>>,
     /// Bumped by every successful reload (pools of channels start afresh).
     generation: std::sync::atomic::AtomicU64,
+    /// Password and token checks running (argon2 is slow by design).
+    sign_ins: tokio::sync::Semaphore,
+    refused_sign_ins: std::sync::atomic::AtomicU64,
 }
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key material the TLS settings hold.
+        formatter
+            .debug_struct("Security")
+            .field("client_tls", &self.client_server.is_some())
+            .field("peer_tls", &self.peer_server.is_some())
+            .field("users", &self.users.is_some())
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Password and token checks at once per node.
+const SIGN_INS_IN_FLIGHT_MAX: usize = 2;
 
 /// Who a node's own calls to another node (joins) run as.
 pub const NODE_PRINCIPAL: &str = "@node";
@@ -131,6 +149,8 @@ impl Security {
             peer_channel: loaded.peer_channel.map(Reloadable::new),
             users: loaded.users.map(Reloadable::new),
             generation: std::sync::atomic::AtomicU64::new(0),
+            sign_ins: tokio::sync::Semaphore::new(SIGN_INS_IN_FLIGHT_MAX),
+            refused_sign_ins: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -203,44 +223,91 @@ impl Security {
 
     /// Authenticates the caller of a client API request and checks that it
     /// may do what `permission` covers. A request forwarded by another node
-    /// over the peer listener names the user that node authenticated.
+    /// over the peer listener names the user that node authenticated; a
+    /// node's own call there (a join) may change membership and see status,
+    /// nothing else. Checking a password or token runs off the async
+    /// workers, a few at a time: past that, callers are told to retry.
     ///
     /// # Errors
-    /// `ResourceExhausted` past the connection limit, `Unauthenticated`,
-    /// or `PermissionDenied`.
-    pub fn admit<T>(&self, request: &Request<T>, permission: Permission) -> Result<Principal, Status> {
-        let conn = request.extensions().get::<ConnInfo>();
-        self.refuse_over_limit(conn)?;
-        let Some(users) = &self.users else { return Ok(Principal::anonymous()) };
-        if conn.is_some_and(|conn| conn.side == Side::Peers) && !crate::client::is_forwarded(request) {
-            // Another node's own call (a join): the peer listener admits
-            // only nodes (peer TLS, or loopback / --insecure-peers).
-            return Ok(Principal(NODE_PRINCIPAL.to_owned()));
+    /// `ResourceExhausted` past the connection limit or the sign-in checks
+    /// in flight, `Unauthenticated`, or `PermissionDenied`.
+    pub fn admit<T>(
+        self: &Arc<Self>,
+        request: &Request<T>,
+        permission: Permission,
+    ) -> impl std::future::Future<Output = Result<Principal, Status>> + Send + 'static {
+        // Everything taken from the request now, so the future owns it all.
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let checked = self.refuse_over_limit(conn.as_ref()).and_then(|()| {
+            let on_peers = conn.as_ref().is_some_and(|conn| conn.side == Side::Peers);
+            if on_peers && !crate::client::is_forwarded(request) {
+                return Ok(Some(Credentials::Forwarded(NODE_PRINCIPAL.to_owned())));
+            }
+            let users = self.users.is_some();
+            users.then(|| credentials(request, conn.as_ref()).map_err(Status::unauthenticated)).transpose()
+        });
+        let security = self.clone();
+        async move {
+            let Some(users) = security.users.as_ref().map(Reloadable::current) else {
+                return checked.map(|_| Principal::anonymous());
+            };
+            let Some(credentials) = checked? else { return Ok(Principal::anonymous()) };
+            if credentials == Credentials::Forwarded(NODE_PRINCIPAL.to_owned()) {
+                return match permission {
+                    Permission::Membership | Permission::Status => Ok(Principal(NODE_PRINCIPAL.to_owned())),
+                    _ => Err(Status::permission_denied("a node's own calls may only join and read status")),
+                };
+            }
+            let remote = conn.and_then(|conn| conn.remote);
+            let principal = security.authenticate(&users, credentials, remote).await?;
+            users.authorize(&principal, permission).map_err(|error| Status::permission_denied(error.to_string()))?;
+            Ok(principal)
         }
-        let users = users.current();
-        let credentials = credentials(request, conn).map_err(Status::unauthenticated)?;
-        if credentials == Credentials::Forwarded(NODE_PRINCIPAL.to_owned()) {
-            // A join forwarded by the node it reached.
-            return Ok(Principal(NODE_PRINCIPAL.to_owned()));
-        }
-        let principal = users.authenticate(&credentials).map_err(|error| {
-            tracing::info!(?credentials, remote = ?conn.and_then(|c| c.remote), "authentication refused");
+    }
+
+    /// Checks `credentials`: a password or token on the blocking pool,
+    /// at most `SIGN_INS_IN_FLIGHT_MAX` at once (unless already verified).
+    async fn authenticate(
+        &self,
+        users: &Arc<Users>,
+        credentials: Credentials,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<Principal, Status> {
+        let result = if users.is_verified(&credentials) {
+            users.authenticate(&credentials)
+        } else {
+            let Ok(_permit) = self.sign_ins.try_acquire() else {
+                return Err(Status::resource_exhausted(
+                    "too many sign-ins being checked at once on this node; retry shortly",
+                ));
+            };
+            let (users, checked) = (users.clone(), credentials.clone());
+            tokio::task::spawn_blocking(move || users.authenticate(&checked))
+                .await
+                .map_err(|_| Status::internal("the sign-in check failed"))?
+        };
+        result.map_err(|error| {
+            let refused = self.refused_sign_ins.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            // A flood of bad sign-ins must not flood the log either.
+            if refused.is_power_of_two() {
+                tracing::info!(?credentials, ?remote, refused, "authentication refused");
+            }
             Status::unauthenticated(error.to_string())
-        })?;
-        users.authorize(&principal, permission).map_err(|error| Status::permission_denied(error.to_string()))?;
-        Ok(principal)
+        })
     }
 
     /// Checks a peer service call: past the connection limit it is
     /// refused; over peer TLS the caller's certificate must name the host
-    /// of the address it gives as its own (`from_address`).
+    /// of the address it gives as its own (`from_address`; `None` for a
+    /// snapshot stream, which names none: the chain to the peer CA is all).
     ///
     /// # Errors
     /// `ResourceExhausted` or `PermissionDenied`.
-    pub fn admit_peer(&self, conn: Option<&ConnInfo>, from_address: &str) -> Result<(), Status> {
+    pub fn admit_peer(&self, conn: Option<&ConnInfo>, from_address: Option<&str>) -> Result<(), Status> {
         self.refuse_over_limit(conn)?;
+        let Some(from_address) = from_address else { return Ok(()) };
         let Some(cert) = conn.and_then(|conn| conn.peer_cert.as_deref()) else { return Ok(()) };
-        if from_address.is_empty() || tls::names_host(cert, tls::host_of(from_address)) {
+        if !from_address.is_empty() && tls::names_host(cert, tls::host_of(from_address)) {
             return Ok(());
         }
         tracing::warn!(from_address, "peer certificate does not name the address the peer gives");
@@ -386,13 +453,34 @@ mod tests {
         assert_eq!(credentials(&on_clients, on_clients.extensions().get()), Ok(Credentials::None));
     }
 
-    #[test]
-    fn past_the_connection_limit_every_call_is_refused() {
-        let security = Security::open();
+    /// A node's own call on the peer listener may join and read status,
+    /// nothing else; the same call on the client listener is a stranger's.
+    #[tokio::test]
+    async fn a_node_call_may_only_join_and_read_status() {
+        let dir = tempfile::tempdir().expect("dir");
+        let auth = dir.path().join("users.json");
+        std::fs::write(&auth, r#"[{"username": "*", "perms": []}]"#).expect("write");
+        let config = SecurityConfig { auth: Some(auth), ..SecurityConfig::default() };
+        let security = Arc::new(Security::load(&config).expect("loads"));
+        let on_peers = request_on(Side::Peers, None);
+        assert!(security.admit(&on_peers, Permission::Membership).await.is_ok());
+        assert!(security.admit(&on_peers, Permission::Status).await.is_ok());
+        for permission in [Permission::Execute, Permission::Query, Permission::Backup] {
+            let refused = security.admit(&on_peers, permission).await.expect_err("not a node's to do");
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        }
+        let on_clients = request_on(Side::Clients, None);
+        let refused = security.admit(&on_clients, Permission::Membership).await.expect_err("anonymous");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn past_the_connection_limit_every_call_is_refused() {
+        let security = Arc::new(Security::open());
         let mut request = request_on(Side::Clients, None);
-        assert!(security.admit(&request, Permission::Query).is_ok());
+        assert!(security.admit(&request, Permission::Query).await.is_ok());
         request.extensions_mut().get_mut::<ConnInfo>().expect("info").over_limit = true;
-        let refused = security.admit(&request, Permission::Query).expect_err("refused");
+        let refused = security.admit(&request, Permission::Query).await.expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("10000"), "{}", refused.message());
     }

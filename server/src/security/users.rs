@@ -185,6 +185,13 @@ impl Users {
         let mut users = HashMap::new();
         for entry in entries {
             let name = entry.username;
+            let printable = !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic());
+            if name != ANONYMOUS && (!printable || name.starts_with('@') || name.contains(':')) {
+                return Err(format!(
+                    "user name {name:?}: use printable ASCII without ':' (HTTP Basic's separator), \
+                     not starting with '@' (deeb's own)"
+                ));
+            }
             if entry.password.is_some() {
                 return Err(format!(
                     "user {name:?} has a plaintext \"password\"; give \"password_hash\" (from `deeb passwd`) instead"
@@ -248,9 +255,37 @@ impl Users {
         }
     }
 
+    /// True if `credentials` need no slow check: not a password or token,
+    /// or one already verified.
+    pub fn is_verified(&self, credentials: &Credentials) -> bool {
+        let (user, secret, hash) = match credentials {
+            Credentials::Password { user, password } => {
+                (user, password, self.users.get(user).and_then(|known| known.password_hash.as_deref()))
+            }
+            Credentials::Token { user, token } => {
+                (user, token, self.users.get(user).and_then(|known| known.token_hash.as_deref()))
+            }
+            _ => return true,
+        };
+        hash.is_some_and(|hash| {
+            self.verified.lock().expect("users cache lock").contains(&self.cache_key(user, secret, hash))
+        })
+    }
+
+    fn cache_key(&self, user: &str, secret: &str, hash: &str) -> u64 {
+        self.keys.hash_one((user, secret, hash))
+    }
+
     fn verify(&self, user: &str, secret: &str, hash: Option<&str>) -> bool {
-        let Some(hash) = hash else { return false };
-        let key = self.keys.hash_one((user, secret, hash));
+        let Some(hash) = hash else {
+            // As slow as a real check, so that timing does not tell which
+            // user names exist.
+            if let Some(dummy) = dummy_hash() {
+                let _ = Argon2::default().verify_password(secret.as_bytes(), &dummy);
+            }
+            return false;
+        };
+        let key = self.cache_key(user, secret, hash);
         if self.verified.lock().expect("users cache lock").contains(&key) {
             return true;
         }
@@ -273,6 +308,14 @@ impl Users {
 /// The system's random source failed.
 pub fn hash_secret(secret: &str) -> Result<String, String> {
     Argon2::default().hash_password(secret.as_bytes()).map(|hash| hash.to_string()).map_err(|error| error.to_string())
+}
+
+/// A hash of a secret no caller knows, checked against for unknown users
+/// (`None` if the random source failed when it was made).
+fn dummy_hash() -> Option<PasswordHash> {
+    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let text = DUMMY.get_or_init(|| hash_secret("deeb: no such user").ok());
+    text.as_deref().and_then(|text| PasswordHash::new(text).ok())
 }
 
 /// Verified (user, secret) pairs remembered; cleared when full.
@@ -341,6 +384,8 @@ mod tests {
         assert!(Users::parse(not_a_hash).is_err());
         let unknown_perm = r#"[{"username": "*", "perms": ["root"]}]"#;
         assert!(Users::parse(unknown_perm).is_err());
+        let reserved = r#"[{"username": "@node", "perms": ["all"], "token_hash": "x"}]"#;
+        assert!(Users::parse(reserved).is_err_and(|message| message.contains("'@'")));
         let twice = r#"[{"username": "*", "perms": []}, {"username": "*", "perms": []}]"#;
         assert!(Users::parse(twice).is_err());
         assert!(Users::parse(r#"[{"username": "a", "perms": ["all"]}]"#).is_err());
