@@ -76,6 +76,15 @@ impl DeebService {
         Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses }
     }
 
+    /// Whether this node's event loop answers (no quorum needed): the
+    /// liveness probe.
+    ///
+    /// # Errors
+    /// The loop does not answer in time, or stopped.
+    pub async fn local_status(&self) -> Result<(), String> {
+        self.handle.status().await.map(drop).map_err(|error| error.to_string())
+    }
+
     /// The pool of channels to other nodes, current with the TLS settings.
     fn pool(&self) -> deeb_client::Pool {
         let mut slot = self.pool.lock().expect("forwarding pool lock");

@@ -23,6 +23,8 @@ pub struct ServeConfig {
     /// Where the peer service (raft messages, snapshots) and requests
     /// forwarded from other nodes are served; `None` for single-port mode.
     pub peer_listen: Option<SocketAddr>,
+    /// Where the HTTP API listens (real processes only), if anywhere.
+    pub http_listen: Option<SocketAddr>,
     /// The address other nodes use to reach this node (its peer listener,
     /// or its one listener in single-port mode): what its member record holds.
     pub advertise: String,
@@ -68,6 +70,7 @@ impl ServeConfig {
             data_dir,
             listen,
             peer_listen: None,
+            http_listen: None,
             advertise: listen.to_string(),
             client_advertise: listen.to_string(),
             peers: Vec::new(),
@@ -102,6 +105,9 @@ impl ServeConfig {
         }
         if !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.core.id) {
             return Err(ConfigError::Invalid(format!("--peers must include this node ({})", self.core.id)));
+        }
+        if self.http_listen.is_some_and(|http| http == self.listen || Some(http) == self.peer_listen) {
+            return Err(ConfigError::Invalid("--http-listen must differ from --listen and --peer-listen".into()));
         }
         if self.peer_listen == Some(self.listen) {
             return Err(ConfigError::Invalid("--peer-listen must differ from --listen".into()));

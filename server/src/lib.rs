@@ -14,6 +14,8 @@ pub mod errors;
 pub mod event_loop;
 pub mod handle;
 pub mod hooks;
+#[cfg(not(madsim))]
+pub mod http;
 pub mod identity;
 pub mod peer;
 pub mod query;

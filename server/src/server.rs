@@ -158,6 +158,7 @@ async fn serve_grpc(
     // send. (madsim's transport does not encode messages: no limit there.)
     #[cfg(not(madsim))]
     let peers = peers.max_decoding_message_size(peer_message_bytes_max(limits));
+    let http_api = api.clone();
     let api = DeebServer::new(api);
     // Requests a little over the request limit get deeb's own error naming
     // the limit, not tonic's; responses are bounded by the limits (see
@@ -177,7 +178,7 @@ async fn serve_grpc(
             let _ = stopped.wait_for(|stopped| *stopped).await;
         }
     };
-    let (address, result) = serve_listeners(&config, &security, api, peers, until_stopped).await;
+    let (address, result) = serve_listeners(&config, &security, (api, http_api), peers, until_stopped).await;
     if let Err(error) = result {
         tracing::error!(listen = %address, %error, "gRPC server failed");
         let _ = failed.send(format!("{address}: {error}"));
@@ -201,7 +202,7 @@ type PeersServer = PeerServer<PeerService, tonic::codegen::IdentityInterceptor>;
 async fn serve_listeners<F: Future<Output = ()>>(
     config: &ServeConfig,
     _security: &Security,
-    api: ApiServer,
+    (api, _): (ApiServer, DeebService),
     peers: PeersServer,
     until_stopped: impl Fn() -> F,
 ) -> (SocketAddr, Result<(), String>) {
@@ -229,10 +230,10 @@ async fn serve_listeners<F: Future<Output = ()>>(
 /// limit and closes connections that stay silent (see
 /// `crate::security::listener`).
 #[cfg(not(madsim))]
-async fn serve_listeners<F: Future<Output = ()>>(
+async fn serve_listeners<F: Future<Output = ()> + Send + 'static>(
     config: &ServeConfig,
     security: &Security,
-    api: ApiServer,
+    (api, http_api): (ApiServer, DeebService),
     peers: PeersServer,
     until_stopped: impl Fn() -> F,
 ) -> (SocketAddr, Result<(), String>) {
@@ -265,8 +266,12 @@ async fn serve_listeners<F: Future<Output = ()>>(
                 "single-port mode: the peer service (raft messages, snapshots) is served on the client listener; \
                  for deeb dev and tests only, give --peer-listen otherwise"
             );
+            let http = serve_http(config, security, http_api, &until_stopped);
             let router = builder().add_service(api).add_service(peers);
-            (config.listen, serve(config.listen, Side::Both, None, router).await)
+            tokio::select! {
+                result = serve(config.listen, Side::Both, None, router) => (config.listen, result),
+                (address, result) = http => (address, result),
+            }
         }
         Some(peer_listen) => {
             tracing::info!(
@@ -276,14 +281,45 @@ async fn serve_listeners<F: Future<Output = ()>>(
                 peer_tls = security.peer_tls().is_some(),
                 "client and peer listeners"
             );
+            let http = serve_http(config, security, http_api, &until_stopped);
             let clients = builder().add_service(api.clone());
             let nodes = builder().add_service(api).add_service(peers);
             tokio::select! {
                 result = serve(config.listen, Side::Clients, security.client_tls(), clients) => (config.listen, result),
                 result = serve(peer_listen, Side::Peers, security.peer_tls(), nodes) => (peer_listen, result),
+                (address, result) = http => (address, result),
             }
         }
     }
+}
+
+/// The HTTP API on `--http-listen` (with the client listener's TLS and
+/// limits); never resolves without it.
+#[cfg(not(madsim))]
+async fn serve_http<F: Future<Output = ()> + Send + 'static>(
+    config: &ServeConfig,
+    security: &Security,
+    api: DeebService,
+    until_stopped: &impl Fn() -> F,
+) -> (SocketAddr, Result<(), String>) {
+    use crate::security::listener::{incoming, Settings};
+    let Some(address) = config.http_listen else { return std::future::pending().await };
+    let limits = config.security.limits;
+    let result = async {
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| error.to_string())?;
+        tracing::info!(http_listen = %address, "HTTP API (rqlite's /db/*)");
+        let settings = Settings {
+            side: crate::security::Side::Clients,
+            tls: security.client_tls(),
+            max_connections: limits.max_connections,
+            idle_timeout: limits.idle_timeout,
+        };
+        let body_bytes_max = client_request_bytes_max(&config.core.limits);
+        crate::http::serve(incoming(listener, settings), api, body_bytes_max, until_stopped())
+            .await
+            .map_err(|error| error.to_string())
+    };
+    (address, result.await)
 }
 
 /// The largest client request decoded: twice the request limit, so that

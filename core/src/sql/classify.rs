@@ -136,12 +136,14 @@ pub(crate) fn refuse_read(sql: &str) -> Option<String> {
         return Some(format!("{first} is not allowed in a query"));
     }
     if first == "PRAGMA" {
-        // `PRAGMA main.table_info(t)` gives [PRAGMA, MAIN, TABLE_INFO].
+        // `PRAGMA main.table_info(t)` gives [PRAGMA, MAIN, TABLE_INFO];
+        // the temp schema is always empty here (temporary objects are
+        // refused), and SQLAlchemy looks there.
         let name = match words.get(1).map(String::as_str) {
-            Some("MAIN") => words.get(2),
+            Some("MAIN" | "TEMP") => words.get(2),
             _ => words.get(1),
         };
-        let allowed = name.is_some_and(|n| READ_PRAGMAS.contains(&n.as_str()));
+        let allowed = name.is_some_and(|n| READ_PRAGMAS.contains(&n.as_str()) || n == READ_UNCOMMITTED);
         if !allowed || sql.contains('=') {
             return Some(read_pragmas_message());
         }
@@ -320,7 +322,12 @@ fn nullable_keys(conn: &Connection) -> rusqlite::Result<BTreeMap<String, String>
 
 /// Pragmas a query may read (never set): database header values that client
 /// SQL cannot change, so they are equal on every replica.
-const VALUE_PRAGMAS: &[&str] = &["USER_VERSION", "APPLICATION_ID"];
+const VALUE_PRAGMAS: &[&str] = &["USER_VERSION", "APPLICATION_ID", READ_UNCOMMITTED];
+
+/// A query may also run `PRAGMA read_uncommitted` itself (never set it):
+/// it reads a connection flag, 0 on every replica, and SQLAlchemy's SQLite
+/// dialect asks for it on connecting.
+const READ_UNCOMMITTED: &str = "READ_UNCOMMITTED";
 
 /// The refusal message for reading a rowid that is not replicated.
 const HIDDEN_ROWID_MESSAGE: &str = "the rowid of a table with a PRIMARY KEY other than INTEGER PRIMARY KEY \
@@ -363,6 +370,9 @@ mod tests {
     fn read_pragmas() {
         assert!(refuse_read("PRAGMA table_info(t)").is_none());
         assert!(refuse_read("pragma main.table_list").is_none());
+        assert!(refuse_read("PRAGMA read_uncommitted").is_none());
+        assert!(refuse_read("PRAGMA temp.table_info(\"t\")").is_none());
+        assert!(refuse_read("PRAGMA read_uncommitted = 1").is_some());
         assert!(refuse_read("PRAGMA journal_mode=DELETE").is_some());
         assert!(refuse_read("PRAGMA user_version").is_some());
         assert!(refuse_read("BEGIN").is_some());

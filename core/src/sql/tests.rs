@@ -252,6 +252,8 @@ fn refused_statements_on_read_path() {
         "ATTACH 'x.db' AS x",
         "PRAGMA journal_mode=DELETE",
         "PRAGMA user_version",
+        "PRAGMA read_uncommitted = 1",
+        "PRAGMA read_uncommitted(1)",
         "CREATE TABLE x(a)",
         "CREATE TEMP TABLE x(a)",
         "INSERT INTO _deeb_members VALUES (1, 'a')",
@@ -262,6 +264,8 @@ fn refused_statements_on_read_path() {
     let err = query_all(&sm, &st("SELECT * FROM nope")).expect_err("sql error");
     assert!(matches!(&err, QueryError::Sql(m) if m.contains("no such table")), "{err:?}");
     assert!(query_all(&sm, &st("PRAGMA table_info(_deeb_members)")).is_ok());
+    // Reading the flag is allowed (SQLAlchemy asks for it); setting it is not.
+    assert!(query_all(&sm, &st("PRAGMA read_uncommitted")).is_ok());
 }
 
 #[test]

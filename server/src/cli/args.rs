@@ -181,6 +181,10 @@ pub struct ServeArgs {
     /// --peer-listen is not given: single-port mode, for tests and trials).
     #[arg(long, env = "DEEB_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
+    /// Address of the HTTP API (rqlite's /db/execute, /db/query,
+    /// /db/request, /status, /readyz, /livez), or `off`.
+    #[arg(long, env = "DEEB_HTTP_LISTEN", default_value = "127.0.0.1:4001", value_parser = http_listen_arg)]
+    pub http_listen: HttpListen,
     /// Address of the peer listener: raft messages, snapshots and requests
     /// forwarded between nodes. Clients are never served the peer service.
     #[arg(long, env = "DEEB_PEER_LISTEN")]
@@ -325,6 +329,7 @@ impl ServeArgs {
     pub fn to_config(&self) -> Result<ServeConfig, ConfigError> {
         let mut config = ServeConfig::new(NodeId(self.id), self.data_dir.clone(), self.listen);
         config.peer_listen = self.peer_listen;
+        config.http_listen = self.http_listen.0;
         let peer_listen = self.peer_listen.unwrap_or(self.listen);
         config.advertise = self.peer_advertise.clone().unwrap_or_else(|| peer_listen.to_string());
         config.client_advertise = self.client_advertise.clone().unwrap_or_else(|| self.listen.to_string());
@@ -387,6 +392,17 @@ pub struct PeerList(pub Vec<(NodeId, String)>);
 
 fn peers_arg(text: &str) -> Result<PeerList, ConfigError> {
     parse_peers(text).map(PeerList)
+}
+
+/// `--http-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+fn http_listen_arg(text: &str) -> Result<HttpListen, String> {
+    if text == "off" {
+        return Ok(HttpListen(None));
+    }
+    text.parse().map(|address| HttpListen(Some(address))).map_err(|_| format!("{text:?}: expected HOST:PORT or off"))
 }
 
 /// A password: shown as `<hidden>` by `Debug`.

@@ -38,9 +38,14 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     };
     let mut addresses = Vec::new();
     let mut peer_addresses = Vec::new();
+    let mut http_addresses = Vec::new();
     for index in 0..args.nodes {
         addresses.push(format!("127.0.0.1:{}", port(index)?));
         peer_addresses.push(format!("127.0.0.1:{}", port(PEER_PORT_OFFSET + index)?));
+        let http = u64::from(args.base_port).checked_sub(HTTP_PORT_BELOW).map(|base| base + index);
+        let http = http.and_then(|port| u16::try_from(port).ok()).filter(|port| *port > 0);
+        let http = http.ok_or_else(|| format!("--base-port {} leaves no room for HTTP ports", args.base_port))?;
+        http_addresses.push(format!("127.0.0.1:{http}"));
     }
     let peers: Vec<String> =
         peer_addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
@@ -49,7 +54,7 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     let mut started = Vec::new();
     for (index, (address, peer_address)) in addresses.iter().zip(&peer_addresses).enumerate() {
         let id = index as u64 + 1;
-        let listeners = Listeners { client: address, peer: peer_address };
+        let listeners = Listeners { client: address, peer: peer_address, http: &http_addresses[index] };
         let extra = secured.as_ref().map(|secured| secured.node_flags(id)).unwrap_or_default();
         let (child, command_line) = spawn_node(id, listeners, &peers.join(","), (&args.dir, &extra), log_level)?;
         started.push(format!("node {id}: pid {}: {command_line}", child.id().unwrap_or(0)));
@@ -63,10 +68,11 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     let client = commands::Client::new(&[addresses[0].as_str()], options);
     let leader = wait_for_leader(&client, Duration::from_secs(20)).await?;
     println!(
-        "deeb dev cluster: {} nodes, clients on {} (peers on {}); leader is node {leader}",
+        "deeb dev cluster: {} nodes, clients on {} (peers on {}, HTTP on {}); leader is node {leader}",
         args.nodes,
         addresses.join(", "),
-        peer_addresses.join(", ")
+        peer_addresses.join(", "),
+        http_addresses.join(", ")
     );
     // A person needs these to kill a node and start it again.
     for line in &started {
@@ -94,11 +100,15 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
 
 /// Node N's peer listener is on base-port + this + N - 1.
 const PEER_PORT_OFFSET: u64 = 100;
+/// Node N's HTTP API is on base-port - this + N - 1 (4001 for node 1, as
+/// rqlite's).
+const HTTP_PORT_BELOW: u64 = 3000;
 
 /// A node's two listeners.
 struct Listeners<'a> {
     client: &'a str,
     peer: &'a str,
+    http: &'a str,
 }
 
 /// Starts node `id`; returns it and its command line, as a shell would take it.
@@ -123,6 +133,8 @@ fn spawn_node(
         listeners.client,
         "--peer-listen",
         listeners.peer,
+        "--http-listen",
+        listeners.http,
         "--peers",
         peers,
         "--log-level",

@@ -21,6 +21,8 @@ pub struct Cluster {
     /// Each node's peer port (`--peer-listen`): what the peer list and the
     /// member records hold.
     pub peer_ports: BTreeMap<u64, u16>,
+    /// Each node's HTTP port (`--http-listen`).
+    pub http_ports: BTreeMap<u64, u16>,
     pub children: BTreeMap<u64, Child>,
     pub extra_args: Vec<String>,
     /// How `status`, `execute` and `query` connect (TLS, credentials).
@@ -70,6 +72,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             ports: (1..=size).map(|id| (id, free_port())).collect(),
             peer_ports: (1..=size).map(|id| (id, free_port())).collect(),
+            http_ports: (1..=size).map(|id| (id, free_port())).collect(),
             children: BTreeMap::new(),
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             options: Options::default(),
@@ -97,6 +100,11 @@ impl Cluster {
         format!("127.0.0.1:{}", self.ports[&id])
     }
 
+    /// Node `id`'s HTTP API.
+    pub fn http_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.http_ports[&id])
+    }
+
     /// Node `id`'s peer listener: its address in the member records.
     pub fn peer_addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", self.peer_ports[&id])
@@ -121,6 +129,7 @@ impl Cluster {
     pub fn spawn_joining(&mut self, id: u64, via: u64, learner: bool) {
         self.ports.entry(id).or_insert_with(free_port);
         self.peer_ports.entry(id).or_insert_with(free_port);
+        self.http_ports.entry(id).or_insert_with(free_port);
         let via = self.peer_addr(via);
         let mut args = vec!["--join", via.as_str()];
         if learner {
@@ -134,6 +143,7 @@ impl Cluster {
     pub fn spawn_founding(&mut self, id: u64, peers: &str) {
         self.ports.entry(id).or_insert_with(free_port);
         self.peer_ports.entry(id).or_insert_with(free_port);
+        self.http_ports.entry(id).or_insert_with(free_port);
         let peers = peers.replace("self", &self.peer_addr(id));
         self.spawn_with(id, &["--peers", &peers]);
     }
@@ -147,7 +157,7 @@ impl Cluster {
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_deeb"))
             .args(["serve", "--id", &id.to_string(), "--listen", &self.addr(id), "--log-level", "info"])
-            .args(["--peer-listen", &self.peer_addr(id)])
+            .args(["--peer-listen", &self.peer_addr(id), "--http-listen", &self.http_addr(id)])
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(args)

@@ -1,0 +1,706 @@
+//! rqlite's HTTP API (`/db/execute`, `/db/query`, `/db/request`, `/status`,
+//! `/readyz`, `/livez`), so that rqlite's clients work against deeb. Shapes
+//! follow rqlite's documentation: one result per statement, zero fields
+//! left out, database errors as HTTP 200 with a per-statement `error`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use deeb_proto::deeb_server::Deeb as _;
+use deeb_proto::value::Kind;
+use deeb_proto::{
+    Consistency, ErrorCode, ExecuteRequest, NamedValue, QueryChunk, QueryRequest, Statement, StatusRequest, Value,
+};
+use serde_json::{json, Map, Value as Json};
+use tokio_stream::StreamExt as _;
+
+use crate::api::DeebService;
+use crate::security::ConnInfo;
+
+/// URL parameters, as given (`?pretty` is present with an empty value).
+type Params = HashMap<String, String>;
+
+/// `POST /db/execute`: writes, each statement on its own unless
+/// `?transaction` (then all or none).
+pub async fn execute(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let call = Call { api: &api, conn, headers: &headers };
+    let statements = match parse_body(&headers, &body) {
+        Ok(statements) => statements,
+        Err(message) => return bad_request(message),
+    };
+    match call.writes(statements, params.contains_key("transaction")).await {
+        Ok((results, served_by)) => respond(&params, results, started, served_by),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// `GET|POST /db/query`: reads (`?q=` for GET), each at `?level`.
+pub async fn query(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let call = Call { api: &api, conn, headers: &headers };
+    let statements = match params.get("q") {
+        Some(sql) if sql.trim().is_empty() => return bad_request("empty query".into()),
+        Some(sql) => Ok(vec![plain(sql)]),
+        None => parse_body(&headers, &body),
+    };
+    let statements = match statements {
+        Ok(statements) => statements,
+        Err(message) => return bad_request(message),
+    };
+    let read = match ReadParams::parse(&params) {
+        Ok(read) => read,
+        Err(message) => return bad_request(message),
+    };
+    let mut results = Vec::new();
+    let mut served_by = 0;
+    for statement in statements {
+        match call.read(statement, &read).await {
+            Ok((result, node)) => {
+                results.push(result);
+                served_by = node;
+            }
+            // A write sent to /db/query is refused like any failed statement.
+            Err(Failure::Statement(message) | Failure::Refused(message)) => results.push(json!({ "error": message })),
+            Err(failure) => return failure.into_response(),
+        }
+    }
+    respond(&params, results, started, served_by)
+}
+
+/// `POST /db/request`: reads and writes mixed, each run as what it is.
+pub async fn request(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let call = Call { api: &api, conn, headers: &headers };
+    let statements = match parse_body(&headers, &body) {
+        Ok(statements) => statements,
+        Err(message) => return bad_request(message),
+    };
+    let read = match ReadParams::parse(&params) {
+        Ok(read) => read,
+        Err(message) => return bad_request(message),
+    };
+    let mut results = Vec::new();
+    let mut served_by = 0;
+    for statement in statements {
+        let kind = kind_of(&statement.sql);
+        if kind != Kind_::Write {
+            match call.read(statement.clone(), &read).await {
+                Ok((result, node)) => {
+                    (served_by, _) = (node, results.push(result));
+                    continue;
+                }
+                // A `WITH ... INSERT`: refused as a read, so a write.
+                Err(Failure::Refused(_)) if kind == Kind_::Either => {}
+                Err(Failure::Statement(message) | Failure::Refused(message)) => {
+                    results.push(json!({ "error": message }));
+                    continue;
+                }
+                Err(failure) => return failure.into_response(),
+            }
+        }
+        match call.writes(vec![statement], false).await {
+            Ok((mut written, node)) => {
+                served_by = node;
+                results.append(&mut written);
+            }
+            Err(failure) => return failure.into_response(),
+        }
+    }
+    respond(&params, results, started, served_by)
+}
+
+/// `GET /status`: this node as rqlite shapes it, where it applies.
+pub async fn status(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let status = match call.status().await {
+        Ok(status) => status,
+        Err(failure) => return failure.into_response(),
+    };
+    let state = match status.role.as_str() {
+        "leader" => "Leader",
+        "follower" => "Follower",
+        _ => "Candidate",
+    };
+    let body = json!({
+        "store": {
+            "node_id": status.node_id.to_string(),
+            "ready": status.leader_id != 0,
+            "leader": { "node_id": status.leader_id.to_string() },
+            "raft": {
+                "state": state,
+                "term": status.term,
+                "commit_index": status.commit_index,
+                "applied_index": status.applied_index,
+                "snapshot_index": status.snapshot_index,
+            },
+            "nodes": status.members.iter().map(|member| json!({
+                "id": member.node_id.to_string(),
+                "addr": member.address,
+                "client_addr": member.client_address,
+                "voter": !member.learner,
+            })).collect::<Vec<_>>(),
+        },
+        "node": { "id": status.node_id },
+        "build": { "version": env!("CARGO_PKG_VERSION") },
+    });
+    json_response(StatusCode::OK, &params, &body, status.node_id)
+}
+
+/// `GET /readyz`: 200 with a known leader and this node caught up to
+/// within `READY_LAG_MAX` entries of what it knows committed; 503
+/// otherwise; `?noleader` checks only that the node answers.
+pub async fn readyz(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let status = match call.status().await {
+        Ok(status) => status,
+        Err(Failure::Unavailable(message)) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("[-]node not ok: {message}"));
+        }
+        Err(failure) => return failure.into_response(),
+    };
+    if params.contains_key("noleader") {
+        return text(StatusCode::OK, "[+]node ok".into());
+    }
+    if status.leader_id == 0 {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]leader does not exist".into());
+    }
+    let lag = status.commit_index.saturating_sub(status.applied_index);
+    if lag > READY_LAG_MAX {
+        let line = format!("[+]node ok\n[+]leader ok\n[-]store not ready: {lag} entries behind");
+        return text(StatusCode::SERVICE_UNAVAILABLE, line);
+    }
+    text(StatusCode::OK, "[+]node ok\n[+]leader ok\n[+]store ok".into())
+}
+
+/// `GET /livez`: 200 while the node's event loop answers; never needs a
+/// quorum, so a liveness probe does not restart a node cut off from it.
+pub async fn livez(State(api): State<DeebService>) -> Response {
+    match api.local_status().await {
+        Ok(()) => text(StatusCode::OK, "[+]node ok".into()),
+        Err(message) => text(StatusCode::SERVICE_UNAVAILABLE, format!("[-]node not ok: {message}")),
+    }
+}
+
+/// Entries a ready node may be behind its known commit index.
+const READY_LAG_MAX: u64 = 1000;
+
+/// One HTTP request's calls into the gRPC service.
+struct Call<'a> {
+    api: &'a DeebService,
+    conn: ConnInfo,
+    headers: &'a HeaderMap,
+}
+
+/// Why a call gave no result.
+enum Failure {
+    /// The statement failed (SQL, constraint, limit): a per-statement
+    /// `error`, HTTP 200.
+    Statement(String),
+    /// A read refused as not read-only.
+    Refused(String),
+    /// No leader, no quorum, a timeout, overload: 503.
+    Unavailable(String),
+    Unauthenticated(String),
+    Forbidden(String),
+    Internal(String),
+}
+
+impl Failure {
+    fn of(status: &tonic::Status) -> Failure {
+        // deeb names the failing statement's place in its request; each
+        // rqlite result stands in that place already.
+        let detail = deeb_client::detail_of(status);
+        let at = detail.as_ref().and_then(|detail| detail.statement_index).map(|at| format!("statement {at}: "));
+        let message = status.message();
+        let message = at.and_then(|at| message.strip_prefix(&at)).unwrap_or(message).to_owned();
+        match status.code() {
+            tonic::Code::Unauthenticated => return Failure::Unauthenticated(message),
+            tonic::Code::PermissionDenied => return Failure::Forbidden(message),
+            _ => {}
+        }
+        let code = detail.map_or(ErrorCode::Unspecified, |detail| detail.code());
+        match code {
+            ErrorCode::Sql | ErrorCode::Constraint | ErrorCode::Limit | ErrorCode::InvalidRequest => {
+                Failure::Statement(message)
+            }
+            ErrorCode::Refused => Failure::Refused(message),
+            ErrorCode::Timeout
+            | ErrorCode::Unavailable
+            | ErrorCode::OutcomeUnknown
+            | ErrorCode::Overloaded
+            | ErrorCode::Consistency => Failure::Unavailable(message),
+            ErrorCode::Permission => Failure::Forbidden(message),
+            ErrorCode::Internal | ErrorCode::Unspecified => match status.code() {
+                tonic::Code::ResourceExhausted | tonic::Code::Unavailable => Failure::Unavailable(message),
+                _ => Failure::Internal(message),
+            },
+        }
+    }
+
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Statement(message) | Failure::Refused(message) => {
+                json_response(StatusCode::OK, &Params::new(), &json!({ "results": [], "error": message }), 0)
+            }
+            Failure::Unavailable(message) => text(StatusCode::SERVICE_UNAVAILABLE, message),
+            Failure::Unauthenticated(message) => {
+                let mut response = text(StatusCode::UNAUTHORIZED, message);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"deeb\""));
+                response
+            }
+            Failure::Forbidden(message) => text(StatusCode::FORBIDDEN, message),
+            Failure::Internal(message) => text(StatusCode::INTERNAL_SERVER_ERROR, message),
+        }
+    }
+}
+
+impl Call<'_> {
+    /// A gRPC request carrying this HTTP request's connection and credentials.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.extensions_mut().insert(self.conn.clone());
+        if let Some(value) = self.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+            if let Ok(value) = value.parse() {
+                request.metadata_mut().insert("authorization", value);
+            }
+        }
+        request
+    }
+
+    async fn status(&self) -> Result<deeb_proto::StatusResponse, Failure> {
+        let answer = self.api.status(self.request(StatusRequest::default())).await;
+        answer.map(tonic::Response::into_inner).map_err(|status| Failure::of(&status))
+    }
+
+    /// Runs `statements` as writes: all in one request under `transaction`
+    /// (nothing applied if one fails: those before it report `{}`); else
+    /// each on its own as rqlite does, in as few requests as errors allow.
+    async fn writes(&self, statements: Vec<Statement>, transaction: bool) -> Result<(Vec<Json>, u64), Failure> {
+        let mut results = Vec::with_capacity(statements.len());
+        let mut served_by = 0;
+        let (mut next, mut end) = (0, statements.len());
+        while next < statements.len() {
+            let batch = ExecuteRequest { statements: statements[next..end].to_vec(), idempotency_key: String::new() };
+            match self.api.execute(self.request(batch)).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    served_by = response.served_by;
+                    results.extend(response.results.iter().map(execute_result));
+                    (next, end) = (end, statements.len());
+                }
+                Err(status) => {
+                    let failure = Failure::of(&status);
+                    let (Failure::Statement(message) | Failure::Refused(message)) = failure else {
+                        return Err(failure);
+                    };
+                    let at = deeb_client::detail_of(&status).and_then(|detail| detail.statement_index);
+                    let at = at.map_or(0, |at| at as usize).min(end - next - 1);
+                    if transaction {
+                        results.extend((0..at).map(|_| json!({})));
+                        results.push(json!({ "error": message }));
+                        return Ok((results, served_by));
+                    }
+                    if at == 0 {
+                        results.push(json!({ "error": message }));
+                        (next, end) = (next + 1, statements.len());
+                    } else {
+                        // The ones before the failing statement, on their own.
+                        end = next + at;
+                    }
+                }
+            }
+        }
+        Ok((results, served_by))
+    }
+
+    /// One read, whole (the rqlite API has no streaming).
+    async fn read(&self, statement: Statement, read: &ReadParams) -> Result<(Json, u64), Failure> {
+        let request = QueryRequest {
+            statement: Some(statement),
+            consistency: read.consistency as i32,
+            max_staleness_ms: read.max_staleness_ms,
+            timeout_ms: read.timeout_ms,
+        };
+        let response = self.api.query(self.request(request)).await.map_err(|status| Failure::of(&status))?;
+        let mut stream = response.into_inner();
+        let mut result = ReadResult::default();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|status| Failure::of(&status))?;
+            result.add(chunk, read)?;
+        }
+        let served_by = result.served_by;
+        Ok((result.into_json(read), served_by))
+    }
+}
+
+/// How reads run: rqlite's `level`, `freshness`, `timeout`; how results
+/// look: `associative`, `blob_array`.
+struct ReadParams {
+    consistency: Consistency,
+    max_staleness_ms: u64,
+    timeout_ms: u64,
+    associative: bool,
+    blob_array: bool,
+}
+
+impl ReadParams {
+    fn parse(params: &Params) -> Result<ReadParams, String> {
+        // rqlite's levels onto deeb's: none reads this node as is (bounded
+        // by `freshness` if given), weak is the leader's lease, and
+        // linearizable, strong and auto are linearizable.
+        let consistency = match params.get("level").map(String::as_str) {
+            None | Some("" | "linearizable" | "strong" | "auto") => Consistency::Linearizable,
+            Some("weak") => Consistency::Lease,
+            Some("none") => Consistency::Stale,
+            Some(other) => return Err(format!("unknown level {other:?}: none, weak, linearizable, strong or auto")),
+        };
+        let duration = |name: &str| -> Result<u64, String> {
+            params.get(name).filter(|text| !text.is_empty()).map_or(Ok(0), |text| {
+                parse_go_duration(text)
+                    .map(|duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1))
+                    .ok_or_else(|| format!("bad {name} {text:?}: expected e.g. 500ms, 2s, 1m"))
+            })
+        };
+        Ok(ReadParams {
+            consistency,
+            max_staleness_ms: duration("freshness")?,
+            timeout_ms: duration("timeout")?,
+            associative: params.contains_key("associative"),
+            blob_array: params.contains_key("blob_array"),
+        })
+    }
+}
+
+/// A read's rows, gathered from its chunks.
+#[derive(Default)]
+struct ReadResult {
+    columns: Vec<String>,
+    types: Vec<String>,
+    values: Vec<Vec<Json>>,
+    bytes: usize,
+    served_by: u64,
+}
+
+impl ReadResult {
+    fn add(&mut self, chunk: QueryChunk, read: &ReadParams) -> Result<(), Failure> {
+        use prost::Message as _;
+        if self.columns.is_empty() && !chunk.columns.is_empty() {
+            self.columns = chunk.columns.iter().map(|column| column.name.clone()).collect();
+            self.types = chunk.columns.iter().map(|column| column.declared_type.to_lowercase()).collect();
+        }
+        self.served_by = chunk.served_by;
+        self.bytes += chunk.encoded_len();
+        if self.bytes > RESULT_BYTES_MAX {
+            return Err(Failure::Statement(format!(
+                "the result is over {} MiB: the rqlite API returns results whole; page with LIMIT",
+                RESULT_BYTES_MAX >> 20
+            )));
+        }
+        for row in chunk.rows {
+            if self.values.is_empty() {
+                // rqlite names the type of an expression by its first value.
+                for (slot, value) in self.types.iter_mut().zip(&row.values) {
+                    if slot.is_empty() {
+                        *slot = type_of(value).to_owned();
+                    }
+                }
+            }
+            self.values.push(row.values.iter().map(|value| json_of(value, read.blob_array)).collect());
+        }
+        Ok(())
+    }
+
+    fn into_json(self, read: &ReadParams) -> Json {
+        if read.associative {
+            let types: Map<String, Json> =
+                self.columns.iter().cloned().zip(self.types.iter().map(|t| Json::from(t.clone()))).collect();
+            let rows: Vec<Json> = self
+                .values
+                .into_iter()
+                .map(|row| Json::Object(self.columns.iter().cloned().zip(row).collect()))
+                .collect();
+            return json!({ "types": types, "rows": rows });
+        }
+        let mut result = json!({ "columns": self.columns, "types": self.types });
+        if !self.values.is_empty() {
+            result["values"] = Json::from(self.values);
+        }
+        result
+    }
+}
+
+/// The largest result the rqlite API gathers before answering.
+const RESULT_BYTES_MAX: usize = 64 << 20;
+
+/// A write's result, zero fields left out as rqlite does (with rows for a
+/// statement with RETURNING).
+fn execute_result(result: &deeb_proto::StatementResult) -> Json {
+    let mut object = Map::new();
+    if result.last_insert_id != 0 {
+        object.insert("last_insert_id".into(), result.last_insert_id.into());
+    }
+    if result.rows_affected != 0 {
+        object.insert("rows_affected".into(), result.rows_affected.into());
+    }
+    if !result.columns.is_empty() {
+        let names: Vec<&str> = result.columns.iter().map(|column| column.name.as_str()).collect();
+        let types: Vec<String> = result.columns.iter().map(|column| column.declared_type.to_lowercase()).collect();
+        object.insert("columns".into(), json!(names));
+        object.insert("types".into(), json!(types));
+        let rows: Vec<Vec<Json>> =
+            result.rows.iter().map(|row| row.values.iter().map(|value| json_of(value, false)).collect()).collect();
+        if !rows.is_empty() {
+            object.insert("values".into(), json!(rows));
+        }
+    }
+    Json::Object(object)
+}
+
+fn type_of(value: &Value) -> &'static str {
+    match value.kind {
+        Some(Kind::Integer(_)) => "integer",
+        Some(Kind::Real(_)) => "real",
+        Some(Kind::Text(_)) => "text",
+        Some(Kind::Blob(_)) => "blob",
+        None => "",
+    }
+}
+
+fn json_of(value: &Value, blob_array: bool) -> Json {
+    match &value.kind {
+        None => Json::Null,
+        Some(Kind::Integer(integer)) => Json::from(*integer),
+        Some(Kind::Real(real)) => serde_json::Number::from_f64(*real).map_or(Json::Null, Json::Number),
+        Some(Kind::Text(text)) => Json::from(text.clone()),
+        Some(Kind::Blob(bytes)) if blob_array => Json::from(bytes.clone()),
+        Some(Kind::Blob(bytes)) => Json::from(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }
+}
+
+/// The statements of a request body: a JSON array of `"SQL"`,
+/// `["SQL", p1, ...]` or `["SQL", {"name": v}]`, or one statement as
+/// `text/plain`.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Statement>, String> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    if content_type.starts_with("text/plain") {
+        let sql = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())?;
+        if sql.trim().is_empty() {
+            return Err("no statements".into());
+        }
+        return Ok(vec![plain(sql)]);
+    }
+    let items: Vec<Json> = serde_json::from_slice(body).map_err(|error| format!("invalid JSON body: {error}"))?;
+    if items.is_empty() {
+        return Err("no statements".into());
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| statement_of(item).map_err(|e| format!("statement {index}: {e}")))
+        .collect()
+}
+
+fn statement_of(item: &Json) -> Result<Statement, String> {
+    match item {
+        Json::String(sql) => Ok(plain(sql)),
+        Json::Array(parts) => {
+            let Some(Json::String(sql)) = parts.first() else {
+                return Err("expected [\"SQL\", parameters...]".into());
+            };
+            let mut statement = plain(sql);
+            match parts.get(1) {
+                Some(Json::Object(named)) if parts.len() == 2 => {
+                    for (name, value) in named {
+                        let value = param_of(value).map_err(|e| format!("parameter {name:?}: {e}"))?;
+                        // rqlite's names come without SQLite's prefix.
+                        let name = if name.starts_with([':', '@', '$']) { name.clone() } else { format!(":{name}") };
+                        statement.named_params.push(NamedValue { name, value: Some(value) });
+                    }
+                }
+                _ => {
+                    for (index, value) in parts.iter().enumerate().skip(1) {
+                        statement.params.push(param_of(value).map_err(|e| format!("parameter {index}: {e}"))?);
+                    }
+                }
+            }
+            Ok(statement)
+        }
+        _ => Err("expected \"SQL\" or [\"SQL\", parameters...]".into()),
+    }
+}
+
+fn param_of(value: &Json) -> Result<Value, String> {
+    let kind = match value {
+        Json::Null => None,
+        Json::Bool(flag) => Some(Kind::Integer(i64::from(*flag))),
+        Json::Number(number) => match (number.as_i64(), number.as_f64()) {
+            (Some(integer), _) => Some(Kind::Integer(integer)),
+            (None, Some(real)) => Some(Kind::Real(real)),
+            (None, None) => return Err(format!("{number} does not fit a 64-bit number")),
+        },
+        Json::String(text) => Some(Kind::Text(text.clone())),
+        // rqlite: an array of byte values is a blob.
+        Json::Array(items) => {
+            let bytes: Option<Vec<u8>> =
+                items.iter().map(|item| item.as_u64().and_then(|byte| u8::try_from(byte).ok())).collect();
+            Some(Kind::Blob(bytes.ok_or("an array parameter must hold byte values 0-255 (a blob)")?))
+        }
+        Json::Object(_) => return Err("named parameters go in one object right after the SQL".into()),
+    };
+    Ok(Value { kind })
+}
+
+fn plain(sql: &str) -> Statement {
+    Statement { sql: sql.to_owned(), params: Vec::new(), named_params: Vec::new() }
+}
+
+/// Read, write, or a `WITH` that may be either.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+enum Kind_ {
+    Read,
+    Write,
+    Either,
+}
+
+fn kind_of(sql: &str) -> Kind_ {
+    let word: String = sql.trim_start().chars().take_while(char::is_ascii_alphabetic).collect();
+    match word.to_ascii_uppercase().as_str() {
+        "SELECT" | "VALUES" | "EXPLAIN" => Kind_::Read,
+        "PRAGMA" if !sql.contains('=') => Kind_::Read,
+        "WITH" => Kind_::Either,
+        _ => Kind_::Write,
+    }
+}
+
+/// Go's durations as rqlite takes them: `500ms`, `2s`, `1m`, `1h`, `1.5s`.
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ns" => number / 1e9,
+        "us" | "µs" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9)))
+}
+
+fn respond(params: &Params, results: Vec<Json>, started: Instant, served_by: u64) -> Response {
+    let mut body = json!({ "results": results });
+    if params.contains_key("timings") {
+        body["time"] = json!(started.elapsed().as_secs_f64());
+    }
+    json_response(StatusCode::OK, params, &body, served_by)
+}
+
+fn json_response(code: StatusCode, params: &Params, body: &Json, served_by: u64) -> Response {
+    let text =
+        if params.contains_key("pretty") { serde_json::to_string_pretty(body) } else { serde_json::to_string(body) }
+            .unwrap_or_default();
+    let mut response = (code, text).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    if served_by != 0 {
+        headers.insert("x-deeb-served-by", HeaderValue::from(served_by));
+    }
+    response
+}
+
+fn text(code: StatusCode, message: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+fn bad_request(message: String) -> Response {
+    text(StatusCode::BAD_REQUEST, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_parse_as_rqlite_writes_them() {
+        let headers = HeaderMap::new();
+        let body = br#"["CREATE TABLE t (a)", ["INSERT INTO t VALUES (?, ?)", 1, "x"], ["SELECT :n", {"n": 2.5}]]"#;
+        let statements = parse_body(&headers, body).expect("parses");
+        assert_eq!(statements.len(), 3);
+        assert_eq!(
+            statements[1].params,
+            vec![Value { kind: Some(Kind::Integer(1)) }, Value { kind: Some(Kind::Text("x".into())) }]
+        );
+        assert_eq!(statements[2].named_params[0].name, ":n");
+        for bad in [&b"{"[..], b"[]", b"[1]", b"[[]]", br#"[["SELECT ?", {"a": 1}, 2]]"#, br#"[["SELECT ?", [256]]]"#] {
+            assert!(parse_body(&headers, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let mut text = HeaderMap::new();
+        text.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(parse_body(&text, b"SELECT 1").expect("one statement")[0].sql, "SELECT 1");
+    }
+
+    #[test]
+    fn write_results_leave_zero_fields_out() {
+        let created = deeb_proto::StatementResult::default();
+        assert_eq!(execute_result(&created), json!({}));
+        let inserted = deeb_proto::StatementResult { rows_affected: 1, last_insert_id: 7, ..Default::default() };
+        assert_eq!(execute_result(&inserted), json!({"last_insert_id": 7, "rows_affected": 1}));
+    }
+
+    #[test]
+    fn statements_are_sorted_into_reads_and_writes() {
+        assert!(kind_of("  select 1") == Kind_::Read);
+        assert!(kind_of("PRAGMA table_info(t)") == Kind_::Read);
+        assert!(kind_of("PRAGMA foreign_keys = ON") == Kind_::Write);
+        assert!(kind_of("WITH x AS (SELECT 1) SELECT * FROM x") == Kind_::Either);
+        assert!(kind_of("INSERT INTO t VALUES (1)") == Kind_::Write);
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_go_duration("5"), None);
+        assert_eq!(parse_go_duration("xs"), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! The HTTP API as rqlite's clients use it: exact JSON for each endpoint
+//! and parameter, through the leader and through a follower; bad input;
+//! health probes while the cluster loses and regains its quorum.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_for, Cluster};
+use serde_json::{json, Value as Json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// An HTTP/1.1 exchange on a fresh connection: (status, headers, body).
+async fn http(address: &str, method: &str, target: &str, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    // A server refusing a body over its limit answers and closes before
+    // reading it all: the answer is still there to read.
+    let _ = stream.write_all(body).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered within 30 s")
+        .expect("read");
+    let answer = String::from_utf8(answer).expect("utf-8");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status");
+    (status, head.to_owned(), body.to_owned())
+}
+
+async fn post_json(address: &str, target: &str, body: Json) -> (u16, Json) {
+    let (status, _, text) = http(address, "POST", target, "application/json", body.to_string().as_bytes()).await;
+    (status, serde_json::from_str(&text).unwrap_or(Json::String(text)))
+}
+
+async fn get_json(address: &str, target: &str) -> (u16, Json) {
+    let (status, _, text) = http(address, "GET", target, "application/json", b"").await;
+    (status, serde_json::from_str(&text).unwrap_or(Json::String(text)))
+}
+
+fn encoded(sql: &str) -> String {
+    sql.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// Each rqlite endpoint and parameter: request in, exact JSON out, through
+/// the leader and through a follower.
+#[tokio::test]
+async fn rqlite_endpoints_answer_exactly() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    for node in [leader, follower] {
+        let at = cluster.http_addr(node);
+        let table = format!("foo{node}");
+        let create = format!(
+            "CREATE TABLE {table} (id INTEGER NOT NULL PRIMARY KEY, name TEXT, age INTEGER, score REAL, data BLOB)"
+        );
+        assert_eq!(post_json(&at, "/db/execute", json!([create])).await, (200, json!({"results": [{}]})));
+        let insert = json!([
+            [format!("INSERT INTO {table}(name, age, score, data) VALUES(?, ?, ?, ?)"), "fiona", 20, 1.5, [1, 2, 3]],
+            [format!("INSERT INTO {table}(name, age) VALUES(:name, :age)"), {"name": "bob", "age": null}],
+        ]);
+        let expected =
+            json!({"results": [{"last_insert_id": 1, "rows_affected": 1}, {"last_insert_id": 2, "rows_affected": 1}]});
+        assert_eq!(post_json(&at, "/db/execute", insert).await, (200, expected));
+        let select = format!("SELECT * FROM {table} ORDER BY id");
+        let rows = json!({"results": [{
+            "columns": ["id", "name", "age", "score", "data"],
+            "types": ["integer", "text", "integer", "real", "blob"],
+            "values": [[1, "fiona", 20, 1.5, "AQID"], [2, "bob", null, null, null]],
+        }]});
+        assert_eq!(get_json(&at, &format!("/db/query?q={}", encoded(&select))).await, (200, rows.clone()));
+        assert_eq!(post_json(&at, "/db/query?level=weak", json!([select])).await, (200, rows));
+        let associative = format!(
+            "/db/query?associative&blob_array&level=none&freshness=1s&q={}",
+            encoded(&format!("SELECT id, data, 1 + 1 AS two FROM {table} WHERE id = 1"))
+        );
+        let expected = json!({"results": [{"types": {"id": "integer", "data": "blob", "two": "integer"}, "rows": [{"id": 1, "data": [1, 2, 3], "two": 2}]}]});
+        assert_eq!(get_json(&at, &associative).await, (200, expected));
+        // Without ?transaction each statement stands alone, as in rqlite.
+        let mixed = json!([
+            format!("INSERT INTO {table}(name) VALUES('a')"),
+            "INSERT INTO nope VALUES(1)",
+            format!("INSERT INTO {table}(name) VALUES('b')"),
+        ]);
+        let expected = json!({"results": [
+            {"last_insert_id": 3, "rows_affected": 1}, {"error": "no such table: nope"}, {"last_insert_id": 4, "rows_affected": 1},
+        ]});
+        assert_eq!(post_json(&at, "/db/execute", mixed.clone()).await, (200, expected));
+        // With it, all or nothing.
+        let expected = json!({"results": [{}, {"error": "no such table: nope"}]});
+        assert_eq!(post_json(&at, "/db/execute?transaction", mixed).await, (200, expected));
+        let count = format!("SELECT count(*) AS n FROM {table}");
+        let four = json!({"results": [{"columns": ["n"], "types": ["integer"], "values": [[4]]}]});
+        assert_eq!(get_json(&at, &format!("/db/query?q={}", encoded(&count))).await, (200, four));
+        // A write through /db/query is a per-statement error.
+        let write = format!("/db/query?q={}", encoded(&format!("DELETE FROM {table}")));
+        let (status, answer) = get_json(&at, &write).await;
+        assert_eq!(status, 200);
+        assert!(answer["results"][0]["error"].as_str().is_some_and(|e| e.contains("read-only")), "{answer}");
+        // /db/request runs each statement as what it is.
+        let request = json!([
+            count,
+            format!("INSERT INTO {table}(name) VALUES('c')"),
+            format!("WITH x AS (SELECT 9) INSERT INTO {table}(age) SELECT * FROM x")
+        ]);
+        let expected = json!({"results": [
+            {"columns": ["n"], "types": ["integer"], "values": [[4]]},
+            {"last_insert_id": 5, "rows_affected": 1},
+            {"last_insert_id": 6, "rows_affected": 1},
+        ]});
+        assert_eq!(post_json(&at, "/db/request", request).await, (200, expected));
+        // text/plain is one statement; ?pretty indents; ?timings adds time.
+        let (status, head, body) = http(
+            &at,
+            "POST",
+            "/db/execute?pretty&timings",
+            "text/plain",
+            format!("DELETE FROM {table} WHERE id = 6").as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\n  \"results\": [") && body.contains("\"time\":"), "{body}");
+        let answer: Json = serde_json::from_str(&body).expect("json");
+        // deeb reports the statement's own insert id: none for a DELETE
+        // (rqlite repeats the connection's last one).
+        assert_eq!(answer["results"], json!([{"rows_affected": 1}]));
+        assert!(head.to_lowercase().contains(&format!("x-deeb-served-by: {leader}")), "{head}");
+    }
+}
+
+/// Bad input gets a clear error and the node keeps serving.
+#[tokio::test]
+async fn bad_http_input_gets_clear_errors() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let at = cluster.http_addr(leader);
+    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+        ("POST", "/db/execute", "application/json", b"[\"CREATE TABLE".to_vec(), 400, "invalid JSON"),
+        ("POST", "/db/execute", "application/json", b"{\"sql\": 1}".to_vec(), 400, "invalid JSON"),
+        ("POST", "/db/execute", "application/json", b"[]".to_vec(), 400, "no statements"),
+        ("POST", "/db/execute", "application/json", b"[[\"SELECT ?\", {\"a\": 1}, 2]]".to_vec(), 400, "statement 0"),
+        ("GET", "/db/query?q=SELECT%201&level=bogus", "application/json", Vec::new(), 400, "unknown level"),
+        ("GET", "/db/query?q=SELECT%201&timeout=soon", "application/json", Vec::new(), 400, "bad timeout"),
+        ("GET", "/db/query?q=", "application/json", Vec::new(), 400, "empty query"),
+        ("GET", "/db/execute", "application/json", Vec::new(), 405, ""),
+        ("GET", "/no/such/endpoint", "application/json", Vec::new(), 404, ""),
+        ("POST", "/db/execute", "text/plain", vec![b'x'; 64 << 20], 413, ""),
+    ];
+    for (method, target, content_type, body, expected, says) in cases {
+        let (status, _, text) = http(&at, method, target, content_type, &body).await;
+        assert_eq!(status, expected, "{method} {target}: {text}");
+        assert!(text.contains(says), "{method} {target}: {text}");
+    }
+    let (status, answer) = post_json(&at, "/db/execute", json!(["CREATE TABLE t (x)"])).await;
+    assert_eq!((status, answer), (200, json!({"results": [{}]})), "still serving");
+}
+
+/// `/readyz` answers 503 while the cluster has no leader and 200 again
+/// once it has; `/livez` stays 200 on the node cut off from the others.
+#[tokio::test]
+async fn readyz_follows_the_quorum_and_livez_the_process() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let survivor = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    let at = cluster.http_addr(survivor);
+    let (status, _, body) = http(&at, "GET", "/readyz", "text/plain", b"").await;
+    assert_eq!((status, body.as_str()), (200, "[+]node ok\n[+]leader ok\n[+]store ok"));
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != survivor).collect();
+    for id in &others {
+        cluster.kill(*id);
+    }
+    let body = wait_for(Duration::from_secs(30), "readyz 503 without a leader", || async {
+        let (status, _, body) = http(&at, "GET", "/readyz", "text/plain", b"").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("[-]leader does not exist"), "{body}");
+    let (status, _, body) = http(&at, "GET", "/livez", "text/plain", b"").await;
+    assert_eq!((status, body.as_str()), (200, "[+]node ok"));
+    let (status, _, body) = http(&at, "GET", "/readyz?noleader", "text/plain", b"").await;
+    assert_eq!((status, body.as_str()), (200, "[+]node ok"));
+    for id in &others {
+        cluster.spawn(*id);
+    }
+    wait_for(Duration::from_secs(30), "readyz 200 with a leader again", || async {
+        let (status, _, _) = http(&at, "GET", "/readyz", "text/plain", b"").await;
+        (status == 200).then_some(())
+    })
+    .await;
+}
