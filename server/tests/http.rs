@@ -139,13 +139,16 @@ async fn rqlite_endpoints_answer_exactly() {
     }
 }
 
+/// Method, target, content type, body, expected status, text the answer holds.
+type BadCase = (&'static str, &'static str, &'static str, Vec<u8>, u16, &'static str);
+
 /// Bad input gets a clear error and the node keeps serving.
 #[tokio::test]
 async fn bad_http_input_gets_clear_errors() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(&[1, 2, 3]).await;
     let at = cluster.http_addr(leader);
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("POST", "/db/execute", "application/json", b"[\"CREATE TABLE".to_vec(), 400, "invalid JSON"),
         ("POST", "/db/execute", "application/json", b"{\"sql\": 1}".to_vec(), 400, "invalid JSON"),
         ("POST", "/db/execute", "application/json", b"[]".to_vec(), 400, "no statements"),
