@@ -20,6 +20,7 @@ use tokio_stream::StreamExt as _;
 use crate::api::DeebService;
 use crate::security::listener::Conn;
 use crate::security::{ConnInfo, Side};
+use rqlite::Endpoint;
 
 /// Serves the HTTP API on `connections` until `stop` resolves.
 ///
@@ -31,10 +32,15 @@ pub async fn serve(
     body_bytes_max: usize,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let execute =
+        |state, conn, params, headers, body| rqlite::db(Endpoint::Execute, state, conn, params, headers, body);
+    let query = |state, conn, params, headers, body| rqlite::db(Endpoint::Query, state, conn, params, headers, body);
+    let request =
+        |state, conn, params, headers, body| rqlite::db(Endpoint::Request, state, conn, params, headers, body);
     let router = Router::new()
-        .route("/db/execute", post(rqlite::execute))
-        .route("/db/query", get(rqlite::query).post(rqlite::query))
-        .route("/db/request", post(rqlite::request))
+        .route("/db/execute", post(execute))
+        .route("/db/query", get(query).post(query))
+        .route("/db/request", post(request))
         .route("/status", get(rqlite::status))
         .route("/readyz", get(rqlite::readyz))
         .route("/livez", get(rqlite::livez))

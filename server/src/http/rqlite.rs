@@ -25,41 +25,36 @@ use crate::security::ConnInfo;
 /// URL parameters, as given (`?pretty` is present with an empty value).
 type Params = HashMap<String, String>;
 
-/// `POST /db/execute`: writes, each statement on its own unless
-/// `?transaction` (then all or none).
-pub async fn execute(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let started = Instant::now();
-    let call = Call { api: &api, conn, headers: &headers };
-    let statements = match parse_body(&headers, &body) {
-        Ok(statements) => statements,
-        Err(message) => return bad_request(message),
-    };
-    match call.writes(statements, params.contains_key("transaction")).await {
-        Ok((results, served_by)) => respond(&params, results, started, served_by),
-        Err(failure) => failure.into_response(),
-    }
+/// The three `/db/*` endpoints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /db/execute`: writes, each statement on its own unless
+    /// `?transaction` (then all or none).
+    Execute,
+    /// `GET|POST /db/query`: reads (`?q=` for GET), each at `?level`.
+    Query,
+    /// `POST /db/request`: reads and writes mixed, each run as what it is.
+    Request,
 }
 
-/// `GET|POST /db/query`: reads (`?q=` for GET), each at `?level`.
-pub async fn query(
+/// A `/db/*` request (see [`Endpoint`]).
+pub async fn db(
+    endpoint: Endpoint,
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
     Query(params): Query<Params>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    serve(endpoint, Call { api: &api, conn, headers: &headers }, params, &body).await
+}
+
+async fn serve(endpoint: Endpoint, call: Call<'_>, params: Params, body: &[u8]) -> Response {
     let started = Instant::now();
-    let call = Call { api: &api, conn, headers: &headers };
-    let statements = match params.get("q") {
-        Some(sql) if sql.trim().is_empty() => return bad_request("empty query".into()),
-        Some(sql) => Ok(vec![plain(sql)]),
-        None => parse_body(&headers, &body),
+    let statements = match (endpoint, params.get("q")) {
+        (Endpoint::Query, Some(sql)) if sql.trim().is_empty() => Err("empty query".to_owned()),
+        (Endpoint::Query, Some(sql)) => Ok(vec![plain(sql)]),
+        _ => parse_body(call.headers, body),
     };
     let statements = match statements {
         Ok(statements) => statements,
@@ -67,70 +62,18 @@ pub async fn query(
     };
     let read = match ReadParams::parse(&params) {
         Ok(read) => read,
-        Err(message) => return bad_request(message),
+        Err(message) if endpoint != Endpoint::Execute => return bad_request(message),
+        Err(_) => ReadParams::default(),
     };
-    let mut results = Vec::new();
-    let mut served_by = 0;
-    for statement in statements {
-        match call.read(statement, &read).await {
-            Ok((result, node)) => {
-                results.push(result);
-                served_by = node;
-            }
-            // A write sent to /db/query is refused like any failed statement.
-            Err(Failure::Statement(message) | Failure::Refused(message)) => results.push(json!({ "error": message })),
-            Err(failure) => return failure.into_response(),
-        }
+    let outcome = match endpoint {
+        Endpoint::Execute => call.writes(statements, params.contains_key("transaction")).await,
+        Endpoint::Query => call.reads(statements, &read).await,
+        Endpoint::Request => call.mixed(statements, &read).await,
+    };
+    match outcome {
+        Ok((results, served_by)) => respond(&params, results, started, served_by),
+        Err(failure) => failure.into_response(),
     }
-    respond(&params, results, started, served_by)
-}
-
-/// `POST /db/request`: reads and writes mixed, each run as what it is.
-pub async fn request(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let started = Instant::now();
-    let call = Call { api: &api, conn, headers: &headers };
-    let statements = match parse_body(&headers, &body) {
-        Ok(statements) => statements,
-        Err(message) => return bad_request(message),
-    };
-    let read = match ReadParams::parse(&params) {
-        Ok(read) => read,
-        Err(message) => return bad_request(message),
-    };
-    let mut results = Vec::new();
-    let mut served_by = 0;
-    for statement in statements {
-        let kind = kind_of(&statement.sql);
-        if kind != Kind_::Write {
-            match call.read(statement.clone(), &read).await {
-                Ok((result, node)) => {
-                    (served_by, _) = (node, results.push(result));
-                    continue;
-                }
-                // A `WITH ... INSERT`: refused as a read, so a write.
-                Err(Failure::Refused(_)) if kind == Kind_::Either => {}
-                Err(Failure::Statement(message) | Failure::Refused(message)) => {
-                    results.push(json!({ "error": message }));
-                    continue;
-                }
-                Err(failure) => return failure.into_response(),
-            }
-        }
-        match call.writes(vec![statement], false).await {
-            Ok((mut written, node)) => {
-                served_by = node;
-                results.append(&mut written);
-            }
-            Err(failure) => return failure.into_response(),
-        }
-    }
-    respond(&params, results, started, served_by)
 }
 
 /// `GET /status`: this node as rqlite shapes it, where it applies.
@@ -349,6 +292,49 @@ impl Call<'_> {
         Ok((results, served_by))
     }
 
+    /// Each statement read on its own; a failed one reports its error.
+    async fn reads(&self, statements: Vec<Statement>, read: &ReadParams) -> Result<(Vec<Json>, u64), Failure> {
+        let (mut results, mut served_by) = (Vec::with_capacity(statements.len()), 0);
+        for statement in statements {
+            match self.read(statement, read).await {
+                Ok((result, node)) => (served_by, _) = (node, results.push(result)),
+                // A write sent to /db/query is refused like any failed statement.
+                Err(Failure::Statement(message) | Failure::Refused(message)) => {
+                    results.push(json!({ "error": message }));
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        Ok((results, served_by))
+    }
+
+    /// Each statement run as what it is: a read, a write, or (a `WITH`)
+    /// a read unless refused as not read-only, then a write.
+    async fn mixed(&self, statements: Vec<Statement>, read: &ReadParams) -> Result<(Vec<Json>, u64), Failure> {
+        let (mut results, mut served_by) = (Vec::with_capacity(statements.len()), 0);
+        for statement in statements {
+            let kind = kind_of(&statement.sql);
+            if kind != Kind_::Write {
+                match self.read(statement.clone(), read).await {
+                    Ok((result, node)) => {
+                        (served_by, _) = (node, results.push(result));
+                        continue;
+                    }
+                    Err(Failure::Refused(_)) if kind == Kind_::Either => {}
+                    Err(Failure::Statement(message) | Failure::Refused(message)) => {
+                        results.push(json!({ "error": message }));
+                        continue;
+                    }
+                    Err(failure) => return Err(failure),
+                }
+            }
+            let (mut written, node) = self.writes(vec![statement], false).await?;
+            served_by = node;
+            results.append(&mut written);
+        }
+        Ok((results, served_by))
+    }
+
     /// One read, whole (the rqlite API has no streaming).
     async fn read(&self, statement: Statement, read: &ReadParams) -> Result<(Json, u64), Failure> {
         let request = QueryRequest {
@@ -371,6 +357,7 @@ impl Call<'_> {
 
 /// How reads run: rqlite's `level`, `freshness`, `timeout`; how results
 /// look: `associative`, `blob_array`.
+#[derive(Default)]
 struct ReadParams {
     consistency: Consistency,
     max_staleness_ms: u64,
