@@ -76,6 +76,26 @@ impl DeebService {
         Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses }
     }
 
+    /// This node's status for a readiness probe: the caller needs the
+    /// `ready` permission (not `status`).
+    ///
+    /// # Errors
+    /// Refused by the security checks, or the node does not answer.
+    pub async fn ready_status<T>(&self, request: &Request<T>) -> Result<StatusResponse, Status> {
+        self.security.admit(request, Permission::Ready).await?;
+        self.member_status().await
+    }
+
+    /// This node's status, with each member's client address as heard.
+    async fn member_status(&self) -> Result<StatusResponse, Status> {
+        let status = self.handle.status().await.map_err(to_status)?;
+        let mut response = status_response(&status);
+        for member in &mut response.members {
+            member.client_address = self.client_addresses.get(member.node_id).unwrap_or_default();
+        }
+        Ok(response)
+    }
+
     /// Whether this node's event loop answers (no quorum needed): the
     /// liveness probe.
     ///
@@ -248,11 +268,7 @@ impl Deeb for DeebService {
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         self.security.admit(&request, Permission::Status).await?;
-        let status = self.handle.status().await.map_err(to_status)?;
-        let mut response = status_response(&status);
-        for member in &mut response.members {
-            member.client_address = self.client_addresses.get(member.node_id).unwrap_or_default();
-        }
+        let mut response = self.member_status().await?;
         if request.into_inner().with_digest {
             (response.digest_index, response.digest) = self.handle.digest().await.map_err(to_status)?;
         }

@@ -12,10 +12,22 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// An HTTP/1.1 exchange on a fresh connection: (status, headers, body).
 async fn http(address: &str, method: &str, target: &str, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    http_as(address, (method, target), content_type, body, None).await
+}
+
+/// `http` with an `Authorization` header if given.
+async fn http_as(
+    address: &str,
+    (method, target): (&str, &str),
+    content_type: &str,
+    body: &[u8],
+    authorization: Option<&str>,
+) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let authorization = authorization.map(|value| format!("Authorization: {value}\r\n")).unwrap_or_default();
     let head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\r\n",
+         {authorization}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("write head");
@@ -201,4 +213,45 @@ async fn readyz_follows_the_quorum_and_livez_the_process() {
         (status == 200).then_some(())
     })
     .await;
+}
+
+/// HTTP Basic credentials and the users file's permissions, through a
+/// follower: anonymous readiness only, a reader that cannot write, a wrong
+/// password refused.
+#[tokio::test]
+async fn http_basic_credentials_and_permissions() {
+    use deeb_server::security::{basic_authorization, users::hash_secret};
+    let dir = tempfile::tempdir().expect("dir");
+    let (admin, reader) = (hash_secret("admin-pw-3").expect("hash"), hash_secret("reader-pw-4").expect("hash"));
+    let users = dir.path().join("users.json");
+    let text = format!(
+        r#"[{{"username": "admin", "password_hash": "{admin}", "perms": ["all"]}},
+            {{"username": "reader", "password_hash": "{reader}", "perms": ["query"]}},
+            {{"username": "*", "perms": ["ready"]}}]"#
+    );
+    std::fs::write(&users, text).expect("write");
+    let users = users.display().to_string();
+    let mut cluster = Cluster::start(3, &["--auth", &users, "--insecure-peers"]);
+    cluster.secrets = vec!["admin-pw-3".into(), "reader-pw-4".into()];
+    cluster.options.authorization = Some(basic_authorization("admin", "admin-pw-3"));
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    let at = cluster.http_addr(follower);
+    let (admin, reader) = (basic_authorization("admin", "admin-pw-3"), basic_authorization("reader", "reader-pw-4"));
+    let create = br#"["CREATE TABLE t (x)"]"#;
+    let (status, _, body) = http_as(&at, ("POST", "/db/execute"), "application/json", create, Some(&admin)).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"results":[{}]}"#));
+    let (status, _, _) = http_as(&at, ("GET", "/readyz"), "text/plain", b"", None).await;
+    assert_eq!(status, 200, "anonymous may probe readiness");
+    let (status, _, _) = http_as(&at, ("GET", "/db/query?q=SELECT%201"), "text/plain", b"", None).await;
+    assert_eq!(status, 403, "anonymous may not query");
+    let (status, _, _) = http_as(&at, ("GET", "/db/query?q=SELECT%201"), "text/plain", b"", Some(&reader)).await;
+    assert_eq!(status, 200, "the reader queries");
+    let insert = br#"["INSERT INTO t VALUES (1)"]"#;
+    let (status, _, body) = http_as(&at, ("POST", "/db/execute"), "application/json", insert, Some(&reader)).await;
+    assert_eq!(status, 403, "the reader may not write: {body}");
+    let wrong = basic_authorization("reader", "not-it");
+    let (status, head, _) = http_as(&at, ("GET", "/db/query?q=SELECT%201"), "text/plain", b"", Some(&wrong)).await;
+    assert_eq!(status, 401);
+    assert!(head.to_lowercase().contains("www-authenticate: basic"), "{head}");
 }

@@ -118,9 +118,9 @@ pub async fn status(
     json_response(StatusCode::OK, &params, &body, status.node_id)
 }
 
-/// `GET /readyz`: 200 with a known leader and this node caught up to
-/// within `READY_LAG_MAX` entries of what it knows committed; 503
-/// otherwise; `?noleader` checks only that the node answers.
+/// `GET /readyz` (the `ready` permission): 200 with a known leader and
+/// this node caught up to within `READY_LAG_MAX` entries of what it knows
+/// committed; 503 otherwise; `?noleader` checks only that the node answers.
 pub async fn readyz(
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -128,7 +128,8 @@ pub async fn readyz(
     headers: HeaderMap,
 ) -> Response {
     let call = Call { api: &api, conn, headers: &headers };
-    let status = match call.status().await {
+    let status = api.ready_status(&call.request(())).await.map_err(|status| Failure::of(&status));
+    let status = match status {
         Ok(status) => status,
         Err(Failure::Unavailable(message)) => {
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("[-]node not ok: {message}"));
