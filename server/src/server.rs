@@ -35,7 +35,7 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error("opening the node: {0}")]
     Open(#[from] OpenError),
-    #[error("gRPC server on {message}")]
+    #[error("serving on {message}")]
     Transport { message: String },
     #[error("data directory identity or cluster id: {0}")]
     Identity(std::io::Error),
@@ -180,7 +180,7 @@ async fn serve_grpc(
     };
     let (address, result) = serve_listeners(&config, &security, (api, http_api), peers, until_stopped).await;
     if let Err(error) = result {
-        tracing::error!(listen = %address, %error, "gRPC server failed");
+        tracing::error!(listen = %address, %error, "a listener failed (gRPC or HTTP)");
         let _ = failed.send(format!("{address}: {error}"));
     }
 }
