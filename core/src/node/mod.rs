@@ -492,6 +492,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let message = Message::parse_from_bytes(bytes).map_err(|error| PeerError::Decode(error.to_string()))?;
         self.check_peer_message(&message)?;
         self.note_peer_contact(&message, received_at);
+        if self.reads.is_answered(&message) {
+            return Ok(());
+        }
         match self.raw.step(message) {
             Ok(()) | Err(raft::Error::StepPeerNotFound) => {}
             Err(error) => return Err(PeerError::Refused(error.to_string())),
@@ -784,6 +787,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         let mut by_peer: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
         for message in messages {
+            if message.get_msg_type() == MessageType::MsgReadIndexResp {
+                if let Some(entry) = message.get_entries().first() {
+                    self.reads.note_answered(entry.get_data());
+                }
+            }
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 self.send_snapshot(message);
                 continue;

@@ -3,7 +3,7 @@
 //! quorum was heard from recently) and stale (local, optionally bounded).
 
 use crate::state_machine::StateMachine;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use raft::eraftpb::{Message, MessageType};
@@ -55,22 +55,34 @@ pub(super) struct Reads {
     /// applied: every write acknowledged before then is in its data (what
     /// bounded-stale reads count from).
     confirmed_at: Option<Duration>,
+    /// ReadIndex contexts this node answered as leader (its own reads' and
+    /// followers'), the latest `COMPLETED_CONTEXTS_MAX`: see
+    /// [`Reads::is_answered`].
+    answered: HashSet<Vec<u8>>,
+    answered_order: VecDeque<Vec<u8>>,
 }
 
-/// A ReadIndex context no other read in the cluster's life shares: the
+/// Answered ReadIndex contexts remembered (see [`Reads::is_answered`]).
+const COMPLETED_CONTEXTS_MAX: usize = 4096;
+
+/// A ReadIndex context no other request in the cluster's life shares: the
 /// node's id, the incarnation (a number that grows at every start of the
-/// node, kept in its data directory) and the client's token. A bare token
-/// would repeat after a restart (hosts count tokens from 1), and an answer
-/// to a read from before the restart, delivered late, would complete a new
-/// read with an old index; two nodes' equal tokens would collide at the
-/// leader.
-fn read_context(prefix: &[u8; 16], token: ClientToken) -> Vec<u8> {
+/// node, kept in its data directory), the client's token and the attempt
+/// (each retry asks afresh). A bare token would repeat after a restart
+/// (hosts count tokens from 1), and an answer to a read from before the
+/// restart, delivered late, would complete a new read with an old index;
+/// two nodes' equal tokens would collide at the leader. A retry under the
+/// same context would let heartbeat answers sent for the first attempt,
+/// delivered late, count for the retry (raft-rs counts a heartbeat's
+/// answer for every request carrying its context).
+fn read_context(prefix: &[u8; 16], token: ClientToken, attempt: u64) -> Vec<u8> {
     let mut context = prefix.to_vec();
     context.extend_from_slice(&token.0.to_be_bytes());
+    context.extend_from_slice(&attempt.to_be_bytes());
     context
 }
 
-/// The first byte of a lease tag: ReadIndex contexts are 24 bytes (see
+/// The first byte of a lease tag: ReadIndex contexts are 32 bytes (see
 /// [`read_context`]), a lease tag is this byte and eight more.
 const LEASE_TAG: u8 = 0xff;
 
@@ -78,6 +90,8 @@ struct PendingRead {
     /// When the read first asked for a read index (this node's clock).
     asked_at: Duration,
     issued_tick: u64,
+    /// How many times the read index was asked for again.
+    attempt: u64,
     deadline_tick: u64,
     read_index: Option<u64>,
 }
@@ -145,13 +159,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return Err(ReadError::QueueFull { max });
         }
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
-        let read = PendingRead { asked_at: self.now, issued_tick: self.ticks, deadline_tick, read_index: None };
+        let read =
+            PendingRead { asked_at: self.now, issued_tick: self.ticks, attempt: 0, deadline_tick, read_index: None };
         self.reads.pending.insert(token, read);
         self.observe(super::NodeEvent::ReadIndexAsked { token: token.0 });
         // While a snapshot installs, raft must not queue messages under the
         // ready it handed out: the request goes out on a later tick.
         if self.installing.is_none() {
-            self.raw.read_index(read_context(&self.reads.context_prefix, token));
+            self.raw.read_index(read_context(&self.reads.context_prefix, token, 0));
         }
         self.drive();
         Ok(())
@@ -241,9 +256,10 @@ impl Reads {
     pub(super) fn on_read_states(&mut self, states: Vec<ReadState>) -> Vec<(ClientToken, u64)> {
         let mut confirmed = Vec::new();
         for state in states {
+            self.note_answered(&state.request_ctx);
             let context = state.request_ctx.as_slice();
-            let Some(token) = context.strip_prefix(&self.context_prefix[..]) else { continue };
-            let Ok(bytes) = <[u8; 8]>::try_from(token) else { continue };
+            let Some(rest) = context.strip_prefix(&self.context_prefix[..]) else { continue };
+            let Some(Ok(bytes)) = rest.get(..8).filter(|_| rest.len() == 16).map(<[u8; 8]>::try_from) else { continue };
             let token = ClientToken(u64::from_be_bytes(bytes));
             if let Some(read) = self.pending.get_mut(&token) {
                 if read.read_index.is_none() {
@@ -288,7 +304,8 @@ impl Reads {
                 expired.push(*token);
             } else if read.read_index.is_none() && ticks - read.issued_tick >= retry_ticks && has_leader && may_ask {
                 read.issued_tick = ticks;
-                raw.read_index(read_context(&self.context_prefix, *token));
+                read.attempt += 1;
+                raw.read_index(read_context(&self.context_prefix, *token, read.attempt));
             }
         }
         for token in expired {
@@ -298,8 +315,80 @@ impl Reads {
         }
     }
 
+    /// Remembers that this node answered the ReadIndex request `context`
+    /// (as leader: its own read, or a follower's in an outgoing answer).
+    pub(super) fn note_answered(&mut self, context: &[u8]) {
+        if context.is_empty() || !self.answered.insert(context.to_vec()) {
+            return;
+        }
+        self.answered_order.push_back(context.to_vec());
+        if self.answered_order.len() > COMPLETED_CONTEXTS_MAX {
+            if let Some(oldest) = self.answered_order.pop_front() {
+                self.answered.remove(&oldest);
+            }
+        }
+    }
+
+    /// True for a follower's ReadIndex request this node already answered,
+    /// arriving again (a duplicate, or a retry overtaken by its answer):
+    /// raft-rs would queue it afresh, and a late answer to a heartbeat sent
+    /// for it the first time would then confirm it, and with it every read
+    /// queued before it, with no quorum heard since those asked.
+    pub(super) fn is_answered(&self, message: &Message) -> bool {
+        message.get_msg_type() == MessageType::MsgReadIndex
+            && message.get_entries().first().is_some_and(|entry| self.answered.contains(entry.get_data()))
+    }
+
     pub(super) fn on_leadership_lost(&mut self) {
         self.acks.clear();
         self.heartbeats_sent.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_index_request(context: &[u8]) -> Message {
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgReadIndex);
+        let mut entry = raft::eraftpb::Entry::default();
+        entry.data = context.to_vec().into();
+        message.mut_entries().push(entry);
+        message
+    }
+
+    /// A request answered once is recognized when it comes again; others
+    /// are not; the memory is bounded.
+    #[test]
+    fn answered_read_requests_are_recognized_when_they_come_again() {
+        let mut reads = Reads::new(2, 1);
+        let first = read_context(&[1; 16], ClientToken(24), 0);
+        let retry = read_context(&[1; 16], ClientToken(24), 1);
+        reads.note_answered(&first);
+        assert!(reads.is_answered(&read_index_request(&first)));
+        assert!(!reads.is_answered(&read_index_request(&retry)), "a retry asks under a fresh context");
+        for token in 0..COMPLETED_CONTEXTS_MAX as u64 {
+            reads.note_answered(&read_context(&[3; 16], ClientToken(token), 0));
+        }
+        assert!(!reads.is_answered(&read_index_request(&first)), "the oldest are forgotten");
+        assert_eq!(reads.answered.len(), COMPLETED_CONTEXTS_MAX);
+    }
+
+    /// Confirmed indexes reach the read whose token the context names, at
+    /// any attempt; another node's contexts are ignored.
+    #[test]
+    fn read_states_name_their_read_at_any_attempt() {
+        let mut reads = Reads::new(2, 1);
+        let read =
+            PendingRead { asked_at: Duration::ZERO, issued_tick: 0, attempt: 1, deadline_tick: 9, read_index: None };
+        reads.pending.insert(ClientToken(7), read);
+        let prefix = reads.context_prefix;
+        let other = read_context(&[9; 16], ClientToken(7), 1);
+        let ours = read_context(&prefix, ClientToken(7), 1);
+        let states =
+            vec![ReadState { index: 3, request_ctx: other }, ReadState { index: 5, request_ctx: ours.clone() }];
+        assert_eq!(reads.on_read_states(states), vec![(ClientToken(7), 5)]);
+        assert!(reads.is_answered(&read_index_request(&ours)));
     }
 }
