@@ -352,8 +352,7 @@ mod tests {
     fn read_index_request(context: &[u8]) -> Message {
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgReadIndex);
-        let mut entry = raft::eraftpb::Entry::default();
-        entry.data = context.to_vec().into();
+        let entry = raft::eraftpb::Entry { data: context.to_vec().into(), ..Default::default() };
         message.mut_entries().push(entry);
         message
     }
