@@ -430,7 +430,15 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let applied = sm.applied().index;
         if self.snapshots.taking.is_none() {
             // A peer needs a snapshot newer than the one the log is
-            // compacted to: take one and compact to it once taken, lag or not.
+            // compacted to. If one was taken already (at the interval, and
+            // kept behind the compaction lag), compact to it so raft sends
+            // it: without, a learner added after the compacted snapshot was
+            // offered that one forever while nothing new was applied (seed
+            // 140004907). Otherwise take one and compact to it once taken.
+            if self.snapshots.refresh_requested && since > self.raw.store().snapshot_metadata().index {
+                self.snapshots.refresh_requested = false;
+                self.compact_to(since)?;
+            }
             let refresh = self.snapshots.refresh_requested && applied > since;
             if refresh || applied >= since + self.config.snapshot_interval_entries {
                 self.snapshots.refresh_requested = false;
