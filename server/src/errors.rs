@@ -61,6 +61,32 @@ pub fn to_status(error: ServerError) -> Status {
 
 pub use deeb_client::detail_of;
 
+/// The HTTP status code of a failed call, beside [`to_status`]'s gRPC one
+/// and from the same typed detail: the HTTP API's only such mapping.
+/// A statement the client got wrong is 400 (a constraint 409), a limit 413,
+/// anything to retry later or elsewhere 503, an unknown outcome 500.
+pub fn http_code(status: &Status) -> u16 {
+    match status.code() {
+        Code::Unauthenticated => return 401,
+        Code::PermissionDenied => return 403,
+        _ => {}
+    }
+    match detail_of(status).map_or(ErrorCode::Unspecified, |detail| detail.code()) {
+        ErrorCode::Sql | ErrorCode::Refused | ErrorCode::InvalidRequest => 400,
+        ErrorCode::Constraint => 409,
+        ErrorCode::Limit => 413,
+        ErrorCode::Permission => 403,
+        ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::Overloaded | ErrorCode::Consistency => 503,
+        ErrorCode::OutcomeUnknown | ErrorCode::Internal => 500,
+        // No detail: a transport failure or a status made outside `to_status`.
+        ErrorCode::Unspecified => match status.code() {
+            Code::InvalidArgument => 400,
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => 503,
+            _ => 500,
+        },
+    }
+}
+
 /// True if `status` came from a node that knows the request did nothing
 /// (so forwarding it again cannot apply it twice). A status without the
 /// mark, such as a connection broken mid-call, proves nothing.
@@ -240,6 +266,30 @@ mod tests {
         let detail = detail_of(&unknown).expect("a detail");
         assert_eq!((detail.code(), detail.not_applied), (ErrorCode::OutcomeUnknown, false));
         assert_eq!(detail_of(&Status::unavailable("transport error")), None, "a transport status has no detail");
+    }
+
+    #[test]
+    fn http_codes_follow_the_detail() {
+        let sql =
+            RequestError { statement_index: 0, class: ErrorClass::Sql, sqlite_code: Some(1), message: "m".into() };
+        let constraint = RequestError { class: ErrorClass::Constraint, ..sql.clone() };
+        let cases: Vec<(ServerError, u16)> = vec![
+            (WriteError::Statement(sql).into(), 400),
+            (WriteError::Statement(constraint).into(), 409),
+            (WriteError::TooLarge { what: "request size", size: 2, max: 1 }.into(), 413),
+            (WriteError::NotLeader { leader: None }.into(), 503),
+            (WriteError::OutcomeUnknown.into(), 500),
+            (ReadError::Timeout.into(), 503),
+            (ReadError::LeaseExpired.into(), 503),
+            (ServerError::Invalid("x".into()), 400),
+        ];
+        for (error, code) in cases {
+            let text = error.to_string();
+            assert_eq!(http_code(&to_status(error)), code, "{text}");
+        }
+        assert_eq!(http_code(&Status::unauthenticated("who")), 401);
+        assert_eq!(http_code(&Status::unavailable("transport error")), 503);
+        assert_eq!(http_code(&Status::unknown("broken")), 500);
     }
 
     #[test]

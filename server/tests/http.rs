@@ -42,7 +42,23 @@ async fn http_as(
     let answer = String::from_utf8(answer).expect("utf-8");
     let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
     let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status");
-    (status, head.to_owned(), body.to_owned())
+    let body = if head.to_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    (status, head.to_owned(), body)
+}
+
+/// A chunked HTTP/1.1 body's content.
+fn dechunk(mut body: &str) -> String {
+    let mut content = String::new();
+    for _ in 0..body.len() {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            break;
+        }
+        content.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    content
 }
 
 async fn post_json(address: &str, target: &str, body: Json) -> (u16, Json) {
@@ -254,4 +270,177 @@ async fn http_basic_credentials_and_permissions() {
     let (status, head, _) = http_as(&at, ("GET", "/db/query?q=SELECT%201"), "text/plain", b"", Some(&wrong)).await;
     assert_eq!(status, 401);
     assert!(head.to_lowercase().contains("www-authenticate: basic"), "{head}");
+}
+
+/// deeb's own JSON API mirrors the gRPC one: values of every type round
+/// trip, queries stream as newline-delimited JSON through leader and
+/// follower, failures carry the typed error detail with its HTTP code.
+#[tokio::test]
+async fn native_api_mirrors_grpc() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    let at = cluster.http_addr(follower);
+    let values =
+        json!([{"integer": -9_007_199_254_740_993_i64}, {"real": 2.5}, {"text": "fiona"}, {"blob": "AAH/"}, null]);
+    let request = json!({"statements": [
+        {"sql": "CREATE TABLE t (id INTEGER PRIMARY KEY, i INTEGER, r REAL, s TEXT, b BLOB, n)"},
+        {"sql": "INSERT INTO t (i, r, s, b, n) VALUES (?, ?, ?, ?, ?)", "params": values},
+        {"sql": "INSERT INTO t (s) VALUES (:s) RETURNING id", "named_params": [{"name": ":s", "value": {"text": "x"}}]},
+    ], "idempotency_key": "native-1"});
+    let (status, answer) = post_json(&at, "/api/v1/execute", request.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["served_by"], json!(leader));
+    let index = answer["index"].as_u64().expect("an index");
+    assert_eq!(answer["results"][1], json!({"rows_affected": 1, "last_insert_id": 1, "columns": [], "rows": []}));
+    let returning = &answer["results"][2];
+    assert_eq!(returning["columns"], json!([{"name": "id", "declared_type": "INTEGER"}]));
+    assert_eq!(returning["rows"], json!([{"values": [{"integer": 2}]}]));
+    let (status, again) = post_json(&at, "/api/v1/execute", request).await;
+    assert_eq!((status, again["index"].as_u64()), (200, Some(index)), "the idempotency key answers the retry");
+    for node in [leader, follower] {
+        let query =
+            json!({"statement": {"sql": "SELECT i, r, s, b, n FROM t WHERE id = ?", "params": [{"integer": 1}]}});
+        let (status, head, body) =
+            http(&cluster.http_addr(node), "POST", "/api/v1/query", "application/json", query.to_string().as_bytes())
+                .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(head.to_lowercase().contains("content-type: application/x-ndjson"), "{head}");
+        let lines: Vec<Json> = body.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect();
+        assert_eq!(lines.len(), 1, "{body}");
+        assert_eq!(lines[0]["rows"], json!([{"values": values}]));
+        assert_eq!(lines[0]["columns"][2], json!({"name": "s", "declared_type": "TEXT"}));
+        assert_eq!(lines[0]["served_by"], json!(node));
+    }
+    let (status, answer) = get_json(&at, "/api/v1/status").await;
+    assert_eq!((status, answer["node_id"].as_u64(), answer["leader_id"].as_u64()), (200, Some(follower), Some(leader)));
+    assert_eq!(answer["members"].as_array().map(Vec::len), Some(3));
+    // Failures: the typed detail, the HTTP code from one mapping.
+    let failures = [
+        ("/api/v1/query", json!({"statement": {"sql": "SELECT * FROM nope"}}), 400, "ERROR_CODE_SQL"),
+        ("/api/v1/query", json!({"statement": {"sql": "DELETE FROM t"}}), 400, "ERROR_CODE_REFUSED"),
+        (
+            "/api/v1/execute",
+            json!({"statements": [{"sql": "INSERT INTO t (id) VALUES (1)"}]}),
+            409,
+            "ERROR_CODE_CONSTRAINT",
+        ),
+        ("/api/v1/execute", json!({"statements": [{"sql": "SELECT"}], "extra": 1}), 400, "ERROR_CODE_INVALID_REQUEST"),
+        (
+            "/api/v1/execute",
+            json!({"statements": [{"sql": "SELECT ?", "params": [7]}]}),
+            400,
+            "ERROR_CODE_INVALID_REQUEST",
+        ),
+        ("/api/v1/execute", json!({"statements": [{"sql": "SELECT ?", "params": [{"blob": "%%"}]}]}), 400, "base64"),
+        ("/api/v1/query", json!({"statement": {"sql": "SELECT 1"}, "consistency": "fast"}), 400, "INVALID_REQUEST"),
+        ("/api/v1/remove-node", json!({"node_id": 0}), 400, "ERROR_CODE_INVALID_REQUEST"),
+    ];
+    for (target, body, code, says) in failures {
+        let (status, answer) = post_json(&at, target, body.clone()).await;
+        assert_eq!(status, code, "{body}: {answer}");
+        assert!(answer.to_string().contains(says), "{body}: {answer}");
+        assert!(answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+    }
+    let (status, _, body) = http(&at, "POST", "/api/v1/execute", "application/json", b"{\"statements\": [").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid JSON body"), "{body}");
+    let (status, _, _) = http(&at, "GET", "/api/v1/status?with_digest=maybe", "application/json", b"").await;
+    assert_eq!(status, 400);
+    let (status, answer) =
+        post_json(&at, "/api/v1/query", json!({"statement": {"sql": "SELECT count(*) FROM t"}})).await;
+    assert_eq!(status, 200, "still serving: {answer}");
+}
+
+/// The most a node's peak RSS may grow while it streams a 100 MB result.
+const GROWTH_KIB_MAX: u64 = 40 * 1024;
+
+/// A 100,000-row, 100 MB result streams through the native endpoint while
+/// the serving node's peak memory stays flat, and the node serves on.
+#[tokio::test]
+async fn native_query_streams_a_large_result_in_flat_memory() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    let pid = cluster.children[&follower].id();
+    let peak = || {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let line = text.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM").to_owned();
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()).expect("kB")
+    };
+    let before = peak();
+    let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) \
+               SELECT x, printf('%.1000c', 'y') AS pad FROM c";
+    let request = json!({"statement": {"sql": sql}, "timeout_ms": 120_000}).to_string();
+    // HTTP/1.0: the body runs to the end of the connection, unchunked,
+    // read as it arrives without keeping it.
+    let mut stream = tokio::net::TcpStream::connect(cluster.http_addr(follower)).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/query HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
+        request.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let (mut pending, mut buffer) = (Vec::new(), vec![0_u8; 1 << 16]);
+    let (mut header_done, mut rows, mut bytes, mut next_x) = (false, 0_u64, 0_u64, 1_i64);
+    for _ in 0..1_000_000 {
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buffer))
+            .await
+            .expect("data within 60 s")
+            .expect("read");
+        if read == 0 {
+            break;
+        }
+        bytes += read as u64;
+        pending.extend_from_slice(&buffer[..read]);
+        if !header_done {
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            assert!(head.contains(" 200 "), "{head}");
+            pending.drain(..end + 4);
+            header_done = true;
+        }
+        while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+            let line: Json = serde_json::from_slice(&pending[..end]).expect("a JSON line");
+            assert!(line.get("error").is_none(), "{line}");
+            for row in line["rows"].as_array().expect("rows") {
+                assert_eq!(row["values"][0]["integer"].as_i64(), Some(next_x), "rows in order");
+                next_x += 1;
+                rows += 1;
+            }
+            pending.drain(..=end);
+        }
+    }
+    assert!(pending.is_empty(), "a partial last line");
+    let after = peak();
+    println!("streamed {rows} rows, {bytes} bytes; serving node's peak RSS {before} KiB before, {after} KiB after");
+    assert_eq!(rows, 100_000);
+    assert!(bytes > 100_000_000, "{bytes}");
+    assert!(after < before + GROWTH_KIB_MAX, "peak memory grew by {} KiB for a {bytes}-byte result", after - before);
+    // The measure sees buffering: rqlite's API gathers a result whole (up
+    // to its 64 MiB bound, then refuses it), and the peak shows it.
+    let (status, answer) = post_json(&cluster.http_addr(follower), "/db/query", json!([sql])).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.to_string().contains("over 64 MiB"), "{answer}");
+    let gathered = peak();
+    println!("after the same query through /db/query: {gathered} KiB");
+    assert!(gathered > after + GROWTH_KIB_MAX, "a gathered result shows in the peak: {after} -> {gathered} KiB");
+    let (status, answer) = get_json(&cluster.http_addr(follower), "/db/query?q=SELECT%201").await;
+    assert_eq!(status, 200, "still serving: {answer}");
+}
+
+/// The OpenAPI document and Swagger UI are served, from the binary.
+#[tokio::test]
+async fn openapi_document_and_swagger_ui_are_served() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_leader(&[1]).await;
+    let at = cluster.http_addr(1);
+    let (status, document) = get_json(&at, "/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{document}");
+    for path in ["/api/v1/execute", "/api/v1/query", "/db/query", "/db/execute", "/db/request", "/readyz"] {
+        assert!(document["paths"].get(path).is_some(), "{path} documented");
+    }
+    let (status, head, page) = http(&at, "GET", "/openapi-ui/", "text/html", b"").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(page.contains("swagger"), "{page}");
 }

@@ -6,21 +6,23 @@
 //! accept loop as gRPC (`crate::security::listener`): the client TLS
 //! settings, the connection limit and the idle timeout apply.
 
+mod native;
 mod rqlite;
 
 use std::future::Future;
 use std::io;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
+use utoipa::OpenApi as _;
 
 use crate::api::DeebService;
 use crate::security::listener::Conn;
 use crate::security::{ConnInfo, Side};
-use rqlite::Endpoint;
 
 /// Serves the HTTP API on `connections` until `stop` resolves.
 ///
@@ -32,22 +34,72 @@ pub async fn serve(
     body_bytes_max: usize,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let execute =
-        |state, conn, params, headers, body| rqlite::db(Endpoint::Execute, state, conn, params, headers, body);
-    let query = |state, conn, params, headers, body| rqlite::db(Endpoint::Query, state, conn, params, headers, body);
-    let request =
-        |state, conn, params, headers, body| rqlite::db(Endpoint::Request, state, conn, params, headers, body);
     let router = Router::new()
-        .route("/db/execute", post(execute))
-        .route("/db/query", get(query).post(query))
-        .route("/db/request", post(request))
+        .route("/db/execute", post(rqlite::execute))
+        .route("/db/query", get(rqlite::query).post(rqlite::query))
+        .route("/db/request", post(rqlite::request))
         .route("/status", get(rqlite::status))
         .route("/readyz", get(rqlite::readyz))
         .route("/livez", get(rqlite::livez))
+        .route("/api/v1/execute", post(native::execute))
+        .route("/api/v1/query", post(native::query))
+        .route("/api/v1/status", get(native::status))
+        .route("/api/v1/add-node", post(native::add_node))
+        .route("/api/v1/remove-node", post(native::remove_node))
+        .route("/api/v1/transfer-leader", post(native::transfer_leader))
         .layer(DefaultBodyLimit::max(body_bytes_max))
-        .with_state(api);
+        .with_state(api)
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/openapi-ui").url("/openapi.json", ApiDoc::openapi()));
     let listener = Accepted(connections);
     axum::serve(listener, router.into_make_service_with_connect_info::<ConnInfo>()).with_graceful_shutdown(stop).await
+}
+
+/// The OpenAPI document, from the handlers' annotations and types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "deeb", description = "deeb's HTTP API: deeb's own JSON API under /api/v1/ (the gRPC \
+        service's calls and fields), and rqlite's /db/* API for rqlite's clients."),
+    paths(
+        rqlite::execute,
+        rqlite::query,
+        rqlite::request,
+        rqlite::status,
+        rqlite::readyz,
+        rqlite::livez,
+        native::execute,
+        native::query,
+        native::status,
+        native::add_node,
+        native::remove_node,
+        native::transfer_leader,
+    ),
+    tags(
+        (name = "rqlite", description = "rqlite's API, for rqlite's clients (README: rqlite compatibility)"),
+        (name = "native", description = "deeb's own API: the gRPC service's calls as JSON"),
+        (name = "health", description = "Probes"),
+    ),
+)]
+struct ApiDoc;
+
+/// One HTTP request's calls into the gRPC service.
+struct Call<'a> {
+    api: &'a DeebService,
+    conn: ConnInfo,
+    headers: &'a HeaderMap,
+}
+
+impl Call<'_> {
+    /// A gRPC request carrying this HTTP request's connection and credentials.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.extensions_mut().insert(self.conn.clone());
+        if let Some(value) = self.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+            if let Ok(value) = value.parse() {
+                request.metadata_mut().insert("authorization", value);
+            }
+        }
+        request
+    }
 }
 
 /// The accept loop's connections as axum's listener.

@@ -18,7 +18,9 @@ use deeb_proto::{
 };
 use serde_json::{json, Map, Value as Json};
 use tokio_stream::StreamExt as _;
+use utoipa::{IntoParams, ToSchema};
 
+use super::Call;
 use crate::api::DeebService;
 use crate::security::ConnInfo;
 
@@ -37,8 +39,127 @@ pub enum Endpoint {
     Request,
 }
 
+/// A statement in a request body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The schema of what `parse_body` reads.
+pub enum Statement_ {
+    /// `"SQL"`.
+    Sql(String),
+    /// `["SQL", p1, p2, ...]` or `["SQL", {"name": v, ...}]`.
+    WithParameters(Vec<serde_json::Value>),
+}
+
+/// rqlite's response body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The schema of what `respond` writes.
+pub struct Response_ {
+    /// One per statement, in order.
+    results: Vec<Result_>,
+    /// A failure of the whole request (no results).
+    error: Option<String>,
+    /// Seconds, with `?timings`.
+    time: Option<f64>,
+}
+
+/// One statement's result: a write's counts (zero fields left out), a
+/// read's rows (`types`/`rows` when `?associative`), or its error.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Result_ {
+    last_insert_id: Option<i64>,
+    rows_affected: Option<u64>,
+    columns: Option<Vec<String>>,
+    /// Declared types, lower case: a list, or by column when associative.
+    types: Option<serde_json::Value>,
+    values: Option<Vec<Vec<serde_json::Value>>>,
+    rows: Option<Vec<serde_json::Value>>,
+    error: Option<String>,
+    time: Option<f64>,
+}
+
+/// rqlite's URL parameters (a flag is on when present, with any value).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read from `Params`.
+pub struct DbParams {
+    /// `GET /db/query`: the statement.
+    q: Option<String>,
+    /// Reads: `none` (this node, bounded by `freshness`), `weak` (the
+    /// leader's lease), `linearizable`, `strong`, `auto` (all linearizable).
+    level: Option<String>,
+    /// With `level=none`: how stale the node may be, e.g. `1s`.
+    freshness: Option<String>,
+    /// How long each read may run, e.g. `500ms`.
+    timeout: Option<String>,
+    /// `/db/execute`: all statements or none.
+    transaction: Option<String>,
+    pretty: Option<String>,
+    timings: Option<String>,
+    /// Rows as objects keyed by column.
+    associative: Option<String>,
+    /// Blobs as arrays of bytes rather than base64.
+    blob_array: Option<String>,
+}
+
+/// Writes: each statement on its own, or all or none with `?transaction`.
+#[utoipa::path(post, path = "/db/execute", tag = "rqlite", params(DbParams),
+    request_body(content = Vec<Statement_>, description = "A JSON array of statements (or one as text/plain)"),
+    responses(
+        (status = 200, description = "Results; a failed statement has an `error`", body = Response_),
+        (status = 400, description = "Malformed body or parameter", body = String, content_type = "text/plain"),
+        (status = 413, description = "Body over the limit"),
+        (status = 503, description = "No leader or no quorum, or timed out: retry", body = String, content_type = "text/plain"),
+    ))]
+pub async fn execute(
+    state: State<DeebService>,
+    conn: ConnectInfo<ConnInfo>,
+    params: Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    db(Endpoint::Execute, state, conn, params, headers, body).await
+}
+
+/// Reads (`?q=` for GET, a JSON array for POST); a write is refused.
+#[utoipa::path(method(get, post), path = "/db/query", tag = "rqlite", params(DbParams),
+    request_body(content = Vec<Statement_>, description = "POST: a JSON array of statements"),
+    responses(
+        (status = 200, description = "Rows; a failed statement has an `error`", body = Response_),
+        (status = 400, description = "Malformed body or parameter", body = String, content_type = "text/plain"),
+        (status = 413, description = "Body over the limit"),
+        (status = 503, description = "Not available at this level now, or timed out: retry", body = String, content_type = "text/plain"),
+    ))]
+pub async fn query(
+    state: State<DeebService>,
+    conn: ConnectInfo<ConnInfo>,
+    params: Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    db(Endpoint::Query, state, conn, params, headers, body).await
+}
+
+/// Reads and writes mixed, each run as what it is.
+#[utoipa::path(post, path = "/db/request", tag = "rqlite", params(DbParams),
+    request_body(content = Vec<Statement_>, description = "A JSON array of statements"),
+    responses(
+        (status = 200, description = "Results; a failed statement has an `error`", body = Response_),
+        (status = 400, description = "Malformed body or parameter", body = String, content_type = "text/plain"),
+        (status = 413, description = "Body over the limit"),
+        (status = 503, description = "No leader or no quorum, or timed out: retry", body = String, content_type = "text/plain"),
+    ))]
+pub async fn request(
+    state: State<DeebService>,
+    conn: ConnectInfo<ConnInfo>,
+    params: Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    db(Endpoint::Request, state, conn, params, headers, body).await
+}
+
 /// A `/db/*` request (see [`Endpoint`]).
-pub async fn db(
+async fn db(
     endpoint: Endpoint,
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -76,7 +197,10 @@ async fn serve(endpoint: Endpoint, call: Call<'_>, params: Params, body: &[u8]) 
     }
 }
 
-/// `GET /status`: this node as rqlite shapes it, where it applies.
+/// This node as rqlite's `/status` shapes it, where it applies.
+#[utoipa::path(get, path = "/status", tag = "rqlite", responses(
+    (status = 200, description = "`store` (node, leader, raft state, nodes), `node`, `build`", body = serde_json::Value),
+))]
 pub async fn status(
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -121,6 +245,12 @@ pub async fn status(
 /// `GET /readyz` (the `ready` permission): 200 with a known leader and
 /// this node caught up to within `READY_LAG_MAX` entries of what it knows
 /// committed; 503 otherwise; `?noleader` checks only that the node answers.
+#[utoipa::path(get, path = "/readyz", tag = "health", params(("noleader" = Option<String>, Query,
+        description = "Only check that the node answers")),
+    responses(
+        (status = 200, description = "`[+]` lines, one per check", body = String, content_type = "text/plain"),
+        (status = 503, description = "A `[-]` line says which check failed", body = String, content_type = "text/plain"),
+    ))]
 pub async fn readyz(
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -152,6 +282,10 @@ pub async fn readyz(
 
 /// `GET /livez`: 200 while the node's event loop answers; never needs a
 /// quorum, so a liveness probe does not restart a node cut off from it.
+#[utoipa::path(get, path = "/livez", tag = "health", responses(
+    (status = 200, body = String, content_type = "text/plain"),
+    (status = 503, body = String, content_type = "text/plain"),
+))]
 pub async fn livez(State(api): State<DeebService>) -> Response {
     match api.local_status().await {
         Ok(()) => text(StatusCode::OK, "[+]node ok".into()),
@@ -161,13 +295,6 @@ pub async fn livez(State(api): State<DeebService>) -> Response {
 
 /// Entries a ready node may be behind its known commit index.
 const READY_LAG_MAX: u64 = 1000;
-
-/// One HTTP request's calls into the gRPC service.
-struct Call<'a> {
-    api: &'a DeebService,
-    conn: ConnInfo,
-    headers: &'a HeaderMap,
-}
 
 /// Why a call gave no result.
 enum Failure {
@@ -235,18 +362,6 @@ impl Failure {
 }
 
 impl Call<'_> {
-    /// A gRPC request carrying this HTTP request's connection and credentials.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.extensions_mut().insert(self.conn.clone());
-        if let Some(value) = self.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
-            if let Ok(value) = value.parse() {
-                request.metadata_mut().insert("authorization", value);
-            }
-        }
-        request
-    }
-
     async fn status(&self) -> Result<deeb_proto::StatusResponse, Failure> {
         let answer = self.api.status(self.request(StatusRequest::default())).await;
         answer.map(tonic::Response::into_inner).map_err(|status| Failure::of(&status))

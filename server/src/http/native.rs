@@ -1,0 +1,581 @@
+//! deeb's own JSON API under `/api/v1/`: the gRPC service's calls with its
+//! messages' fields as JSON, query results streamed as newline-delimited
+//! JSON, one `QueryChunk` per line, as the rows are read (bounded chunks, a
+//! bounded queue: a result larger than memory streams with flat memory).
+//!
+//! Values are `{"integer": 1}`, `{"real": 1.5}`, `{"text": "x"}`,
+//! `{"blob": "<base64>"}` (the `Value` oneof's arms) or `null`; enums are
+//! their proto names. A failure is `{"error": {...}}` (the `ErrorDetail`
+//! fields, the code by name, and the message) with the HTTP code of
+//! [`crate::errors::http_code`]; a query that fails after its first rows
+//! were sent ends with that object as its last line.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use deeb_proto::deeb_server::Deeb as _;
+use deeb_proto::value::Kind;
+use deeb_proto::ErrorCode;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt as _;
+use utoipa::ToSchema;
+
+use super::Call;
+use crate::api::DeebService;
+use crate::errors::http_code;
+use crate::security::ConnInfo;
+
+/// One SQL value: one of the four arms, or `null` for NULL.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Value {
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    /// Base64 (standard alphabet, padded).
+    Blob(String),
+}
+
+/// A named parameter, with its prefix (`:id`, `@id`, `$id`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamedValue {
+    name: String,
+    #[serde(default)]
+    value: Option<Value>,
+}
+
+/// One statement with positional or named parameters (not both).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    sql: String,
+    #[serde(default)]
+    params: Vec<Option<Value>>,
+    #[serde(default)]
+    named_params: Vec<NamedValue>,
+}
+
+/// Statements applied atomically, through the leader.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    statements: Vec<Statement>,
+    /// At most 128 bytes: a retry with the same key is answered with the
+    /// first request's results instead of being applied again.
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Column {
+    name: String,
+    /// The declared type, empty for an expression.
+    declared_type: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Row {
+    values: Vec<Option<Value>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatementResult {
+    rows_affected: u64,
+    last_insert_id: i64,
+    /// Rows the statement returned (RETURNING), as the leader ran it.
+    columns: Vec<Column>,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteResponse {
+    results: Vec<StatementResult>,
+    /// The node that executed the request (the leader).
+    served_by: u64,
+    /// The log index the request was applied at.
+    index: u64,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
+pub enum Consistency {
+    /// Confirmed with a quorum (read index): sees every write acknowledged
+    /// before the read began.
+    #[default]
+    #[serde(rename = "CONSISTENCY_LINEARIZABLE")]
+    Linearizable,
+    /// The leader's lease (no quorum round trip; relies on bounded clock drift).
+    #[serde(rename = "CONSISTENCY_LEASE")]
+    Lease,
+    /// This node's data as it is, optionally bounded by `max_staleness_ms`.
+    #[serde(rename = "CONSISTENCY_STALE")]
+    Stale,
+}
+
+/// One read-only statement.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    statement: Statement,
+    #[serde(default)]
+    consistency: Consistency,
+    /// For `CONSISTENCY_STALE`: the longest a write acknowledged before the
+    /// read may be missing from it; 0 is unbounded.
+    #[serde(default)]
+    max_staleness_ms: u64,
+    /// How long the statement may run; 0 is the server's default.
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// One line of a query's response: the columns (first line only) and a
+/// bounded run of rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryChunk {
+    columns: Vec<Column>,
+    rows: Vec<Row>,
+    served_by: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberStatus {
+    node_id: u64,
+    /// The peer address.
+    address: String,
+    learner: bool,
+    /// The leader's match index for the member (0 elsewhere, or unknown).
+    matched: u64,
+    next_index: u64,
+    /// Where clients reach the member over gRPC, as heard from it.
+    client_address: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusResponse {
+    node_id: u64,
+    /// `leader`, `follower`, `candidate` or `precandidate`.
+    role: String,
+    term: u64,
+    /// 0 while no leader is known.
+    leader_id: u64,
+    commit_index: u64,
+    applied_index: u64,
+    members: Vec<MemberStatus>,
+    /// `u64::MAX` if the leader was never heard.
+    ms_since_leader_contact: u64,
+    snapshot_index: u64,
+    /// With `?with_digest=true`: the ordered hash of every table, and the
+    /// applied index it was computed at.
+    digest: u64,
+    digest_index: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddNodeRequest {
+    node_id: u64,
+    /// The node's peer address.
+    address: String,
+    #[serde(default)]
+    learner: bool,
+    /// Only promote the node if it is a learner now.
+    #[serde(default)]
+    promote: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveNodeRequest {
+    node_id: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderRequest {
+    node_id: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminResponse {
+    served_by: u64,
+}
+
+/// Why a call failed: the gRPC `ErrorDetail`, with the message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// An `ErrorCode` name, e.g. `ERROR_CODE_SQL`; branch on this, not on
+    /// the message.
+    code: String,
+    message: String,
+    /// SQLite's extended result code, 0 if SQLite did not fail.
+    sqlite_code: i32,
+    /// The failing statement's index in the request.
+    statement_index: Option<u32>,
+    /// True if the request certainly had no effect (safe to send again).
+    not_applied: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Failure {
+    error: ErrorDetail,
+}
+
+/// `?with_digest=true`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StatusParams {
+    #[serde(default)]
+    with_digest: bool,
+}
+
+/// Applies statements atomically (forwarded to the leader).
+#[utoipa::path(post, path = "/api/v1/execute", tag = "native", request_body = ExecuteRequest, responses(
+    (status = 200, description = "Applied", body = ExecuteResponse),
+    (status = 400, description = "Malformed request or SQL error", body = Failure),
+    (status = 409, description = "A constraint failed", body = Failure),
+    (status = 413, description = "A limit was exceeded", body = Failure),
+    (status = 503, description = "No leader, no quorum, overloaded or timed out: retry", body = Failure),
+))]
+pub async fn execute(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let request: ExecuteRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let statements: Result<Vec<_>, _> = request.statements.into_iter().map(statement_of).collect();
+    let statements = match statements {
+        Ok(statements) => statements,
+        Err(message) => return invalid(message),
+    };
+    let message = deeb_proto::ExecuteRequest { statements, idempotency_key: request.idempotency_key };
+    match api.execute(call.request(message)).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            json(&ExecuteResponse {
+                results: response.results.into_iter().map(result_of).collect(),
+                served_by: response.served_by,
+                index: response.index,
+            })
+        }
+        Err(status) => failed(&status),
+    }
+}
+
+/// Runs one read-only statement; rows stream as they are read, one
+/// `QueryChunk` per line.
+#[utoipa::path(post, path = "/api/v1/query", tag = "native", request_body = QueryRequest, responses(
+    (status = 200, description = "Newline-delimited JSON: one QueryChunk per line; a failure after \
+        the first line ends the stream with a Failure line", body = QueryChunk, content_type = "application/x-ndjson"),
+    (status = 400, description = "Malformed request, SQL error, or not read-only", body = Failure),
+    (status = 413, description = "A limit was exceeded", body = Failure),
+    (status = 503, description = "Not available at this consistency now, or timed out: retry", body = Failure),
+))]
+pub async fn query(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let request: QueryRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let statement = match statement_of(request.statement) {
+        Ok(statement) => statement,
+        Err(message) => return invalid(message),
+    };
+    let consistency = match request.consistency {
+        Consistency::Linearizable => deeb_proto::Consistency::Linearizable,
+        Consistency::Lease => deeb_proto::Consistency::Lease,
+        Consistency::Stale => deeb_proto::Consistency::Stale,
+    };
+    let message = deeb_proto::QueryRequest {
+        statement: Some(statement),
+        consistency: consistency as i32,
+        max_staleness_ms: request.max_staleness_ms,
+        timeout_ms: request.timeout_ms,
+    };
+    let mut chunks = match api.query(call.request(message)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return failed(&status),
+    };
+    // The first chunk decides the status code: most failures (SQL, not
+    // read-only, no leader) come before any row.
+    let first = match chunks.next().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(status)) => return failed(&status),
+        None => return failed(&tonic::Status::internal("the query ended without a result")),
+    };
+    let lines = tokio_stream::once(Ok(first)).chain(chunks).map(|chunk| {
+        let mut line = match chunk {
+            Ok(chunk) => serde_json::to_vec(&chunk_of(chunk)),
+            Err(status) => serde_json::to_vec(&failure_of(&status)),
+        }
+        .unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, Infallible>(Bytes::from(line))
+    });
+    let mut response = Body::from_stream(lines).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+/// This node's status (`?with_digest=true` adds the state digest: a full scan).
+#[utoipa::path(get, path = "/api/v1/status", tag = "native", params(StatusParams), responses(
+    (status = 200, description = "This node's view", body = StatusResponse),
+    (status = 503, description = "The node does not answer", body = Failure),
+))]
+pub async fn status(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    params: Result<Query<StatusParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let Ok(Query(params)) = params else {
+        return invalid("the only parameter is with_digest=true|false".into());
+    };
+    let request = deeb_proto::StatusRequest { with_digest: params.with_digest };
+    match api.status(call.request(request)).await {
+        Ok(response) => json(&status_of(response.into_inner())),
+        Err(status) => failed(&status),
+    }
+}
+
+/// Adds a node (as a voter, or a learner), or promotes a learner.
+#[utoipa::path(post, path = "/api/v1/add-node", tag = "native", request_body = AddNodeRequest,
+    responses((status = 200, body = AdminResponse), (status = 400, body = Failure), (status = 503, body = Failure)))]
+pub async fn add_node(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let request: AddNodeRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let message = deeb_proto::AddNodeRequest {
+        node_id: request.node_id,
+        address: request.address,
+        learner: request.learner,
+        promote: request.promote,
+    };
+    admin(api.add_node(call.request(message)).await)
+}
+
+/// Removes a node from the cluster.
+#[utoipa::path(post, path = "/api/v1/remove-node", tag = "native", request_body = RemoveNodeRequest,
+    responses((status = 200, body = AdminResponse), (status = 400, body = Failure), (status = 503, body = Failure)))]
+pub async fn remove_node(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let request: RemoveNodeRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    admin(api.remove_node(call.request(deeb_proto::RemoveNodeRequest { node_id: request.node_id })).await)
+}
+
+/// Hands leadership to another voter.
+#[utoipa::path(post, path = "/api/v1/transfer-leader", tag = "native", request_body = TransferLeaderRequest,
+    responses((status = 200, body = AdminResponse), (status = 400, body = Failure), (status = 503, body = Failure)))]
+pub async fn transfer_leader(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let request: TransferLeaderRequest = match parse(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let message = deeb_proto::TransferLeaderRequest { node_id: request.node_id };
+    admin(api.transfer_leader(call.request(message)).await)
+}
+
+fn admin(answer: Result<tonic::Response<deeb_proto::AdminResponse>, tonic::Status>) -> Response {
+    match answer {
+        Ok(response) => json(&AdminResponse { served_by: response.into_inner().served_by }),
+        Err(status) => failed(&status),
+    }
+}
+
+/// A JSON body, or the 400 that says what is wrong with it.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|error| Box::new(invalid(format!("invalid JSON body: {error}"))))
+}
+
+fn statement_of(statement: Statement) -> Result<deeb_proto::Statement, String> {
+    let params = statement.params.into_iter().map(value_of).collect::<Result<_, _>>()?;
+    let named_params = statement
+        .named_params
+        .into_iter()
+        .map(|named| Ok(deeb_proto::NamedValue { name: named.name, value: Some(value_of(named.value)?) }))
+        .collect::<Result<_, String>>()?;
+    Ok(deeb_proto::Statement { sql: statement.sql, params, named_params })
+}
+
+fn value_of(value: Option<Value>) -> Result<deeb_proto::Value, String> {
+    let kind = match value {
+        None => None,
+        Some(Value::Integer(integer)) => Some(Kind::Integer(integer)),
+        Some(Value::Real(real)) => Some(Kind::Real(real)),
+        Some(Value::Text(text)) => Some(Kind::Text(text)),
+        Some(Value::Blob(text)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|error| format!("a blob must be base64: {error}"))?;
+            Some(Kind::Blob(bytes))
+        }
+    };
+    Ok(deeb_proto::Value { kind })
+}
+
+fn json_value(value: deeb_proto::Value) -> Option<Value> {
+    Some(match value.kind? {
+        Kind::Integer(integer) => Value::Integer(integer),
+        Kind::Real(real) => Value::Real(real),
+        Kind::Text(text) => Value::Text(text),
+        Kind::Blob(bytes) => Value::Blob(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    })
+}
+
+fn columns_of(columns: Vec<deeb_proto::Column>) -> Vec<Column> {
+    columns.into_iter().map(|column| Column { name: column.name, declared_type: column.declared_type }).collect()
+}
+
+fn rows_of(rows: Vec<deeb_proto::Row>) -> Vec<Row> {
+    rows.into_iter().map(|row| Row { values: row.values.into_iter().map(json_value).collect() }).collect()
+}
+
+fn result_of(result: deeb_proto::StatementResult) -> StatementResult {
+    StatementResult {
+        rows_affected: result.rows_affected,
+        last_insert_id: result.last_insert_id,
+        columns: columns_of(result.columns),
+        rows: rows_of(result.rows),
+    }
+}
+
+fn chunk_of(chunk: deeb_proto::QueryChunk) -> QueryChunk {
+    QueryChunk { columns: columns_of(chunk.columns), rows: rows_of(chunk.rows), served_by: chunk.served_by }
+}
+
+fn status_of(status: deeb_proto::StatusResponse) -> StatusResponse {
+    let members = status.members.into_iter().map(|member| MemberStatus {
+        node_id: member.node_id,
+        address: member.address,
+        learner: member.learner,
+        matched: member.matched,
+        next_index: member.next_index,
+        client_address: member.client_address,
+    });
+    StatusResponse {
+        node_id: status.node_id,
+        role: status.role,
+        term: status.term,
+        leader_id: status.leader_id,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        members: members.collect(),
+        ms_since_leader_contact: status.ms_since_leader_contact,
+        snapshot_index: status.snapshot_index,
+        digest: status.digest,
+        digest_index: status.digest_index,
+    }
+}
+
+fn failure_of(status: &tonic::Status) -> Failure {
+    let detail = deeb_client::detail_of(status).unwrap_or_default();
+    let code = match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ErrorCode::Permission,
+        _ => detail.code(),
+    };
+    Failure {
+        error: ErrorDetail {
+            code: code.as_str_name().to_owned(),
+            message: status.message().to_owned(),
+            sqlite_code: detail.sqlite_code,
+            statement_index: detail.statement_index,
+            not_applied: detail.not_applied,
+        },
+    }
+}
+
+fn failed(status: &tonic::Status) -> Response {
+    let code = StatusCode::from_u16(http_code(status)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (code, json(&failure_of(status))).into_response();
+    if code == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"deeb\""));
+    }
+    response
+}
+
+fn invalid(message: String) -> Response {
+    let failure = Failure {
+        error: ErrorDetail {
+            code: ErrorCode::InvalidRequest.as_str_name().to_owned(),
+            message,
+            sqlite_code: 0,
+            statement_index: None,
+            not_applied: true,
+        },
+    };
+    (StatusCode::BAD_REQUEST, json(&failure)).into_response()
+}
+
+fn json<T: Serialize>(body: &T) -> Response {
+    let text = serde_json::to_vec(body).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_and_write_as_the_oneof_arms() {
+        let values: Vec<Option<Value>> =
+            serde_json::from_str(r#"[{"integer": -7}, {"real": 1.5}, {"text": "x"}, {"blob": "AAE="}, null]"#)
+                .expect("parses");
+        let proto: Vec<deeb_proto::Value> = values.into_iter().map(|v| value_of(v).expect("converts")).collect();
+        assert_eq!(proto[3].kind, Some(Kind::Blob(vec![0, 1])));
+        assert_eq!(proto[4].kind, None);
+        let back: Vec<Option<Value>> = proto.into_iter().map(json_value).collect();
+        let text = serde_json::to_string(&back).expect("serializes");
+        assert_eq!(text, r#"[{"integer":-7},{"real":1.5},{"text":"x"},{"blob":"AAE="},null]"#);
+        for bad in [r#"[{"integer": "7"}]"#, r#"[{"int": 7}]"#, r#"[{"integer": 1, "real": 2}]"#, "[7]"] {
+            assert!(serde_json::from_str::<Vec<Option<Value>>>(bad).is_err(), "{bad}");
+        }
+        assert!(value_of(Some(Value::Blob("not base64!".into()))).is_err());
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        assert!(serde_json::from_str::<ExecuteRequest>(r#"{"statements": [{"sql": "SELECT 1"}]}"#).is_ok());
+        assert!(serde_json::from_str::<ExecuteRequest>(r#"{"statement": [{"sql": "SELECT 1"}]}"#).is_err());
+        let query: QueryRequest =
+            serde_json::from_str(r#"{"statement": {"sql": "SELECT 1"}, "consistency": "CONSISTENCY_STALE"}"#)
+                .expect("parses");
+        assert!(matches!(query.consistency, Consistency::Stale));
+        assert!(serde_json::from_str::<QueryRequest>(r#"{"statement": {"sql": "x"}, "consistency": "fast"}"#).is_err());
+    }
+}
