@@ -279,6 +279,7 @@ fn peer_message_seeds() -> Seeds {
             messages,
             from_address: "node-2:7000".into(),
             from_client_address: "node-2:7001".into(),
+            from_http_address: String::new(),
             from_identity: 0x7e57,
             cluster_id: 0xc1,
         };

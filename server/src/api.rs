@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::client::{forwarded_for, is_forwarded};
 use crate::errors::{to_status, ServerError};
 use crate::handle::NodeHandle;
+use crate::metrics::{Api, Metrics};
 use crate::peer::ClientAddresses;
 use crate::query::{self, ChunkLimits, ShuttingDown};
 use crate::security::{Permission, Principal, Security};
@@ -37,6 +38,7 @@ pub struct DeebService {
     shutting_down: ShuttingDown,
     /// The members' client addresses, for status.
     client_addresses: ClientAddresses,
+    metrics: Metrics,
 }
 
 /// How long queries may run.
@@ -68,12 +70,68 @@ impl DeebService {
         timeouts: QueryTimeouts,
         shutting_down: ShuttingDown,
         client_addresses: ClientAddresses,
-        security: Arc<Security>,
+        (security, metrics): (Arc<Security>, Metrics),
     ) -> Self {
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
         let pool = Arc::new(Mutex::new((security.generation(), forwarding_pool(&security))));
-        Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses }
+        Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses, metrics }
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics' text (the `status` permission), raft's state fresh
+    /// from the node.
+    ///
+    /// # Errors
+    /// Refused by the security checks, or the node does not answer.
+    pub async fn metrics_text<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        self.security.admit(request, Permission::Status).await?;
+        self.metrics.observe_status(&self.member_status().await?);
+        Ok(self.metrics.encode())
+    }
+
+    /// This node's status with the members' addresses, for a caller with
+    /// `permission` (an HTTP redirect needs the leader's address).
+    ///
+    /// # Errors
+    /// Refused by the security checks, or the node does not answer.
+    pub async fn cluster_view<T>(
+        &self,
+        request: &Request<T>,
+        permission: Permission,
+    ) -> Result<StatusResponse, Status> {
+        self.security.admit(request, permission).await?;
+        self.member_status().await
+    }
+
+    /// How clients reach the HTTP API: `https` with client TLS.
+    pub fn http_scheme(&self) -> &'static str {
+        if self.security.client_tls().is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Whether node `id` was heard over the peer link within `within`.
+    pub fn heard_within(&self, id: u64, within: Duration) -> bool {
+        id == self.handle.id().0 || self.client_addresses.heard_within(id, within)
+    }
+
+    /// Counts and times one call.
+    async fn measured<T>(
+        &self,
+        (api, operation): (Api, &'static str),
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let timer = self.metrics.call(api, operation);
+        let answer = call.await;
+        timer.finish(answer.as_ref().err().map(Status::code));
+        answer
     }
 
     /// This node's status for a readiness probe: the caller needs the
@@ -91,7 +149,8 @@ impl DeebService {
         let status = self.handle.status().await.map_err(to_status)?;
         let mut response = status_response(&status);
         for member in &mut response.members {
-            member.client_address = self.client_addresses.get(member.node_id).unwrap_or_default();
+            let advertised = self.client_addresses.get(member.node_id).unwrap_or_default();
+            (member.client_address, member.http_address) = (advertised.client, advertised.http);
         }
         Ok(response)
     }
@@ -238,6 +297,50 @@ enum AdminCall {
 #[tonic::async_trait]
 impl Deeb for DeebService {
     async fn execute(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+        self.measured((api_of(&request), "execute"), self.execute_call(request)).await
+    }
+
+    type QueryStream = ReceiverStream<Result<QueryChunk, Status>>;
+
+    /// (Timed to its first answer: the rows stream after.)
+    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+        self.metrics.read(request.get_ref().consistency());
+        self.measured((api_of(&request), "query"), self.query_call(request)).await
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.measured((api_of(&request), "status"), self.status_call(request)).await
+    }
+
+    async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AdminResponse>, Status> {
+        self.measured((api_of(&request), "add_node"), self.admin(request, AdminCall::Add)).await
+    }
+
+    async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<AdminResponse>, Status> {
+        self.measured((api_of(&request), "remove_node"), self.admin(request, AdminCall::Remove)).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<AdminResponse>, Status> {
+        self.measured((api_of(&request), "transfer_leader"), self.admin(request, AdminCall::Transfer)).await
+    }
+}
+
+/// Which API a request came through: the HTTP layer marks its own.
+fn api_of<T>(request: &Request<T>) -> Api {
+    if request.extensions().get::<Api>().is_some_and(|api| *api == Api::Http) {
+        Api::Http
+    } else if is_forwarded(request) {
+        Api::Forwarded
+    } else {
+        Api::Grpc
+    }
+}
+
+impl DeebService {
+    async fn execute_call(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
         let principal = self.security.admit(&request, Permission::Execute).await?;
         let forwarded_here = is_forwarded(&request);
         let message = request.into_inner();
@@ -245,9 +348,10 @@ impl Deeb for DeebService {
         answer.map(Response::new).map_err(to_status)
     }
 
-    type QueryStream = ReceiverStream<Result<QueryChunk, Status>>;
-
-    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<Self::QueryStream>, Status> {
+    async fn query_call(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<ReceiverStream<Result<QueryChunk, Status>>>, Status> {
         let principal = self.security.admit(&request, Permission::Query).await?;
         let forwarded_here = is_forwarded(&request);
         let message = request.into_inner();
@@ -266,7 +370,7 @@ impl Deeb for DeebService {
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 
-    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status_call(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         self.security.admit(&request, Permission::Status).await?;
         let mut response = self.member_status().await?;
         if request.into_inner().with_digest {
@@ -275,23 +379,6 @@ impl Deeb for DeebService {
         Ok(Response::new(response))
     }
 
-    async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AdminResponse>, Status> {
-        self.admin(request, AdminCall::Add).await
-    }
-
-    async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<AdminResponse>, Status> {
-        self.admin(request, AdminCall::Remove).await
-    }
-
-    async fn transfer_leader(
-        &self,
-        request: Request<TransferLeaderRequest>,
-    ) -> Result<Response<AdminResponse>, Status> {
-        self.admin(request, AdminCall::Transfer).await
-    }
-}
-
-impl DeebService {
     async fn admin<T>(&self, request: Request<T>, wrap: fn(T) -> AdminCall) -> Result<Response<AdminResponse>, Status> {
         let principal = self.security.admit(&request, Permission::Membership).await?;
         let forwarded_here = is_forwarded(&request);
@@ -357,6 +444,7 @@ pub fn status_response(status: &NodeStatus) -> StatusResponse {
         matched: member.matched.map_or(0, |index| index.0),
         next_index: 0,
         client_address: String::new(),
+        http_address: String::new(),
     });
     StatusResponse {
         node_id: status.id.0,

@@ -31,6 +31,10 @@ pub struct ServeConfig {
     /// The address clients use to reach this node's client listener: other
     /// nodes hear it over the peer link and name it in their status.
     pub client_advertise: String,
+    /// The address clients use to reach this node's HTTP API (empty: none),
+    /// heard by other nodes like `client_advertise`: `/leader`, `/nodes`
+    /// and `?redirect` name it.
+    pub http_advertise: String,
     /// The initial voters of a new cluster (this node included), or empty.
     pub peers: Vec<(NodeId, String)>,
     /// Mixed into a new cluster's id with `peers` (see
@@ -73,6 +77,7 @@ impl ServeConfig {
             http_listen: None,
             advertise: listen.to_string(),
             client_advertise: listen.to_string(),
+            http_advertise: String::new(),
             peers: Vec::new(),
             cluster_token: String::new(),
             join: None,
@@ -93,6 +98,11 @@ impl ServeConfig {
 
     /// Checks that the settings make sense together.
     ///
+    /// Where clients reach this node.
+    pub fn advertised(&self) -> crate::peer::Advertised {
+        crate::peer::Advertised { client: self.client_advertise.clone(), http: self.http_advertise.clone() }
+    }
+
     /// # Errors
     /// Neither or both of `peers` and `join`; this node missing from `peers`
     /// or listed with another address.

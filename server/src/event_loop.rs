@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::hooks::{Job, NodeClock, WorkTime};
+use crate::metrics::Metrics;
 use crate::peer::PeerSenders;
 use crate::snapshot;
 
@@ -161,6 +162,7 @@ pub(crate) struct EventLoop<D: Disk> {
     /// The simulator's model of slow worker jobs (none for real).
     work_time: Option<Arc<dyn WorkTime>>,
     shutting_down: bool,
+    metrics: Metrics,
 }
 
 impl<D: Disk> EventLoop<D> {
@@ -172,7 +174,7 @@ impl<D: Disk> EventLoop<D> {
         loopback: mpsc::Sender<Input>,
         peers: PeerSenders,
         snapshot_chunk_bytes_max: usize,
-        work_time: Option<Arc<dyn WorkTime>>,
+        (work_time, metrics): (Option<Arc<dyn WorkTime>>, Metrics),
     ) -> Self {
         Self {
             node,
@@ -186,6 +188,7 @@ impl<D: Disk> EventLoop<D> {
             snapshot_chunk_bytes_max,
             work_time,
             shutting_down: false,
+            metrics,
         }
     }
 
@@ -225,6 +228,7 @@ impl<D: Disk> EventLoop<D> {
                 }
             };
             self.drain_outputs()?;
+            self.metrics.observe_leader(self.node.leader().map(|id| id.0));
             // Heartbeats wait while a round runs: say when one was long.
             let took = started.elapsed();
             if took > SLOW_ROUND {
@@ -368,6 +372,7 @@ impl<D: Disk> EventLoop<D> {
     /// seconds leaves heartbeats, votes and reads flowing.
     fn execute_batch(&mut self) {
         let Some(batch) = self.node.batch_to_execute() else { return };
+        self.metrics.batch(batch.requests());
         self.off_loop(Job::Batch, move || Some(Input::BatchExecuted { executed: Box::new(batch.execute()) }));
     }
 
@@ -393,6 +398,13 @@ impl<D: Disk> EventLoop<D> {
     fn off_loop(&self, job: Job, work: impl FnOnce() -> Option<Input> + Send + 'static) {
         let loopback = self.loopback.clone();
         let delay = self.work_time.as_ref().map_or(Duration::ZERO, |work_time| work_time.draw(job));
+        let metrics = self.metrics.clone();
+        let work = move || {
+            let started = std::time::Instant::now();
+            let input = work();
+            metrics.job(job, started.elapsed());
+            input
+        };
         #[cfg(not(madsim))]
         tokio::task::spawn_blocking(move || {
             if !delay.is_zero() {

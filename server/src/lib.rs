@@ -17,6 +17,7 @@ pub mod hooks;
 #[cfg(not(madsim))]
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod peer;
 pub mod query;
 pub mod security;

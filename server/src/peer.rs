@@ -19,6 +19,7 @@ use crate::errors::{to_status, ServerError};
 use crate::event_loop::Input;
 use crate::hooks::TransportFaults;
 use crate::identity::{ClusterId, PeerIdentities};
+use crate::metrics::Metrics;
 use crate::security::{ConnInfo, Security};
 use crate::snapshot;
 
@@ -26,7 +27,7 @@ use crate::snapshot;
 pub(crate) struct PeerSenders {
     me: NodeId,
     my_address: String,
-    my_client_address: String,
+    my_client_addresses: Advertised,
     my_identity: u64,
     cluster: ClusterId,
     loopback: mpsc::Sender<Input>,
@@ -34,6 +35,7 @@ pub(crate) struct PeerSenders {
     queue_max: usize,
     faults: Option<Arc<dyn TransportFaults>>,
     security: Arc<Security>,
+    metrics: Metrics,
 }
 
 struct PeerSender {
@@ -42,20 +44,32 @@ struct PeerSender {
 }
 
 impl PeerSenders {
-    /// Senders for node `me`, whose peer and client listeners other nodes
-    /// reach at `my_address` and clients at `my_client_address`, and whose
+    /// Senders for node `me`, whose peer listener other nodes reach at
+    /// `my_address` and clients its listeners at `my_client_addresses`, and whose
     /// data directory is `my_identity`, in `cluster` (see `crate::identity`).
     pub(crate) fn new(
         me: NodeId,
-        (my_address, my_client_address): (String, String),
+        (my_address, my_client_addresses): (String, Advertised),
         (my_identity, cluster): (u64, ClusterId),
         loopback: mpsc::Sender<Input>,
         queue_max: usize,
-        security: Arc<Security>,
+        (security, metrics): (Arc<Security>, Metrics),
     ) -> Self {
         let senders = BTreeMap::new();
         let faults = None;
-        Self { me, my_address, my_client_address, my_identity, cluster, loopback, senders, queue_max, faults, security }
+        Self {
+            me,
+            my_address,
+            my_client_addresses,
+            my_identity,
+            cluster,
+            loopback,
+            senders,
+            queue_max,
+            faults,
+            security,
+            metrics,
+        }
     }
 
     /// TLS for calls to other nodes.
@@ -99,7 +113,7 @@ impl PeerSenders {
         let task = SenderTask {
             me: self.me,
             my_address: self.my_address.clone(),
-            my_client_address: self.my_client_address.clone(),
+            my_client_addresses: self.my_client_addresses.clone(),
             my_identity: self.my_identity,
             cluster: self.cluster.clone(),
             to,
@@ -107,6 +121,7 @@ impl PeerSenders {
             loopback: self.loopback.clone(),
             faults: self.faults.clone(),
             security: self.security.clone(),
+            metrics: self.metrics.clone(),
         };
         tokio::spawn(task.run(receiver));
         PeerSender { address, queue }
@@ -117,7 +132,7 @@ impl PeerSenders {
 struct SenderTask {
     me: NodeId,
     my_address: String,
-    my_client_address: String,
+    my_client_addresses: Advertised,
     my_identity: u64,
     cluster: ClusterId,
     to: NodeId,
@@ -125,6 +140,7 @@ struct SenderTask {
     loopback: mpsc::Sender<Input>,
     faults: Option<Arc<dyn TransportFaults>>,
     security: Arc<Security>,
+    metrics: Metrics,
 }
 
 impl SenderTask {
@@ -145,7 +161,8 @@ impl SenderTask {
                 from: self.me.0,
                 messages,
                 from_address: self.my_address.clone(),
-                from_client_address: self.my_client_address.clone(),
+                from_client_address: self.my_client_addresses.client.clone(),
+                from_http_address: self.my_client_addresses.http.clone(),
                 from_identity: self.my_identity,
                 cluster_id: self.cluster.get(),
             };
@@ -156,8 +173,12 @@ impl SenderTask {
                 generation = self.security.generation();
                 client = None;
             }
+            let bytes = batch.messages.iter().map(Vec::len).sum();
             match deliver(&self.security, &self.address, &mut client, batch).await {
-                Ok(()) => backoff = BACKOFF_MIN,
+                Ok(()) => {
+                    backoff = BACKOFF_MIN;
+                    self.metrics.peer_sent(self.to.0, bytes);
+                }
                 Err(error) => {
                     tracing::debug!(to = self.to.0, address = %self.address, %error, "peer unreachable");
                     client = None;
@@ -209,28 +230,49 @@ async fn deliver(
     }
 }
 
+/// Where clients reach a node: its gRPC client listener and its HTTP API
+/// (empty if it has none).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Advertised {
+    pub client: String,
+    pub http: String,
+}
+
 /// Where clients reach each node, as heard from it over the peer link:
-/// every batch carries its sender's client address. Soft state, so it takes
-/// no replicated record; a node knows its own from the start, the leader's
-/// from its first heartbeat.
+/// every batch carries its sender's addresses. Soft state, so it takes no
+/// replicated record; a node knows its own from the start, the leader's
+/// from its first heartbeat (and the leader every member's from its acks).
 #[derive(Clone, Debug, Default)]
-pub struct ClientAddresses(Arc<Mutex<BTreeMap<u64, String>>>);
+pub struct ClientAddresses(Arc<Mutex<BTreeMap<u64, Heard>>>);
+
+#[derive(Clone, Debug)]
+struct Heard {
+    advertised: Advertised,
+    at: std::time::Instant,
+}
 
 impl ClientAddresses {
-    /// Node `id`'s client address is `address` (an empty one says nothing).
-    pub fn note(&self, id: u64, address: &str) {
+    /// Node `id` says it is reached at `advertised` (an empty client
+    /// address says nothing).
+    pub fn note(&self, id: u64, advertised: Advertised) {
         let mut known = self.0.lock().expect("client addresses lock");
-        if address.is_empty() || known.get(&id).is_some_and(|old| old == address) {
+        if advertised.client.is_empty() {
             return;
         }
+        let heard = Heard { advertised, at: std::time::Instant::now() };
         if known.len() < CLIENT_ADDRESSES_MAX || known.contains_key(&id) {
-            known.insert(id, address.to_owned());
+            known.insert(id, heard);
         }
     }
 
-    /// Node `id`'s client address, if heard.
-    pub fn get(&self, id: u64) -> Option<String> {
-        self.0.lock().expect("client addresses lock").get(&id).cloned()
+    /// Node `id`'s addresses, if heard.
+    pub fn get(&self, id: u64) -> Option<Advertised> {
+        self.0.lock().expect("client addresses lock").get(&id).map(|heard| heard.advertised.clone())
+    }
+
+    /// Whether node `id` was heard within `within`.
+    pub fn heard_within(&self, id: u64, within: std::time::Duration) -> bool {
+        self.0.lock().expect("client addresses lock").get(&id).is_some_and(|heard| heard.at.elapsed() < within)
     }
 }
 
@@ -245,6 +287,7 @@ pub struct PeerService {
     identities: PeerIdentities,
     cluster: ClusterId,
     security: Arc<Security>,
+    metrics: Metrics,
 }
 
 impl PeerService {
@@ -252,9 +295,9 @@ impl PeerService {
         inputs: mpsc::Sender<Input>,
         client_addresses: ClientAddresses,
         (identities, cluster): (PeerIdentities, ClusterId),
-        security: Arc<Security>,
+        (security, metrics): (Arc<Security>, Metrics),
     ) -> Self {
-        Self { inputs, client_addresses, identities, cluster, security }
+        Self { inputs, client_addresses, identities, cluster, security, metrics }
     }
 }
 
@@ -267,7 +310,9 @@ impl Peer for PeerService {
             self.security.admit_peer(conn.as_ref(), Some(&batch.from_address))?;
             self.cluster.admit(batch.from, batch.cluster_id).map_err(Status::permission_denied)?;
             self.identities.admit(batch.from, batch.from_identity).map_err(Status::permission_denied)?;
-            self.client_addresses.note(batch.from, &batch.from_client_address);
+            let advertised = Advertised { client: batch.from_client_address, http: batch.from_http_address };
+            self.client_addresses.note(batch.from, advertised);
+            self.metrics.peer_received(batch.from, batch.messages.iter().map(Vec::len).sum());
             let input =
                 Input::Peer { from: NodeId(batch.from), from_address: batch.from_address, messages: batch.messages };
             self.inputs.send(input).await.map_err(|_| to_status(ServerError::ShuttingDown))?;

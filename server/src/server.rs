@@ -24,6 +24,7 @@ use crate::config::{ConfigError, ServeConfig};
 use crate::event_loop::{EventLoop, Input, LoopClock, Stopped};
 use crate::handle::NodeHandle;
 use crate::identity::{self, ClusterId, PeerIdentities};
+use crate::metrics::{Metrics, TimedDisk};
 use crate::peer::{ClientAddresses, PeerSenders, PeerService};
 use crate::query::ShuttingDown;
 use crate::security::Security;
@@ -61,6 +62,8 @@ pub async fn run_node<D: Disk + 'static>(
 ) -> Result<(), ServeError> {
     config.validate()?;
     let clock = LoopClock::new(Instant::now(), config.hooks.clock.clone());
+    let metrics = Metrics::new();
+    let disk = TimedDisk::new(disk, metrics.clone());
     let mut node = Node::open(config.core.clone(), disk, &config.data_dir, &config.peers, clock.now())?;
     let statement_clock = std::time::Instant::now();
     node.set_clock(Box::new(move || statement_clock.elapsed()));
@@ -91,7 +94,7 @@ pub async fn run_node<D: Disk + 'static>(
     let server = tokio::spawn(serve_grpc(
         config.clone(),
         (security.clone(), (peer_identities, cluster.clone())),
-        handle.clone(),
+        (handle.clone(), metrics.clone()),
         shutting_down.clone(),
         inputs.clone(),
         server_stopped,
@@ -100,13 +103,14 @@ pub async fn run_node<D: Disk + 'static>(
     if config.join.is_some() {
         tokio::spawn(join_in_background(config.clone(), security.clone(), handle.clone()));
     }
-    let addresses = (config.advertise.clone(), config.client_advertise.clone());
+    let addresses = (config.advertise.clone(), config.advertised());
     let credentials = (identity, cluster.clone());
-    let mut peers = PeerSenders::new(config.id(), addresses, credentials, inputs.clone(), PEER_QUEUE_MAX, security);
+    let sending = (security, metrics.clone());
+    let mut peers = PeerSenders::new(config.id(), addresses, credentials, inputs.clone(), PEER_QUEUE_MAX, sending);
     peers.inject_faults(config.hooks.transport.clone());
     let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
     let work_time = config.hooks.work_time.clone();
-    let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, chunk_bytes_max, work_time);
+    let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, chunk_bytes_max, (work_time, metrics));
     let mut failure = None;
     let stop = async {
         tokio::select! {
@@ -133,7 +137,7 @@ pub async fn run_node<D: Disk + 'static>(
 async fn serve_grpc(
     config: ServeConfig,
     (security, peer_checks): (Arc<Security>, (PeerIdentities, ClusterId)),
-    handle: NodeHandle,
+    (handle, metrics): (NodeHandle, Metrics),
     shutting_down: ShuttingDown,
     inputs: mpsc::Sender<Input>,
     stop: oneshot::Receiver<()>,
@@ -142,7 +146,7 @@ async fn serve_grpc(
     let limits = &config.core.limits;
     let timeouts = QueryTimeouts { default: config.statement_timeout, max: config.statement_timeout_max };
     let client_addresses = ClientAddresses::default();
-    client_addresses.note(config.id().0, &config.client_advertise);
+    client_addresses.note(config.id().0, config.advertised());
     let (rows_max, bytes_max) = (limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
     let api = DeebService::new(
         handle,
@@ -151,9 +155,10 @@ async fn serve_grpc(
         timeouts,
         shutting_down,
         client_addresses.clone(),
-        security.clone(),
+        (security.clone(), metrics.clone()),
     );
-    let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_checks, security.clone()));
+    let receiving = (security.clone(), metrics);
+    let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_checks, receiving));
     // Raise tonic's 4 MiB decoding limit to the largest raft message we may
     // send. (madsim's transport does not encode messages: no limit there.)
     #[cfg(not(madsim))]
@@ -240,6 +245,7 @@ async fn serve_listeners<F: Future<Output = ()> + Send + 'static>(
     use crate::security::listener::{incoming, Settings};
     use crate::security::Side;
     let limits = config.security.limits;
+    let metrics = http_api.metrics().clone();
     let builder = || {
         // A client that answers no ping for the idle timeout is dropped.
         let ping = limits.idle_timeout / 2;
@@ -251,10 +257,17 @@ async fn serve_listeners<F: Future<Output = ()> + Send + 'static>(
     };
     let serve = |address: SocketAddr, side: Side, tls, router: tonic::transport::server::Router| {
         let stopped = until_stopped();
+        let metrics = metrics.clone();
         async move {
             let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| error.to_string())?;
-            let settings =
-                Settings { side, tls, max_connections: limits.max_connections, idle_timeout: limits.idle_timeout };
+            let settings = Settings {
+                side,
+                listener: side.name(),
+                tls,
+                max_connections: limits.max_connections,
+                idle_timeout: limits.idle_timeout,
+                metrics,
+            };
             let connections = incoming(listener, settings);
             router.serve_with_incoming_shutdown(connections, stopped).await.map_err(|error| error.to_string())
         }
@@ -310,9 +323,11 @@ async fn serve_http<F: Future<Output = ()> + Send + 'static>(
         tracing::info!(http_listen = %address, "HTTP API (rqlite's /db/*)");
         let settings = Settings {
             side: crate::security::Side::Clients,
+            listener: "http",
             tls: security.client_tls(),
             max_connections: limits.max_connections,
             idle_timeout: limits.idle_timeout,
+            metrics: api.metrics().clone(),
         };
         let body_bytes_max = client_request_bytes_max(&config.core.limits);
         crate::http::serve(incoming(listener, settings), api, body_bytes_max, until_stopped())

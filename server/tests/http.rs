@@ -444,3 +444,96 @@ async fn openapi_document_and_swagger_ui_are_served() {
     assert_eq!(status, 200, "{head}");
     assert!(page.contains("swagger"), "{page}");
 }
+
+/// `/leader`, `/nodes`, `?redirect`, `?raft_index` and raft progress name
+/// the leader's HTTP address, heard over the peer link, on every node.
+#[tokio::test]
+async fn cluster_endpoints_name_the_leader() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    let (at, leader_url) = (cluster.http_addr(follower), format!("http://{}", cluster.http_addr(leader)));
+    let answer = wait_for(Duration::from_secs(10), "the leader's HTTP address heard", || async {
+        let (status, answer) = get_json(&at, "/leader").await;
+        (status == 200 && answer["leader"]["api_addr"] == json!(leader_url)).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer["leader"]["id"], json!(leader.to_string()));
+    let (status, nodes) = get_json(&at, "/nodes").await;
+    assert_eq!(status, 200);
+    assert_eq!(nodes[leader.to_string()]["leader"], json!(true));
+    assert_eq!(nodes[follower.to_string()]["reachable"], json!(true), "itself");
+    assert_eq!(nodes[leader.to_string()]["api_addr"], json!(leader_url));
+    let (_, listed) = get_json(&at, "/nodes?ver=2").await;
+    assert_eq!(listed["nodes"].as_array().map(Vec::len), Some(3), "{listed}");
+    // ?redirect: a follower answers with the leader's URL; the leader serves.
+    let create = br#"["CREATE TABLE r (x)"]"#;
+    let (status, head, _) = http(&at, "POST", "/db/execute?redirect&pretty", "application/json", create).await;
+    assert_eq!(status, 301, "{head}");
+    let location = format!("location: {leader_url}/db/execute?redirect&pretty");
+    assert!(head.to_lowercase().contains(&location), "{head}");
+    let (status, _, body) =
+        http(&cluster.http_addr(leader), "POST", "/db/execute?redirect", "application/json", create).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"results":[{}]}"#));
+    let (status, head, _) = http(&at, "GET", "/db/query?q=SELECT%201&redirect", "text/plain", b"").await;
+    assert_eq!(status, 301, "{head}");
+    let (status, _, _) = http(&at, "GET", "/db/query?q=SELECT%201&redirect&level=none", "text/plain", b"").await;
+    assert_eq!(status, 200, "a read at none is served where it lands");
+    // ?raft_index: the index a write was applied at.
+    let (status, answer) = post_json(&at, "/db/execute?raft_index", json!(["INSERT INTO r VALUES (1)"])).await;
+    assert_eq!(status, 200);
+    let index = answer["raft_index"].as_u64().expect("a raft index");
+    let (_, progress) = get_json(&cluster.http_addr(leader), "/api/v1/raft/progress").await;
+    assert_eq!(progress["role"], json!("leader"));
+    let matched: Vec<u64> =
+        progress["progress"].as_array().expect("progress").iter().filter_map(|p| p["match_index"].as_u64()).collect();
+    assert_eq!(matched.len(), 3, "{progress}");
+    assert!(matched.iter().filter(|m| **m >= index).count() >= 2, "a quorum holds the write: {progress}");
+    let (_, progress) = get_json(&at, "/api/v1/raft/progress").await;
+    assert_eq!(progress["leader_id"], json!(leader));
+    assert_eq!(progress["progress"][0]["match_index"], json!(null), "known on the leader only");
+}
+
+/// The value of the sample `name` (with its labels) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `/metrics` serves Prometheus' text, and its counters move with the
+/// traffic (the Python parser checks the format in `.ci/rqlite-clients`).
+#[tokio::test]
+async fn metrics_move_with_traffic() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let at = cluster.http_addr(leader);
+    let (status, head, before) = http(&at, "GET", "/metrics", "text/plain", b"").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_lowercase().contains("application/openmetrics-text"), "{head}");
+    assert!(before.ends_with("# EOF\n"), "{before}");
+    let writes = r#"deeb_requests_total{api="http",operation="execute",outcome="ok"}"#;
+    let failed = r#"deeb_requests_total{api="http",operation="execute",outcome="invalid_argument"}"#;
+    assert_eq!(sample(&before, writes), None);
+    for n in 0..5 {
+        let (status, _) = post_json(&at, "/db/execute", json!([format!("CREATE TABLE m{n} (x)")])).await;
+        assert_eq!(status, 200);
+    }
+    post_json(&at, "/db/execute", json!(["NOT SQL"])).await;
+    let (_, _, after) = http(&at, "GET", "/metrics", "text/plain", b"").await;
+    assert_eq!(sample(&after, writes), Some(5.0), "{after}");
+    assert_eq!(sample(&after, failed), Some(1.0), "{after}");
+    for name in [
+        "deeb_server_is_leader",
+        "deeb_server_has_leader",
+        "deeb_disk_wal_fsync_duration_seconds_count",
+        "deeb_server_batch_requests_count",
+        r#"deeb_job_duration_seconds_count{job="apply"}"#,
+    ] {
+        assert!(sample(&after, name).is_some_and(|v| v >= 1.0), "{name} in\n{after}");
+    }
+    let sent = after.lines().filter(|l| l.starts_with("deeb_network_peer_sent_bytes_total{")).count();
+    assert_eq!(sent, 2, "bytes sent to each follower:\n{after}");
+    let applied = sample(&after, "deeb_server_proposals_applied").expect("applied");
+    assert!(applied > sample(&before, "deeb_server_proposals_applied").expect("applied"));
+    let open = sample(&after, r#"deeb_open_connections{listener="http"}"#).expect("open connections");
+    assert!(open >= 1.0, "this scrape's own connection: {after}");
+}

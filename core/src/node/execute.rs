@@ -62,6 +62,11 @@ pub(super) struct Outcome {
 }
 
 impl<S: StateMachine> BatchToExecute<S> {
+    /// The client requests in the batch.
+    pub fn requests(&self) -> usize {
+        self.requests.len()
+    }
+
     /// Runs the requests in one open batch until a bound is reached (its
     /// row-change bytes, or as long as one statement may run). A request
     /// whose SQL fails is answered with its error; if its SQL ended the

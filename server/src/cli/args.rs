@@ -197,6 +197,10 @@ pub struct ServeArgs {
     /// --listen); status on every node names it, so clients find the leader.
     #[arg(long, env = "DEEB_CLIENT_ADVERTISE")]
     pub client_advertise: Option<String>,
+    /// Address clients use to reach this node's HTTP API (default:
+    /// --http-listen); /leader, /nodes and ?redirect on every node name it.
+    #[arg(long, env = "DEEB_HTTP_ADVERTISE")]
+    pub http_advertise: Option<String>,
     /// Serve the peer service on an address outside 127.0.0.0/8 without
     /// peer TLS, so that nothing authenticates peers: only on a network
     /// where everyone who can reach that port is trusted.
@@ -333,6 +337,11 @@ impl ServeArgs {
         let peer_listen = self.peer_listen.unwrap_or(self.listen);
         config.advertise = self.peer_advertise.clone().unwrap_or_else(|| peer_listen.to_string());
         config.client_advertise = self.client_advertise.clone().unwrap_or_else(|| self.listen.to_string());
+        config.http_advertise = match (&self.http_advertise, self.http_listen.0) {
+            (_, None) => String::new(),
+            (Some(advertise), Some(_)) => advertise.clone(),
+            (None, Some(listen)) => listen.to_string(),
+        };
         config.security = self.security_config();
         if !peer_listen.ip().is_loopback() && config.security.peer_tls.is_none() && !self.insecure_peers {
             return Err(ConfigError::Invalid(format!(

@@ -41,6 +41,10 @@ pub async fn serve(
         .route("/status", get(rqlite::status))
         .route("/readyz", get(rqlite::readyz))
         .route("/livez", get(rqlite::livez))
+        .route("/nodes", get(rqlite::nodes))
+        .route("/leader", get(rqlite::leader))
+        .route("/metrics", get(rqlite::metrics))
+        .route("/api/v1/raft/progress", get(native::raft_progress))
         .route("/api/v1/execute", post(native::execute))
         .route("/api/v1/query", post(native::query))
         .route("/api/v1/status", get(native::status))
@@ -66,6 +70,10 @@ pub async fn serve(
         rqlite::status,
         rqlite::readyz,
         rqlite::livez,
+        rqlite::nodes,
+        rqlite::leader,
+        rqlite::metrics,
+        native::raft_progress,
         native::execute,
         native::query,
         native::status,
@@ -93,6 +101,7 @@ impl Call<'_> {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.extensions_mut().insert(self.conn.clone());
+        request.extensions_mut().insert(crate::metrics::Api::Http);
         if let Some(value) = self.headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
             if let Ok(value) = value.parse() {
                 request.metadata_mut().insert("authorization", value);

@@ -153,6 +153,8 @@ pub struct MemberStatus {
     next_index: u64,
     /// Where clients reach the member over gRPC, as heard from it.
     client_address: String,
+    /// Where its HTTP API is reached, as heard from it.
+    http_address: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -353,6 +355,66 @@ pub async fn status(
     }
 }
 
+/// One member's replication progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    node_id: u64,
+    /// The peer address.
+    address: String,
+    learner: bool,
+    /// The highest log index known replicated on the member: known on the
+    /// leader only (`null` elsewhere).
+    match_index: Option<u64>,
+}
+
+/// Raft's state on this node and, on the leader, each member's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RaftProgress {
+    node_id: u64,
+    role: String,
+    term: u64,
+    leader_id: u64,
+    commit_index: u64,
+    applied_index: u64,
+    snapshot_index: u64,
+    progress: Vec<Progress>,
+}
+
+/// Raft progress: the leader's view of each member's match index (ask the
+/// leader: `GET /leader` names it), with this node's raft state.
+#[utoipa::path(get, path = "/api/v1/raft/progress", tag = "native", responses(
+    (status = 200, body = RaftProgress),
+    (status = 503, description = "The node does not answer", body = Failure),
+))]
+pub async fn raft_progress(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let status = match api.status(call.request(deeb_proto::StatusRequest::default())).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return failed(&status),
+    };
+    let leads = status.role == "leader";
+    let progress = status.members.into_iter().map(|member| Progress {
+        node_id: member.node_id,
+        address: member.address,
+        learner: member.learner,
+        match_index: leads.then_some(member.matched),
+    });
+    json(&RaftProgress {
+        node_id: status.node_id,
+        role: status.role,
+        term: status.term,
+        leader_id: status.leader_id,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        snapshot_index: status.snapshot_index,
+        progress: progress.collect(),
+    })
+}
+
 /// Adds a node (as a voter, or a learner), or promotes a learner.
 #[utoipa::path(post, path = "/api/v1/add-node", tag = "native", request_body = AddNodeRequest,
     responses((status = 200, body = AdminResponse), (status = 400, body = Failure), (status = 503, body = Failure)))]
@@ -487,6 +549,7 @@ fn status_of(status: deeb_proto::StatusResponse) -> StatusResponse {
         matched: member.matched,
         next_index: member.next_index,
         client_address: member.client_address,
+        http_address: member.http_address,
     });
     StatusResponse {
         node_id: status.node_id,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use deeb_proto::deeb_server::Deeb as _;
@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Call;
 use crate::api::DeebService;
-use crate::security::ConnInfo;
+use crate::security::{ConnInfo, Permission};
 
 /// URL parameters, as given (`?pretty` is present with an empty value).
 type Params = HashMap<String, String>;
@@ -113,11 +113,11 @@ pub struct DbParams {
 pub async fn execute(
     state: State<DeebService>,
     conn: ConnectInfo<ConnInfo>,
-    params: Query<Params>,
+    (uri, params): (Uri, Query<Params>),
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    db(Endpoint::Execute, state, conn, params, headers, body).await
+    db(Endpoint::Execute, state, conn, (uri, params), headers, body).await
 }
 
 /// Reads (`?q=` for GET, a JSON array for POST); a write is refused.
@@ -132,11 +132,11 @@ pub async fn execute(
 pub async fn query(
     state: State<DeebService>,
     conn: ConnectInfo<ConnInfo>,
-    params: Query<Params>,
+    (uri, params): (Uri, Query<Params>),
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    db(Endpoint::Query, state, conn, params, headers, body).await
+    db(Endpoint::Query, state, conn, (uri, params), headers, body).await
 }
 
 /// Reads and writes mixed, each run as what it is.
@@ -151,11 +151,11 @@ pub async fn query(
 pub async fn request(
     state: State<DeebService>,
     conn: ConnectInfo<ConnInfo>,
-    params: Query<Params>,
+    (uri, params): (Uri, Query<Params>),
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    db(Endpoint::Request, state, conn, params, headers, body).await
+    db(Endpoint::Request, state, conn, (uri, params), headers, body).await
 }
 
 /// A `/db/*` request (see [`Endpoint`]).
@@ -163,14 +163,14 @@ async fn db(
     endpoint: Endpoint,
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
+    (uri, Query(params)): (Uri, Query<Params>),
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    serve(endpoint, Call { api: &api, conn, headers: &headers }, params, &body).await
+    serve(endpoint, Call { api: &api, conn, headers: &headers }, (&uri, params), &body).await
 }
 
-async fn serve(endpoint: Endpoint, call: Call<'_>, params: Params, body: &[u8]) -> Response {
+async fn serve(endpoint: Endpoint, call: Call<'_>, (uri, params): (&Uri, Params), body: &[u8]) -> Response {
     let started = Instant::now();
     let statements = match (endpoint, params.get("q")) {
         (Endpoint::Query, Some(sql)) if sql.trim().is_empty() => Err("empty query".to_owned()),
@@ -186,14 +186,133 @@ async fn serve(endpoint: Endpoint, call: Call<'_>, params: Params, body: &[u8]) 
         Err(message) if endpoint != Endpoint::Execute => return bad_request(message),
         Err(_) => ReadParams::default(),
     };
+    // rqlite's `redirect`: the leader's address instead of forwarding (a
+    // read at `none` is served here, with or without a leader).
+    let stale_read = endpoint == Endpoint::Query && read.consistency == Consistency::Stale;
+    if params.contains_key("redirect") && !stale_read {
+        let permission = if endpoint == Endpoint::Query { Permission::Query } else { Permission::Execute };
+        match call.leader_location(permission, uri).await {
+            Ok(None) => {}
+            Ok(Some(location)) => return redirect(&location),
+            Err(failure) => return failure.into_response(),
+        }
+    }
     let outcome = match endpoint {
         Endpoint::Execute => call.writes(statements, params.contains_key("transaction")).await,
         Endpoint::Query => call.reads(statements, &read).await,
         Endpoint::Request => call.mixed(statements, &read).await,
     };
     match outcome {
-        Ok((results, served_by)) => respond(&params, results, started, served_by),
+        Ok((results, served)) => respond(&params, results, started, served),
         Err(failure) => failure.into_response(),
+    }
+}
+
+/// The members as this node knows them, in rqlite's shape (`?ver=2`: a
+/// list), voters only unless `?nonvoters`. `reachable`: heard over the
+/// peer link in the last few seconds (the leader hears every member; a
+/// follower only the leader).
+#[utoipa::path(get, path = "/nodes", tag = "rqlite", params(
+        ("ver" = Option<String>, Query, description = "2: a list under `nodes` instead of a map by id"),
+        ("nonvoters" = Option<String>, Query, description = "Include learners"),
+    ),
+    responses((status = 200, description = "By node id: `api_addr`, `addr`, `voter`, `reachable`, `leader`",
+        body = serde_json::Value)))]
+pub async fn nodes(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let status = match call.status().await {
+        Ok(status) => status,
+        Err(failure) => return failure.into_response(),
+    };
+    let nonvoters = params.contains_key("nonvoters");
+    let nodes = status.members.iter().filter(|member| nonvoters || !member.learner).map(|member| {
+        let node = json!({
+            "id": member.node_id.to_string(),
+            "api_addr": api_address(&api, &member.http_address),
+            "addr": member.address,
+            "voter": !member.learner,
+            "reachable": api.heard_within(member.node_id, REACHABLE_WITHIN),
+            "leader": member.node_id == status.leader_id,
+        });
+        (member.node_id.to_string(), node)
+    });
+    let body = if params.get("ver").is_some_and(|ver| ver == "2") {
+        json!({ "nodes": nodes.map(|(_, node)| node).collect::<Vec<_>>() })
+    } else {
+        Json::Object(nodes.collect())
+    };
+    json_response(StatusCode::OK, &params, &body, status.node_id)
+}
+
+/// The leader: its id, peer address and HTTP API address; 503 if none is
+/// known.
+#[utoipa::path(get, path = "/leader", tag = "rqlite", responses(
+    (status = 200, description = "`{\"leader\": {\"id\", \"addr\", \"api_addr\"}}`", body = serde_json::Value),
+    (status = 503, description = "No leader known", body = String, content_type = "text/plain"),
+))]
+pub async fn leader(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    let status = match call.status().await {
+        Ok(status) => status,
+        Err(failure) => return failure.into_response(),
+    };
+    let Some(leader) = status.members.iter().find(|member| member.node_id == status.leader_id) else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "leader not found".into());
+    };
+    let body = json!({ "leader": {
+        "id": leader.node_id.to_string(),
+        "addr": leader.address,
+        "api_addr": api_address(&api, &leader.http_address),
+    }});
+    json_response(StatusCode::OK, &params, &body, status.node_id)
+}
+
+/// `GET /metrics` (the `status` permission): Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "OpenMetrics text", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+))]
+pub async fn metrics(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call { api: &api, conn, headers: &headers };
+    match api.metrics_text(&call.request(())).await {
+        Ok(text) => {
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(status) => Failure::of(&status).into_response(),
+    }
+}
+
+/// How long ago a member may last have been heard and count as reachable.
+const REACHABLE_WITHIN: Duration = Duration::from_secs(5);
+
+/// A member's HTTP API as a URL, as rqlite writes `api_addr` (empty if
+/// not heard yet or it has none).
+fn api_address(api: &DeebService, http_address: &str) -> String {
+    if http_address.is_empty() {
+        return String::new();
+    }
+    format!("{}://{http_address}", api.http_scheme())
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, value)]).into_response(),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "the leader's address is not a valid URL".into()),
     }
 }
 
@@ -233,6 +352,7 @@ pub async fn status(
                 "id": member.node_id.to_string(),
                 "addr": member.address,
                 "client_addr": member.client_address,
+                "api_addr": api_address(&api, &member.http_address),
                 "voter": !member.learner,
             })).collect::<Vec<_>>(),
         },
@@ -362,6 +482,23 @@ impl Failure {
 }
 
 impl Call<'_> {
+    /// With `?redirect`: where the leader serves this request, or `None`
+    /// if this node leads.
+    async fn leader_location(&self, permission: Permission, uri: &Uri) -> Result<Option<String>, Failure> {
+        let request = self.request(());
+        let status = self.api.cluster_view(&request, permission).await.map_err(|status| Failure::of(&status))?;
+        if status.leader_id == status.node_id {
+            return Ok(None);
+        }
+        let leader = status.members.iter().find(|member| member.node_id == status.leader_id);
+        let Some(leader) = leader else { return Err(Failure::Unavailable("leader not found".into())) };
+        if leader.http_address.is_empty() {
+            return Err(Failure::Unavailable(format!("the HTTP address of leader {} is not known", leader.node_id)));
+        }
+        let path = uri.path_and_query().map_or("/", |path| path.as_str());
+        Ok(Some(format!("{}{path}", api_address(self.api, &leader.http_address))))
+    }
+
     async fn status(&self) -> Result<deeb_proto::StatusResponse, Failure> {
         let answer = self.api.status(self.request(StatusRequest::default())).await;
         answer.map(tonic::Response::into_inner).map_err(|status| Failure::of(&status))
@@ -370,16 +507,16 @@ impl Call<'_> {
     /// Runs `statements` as writes: all in one request under `transaction`
     /// (nothing applied if one fails: those before it report `{}`); else
     /// each on its own as rqlite does, in as few requests as errors allow.
-    async fn writes(&self, statements: Vec<Statement>, transaction: bool) -> Result<(Vec<Json>, u64), Failure> {
+    async fn writes(&self, statements: Vec<Statement>, transaction: bool) -> Result<(Vec<Json>, Served), Failure> {
         let mut results = Vec::with_capacity(statements.len());
-        let mut served_by = 0;
+        let mut served = Served::default();
         let (mut next, mut end) = (0, statements.len());
         while next < statements.len() {
             let batch = ExecuteRequest { statements: statements[next..end].to_vec(), idempotency_key: String::new() };
             match self.api.execute(self.request(batch)).await {
                 Ok(response) => {
                     let response = response.into_inner();
-                    served_by = response.served_by;
+                    served = Served { node: response.served_by, index: response.index };
                     results.extend(response.results.iter().map(execute_result));
                     (next, end) = (end, statements.len());
                 }
@@ -393,7 +530,7 @@ impl Call<'_> {
                     if transaction {
                         results.extend((0..at).map(|_| json!({})));
                         results.push(json!({ "error": message }));
-                        return Ok((results, served_by));
+                        return Ok((results, served));
                     }
                     if at == 0 {
                         results.push(json!({ "error": message }));
@@ -405,15 +542,15 @@ impl Call<'_> {
                 }
             }
         }
-        Ok((results, served_by))
+        Ok((results, served))
     }
 
     /// Each statement read on its own; a failed one reports its error.
-    async fn reads(&self, statements: Vec<Statement>, read: &ReadParams) -> Result<(Vec<Json>, u64), Failure> {
-        let (mut results, mut served_by) = (Vec::with_capacity(statements.len()), 0);
+    async fn reads(&self, statements: Vec<Statement>, read: &ReadParams) -> Result<(Vec<Json>, Served), Failure> {
+        let (mut results, mut served) = (Vec::with_capacity(statements.len()), Served::default());
         for statement in statements {
             match self.read(statement, read).await {
-                Ok((result, node)) => (served_by, _) = (node, results.push(result)),
+                Ok((result, node)) => (served.node, _) = (node, results.push(result)),
                 // A write sent to /db/query is refused like any failed statement.
                 Err(Failure::Statement(message) | Failure::Refused(message)) => {
                     results.push(json!({ "error": message }));
@@ -421,19 +558,19 @@ impl Call<'_> {
                 Err(failure) => return Err(failure),
             }
         }
-        Ok((results, served_by))
+        Ok((results, served))
     }
 
     /// Each statement run as what it is: a read, a write, or (a `WITH`)
     /// a read unless refused as not read-only, then a write.
-    async fn mixed(&self, statements: Vec<Statement>, read: &ReadParams) -> Result<(Vec<Json>, u64), Failure> {
-        let (mut results, mut served_by) = (Vec::with_capacity(statements.len()), 0);
+    async fn mixed(&self, statements: Vec<Statement>, read: &ReadParams) -> Result<(Vec<Json>, Served), Failure> {
+        let (mut results, mut served) = (Vec::with_capacity(statements.len()), Served::default());
         for statement in statements {
             let kind = kind_of(&statement.sql);
             if kind != Kind_::Write {
                 match self.read(statement.clone(), read).await {
                     Ok((result, node)) => {
-                        (served_by, _) = (node, results.push(result));
+                        (served.node, _) = (node, results.push(result));
                         continue;
                     }
                     Err(Failure::Refused(_)) if kind == Kind_::Either => {}
@@ -444,11 +581,11 @@ impl Call<'_> {
                     Err(failure) => return Err(failure),
                 }
             }
-            let (mut written, node) = self.writes(vec![statement], false).await?;
-            served_by = node;
+            let (mut written, wrote) = self.writes(vec![statement], false).await?;
+            served = Served { node: wrote.node, index: wrote.index.max(served.index) };
             results.append(&mut written);
         }
-        Ok((results, served_by))
+        Ok((results, served))
     }
 
     /// One read, whole (the rqlite API has no streaming).
@@ -729,12 +866,23 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9)))
 }
 
-fn respond(params: &Params, results: Vec<Json>, started: Instant, served_by: u64) -> Response {
+/// Who answered a request, and the log index its last write was applied at
+/// (0 for reads: rqlite gives none for them either, short of `strong`).
+#[derive(Clone, Copy, Default)]
+struct Served {
+    node: u64,
+    index: u64,
+}
+
+fn respond(params: &Params, results: Vec<Json>, started: Instant, served: Served) -> Response {
     let mut body = json!({ "results": results });
     if params.contains_key("timings") {
         body["time"] = json!(started.elapsed().as_secs_f64());
     }
-    json_response(StatusCode::OK, params, &body, served_by)
+    if params.contains_key("raft_index") && served.index != 0 {
+        body["raft_index"] = json!(served.index);
+    }
+    json_response(StatusCode::OK, params, &body, served.node)
 }
 
 fn json_response(code: StatusCode, params: &Params, body: &Json, served_by: u64) -> Response {

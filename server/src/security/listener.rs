@@ -20,11 +20,14 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::tls::Reloadable;
 use super::{ConnInfo, Side};
+use crate::metrics::{ConnectionGauge, Metrics};
 
 /// How one listener accepts connections.
 #[derive(Clone)]
 pub struct Settings {
     pub side: Side,
+    /// The listener's name in the metrics.
+    pub listener: &'static str,
     /// TLS, or plaintext if `None`.
     pub tls: Option<Arc<Reloadable<ServerConfig>>>,
     /// Connections served at once; more are answered with an error and closed.
@@ -32,6 +35,7 @@ pub struct Settings {
     /// A connection that sends nothing for this long is closed (HTTP/2
     /// pings the server sends keep a live client talking).
     pub idle_timeout: Duration,
+    pub metrics: Metrics,
 }
 
 /// Connections accepted on `listener`, ready for tonic's
@@ -71,6 +75,7 @@ async fn accept_loop(listener: TcpListener, settings: Settings, sender: mpsc::Se
             },
         };
         if !matches!(permit, Permit::Served(_)) {
+            settings.metrics.connection_refused(settings.listener);
             let count = refused.fetch_add(1, Ordering::Relaxed) + 1;
             if count.is_power_of_two() {
                 tracing::warn!(
@@ -137,7 +142,8 @@ async fn handshake(
     // no longer whatever the caller sends.
     let (idle_timeout, resets) = if over_limit { (OVER_LIMIT_LINGER, false) } else { (settings.idle_timeout, true) };
     let idle = Box::pin(tokio::time::sleep(idle_timeout));
-    let conn = Conn { io, info, idle_timeout, resets, idle, _permit: permit };
+    let counted = settings.metrics.connection_opened(settings.listener);
+    let conn = Conn { io, info, idle_timeout, resets, idle, _permit: (permit, counted) };
     let _ = sender.send(Ok(conn)).await;
 }
 
@@ -155,7 +161,7 @@ pub struct Conn {
     /// False past the connection limit: the deadline is fixed.
     resets: bool,
     idle: Pin<Box<Sleep>>,
-    _permit: Permit,
+    _permit: (Permit, ConnectionGauge),
 }
 
 impl tonic::transport::server::Connected for Conn {
