@@ -36,7 +36,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let router = Router::new()
         .route("/db/execute", post(rqlite::execute))
-        .route("/db/query", get(rqlite::query).post(rqlite::query))
+        .route("/db/query", get(rqlite::query).post(rqlite::query_post))
         .route("/db/request", post(rqlite::request))
         .route("/status", get(rqlite::status))
         .route("/readyz", get(rqlite::readyz))
@@ -66,6 +66,7 @@ pub async fn serve(
     paths(
         rqlite::execute,
         rqlite::query,
+        rqlite::query_post,
         rqlite::request,
         rqlite::status,
         rqlite::readyz,

@@ -32,7 +32,7 @@ use crate::security::ConnInfo;
 /// One SQL value: one of the four arms, or `null` for NULL.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Value {
+pub enum SqlValue {
     Integer(i64),
     Real(f64),
     Text(String),
@@ -46,16 +46,18 @@ pub enum Value {
 pub struct NamedValue {
     name: String,
     #[serde(default)]
-    value: Option<Value>,
+    value: Option<SqlValue>,
 }
 
 /// One statement with positional or named parameters (not both).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Statement {
+    /// One SQL statement.
+    #[schema(min_length = 1)]
     sql: String,
     #[serde(default)]
-    params: Vec<Option<Value>>,
+    params: Vec<Option<SqlValue>>,
     #[serde(default)]
     named_params: Vec<NamedValue>,
 }
@@ -80,7 +82,7 @@ pub struct Column {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Row {
-    values: Vec<Option<Value>>,
+    values: Vec<Option<SqlValue>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -229,6 +231,7 @@ pub struct Failure {
 
 /// `?with_digest=true`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatusParams {
     #[serde(default)]
@@ -236,7 +239,7 @@ pub struct StatusParams {
 }
 
 /// Applies statements atomically (forwarded to the leader).
-#[utoipa::path(post, path = "/api/v1/execute", tag = "native", request_body = ExecuteRequest, responses(
+#[utoipa::path(post, path = "/api/v1/execute", operation_id = "execute", tag = "native", request_body = ExecuteRequest, responses(
     (status = 200, description = "Applied", body = ExecuteResponse),
     (status = 400, description = "Malformed request or SQL error", body = Failure),
     (status = 409, description = "A constraint failed", body = Failure),
@@ -275,7 +278,7 @@ pub async fn execute(
 
 /// Runs one read-only statement; rows stream as they are read, one
 /// `QueryChunk` per line.
-#[utoipa::path(post, path = "/api/v1/query", tag = "native", request_body = QueryRequest, responses(
+#[utoipa::path(post, path = "/api/v1/query", operation_id = "query", tag = "native", request_body = QueryRequest, responses(
     (status = 200, description = "Newline-delimited JSON: one QueryChunk per line; a failure after \
         the first line ends the stream with a Failure line", body = QueryChunk, content_type = "application/x-ndjson"),
     (status = 400, description = "Malformed request, SQL error, or not read-only", body = Failure),
@@ -334,8 +337,9 @@ pub async fn query(
 }
 
 /// This node's status (`?with_digest=true` adds the state digest: a full scan).
-#[utoipa::path(get, path = "/api/v1/status", tag = "native", params(StatusParams), responses(
+#[utoipa::path(get, path = "/api/v1/status", operation_id = "status", tag = "native", params(StatusParams), responses(
     (status = 200, description = "This node's view", body = StatusResponse),
+    (status = 400, description = "A parameter other than with_digest=true|false", body = Failure),
     (status = 503, description = "The node does not answer", body = Failure),
 ))]
 pub async fn status(
@@ -382,8 +386,8 @@ pub struct RaftProgress {
 
 /// Raft progress: the leader's view of each member's match index (ask the
 /// leader: `GET /leader` names it), with this node's raft state.
-#[utoipa::path(get, path = "/api/v1/raft/progress", tag = "native", responses(
-    (status = 200, body = RaftProgress),
+#[utoipa::path(get, path = "/api/v1/raft/progress", operation_id = "raft_progress", tag = "native", responses(
+    (status = 200, description = "This node's raft state and, on the leader, each member's progress", body = RaftProgress),
     (status = 503, description = "The node does not answer", body = Failure),
 ))]
 pub async fn raft_progress(
@@ -416,8 +420,12 @@ pub async fn raft_progress(
 }
 
 /// Adds a node (as a voter, or a learner), or promotes a learner.
-#[utoipa::path(post, path = "/api/v1/add-node", tag = "native", request_body = AddNodeRequest,
-    responses((status = 200, body = AdminResponse), (status = 400, body = Failure), (status = 503, body = Failure)))]
+#[utoipa::path(post, path = "/api/v1/add-node", operation_id = "add_node", tag = "native", request_body = AddNodeRequest,
+    responses(
+        (status = 200, description = "Done", body = AdminResponse),
+        (status = 400, description = "Malformed or refused", body = Failure),
+        (status = 503, description = "No leader, or a change in progress: retry", body = Failure),
+    ))]
 pub async fn add_node(
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -439,8 +447,12 @@ pub async fn add_node(
 }
 
 /// Removes a node from the cluster.
-#[utoipa::path(post, path = "/api/v1/remove-node", tag = "native", request_body = RemoveNodeRequest,
-    responses((status = 200, body = AdminResponse), (status = 400, body = Failure), (status = 503, body = Failure)))]
+#[utoipa::path(post, path = "/api/v1/remove-node", operation_id = "remove_node", tag = "native", request_body = RemoveNodeRequest,
+    responses(
+        (status = 200, description = "Done", body = AdminResponse),
+        (status = 400, description = "Malformed or refused", body = Failure),
+        (status = 503, description = "No leader, or a change in progress: retry", body = Failure),
+    ))]
 pub async fn remove_node(
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -456,8 +468,12 @@ pub async fn remove_node(
 }
 
 /// Hands leadership to another voter.
-#[utoipa::path(post, path = "/api/v1/transfer-leader", tag = "native", request_body = TransferLeaderRequest,
-    responses((status = 200, body = AdminResponse), (status = 400, body = Failure), (status = 503, body = Failure)))]
+#[utoipa::path(post, path = "/api/v1/transfer-leader", operation_id = "transfer_leader", tag = "native", request_body = TransferLeaderRequest,
+    responses(
+        (status = 200, description = "Done", body = AdminResponse),
+        (status = 400, description = "Malformed or refused", body = Failure),
+        (status = 503, description = "No leader, or a change in progress: retry", body = Failure),
+    ))]
 pub async fn transfer_leader(
     State(api): State<DeebService>,
     ConnectInfo(conn): ConnectInfo<ConnInfo>,
@@ -495,13 +511,13 @@ fn statement_of(statement: Statement) -> Result<deeb_proto::Statement, String> {
     Ok(deeb_proto::Statement { sql: statement.sql, params, named_params })
 }
 
-fn value_of(value: Option<Value>) -> Result<deeb_proto::Value, String> {
+fn value_of(value: Option<SqlValue>) -> Result<deeb_proto::Value, String> {
     let kind = match value {
         None => None,
-        Some(Value::Integer(integer)) => Some(Kind::Integer(integer)),
-        Some(Value::Real(real)) => Some(Kind::Real(real)),
-        Some(Value::Text(text)) => Some(Kind::Text(text)),
-        Some(Value::Blob(text)) => {
+        Some(SqlValue::Integer(integer)) => Some(Kind::Integer(integer)),
+        Some(SqlValue::Real(real)) => Some(Kind::Real(real)),
+        Some(SqlValue::Text(text)) => Some(Kind::Text(text)),
+        Some(SqlValue::Blob(text)) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .map_err(|error| format!("a blob must be base64: {error}"))?;
@@ -511,12 +527,12 @@ fn value_of(value: Option<Value>) -> Result<deeb_proto::Value, String> {
     Ok(deeb_proto::Value { kind })
 }
 
-fn json_value(value: deeb_proto::Value) -> Option<Value> {
+fn json_value(value: deeb_proto::Value) -> Option<SqlValue> {
     Some(match value.kind? {
-        Kind::Integer(integer) => Value::Integer(integer),
-        Kind::Real(real) => Value::Real(real),
-        Kind::Text(text) => Value::Text(text),
-        Kind::Blob(bytes) => Value::Blob(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        Kind::Integer(integer) => SqlValue::Integer(integer),
+        Kind::Real(real) => SqlValue::Real(real),
+        Kind::Text(text) => SqlValue::Text(text),
+        Kind::Blob(bytes) => SqlValue::Blob(base64::engine::general_purpose::STANDARD.encode(bytes)),
     })
 }
 
@@ -616,19 +632,19 @@ mod tests {
 
     #[test]
     fn values_read_and_write_as_the_oneof_arms() {
-        let values: Vec<Option<Value>> =
+        let values: Vec<Option<SqlValue>> =
             serde_json::from_str(r#"[{"integer": -7}, {"real": 1.5}, {"text": "x"}, {"blob": "AAE="}, null]"#)
                 .expect("parses");
         let proto: Vec<deeb_proto::Value> = values.into_iter().map(|v| value_of(v).expect("converts")).collect();
         assert_eq!(proto[3].kind, Some(Kind::Blob(vec![0, 1])));
         assert_eq!(proto[4].kind, None);
-        let back: Vec<Option<Value>> = proto.into_iter().map(json_value).collect();
+        let back: Vec<Option<SqlValue>> = proto.into_iter().map(json_value).collect();
         let text = serde_json::to_string(&back).expect("serializes");
         assert_eq!(text, r#"[{"integer":-7},{"real":1.5},{"text":"x"},{"blob":"AAE="},null]"#);
         for bad in [r#"[{"integer": "7"}]"#, r#"[{"int": 7}]"#, r#"[{"integer": 1, "real": 2}]"#, "[7]"] {
-            assert!(serde_json::from_str::<Vec<Option<Value>>>(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<Vec<Option<SqlValue>>>(bad).is_err(), "{bad}");
         }
-        assert!(value_of(Some(Value::Blob("not base64!".into()))).is_err());
+        assert!(value_of(Some(SqlValue::Blob("not base64!".into()))).is_err());
     }
 
     #[test]

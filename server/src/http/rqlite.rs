@@ -40,7 +40,8 @@ pub enum Endpoint {
 }
 
 /// A statement in a request body.
-#[derive(ToSchema)]
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)] // The schema of what `parse_body` reads.
 pub enum Statement_ {
     /// `"SQL"`.
@@ -77,35 +78,67 @@ pub struct Result_ {
     time: Option<f64>,
 }
 
-/// rqlite's URL parameters (a flag is on when present, with any value).
+/// rqlite's URL parameters for every `/db/*` endpoint (a flag is on
+/// when present, with any value).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // Read from `Params`.
-pub struct DbParams {
-    /// `GET /db/query`: the statement.
-    q: Option<String>,
-    /// Reads: `none` (this node, bounded by `freshness`), `weak` (the
-    /// leader's lease), `linearizable`, `strong`, `auto` (all linearizable).
-    level: Option<String>,
+pub struct CommonParams {
+    pretty: Option<String>,
+    timings: Option<String>,
+    /// On a follower: answer 301 with the leader's URL instead of
+    /// forwarding (not for reads at `level=none`).
+    redirect: Option<String>,
+}
+
+/// The write parameters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct WriteParams {
+    /// All statements or none.
+    transaction: Option<String>,
+    /// Add the log index the last write was applied at.
+    raft_index: Option<String>,
+}
+
+/// The read parameters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ReadParams_ {
+    /// `none` (this node, bounded by `freshness`), `weak` (the leader's
+    /// lease), `linearizable`, `strong`, `auto` (all linearizable).
+    #[param(inline)]
+    level: Option<Level>,
     /// With `level=none`: how stale the node may be, e.g. `1s`.
     freshness: Option<String>,
     /// How long each read may run, e.g. `500ms`.
     timeout: Option<String>,
-    /// `/db/execute`: all statements or none.
-    transaction: Option<String>,
-    pretty: Option<String>,
-    timings: Option<String>,
     /// Rows as objects keyed by column.
     associative: Option<String>,
     /// Blobs as arrays of bytes rather than base64.
     blob_array: Option<String>,
 }
 
+/// rqlite's read consistency levels.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Level {
+    None,
+    Weak,
+    Linearizable,
+    Strong,
+    Auto,
+}
+
 /// Writes: each statement on its own, or all or none with `?transaction`.
-#[utoipa::path(post, path = "/db/execute", tag = "rqlite", params(DbParams),
+#[utoipa::path(post, path = "/db/execute", operation_id = "db_execute", tag = "rqlite", params(CommonParams, WriteParams),
     request_body(content = Vec<Statement_>, description = "A JSON array of statements (or one as text/plain)"),
     responses(
         (status = 200, description = "Results; a failed statement has an `error`", body = Response_),
+        (status = 301, description = "With `redirect` on a follower: the leader's URL in `Location`"),
         (status = 400, description = "Malformed body or parameter", body = String, content_type = "text/plain"),
         (status = 413, description = "Body over the limit"),
         (status = 503, description = "No leader or no quorum, or timed out: retry", body = String, content_type = "text/plain"),
@@ -121,10 +154,13 @@ pub async fn execute(
 }
 
 /// Reads (`?q=` for GET, a JSON array for POST); a write is refused.
-#[utoipa::path(method(get, post), path = "/db/query", tag = "rqlite", params(DbParams),
-    request_body(content = Vec<Statement_>, description = "POST: a JSON array of statements"),
+#[utoipa::path(get, path = "/db/query", operation_id = "db_query", tag = "rqlite",
+    params(CommonParams, ReadParams_,
+        ("q" = Option<String>, Query, min_length = 1, description = "The statement (then no body)")),
+    request_body(content = Option<Vec<Statement_>>, description = "Without `q`: a JSON array of statements"),
     responses(
         (status = 200, description = "Rows; a failed statement has an `error`", body = Response_),
+        (status = 301, description = "With `redirect` on a follower: the leader's URL in `Location`"),
         (status = 400, description = "Malformed body or parameter", body = String, content_type = "text/plain"),
         (status = 413, description = "Body over the limit"),
         (status = 503, description = "Not available at this level now, or timed out: retry", body = String, content_type = "text/plain"),
@@ -139,11 +175,35 @@ pub async fn query(
     db(Endpoint::Query, state, conn, (uri, params), headers, body).await
 }
 
+/// Reads, as `GET /db/query` (`POST` for statements in a body).
+#[utoipa::path(post, path = "/db/query", operation_id = "db_query_post", tag = "rqlite",
+    params(CommonParams, ReadParams_,
+        ("q" = Option<String>, Query, min_length = 1, description = "The statement (then no body)")),
+    request_body(content = Option<Vec<Statement_>>, description = "Without `q`: a JSON array of statements"),
+    responses(
+        (status = 200, description = "Rows; a failed statement has an `error`", body = Response_),
+        (status = 301, description = "With `redirect` on a follower: the leader's URL in `Location`"),
+        (status = 400, description = "Malformed body or parameter", body = String, content_type = "text/plain"),
+        (status = 413, description = "Body over the limit"),
+        (status = 503, description = "Not available at this level now, or timed out: retry", body = String, content_type = "text/plain"),
+    ))]
+pub async fn query_post(
+    state: State<DeebService>,
+    conn: ConnectInfo<ConnInfo>,
+    (uri, params): (Uri, Query<Params>),
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    db(Endpoint::Query, state, conn, (uri, params), headers, body).await
+}
+
 /// Reads and writes mixed, each run as what it is.
-#[utoipa::path(post, path = "/db/request", tag = "rqlite", params(DbParams),
+#[utoipa::path(post, path = "/db/request", operation_id = "db_request", tag = "rqlite",
+    params(CommonParams, WriteParams, ReadParams_),
     request_body(content = Vec<Statement_>, description = "A JSON array of statements"),
     responses(
         (status = 200, description = "Results; a failed statement has an `error`", body = Response_),
+        (status = 301, description = "With `redirect` on a follower: the leader's URL in `Location`"),
         (status = 400, description = "Malformed body or parameter", body = String, content_type = "text/plain"),
         (status = 413, description = "Body over the limit"),
         (status = 503, description = "No leader or no quorum, or timed out: retry", body = String, content_type = "text/plain"),
@@ -174,6 +234,9 @@ async fn serve(endpoint: Endpoint, call: Call<'_>, (uri, params): (&Uri, Params)
     let started = Instant::now();
     let statements = match (endpoint, params.get("q")) {
         (Endpoint::Query, Some(sql)) if sql.trim().is_empty() => Err("empty query".to_owned()),
+        (Endpoint::Query, Some(_)) if !body.is_empty() => {
+            Err("give the statement as ?q= or in the body, not both".into())
+        }
         (Endpoint::Query, Some(sql)) => Ok(vec![plain(sql)]),
         _ => parse_body(call.headers, body),
     };
@@ -212,7 +275,7 @@ async fn serve(endpoint: Endpoint, call: Call<'_>, (uri, params): (&Uri, Params)
 /// list), voters only unless `?nonvoters`. `reachable`: heard over the
 /// peer link in the last few seconds (the leader hears every member; a
 /// follower only the leader).
-#[utoipa::path(get, path = "/nodes", tag = "rqlite", params(
+#[utoipa::path(get, path = "/nodes", operation_id = "nodes", tag = "rqlite", params(
         ("ver" = Option<String>, Query, description = "2: a list under `nodes` instead of a map by id"),
         ("nonvoters" = Option<String>, Query, description = "Include learners"),
     ),
@@ -251,7 +314,7 @@ pub async fn nodes(
 
 /// The leader: its id, peer address and HTTP API address; 503 if none is
 /// known.
-#[utoipa::path(get, path = "/leader", tag = "rqlite", responses(
+#[utoipa::path(get, path = "/leader", operation_id = "leader", tag = "rqlite", responses(
     (status = 200, description = "`{\"leader\": {\"id\", \"addr\", \"api_addr\"}}`", body = serde_json::Value),
     (status = 503, description = "No leader known", body = String, content_type = "text/plain"),
 ))]
@@ -278,7 +341,7 @@ pub async fn leader(
 }
 
 /// `GET /metrics` (the `status` permission): Prometheus' text format.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health", responses(
     (status = 200, description = "OpenMetrics text", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
 ))]
@@ -317,7 +380,7 @@ fn redirect(location: &str) -> Response {
 }
 
 /// This node as rqlite's `/status` shapes it, where it applies.
-#[utoipa::path(get, path = "/status", tag = "rqlite", responses(
+#[utoipa::path(get, path = "/status", operation_id = "rqlite_status", tag = "rqlite", responses(
     (status = 200, description = "`store` (node, leader, raft state, nodes), `node`, `build`", body = serde_json::Value),
 ))]
 pub async fn status(
@@ -365,7 +428,7 @@ pub async fn status(
 /// `GET /readyz` (the `ready` permission): 200 with a known leader and
 /// this node caught up to within `READY_LAG_MAX` entries of what it knows
 /// committed; 503 otherwise; `?noleader` checks only that the node answers.
-#[utoipa::path(get, path = "/readyz", tag = "health", params(("noleader" = Option<String>, Query,
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health", params(("noleader" = Option<String>, Query,
         description = "Only check that the node answers")),
     responses(
         (status = 200, description = "`[+]` lines, one per check", body = String, content_type = "text/plain"),
@@ -402,9 +465,9 @@ pub async fn readyz(
 
 /// `GET /livez`: 200 while the node's event loop answers; never needs a
 /// quorum, so a liveness probe does not restart a node cut off from it.
-#[utoipa::path(get, path = "/livez", tag = "health", responses(
-    (status = 200, body = String, content_type = "text/plain"),
-    (status = 503, body = String, content_type = "text/plain"),
+#[utoipa::path(get, path = "/livez", operation_id = "livez", tag = "health", responses(
+    (status = 200, description = "`[+]node ok`", body = String, content_type = "text/plain"),
+    (status = 503, description = "`[-]node not ok: ` and why", body = String, content_type = "text/plain"),
 ))]
 pub async fn livez(State(api): State<DeebService>) -> Response {
     match api.local_status().await {
