@@ -153,11 +153,10 @@ pub async fn execute(
     db(Endpoint::Execute, state, conn, (uri, params), headers, body).await
 }
 
-/// Reads (`?q=` for GET, a JSON array for POST); a write is refused.
+/// Reads: the statement in `?q=` (`POST` for several, in a body); a write
+/// is refused.
 #[utoipa::path(get, path = "/db/query", operation_id = "db_query", tag = "rqlite",
-    params(CommonParams, ReadParams_,
-        ("q" = Option<String>, Query, min_length = 1, description = "The statement (then no body)")),
-    request_body(content = Option<Vec<Statement_>>, description = "Without `q`: a JSON array of statements"),
+    params(CommonParams, ReadParams_, ("q" = String, Query, min_length = 1, description = "The statement")),
     responses(
         (status = 200, description = "Rows; a failed statement has an `error`", body = Response_),
         (status = 301, description = "With `redirect` on a follower: the leader's URL in `Location`"),
@@ -177,9 +176,8 @@ pub async fn query(
 
 /// Reads, as `GET /db/query` (`POST` for statements in a body).
 #[utoipa::path(post, path = "/db/query", operation_id = "db_query_post", tag = "rqlite",
-    params(CommonParams, ReadParams_,
-        ("q" = Option<String>, Query, min_length = 1, description = "The statement (then no body)")),
-    request_body(content = Option<Vec<Statement_>>, description = "Without `q`: a JSON array of statements"),
+    params(CommonParams, ReadParams_),
+    request_body(content = Vec<Statement_>, description = "A JSON array of statements"),
     responses(
         (status = 200, description = "Rows; a failed statement has an `error`", body = Response_),
         (status = 301, description = "With `redirect` on a follower: the leader's URL in `Location`"),
