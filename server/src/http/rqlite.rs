@@ -109,8 +109,8 @@ pub struct WriteParams {
 pub struct ReadParams_ {
     /// `none` (this node, bounded by `freshness`), `weak` (the leader's
     /// lease), `linearizable`, `strong`, `auto` (all linearizable).
-    #[param(inline)]
-    level: Option<Level>,
+    #[param(pattern = "^(none|weak|linearizable|strong|auto)?$")]
+    level: Option<String>,
     /// With `level=none`: how stale the node may be, e.g. `1s`.
     freshness: Option<String>,
     /// How long each read may run, e.g. `500ms`.
@@ -119,18 +119,6 @@ pub struct ReadParams_ {
     associative: Option<String>,
     /// Blobs as arrays of bytes rather than base64.
     blob_array: Option<String>,
-}
-
-/// rqlite's read consistency levels.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum Level {
-    None,
-    Weak,
-    Linearizable,
-    Strong,
-    Auto,
 }
 
 /// Writes: each statement on its own, or all or none with `?transaction`.
