@@ -155,13 +155,23 @@ impl DeebService {
         Ok(response)
     }
 
-    /// Whether this node's event loop answers (no quorum needed): the
-    /// liveness probe.
+    /// Whether this node's event loop answers and a local `SELECT 1` runs
+    /// (no quorum needed): the liveness probe.
     ///
     /// # Errors
-    /// The loop does not answer in time, or stopped.
+    /// The loop does not answer in time, or stopped, or the query failed.
     pub async fn local_status(&self) -> Result<(), String> {
-        self.handle.status().await.map(drop).map_err(|error| error.to_string())
+        self.handle.status().await.map_err(|error| error.to_string())?;
+        let local = Consistency::Stale { max_staleness: None };
+        let reader = self.handle.read(local).await.map_err(|error| format!("local read: {error}"))?;
+        let (chunks, mut answers) = mpsc::channel(QUERY_CHUNKS_BUFFERED_MAX);
+        let timeout = self.timeouts.default;
+        query::spawn(reader, statement("SELECT 1"), self.limits, timeout, self.shutting_down.clone(), chunks);
+        match answers.recv().await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(status)) => Err(format!("SELECT 1: {}", status.message())),
+            None => Err("SELECT 1 gave no answer".into()),
+        }
     }
 
     /// The pool of channels to other nodes, current with the TLS settings.

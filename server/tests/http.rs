@@ -270,6 +270,17 @@ async fn http_basic_credentials_and_permissions() {
     let (status, head, _) = http_as(&at, ("GET", "/db/query?q=SELECT%201"), "text/plain", b"", Some(&wrong)).await;
     assert_eq!(status, 401);
     assert!(head.to_lowercase().contains("www-authenticate: basic"), "{head}");
+    // The refusals are counted in the metrics, which need `status`.
+    let (status, _, _) = http_as(&at, ("GET", "/metrics"), "text/plain", b"", Some(&reader)).await;
+    assert_eq!(status, 403, "the reader may not read the metrics");
+    let (status, _, metrics) = http_as(&at, ("GET", "/metrics"), "text/plain", b"", Some(&admin)).await;
+    assert_eq!(status, 200);
+    for (operation, outcome, count) in
+        [("query", "permission_denied", 1.0), ("execute", "permission_denied", 1.0), ("query", "unauthenticated", 1.0)]
+    {
+        let name = format!(r#"deeb_requests_total{{api="http",operation="{operation}",outcome="{outcome}"}}"#);
+        assert_eq!(sample(&metrics, &name), Some(count), "{name} in\n{metrics}");
+    }
 }
 
 /// deeb's own JSON API mirrors the gRPC one: values of every type round

@@ -435,6 +435,7 @@ pub async fn readyz(
         }
         Err(failure) => return failure.into_response(),
     };
+    // `?verbose` is accepted: every answer lists its checks.
     if params.contains_key("noleader") {
         return text(StatusCode::OK, "[+]node ok".into());
     }
@@ -449,8 +450,9 @@ pub async fn readyz(
     text(StatusCode::OK, "[+]node ok\n[+]leader ok\n[+]store ok".into())
 }
 
-/// `GET /livez`: 200 while the node's event loop answers; never needs a
-/// quorum, so a liveness probe does not restart a node cut off from it.
+/// `GET /livez`: 200 while the node's event loop answers and a local
+/// `SELECT 1` runs; never needs a quorum, so a liveness probe does not
+/// restart a node cut off from it.
 #[utoipa::path(get, path = "/livez", operation_id = "livez", tag = "health", responses(
     (status = 200, description = "`[+]node ok`", body = String, content_type = "text/plain"),
     (status = 503, description = "`[-]node not ok: ` and why", body = String, content_type = "text/plain"),
