@@ -29,7 +29,9 @@ mod value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deeb_proto::{ErrorCode, ExecuteRequest, ExecuteResponse, QueryRequest, Statement, StatusRequest, StatusResponse};
+use deeb_proto::{
+    BackupRequest, ErrorCode, ExecuteRequest, ExecuteResponse, QueryRequest, Statement, StatusRequest, StatusResponse,
+};
 use tonic::metadata::MetadataValue;
 
 pub use error::{detail_of, Error};
@@ -222,6 +224,27 @@ impl Client {
                 Ok(response) => return Ok(Rows::new(response.into_inner())),
                 // No node answered: try the next one.
                 Err(status) if detail_of(&status).is_none() => last = Some(Error::from(status)),
+                Err(status) => return Err(Error::from(status)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::transport("no node addresses given")))
+    }
+
+    /// A consistent copy of the whole database, taken on the first node
+    /// that answers: the first chunk carries the header (applied index,
+    /// size, CRC32C), then the file's bytes follow in order.
+    ///
+    /// # Errors
+    /// No node answered, or the node refused.
+    pub async fn backup(&self, request: BackupRequest) -> Result<tonic::Streaming<deeb_proto::BackupChunk>, Error> {
+        let mut last = None;
+        for address in self.nodes.iter() {
+            let mut client = self.pool.client(address)?;
+            match client.backup(self.request(request)).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if detail_of(&status).is_none() && status.code() == tonic::Code::Unavailable => {
+                    last = Some(Error::from(status));
+                }
                 Err(status) => return Err(Error::from(status)),
             }
         }

@@ -3,20 +3,22 @@
 //! leader is known they are retried until the request timeout.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deeb_core::{AdminError, Consistency, MemberChange, NodeId, ReadError, Role, Status as NodeStatus, WriteError};
 use deeb_proto::deeb_server::Deeb;
 use deeb_proto::{
-    AddNodeRequest, AdminResponse, ExecuteRequest, ExecuteResponse, MemberStatus, QueryChunk, QueryRequest,
-    RemoveNodeRequest, Statement, StatusRequest, StatusResponse, TransferLeaderRequest,
+    AddNodeRequest, AdminResponse, BackupChunk, BackupRequest, ExecuteRequest, ExecuteResponse, MemberStatus,
+    QueryChunk, QueryRequest, RemoveNodeRequest, Statement, StatusRequest, StatusResponse, TransferLeaderRequest,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::backup;
 use crate::client::{forwarded_for, is_forwarded};
 use crate::errors::{to_status, ServerError};
 use crate::handle::NodeHandle;
@@ -39,6 +41,8 @@ pub struct DeebService {
     /// The members' client addresses, for status.
     client_addresses: ClientAddresses,
     metrics: Metrics,
+    /// Where backups are copied before they stream, and how many may run.
+    backups: (PathBuf, Arc<Semaphore>),
 }
 
 /// How long queries may run.
@@ -65,17 +69,18 @@ impl DeebService {
     /// when `shutting_down` is set.
     pub fn new(
         handle: NodeHandle,
-        query_chunk_rows_max: usize,
-        query_chunk_bytes_max: usize,
+        (query_chunk_rows_max, query_chunk_bytes_max): (usize, usize),
         timeouts: QueryTimeouts,
         shutting_down: ShuttingDown,
         client_addresses: ClientAddresses,
         (security, metrics): (Arc<Security>, Metrics),
+        backup_dir: PathBuf,
     ) -> Self {
+        let backups = (backup_dir, Arc::new(Semaphore::new(BACKUPS_RUNNING_MAX)));
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
         let pool = Arc::new(Mutex::new((security.generation(), forwarding_pool(&security))));
-        Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses, metrics }
+        Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses, metrics, backups }
     }
 
     /// This node's metrics.
@@ -322,6 +327,13 @@ impl Deeb for DeebService {
         self.measured((api_of(&request), "status"), self.status_call(request)).await
     }
 
+    type BackupStream = ReceiverStream<Result<BackupChunk, Status>>;
+
+    /// (Timed to its first answer: the file streams after.)
+    async fn backup(&self, request: Request<BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        self.measured((api_of(&request), "backup"), self.backup_call(request)).await
+    }
+
     async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AdminResponse>, Status> {
         self.measured((api_of(&request), "add_node"), self.admin(request, AdminCall::Add)).await
     }
@@ -377,6 +389,28 @@ impl DeebService {
             }
             Err(error) => return Err(to_status(error)),
         }
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
+    async fn backup_call(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<ReceiverStream<Result<BackupChunk, Status>>>, Status> {
+        self.security.admit(&request, Permission::Backup).await?;
+        let consistency = match request.get_ref().consistency() {
+            deeb_proto::Consistency::Linearizable => Consistency::Linearizable,
+            deeb_proto::Consistency::Stale => Consistency::Stale { max_staleness: None },
+            deeb_proto::Consistency::Lease => return Err(invalid("a backup is linearizable or stale, not lease")),
+        };
+        let (dir, running) = &self.backups;
+        let Ok(running) = running.clone().try_acquire_owned() else {
+            let error = ServerError::Invalid(format!("{BACKUPS_RUNNING_MAX} backups are running on this node already"));
+            return Err(Status::resource_exhausted(error.to_string()));
+        };
+        let reader = self.handle.read(consistency).await.map_err(to_status)?;
+        let (chunks, stream) = mpsc::channel(BACKUP_CHUNKS_BUFFERED_MAX);
+        let served_by = self.handle.id().0;
+        backup::spawn(reader, (dir.clone(), running), served_by, BACKUP_CHUNK_BYTES, chunks);
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 
@@ -487,6 +521,13 @@ pub fn role_name(role: Role) -> &'static str {
 pub fn statement(sql: &str) -> Statement {
     Statement { sql: sql.to_owned(), params: Vec::new(), named_params: Vec::new() }
 }
+
+/// Backups running at once on one node (each holds a blocking thread and
+/// a copy of the database on disk).
+const BACKUPS_RUNNING_MAX: usize = 2;
+/// A backup's chunks, and how many wait between the file and the client.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+const BACKUP_CHUNKS_BUFFERED_MAX: usize = 4;
 
 /// Result chunks buffered per query between the reader and the client.
 const QUERY_CHUNKS_BUFFERED_MAX: usize = 4;

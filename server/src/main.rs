@@ -115,6 +115,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(madsim)]
         Command::Dev(_) => anyhow::bail!("`deeb dev` starts real processes; it is not available in simulation"),
         Command::Bench(args) => emit(&bench::run(&args).await.map_err(anyhow::Error::msg)?),
+        Command::Backup { client, out, consistency } => {
+            let line = cli::backup::run(&client, &out, consistency).await.map_err(anyhow::Error::msg)?;
+            emit(&format!("{line}\n"))
+        }
         Command::Passwd { token } => cli::secrets::passwd(token).map_err(anyhow::Error::msg),
         Command::Certs(args) => emit(&cli::secrets::certs(&args).map_err(anyhow::Error::msg)?),
     }

@@ -70,6 +70,7 @@ pub async fn run_node<D: Disk + 'static>(
     if let Some(observer) = config.hooks.observer.clone() {
         node.set_observer(Box::new(move |id, event| observer(id, event)));
     }
+    crate::backup::clear_scratch(&config.data_dir);
     let identity = identity::load_or_create(&config.data_dir).map_err(ServeError::Identity)?;
     let peer_identities = PeerIdentities::load(&config.data_dir).map_err(ServeError::Identity)?;
     let cluster =
@@ -150,12 +151,12 @@ async fn serve_grpc(
     let (rows_max, bytes_max) = (limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
     let api = DeebService::new(
         handle,
-        rows_max,
-        bytes_max,
+        (rows_max, bytes_max),
         timeouts,
         shutting_down,
         client_addresses.clone(),
         (security.clone(), metrics.clone()),
+        crate::backup::scratch_dir(&config.data_dir),
     );
     let receiving = (security.clone(), metrics);
     let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_checks, receiving));

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
-use common::Cluster;
+use common::{wait_with_peak_rss, Cluster};
 
 fn deeb(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
@@ -60,29 +60,6 @@ async fn query_streams_into_a_pipe() {
         assert_eq!(status, 0, "deeb query --format {format}");
         println!("deeb query --format {format} of 1,000,000 rows: peak RSS {} KiB", peak_kib);
         assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB over 64 MiB");
-    }
-}
-
-/// Waits for `child` and returns its exit code and its own peak RSS in KiB:
-/// the largest `VmHWM` of its process image, polled until it exits. (Not
-/// `wait4`'s `ru_maxrss`: Linux carries into it the peak of the image the
-/// child replaced, which for a child spawned with a shared address space is
-/// this whole test process.)
-fn wait_with_peak_rss(mut child: std::process::Child) -> (i32, i64) {
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        let high_water = std::fs::read_to_string(&status_file).ok().and_then(|text| {
-            let line = text.lines().find(|line| line.starts_with("VmHWM:"))?.to_owned();
-            line.split_whitespace().nth(1)?.parse::<i64>().ok()
-        });
-        peak_kib = peak_kib.max(high_water.unwrap_or(0));
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return (status.code().unwrap_or(-1), peak_kib);
-        }
-        assert!(std::time::Instant::now() < deadline, "the child did not exit");
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

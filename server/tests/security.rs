@@ -78,14 +78,17 @@ impl Pki {
 
 const ADMIN_PASSWORD: &str = "admin-Secret-1";
 const READER_PASSWORD: &str = "reader-Secret-2";
+const OPERATOR_PASSWORD: &str = "operator-secret-7";
 
 /// A users file: admin (all), reader (query, status), anonymous (status).
 fn users_file(dir: &Path) -> PathBuf {
     let admin = hash_secret(ADMIN_PASSWORD).expect("hash");
     let reader = hash_secret(READER_PASSWORD).expect("hash");
+    let operator = hash_secret(OPERATOR_PASSWORD).expect("hash");
     let text = format!(
         r#"[{{"username": "admin", "password_hash": "{admin}", "perms": ["all"]}},
             {{"username": "reader", "password_hash": "{reader}", "perms": ["query", "status"]}},
+            {{"username": "operator", "password_hash": "{operator}", "perms": ["backup"]}},
             {{"username": "*", "perms": ["status"]}}]"#
     );
     let path = dir.join("users.json");
@@ -104,7 +107,7 @@ fn secured_cluster(pki: &Pki, client_ca: bool, extra: &[String]) -> Cluster {
     flags.extend_from_slice(extra);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut cluster = Cluster::start(3, &flags);
-    cluster.secrets = vec![ADMIN_PASSWORD.into(), READER_PASSWORD.into()];
+    cluster.secrets = vec![ADMIN_PASSWORD.into(), READER_PASSWORD.into(), OPERATOR_PASSWORD.into()];
     cluster
 }
 
@@ -139,6 +142,22 @@ async fn permissions_hold_through_follower_and_leader() {
         request.metadata_mut().insert("authorization", value);
         let removed = grpc.remove_node(request).await.expect_err("reader may not change membership");
         assert_eq!(removed.code(), tonic::Code::PermissionDenied, "node {node}: {removed:?}");
+        // Backups need the `backup` permission, which the reader lacks and
+        // the operator has (and nothing else).
+        let refused = client.backup(deeb_proto::BackupRequest::default()).await.expect_err("reader may not back up");
+        assert_eq!(code_of(&refused), Some(tonic::Code::PermissionDenied), "node {node}: {refused:?}");
+        let operator = as_user(pki.options(None), "operator", OPERATOR_PASSWORD);
+        let operator = cluster.sql_client(node, Options { follow_leader: false, ..operator });
+        let mut stream = operator.backup(deeb_proto::BackupRequest::default()).await.expect("operator backs up");
+        let (mut bytes, mut announced) = (0, None);
+        for _ in 0..100_000 {
+            let Some(chunk) = stream.message().await.expect("a chunk") else { break };
+            announced = announced.or(chunk.header.map(|header| header.total_bytes));
+            bytes += chunk.data.len() as u64;
+        }
+        assert_eq!(Some(bytes), announced, "node {node}: the whole copy");
+        let query = common::query_with(&operator, "SELECT 1").await.expect_err("the operator may not query");
+        assert_eq!(code_of(&query), Some(tonic::Code::PermissionDenied), "{query:?}");
     }
     let wrong = cluster.sql_client(follower, as_user(pki.options(None), "reader", "not-the-password"));
     let refused = common::query_with(&wrong, "SELECT 1").await.expect_err("wrong password");

@@ -29,7 +29,7 @@ mod state_machine;
 mod value;
 
 pub use reader::Reader;
-pub use state_machine::{SqliteReaders, SqliteSnapshotTaker, SqliteStateMachine};
+pub use state_machine::{file_digest, SqliteReaders, SqliteSnapshotTaker, SqliteStateMachine};
 
 /// The host's monotonic clock, read while a statement runs to enforce its
 /// deadline (the core never reads a clock itself).

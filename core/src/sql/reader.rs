@@ -30,6 +30,21 @@ impl Reader {
         Reader { conn, steps_max, row_bytes_max, hidden_rowid: classify::KeyedRowidCache::default() }
     }
 
+    /// Copies the whole database into a new file at `dest` (`VACUUM INTO`,
+    /// from one read transaction: one committed state, at or after this
+    /// reader's read index), and returns the applied index the copy holds.
+    ///
+    /// # Errors
+    /// The copy failed (no space, say); `dest` may then hold part of it.
+    pub fn copy_into(&self, dest: &std::path::Path) -> Result<u64, QueryError> {
+        let dest_str = dest.to_str().ok_or_else(|| QueryError::Sql(format!("not UTF-8: {}", dest.display())))?;
+        self.conn.execute("VACUUM INTO ?1", [dest_str]).map_err(sql_err)?;
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let copy = Connection::open_with_flags(dest, flags).map_err(sql_err)?;
+        let applied = super::state_machine::read_applied(&copy).map_err(|error| QueryError::Sql(error.to_string()))?;
+        Ok(applied.index)
+    }
+
     /// Runs a read-only statement with no stop other than its steps bound;
     /// see [`Reader::query_until`].
     pub fn query(

@@ -151,6 +151,18 @@ impl crate::state_machine::Readers for SqliteReaders {
     }
 }
 
+/// The applied index and state digest of the database file at `path` (a
+/// backup, say): a node's `digest` at the same applied index is equal.
+///
+/// # Errors
+/// The file is not a deeb database, or cannot be read.
+pub fn file_digest(path: &Path) -> Result<(u64, u64), SqlError> {
+    use crate::state_machine::Readers as _;
+    let readers = SqliteReaders { path: path.to_owned(), steps_max: u64::MAX, row_bytes_max: usize::MAX };
+    let (applied, digest) = readers.digest()?;
+    Ok((applied.index, digest))
+}
+
 /// Takes snapshots of the database file at `path` from read-only
 /// connections of its own (see [`SqliteStateMachine::create_snapshot`]).
 #[derive(Debug)]

@@ -75,6 +75,18 @@ pub enum Command {
     Dev(DevArgs),
     /// Measure throughput and latency.
     Bench(BenchArgs),
+    /// Copy the whole database, consistently, from any node into a SQLite
+    /// file (while writes go on).
+    Backup {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The file to write (first to FILE.partial, renamed once checked).
+        #[arg(long)]
+        out: PathBuf,
+        /// Which state the copy holds.
+        #[arg(long, value_enum, default_value_t = super::backup::BackupConsistency::Linearizable)]
+        consistency: super::backup::BackupConsistency,
+    },
     /// Print an argon2 hash of a password (read from the terminal or
     /// stdin) for the users file's `password_hash`; with --token, make a
     /// random bearer token and print it with its `token_hash`.

@@ -1,6 +1,7 @@
 //! The `deeb` command line: `serve`, the client commands, `dev` and `bench`.
 
 pub mod args;
+pub mod backup;
 pub mod bench;
 pub mod commands;
 #[cfg(not(madsim))]

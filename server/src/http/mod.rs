@@ -44,6 +44,7 @@ pub async fn serve(
         .route("/nodes", get(rqlite::nodes))
         .route("/leader", get(rqlite::leader))
         .route("/metrics", get(rqlite::metrics))
+        .route("/db/backup", get(rqlite::backup))
         .route("/api/v1/raft/progress", get(native::raft_progress))
         .route("/api/v1/execute", post(native::execute))
         .route("/api/v1/query", post(native::query))
@@ -74,6 +75,7 @@ pub async fn serve(
         rqlite::nodes,
         rqlite::leader,
         rqlite::metrics,
+        rqlite::backup,
         native::raft_progress,
         native::execute,
         native::query,

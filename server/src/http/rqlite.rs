@@ -14,7 +14,8 @@ use base64::Engine as _;
 use deeb_proto::deeb_server::Deeb as _;
 use deeb_proto::value::Kind;
 use deeb_proto::{
-    Consistency, ErrorCode, ExecuteRequest, NamedValue, QueryChunk, QueryRequest, Statement, StatusRequest, Value,
+    BackupRequest, Consistency, ErrorCode, ExecuteRequest, NamedValue, QueryChunk, QueryRequest, Statement,
+    StatusRequest, Value,
 };
 use serde_json::{json, Map, Value as Json};
 use tokio_stream::StreamExt as _;
@@ -324,6 +325,66 @@ pub async fn leader(
         "api_addr": api_address(&api, &leader.http_address),
     }});
     json_response(StatusCode::OK, &params, &body, status.node_id)
+}
+
+/// `GET /db/backup` (the `backup` permission): a consistent copy of the
+/// whole database as a SQLite file, taken on this node while writes go on,
+/// streamed (`Content-Length` set, so a broken transfer shows), with its
+/// applied index and CRC32C in headers. `?level=none`: this node's state
+/// as it is; otherwise every write acknowledged before the request.
+#[utoipa::path(get, path = "/db/backup", operation_id = "db_backup", tag = "rqlite",
+    params(("level" = Option<String>, Query, pattern = "^(none|weak|linearizable|strong|auto)?$",
+        description = "`none`: this node as it is; otherwise linearizable")),
+    responses(
+        (status = 200, description = "The SQLite file; `X-DEEB-APPLIED-INDEX` and `X-DEEB-CRC32C` say what it holds",
+            content_type = "application/octet-stream"),
+        (status = 400, description = "An unsupported format (`fmt=sql`, `compress`)", body = String, content_type = "text/plain"),
+        (status = 503, description = "No quorum for the read barrier, or backups already running: retry", body = String,
+            content_type = "text/plain"),
+    ))]
+pub async fn backup(
+    State(api): State<DeebService>,
+    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Response {
+    if params.get("fmt").is_some_and(|format| format != "binary") || params.contains_key("compress") {
+        return bad_request("deeb backs up as a SQLite file only (no fmt=sql, no compress) for now".into());
+    }
+    let consistency = match params.get("level").map(String::as_str) {
+        Some("none") => Consistency::Stale,
+        None | Some("" | "weak" | "linearizable" | "strong" | "auto") => Consistency::Linearizable,
+        Some(other) => return bad_request(format!("unknown level {other:?}")),
+    };
+    let call = Call { api: &api, conn, headers: &headers };
+    let request = call.request(BackupRequest { consistency: consistency as i32 });
+    let mut chunks = match api.backup(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Failure::of(&status).into_response(),
+    };
+    let first = match chunks.next().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(status)) => return Failure::of(&status).into_response(),
+        None => return text(StatusCode::INTERNAL_SERVER_ERROR, "the backup ended before it began".into()),
+    };
+    let Some(header) = first.header else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "the backup began without its header".into());
+    };
+    let bytes = tokio_stream::once(Ok(first)).chain(chunks).map(|chunk| match chunk {
+        Ok(chunk) => Ok(Bytes::from(chunk.data)),
+        // Cut the body short: the client sees fewer bytes than announced.
+        Err(status) => Err(std::io::Error::other(status.message().to_owned())),
+    });
+    let mut response = axum::body::Body::from_stream(bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(header.total_bytes));
+    headers.insert("x-deeb-applied-index", HeaderValue::from(header.applied_index));
+    if let Ok(crc) = HeaderValue::from_str(&format!("{:08x}", header.crc32c)) {
+        headers.insert("x-deeb-crc32c", crc);
+    }
+    headers.insert("x-deeb-served-by", HeaderValue::from(header.served_by));
+    response
 }
 
 /// `GET /metrics` (the `status` permission): Prometheus' text format.

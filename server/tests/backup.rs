@@ -1,0 +1,208 @@
+//! Online backups as an operator takes them: `deeb backup` and
+//! `GET /db/backup` against leader and follower while writes go on, each
+//! copy a consistent prefix of the acknowledged writes; with writes
+//! stopped, the copy's digest equals the cluster's at its index; a large
+//! database streams with flat memory on both ends.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{wait_for, wait_with_peak_rss, Cluster};
+use deeb_client::Options;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// `deeb backup` into `out`: its exit code, stdout and stderr.
+async fn cli_backup(cluster: &Cluster, node: u64, out: &Path, consistency: &str) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
+    command.args(["backup", "--addr", &cluster.addr(node), "--out"]).arg(out).args(["--consistency", consistency]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run deeb");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+/// `GET /db/backup` into `out` (HTTP/1.0: the body runs to the close):
+/// the applied index from its header.
+async fn http_backup(address: &str, out: &Path) -> u64 {
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stream.write_all(b"GET /db/backup HTTP/1.0\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered within 60 s")
+        .expect("read");
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+    assert!(head.starts_with("http/1.0 200") || head.starts_with("http/1.1 200"), "{head}");
+    let header = |name: &str| {
+        head.lines().find_map(|line| line.strip_prefix(&format!("{name}: ")).map(str::to_owned)).expect(name)
+    };
+    let body = &answer[end + 4..];
+    assert_eq!(header("content-length").parse::<usize>().ok(), Some(body.len()), "the whole file");
+    let crc = u32::from_str_radix(&header("x-deeb-crc32c"), 16).expect("hex");
+    assert_eq!(crc32c::crc32c(body), crc, "the checksum matches");
+    std::fs::write(out, body).expect("write backup");
+    header("x-deeb-applied-index").parse().expect("an index")
+}
+
+/// The ids in a backup's table `w`: checks they are 1..=n, no gap (every
+/// write is one row, in order), and that SQLite finds the file sound.
+fn prefix_in(file: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(file).expect("open backup");
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).expect("check");
+    assert_eq!(check, "ok");
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM w ORDER BY id")
+        .expect("prepare")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("ids");
+    assert!(ids.iter().enumerate().all(|(at, id)| *id == at as i64 + 1), "a gap in the backup: {ids:?}");
+    ids.len() as u64
+}
+
+#[tokio::test]
+async fn backups_under_write_load_hold_every_acknowledged_write() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    cluster.execute(leader, "CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT)").await.expect("create");
+    let (acked, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let writer = {
+        let (client, acked, stop) = (cluster.sql_client(follower, Options::default()), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            for n in 1..=100_000_u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let sql = format!("INSERT INTO w (id, v) VALUES ({n}, 'row {n}')");
+                client.execute_sql(&sql).await.expect("write");
+                acked.store(n, Ordering::Relaxed);
+            }
+        })
+    };
+    wait_for(Duration::from_secs(30), "writes flowing", || async {
+        (acked.load(Ordering::Relaxed) > 20).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    for (round, node) in [follower, leader, follower, leader].into_iter().enumerate() {
+        let out = dir.path().join(format!("backup-{round}.db"));
+        let before = acked.load(Ordering::Relaxed);
+        let (rows, index) = if round % 2 == 0 {
+            let (code, stdout, stderr) = cli_backup(&cluster, node, &out, "linearizable").await;
+            assert_eq!(code, 0, "{stdout}{stderr}");
+            assert!(stdout.starts_with(&format!("backup of node {node} at applied index ")), "{stdout}");
+            let index = stdout.split_whitespace().nth(7).and_then(|n| n.trim_end_matches(':').parse().ok());
+            (prefix_in(&out), index.expect("the index in the line"))
+        } else {
+            let index = http_backup(&cluster.http_addr(node), &out).await;
+            (prefix_in(&out), index)
+        };
+        println!("backup {round} from node {node}: {rows} rows at index {index}, {before} acknowledged before");
+        assert!(rows >= before, "a linearizable backup lost acknowledged writes: {rows} < {before}");
+        assert_eq!(deeb_core::sql::file_digest(&out).expect("digest").0, index, "the copy holds its index");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    // Writes stopped: a copy taken now is the cluster's state at its index.
+    let total = acked.load(Ordering::Relaxed);
+    let out = dir.path().join("final.db");
+    let (code, stdout, stderr) = cli_backup(&cluster, follower, &out, "linearizable").await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(prefix_in(&out), total);
+    let (index, digest) = deeb_core::sql::file_digest(&out).expect("digest");
+    for node in [leader, follower] {
+        cluster.wait_applied(node, index).await;
+    }
+    let mut client = cluster.client(follower).await;
+    let request = deeb_proto::StatusRequest { with_digest: true };
+    let status = client.status(request).await.expect("status").into_inner();
+    assert_eq!((status.digest_index, status.digest), (index, digest), "the backup is the cluster's state");
+    // A stale backup and refusals.
+    let (code, _, stderr) = cli_backup(&cluster, follower, &dir.path().join("stale.db"), "stale").await;
+    assert_eq!(code, 0, "{stderr}");
+    let bad = dir.path().join("no-such-dir").join("x.db");
+    let (code, _, stderr) = cli_backup(&cluster, follower, &bad, "linearizable").await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no-such-dir"), "{stderr}");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(cluster.data_dir(follower).join("backup-scratch")).expect("scratch directory").collect();
+    assert!(leftovers.is_empty(), "the node removes its copies: {leftovers:?}");
+}
+
+/// The most a node's or the client's peak RSS may be while a large
+/// database backs up.
+const PEAK_KIB_MAX: i64 = 100 * 1024;
+
+/// A ~100 MiB database backs up from a follower with the serving node's and
+/// the client's peak RSS well under the file's size (the full 1 GiB run is
+/// `scripts/backup-large.sh`).
+#[tokio::test]
+async fn a_large_backup_streams_in_flat_memory() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    cluster.execute(leader, "CREATE TABLE big (id INTEGER PRIMARY KEY, pad TEXT)").await.expect("create");
+    let rows_per_write: i64 = 4096;
+    for write in 0..24 {
+        let sql = format!(
+            "INSERT INTO big (pad) SELECT printf('%.1000c', char(65 + {write})) FROM \
+             (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows_per_write}) SELECT x FROM c)"
+        );
+        cluster.execute(leader, &sql).await.expect("fill");
+    }
+    let index = cluster.status(leader).await.expect("status").commit_index;
+    cluster.wait_applied(follower, index).await;
+    let pid = cluster.children[&follower].id();
+    let server_peak = || {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let line = text.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM").to_owned();
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse::<i64>().ok()).expect("kB")
+    };
+    let before = server_peak();
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("big.db");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
+    command.args(["backup", "--addr", &cluster.addr(follower), "--out"]).arg(&out);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().expect("start deeb backup");
+    let (code, client_peak) = tokio::task::spawn_blocking(move || wait_with_peak_rss(child)).await.expect("join");
+    assert_eq!(code, 0);
+    let bytes = std::fs::metadata(&out).expect("backup").len();
+    let server = server_peak();
+    println!(
+        "backup of {:.1} MiB: serving node's peak RSS {before} KiB before (after the writes), {server} KiB \
+         after; client's {client_peak} KiB",
+        bytes as f64 / f64::from(1 << 20),
+    );
+    assert!(bytes > 96 << 20, "{bytes}");
+    assert!(server < PEAK_KIB_MAX && client_peak < PEAK_KIB_MAX, "server {server} KiB, client {client_peak} KiB");
+    assert_eq!(prefix_of_big(&out), rows_per_write * 24);
+}
+
+fn prefix_of_big(file: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(file).expect("open backup");
+    conn.query_row("SELECT count(*) FROM big", [], |row| row.get(0)).expect("count")
+}
+
+/// The prefix check finds a gap, and a file that is no database.
+#[test]
+fn the_prefix_check_sees_a_gap() {
+    let dir = tempfile::tempdir().expect("dir");
+    let gap = dir.path().join("gap.db");
+    let conn = rusqlite::Connection::open(&gap).expect("create");
+    conn.execute_batch("CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO w (id) VALUES (1), (3);")
+        .expect("fill");
+    drop(conn);
+    assert!(std::panic::catch_unwind(|| prefix_in(&gap)).is_err(), "ids 1, 3 pass as a prefix");
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![7_u8; 8192]).expect("write");
+    assert!(std::panic::catch_unwind(|| prefix_in(&junk)).is_err(), "a damaged file passes");
+}
