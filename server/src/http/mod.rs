@@ -12,7 +12,7 @@ mod rqlite;
 use std::future::Future;
 use std::io;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::Router;
@@ -92,14 +92,29 @@ pub async fn serve(
 )]
 struct ApiDoc;
 
-/// One HTTP request's calls into the gRPC service.
-struct Call<'a> {
-    api: &'a DeebService,
+/// One HTTP request's caller: the gRPC service it calls into, with the
+/// connection and credentials it came with (an extractor).
+struct Call {
+    api: DeebService,
     conn: ConnInfo,
-    headers: &'a HeaderMap,
+    headers: HeaderMap,
 }
 
-impl Call<'_> {
+impl axum::extract::FromRequestParts<DeebService> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &DeebService,
+    ) -> Result<Self, Self::Rejection> {
+        let conn = parts.extensions.get::<ConnectInfo<ConnInfo>>().map(|info| info.0.clone());
+        // Always there: the router is served with `ConnInfo` as connect info.
+        let conn = conn.unwrap_or(ConnInfo { side: Side::Clients, remote: None, peer_cert: None, over_limit: false });
+        Ok(Call { api: api.clone(), conn, headers: parts.headers.clone() })
+    }
+}
+
+impl Call {
     /// A gRPC request carrying this HTTP request's connection and credentials.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

@@ -13,8 +13,8 @@
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequest, Query};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use deeb_proto::deeb_server::Deeb as _;
@@ -27,7 +27,6 @@ use utoipa::ToSchema;
 use super::Call;
 use crate::api::DeebService;
 use crate::errors::http_code;
-use crate::security::ConnInfo;
 
 /// One SQL value: one of the four arms, or `null` for NULL.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -246,24 +245,14 @@ pub struct StatusParams {
     (status = 413, description = "A limit was exceeded", body = Failure),
     (status = 503, description = "No leader, no quorum, overloaded or timed out: retry", body = Failure),
 ))]
-pub async fn execute(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
-    let request: ExecuteRequest = match parse(&body) {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+pub async fn execute(call: Call, JsonBody(request): JsonBody<ExecuteRequest>) -> Response {
     let statements: Result<Vec<_>, _> = request.statements.into_iter().map(statement_of).collect();
     let statements = match statements {
         Ok(statements) => statements,
         Err(message) => return invalid(message),
     };
     let message = deeb_proto::ExecuteRequest { statements, idempotency_key: request.idempotency_key };
-    match api.execute(call.request(message)).await {
+    match call.api.execute(call.request(message)).await {
         Ok(response) => {
             let response = response.into_inner();
             json(&ExecuteResponse {
@@ -285,17 +274,7 @@ pub async fn execute(
     (status = 413, description = "A limit was exceeded", body = Failure),
     (status = 503, description = "Not available at this consistency now, or timed out: retry", body = Failure),
 ))]
-pub async fn query(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
-    let request: QueryRequest = match parse(&body) {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+pub async fn query(call: Call, JsonBody(request): JsonBody<QueryRequest>) -> Response {
     let statement = match statement_of(request.statement) {
         Ok(statement) => statement,
         Err(message) => return invalid(message),
@@ -311,7 +290,7 @@ pub async fn query(
         max_staleness_ms: request.max_staleness_ms,
         timeout_ms: request.timeout_ms,
     };
-    let mut chunks = match api.query(call.request(message)).await {
+    let mut chunks = match call.api.query(call.request(message)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return failed(&status),
     };
@@ -343,17 +322,14 @@ pub async fn query(
     (status = 503, description = "The node does not answer", body = Failure),
 ))]
 pub async fn status(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
+    call: Call,
     params: Result<Query<StatusParams>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
 ) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
     let Ok(Query(params)) = params else {
         return invalid("the only parameter is with_digest=true|false".into());
     };
     let request = deeb_proto::StatusRequest { with_digest: params.with_digest };
-    match api.status(call.request(request)).await {
+    match call.api.status(call.request(request)).await {
         Ok(response) => json(&status_of(response.into_inner())),
         Err(status) => failed(&status),
     }
@@ -390,13 +366,8 @@ pub struct RaftProgress {
     (status = 200, description = "This node's raft state and, on the leader, each member's progress", body = RaftProgress),
     (status = 503, description = "The node does not answer", body = Failure),
 ))]
-pub async fn raft_progress(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    headers: HeaderMap,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
-    let status = match api.status(call.request(deeb_proto::StatusRequest::default())).await {
+pub async fn raft_progress(call: Call) -> Response {
+    let status = match call.api.status(call.request(deeb_proto::StatusRequest::default())).await {
         Ok(response) => response.into_inner(),
         Err(status) => return failed(&status),
     };
@@ -426,24 +397,14 @@ pub async fn raft_progress(
         (status = 400, description = "Malformed or refused", body = Failure),
         (status = 503, description = "No leader, or a change in progress: retry", body = Failure),
     ))]
-pub async fn add_node(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
-    let request: AddNodeRequest = match parse(&body) {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+pub async fn add_node(call: Call, JsonBody(request): JsonBody<AddNodeRequest>) -> Response {
     let message = deeb_proto::AddNodeRequest {
         node_id: request.node_id,
         address: request.address,
         learner: request.learner,
         promote: request.promote,
     };
-    admin(api.add_node(call.request(message)).await)
+    admin(call.api.add_node(call.request(message)).await)
 }
 
 /// Removes a node from the cluster.
@@ -453,18 +414,8 @@ pub async fn add_node(
         (status = 400, description = "Malformed or refused", body = Failure),
         (status = 503, description = "No leader, or a change in progress: retry", body = Failure),
     ))]
-pub async fn remove_node(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
-    let request: RemoveNodeRequest = match parse(&body) {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    admin(api.remove_node(call.request(deeb_proto::RemoveNodeRequest { node_id: request.node_id })).await)
+pub async fn remove_node(call: Call, JsonBody(request): JsonBody<RemoveNodeRequest>) -> Response {
+    admin(call.api.remove_node(call.request(deeb_proto::RemoveNodeRequest { node_id: request.node_id })).await)
 }
 
 /// Hands leadership to another voter.
@@ -474,19 +425,9 @@ pub async fn remove_node(
         (status = 400, description = "Malformed or refused", body = Failure),
         (status = 503, description = "No leader, or a change in progress: retry", body = Failure),
     ))]
-pub async fn transfer_leader(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
-    let request: TransferLeaderRequest = match parse(&body) {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+pub async fn transfer_leader(call: Call, JsonBody(request): JsonBody<TransferLeaderRequest>) -> Response {
     let message = deeb_proto::TransferLeaderRequest { node_id: request.node_id };
-    admin(api.transfer_leader(call.request(message)).await)
+    admin(call.api.transfer_leader(call.request(message)).await)
 }
 
 fn admin(answer: Result<tonic::Response<deeb_proto::AdminResponse>, tonic::Status>) -> Response {
@@ -496,9 +437,16 @@ fn admin(answer: Result<tonic::Response<deeb_proto::AdminResponse>, tonic::Statu
     }
 }
 
-/// A JSON body, or the 400 that says what is wrong with it.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
-    serde_json::from_slice(body).map_err(|error| Box::new(invalid(format!("invalid JSON body: {error}"))))
+/// A JSON request body, parsed; malformed, the 400 that says why.
+pub struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<DeebService> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, api: &DeebService) -> Result<Self, Response> {
+        let body = Bytes::from_request(request, api).await.map_err(IntoResponse::into_response)?;
+        serde_json::from_slice(&body).map(JsonBody).map_err(|error| invalid(format!("invalid JSON body: {error}")))
+    }
 }
 
 fn statement_of(statement: Statement) -> Result<deeb_proto::Statement, String> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Call;
 use crate::api::DeebService;
-use crate::security::{ConnInfo, Permission};
+use crate::security::Permission;
 
 /// URL parameters, as given (`?pretty` is present with an empty value).
 type Params = HashMap<String, String>;
@@ -132,14 +132,8 @@ pub struct ReadParams_ {
         (status = 413, description = "Body over the limit"),
         (status = 503, description = "No leader or no quorum, or timed out: retry", body = String, content_type = "text/plain"),
     ))]
-pub async fn execute(
-    state: State<DeebService>,
-    conn: ConnectInfo<ConnInfo>,
-    (uri, params): (Uri, Query<Params>),
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    db(Endpoint::Execute, state, conn, (uri, params), headers, body).await
+pub async fn execute(call: Call, uri: Uri, Query(params): Query<Params>, body: Bytes) -> Response {
+    serve(Endpoint::Execute, call, (&uri, params), &body).await
 }
 
 /// Reads: the statement in `?q=` (`POST` for several, in a body); a write
@@ -153,14 +147,8 @@ pub async fn execute(
         (status = 413, description = "Body over the limit"),
         (status = 503, description = "Not available at this level now, or timed out: retry", body = String, content_type = "text/plain"),
     ))]
-pub async fn query(
-    state: State<DeebService>,
-    conn: ConnectInfo<ConnInfo>,
-    (uri, params): (Uri, Query<Params>),
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    db(Endpoint::Query, state, conn, (uri, params), headers, body).await
+pub async fn query(call: Call, uri: Uri, Query(params): Query<Params>, body: Bytes) -> Response {
+    serve(Endpoint::Query, call, (&uri, params), &body).await
 }
 
 /// Reads, as `GET /db/query` (`POST` for statements in a body).
@@ -174,14 +162,8 @@ pub async fn query(
         (status = 413, description = "Body over the limit"),
         (status = 503, description = "Not available at this level now, or timed out: retry", body = String, content_type = "text/plain"),
     ))]
-pub async fn query_post(
-    state: State<DeebService>,
-    conn: ConnectInfo<ConnInfo>,
-    (uri, params): (Uri, Query<Params>),
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    db(Endpoint::Query, state, conn, (uri, params), headers, body).await
+pub async fn query_post(call: Call, uri: Uri, Query(params): Query<Params>, body: Bytes) -> Response {
+    serve(Endpoint::Query, call, (&uri, params), &body).await
 }
 
 /// Reads and writes mixed, each run as what it is.
@@ -195,29 +177,11 @@ pub async fn query_post(
         (status = 413, description = "Body over the limit"),
         (status = 503, description = "No leader or no quorum, or timed out: retry", body = String, content_type = "text/plain"),
     ))]
-pub async fn request(
-    state: State<DeebService>,
-    conn: ConnectInfo<ConnInfo>,
-    (uri, params): (Uri, Query<Params>),
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    db(Endpoint::Request, state, conn, (uri, params), headers, body).await
+pub async fn request(call: Call, uri: Uri, Query(params): Query<Params>, body: Bytes) -> Response {
+    serve(Endpoint::Request, call, (&uri, params), &body).await
 }
 
-/// A `/db/*` request (see [`Endpoint`]).
-async fn db(
-    endpoint: Endpoint,
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    (uri, Query(params)): (Uri, Query<Params>),
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    serve(endpoint, Call { api: &api, conn, headers: &headers }, (&uri, params), &body).await
-}
-
-async fn serve(endpoint: Endpoint, call: Call<'_>, (uri, params): (&Uri, Params), body: &[u8]) -> Response {
+async fn serve(endpoint: Endpoint, call: Call, (uri, params): (&Uri, Params), body: &[u8]) -> Response {
     let started = Instant::now();
     let statements = match (endpoint, params.get("q")) {
         (Endpoint::Query, Some(sql)) if sql.trim().is_empty() => Err("empty query".to_owned()),
@@ -225,7 +189,7 @@ async fn serve(endpoint: Endpoint, call: Call<'_>, (uri, params): (&Uri, Params)
             Err("give the statement as ?q= or in the body, not both".into())
         }
         (Endpoint::Query, Some(sql)) => Ok(vec![plain(sql)]),
-        _ => parse_body(call.headers, body),
+        _ => parse_body(&call.headers, body),
     };
     let statements = match statements {
         Ok(statements) => statements,
@@ -268,13 +232,8 @@ async fn serve(endpoint: Endpoint, call: Call<'_>, (uri, params): (&Uri, Params)
     ),
     responses((status = 200, description = "By node id: `api_addr`, `addr`, `voter`, `reachable`, `leader`",
         body = serde_json::Value)))]
-pub async fn nodes(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
+pub async fn nodes(call: Call, Query(params): Query<Params>) -> Response {
+    let api = &call.api;
     let status = match call.status().await {
         Ok(status) => status,
         Err(failure) => return failure.into_response(),
@@ -283,7 +242,7 @@ pub async fn nodes(
     let nodes = status.members.iter().filter(|member| nonvoters || !member.learner).map(|member| {
         let node = json!({
             "id": member.node_id.to_string(),
-            "api_addr": api_address(&api, &member.http_address),
+            "api_addr": api_address(api, &member.http_address),
             "addr": member.address,
             "voter": !member.learner,
             "reachable": api.heard_within(member.node_id, REACHABLE_WITHIN),
@@ -305,13 +264,8 @@ pub async fn nodes(
     (status = 200, description = "`{\"leader\": {\"id\", \"addr\", \"api_addr\"}}`", body = serde_json::Value),
     (status = 503, description = "No leader known", body = String, content_type = "text/plain"),
 ))]
-pub async fn leader(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
+pub async fn leader(call: Call, Query(params): Query<Params>) -> Response {
+    let api = &call.api;
     let status = match call.status().await {
         Ok(status) => status,
         Err(failure) => return failure.into_response(),
@@ -322,7 +276,7 @@ pub async fn leader(
     let body = json!({ "leader": {
         "id": leader.node_id.to_string(),
         "addr": leader.address,
-        "api_addr": api_address(&api, &leader.http_address),
+        "api_addr": api_address(api, &leader.http_address),
     }});
     json_response(StatusCode::OK, &params, &body, status.node_id)
 }
@@ -342,12 +296,7 @@ pub async fn leader(
         (status = 503, description = "No quorum for the read barrier, or backups already running: retry", body = String,
             content_type = "text/plain"),
     ))]
-pub async fn backup(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn backup(call: Call, Query(params): Query<Params>) -> Response {
     if params.get("fmt").is_some_and(|format| format != "binary") || params.contains_key("compress") {
         return bad_request("deeb backs up as a SQLite file only (no fmt=sql, no compress) for now".into());
     }
@@ -356,9 +305,8 @@ pub async fn backup(
         None | Some("" | "weak" | "linearizable" | "strong" | "auto") => Consistency::Linearizable,
         Some(other) => return bad_request(format!("unknown level {other:?}")),
     };
-    let call = Call { api: &api, conn, headers: &headers };
     let request = call.request(BackupRequest { consistency: consistency as i32 });
-    let mut chunks = match api.backup(request).await {
+    let mut chunks = match call.api.backup(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Failure::of(&status).into_response(),
     };
@@ -392,12 +340,8 @@ pub async fn backup(
     (status = 200, description = "OpenMetrics text", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
 ))]
-pub async fn metrics(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    headers: HeaderMap,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
+pub async fn metrics(call: Call) -> Response {
+    let api = &call.api;
     match api.metrics_text(&call.request(())).await {
         Ok(text) => {
             let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -430,13 +374,8 @@ fn redirect(location: &str) -> Response {
 #[utoipa::path(get, path = "/status", operation_id = "rqlite_status", tag = "rqlite", responses(
     (status = 200, description = "`store` (node, leader, raft state, nodes), `node`, `build`", body = serde_json::Value),
 ))]
-pub async fn status(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
+pub async fn status(call: Call, Query(params): Query<Params>) -> Response {
+    let api = &call.api;
     let status = match call.status().await {
         Ok(status) => status,
         Err(failure) => return failure.into_response(),
@@ -462,7 +401,7 @@ pub async fn status(
                 "id": member.node_id.to_string(),
                 "addr": member.address,
                 "client_addr": member.client_address,
-                "api_addr": api_address(&api, &member.http_address),
+                "api_addr": api_address(api, &member.http_address),
                 "voter": !member.learner,
             })).collect::<Vec<_>>(),
         },
@@ -481,13 +420,8 @@ pub async fn status(
         (status = 200, description = "`[+]` lines, one per check", body = String, content_type = "text/plain"),
         (status = 503, description = "A `[-]` line says which check failed", body = String, content_type = "text/plain"),
     ))]
-pub async fn readyz(
-    State(api): State<DeebService>,
-    ConnectInfo(conn): ConnectInfo<ConnInfo>,
-    Query(params): Query<Params>,
-    headers: HeaderMap,
-) -> Response {
-    let call = Call { api: &api, conn, headers: &headers };
+pub async fn readyz(call: Call, Query(params): Query<Params>) -> Response {
+    let api = &call.api;
     let status = api.ready_status(&call.request(())).await.map_err(|status| Failure::of(&status));
     let status = match status {
         Ok(status) => status,
@@ -593,7 +527,7 @@ impl Failure {
     }
 }
 
-impl Call<'_> {
+impl Call {
     /// With `?redirect`: where the leader serves this request, or `None`
     /// if this node leads.
     async fn leader_location(&self, permission: Permission, uri: &Uri) -> Result<Option<String>, Failure> {
@@ -608,7 +542,7 @@ impl Call<'_> {
             return Err(Failure::Unavailable(format!("the HTTP address of leader {} is not known", leader.node_id)));
         }
         let path = uri.path_and_query().map_or("/", |path| path.as_str());
-        Ok(Some(format!("{}{path}", api_address(self.api, &leader.http_address))))
+        Ok(Some(format!("{}{path}", api_address(&self.api, &leader.http_address))))
     }
 
     async fn status(&self) -> Result<deeb_proto::StatusResponse, Failure> {
