@@ -469,14 +469,22 @@ async fn cluster_endpoints_name_the_leader() {
         (status == 200 && answer["leader"]["api_addr"] == json!(leader_url)).then_some(answer)
     })
     .await;
-    assert_eq!(answer["leader"]["id"], json!(leader.to_string()));
+    let leader_entry = json!({"id": leader.to_string(), "addr": cluster.peer_addr(leader), "api_addr": leader_url});
+    assert_eq!(answer, json!({ "leader": leader_entry }));
     let (status, nodes) = get_json(&at, "/nodes").await;
     assert_eq!(status, 200);
-    assert_eq!(nodes[leader.to_string()]["leader"], json!(true));
-    assert_eq!(nodes[follower.to_string()]["reachable"], json!(true), "itself");
-    assert_eq!(nodes[leader.to_string()]["api_addr"], json!(leader_url));
-    let (_, listed) = get_json(&at, "/nodes?ver=2").await;
-    assert_eq!(listed["nodes"].as_array().map(Vec::len), Some(3), "{listed}");
+    let entry = |id: u64, leads: bool| {
+        let url = format!("http://{}", cluster.http_addr(id));
+        let addr = cluster.peer_addr(id);
+        json!({"id": id.to_string(), "api_addr": url, "addr": addr, "voter": true, "reachable": true, "leader": leads})
+    };
+    // The follower hears the leader and is itself; the third node it may
+    // not have heard (followers do not talk to each other).
+    assert_eq!(nodes[leader.to_string()], entry(leader, true), "{nodes}");
+    assert_eq!(nodes[follower.to_string()], entry(follower, false), "{nodes}");
+    let (_, listed) = get_json(&cluster.http_addr(leader), "/nodes?ver=2").await;
+    let all: Vec<Json> = [1, 2, 3].into_iter().map(|id| entry(id, id == leader)).collect();
+    assert_eq!(listed, json!({ "nodes": all }), "the leader hears every member");
     // ?redirect: a follower answers with the leader's URL; the leader serves.
     let create = br#"["CREATE TABLE r (x)"]"#;
     let (status, head, _) = http(&at, "POST", "/db/execute?redirect&pretty", "application/json", create).await;
