@@ -404,8 +404,8 @@ impl DeebService {
         };
         let (dir, running) = &self.backups;
         let Ok(running) = running.clone().try_acquire_owned() else {
-            let error = ServerError::Invalid(format!("{BACKUPS_RUNNING_MAX} backups are running on this node already"));
-            return Err(Status::resource_exhausted(error.to_string()));
+            let message = format!("{BACKUPS_RUNNING_MAX} backups are running on this node already; retry later");
+            return Err(Status::resource_exhausted(message));
         };
         let reader = self.handle.read(consistency).await.map_err(to_status)?;
         let (chunks, stream) = mpsc::channel(BACKUP_CHUNKS_BUFFERED_MAX);
