@@ -280,6 +280,7 @@ fn peer_message_seeds() -> Seeds {
             from_address: "node-2:7000".into(),
             from_client_address: "node-2:7001".into(),
             from_http_address: String::new(),
+            relayed: Vec::new(),
             from_identity: 0x7e57,
             cluster_id: 0xc1,
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use deeb_core::NodeId;
 use deeb_proto::peer_client::PeerClient;
 use deeb_proto::peer_server::Peer;
-use deeb_proto::{RaftAck, RaftBatch, SnapshotAck, SnapshotChunk};
+use deeb_proto::{RaftAck, RaftBatch, RelayedAddresses, SnapshotAck, SnapshotChunk};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -27,7 +27,7 @@ use crate::snapshot;
 pub(crate) struct PeerSenders {
     me: NodeId,
     my_address: String,
-    my_client_addresses: Advertised,
+    addresses: ClientAddresses,
     my_identity: u64,
     cluster: ClusterId,
     loopback: mpsc::Sender<Input>,
@@ -45,11 +45,12 @@ struct PeerSender {
 
 impl PeerSenders {
     /// Senders for node `me`, whose peer listener other nodes reach at
-    /// `my_address` and clients its listeners at `my_client_addresses`, and whose
+    /// `my_address`, relaying the client `addresses` it knows (its own
+    /// included), and whose
     /// data directory is `my_identity`, in `cluster` (see `crate::identity`).
     pub(crate) fn new(
         me: NodeId,
-        (my_address, my_client_addresses): (String, Advertised),
+        (my_address, addresses): (String, ClientAddresses),
         (my_identity, cluster): (u64, ClusterId),
         loopback: mpsc::Sender<Input>,
         queue_max: usize,
@@ -60,7 +61,7 @@ impl PeerSenders {
         Self {
             me,
             my_address,
-            my_client_addresses,
+            addresses,
             my_identity,
             cluster,
             loopback,
@@ -113,7 +114,7 @@ impl PeerSenders {
         let task = SenderTask {
             me: self.me,
             my_address: self.my_address.clone(),
-            my_client_addresses: self.my_client_addresses.clone(),
+            addresses: self.addresses.clone(),
             my_identity: self.my_identity,
             cluster: self.cluster.clone(),
             to,
@@ -132,7 +133,7 @@ impl PeerSenders {
 struct SenderTask {
     me: NodeId,
     my_address: String,
-    my_client_addresses: Advertised,
+    addresses: ClientAddresses,
     my_identity: u64,
     cluster: ClusterId,
     to: NodeId,
@@ -157,14 +158,16 @@ impl SenderTask {
                 bytes += message.len();
                 messages.push(message);
             }
+            let mine = self.addresses.get(self.me.0).unwrap_or_default();
             let batch = RaftBatch {
                 from: self.me.0,
                 messages,
                 from_address: self.my_address.clone(),
-                from_client_address: self.my_client_addresses.client.clone(),
-                from_http_address: self.my_client_addresses.http.clone(),
+                from_client_address: mine.client,
+                from_http_address: mine.http,
                 from_identity: self.my_identity,
                 cluster_id: self.cluster.get(),
+                relayed: self.addresses.relayable(self.me.0, self.to.0),
             };
             if self.detach_faulty(&batch) {
                 continue;
@@ -238,10 +241,11 @@ pub struct Advertised {
     pub http: String,
 }
 
-/// Where clients reach each node, as heard from it over the peer link:
-/// every batch carries its sender's addresses. Soft state, so it takes no
-/// replicated record; a node knows its own from the start, the leader's
-/// from its first heartbeat (and the leader every member's from its acks).
+/// Where clients reach each node, as heard over the peer link: every batch
+/// carries its sender's addresses, and those of the nodes the sender heard
+/// from lately (relayed: a leader hears every member, so every node learns
+/// every member's). Soft state, so it takes no replicated record; a node
+/// knows its own from the start, the leader's from its first heartbeat.
 #[derive(Clone, Debug, Default)]
 pub struct ClientAddresses(Arc<Mutex<BTreeMap<u64, Heard>>>);
 
@@ -249,19 +253,34 @@ pub struct ClientAddresses(Arc<Mutex<BTreeMap<u64, Heard>>>);
 struct Heard {
     advertised: Advertised,
     at: std::time::Instant,
+    /// From the node itself (not relayed).
+    first_hand: bool,
 }
 
 impl ClientAddresses {
     /// Node `id` says it is reached at `advertised` (an empty client
     /// address says nothing).
     pub fn note(&self, id: u64, advertised: Advertised) {
-        let mut known = self.0.lock().expect("client addresses lock");
+        self.insert(id, advertised, true);
+    }
+
+    /// Another node says `id` is reached at `advertised`: believed unless
+    /// `id` itself said otherwise lately.
+    fn note_relayed(&self, id: u64, advertised: Advertised) {
+        self.insert(id, advertised, false);
+    }
+
+    fn insert(&self, id: u64, advertised: Advertised, first_hand: bool) {
         if advertised.client.is_empty() {
             return;
         }
-        let heard = Heard { advertised, at: std::time::Instant::now() };
+        let mut known = self.0.lock().expect("client addresses lock");
+        let fresh_first_hand = |heard: &Heard| heard.first_hand && heard.at.elapsed() < RELAYED_TRUSTED_AFTER;
+        if !first_hand && known.get(&id).is_some_and(fresh_first_hand) {
+            return;
+        }
         if known.len() < CLIENT_ADDRESSES_MAX || known.contains_key(&id) {
-            known.insert(id, heard);
+            known.insert(id, Heard { advertised, at: std::time::Instant::now(), first_hand });
         }
     }
 
@@ -270,11 +289,36 @@ impl ClientAddresses {
         self.0.lock().expect("client addresses lock").get(&id).map(|heard| heard.advertised.clone())
     }
 
-    /// Whether node `id` was heard within `within`.
+    /// Whether node `id` itself was heard within `within`.
     pub fn heard_within(&self, id: u64, within: std::time::Duration) -> bool {
-        self.0.lock().expect("client addresses lock").get(&id).is_some_and(|heard| heard.at.elapsed() < within)
+        let known = self.0.lock().expect("client addresses lock");
+        known.get(&id).is_some_and(|heard| heard.first_hand && heard.at.elapsed() < within)
+    }
+
+    /// What `me` relays to `to`: the other nodes it heard from themselves
+    /// lately (its own go in the batch's `from_*` fields).
+    fn relayable(&self, me: u64, to: u64) -> Vec<RelayedAddresses> {
+        let known = self.0.lock().expect("client addresses lock");
+        let recent = |(id, heard): &(&u64, &Heard)| {
+            ![me, to].contains(*id) && heard.first_hand && heard.at.elapsed() < RELAYED_TRUSTED_AFTER
+        };
+        known
+            .iter()
+            .filter(recent)
+            .take(RELAYED_MAX)
+            .map(|(id, heard)| RelayedAddresses {
+                node_id: *id,
+                client_address: heard.advertised.client.clone(),
+                http_address: heard.advertised.http.clone(),
+            })
+            .collect()
     }
 }
+
+/// A relayed address gives way to what the node itself said this recently.
+const RELAYED_TRUSTED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// Addresses relayed in one batch at most.
+const RELAYED_MAX: usize = 64;
 
 /// Bound on the nodes whose client addresses a node keeps.
 const CLIENT_ADDRESSES_MAX: usize = 1024;
@@ -312,6 +356,10 @@ impl Peer for PeerService {
             self.identities.admit(batch.from, batch.from_identity).map_err(Status::permission_denied)?;
             let advertised = Advertised { client: batch.from_client_address, http: batch.from_http_address };
             self.client_addresses.note(batch.from, advertised);
+            for relayed in batch.relayed.into_iter().take(RELAYED_MAX).filter(|relayed| relayed.node_id != batch.from) {
+                let advertised = Advertised { client: relayed.client_address, http: relayed.http_address };
+                self.client_addresses.note_relayed(relayed.node_id, advertised);
+            }
             self.metrics.peer_received(batch.from, batch.messages.iter().map(Vec::len).sum());
             let input =
                 Input::Peer { from: NodeId(batch.from), from_address: batch.from_address, messages: batch.messages };

@@ -92,10 +92,12 @@ pub async fn run_node<D: Disk + 'static>(
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let (server_failed, mut server_failure) = oneshot::channel::<String>();
     let shutting_down = ShuttingDown::default();
+    let client_addresses = ClientAddresses::default();
+    client_addresses.note(config.id().0, config.advertised());
     let server = tokio::spawn(serve_grpc(
         config.clone(),
         (security.clone(), (peer_identities, cluster.clone())),
-        (handle.clone(), metrics.clone()),
+        (handle.clone(), metrics.clone(), client_addresses.clone()),
         shutting_down.clone(),
         inputs.clone(),
         server_stopped,
@@ -104,7 +106,7 @@ pub async fn run_node<D: Disk + 'static>(
     if config.join.is_some() {
         tokio::spawn(join_in_background(config.clone(), security.clone(), handle.clone()));
     }
-    let addresses = (config.advertise.clone(), config.advertised());
+    let addresses = (config.advertise.clone(), client_addresses);
     let credentials = (identity, cluster.clone());
     let sending = (security, metrics.clone());
     let mut peers = PeerSenders::new(config.id(), addresses, credentials, inputs.clone(), PEER_QUEUE_MAX, sending);
@@ -138,7 +140,7 @@ pub async fn run_node<D: Disk + 'static>(
 async fn serve_grpc(
     config: ServeConfig,
     (security, peer_checks): (Arc<Security>, (PeerIdentities, ClusterId)),
-    (handle, metrics): (NodeHandle, Metrics),
+    (handle, metrics, client_addresses): (NodeHandle, Metrics, ClientAddresses),
     shutting_down: ShuttingDown,
     inputs: mpsc::Sender<Input>,
     stop: oneshot::Receiver<()>,
@@ -146,8 +148,6 @@ async fn serve_grpc(
 ) {
     let limits = &config.core.limits;
     let timeouts = QueryTimeouts { default: config.statement_timeout, max: config.statement_timeout_max };
-    let client_addresses = ClientAddresses::default();
-    client_addresses.note(config.id().0, config.advertised());
     let (rows_max, bytes_max) = (limits.query_chunk_rows_max, limits.query_chunk_bytes_max);
     let api = DeebService::new(
         handle,

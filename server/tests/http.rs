@@ -478,10 +478,20 @@ async fn cluster_endpoints_name_the_leader() {
         let addr = cluster.peer_addr(id);
         json!({"id": id.to_string(), "api_addr": url, "addr": addr, "voter": true, "reachable": true, "leader": leads})
     };
-    // The follower hears the leader and is itself; the third node it may
-    // not have heard (followers do not talk to each other).
+    // The follower hears the leader and is itself; the third node's
+    // addresses it knows from the leader, who relays them, but it does not
+    // hear that node itself (followers do not talk to each other).
     assert_eq!(nodes[leader.to_string()], entry(leader, true), "{nodes}");
     assert_eq!(nodes[follower.to_string()], entry(follower, false), "{nodes}");
+    let third = [1, 2, 3].into_iter().find(|id| ![leader, follower].contains(id)).expect("a third node");
+    let mut relayed = entry(third, false);
+    relayed["reachable"] = json!(false);
+    let nodes = wait_for(Duration::from_secs(10), "the third node's addresses relayed", || async {
+        let (_, nodes) = get_json(&at, "/nodes").await;
+        (nodes[third.to_string()] == relayed).then_some(nodes)
+    })
+    .await;
+    assert_eq!(nodes.as_object().map(serde_json::Map::len), Some(3), "{nodes}");
     let (_, listed) = get_json(&cluster.http_addr(leader), "/nodes?ver=2").await;
     let all: Vec<Json> = [1, 2, 3].into_iter().map(|id| entry(id, id == leader)).collect();
     assert_eq!(listed, json!({ "nodes": all }), "the leader hears every member");
