@@ -396,3 +396,31 @@ pub(crate) const PEER_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(client: &str) -> Advertised {
+        Advertised { client: client.into(), http: format!("http-{client}") }
+    }
+
+    #[test]
+    fn relayed_addresses_fill_in_but_never_override_a_nodes_own_word() {
+        let known = ClientAddresses::default();
+        known.note(1, at("me"));
+        known.note(2, at("leader"));
+        known.note_relayed(3, at("third, relayed"));
+        known.note_relayed(2, at("stale, relayed"));
+        known.note_relayed(3, at(""));
+        assert_eq!(known.get(2), Some(at("leader")), "the leader's own word stands");
+        assert_eq!(known.get(3), Some(at("third, relayed")), "filled in; an empty one says nothing");
+        assert!(known.heard_within(2, Duration::from_secs(5)));
+        assert!(!known.heard_within(3, Duration::from_secs(5)), "relayed is not heard");
+        known.note(3, at("third"));
+        assert_eq!(known.get(3), Some(at("third")), "its own word replaces a relayed one");
+        // Node 1 relays to 2 what it heard first-hand, but not 2's own or its own.
+        let relayed: Vec<u64> = known.relayable(1, 2).iter().map(|relayed| relayed.node_id).collect();
+        assert_eq!(relayed, vec![3]);
+    }
+}
