@@ -32,11 +32,13 @@ pub async fn run(client: &ClientArgs, out: &Path, consistency: BackupConsistency
         BackupConsistency::Linearizable => Consistency::Linearizable,
         BackupConsistency::Stale => Consistency::Stale,
     };
-    let request = BackupRequest { consistency: consistency as i32 };
-    let mut stream = connected.backup(request).await.map_err(|error| commands::describe_error(&error))?;
+    // The file first: a path that cannot be written fails before the node
+    // copies the database.
     let partial = partial_path(out);
     let mut file = std::fs::File::create(&partial).map_err(|error| format!("{}: {error}", partial.display()))?;
+    let request = BackupRequest { consistency: consistency as i32 };
     let result = async {
+        let mut stream = connected.backup(request).await.map_err(|error| commands::describe_error(&error))?;
         let (mut header, mut written, mut crc32c) = (None, 0_u64, 0_u32);
         let mut progress = Progress::new();
         while let Some(chunk) = stream.message().await.map_err(|status| status.message().to_owned())? {
