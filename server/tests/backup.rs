@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_for, wait_with_peak_rss, Cluster};
+use common::{peak_rss_kib, wait_for, wait_with_peak_rss, Cluster};
 use deeb_client::Options;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -165,11 +165,7 @@ async fn a_large_backup_streams_in_flat_memory() {
     let index = cluster.status(leader).await.expect("status").commit_index;
     cluster.wait_applied(follower, index).await;
     let pid = cluster.children[&follower].id();
-    let server_peak = || {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        let line = text.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM").to_owned();
-        line.split_whitespace().nth(1).and_then(|kib| kib.parse::<i64>().ok()).expect("kB")
-    };
+    let server_peak = || peak_rss_kib(pid).expect("the serving node's VmHWM");
     let before = server_peak();
     let dir = tempfile::tempdir().expect("dir");
     let out = dir.path().join("big.db");

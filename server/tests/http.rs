@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, Cluster};
+use common::{peak_rss_kib, wait_for, Cluster};
 use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -364,7 +364,7 @@ async fn native_api_mirrors_grpc() {
 }
 
 /// The most a node's peak RSS may grow while it streams a 100 MB result.
-const GROWTH_KIB_MAX: u64 = 40 * 1024;
+const GROWTH_KIB_MAX: i64 = 40 * 1024;
 
 /// A 100,000-row, 100 MB result streams through the native endpoint while
 /// the serving node's peak memory stays flat, and the node serves on.
@@ -374,11 +374,7 @@ async fn native_query_streams_a_large_result_in_flat_memory() {
     let leader = cluster.wait_leader(&[1, 2, 3]).await;
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
     let pid = cluster.children[&follower].id();
-    let peak = || {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        let line = text.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM").to_owned();
-        line.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()).expect("kB")
-    };
+    let peak = || peak_rss_kib(pid).expect("the serving node's VmHWM");
     let before = peak();
     let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) \
                SELECT x, printf('%.1000c', 'y') AS pad FROM c";

@@ -328,21 +328,23 @@ pub fn text_of(value: &Value) -> String {
     }
 }
 
+/// Process `pid`'s peak RSS so far in KiB (`VmHWM`), if it is running.
+pub fn peak_rss_kib(pid: u32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Waits for `child` and returns its exit code and its own peak RSS in KiB:
 /// the largest `VmHWM` of its process image, polled until it exits. (Not
 /// `wait4`'s `ru_maxrss`: Linux carries into it the peak of the image the
 /// child replaced, which for a child spawned with a shared address space is
 /// this whole test process.)
 pub fn wait_with_peak_rss(mut child: std::process::Child) -> (i32, i64) {
-    let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
-        let high_water = std::fs::read_to_string(&status_file).ok().and_then(|text| {
-            let line = text.lines().find(|line| line.starts_with("VmHWM:"))?.to_owned();
-            line.split_whitespace().nth(1)?.parse::<i64>().ok()
-        });
-        peak_kib = peak_kib.max(high_water.unwrap_or(0));
+        peak_kib = peak_kib.max(peak_rss_kib(child.id()).unwrap_or(0));
         if let Some(status) = child.try_wait().expect("try_wait") {
             return (status.code().unwrap_or(-1), peak_kib);
         }
