@@ -204,6 +204,11 @@ mutations! {
     /// synced before the log is compacted past it, so a crash can leave
     /// the old database under a log that no longer has what it lacks.
     snapshot_install_unsynced,
+    /// Compact the log to a snapshot without first making the state
+    /// machine durable through it (no checkpoint after taking it, the
+    /// durable mark ignored): a crash can then leave the database, whose
+    /// commits are not synced, behind the log's first entry.
+    compact_before_durable,
     /// Bound stale reads by the last leader contact, not by a read index
     /// the node has applied: a node that hears a leader but lags (or a
     /// leader deposed without knowing) serves data older than the bound.

@@ -46,6 +46,11 @@ pub struct TakenSnapshot {
     pub applied: Applied,
     /// The encoded raft configuration as of `applied`, if any was applied.
     pub conf_state: Option<Vec<u8>>,
+    /// The state machine itself was durable through `applied` when the
+    /// taker returned, so the log may be compacted to it. (Commits need
+    /// not be synced one by one: the log is the durable record. But a
+    /// crash must never leave the database behind the log's start.)
+    pub durable: bool,
 }
 
 /// The replicated database, as the node drives it. Errors of type
@@ -148,6 +153,6 @@ pub trait StateMachine {
     fn snapshot_taker(&self) -> Result<Self::Snapshots, SqlError>;
 
     /// Replaces the whole state with the snapshot at `src`, atomically: if
-    /// it fails, the old state is intact.
+    /// it fails, the old state is intact. Durable when it returns.
     fn install_snapshot(&mut self, src: &Path) -> Result<Applied, SqlError>;
 }

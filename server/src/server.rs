@@ -378,14 +378,14 @@ async fn join(config: &ServeConfig, security: &Security, handle: &NodeHandle) ->
         tracing::info!("already a member; not joining again");
         return Ok(());
     }
-    add_self(config, security, &address, Step::AddLearner).await.map_err(join_error)?;
+    add_self(config, security, handle, &address, Step::AddLearner).await.map_err(join_error)?;
     tracing::info!(via = %address, "joined as learner");
     if config.join_as_learner {
         return Ok(());
     }
     wait_caught_up(security, handle, &address).await.map_err(join_error)?;
     // Refused if we were removed while catching up: then we stay out.
-    add_self(config, security, &address, Step::Promote).await.map_err(join_error)?;
+    add_self(config, security, handle, &address, Step::Promote).await.map_err(join_error)?;
     tracing::info!(via = %address, "promoted to voter");
     Ok(())
 }
@@ -397,7 +397,13 @@ enum Step {
     Promote,
 }
 
-async fn add_self(config: &ServeConfig, security: &Security, address: &str, step: Step) -> Result<(), String> {
+async fn add_self(
+    config: &ServeConfig,
+    security: &Security,
+    handle: &NodeHandle,
+    address: &str,
+    step: Step,
+) -> Result<(), String> {
     let request = AddNodeRequest {
         node_id: config.id().0,
         address: config.advertise.clone(),
@@ -418,6 +424,28 @@ async fn add_self(config: &ServeConfig, security: &Security, address: &str, step
             Err(status) => tracing::debug!(error = %status.message(), "join attempt failed; retrying"),
         }
         tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+        if step == Step::AddLearner && added_before(config, handle).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// Before asking again to be added: true if an earlier attempt (whose
+/// answer was lost) added this node, which now holds itself as a member.
+///
+/// # Errors
+/// This node was added and then removed (an operator removed it while it
+/// joined): asking again would undo the removal, so it stays out.
+async fn added_before(config: &ServeConfig, handle: &NodeHandle) -> Result<bool, String> {
+    let status = handle.status().await.map_err(|error| error.to_string())?;
+    if status.members.iter().any(|member| member.id == config.id()) {
+        return Ok(true);
+    }
+    // A joiner's log stays empty until it is in the configuration: the
+    // leader replicates only to members.
+    match status.applied_index.0 > 0 {
+        true => Err("removed from the cluster while joining; not asking to be added again".to_owned()),
+        false => Ok(false),
     }
 }
 

@@ -236,8 +236,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         };
         membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
-        let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata())?;
         let applied = sm.applied();
+        let snapshots = Snapshots::open(&data_dir.join("snapshots"), log.snapshot_metadata(), applied.index)?;
         let raft_config = raft_config(&config, applied.index);
         let raw = RawNode::new(&raft_config, log, &logger::raft_logger(config.id))?;
         let match_index_only = config.mutations.match_index_only();
@@ -767,8 +767,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if let Some(hard_state) = hard_state.as_ref().filter(|_| !hard_state_first) {
             store.set_hard_state(hard_state)?;
         }
-        let must_sync = ready.must_sync() || !ready.entries().is_empty() || ready.hs().is_some();
-        match (must_sync, skip_sync, defer_sync) {
+        // Raft's rule: entries, a snapshot, or a new term or vote. A hard
+        // state whose commit index alone moved is written but not synced
+        // (a crash can only lower it; the database's applied index, and
+        // the leader, bring it back), so a write costs one sync per node.
+        match (ready.must_sync(), skip_sync, defer_sync) {
             (false, _, _) | (true, true, _) => {}
             (true, false, true) => self.sync_owed = true,
             (true, false, false) => store.sync()?,

@@ -258,6 +258,10 @@ pub(super) struct Snapshots {
     /// The host is taking a snapshot (`Output::TakeSnapshot`); compact to
     /// it at once when it comes back if it was a refresh.
     taking: Option<Taking>,
+    /// The state machine is durable through this entry (its commits are
+    /// not synced one by one): the log is never compacted past it, or a
+    /// crash could leave the database behind the log's first entry.
+    pub(super) durable_through: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -268,7 +272,8 @@ struct Taking {
 impl Snapshots {
     /// Keeps the snapshot matching the log's compaction point and removes
     /// every other file (older snapshots, half-received ones).
-    pub(super) fn open(dir: &Path, metadata: &SnapshotMetadata) -> std::io::Result<Self> {
+    /// `durable_through`: what the state machine holds durably at open.
+    pub(super) fn open(dir: &Path, metadata: &SnapshotMetadata, durable_through: u64) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let keep = file_name(metadata.index, metadata.term);
         let mut files = BTreeMap::new();
@@ -289,6 +294,7 @@ impl Snapshots {
             next_removed: 0,
             refresh_requested: false,
             taking: None,
+            durable_through,
         })
     }
 }
@@ -406,6 +412,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 applied.index, applied.term, metadata.index, metadata.term
             )));
         }
+        self.snapshots.durable_through = metadata.index;
         self.raw.mut_store().apply_snapshot(&metadata)?;
         self.writes.settle_not_ours(metadata.index, &mut self.outputs)?;
         let conf_state = metadata.get_conf_state().clone();
@@ -484,7 +491,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn adopt_taken(&mut self, taking: Taking, taken: SnapshotTaken) -> Result<(), Fatal> {
         let (taken, summary) = taken.result.map_err(|error| Fatal::Snapshot(format!("taking a snapshot: {error}")))?;
         let dest = self.snapshots.dir.join(TAKING_FILE);
-        let TakenSnapshot { applied, conf_state } = taken;
+        let TakenSnapshot { applied, conf_state, durable } = taken;
+        if durable {
+            self.snapshots.durable_through = self.snapshots.durable_through.max(applied.index);
+        }
         let compacted = self.raw.store().snapshot_metadata().index;
         if applied.index <= compacted || self.snapshots.files.contains_key(&applied.index) {
             // A snapshot installed meanwhile (or an equal one) is newer.
@@ -511,8 +521,13 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         // Never past what this node has applied: a snapshot taken while
         // entries were away being applied can already hold them (its read
         // transaction saw the worker's commits), but raft and the node have
-        // not applied them yet (simulator seed 40005690).
-        let limit = limit.min(self.applied().index);
+        // not applied them yet (simulator seed 40005690). Nor past what the
+        // state machine holds durably.
+        let durable = match self.config.mutations.compact_before_durable() {
+            true => u64::MAX,
+            false => self.snapshots.durable_through,
+        };
+        let limit = limit.min(self.applied().index).min(durable);
         let Some((_, held)) = self.snapshots.files.range(..=limit).next_back() else { return Ok(()) };
         let (index, term) = (held.file.index, held.file.term);
         if index <= self.raw.store().snapshot_metadata().index {

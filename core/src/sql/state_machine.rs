@@ -168,17 +168,37 @@ pub fn file_digest(path: &Path) -> Result<(u64, u64), SqlError> {
 #[derive(Debug)]
 pub struct SqliteSnapshotTaker {
     path: PathBuf,
+    /// Mutant `compact_before_durable` only: no checkpoint after the copy.
+    skip_checkpoint: bool,
 }
 
 impl crate::state_machine::SnapshotTaker for SqliteSnapshotTaker {
     fn take(self, dest: &Path) -> Result<crate::state_machine::TakenSnapshot, SqlError> {
-        take_snapshot(&self.path, dest)
+        take_snapshot(&self.path, dest, !self.skip_checkpoint)
     }
 }
 
+/// Copies the WAL's committed pages into the database file on `conn`,
+/// syncing the WAL before and the database after (`synchronous=FULL` for
+/// this connection). True if every page was copied: everything committed
+/// before the call is then durable. `mode` is `PASSIVE` (never waits; a
+/// reader can hold pages back) or `TRUNCATE` (waits for readers).
+fn checkpoint(conn: &Connection, mode: &str) -> Result<bool, SqlError> {
+    conn.execute_batch("PRAGMA synchronous=FULL")?;
+    let (busy, frames, copied): (i64, i64, i64) =
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(busy == 0 && frames == copied)
+}
+
 /// `VACUUM INTO dest` from one read transaction on the database at
-/// `path` (writes go on meanwhile), fsynced; what the copy holds.
-fn take_snapshot(path: &Path, dest: &Path) -> Result<crate::state_machine::TakenSnapshot, SqlError> {
+/// `path` (writes go on meanwhile), fsynced; what the copy holds. Then a
+/// checkpoint of the database itself, which says whether the database is
+/// durable through the copy's entry (the log may be compacted to it).
+fn take_snapshot(
+    path: &Path,
+    dest: &Path,
+    checkpoint_after: bool,
+) -> Result<crate::state_machine::TakenSnapshot, SqlError> {
     let dest_str =
         dest.to_str().ok_or_else(|| SqlError::Other(format!("snapshot path is not UTF-8: {}", dest.display())))?;
     if dest.exists() {
@@ -196,7 +216,8 @@ fn take_snapshot(path: &Path, dest: &Path) -> Result<crate::state_machine::Taken
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir).and_then(|f| f.sync_all()).map_err(io_err)?;
     }
-    Ok(crate::state_machine::TakenSnapshot { applied, conf_state })
+    let durable = checkpoint_after && checkpoint(&Connection::open(path)?, "PASSIVE")?;
+    Ok(crate::state_machine::TakenSnapshot { applied, conf_state, durable })
 }
 
 /// Writes the applied index and term into `_deeb_meta`.
@@ -221,16 +242,25 @@ fn batch_seed(seed: u64, index: u64) -> u64 {
 }
 
 impl SqliteStateMachine {
-    /// Opens or creates the database at `path` (WAL, synchronous=FULL) and
-    /// its internal tables. `seed` makes SQLite's PRNG reproducible.
+    /// Opens or creates the database at `path` and its internal tables.
+    /// `seed` makes SQLite's PRNG reproducible.
+    ///
+    /// Commits are not synced (WAL, `synchronous=NORMAL`): the raft log is
+    /// the durable record and the applied index commits with each entry, so
+    /// a crash replays what the database lost. What was applied before
+    /// `open` is made durable here (a full checkpoint, synced), and later
+    /// by [`checkpoint`] before the log is compacted past it.
     pub fn open(path: &Path, seed: u64) -> Result<Self, SqlError> {
         let writer = Connection::open(path)?;
         let mode: String = writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(SqlError::Other(format!("could not enable WAL (journal_mode={mode})")));
         }
-        writer.execute_batch("PRAGMA synchronous=FULL")?;
         writer.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}{}COMMIT;", requests::SCHEMA))?;
+        if !checkpoint(&writer, "TRUNCATE")? {
+            return Err(SqlError::Other("could not checkpoint the database at open".to_owned()));
+        }
+        writer.execute_batch("PRAGMA synchronous=NORMAL")?;
         let applied = read_applied(&writer)?;
         let random = BatchRandom::install(&writer)?;
         Ok(SqliteStateMachine {
@@ -747,12 +777,12 @@ impl SqliteStateMachine {
     /// returns the point it reflects (read from the copy). An existing file
     /// at `dest` is replaced.
     pub fn create_snapshot(&self, dest: &Path) -> Result<Applied, SqlError> {
-        Ok(take_snapshot(&self.path, dest)?.applied)
+        Ok(take_snapshot(&self.path, dest, true)?.applied)
     }
 
     /// A taker of snapshots of this database that needs nothing of `self`.
     pub fn snapshot_taker(&self) -> SqliteSnapshotTaker {
-        SqliteSnapshotTaker { path: self.path.clone() }
+        SqliteSnapshotTaker { path: self.path.clone(), skip_checkpoint: self.mutations.compact_before_durable() }
     }
 
     /// Replaces the whole database with the snapshot file at `src`,
@@ -767,10 +797,9 @@ impl SqliteStateMachine {
             return Err(SqlError::Other(format!("snapshot fails integrity check: {check}")));
         }
         read_applied(&source)?;
+        // Synced as it commits: the log is compacted to it at once.
         let unsynced = self.mutations.snapshot_install_unsynced();
-        if unsynced {
-            self.writer.execute_batch("PRAGMA synchronous=OFF")?;
-        }
+        self.writer.execute_batch(if unsynced { "PRAGMA synchronous=OFF" } else { "PRAGMA synchronous=FULL" })?;
         {
             let backup = Backup::new(&source, &mut self.writer)?;
             match backup.step(-1)? {
@@ -778,9 +807,7 @@ impl SqliteStateMachine {
                 other => return Err(SqlError::Other(format!("snapshot install incomplete: {other:?}"))),
             }
         }
-        if unsynced {
-            self.writer.execute_batch("PRAGMA synchronous=FULL")?;
-        }
+        self.writer.execute_batch("PRAGMA synchronous=NORMAL")?;
         let mode: String = self.writer.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             self.writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;

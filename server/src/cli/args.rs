@@ -315,26 +315,70 @@ pub struct DevArgs {
 /// `deeb bench` flags.
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
+    /// `--addr` may list several nodes, comma-separated; with one deeb
+    /// node, the clients spread over every member of its cluster.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Concurrent clients.
+    /// Concurrent clients, each with a connection of its own.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// How long to run, e.g. 10s.
+    /// How long to measure, e.g. 10s (after the warm-up).
     #[arg(long, value_parser = duration_arg, default_value = "10s")]
     pub duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, value_parser = duration_arg, default_value = "2s")]
+    pub warmup: Duration,
     /// What each client does.
     #[arg(long, value_enum, default_value_t = BenchMode::Write)]
     pub mode: BenchMode,
+    /// The reads' consistency.
+    #[arg(long, value_enum, default_value_t = BenchConsistency::Linearizable)]
+    pub consistency: BenchConsistency,
+    /// With --mode mixed: the share of writes, in percent.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub write_percent: u8,
+    /// Bytes in each written value.
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+    /// Distinct keys written and read (chosen at random).
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Connect to the given node only, not to every member.
+    #[arg(long)]
+    pub one_node: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The system under test: deeb, or an etcd cluster (`--addr` lists
+    /// its members' client URLs) for comparison.
+    #[arg(long, value_enum, default_value_t = BenchTarget::Deeb)]
+    pub target: BenchTarget,
 }
 
 /// What `deeb bench` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BenchMode {
-    /// Single-row INSERTs.
+    /// Upserts of one key each.
     Write,
-    /// Linearizable point reads.
+    /// Point reads.
     Read,
+    /// Writes and reads, --write-percent of them writes.
+    Mixed,
+}
+
+/// The consistency of `deeb bench`'s reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchConsistency {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+/// The system `deeb bench` drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchTarget {
+    Deeb,
+    Etcd,
 }
 
 impl ServeArgs {

@@ -171,6 +171,15 @@ impl Cluster {
 
     /// Live members, for convergence checks (a node with a rotted log
     /// stays down).
+    /// Every running node with a sound log, member or not: where to look
+    /// for the leader after the heal. A node whose removal the simulator
+    /// saw succeed can be back in the configuration (a joiner removed
+    /// before it heard it was added, whose retried join added it again:
+    /// seed 50016715), and may lead.
+    pub fn live_nodes(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|node| node.running && !self.rotted.contains(&node.id)).map(|node| node.id).collect()
+    }
+
     pub fn live_members(&self) -> Vec<u64> {
         self.members.iter().copied().filter(|&id| self.node(id).running && !self.rotted.contains(&id)).collect()
     }

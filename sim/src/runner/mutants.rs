@@ -37,6 +37,9 @@ pub enum Mutant {
     /// A received snapshot is installed without syncing it before the log
     /// is compacted past it.
     SnapshotInstallUnsynced,
+    /// The log compacted to a snapshot before the state machine (whose
+    /// commits are not synced) is durable through it.
+    CompactBeforeDurable,
     /// Bounded-stale reads bounded by the last leader contact instead of
     /// a read index the node applied (what the bound meant before).
     StaleBoundOnLeaderContact,
@@ -55,7 +58,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// The mutants `mutants` and `ci` require to be caught.
-    pub const ALL: [Mutant; 18] = [
+    pub const ALL: [Mutant; 19] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -70,6 +73,7 @@ impl Mutant {
         Mutant::HardStateBeforeEntries,
         Mutant::AppliedIndexOutsideBatch,
         Mutant::SnapshotInstallUnsynced,
+        Mutant::CompactBeforeDurable,
         Mutant::StaleBoundOnLeaderContact,
         Mutant::KeepStaleSuffix,
         Mutant::LeaseBeyondClockBound,
@@ -96,6 +100,7 @@ impl Mutant {
             Mutant::HardStateBeforeEntries => "hard-state-before-entries",
             Mutant::AppliedIndexOutsideBatch => "applied-index-outside-batch",
             Mutant::SnapshotInstallUnsynced => "snapshot-install-unsynced",
+            Mutant::CompactBeforeDurable => "compact-before-durable",
             Mutant::StaleBoundOnLeaderContact => "stale-bound-on-leader-contact",
             Mutant::KeepStaleSuffix => "keep-stale-suffix",
             Mutant::BareReadContexts => "bare-read-contexts",
@@ -136,6 +141,7 @@ impl Mutant {
             Mutant::HardStateBeforeEntries => mutations.hard_state_before_entries = true,
             Mutant::AppliedIndexOutsideBatch => mutations.applied_index_outside_batch = true,
             Mutant::SnapshotInstallUnsynced => mutations.snapshot_install_unsynced = true,
+            Mutant::CompactBeforeDurable => mutations.compact_before_durable = true,
             Mutant::StaleBoundOnLeaderContact => mutations.stale_bound_on_leader_contact = true,
             Mutant::KeepStaleSuffix => mutations.keep_stale_suffix = true,
             Mutant::BareReadContexts => mutations.bare_read_contexts = true,

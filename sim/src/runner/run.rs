@@ -215,7 +215,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     // (wait_for_leader measures from its own start: on the recorder's clock
     // the leader was seen that long after the heal.)
     let leader_seen =
-        client_node.spawn(wait_for_leader(cluster.live_members())).await.ok().flatten().map(|after| healed + after);
+        client_node.spawn(wait_for_leader(cluster.live_nodes())).await.ok().flatten().map(|after| healed + after);
     // The workload runs on for 2 s, and longer (bounded) until it has had
     // a known outcome for a write and a read invoked after the leader was
     // seen (what the progress check requires).
@@ -237,7 +237,7 @@ async fn simulate(options: RunOptions, swarm: Swarm, directory: std::path::PathB
     }
     // An admin call that timed out may still have changed the membership:
     // the leader's list is the truth.
-    let candidates = cluster.live_members();
+    let candidates = cluster.live_nodes();
     if let Some(members) = client_node.spawn(leader_members(candidates)).await.ok().flatten() {
         cluster.adopt_members(&members);
     }

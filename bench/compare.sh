@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# deeb beside etcd, on this machine, in one run (issue 15).
+#
+# Starts a 3-node deeb (release build, `deeb serve` processes) and a
+# 3-member etcd (Debian's etcd-server: `apt-get install etcd-server
+# etcd-client`), both on loopback with their data on the same disk, and
+# drives each with the same closed-loop load (`deeb bench`; `--target etcd`
+# speaks etcd's KV API): one connection per client spread over the three
+# nodes, 100-byte values, 1000 keys. Prints, per workload, both systems'
+# throughput and p50 and their ratio; then leader kill -9 to the next
+# write acknowledged through a follower (median of KILL_TRIALS), every
+# server process's peak RSS, and the machine's load.
+#
+# Needs python3 (for the table). Knobs: DURATION (default 10s), WARMUP
+# (2s), KILL_TRIALS (5), DIR (where data goes; default under /var/tmp, a
+# disk, not tmpfs), BASE_PORT (17001).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+KILL_TRIALS=${KILL_TRIALS:-5}
+BASE_PORT=${BASE_PORT:-17001}
+command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
+    { echo "etcd is not installed: apt-get install etcd-server etcd-client" >&2; exit 1; }
+cargo build --release -p deeb-server --quiet
+BIN=$PWD/target/release/deeb
+DIR=${DIR:-$(mktemp -d /var/tmp/deeb-compare.XXXXXX)}
+mkdir -p "$DIR"
+RESULTS=$DIR/results.jsonl
+: >"$RESULTS"
+
+deeb_client() { echo "127.0.0.1:$((BASE_PORT + $1 - 1))"; }
+deeb_peer() { echo "127.0.0.1:$((BASE_PORT + 100 + $1 - 1))"; }
+etcd_client() { echo "127.0.0.1:$((BASE_PORT + 200 + $1 - 1))"; }
+etcd_peer() { echo "127.0.0.1:$((BASE_PORT + 300 + $1 - 1))"; }
+DEEB_PEERS="1=$(deeb_peer 1),2=$(deeb_peer 2),3=$(deeb_peer 3)"
+ETCD_CLUSTER="e1=http://$(etcd_peer 1),e2=http://$(etcd_peer 2),e3=http://$(etcd_peer 3)"
+ETCD_ENDPOINTS="$(etcd_client 1),$(etcd_client 2),$(etcd_client 3)"
+declare -A DEEB_PIDS ETCD_PIDS PEAK_KB
+
+start_deeb() {
+    "$BIN" serve --id "$1" --listen "$(deeb_client "$1")" --peer-listen "$(deeb_peer "$1")" --peers "$DEEB_PEERS" \
+        --data-dir "$DIR/deeb-$1" --log-level warn 2>>"$DIR/deeb-$1.log" &
+    DEEB_PIDS[$1]=$!
+}
+start_etcd() {
+    local state=${2:-new}
+    etcd --name "e$1" --data-dir "$DIR/etcd-$1" \
+        --listen-client-urls "http://$(etcd_client "$1")" --advertise-client-urls "http://$(etcd_client "$1")" \
+        --listen-peer-urls "http://$(etcd_peer "$1")" --initial-advertise-peer-urls "http://$(etcd_peer "$1")" \
+        --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state "$state" --initial-cluster-token deeb-compare \
+        --logger zap --log-level error 2>>"$DIR/etcd-$1.log" &
+    ETCD_PIDS[$1]=$!
+}
+# Peak RSS (VmHWM) of a process, remembered per name across restarts.
+note_peak() {
+    local name=$1 pid=$2 kb
+    kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [[ -n "$kb" && "$kb" -gt "${PEAK_KB[$name]:-0}" ]] && PEAK_KB[$name]=$kb
+    return 0
+}
+note_peaks() {
+    for id in 1 2 3; do
+        note_peak "deeb-$id" "${DEEB_PIDS[$id]}"
+        note_peak "etcd-$id" "${ETCD_PIDS[$id]}"
+    done
+}
+stop_all() {
+    set +e
+    for pid in "${DEEB_PIDS[@]}" "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    [[ -z "${KEEP:-}" ]] && rm -rf "$DIR"
+}
+trap stop_all EXIT
+
+deeb_leader() {
+    "$BIN" status --addr "$(deeb_client "$1")" 2>/dev/null | sed -n 's/.*leader \([0-9]*\)).*/\1/p' | head -1
+}
+etcd_leader() { # the member number of etcd's leader, asked of member $1
+    etcdctl --endpoints="$ETCD_ENDPOINTS" endpoint status 2>/dev/null |
+        awk -F', ' '$5 == "true" {print $1}' | sed -n "s/.*:\([0-9]*\)$/\1/p" | head -1 |
+        while read -r port; do echo $((port - BASE_PORT - 200 + 1)); done
+}
+wait_for() { # up to 30 s for "$@" to succeed
+    for _ in $(seq 1 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+    echo "gave up waiting for: $*" >&2
+    return 1
+}
+deeb_write() { timeout 5 "$BIN" exec --addr "$(deeb_client "$1")" "INSERT OR REPLACE INTO bench_kv (k, v) VALUES (0, 'x')"; }
+etcd_write() { timeout 5 etcdctl --endpoints="$(etcd_client "$1")" --command-timeout=4s put bench/kill x; }
+has_leader() { [[ -n "$(deeb_leader "$1")" ]]; }
+
+for id in 1 2 3; do start_deeb "$id"; start_etcd "$id"; done
+wait_for has_leader 1
+wait_for deeb_write 1
+wait_for etcd_write 1
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), data on $(df --output=source,fstype "$DIR" | tail -1)"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+bench() { # system, then deeb bench flags
+    local system=$1 addr
+    shift
+    case $system in
+        deeb) addr=$(deeb_client 1) ;;
+        etcd) addr=$ETCD_ENDPOINTS ;;
+    esac
+    "$BIN" bench --target "$system" --addr "$addr" --duration "$DURATION" --warmup "$WARMUP" --json "$@" >>"$RESULTS"
+    note_peaks
+}
+for clients in 1 16 64; do
+    bench deeb --mode write --clients "$clients"
+    bench etcd --mode write --clients "$clients"
+done
+for consistency in linearizable stale; do
+    for clients in 1 64; do
+        bench deeb --mode read --consistency "$consistency" --clients "$clients"
+        bench etcd --mode read --consistency "$consistency" --clients "$clients"
+    done
+done
+bench deeb --mode read --consistency lease --clients 1
+bench deeb --mode read --consistency lease --clients 64
+echo "load after the load runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Leader kill -9 to the next write acknowledged through a follower.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+kill_trial() { # system
+    local system=$1 leader follower started pid
+    leader=$("${system}_leader" 1)
+    [[ -n "$leader" ]] || { echo "no $system leader" >&2; return 1; }
+    follower=$((leader % 3 + 1))
+    if [[ $system == deeb ]]; then pid=${DEEB_PIDS[$leader]}; else pid=${ETCD_PIDS[$leader]}; fi
+    note_peaks
+    started=$(now_ms)
+    kill -9 "$pid"
+    wait "$pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do "${system}_write" "$follower" >/dev/null 2>&1 && break; sleep 0.01; done
+    echo "$system $(($(now_ms) - started))" >>"$DIR/kills"
+    if [[ $system == deeb ]]; then start_deeb "$leader"; else start_etcd "$leader" existing; fi
+    wait_for "${system}_write" "$leader"
+    sleep 3 # the restarted member catches up before the next trial
+}
+: >"$DIR/kills"
+for _ in $(seq 1 "$KILL_TRIALS"); do
+    kill_trial deeb
+    kill_trial etcd
+done
+note_peaks
+
+python3 - "$RESULTS" "$DIR/kills" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+def find(target, mode, consistency, clients):
+    for run in runs:
+        if (run["target"], run["mode"], run["clients"]) == (target, mode, clients) and \
+           (mode == "write" or run["consistency"] == consistency):
+            return run
+def figures(run, mode):
+    if run is None:
+        return None, None
+    side = run["writes"] if mode == "write" else run["reads"]
+    return side["per_second"], side["p50_ms"]
+print()
+print(f"| workload | clients | deeb ops/s | etcd ops/s | deeb/etcd | deeb p50 ms | etcd p50 ms |")
+print(f"|---|---|---|---|---|---|---|")
+rows = [("write", "linearizable", c) for c in (1, 16, 64)]
+rows += [("read", k, c) for k in ("linearizable", "lease", "stale") for c in (1, 64)]
+for mode, consistency, clients in rows:
+    deeb_ops, deeb_p50 = figures(find("deeb", mode, consistency, clients), mode)
+    etcd_ops, etcd_p50 = figures(find("etcd", mode, consistency, clients), mode)
+    name = "writes" if mode == "write" else f"{consistency} reads"
+    ratio = f"{deeb_ops / etcd_ops:.2f}" if deeb_ops and etcd_ops else "-"
+    fmt = lambda v, spec: format(v, spec) if v is not None else "-"
+    print(f"| {name} | {clients} | {fmt(deeb_ops, '.0f')} | {fmt(etcd_ops, '.0f')} | {ratio} | "
+          f"{fmt(deeb_p50, '.2f')} | {fmt(etcd_p50, '.2f')} |")
+errors = sum(run["errors"] for run in runs)
+print(f"\nerrors in all runs: {errors}")
+for run in runs:
+    if run.get("entries_per_write") is not None:
+        print(f"deeb write, {run['clients']} clients: {run['entries_per_write']:.3f} raft entries per write")
+kills = {}
+for line in open(sys.argv[2]):
+    system, ms = line.split()
+    kills.setdefault(system, []).append(int(ms))
+for system, times in sorted(kills.items()):
+    print(f"leader kill -9 to next acknowledged write via a follower, {system}: median {statistics.median(times):.0f} ms (trials: {times})")
+EOF
+for name in $(printf '%s\n' "${!PEAK_KB[@]}" | sort); do
+    echo "peak RSS $name: $((PEAK_KB[$name] / 1024)) MiB"
+done
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
