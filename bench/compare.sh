@@ -6,7 +6,8 @@
 # etcd-client`), both on loopback with their data on the same disk, and
 # drives each with the same closed-loop load (`deeb bench`; `--target etcd`
 # speaks etcd's KV API): one connection per client spread over the three
-# nodes, 100-byte values, 1000 keys. Prints, per workload, both systems'
+# nodes, the leader first (so one client talks to the leader of either),
+# 100-byte values, 1000 keys. Prints, per workload, both systems'
 # throughput and p50 and their ratio; then leader kill -9 to the next
 # write acknowledged through a follower (median of KILL_TRIALS), every
 # server process's peak RSS, and the machine's load.
@@ -31,6 +32,7 @@ RESULTS=$DIR/results.jsonl
 
 deeb_client() { echo "127.0.0.1:$((BASE_PORT + $1 - 1))"; }
 deeb_peer() { echo "127.0.0.1:$((BASE_PORT + 100 + $1 - 1))"; }
+deeb_http() { echo "127.0.0.1:$((BASE_PORT + 400 + $1 - 1))"; }
 etcd_client() { echo "127.0.0.1:$((BASE_PORT + 200 + $1 - 1))"; }
 etcd_peer() { echo "127.0.0.1:$((BASE_PORT + 300 + $1 - 1))"; }
 DEEB_PEERS="1=$(deeb_peer 1),2=$(deeb_peer 2),3=$(deeb_peer 3)"
@@ -39,7 +41,8 @@ ETCD_ENDPOINTS="$(etcd_client 1),$(etcd_client 2),$(etcd_client 3)"
 declare -A DEEB_PIDS ETCD_PIDS PEAK_KB
 
 start_deeb() {
-    "$BIN" serve --id "$1" --listen "$(deeb_client "$1")" --peer-listen "$(deeb_peer "$1")" --peers "$DEEB_PEERS" \
+    "$BIN" serve --id "$1" --listen "$(deeb_client "$1")" --peer-listen "$(deeb_peer "$1")" \
+        --http-listen "$(deeb_http "$1")" --peers "$DEEB_PEERS" \
         --data-dir "$DIR/deeb-$1" --log-level warn 2>>"$DIR/deeb-$1.log" &
     DEEB_PIDS[$1]=$!
 }
@@ -81,6 +84,12 @@ etcd_leader() { # the member number of etcd's leader, asked of member $1
         awk -F', ' '$5 == "true" {print $1}' | sed -n "s/.*:\([0-9]*\)$/\1/p" | head -1 |
         while read -r port; do echo $((port - BASE_PORT - 200 + 1)); done
 }
+etcd_endpoints_leader_first() { # as deeb bench orders deeb's nodes
+    local leader
+    leader=$(etcd_leader 1)
+    leader=${leader:-1}
+    echo "$(etcd_client "$leader"),$(etcd_client $((leader % 3 + 1))),$(etcd_client $(((leader + 1) % 3 + 1)))"
+}
 wait_for() { # up to 30 s for "$@" to succeed
     for _ in $(seq 1 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
     echo "gave up waiting for: $*" >&2
@@ -89,9 +98,11 @@ wait_for() { # up to 30 s for "$@" to succeed
 deeb_write() { timeout 5 "$BIN" exec --addr "$(deeb_client "$1")" "INSERT OR REPLACE INTO bench_kv (k, v) VALUES (0, 'x')"; }
 etcd_write() { timeout 5 etcdctl --endpoints="$(etcd_client "$1")" --command-timeout=4s put bench/kill x; }
 has_leader() { [[ -n "$(deeb_leader "$1")" ]]; }
+deeb_table() { timeout 5 "$BIN" exec --addr "$(deeb_client 1)" "CREATE TABLE IF NOT EXISTS bench_kv (k INTEGER PRIMARY KEY, v BLOB)"; }
 
 for id in 1 2 3; do start_deeb "$id"; start_etcd "$id"; done
 wait_for has_leader 1
+wait_for deeb_table
 wait_for deeb_write 1
 wait_for etcd_write 1
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), data on $(df --output=source,fstype "$DIR" | tail -1)"
@@ -102,7 +113,7 @@ bench() { # system, then deeb bench flags
     shift
     case $system in
         deeb) addr=$(deeb_client 1) ;;
-        etcd) addr=$ETCD_ENDPOINTS ;;
+        etcd) addr=$(etcd_endpoints_leader_first) ;;
     esac
     "$BIN" bench --target "$system" --addr "$addr" --duration "$DURATION" --warmup "$WARMUP" --json "$@" >>"$RESULTS"
     note_peaks

@@ -1,20 +1,52 @@
 //! Read-only connections serving client queries.
 
 use deeb_proto::{Column, QueryChunk, Row, Statement, Value};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use rusqlite::Connection;
 
 use super::session::{self, Authorizer, Progress};
 use super::{classify, value, QueryError, StatementError};
 
 /// A read-only connection. `Send`, so a host may run queries off its event
-/// loop. Tables named `_deeb_*` may be read (they hold no secrets).
+/// loop. Tables named `_deeb_*` may be read (they hold no secrets). Dropped,
+/// it goes back to the pool it came from (opening a connection costs more
+/// than a point query: the file, the WAL index, the schema).
 pub struct Reader {
-    conn: Connection,
+    /// Taken only when the reader is dropped.
+    pooled: Option<PooledConnection>,
+    home: Option<IdleReaders>,
     /// SQLite VM steps one query may run.
     steps_max: u64,
     row_bytes_max: usize,
+}
+
+/// A read connection and what it learned of the schema.
+pub(crate) struct PooledConnection {
+    conn: Connection,
     /// Tables whose rowid a query may not read.
     hidden_rowid: classify::KeyedRowidCache,
+}
+
+/// Read connections not in use, for the next reader.
+pub(crate) type IdleReaders = Arc<Mutex<Vec<PooledConnection>>>;
+
+/// Idle read connections kept at most (more readers at once than this
+/// open connections of their own, dropped when done).
+pub(crate) const IDLE_READERS_MAX: usize = 32;
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let (Some(pooled), Some(home)) = (self.pooled.take(), self.home.as_ref()) else { return };
+        // A connection left inside a transaction is not reused.
+        if !pooled.conn.is_autocommit() {
+            return;
+        }
+        let mut idle = home.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS_MAX {
+            idle.push(pooled);
+        }
+    }
 }
 
 fn sql_err(e: rusqlite::Error) -> QueryError {
@@ -27,7 +59,29 @@ impl Reader {
     /// written can be read back, and a result's messages stay bounded).
     pub(crate) fn new(conn: Connection, steps_max: u64, row_bytes_max: usize) -> Self {
         session::set_length_limit(&conn, row_bytes_max);
-        Reader { conn, steps_max, row_bytes_max, hidden_rowid: classify::KeyedRowidCache::default() }
+        let pooled = PooledConnection { conn, hidden_rowid: classify::KeyedRowidCache::default() };
+        Reader { pooled: Some(pooled), home: None, steps_max, row_bytes_max }
+    }
+
+    /// A reader on an idle connection of `home` if there is one (else on
+    /// one `open` makes), going back to `home` when dropped.
+    pub(crate) fn pooled(
+        home: &IdleReaders,
+        open: impl FnOnce() -> rusqlite::Result<Connection>,
+        steps_max: u64,
+        row_bytes_max: usize,
+    ) -> rusqlite::Result<Self> {
+        let idle = home.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut reader = match idle {
+            Some(pooled) => Reader { pooled: Some(pooled), home: None, steps_max, row_bytes_max },
+            None => Reader::new(open()?, steps_max, row_bytes_max),
+        };
+        reader.home = Some(home.clone());
+        Ok(reader)
+    }
+
+    fn conn(&self) -> &Connection {
+        &self.pooled.as_ref().expect("a reader holds its connection until dropped").conn
     }
 
     /// Copies the whole database into a new file at `dest` (`VACUUM INTO`,
@@ -38,7 +92,7 @@ impl Reader {
     /// The copy failed (no space, say); `dest` may then hold part of it.
     pub fn copy_into(&self, dest: &std::path::Path) -> Result<u64, QueryError> {
         let dest_str = dest.to_str().ok_or_else(|| QueryError::Sql(format!("not UTF-8: {}", dest.display())))?;
-        self.conn.execute("VACUUM INTO ?1", [dest_str]).map_err(sql_err)?;
+        self.conn().execute("VACUUM INTO ?1", [dest_str]).map_err(sql_err)?;
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let copy = Connection::open_with_flags(dest, flags).map_err(sql_err)?;
         let applied = super::state_machine::read_applied(&copy).map_err(|error| QueryError::Sql(error.to_string()))?;
@@ -77,14 +131,15 @@ impl Reader {
         if let Some(reason) = classify::refuse_read(&statement.sql) {
             return Err(QueryError::NotReadOnly(reason));
         }
-        let hidden_rowid = self.hidden_rowid.get(&self.conn).map_err(sql_err)?.hidden_rowid;
-        let auth = Authorizer::new(&self.conn, |action, a, b, _db, _trigger| {
+        let pooled = self.pooled.as_ref().expect("a reader holds its connection until dropped");
+        let hidden_rowid = pooled.hidden_rowid.get(&pooled.conn).map_err(sql_err)?.hidden_rowid;
+        let auth = Authorizer::new(self.conn(), |action, a, b, _db, _trigger| {
             classify::read_policy(action, a, b, &hidden_rowid)
         })
         .map_err(sql_err)?;
         let (steps_max, mut steps) = (self.steps_max, 0u64);
         let progress = Progress::new(
-            &self.conn,
+            self.conn(),
             Box::new(move || {
                 steps += session::PROGRESS_STEPS;
                 if steps > steps_max {
@@ -104,7 +159,7 @@ impl Reader {
             }
             (None, None) => sql_err(e),
         };
-        let mut stmt = self.conn.prepare(&statement.sql).map_err(refused)?;
+        let mut stmt = self.conn().prepare(&statement.sql).map_err(refused)?;
         if !stmt.readonly() {
             return Err(QueryError::NotReadOnly(statement.sql.clone()));
         }

@@ -120,17 +120,25 @@ pub(crate) fn read_applied(conn: &Connection) -> Result<Applied, SqlError> {
 /// Opens read-only connections to the database file at `path`, with the
 /// bounds every query gets; needs nothing of the state machine, so reads go
 /// on while the writer runs a batch on the host's worker.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SqliteReaders {
     path: PathBuf,
     steps_max: u64,
     row_bytes_max: usize,
+    /// Shared by the clones: connections back from finished readers.
+    idle: super::reader::IdleReaders,
+}
+
+impl std::fmt::Debug for SqliteReaders {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("SqliteReaders").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl SqliteReaders {
-    fn open_read(&self) -> Result<Connection, SqlError> {
+    fn open_connection(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        Ok(Connection::open_with_flags(&self.path, flags)?)
+        Connection::open_with_flags(&self.path, flags)
     }
 }
 
@@ -138,11 +146,11 @@ impl crate::state_machine::Readers for SqliteReaders {
     type Reader = Reader;
 
     fn open(&self) -> Result<Reader, SqlError> {
-        Ok(Reader::new(self.open_read()?, self.steps_max, self.row_bytes_max))
+        Ok(Reader::pooled(&self.idle, || self.open_connection(), self.steps_max, self.row_bytes_max)?)
     }
 
     fn digest(&self) -> Result<(Applied, u64), SqlError> {
-        let conn = self.open_read()?;
+        let conn = self.open_connection()?;
         conn.execute_batch("BEGIN")?;
         let applied = read_applied(&conn)?;
         let digest = digest::digest(&conn)?;
@@ -158,7 +166,12 @@ impl crate::state_machine::Readers for SqliteReaders {
 /// The file is not a deeb database, or cannot be read.
 pub fn file_digest(path: &Path) -> Result<(u64, u64), SqlError> {
     use crate::state_machine::Readers as _;
-    let readers = SqliteReaders { path: path.to_owned(), steps_max: u64::MAX, row_bytes_max: usize::MAX };
+    let readers = SqliteReaders {
+        path: path.to_owned(),
+        steps_max: u64::MAX,
+        row_bytes_max: usize::MAX,
+        idle: Default::default(),
+    };
     let (applied, digest) = readers.digest()?;
     Ok((applied.index, digest))
 }
@@ -757,6 +770,7 @@ impl SqliteStateMachine {
             path: self.path.clone(),
             steps_max: self.limits.statement_steps_max,
             row_bytes_max: self.limits.row_changes_bytes_max,
+            idle: Default::default(),
         }
     }
 

@@ -295,8 +295,9 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
 }
 
 /// The nodes clients connect to: every address given (comma-separated),
-/// and for deeb with one address and no `--one-node`, every member of its
-/// cluster that has told its client address.
+/// and for deeb with one address and no `--one-node`, every voter of its
+/// cluster that has told its client address, the leader first (client `i`
+/// goes to node `i mod n`).
 async fn nodes(args: &BenchArgs) -> Result<Vec<String>, String> {
     let given: Vec<String> =
         args.client.addr.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
@@ -308,10 +309,12 @@ async fn nodes(args: &BenchArgs) -> Result<Vec<String>, String> {
     }
     let client = super::commands::connect(&args.client)?;
     let status = client.status(&given[0]).await.map_err(|error| super::commands::describe_error(&error))?;
-    let mut members: Vec<String> = status
-        .members
+    // The leader first: a single client reads where lease reads are local.
+    let mut voters: Vec<_> = status.members.iter().filter(|member| !member.learner).collect();
+    voters.sort_by_key(|member| member.node_id != status.leader_id);
+    let mut members: Vec<String> = voters
         .iter()
-        .filter(|member| !member.learner && !member.client_address.is_empty())
+        .filter(|member| !member.client_address.is_empty())
         .map(|member| member.client_address.clone())
         .collect();
     if members.is_empty() {
