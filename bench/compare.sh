@@ -95,8 +95,11 @@ wait_for() { # up to 30 s for "$@" to succeed
     echo "gave up waiting for: $*" >&2
     return 1
 }
-deeb_write() { timeout 5 "$BIN" exec --addr "$(deeb_client "$1")" "INSERT OR REPLACE INTO bench_kv (k, v) VALUES (0, 'x')"; }
-etcd_write() { timeout 5 etcdctl --endpoints="$(etcd_client "$1")" --command-timeout=4s put bench/kill x; }
+# Each attempt is cut at half a second (the clients' own timeouts are longer
+# and differ: etcdctl would wait out its whole --command-timeout while no
+# leader is elected), so both are retried at the same granularity.
+deeb_write() { timeout 0.5 "$BIN" exec --addr "$(deeb_client "$1")" "INSERT OR REPLACE INTO bench_kv (k, v) VALUES (0, 'x')"; }
+etcd_write() { timeout 0.5 etcdctl --endpoints="$(etcd_client "$1")" --command-timeout=450ms put bench/kill x; }
 has_leader() { [[ -n "$(deeb_leader "$1")" ]]; }
 deeb_table() { timeout 5 "$BIN" exec --addr "$(deeb_client 1)" "CREATE TABLE IF NOT EXISTS bench_kv (k INTEGER PRIMARY KEY, v BLOB)"; }
 

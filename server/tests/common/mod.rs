@@ -30,6 +30,8 @@ pub struct Cluster {
     /// Strings no log line may hold (passwords, tokens); key material is
     /// looked for always.
     pub secrets: Vec<String>,
+    /// A command every node runs under (`ip netns exec NAME`), if any.
+    pub launcher: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -68,6 +70,12 @@ pub fn free_port() -> u16 {
 impl Cluster {
     /// Starts `size` voters of a new cluster.
     pub fn start(size: u64, extra_args: &[&str]) -> Self {
+        Self::start_under(&[], size, extra_args)
+    }
+
+    /// [`Cluster::start`] with every node run under `launcher` (a command
+    /// and its arguments, the node's command line appended).
+    pub fn start_under(launcher: &[&str], size: u64, extra_args: &[&str]) -> Self {
         let mut cluster = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             ports: (1..=size).map(|id| (id, free_port())).collect(),
@@ -77,6 +85,7 @@ impl Cluster {
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             options: Options::default(),
             secrets: Vec::new(),
+            launcher: launcher.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         for id in 1..=size {
             cluster.spawn(id);
@@ -155,7 +164,15 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_deeb"))
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_deeb"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_deeb")),
+        };
+        let child = command
             .args(["serve", "--id", &id.to_string(), "--listen", &self.addr(id), "--log-level", "info"])
             .args(["--peer-listen", &self.peer_addr(id), "--http-listen", &self.http_addr(id)])
             .arg("--data-dir")

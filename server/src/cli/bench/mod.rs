@@ -146,6 +146,9 @@ pub struct Report {
     /// deeb only: raft entries committed during the run per write (below
     /// one: group commit put several writes in one entry).
     pub entries_per_write: Option<f64>,
+    /// The longest time in the measured window with no write acknowledged
+    /// (from its start, between two writes, or to its end), in ms.
+    pub max_write_gap_ms: f64,
 }
 
 /// Count and percentiles of one kind of operation.
@@ -203,6 +206,9 @@ impl Report {
         }
         if self.reads.count > 0 {
             text += &self.reads.line("  reads");
+        }
+        if self.writes.count > 0 {
+            text += &format!("  longest time without an acknowledged write: {:.0}ms\n", self.max_write_gap_ms);
         }
         if let Some(ratio) = self.entries_per_write {
             text += &format!("  raft entries per write: {ratio:.3}\n");
@@ -262,9 +268,11 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
         None => None,
     };
     let (mut writes, mut reads, mut errors, mut first_error) = (Vec::new(), Vec::new(), 0, None);
+    let mut acknowledged = Vec::new();
     for task in tasks {
         let outcome = task.await.map_err(|error| error.to_string())?;
         writes.extend(outcome.writes);
+        acknowledged.extend(outcome.acknowledged);
         reads.extend(outcome.reads);
         errors += outcome.errors;
         first_error = first_error.or(outcome.first_error);
@@ -276,6 +284,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
     };
     let entries_per_write = entries.filter(|_| !writes.is_empty()).map(|entries| entries as f64 / writes.len() as f64);
     let ops_per_second = (writes.len() + reads.len()) as f64 / seconds;
+    let max_write_gap_ms = longest_gap(measured_from, &mut acknowledged, deadline).as_secs_f64() * 1000.0;
     Ok(Report {
         target: format!("{:?}", args.target).to_lowercase(),
         mode: format!("{:?}", args.mode).to_lowercase(),
@@ -291,7 +300,20 @@ pub async fn measure(args: &BenchArgs) -> Result<Report, String> {
         errors,
         first_error,
         entries_per_write,
+        max_write_gap_ms,
     })
+}
+
+/// The longest stretch of `from..to` without one of the `instants`.
+fn longest_gap(from: Instant, instants: &mut [Instant], to: Instant) -> Duration {
+    instants.sort_unstable();
+    let mut previous = from;
+    let mut longest = Duration::ZERO;
+    for &instant in instants.iter().chain([&to]) {
+        longest = longest.max(instant.saturating_duration_since(previous));
+        previous = previous.max(instant);
+    }
+    longest
 }
 
 /// The nodes clients connect to: every address given (comma-separated),
@@ -384,6 +406,8 @@ struct Plan {
 #[derive(Default)]
 struct Outcome {
     writes: Vec<Duration>,
+    /// When each write was acknowledged.
+    acknowledged: Vec<Instant>,
     reads: Vec<Duration>,
     errors: u64,
     first_error: Option<String>,
@@ -410,7 +434,10 @@ async fn worker_loop(mut connection: Connection, plan: Plan, measured_from: Inst
             continue;
         }
         match (result, op) {
-            (Ok(()), Op::Write) => outcome.writes.push(finished - started),
+            (Ok(()), Op::Write) => {
+                outcome.writes.push(finished - started);
+                outcome.acknowledged.push(finished);
+            }
             (Ok(()), Op::Read) => outcome.reads.push(finished - started),
             (Err(error), _) => {
                 outcome.errors += 1;
@@ -440,6 +467,16 @@ mod tests {
         assert_eq!(percentile(&samples, 0.99), Duration::from_millis(990));
         assert_eq!(percentile(&samples, 0.999), Duration::from_millis(999));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn longest_gap_counts_the_window_edges() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let end = at(1000);
+        assert_eq!(longest_gap(start, &mut [at(100), at(700), at(300)], end), Duration::from_millis(400));
+        assert_eq!(longest_gap(start, &mut [at(900)], end), Duration::from_millis(900));
+        assert_eq!(longest_gap(start, &mut [], end), Duration::from_millis(1000));
     }
 
     #[test]
