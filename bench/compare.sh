@@ -12,11 +12,24 @@
 # write acknowledged through a follower (median of KILL_TRIALS), every
 # server process's peak RSS, and the machine's load.
 #
+# With LOSS="10 30" (needs root, iproute2 and nftables) everything runs in a
+# network namespace of its own, and after the runs above both systems take
+# the 16-client write load again while nftables drops that percentage of
+# the packets between their nodes (client traffic is not dropped).
+#
 # Needs python3 (for the table). Knobs: DURATION (default 10s), WARMUP
 # (2s), KILL_TRIALS (5), DIR (where data goes; default under /var/tmp, a
-# disk, not tmpfs), BASE_PORT (17001).
+# disk, not tmpfs), BASE_PORT (17001), LOSS (none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ -n "${LOSS:-}" && -z "${DEEB_COMPARE_NETNS:-}" ]]; then
+    export DEEB_COMPARE_NETNS=deeb-compare-$$
+    ip netns add "$DEEB_COMPARE_NETNS"
+    trap 'ip netns del "$DEEB_COMPARE_NETNS"' EXIT
+    ip netns exec "$DEEB_COMPARE_NETNS" ip link set lo up
+    ip netns exec "$DEEB_COMPARE_NETNS" "$0" "$@"
+    exit
+fi
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 KILL_TRIALS=${KILL_TRIALS:-5}
@@ -111,14 +124,19 @@ wait_for etcd_write 1
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), data on $(df --output=source,fstype "$DIR" | tail -1)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-bench() { # system, then deeb bench flags
-    local system=$1 addr
+bench() { # system, then deeb bench flags (and --loss PERCENT, a tag)
+    local system=$1 addr loss=0
     shift
+    if [[ "${*: -2:1}" == --loss ]]; then
+        loss=${*: -1}
+        set -- "${@:1:$(($# - 2))}"
+    fi
     case $system in
         deeb) addr=$(deeb_client 1) ;;
         etcd) addr=$(etcd_endpoints_leader_first) ;;
     esac
-    "$BIN" bench --target "$system" --addr "$addr" --duration "$DURATION" --warmup "$WARMUP" --json "$@" >>"$RESULTS"
+    "$BIN" bench --target "$system" --addr "$addr" --duration "$DURATION" --warmup "$WARMUP" --json "$@" |
+        sed "s/}\$/,\"loss\":$loss}/" >>"$RESULTS"
     note_peaks
 }
 for clients in 1 16 64; do
@@ -134,6 +152,24 @@ done
 bench deeb --mode read --consistency lease --clients 1
 bench deeb --mode read --consistency lease --clients 64
 echo "load after the load runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Loss between the nodes: the peer ports of both systems, both directions.
+set_loss() {
+    nft flush ruleset
+    [[ "$1" == 0 ]] && return
+    local ports
+    ports=$(for id in 1 2 3; do deeb_peer "$id"; etcd_peer "$id"; done | sed 's/.*://' | paste -sd, -)
+    nft add table inet loss
+    nft 'add chain inet loss out { type filter hook output priority 0; }'
+    nft "add rule inet loss out tcp dport { $ports } numgen random mod 100 < $1 drop"
+    nft "add rule inet loss out tcp sport { $ports } numgen random mod 100 < $1 drop"
+}
+for percent in ${LOSS:-}; do
+    set_loss "$percent"
+    bench deeb --mode write --clients 16 --loss "$percent"
+    bench etcd --mode write --clients 16 --loss "$percent"
+    set_loss 0
+done
 
 # Leader kill -9 to the next write acknowledged through a follower.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -162,7 +198,9 @@ note_peaks
 
 python3 - "$RESULTS" "$DIR/kills" <<'EOF'
 import json, statistics, sys
-runs = [json.loads(line) for line in open(sys.argv[1])]
+every = [json.loads(line) for line in open(sys.argv[1])]
+runs = [run for run in every if run["loss"] == 0]
+lossy = [run for run in every if run["loss"] > 0]
 def find(target, mode, consistency, clients):
     for run in runs:
         if (run["target"], run["mode"], run["clients"]) == (target, mode, clients) and \
@@ -186,7 +224,13 @@ for mode, consistency, clients in rows:
     fmt = lambda v, spec: format(v, spec) if v is not None else "-"
     print(f"| {name} | {clients} | {fmt(deeb_ops, '.0f')} | {fmt(etcd_ops, '.0f')} | {ratio} | "
           f"{fmt(deeb_p50, '.2f')} | {fmt(etcd_p50, '.2f')} |")
-errors = sum(run["errors"] for run in runs)
+if lossy:
+    print("\n| loss between nodes | system | writes/s (16 clients) | p50 ms | p99 ms | longest gap ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for run in lossy:
+        print(f"| {run['loss']}% | {run['target']} | {run['writes']['per_second']:.0f} | {run['writes']['p50_ms']:.1f} | "
+              f"{run['writes']['p99_ms']:.0f} | {run['max_write_gap_ms']:.0f} | {run['errors']} |")
+errors = sum(run["errors"] for run in every)
 print(f"\nerrors in all runs: {errors}")
 for run in runs:
     if run.get("entries_per_write") is not None:

@@ -71,7 +71,8 @@ fn set_loss(namespace: &Namespace, peer_ports: &[u16], percent: u32) {
     namespace.exec(&["nft", "add table inet loss"]);
     namespace.exec(&["nft", "add chain inet loss out { type filter hook output priority 0; }"]);
     for direction in ["dport", "sport"] {
-        let rule = format!("add rule inet loss out tcp {direction} {{ {ports} }} numgen random mod 100 < {percent} drop");
+        let rule =
+            format!("add rule inet loss out tcp {direction} {{ {ports} }} numgen random mod 100 < {percent} drop");
         namespace.exec(&["nft", &rule]);
     }
 }
