@@ -153,21 +153,29 @@ bench deeb --mode read --consistency lease --clients 1
 bench deeb --mode read --consistency lease --clients 64
 echo "load after the load runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# Loss between the nodes: the peer ports of both systems, both directions.
+# Loss between the nodes: the peer ports of both systems, both directions,
+# a rule (with a counter of what it dropped) per system.
 set_loss() {
     nft flush ruleset
     [[ "$1" == 0 ]] && return
-    local ports
-    ports=$(for id in 1 2 3; do deeb_peer "$id"; etcd_peer "$id"; done | sed 's/.*://' | paste -sd, -)
     nft add table inet loss
     nft 'add chain inet loss out { type filter hook output priority 0; }'
-    nft "add rule inet loss out tcp dport { $ports } numgen random mod 100 < $1 drop"
-    nft "add rule inet loss out tcp sport { $ports } numgen random mod 100 < $1 drop"
+    local system ports direction
+    for system in deeb etcd; do
+        ports=$(for id in 1 2 3; do "${system}_peer" "$id"; done | sed 's/.*://' | paste -sd, -)
+        for direction in dport sport; do
+            nft "add rule inet loss out tcp $direction { $ports } numgen random mod 100 < $1 counter drop comment \"$system\""
+        done
+    done
+}
+dropped() { # packets the rules of system $1 dropped so far
+    nft list ruleset | awk -v name="\"$1\"" 'index($0, name) {for (i = 1; i < NF; i++) if ($i == "packets") sum += $(i + 1)} END {print sum + 0}'
 }
 for percent in ${LOSS:-}; do
     set_loss "$percent"
     bench deeb --mode write --clients 16 --loss "$percent"
     bench etcd --mode write --clients 16 --loss "$percent"
+    echo "$percent% loss: nftables dropped $(dropped deeb) packets between deeb's nodes, $(dropped etcd) between etcd's"
     set_loss 0
 done
 
