@@ -3,11 +3,12 @@
 
 #![allow(dead_code)] // Each test file uses a different part.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use deeb_client::{Error, GrpcClient as Client, Options, Value};
@@ -62,9 +63,20 @@ pub fn lines_with_secrets<'a>(text: &'a str, secrets: &[String]) -> Vec<&'a str>
         .collect()
 }
 
+/// A port free now and not handed out before in this process: the kernel
+/// can give the same free port to two `bind(0)` calls in a row, and a
+/// cluster that got one port twice had a node fail to listen (CI run of
+/// d763ea4, `join_promote_and_remove_while_serving`).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("local address").port();
+        if GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+            return port;
+        }
+    }
+    panic!("no port free and not handed out before in 1000 tries")
 }
 
 impl Cluster {
