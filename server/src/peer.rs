@@ -11,8 +11,6 @@ use deeb_proto::peer_client::PeerClient;
 use deeb_proto::peer_server::Peer;
 use deeb_proto::{RaftAck, RaftBatch, RelayedAddresses, SnapshotAck, SnapshotChunk};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -148,7 +146,7 @@ struct SenderTask {
 
 impl SenderTask {
     async fn run(self, mut queue: mpsc::Receiver<Vec<u8>>) {
-        let mut link = Link::default();
+        let mut client: Option<PeerClient<Channel>> = None;
         // Certificates read again (SIGHUP): connect afresh with them.
         let mut generation = self.security.generation();
         let mut backoff = BACKOFF_MIN;
@@ -176,17 +174,17 @@ impl SenderTask {
             }
             if generation != self.security.generation() {
                 generation = self.security.generation();
-                link = Link::default();
+                client = None;
             }
             let bytes = batch.messages.iter().map(Vec::len).sum();
-            match link.send(&self.security, &self.address, batch).await {
+            match deliver(&self.security, &self.address, &mut client, batch).await {
                 Ok(()) => {
                     backoff = BACKOFF_MIN;
                     self.metrics.peer_sent(self.to.0, bytes);
                 }
                 Err(error) => {
                     tracing::debug!(to = self.to.0, address = %self.address, %error, "peer unreachable");
-                    link = Link::default();
+                    client = None;
                     let _ = self.loopback.try_send(Input::Unreachable { to: self.to });
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -212,98 +210,6 @@ impl SenderTask {
             });
         }
         held_back.is_some()
-    }
-}
-
-/// One peer's connection and the long-lived `Raft` call on it that batches
-/// stream through, many in flight (not one round trip each): under packet
-/// loss, TCP then recovers a lost segment from the ones after it instead of
-/// waiting out a retransmission timeout for every batch. The call is
-/// closed and a new one opened every `LINK_CALL_LIFETIME`; a closed call the
-/// peer does not answer within `PEER_CALL_TIMEOUT` (a connection that died
-/// silently), a call that ended by itself, or a stream that takes no batch
-/// within `PEER_CALL_TIMEOUT` is a failure: the connection is dropped.
-#[derive(Default)]
-struct Link {
-    client: Option<PeerClient<Channel>>,
-    open: Option<OpenCall>,
-    /// The previous call, closed, until the peer answers it.
-    closing: Option<(JoinHandle<Result<(), String>>, Instant)>,
-}
-
-struct OpenCall {
-    batches: mpsc::Sender<RaftBatch>,
-    call: JoinHandle<Result<(), String>>,
-    opened: Instant,
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        if let Some(open) = self.open.take() {
-            open.call.abort();
-        }
-        if let Some((call, _)) = self.closing.take() {
-            call.abort();
-        }
-    }
-}
-
-impl Link {
-    async fn send(&mut self, security: &Security, address: &str, batch: RaftBatch) -> Result<(), String> {
-        self.check_closing().await?;
-        if self.open.as_ref().is_some_and(|open| open.call.is_finished()) {
-            let ended = self.open.take().expect("checked").call.await;
-            return Err(match ended {
-                Ok(Ok(())) => "the peer ended the raft stream".to_owned(),
-                Ok(Err(error)) => error,
-                Err(error) => error.to_string(),
-            });
-        }
-        if self.closing.is_none() && self.open.as_ref().is_some_and(|open| open.opened.elapsed() >= LINK_CALL_LIFETIME)
-        {
-            let open = self.open.take().expect("checked");
-            self.closing = Some((open.call, Instant::now()));
-        }
-        if self.client.is_none() {
-            let channel = channel(security, address, PEER_CALL_TIMEOUT).await.map_err(|error| error.to_string())?;
-            self.client = Some(PeerClient::new(channel));
-        }
-        let open = match self.open.as_mut() {
-            Some(open) => open,
-            None => {
-                let mut client = self.client.clone().expect("connected above");
-                let (batches, stream) = mpsc::channel(LINK_BATCHES_BUFFERED);
-                let call = tokio::spawn(async move {
-                    let stream = tokio_stream::wrappers::ReceiverStream::new(stream);
-                    client.raft(stream).await.map(drop).map_err(|status| status.to_string())
-                });
-                self.open.insert(OpenCall { batches, call, opened: Instant::now() })
-            }
-        };
-        match tokio::time::timeout(PEER_CALL_TIMEOUT, open.batches.send(batch)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err("the raft stream closed".into()),
-            Err(_) => Err("the raft stream took no batch in time".into()),
-        }
-    }
-
-    /// The closed call's answer, if it came; an error if it failed or is
-    /// overdue.
-    async fn check_closing(&mut self) -> Result<(), String> {
-        let Some((call, closed_at)) = &self.closing else { return Ok(()) };
-        if call.is_finished() {
-            let (call, _) = self.closing.take().expect("checked");
-            // Finished: the await returns at once.
-            return match call.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error),
-                Err(error) => Err(error.to_string()),
-            };
-        }
-        if closed_at.elapsed() >= PEER_CALL_TIMEOUT {
-            return Err("the peer did not answer a closed raft stream in time".into());
-        }
-        Ok(())
     }
 }
 
@@ -488,11 +394,6 @@ const BATCH_MESSAGES_MAX: usize = 256;
 pub(crate) const PEER_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bound on connecting to and calling a peer.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one streaming `Raft` call carries batches before it is closed
-/// and the next one opened (see [`Link`]).
-const LINK_CALL_LIFETIME: Duration = Duration::from_secs(1);
-/// Batches queued in a call's stream before the sender waits.
-const LINK_BATCHES_BUFFERED: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
