@@ -40,8 +40,9 @@ pub struct ServeConfig {
     /// Mixed into a new cluster's id with `peers` (see
     /// `crate::identity::ClusterId`).
     pub cluster_token: String,
-    /// Join an existing cluster through this node's address.
-    pub join: Option<String>,
+    /// Join an existing cluster through these members' peer addresses,
+    /// tried in turn (empty: do not join).
+    pub join: Vec<String>,
     /// When joining, stay a non-voting learner.
     pub join_as_learner: bool,
     /// Bound on every client request's time inside the server.
@@ -80,7 +81,7 @@ impl ServeConfig {
             http_advertise: String::new(),
             peers: Vec::new(),
             cluster_token: String::new(),
-            join: None,
+            join: Vec::new(),
             join_as_learner: false,
             request_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(5),
@@ -110,7 +111,7 @@ impl ServeConfig {
         if self.core.id.0 == 0 {
             return Err(ConfigError::Invalid("--id must be non-zero".into()));
         }
-        if !self.peers.is_empty() && self.join.is_some() {
+        if !self.peers.is_empty() && !self.join.is_empty() {
             return Err(ConfigError::Invalid("give either --peers or --join, not both".into()));
         }
         if !self.peers.is_empty() && !self.peers.iter().any(|(id, _)| *id == self.core.id) {
@@ -259,7 +260,7 @@ mod tests {
         assert!(config.validate().is_err());
         config.peers.push((NodeId(3), "c:3".into()));
         assert!(config.validate().is_ok());
-        config.join = Some("a:1".into());
+        config.join = vec!["a:1".into()];
         assert!(config.validate().is_err());
     }
 }

@@ -119,6 +119,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let line = cli::backup::run(&client, &out, consistency).await.map_err(anyhow::Error::msg)?;
             emit(&format!("{line}\n"))
         }
+        Command::Health { http, path } => {
+            let (healthy, answer) = cli::health::check(&http, &path).map_err(anyhow::Error::msg)?;
+            emit(&format!("{answer}\n"))?;
+            match healthy {
+                true => Ok(()),
+                false => Err(anyhow::anyhow!("{path} on {http} is not healthy")),
+            }
+        }
         Command::Passwd { token } => cli::secrets::passwd(token).map_err(anyhow::Error::msg),
         Command::Certs(args) => emit(&cli::secrets::certs(&args).map_err(anyhow::Error::msg)?),
     }

@@ -103,7 +103,7 @@ pub async fn run_node<D: Disk + 'static>(
         server_stopped,
         server_failed,
     ));
-    if config.join.is_some() {
+    if !config.join.is_empty() {
         tokio::spawn(join_in_background(config.clone(), security.clone(), handle.clone()));
     }
     let addresses = (config.advertise.clone(), client_addresses);
@@ -367,26 +367,26 @@ async fn join_in_background(config: ServeConfig, security: Arc<Security>, handle
     }
 }
 
-/// Asks the cluster at `config.join` to add this node as a learner, waits
-/// until it has caught up, then (unless it should stay a learner) asks to
-/// promote it to voter. Skipped if this node is already a member.
+/// Asks the cluster at `config.join` (its members' addresses, tried in
+/// turn) to add this node as a learner, waits until it has caught up, then
+/// (unless it should stay a learner) asks to promote it to voter. Skipped
+/// if this node is already a member.
 async fn join(config: &ServeConfig, security: &Security, handle: &NodeHandle) -> Result<(), ServeError> {
-    let address = config.join.clone().unwrap_or_default();
-    let join_error = |message: String| ServeError::Join { address: address.clone(), message };
+    let join_error = |message: String| ServeError::Join { address: config.join.join(","), message };
     let status = handle.status().await.map_err(|error| join_error(error.to_string()))?;
     if status.members.iter().any(|member| member.id == config.id()) {
         tracing::info!("already a member; not joining again");
         return Ok(());
     }
-    add_self(config, security, handle, &address, Step::AddLearner).await.map_err(join_error)?;
-    tracing::info!(via = %address, "joined as learner");
+    let via = add_self(config, security, handle, Step::AddLearner).await.map_err(join_error)?;
+    tracing::info!(%via, "joined as learner");
     if config.join_as_learner {
         return Ok(());
     }
-    wait_caught_up(security, handle, &address).await.map_err(join_error)?;
+    wait_caught_up(config, security, handle).await.map_err(join_error)?;
     // Refused if we were removed while catching up: then we stay out.
-    add_self(config, security, handle, &address, Step::Promote).await.map_err(join_error)?;
-    tracing::info!(via = %address, "promoted to voter");
+    let via = add_self(config, security, handle, Step::Promote).await.map_err(join_error)?;
+    tracing::info!(%via, "promoted to voter");
     Ok(())
 }
 
@@ -397,13 +397,15 @@ enum Step {
     Promote,
 }
 
+/// Asks the members at `config.join`, in turn until one answers, to take
+/// `step`; returns the address that did. A member that cannot be reached
+/// (not yet started, its DNS name not yet published) is tried again later.
 async fn add_self(
     config: &ServeConfig,
     security: &Security,
     handle: &NodeHandle,
-    address: &str,
     step: Step,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let request = AddNodeRequest {
         node_id: config.id().0,
         address: config.advertise.clone(),
@@ -411,23 +413,24 @@ async fn add_self(
         promote: step == Step::Promote,
     };
     let deadline = Instant::now() + JOIN_TIMEOUT;
-    loop {
+    for address in config.join.iter().cycle() {
         let attempt = match connect(security, address).await {
             Ok(mut client) => client.add_node(request.clone()).await.map(drop),
             Err(error) => Err(tonic::Status::unavailable(error.to_string())),
         };
         match attempt {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(address.clone()),
             // Refused for good (e.g. no longer a learner): do not retry.
             Err(refused) if refused.code() == tonic::Code::InvalidArgument => return Err(refused.message().to_owned()),
             Err(status) if Instant::now() >= deadline => return Err(status.message().to_owned()),
-            Err(status) => tracing::debug!(error = %status.message(), "join attempt failed; retrying"),
+            Err(status) => tracing::debug!(%address, error = %status.message(), "join attempt failed; retrying"),
         }
         tokio::time::sleep(JOIN_RETRY_PAUSE).await;
         if step == Step::AddLearner && added_before(config, handle).await? {
-            return Ok(());
+            return Ok(address.clone());
         }
     }
+    Err("no member address to join through".to_owned())
 }
 
 /// Before asking again to be added: true if an earlier attempt (whose
@@ -450,20 +453,38 @@ async fn added_before(config: &ServeConfig, handle: &NodeHandle) -> Result<bool,
 }
 
 /// Waits (bounded) until this node has applied what the cluster had
-/// committed when we asked.
-async fn wait_caught_up(security: &Security, handle: &NodeHandle, address: &str) -> Result<(), String> {
-    let mut client = connect(security, address).await.map_err(|error| error.to_string())?;
-    let target =
-        client.status(StatusRequest::default()).await.map_err(|s| s.message().to_owned())?.into_inner().commit_index;
+/// committed when we asked (the first member at `config.join` to answer).
+async fn wait_caught_up(config: &ServeConfig, security: &Security, handle: &NodeHandle) -> Result<(), String> {
     let deadline = Instant::now() + JOIN_TIMEOUT;
-    while Instant::now() < deadline {
+    let mut target = None;
+    for address in config.join.iter().cycle() {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let Some(target) = target else {
+            let status = match connect(security, address).await {
+                Ok(mut client) => client.status(StatusRequest::default()).await.map_err(|s| s.message().to_owned()),
+                Err(error) => Err(error.to_string()),
+            };
+            match status {
+                Ok(status) => target = Some(status.into_inner().commit_index),
+                Err(error) => {
+                    tracing::debug!(%address, %error, "asking for the commit index; trying the next member");
+                    tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+                }
+            }
+            continue;
+        };
         let applied = handle.status().await.map_err(|error| error.to_string())?.applied_index.0;
         if applied >= target {
             return Ok(());
         }
         tokio::time::sleep(JOIN_RETRY_PAUSE).await;
     }
-    Err(format!("did not catch up to index {target} in time"))
+    match target {
+        Some(target) => Err(format!("did not catch up to index {target} in time")),
+        None => Err("no member answered with its commit index in time".to_owned()),
+    }
 }
 
 /// Bound on a request's headers (HTTP/2 header list).

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use deeb_core::NodeId;
 
 use super::output::Format;
+use super::pod::{self, PodPeers};
 use deeb_server::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
 use deeb_server::security::tls::TlsFiles;
 use deeb_server::security::{ConnectionLimits, SecurityConfig};
@@ -70,6 +71,17 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         action: NodesAction,
+    },
+    /// Check a node's HTTP health endpoint (plain HTTP, for a container's
+    /// HEALTHCHECK: the image has no curl): exit 0 on 200, 1 otherwise.
+    Health {
+        /// The node's HTTP API address (its --http-listen).
+        #[arg(long, env = "DEEB_HTTP_ADDR", default_value = "127.0.0.1:4001")]
+        http: String,
+        /// Which check: /livez (the node answers) or /readyz (it has a
+        /// leader and is caught up).
+        #[arg(long, default_value = "/livez")]
+        path: String,
     },
     /// Start a local three-node cluster for development.
     Dev(DevArgs),
@@ -184,8 +196,12 @@ pub enum Level {
 #[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
     /// This node's id (non-zero, never reused for a wiped disk).
-    #[arg(long, env = "DEEB_ID")]
-    pub id: u64,
+    #[arg(long, env = "DEEB_ID", required_unless_present = "id_from_hostname")]
+    pub id: Option<u64>,
+    /// Take the id from the host name's trailing ordinal, as a StatefulSet
+    /// names its pods: `deeb-0` is node 1, `deeb-4` node 5.
+    #[arg(long, env = "DEEB_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    pub id_from_hostname: bool,
     /// Data directory (log, database, snapshots).
     #[arg(long, env = "DEEB_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -262,9 +278,18 @@ pub struct ServeArgs {
     #[arg(long, env = "DEEB_CLUSTER_TOKEN", default_value = "")]
     pub cluster_token: String,
     /// Join an existing cluster through a member's peer address (its
-    /// --peer-advertise).
+    /// --peer-advertise); several, comma-separated, are tried in turn.
     #[arg(long, env = "DEEB_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
+    /// A StatefulSet's pods as peers, from its headless service's DNS
+    /// names: `NAME.SERVICE.NAMESPACE.svc.cluster.local:PORT,replicas=N`.
+    /// Pods `NAME-0` .. `NAME-(N-1)` found the cluster (N is fixed at
+    /// install: never change it); a pod with a higher ordinal joins it
+    /// through them (as a learner, promoted once caught up). The defaults
+    /// of --peer-advertise, --client-advertise and --http-advertise become
+    /// this pod's DNS name. A restarted pod finds its data and restarts.
+    #[arg(long, env = "DEEB_PEERS_FROM_DNS", value_parser = pod_peers_arg, conflicts_with_all = ["peers", "join"])]
+    pub peers_from_dns: Option<PodPeers>,
     /// When joining, stay a non-voting learner.
     #[arg(long, env = "DEEB_LEARNER")]
     pub learner: bool,
@@ -387,16 +412,30 @@ impl ServeArgs {
     /// # Errors
     /// Conflicting or invalid settings.
     pub fn to_config(&self) -> Result<ServeConfig, ConfigError> {
-        let mut config = ServeConfig::new(NodeId(self.id), self.data_dir.clone(), self.listen);
+        self.to_config_on(pod::hostname)
+    }
+
+    /// [`Self::to_config`] on a host named by `hostname` (read only for
+    /// --id-from-hostname).
+    fn to_config_on(&self, hostname: impl FnOnce() -> Result<String, ConfigError>) -> Result<ServeConfig, ConfigError> {
+        let id = self.node_id(hostname)?;
+        let mut config = ServeConfig::new(id, self.data_dir.clone(), self.listen);
         config.peer_listen = self.peer_listen;
         config.http_listen = self.http_listen.0;
         let peer_listen = self.peer_listen.unwrap_or(self.listen);
-        config.advertise = self.peer_advertise.clone().unwrap_or_else(|| peer_listen.to_string());
-        config.client_advertise = self.client_advertise.clone().unwrap_or_else(|| self.listen.to_string());
+        // What this node's addresses default to: its pod's DNS name, or
+        // the addresses it listens on.
+        let pod_host = self.peers_from_dns.as_ref().map(|pods| pods.host(id.0 - 1));
+        let default_address = |listen: SocketAddr| match &pod_host {
+            Some(host) => format!("{host}:{}", listen.port()),
+            None => listen.to_string(),
+        };
+        config.advertise = self.peer_advertise.clone().unwrap_or_else(|| default_address(peer_listen));
+        config.client_advertise = self.client_advertise.clone().unwrap_or_else(|| default_address(self.listen));
         config.http_advertise = match (&self.http_advertise, self.http_listen.0) {
             (_, None) => String::new(),
             (Some(advertise), Some(_)) => advertise.clone(),
-            (None, Some(listen)) => listen.to_string(),
+            (None, Some(listen)) => default_address(listen),
         };
         config.security = self.security_config();
         if !peer_listen.ip().is_loopback() && config.security.peer_tls.is_none() && !self.insecure_peers {
@@ -419,7 +458,18 @@ impl ServeArgs {
         }
         config.peers = self.peers.clone().map(|list| list.0).unwrap_or_default();
         config.cluster_token = self.cluster_token.clone();
-        config.join = self.join.clone();
+        config.join = (self.join.iter().flat_map(|list| list.split(',')))
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(pods) = &self.peers_from_dns {
+            let ordinal = id.0 - 1;
+            match pods.founds(ordinal) {
+                true => config.peers = pods.founders(),
+                false => config.join = pods.founders().into_iter().map(|(_, address)| address).collect(),
+            }
+        }
         config.join_as_learner = self.learner;
         config.request_timeout = self.request_timeout;
         config.statement_timeout = self.statement_timeout;
@@ -431,6 +481,26 @@ impl ServeArgs {
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
         config.validate()?;
         Ok(config)
+    }
+
+    /// `--id`, or the ordinal in the host name (which must then be the
+    /// StatefulSet's of --peers-from-dns).
+    fn node_id(&self, hostname: impl FnOnce() -> Result<String, ConfigError>) -> Result<NodeId, ConfigError> {
+        if let Some(id) = self.id {
+            return match id {
+                0 => Err(ConfigError::Invalid("--id must be non-zero".into())),
+                id => Ok(NodeId(id)),
+            };
+        }
+        let hostname = hostname()?;
+        let (name, ordinal) = pod::ordinal(&hostname)?;
+        if let Some(pods) = self.peers_from_dns.as_ref().filter(|pods| pods.name() != name) {
+            return Err(ConfigError::Invalid(format!(
+                "the host name {hostname:?} is not a pod of {:?}, the StatefulSet --peers-from-dns names",
+                pods.name()
+            )));
+        }
+        Ok(pod::node_id(ordinal))
     }
 
     fn security_config(&self) -> SecurityConfig {
@@ -454,6 +524,10 @@ impl ServeArgs {
 /// The parsed `--peers` list (a newtype so clap takes it as one value).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerList(pub Vec<(NodeId, String)>);
+
+fn pod_peers_arg(text: &str) -> Result<PodPeers, ConfigError> {
+    PodPeers::parse(text)
+}
 
 fn peers_arg(text: &str) -> Result<PeerList, ConfigError> {
     parse_peers(text).map(PeerList)
@@ -556,6 +630,59 @@ mod tests {
     fn peers_and_join_conflict() {
         let result = parse(&["serve", "--id", "1", "--data-dir", "d", "--peers", "1=a:1", "--join", "a:1"]);
         assert!(result.is_err());
+    }
+
+    /// `serve` flags for a StatefulSet pod named `host`.
+    fn pod_config(host: &str, extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut args = vec!["serve", "--id-from-hostname", "--data-dir", "d", "--listen", "0.0.0.0:7001"];
+        args.extend_from_slice(&["--peer-listen", "0.0.0.0:7100", "--http-listen", "0.0.0.0:4001"]);
+        args.extend_from_slice(&["--insecure-peers", "--peers-from-dns", "deeb.deeb-peers.db.svc:7100,replicas=3"]);
+        args.extend_from_slice(extra);
+        let Command::Serve(args) = parse(&args).expect("parses").command else { panic!("not serve") };
+        args.to_config_on(|| Ok(host.to_owned()))
+    }
+
+    #[test]
+    fn a_founding_pod_takes_its_id_and_peers_from_its_name() {
+        let config = pod_config("deeb-1", &[]).expect("valid");
+        assert_eq!(config.id(), NodeId(2));
+        let names: Vec<_> = config.peers.iter().map(|(id, address)| format!("{}={address}", id.0)).collect();
+        assert_eq!(
+            names,
+            ["1=deeb-0.deeb-peers.db.svc:7100", "2=deeb-1.deeb-peers.db.svc:7100", "3=deeb-2.deeb-peers.db.svc:7100"]
+        );
+        assert!(config.join.is_empty());
+        assert_eq!(config.advertise, "deeb-1.deeb-peers.db.svc:7100");
+        assert_eq!(config.client_advertise, "deeb-1.deeb-peers.db.svc:7001");
+        assert_eq!(config.http_advertise, "deeb-1.deeb-peers.db.svc:4001");
+        let advertised = pod_config("deeb-1", &["--client-advertise", "db.example:7001"]).expect("valid");
+        assert_eq!(advertised.client_advertise, "db.example:7001");
+    }
+
+    #[test]
+    fn a_pod_past_the_founders_joins_through_them() {
+        let config = pod_config("deeb-3", &[]).expect("valid");
+        assert_eq!(config.id(), NodeId(4));
+        assert!(config.peers.is_empty());
+        assert_eq!(config.join.len(), 3);
+        assert_eq!(config.join[2], "deeb-2.deeb-peers.db.svc:7100");
+        assert_eq!(config.advertise, "deeb-3.deeb-peers.db.svc:7100");
+    }
+
+    #[test]
+    fn a_host_name_that_is_not_the_statefulsets_pod_is_refused() {
+        let other = pod_config("other-0", &[]);
+        assert!(matches!(other, Err(ConfigError::Invalid(message)) if message.contains("not a pod of")));
+        assert!(pod_config("deeb", &[]).is_err());
+        let both = parse(&["serve", "--id", "1", "--id-from-hostname", "--data-dir", "d"]);
+        assert!(both.is_err(), "--id and --id-from-hostname conflict");
+        assert!(parse(&["serve", "--data-dir", "d"]).is_err(), "an id is required");
+    }
+
+    #[test]
+    fn join_takes_several_members() {
+        let config = serve_config(&["--join", "a:1, b:2,"]).expect("valid");
+        assert_eq!(config.join, ["a:1", "b:2"]);
     }
 
     #[test]

@@ -6,7 +6,9 @@ pub mod bench;
 pub mod commands;
 #[cfg(not(madsim))]
 pub mod dev;
+pub mod health;
 pub mod output;
+pub mod pod;
 pub mod secrets;
 pub mod shell;
 pub mod table;

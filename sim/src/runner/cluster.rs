@@ -140,7 +140,7 @@ impl Cluster {
         let listen = SocketAddr::new(ip_of(id), PORT);
         let mut config = ServeConfig::new(NodeId(id), self.node_directory(id), listen);
         config.peers = peers;
-        config.join = join;
+        config.join = join.into_iter().collect();
         config.core.seed = self.crash_salt.load(Ordering::SeqCst).wrapping_mul(7919).wrapping_add(id);
         config.core.snapshot_interval_entries = self.swarm.snapshot_interval_entries;
         // Compact about every other snapshot, so followers catch up both
