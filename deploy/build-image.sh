@@ -54,7 +54,27 @@ echo "== deeb --version inside the image"
 container=$(buildah "${storage[@]}" from "$image")
 buildah "${storage[@]}" run --isolation chroot --user 65532:65532 "$container" -- /usr/bin/deeb --version
 echo "== user inside the image: $(buildah "${storage[@]}" inspect --format '{{.OCIv1.Config.User}}' "$container")"
+echo "== a one-node deeb serving inside the image, and its HEALTHCHECK command"
+run=(buildah "${storage[@]}" run --isolation chroot --network host --user 65532:65532 "$container" --)
+"${run[@]}" /usr/bin/deeb serve --id 1 --data-dir /tmp/node --listen 127.0.0.1:27811 --http-listen 127.0.0.1:27812 --peer-listen 127.0.0.1:27813 \
+    --peers 1=127.0.0.1:27811 >"$context/serve.log" 2>&1 &
+serve=$!
+healthy=false
+for _ in $(seq 1 50); do
+    if "${run[@]}" /usr/bin/deeb health --http 127.0.0.1:27812 --path /readyz >/dev/null 2>&1; then
+        healthy=true
+        "${run[@]}" /usr/bin/deeb health --http 127.0.0.1:27812 --path /readyz
+        break
+    fi
+    sleep 0.2
+done
+kill -TERM "$serve" 2>/dev/null || true
+wait "$serve" 2>/dev/null || true
 buildah "${storage[@]}" rm "$container" >/dev/null
-size=$(buildah "${storage[@]}" inspect --type image --format '{{.Size}}' "$image" 2>/dev/null || true)
+if [[ $healthy != true ]]; then
+    cat "$context/serve.log" >&2
+    echo "deeb did not become ready inside the image" >&2
+    exit 1
+fi
 buildah "${storage[@]}" images "$image"
-echo "== image $image: ${size:-?} bytes"
+echo "== image $image: $(buildah "${storage[@]}" images --format '{{.Size}}' "$image")"
