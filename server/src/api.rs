@@ -161,14 +161,20 @@ impl DeebService {
     }
 
     /// Whether this node's event loop answers and a local `SELECT 1` runs
-    /// (no quorum needed): the liveness probe.
+    /// (no quorum needed): the liveness probe. A node outside the
+    /// configuration (removed, or not yet joined) serves no reads but is
+    /// alive: restarting it would change nothing.
     ///
     /// # Errors
     /// The loop does not answer in time, or stopped, or the query failed.
     pub async fn local_status(&self) -> Result<(), String> {
         self.handle.status().await.map_err(|error| error.to_string())?;
         let local = Consistency::Stale { max_staleness: None };
-        let reader = self.handle.read(local).await.map_err(|error| format!("local read: {error}"))?;
+        let reader = match self.handle.read(local).await {
+            Ok(reader) => reader,
+            Err(ServerError::Read(ReadError::NotMember { .. })) => return Ok(()),
+            Err(error) => return Err(format!("local read: {error}")),
+        };
         let (chunks, mut answers) = mpsc::channel(QUERY_CHUNKS_BUFFERED_MAX);
         let timeout = self.timeouts.default;
         query::spawn(reader, statement("SELECT 1"), self.limits, timeout, self.shutting_down.clone(), chunks);

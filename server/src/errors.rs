@@ -47,7 +47,7 @@ pub enum ServerError {
 /// the server.
 pub fn to_status(error: ServerError) -> Status {
     if let ServerError::Forwarded(status) = error {
-        return status;
+        return forwarded(status);
     }
     let not_applied = is_not_applied(&error);
     let (code, mut detail) = classify(&error);
@@ -160,6 +160,20 @@ fn classify(error: &ServerError) -> (Code, ErrorDetail) {
         ServerError::Internal(_) => plain(Code::Internal, ErrorCode::Internal),
         ServerError::Forwarded(_) => unreachable!("relayed as is by to_status"),
     }
+}
+
+/// A forwarded call's status, relayed as the leader gave it; but one
+/// without deeb's detail and with tonic's code for a broken call (the link
+/// failed mid-call, perhaps after the leader applied it) says so: the
+/// outcome is unknown, which clients may retry with their idempotency key
+/// (HTTP answers 503, not 500).
+fn forwarded(status: Status) -> Status {
+    let broken = detail_of(&status).is_none() && matches!(status.code(), Code::Unknown | Code::Internal);
+    if !broken {
+        return status;
+    }
+    let message = format!("outcome unknown: forwarding to the leader failed: {}", status.message());
+    Status::with_details(Code::Unknown, message, detail(ErrorCode::OutcomeUnknown).encode_to_vec().into())
 }
 
 fn detail(code: ErrorCode) -> ErrorDetail {
@@ -302,6 +316,17 @@ mod tests {
     fn forwarded_status_is_relayed_unchanged() {
         let status = to_status(ServerError::Forwarded(Status::new(Code::Aborted, "x")));
         assert_eq!((status.code(), status.message()), (Code::Aborted, "x"));
+    }
+
+    #[test]
+    fn a_forward_broken_in_flight_is_an_unknown_outcome() {
+        let status = to_status(ServerError::Forwarded(Status::unknown("transport error")));
+        assert_eq!(status.message(), "outcome unknown: forwarding to the leader failed: transport error");
+        let detail = detail_of(&status).expect("detail");
+        assert_eq!((detail.code(), detail.not_applied), (ErrorCode::OutcomeUnknown, false));
+        // The leader's own answers, with their detail, pass unchanged.
+        let leaders = to_status(ServerError::Write(WriteError::OutcomeUnknown));
+        assert_eq!(to_status(ServerError::Forwarded(leaders.clone())).message(), leaders.message());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `poll_output` carrying out each output, then sleep until
 //! `poll_timeout` or the next input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::hooks::{Job, NodeClock, WorkTime};
+use crate::identity::PeerIdentities;
 use crate::metrics::Metrics;
 use crate::peer::PeerSenders;
 use crate::snapshot;
@@ -163,6 +164,15 @@ pub(crate) struct EventLoop<D: Disk> {
     work_time: Option<Arc<dyn WorkTime>>,
     shutting_down: bool,
     metrics: Metrics,
+    /// The peers' recorded identities, forgotten as their removals apply.
+    removals: Option<Removals>,
+}
+
+/// What [`EventLoop::forget_removed_peers`] compares against.
+struct Removals {
+    identities: PeerIdentities,
+    /// The members the last time it looked.
+    members: BTreeSet<NodeId>,
 }
 
 impl<D: Disk> EventLoop<D> {
@@ -189,7 +199,38 @@ impl<D: Disk> EventLoop<D> {
             work_time,
             shutting_down: false,
             metrics,
+            removals: None,
         }
+    }
+
+    /// Forgets a peer's data-directory identity once its removal applies
+    /// here (see [`PeerIdentities::forget`]); on start, those of peers
+    /// outside the applied configuration, if this node has one.
+    pub(crate) fn forgetting_removed_peers(mut self, identities: PeerIdentities) -> Self {
+        let members: BTreeSet<NodeId> = self.node.member_ids().collect();
+        if !members.is_empty() {
+            for peer in identities.known().into_iter().filter(|peer| !members.contains(&NodeId(*peer))) {
+                if let Err(error) = identities.forget(peer) {
+                    tracing::warn!(peer, %error, "could not forget a removed peer's identity");
+                }
+            }
+        }
+        self.removals = Some(Removals { identities, members });
+        self
+    }
+
+    fn forget_removed_peers(&mut self) {
+        let Some(removals) = self.removals.as_mut() else { return };
+        if self.node.member_ids().eq(removals.members.iter().copied()) {
+            return;
+        }
+        let members: BTreeSet<NodeId> = self.node.member_ids().collect();
+        for removed in removals.members.difference(&members) {
+            if let Err(error) = removals.identities.forget(removed.0) {
+                tracing::warn!(peer = removed.0, %error, "could not forget a removed peer's identity");
+            }
+        }
+        removals.members = members;
     }
 
     /// Runs until `shutdown` resolves (then hands leadership away, bounded
@@ -328,6 +369,7 @@ impl<D: Disk> EventLoop<D> {
         while let Some(output) = self.node.poll_output() {
             self.carry_out(output)?;
         }
+        self.forget_removed_peers();
         Ok(())
     }
 

@@ -10,7 +10,9 @@
 //! (`peer-identities`), the identity it first heard from each peer, and
 //! refuses messages and snapshots from a peer whose identity changed: the
 //! cluster keeps its quorum without it, and the operator removes the old id
-//! and adds the node under a new one.
+//! and adds the node again. Once a node applies a peer's removal it
+//! forgets that peer's identity, so the id may come back on a new disk
+//! after it is added again (as a StatefulSet pod keeps its ordinal).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash as _, Hasher as _};
@@ -78,6 +80,11 @@ impl PeerIdentities {
         Ok(Self(Arc::new(Mutex::new(known))))
     }
 
+    /// The peers whose identities are recorded.
+    pub fn known(&self) -> Vec<u64> {
+        self.0.lock().expect("peer identities lock").identities.keys().copied().collect()
+    }
+
     /// Whether node `from`, whose data directory is `identity`, may speak to
     /// this node: yes the first time (recorded durably) and while its
     /// identity stays the same; an identity of 0 (a sender that gives none)
@@ -95,8 +102,8 @@ impl PeerIdentities {
             Some(&first) => {
                 let message = format!(
                     "node {from}'s data directory is not the one this node knew (identity {identity:016x}, was \
-                     {first:016x}): a node id never comes back on a wiped disk; remove node {from} and add the \
-                     node under a new id"
+                     {first:016x}): a node id never comes back on a wiped disk while it is a member; remove node \
+                     {from}, then add it again (or the node under a new id)"
                 );
                 if known.refused.insert((from, identity)) {
                     tracing::error!(peer = from, "refusing a peer: {message}");
@@ -114,6 +121,27 @@ impl PeerIdentities {
                 })
             }
         }
+    }
+}
+
+impl PeerIdentities {
+    /// Forgets `peer`'s identity: this node applied its removal, so the id
+    /// may come back on another disk once it is added again (a StatefulSet
+    /// pod whose volume was lost keeps its ordinal, and so its id).
+    ///
+    /// # Errors
+    /// The shortened record cannot be written durably (then it is kept).
+    pub fn forget(&self, peer: u64) -> std::io::Result<()> {
+        let mut known = self.0.lock().expect("peer identities lock");
+        let Some(identity) = known.identities.remove(&peer) else { return Ok(()) };
+        let text: String = known.identities.iter().map(|(id, identity)| format!("{id} {identity:016x}\n")).collect();
+        if let Err(error) = write_durably(&known.data_dir, PEERS_FILE, &text) {
+            known.identities.insert(peer, identity);
+            return Err(error);
+        }
+        known.refused.retain(|(id, _)| *id != peer);
+        tracing::info!(peer, "removed from the cluster: its data directory's identity is forgotten");
+        Ok(())
     }
 }
 
@@ -247,6 +275,19 @@ mod tests {
         let refused = restarted.admit(7, first ^ 1).expect_err("another cluster");
         assert!(refused.contains("another cluster"), "{refused}");
         assert!(restarted.admit(7, 0).is_err(), "a node that knows its cluster refuses peers that give none");
+    }
+
+    #[test]
+    fn a_removed_peer_may_come_back_on_another_disk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let peers = PeerIdentities::load(dir.path()).expect("none yet");
+        peers.admit(2, 0xaa).expect("first heard");
+        assert!(peers.admit(2, 0xbb).is_err(), "another disk while a member");
+        peers.forget(2).expect("forget");
+        let reloaded = PeerIdentities::load(dir.path()).expect("recorded");
+        reloaded.admit(2, 0xbb).expect("a new disk after the removal");
+        assert!(reloaded.admit(2, 0xaa).is_err(), "and now the old one is refused");
+        reloaded.forget(7).expect("an unknown peer: nothing to do");
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub async fn run_node<D: Disk + 'static>(
     client_addresses.note(config.id().0, config.advertised());
     let server = tokio::spawn(serve_grpc(
         config.clone(),
-        (security.clone(), (peer_identities, cluster.clone())),
+        (security.clone(), (peer_identities.clone(), cluster.clone())),
         (handle.clone(), metrics.clone(), client_addresses.clone()),
         shutting_down.clone(),
         inputs.clone(),
@@ -113,7 +113,8 @@ pub async fn run_node<D: Disk + 'static>(
     peers.inject_faults(config.hooks.transport.clone());
     let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
     let work_time = config.hooks.work_time.clone();
-    let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, chunk_bytes_max, (work_time, metrics));
+    let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, chunk_bytes_max, (work_time, metrics))
+        .forgetting_removed_peers(peer_identities);
     let mut failure = None;
     let stop = async {
         tokio::select! {

@@ -443,6 +443,28 @@ async fn a_wiped_node_is_refused_under_its_old_id() {
     assert_eq!(status.leader_id, leader, "no election won with the wiped node's vote");
     assert!(status.commit_index >= matched_before + 10, "{status:?}");
     assert!(matched_of(&status) <= matched_before, "the wiped node was counted: {status:?}");
+
+    // The way back (a StatefulSet pod keeps its ordinal, so its id): remove
+    // the id, start the node empty, add it again; the others forgot its old
+    // identity when the removal applied.
+    let mut client = cluster.client(leader).await;
+    client.remove_node(deeb_proto::RemoveNodeRequest { node_id: wiped }).await.expect("remove");
+    cluster.kill(wiped);
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("wipe again");
+    cluster.spawn(wiped);
+    let add = deeb_proto::AddNodeRequest { node_id: wiped, address: cluster.peer_addr(wiped), ..Default::default() };
+    client.add_node(add).await.expect("add the id again");
+    cluster.execute(leader, "INSERT INTO t VALUES (15)").await.expect("insert");
+    let rows = wait_for(Duration::from_secs(20), "the node back under its id serves linearizable reads", || async {
+        cluster.query(wiped, "SELECT count(*) FROM t").await.ok()
+    })
+    .await;
+    assert_eq!(
+        format!("{:?}", rows.rows),
+        format!("{:?}", cluster.query(leader, "SELECT count(*) FROM t").await.expect("q").rows)
+    );
+    let status = cluster.status(leader).await.expect("status");
+    assert!(status.members.iter().any(|member| member.node_id == wiped && !member.learner), "{status:?}");
 }
 
 /// A node of another cluster is refused: node 4, founding a cluster of its

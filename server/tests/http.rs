@@ -231,6 +231,28 @@ async fn readyz_follows_the_quorum_and_livez_the_process() {
     .await;
 }
 
+/// A node removed from the cluster is not ready (a Service must stop
+/// sending it clients), though it still answers and still knows a leader.
+#[tokio::test]
+async fn readyz_fails_on_a_removed_node() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let removed = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    let at = cluster.http_addr(removed);
+    let (status, _, _) = http(&at, "GET", "/readyz", "text/plain", b"").await;
+    assert_eq!(status, 200, "ready while a member");
+    let mut client = cluster.client(leader).await;
+    client.remove_node(deeb_proto::RemoveNodeRequest { node_id: removed }).await.expect("remove");
+    let body = wait_for(Duration::from_secs(30), "readyz 503 once removed", || async {
+        let (status, _, body) = http(&at, "GET", "/readyz", "text/plain", b"").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("[-]not a member of the cluster"), "{body}");
+    let (status, _, _) = http(&at, "GET", "/livez", "text/plain", b"").await;
+    assert_eq!(status, 200, "alive all the same");
+}
+
 /// HTTP Basic credentials and the users file's permissions, through a
 /// follower: anonymous readiness only, a reader that cannot write, a wrong
 /// password refused.

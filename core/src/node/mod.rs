@@ -443,6 +443,12 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.members.get(&id).map(String::as_str)
     }
 
+    /// The members (voters and learners) in this node's applied
+    /// configuration.
+    pub fn member_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.keys().copied()
+    }
+
     /// The leader this node knows of, if any.
     pub fn leader(&self) -> Option<NodeId> {
         match self.raw.raft.leader_id {

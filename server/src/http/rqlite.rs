@@ -411,8 +411,9 @@ pub async fn status(call: Call, Query(params): Query<Params>) -> Response {
     json_response(StatusCode::OK, &params, &body, status.node_id)
 }
 
-/// `GET /readyz` (the `ready` permission): 200 with a known leader and
-/// this node caught up to within `READY_LAG_MAX` entries of what it knows
+/// `GET /readyz` (the `ready` permission): 200 with a known leader, this
+/// node in the cluster's configuration (not removed, not still joining)
+/// and caught up to within `READY_LAG_MAX` entries of what it knows
 /// committed; 503 otherwise; `?noleader` checks only that the node answers.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health", params(("noleader" = Option<String>, Query,
         description = "Only check that the node answers")),
@@ -436,6 +437,10 @@ pub async fn readyz(call: Call, Query(params): Query<Params>) -> Response {
     }
     if status.leader_id == 0 {
         return text(StatusCode::SERVICE_UNAVAILABLE, "[+]node ok\n[-]leader does not exist".into());
+    }
+    if !status.members.iter().any(|member| member.node_id == status.node_id) {
+        let line = "[+]node ok\n[+]leader ok\n[-]not a member of the cluster (removed, or not yet joined)";
+        return text(StatusCode::SERVICE_UNAVAILABLE, line.into());
     }
     let lag = status.commit_index.saturating_sub(status.applied_index);
     if lag > READY_LAG_MAX {
