@@ -29,6 +29,7 @@ import os
 import pathlib
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,11 @@ class Pods:
         self.client_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "client")
         self.peer_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "peer")
         self.mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data")
+        # Secret volumes: their mount paths stand for files under work/.
+        secrets = {volume["name"]: volume["secret"]["secretName"] for volume in pod["volumes"] if "secret" in volume}
+        self.secret_dirs = {mount["mountPath"]: pathlib.Path(work) / "secrets" / secrets[mount["name"]]
+                            for mount in container["volumeMounts"] if mount["name"] in secrets}
+        self.tls_ca = None
         self.startup_probe = container["startupProbe"]
         self.readiness_probe = container["readinessProbe"]
         self.probers = {}
@@ -148,6 +154,9 @@ class Pods:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         for key, value in self.env.items():
             env[key] = value.replace(self.mount, str(volume)) if key == "DEEB_DATA_DIR" else value
+            for mount, directory in self.secret_dirs.items():
+                if value.startswith(mount + "/"):
+                    env[key] = str(directory) + value[len(mount):]
         env["TMPDIR"] = str(tmp)
         log = open(pathlib.Path(self.work) / f"{self.name}-{ordinal}.log", "a")
         hostname = f"{self.name}-{ordinal}"
@@ -213,9 +222,19 @@ class Pods:
             process.wait(timeout=STOP_TIMEOUT)
             return "killed at the grace period"
 
+    def connect(self, ordinal, timeout, verify=True):
+        """An HTTP(S) connection to a pod's HTTP port: HTTPS with client
+        TLS, verified against the CA like a client (not the host name: the
+        pod's IP), or unverified like the kubelet's probes."""
+        if self.tls_ca is None:
+            return http.client.HTTPConnection(pod_ip(ordinal), self.http_port, timeout=timeout)
+        context = ssl.create_default_context(cafile=self.tls_ca) if verify else ssl._create_unverified_context()
+        context.check_hostname = False
+        return http.client.HTTPSConnection(pod_ip(ordinal), self.http_port, timeout=timeout, context=context)
+
     def probe(self, ordinal, path, timeout=2):
         try:
-            connection = http.client.HTTPConnection(pod_ip(ordinal), self.http_port, timeout=timeout)
+            connection = self.connect(ordinal, timeout, verify=False)
             connection.request("GET", path)
             answer = connection.getresponse()
             body = answer.read().decode(errors="replace")
@@ -267,8 +286,8 @@ class Pods:
                 process.wait(timeout=STOP_TIMEOUT)
 
 
-def http_call(ip, port, method, path, body=None):
-    connection = http.client.HTTPConnection(ip, port, timeout=REQUEST_TIMEOUT)
+def http_call(pods, ordinal, method, path, body=None):
+    connection = pods.connect(ordinal, REQUEST_TIMEOUT)
     try:
         data = json.dumps(body) if body is not None else None
         connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
@@ -307,7 +326,7 @@ class Writer(threading.Thread):
             self.attempts[phase] = self.attempts.get(phase, 0) + 1
             statement = [["INSERT INTO rehearsal(id, phase) VALUES(?, ?)", key, phase]]
             try:
-                status, body = http_call(pod_ip(ordinal), self.pods.http_port, "POST", "/db/execute", statement)
+                status, body = http_call(self.pods, ordinal, "POST", "/db/execute", statement)
                 result = json.loads(body)["results"][0] if status == 200 else {"error": f"HTTP {status}: {body}"}
             except (OSError, ValueError, KeyError, IndexError) as error:
                 result = {"error": f"{type(error).__name__}: {error}"}
@@ -323,6 +342,8 @@ def deeb_nodes(pods, *args):
     """`deeb nodes ARGS` through the first ready pod, as an operator would."""
     ordinal = (pods.endpoints() or [0])[0]
     command = [pods.deeb, "nodes", "--addr", f"{pod_ip(ordinal)}:{pods.client_port}", *args]
+    if pods.tls_ca:
+        command[3:3] = ["--tls-ca", pods.tls_ca]
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
         raise SystemExit(f"deeb nodes {' '.join(args)}: {done.stdout}{done.stderr}")
@@ -330,7 +351,7 @@ def deeb_nodes(pods, *args):
 
 def query_ids(pods, ordinal):
     path = "/db/query?level=linearizable&q=" + "SELECT%20id%20FROM%20rehearsal%20ORDER%20BY%20id"
-    status, body = http_call(pod_ip(ordinal), pods.http_port, "GET", path)
+    status, body = http_call(pods, ordinal, "GET", path)
     if status != 200:
         raise SystemExit(f"query on pod {ordinal}: HTTP {status}: {body}")
     result = json.loads(body)["results"][0]
@@ -355,7 +376,7 @@ def run(pods, writer, figures):
                    f"{max(took.values()):.2f}s ({', '.join(f'pod {o} {t:.2f}s' for o, t in sorted(took.items()))})")
     if pods.voters(2) != [1, 2, 3]:
         raise SystemExit(f"after the cold start pod 2 sees the voters {pods.voters(2)}")
-    status, body = http_call(pod_ip(0), pods.http_port, "POST", "/db/execute",
+    status, body = http_call(pods, 0, "POST", "/db/execute",
                              [["CREATE TABLE rehearsal (id INTEGER PRIMARY KEY, phase TEXT NOT NULL)"]])
     if status != 200 or "error" in json.loads(body)["results"][0]:
         raise SystemExit(f"create table: {status} {body}")
@@ -382,6 +403,9 @@ def run(pods, writer, figures):
         figures.append(f"rolling restart, pod {ordinal}: {how}, ready {took[ordinal]:.2f}s after its deletion began")
     figures.append(f"rolling restart of 3 pods: {time.monotonic() - rolled:.2f}s")
     time.sleep(2)
+
+    if pods.tls_ca is not None:
+        return finish(pods, writer, figures)
 
     writer.phase = "scale to 5"
     scaled = time.monotonic()
@@ -432,6 +456,11 @@ def run(pods, writer, figures):
     figures.append(f"lost volume of pod {victim}: removed, restarted empty, added back, ready in "
                    f"{time.monotonic() - lost_at:.2f}s")
     time.sleep(2)
+    return finish(pods, writer, figures)
+
+
+def finish(pods, writer, figures):
+    """Stops the writer and checks every acknowledged write on every pod."""
     writer.phase = "end"
     time.sleep(1)
     writer.running = False
@@ -457,18 +486,45 @@ def run(pods, writer, figures):
     return problems
 
 
+def make_secrets(pods, work):
+    """The chart README's Secrets, made with `deeb certs`: the peers' is a
+    wildcard for the headless service's names. Returns the CA's path."""
+    certs = pathlib.Path(work) / "certs"
+    wildcard = f"*.{pods.domain}"
+    ips = ",".join(pod_ip(ordinal) for ordinal in range(8))
+    subprocess.run([pods.deeb, "certs", "--dir", str(certs), "--node", f"peers={wildcard}",
+                    "--node", f"clients={wildcard},{ips}"], check=True, capture_output=True, timeout=60)
+    for secret, name in [("deeb-peer-tls", "peers"), ("deeb-client-tls", "clients")]:
+        directory = pathlib.Path(work) / "secrets" / secret
+        directory.mkdir(parents=True)
+        shutil.copy(certs / f"{name}.pem", directory / "tls.crt")
+        shutil.copy(certs / f"{name}-key.pem", directory / "tls.key")
+        shutil.copy(certs / "ca.pem", directory / "ca.crt")
+    return str(certs / "ca.pem")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deeb", default="target/release/deeb")
     parser.add_argument("--keep", action="store_true", help="keep the pods' logs and data")
+    parser.add_argument("--tls", action="store_true",
+                        help="with the chart's client and peer TLS (certificates from `deeb certs`, a wildcard for "
+                             "the peers' DNS names); cold start, kill -9 and rolling restart only")
     options = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the rehearsal needs root (network and UTS namespaces)")
-    objects, _ = chart.render({}, name=RELEASE, namespace=NAMESPACE)
+    values = {}
+    if options.tls:
+        values = {"tls": {"client": {"enabled": True, "secretName": "deeb-client-tls"},
+                          "peer": {"enabled": True, "secretName": "deeb-peer-tls"}}}
+    objects, _ = chart.render(values, name=RELEASE, namespace=NAMESPACE)
     work = tempfile.mkdtemp(prefix="deeb-rehearsal-")
     pods = Pods(options.deeb, chart.statefulset(objects), work)
+    if options.tls:
+        pods.tls_ca = make_secrets(pods, work)
     writer = Writer(pods)
-    print(f"== rehearsal of StatefulSet {pods.name} ({pods.env['DEEB_PEERS_FROM_DNS']}) in {work}")
+    mode = "client and peer TLS" if options.tls else "no TLS"
+    print(f"== rehearsal of StatefulSet {pods.name} ({pods.env['DEEB_PEERS_FROM_DNS']}, {mode}) in {work}")
     figures, problems = [], ["did not finish"]
     try:
         problems = run(pods, writer, figures)
