@@ -220,4 +220,8 @@ mutations! {
     /// node restarts from 1 (issue 11, blind spot 5): an answer to a read
     /// from before a restart can complete a new read with an old index.
     bare_read_contexts,
+    /// A read that arrives while a ReadIndex round is in flight joins that
+    /// round, whose index was asked for before the read arrived: it can
+    /// miss a write acknowledged in between (issue 15's batched ReadIndex).
+    read_joins_round_in_flight,
 }

@@ -230,9 +230,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         sm.set_limits(write_limits(&config));
         let (id, incarnation) = (config.id, next_incarnation(data_dir)?);
+        let join_round_in_flight = config.mutations.read_joins_round_in_flight();
         let reads = match config.mutations.bare_read_contexts() {
-            true => Reads::new(0, 0),
-            false => Reads::new(id.0, incarnation),
+            true => Reads::new(0, 0, join_round_in_flight),
+            false => Reads::new(id.0, incarnation, join_round_in_flight),
         };
         membership::bootstrap(&config, &mut log, &sm, initial_members)?;
         reconcile(&mut log, &sm)?;
@@ -612,6 +613,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if self.raw.has_ready() && !snapshot_waits && self.installing.is_none() {
             self.handle_ready()?;
             progressed = true;
+        }
+        // Reads that arrived while the last ReadIndex round was in flight.
+        if self.installing.is_none() {
+            progressed |= self.reads.start_round(&mut self.raw, self.ticks);
         }
         self.maybe_snapshot()?;
         progressed |= self.maybe_start_batch();

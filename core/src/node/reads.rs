@@ -33,9 +33,21 @@ pub enum Consistency {
 
 /// Linearizable reads waiting for ReadIndex or for apply to catch up, and
 /// the leader's lease.
+///
+/// ReadIndex is asked in rounds: one request (one heartbeat round at the
+/// leader) for every read waiting when it is asked, at most
+/// `ROUNDS_IN_FLIGHT_MAX` rounds in flight. A read never joins a round
+/// already asked: the index it gets must be confirmed after it arrived.
 #[derive(Default)]
 pub(super) struct Reads {
     pending: BTreeMap<ClientToken, PendingRead>,
+    /// The ReadIndex rounds in flight, oldest first.
+    rounds: VecDeque<Round>,
+    /// The number of the last round asked (per run: contexts also carry
+    /// the incarnation).
+    last_round: u64,
+    /// Mutation `read_joins_round_in_flight`.
+    join_round_in_flight: bool,
     /// Leader only: per peer, when we sent the latest heartbeat it has
     /// answered in the current term (not when the answer arrived: an answer
     /// that waited in a queue while this node was paused promises nothing
@@ -62,22 +74,26 @@ pub(super) struct Reads {
     answered_order: VecDeque<Vec<u8>>,
 }
 
+/// ReadIndex rounds in flight at once: reads that arrive while one is in
+/// flight go out in the next without waiting for it to end.
+const ROUNDS_IN_FLIGHT_MAX: usize = 2;
+
 /// Answered ReadIndex contexts remembered (see [`Reads::is_answered`]).
 const COMPLETED_CONTEXTS_MAX: usize = 4096;
 
 /// A ReadIndex context no other request in the cluster's life shares: the
 /// node's id, the incarnation (a number that grows at every start of the
-/// node, kept in its data directory), the client's token and the attempt
-/// (each retry asks afresh). A bare token would repeat after a restart
-/// (hosts count tokens from 1), and an answer to a read from before the
-/// restart, delivered late, would complete a new read with an old index;
-/// two nodes' equal tokens would collide at the leader. A retry under the
+/// node, kept in its data directory), the round's number and the attempt
+/// (each retry asks afresh). A bare number would repeat after a restart
+/// (rounds count from 1), and an answer to a round from before the
+/// restart, delivered late, would complete a new one with an old index;
+/// two nodes' equal numbers would collide at the leader. A retry under the
 /// same context would let heartbeat answers sent for the first attempt,
 /// delivered late, count for the retry (raft-rs counts a heartbeat's
 /// answer for every request carrying its context).
-fn read_context(prefix: &[u8; 16], token: ClientToken, attempt: u64) -> Vec<u8> {
+fn read_context(prefix: &[u8; 16], round: u64, attempt: u64) -> Vec<u8> {
     let mut context = prefix.to_vec();
-    context.extend_from_slice(&token.0.to_be_bytes());
+    context.extend_from_slice(&round.to_be_bytes());
     context.extend_from_slice(&attempt.to_be_bytes());
     context
 }
@@ -89,11 +105,20 @@ const LEASE_TAG: u8 = 0xff;
 struct PendingRead {
     /// When the read first asked for a read index (this node's clock).
     asked_at: Duration,
-    issued_tick: u64,
-    /// How many times the read index was asked for again.
-    attempt: u64,
     deadline_tick: u64,
+    /// The round that asks for this read's index, once one does.
+    round: Option<u64>,
     read_index: Option<u64>,
+}
+
+/// One ReadIndex request for every read that was waiting when it was
+/// asked.
+struct Round {
+    number: u64,
+    issued_tick: u64,
+    /// How many times it was asked for again (raft-rs drops a request it
+    /// cannot serve, silently).
+    attempt: u64,
 }
 
 impl<D: Disk, S: StateMachine> Node<D, S> {
@@ -159,14 +184,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return Err(ReadError::QueueFull { max });
         }
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
-        let read =
-            PendingRead { asked_at: self.now, issued_tick: self.ticks, attempt: 0, deadline_tick, read_index: None };
+        let round = self.reads.rounds.back().filter(|_| self.reads.join_round_in_flight).map(|round| round.number);
+        let read = PendingRead { asked_at: self.now, deadline_tick, round, read_index: None };
         self.reads.pending.insert(token, read);
         self.observe(super::NodeEvent::ReadIndexAsked { token: token.0 });
         // While a snapshot installs, raft must not queue messages under the
-        // ready it handed out: the request goes out on a later tick.
+        // ready it handed out: the round starts on a later tick.
         if self.installing.is_none() {
-            self.raw.read_index(read_context(&self.reads.context_prefix, token, 0));
+            self.reads.start_round(&mut self.raw, self.ticks);
         }
         self.drive();
         Ok(())
@@ -199,11 +224,33 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
 impl Reads {
     /// The reads of node `id` in its run number `incarnation`.
-    pub(super) fn new(id: u64, incarnation: u64) -> Self {
+    pub(super) fn new(id: u64, incarnation: u64, join_round_in_flight: bool) -> Self {
         let mut context_prefix = [0u8; 16];
         context_prefix[..8].copy_from_slice(&id.to_be_bytes());
         context_prefix[8..].copy_from_slice(&incarnation.to_be_bytes());
-        Reads { context_prefix, ..Reads::default() }
+        Reads { context_prefix, join_round_in_flight, ..Reads::default() }
+    }
+
+    /// Asks for one read index for every read waiting for a round, unless
+    /// `ROUNDS_IN_FLIGHT_MAX` are in flight (they wait for one to end).
+    /// True if it asked.
+    pub(super) fn start_round<S: Storage>(&mut self, raw: &mut RawNode<S>, ticks: u64) -> bool {
+        if self.rounds.len() >= ROUNDS_IN_FLIGHT_MAX {
+            return false;
+        }
+        let number = self.last_round + 1;
+        let mut any = false;
+        for read in self.pending.values_mut().filter(|read| read.round.is_none()) {
+            read.round = Some(number);
+            any = true;
+        }
+        if !any {
+            return false;
+        }
+        self.last_round = number;
+        self.rounds.push_back(Round { number, issued_tick: ticks, attempt: 0 });
+        raw.read_index(read_context(&self.context_prefix, number, 0));
+        true
     }
 
     /// Leader: remembers when each outgoing heartbeat was sent, tagging
@@ -251,7 +298,8 @@ impl Reads {
         heard > voters.len() / 2
     }
 
-    /// Records the indexes raft confirmed for our reads; returns the reads
+    /// Records the index raft confirmed for our round in flight (at any
+    /// attempt) for every read in it, and ends the round; returns the reads
     /// that got theirs now.
     pub(super) fn on_read_states(&mut self, states: Vec<ReadState>) -> Vec<(ClientToken, u64)> {
         let mut confirmed = Vec::new();
@@ -260,11 +308,13 @@ impl Reads {
             let context = state.request_ctx.as_slice();
             let Some(rest) = context.strip_prefix(&self.context_prefix[..]) else { continue };
             let Some(Ok(bytes)) = rest.get(..8).filter(|_| rest.len() == 16).map(<[u8; 8]>::try_from) else { continue };
-            let token = ClientToken(u64::from_be_bytes(bytes));
-            if let Some(read) = self.pending.get_mut(&token) {
-                if read.read_index.is_none() {
+            let number = u64::from_be_bytes(bytes);
+            let Some(at) = self.rounds.iter().position(|round| round.number == number) else { continue };
+            self.rounds.remove(at);
+            for (token, read) in &mut self.pending {
+                if read.round == Some(number) && read.read_index.is_none() {
                     read.read_index = Some(state.index);
-                    confirmed.push((token, state.index));
+                    confirmed.push((*token, state.index));
                 }
             }
         }
@@ -287,8 +337,9 @@ impl Reads {
         }
     }
 
-    /// Retries ReadIndex requests raft may have dropped (unless raft must
-    /// not be asked now: a snapshot installs); fails expired ones.
+    /// Fails expired reads; asks again for the round in flight if raft may
+    /// have dropped it, or starts one for reads still waiting (unless raft
+    /// must not be asked now: a snapshot installs).
     pub(super) fn on_tick<S: Storage>(
         &mut self,
         raw: &mut RawNode<S>,
@@ -296,23 +347,29 @@ impl Reads {
         may_ask: bool,
         outputs: &mut VecDeque<Output>,
     ) {
-        let retry_ticks = (raw.raft.heartbeat_timeout() as u64).max(1) * 2;
         let has_leader = raw.raft.leader_id != raft::INVALID_ID;
-        let mut expired = Vec::new();
-        for (token, read) in &mut self.pending {
-            if ticks >= read.deadline_tick {
-                expired.push(*token);
-            } else if read.read_index.is_none() && ticks - read.issued_tick >= retry_ticks && has_leader && may_ask {
-                read.issued_tick = ticks;
-                read.attempt += 1;
-                raw.read_index(read_context(&self.context_prefix, *token, read.attempt));
-            }
-        }
+        let expired: Vec<ClientToken> =
+            self.pending.iter().filter(|(_, read)| ticks >= read.deadline_tick).map(|(token, _)| *token).collect();
         for token in expired {
             let read = self.pending.remove(&token).expect("collected from pending");
             let error = if read.read_index.is_some() || has_leader { ReadError::Timeout } else { ReadError::NoLeader };
             outputs.push_back(Output::ReadFailed { token, error });
         }
+        // A round whose reads all expired is over.
+        let pending = &self.pending;
+        self.rounds.retain(|round| pending.values().any(|read| read.round == Some(round.number)));
+        if !may_ask {
+            return;
+        }
+        let retry_ticks = (raw.raft.heartbeat_timeout() as u64).max(1) * 2;
+        for round in &mut self.rounds {
+            if ticks - round.issued_tick >= retry_ticks && has_leader {
+                round.issued_tick = ticks;
+                round.attempt += 1;
+                raw.read_index(read_context(&self.context_prefix, round.number, round.attempt));
+            }
+        }
+        self.start_round(raw, ticks);
     }
 
     /// Remembers that this node answered the ReadIndex request `context`
@@ -361,33 +418,43 @@ mod tests {
     /// are not; the memory is bounded.
     #[test]
     fn answered_read_requests_are_recognized_when_they_come_again() {
-        let mut reads = Reads::new(2, 1);
-        let first = read_context(&[1; 16], ClientToken(24), 0);
-        let retry = read_context(&[1; 16], ClientToken(24), 1);
+        let mut reads = Reads::new(2, 1, false);
+        let first = read_context(&[1; 16], 24, 0);
+        let retry = read_context(&[1; 16], 24, 1);
         reads.note_answered(&first);
         assert!(reads.is_answered(&read_index_request(&first)));
         assert!(!reads.is_answered(&read_index_request(&retry)), "a retry asks under a fresh context");
         for token in 0..COMPLETED_CONTEXTS_MAX as u64 {
-            reads.note_answered(&read_context(&[3; 16], ClientToken(token), 0));
+            reads.note_answered(&read_context(&[3; 16], token, 0));
         }
         assert!(!reads.is_answered(&read_index_request(&first)), "the oldest are forgotten");
         assert_eq!(reads.answered.len(), COMPLETED_CONTEXTS_MAX);
     }
 
-    /// Confirmed indexes reach the read whose token the context names, at
-    /// any attempt; another node's contexts are ignored.
+    fn pending(round: Option<u64>) -> PendingRead {
+        PendingRead { asked_at: Duration::ZERO, deadline_tick: 9, round, read_index: None }
+    }
+
+    /// A confirmed index reaches every read of the round the context
+    /// names, at any attempt, and ends the round; reads waiting for the
+    /// next round, and another node's contexts, are left alone.
     #[test]
-    fn read_states_name_their_read_at_any_attempt() {
-        let mut reads = Reads::new(2, 1);
-        let read =
-            PendingRead { asked_at: Duration::ZERO, issued_tick: 0, attempt: 1, deadline_tick: 9, read_index: None };
-        reads.pending.insert(ClientToken(7), read);
+    fn read_states_confirm_the_whole_round_at_any_attempt() {
+        let mut reads = Reads::new(2, 1, false);
+        reads.pending.insert(ClientToken(7), pending(Some(4)));
+        reads.pending.insert(ClientToken(8), pending(Some(4)));
+        reads.pending.insert(ClientToken(9), pending(None));
+        reads.rounds.push_back(Round { number: 4, issued_tick: 0, attempt: 1 });
         let prefix = reads.context_prefix;
-        let other = read_context(&[9; 16], ClientToken(7), 1);
-        let ours = read_context(&prefix, ClientToken(7), 1);
+        let other = read_context(&[9; 16], 4, 1);
+        let ours = read_context(&prefix, 4, 1);
         let states =
             vec![ReadState { index: 3, request_ctx: other }, ReadState { index: 5, request_ctx: ours.clone() }];
-        assert_eq!(reads.on_read_states(states), vec![(ClientToken(7), 5)]);
+        assert_eq!(reads.on_read_states(states), vec![(ClientToken(7), 5), (ClientToken(8), 5)]);
+        assert!(reads.rounds.is_empty(), "the round is over");
+        assert_eq!(reads.pending[&ClientToken(9)].read_index, None, "arrived during the round: waits for the next");
         assert!(reads.is_answered(&read_index_request(&ours)));
+        let late = ReadState { index: 6, request_ctx: read_context(&prefix, 4, 0) };
+        assert!(reads.on_read_states(vec![late]).is_empty(), "a late answer to an ended round changes nothing");
     }
 }

@@ -48,6 +48,9 @@ pub enum Mutant {
     KeepStaleSuffix,
     /// ReadIndex contexts without node id and incarnation (blind spot 5).
     BareReadContexts,
+    /// A read arriving while a ReadIndex round is in flight joins it
+    /// (issue 15's batched ReadIndex).
+    ReadJoinsRoundInFlight,
     /// Not a code change: the lease's assumption broken on purpose (a
     /// node's clock far slower than the drift it allows), which lease
     /// reads must be seen to violate (`Swarm::breaking_the_lease`).
@@ -58,7 +61,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// The mutants `mutants` and `ci` require to be caught.
-    pub const ALL: [Mutant; 19] = [
+    pub const ALL: [Mutant; 20] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -78,6 +81,7 @@ impl Mutant {
         Mutant::KeepStaleSuffix,
         Mutant::LeaseBeyondClockBound,
         Mutant::BareReadContexts,
+        Mutant::ReadJoinsRoundInFlight,
     ];
 
     /// Mutants the faults catch too rarely to require (`run --mutant` and
@@ -104,6 +108,7 @@ impl Mutant {
             Mutant::StaleBoundOnLeaderContact => "stale-bound-on-leader-contact",
             Mutant::KeepStaleSuffix => "keep-stale-suffix",
             Mutant::BareReadContexts => "bare-read-contexts",
+            Mutant::ReadJoinsRoundInFlight => "read-joins-round-in-flight",
             Mutant::LeaseBeyondClockBound => "lease-beyond-clock-bound",
             Mutant::Canary => "canary",
         }
@@ -145,6 +150,7 @@ impl Mutant {
             Mutant::StaleBoundOnLeaderContact => mutations.stale_bound_on_leader_contact = true,
             Mutant::KeepStaleSuffix => mutations.keep_stale_suffix = true,
             Mutant::BareReadContexts => mutations.bare_read_contexts = true,
+            Mutant::ReadJoinsRoundInFlight => mutations.read_joins_round_in_flight = true,
             Mutant::LeaseBeyondClockBound | Mutant::Canary => {}
         }
         mutations
