@@ -10,7 +10,9 @@
 # 100-byte values, 1000 keys. Prints, per workload, both systems'
 # throughput and p50 and their ratio; then leader kill -9 to the next
 # write acknowledged through a follower (median of KILL_TRIALS), every
-# server process's peak RSS, and the machine's load.
+# server process's peak RSS, and the machine's load. Stale reads are also
+# run against one SQLite file behind the same gRPC API with no raft
+# (`deeb bench-baseline`): what a point read costs through a server.
 #
 # With LOSS="10 30" (needs root, iproute2 and nftables) everything runs in a
 # network namespace of its own, and after the runs above both systems take
@@ -48,10 +50,12 @@ deeb_peer() { echo "127.0.0.1:$((BASE_PORT + 100 + $1 - 1))"; }
 deeb_http() { echo "127.0.0.1:$((BASE_PORT + 400 + $1 - 1))"; }
 etcd_client() { echo "127.0.0.1:$((BASE_PORT + 200 + $1 - 1))"; }
 etcd_peer() { echo "127.0.0.1:$((BASE_PORT + 300 + $1 - 1))"; }
+baseline_client() { echo "127.0.0.1:$((BASE_PORT + 500))"; }
 DEEB_PEERS="1=$(deeb_peer 1),2=$(deeb_peer 2),3=$(deeb_peer 3)"
 ETCD_CLUSTER="e1=http://$(etcd_peer 1),e2=http://$(etcd_peer 2),e3=http://$(etcd_peer 3)"
 ETCD_ENDPOINTS="$(etcd_client 1),$(etcd_client 2),$(etcd_client 3)"
 declare -A DEEB_PIDS ETCD_PIDS PEAK_KB
+BASELINE_PID=
 
 start_deeb() {
     "$BIN" serve --id "$1" --listen "$(deeb_client "$1")" --peer-listen "$(deeb_peer "$1")" \
@@ -83,7 +87,7 @@ note_peaks() {
 }
 stop_all() {
     set +e
-    for pid in "${DEEB_PIDS[@]}" "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${DEEB_PIDS[@]}" "${ETCD_PIDS[@]}" $BASELINE_PID; do kill "$pid" 2>/dev/null; done
     wait 2>/dev/null
     [[ -z "${KEEP:-}" ]] && rm -rf "$DIR"
 }
@@ -131,12 +135,14 @@ bench() { # system, then deeb bench flags (and --loss PERCENT, a tag)
         loss=${*: -1}
         set -- "${@:1:$(($# - 2))}"
     fi
+    local target=$system tag=
     case $system in
         deeb) addr=$(deeb_client 1) ;;
         etcd) addr=$(etcd_endpoints_leader_first) ;;
+        sqlite) addr=$(baseline_client); target=deeb; tag=,\"baseline\":true; set -- "$@" --one-node ;;
     esac
-    "$BIN" bench --target "$system" --addr "$addr" --duration "$DURATION" --warmup "$WARMUP" --json "$@" |
-        sed "s/}\$/,\"loss\":$loss}/" >>"$RESULTS"
+    "$BIN" bench --target "$target" --addr "$addr" --duration "$DURATION" --warmup "$WARMUP" --json "$@" |
+        sed "s/}\$/,\"loss\":$loss$tag}/" >>"$RESULTS"
     note_peaks
 }
 for clients in 1 16 64; do
@@ -151,6 +157,13 @@ for consistency in linearizable stale; do
 done
 bench deeb --mode read --consistency lease --clients 1
 bench deeb --mode read --consistency lease --clients 64
+"$BIN" bench-baseline --file "$DIR/baseline.db" --listen "$(baseline_client)" 2>>"$DIR/baseline.log" &
+BASELINE_PID=$!
+baseline_up() { timeout 2 "$BIN" bench --addr "$(baseline_client)" --one-node --mode read --consistency stale \
+    --clients 1 --duration 100ms --warmup 0s; }
+wait_for baseline_up
+bench sqlite --mode read --consistency stale --clients 1
+bench sqlite --mode read --consistency stale --clients 64
 echo "load after the load runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Loss between the nodes: the peer ports of both systems, both directions,
@@ -207,6 +220,8 @@ note_peaks
 python3 - "$RESULTS" "$DIR/kills" <<'EOF'
 import json, statistics, sys
 every = [json.loads(line) for line in open(sys.argv[1])]
+baseline = [run for run in every if run.get("baseline")]
+every = [run for run in every if not run.get("baseline")]
 runs = [run for run in every if run["loss"] == 0]
 lossy = [run for run in every if run["loss"] > 0]
 def find(target, mode, consistency, clients):
@@ -232,6 +247,14 @@ for mode, consistency, clients in rows:
     fmt = lambda v, spec: format(v, spec) if v is not None else "-"
     print(f"| {name} | {clients} | {fmt(deeb_ops, '.0f')} | {fmt(etcd_ops, '.0f')} | {ratio} | "
           f"{fmt(deeb_p50, '.2f')} | {fmt(etcd_p50, '.2f')} |")
+if baseline:
+    print("\n| stale reads | clients | deeb (3 nodes) ops/s | one SQLite file behind a server ops/s | deeb/SQLite |")
+    print("|---|---|---|---|---|")
+    for run in baseline:
+        deeb = find("deeb", "read", "stale", run["clients"])
+        ours, theirs = deeb["reads"]["per_second"] if deeb else None, run["reads"]["per_second"]
+        ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
+        print(f"| stale | {run['clients']} | {ours:.0f} | {theirs:.0f} | {ratio} |")
 if lossy:
     print("\n| loss between nodes | system | writes/s (16 clients) | p50 ms | p99 ms | longest gap ms | errors |")
     print("|---|---|---|---|---|---|---|")

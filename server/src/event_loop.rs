@@ -209,6 +209,7 @@ impl<D: Disk> EventLoop<D> {
     pub(crate) fn forgetting_removed_peers(mut self, identities: PeerIdentities) -> Self {
         let members: BTreeSet<NodeId> = self.node.member_ids().collect();
         if !members.is_empty() {
+            identities.set_members(members.iter().map(|id| id.0));
             for peer in identities.known().into_iter().filter(|peer| !members.contains(&NodeId(*peer))) {
                 if let Err(error) = identities.forget(peer) {
                     tracing::warn!(peer, %error, "could not forget a removed peer's identity");
@@ -225,6 +226,9 @@ impl<D: Disk> EventLoop<D> {
             return;
         }
         let members: BTreeSet<NodeId> = self.node.member_ids().collect();
+        if !members.is_empty() {
+            removals.identities.set_members(members.iter().map(|id| id.0));
+        }
         for removed in removals.members.difference(&members) {
             if let Err(error) = removals.identities.forget(removed.0) {
                 tracing::warn!(peer = removed.0, %error, "could not forget a removed peer's identity");

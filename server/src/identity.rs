@@ -51,6 +51,10 @@ pub struct PeerIdentities(Arc<Mutex<Known>>);
 struct Known {
     data_dir: PathBuf,
     identities: BTreeMap<u64, u64>,
+    /// The members of this node's applied configuration, once it has one:
+    /// only theirs are recorded (a removed node still running must not
+    /// claim its id before the node that replaces it is added).
+    members: Option<BTreeSet<u64>>,
     /// (peer, identity) pairs already refused in the log, to say it once.
     refused: BTreeSet<(u64, u64)>,
 }
@@ -76,7 +80,7 @@ impl PeerIdentities {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(error),
         }
-        let known = Known { data_dir: data_dir.to_owned(), identities, refused: BTreeSet::new() };
+        let known = Known { data_dir: data_dir.to_owned(), identities, members: None, refused: BTreeSet::new() };
         Ok(Self(Arc::new(Mutex::new(known))))
     }
 
@@ -110,6 +114,8 @@ impl PeerIdentities {
                 }
                 Err(message)
             }
+            // Not a member: heard (raft ignores what it need not hear), not recorded.
+            None if known.members.as_ref().is_some_and(|members| !members.contains(&from)) => Ok(()),
             None if known.identities.len() >= PEERS_MAX => Err(format!("too many peers known ({PEERS_MAX})")),
             None => {
                 known.identities.insert(from, identity);
@@ -125,6 +131,12 @@ impl PeerIdentities {
 }
 
 impl PeerIdentities {
+    /// The members of this node's applied configuration: from now on only
+    /// theirs are recorded.
+    pub fn set_members(&self, members: impl IntoIterator<Item = u64>) {
+        self.0.lock().expect("peer identities lock").members = Some(members.into_iter().collect());
+    }
+
     /// Forgets `peer`'s identity: this node applied its removal, so the id
     /// may come back on another disk once it is added again (a StatefulSet
     /// pod whose volume was lost keeps its ordinal, and so its id).
@@ -288,6 +300,18 @@ mod tests {
         reloaded.admit(2, 0xbb).expect("a new disk after the removal");
         assert!(reloaded.admit(2, 0xaa).is_err(), "and now the old one is refused");
         reloaded.forget(7).expect("an unknown peer: nothing to do");
+    }
+
+    #[test]
+    fn only_members_identities_are_recorded_once_there_is_a_configuration() {
+        let dir = tempfile::tempdir().expect("dir");
+        let peers = PeerIdentities::load(dir.path()).expect("none yet");
+        peers.set_members([1, 3]);
+        peers.admit(2, 0xaa).expect("heard");
+        assert!(peers.known().is_empty(), "node 2 is no member: nothing recorded");
+        peers.set_members([1, 2, 3]);
+        peers.admit(2, 0xbb).expect("recorded now");
+        assert!(peers.admit(2, 0xaa).is_err(), "the removed disk, still running, is refused");
     }
 
     #[test]

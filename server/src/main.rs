@@ -115,6 +115,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(madsim)]
         Command::Dev(_) => anyhow::bail!("`deeb dev` starts real processes; it is not available in simulation"),
         Command::Bench(args) => emit(&bench::run(&args).await.map_err(anyhow::Error::msg)?),
+        Command::BenchBaseline { file, listen } => {
+            bench::baseline::serve(&file, listen, cli::shutdown_signal()).await.map_err(anyhow::Error::msg)
+        }
         Command::Backup { client, out, consistency } => {
             let line = cli::backup::run(&client, &out, consistency).await.map_err(anyhow::Error::msg)?;
             emit(&format!("{line}\n"))

@@ -30,6 +30,7 @@ mod value;
 
 pub use reader::Reader;
 pub use state_machine::{file_digest, SqliteReaders, SqliteSnapshotTaker, SqliteStateMachine};
+pub use value::{from_sql as value_from_sql, to_sql as value_to_sql};
 
 /// The host's monotonic clock, read while a statement runs to enforce its
 /// deadline (the core never reads a clock itself).

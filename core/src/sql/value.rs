@@ -8,7 +8,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use super::session::Cell;
 
 /// A proto value as a SQLite value (None kind = NULL).
-pub(crate) fn to_sql(value: &Value) -> ToSqlOutput<'_> {
+pub fn to_sql(value: &Value) -> ToSqlOutput<'_> {
     ToSqlOutput::Borrowed(match &value.kind {
         None => ValueRef::Null,
         Some(Kind::Integer(i)) => ValueRef::Integer(*i),
@@ -19,7 +19,7 @@ pub(crate) fn to_sql(value: &Value) -> ToSqlOutput<'_> {
 }
 
 /// A SQLite value as a proto value. Non-UTF-8 text is converted lossily.
-pub(crate) fn from_sql(value: ValueRef<'_>) -> Value {
+pub fn from_sql(value: ValueRef<'_>) -> Value {
     let kind = match value {
         ValueRef::Null => None,
         ValueRef::Integer(i) => Some(Kind::Integer(i)),

@@ -87,6 +87,17 @@ pub enum Command {
     Dev(DevArgs),
     /// Measure throughput and latency.
     Bench(BenchArgs),
+    /// For `bench/compare.sh`: one SQLite file behind deeb's gRPC API, no
+    /// raft (the baseline deeb's reads are measured against).
+    #[command(hide = true)]
+    BenchBaseline {
+        /// The SQLite file (created if missing).
+        #[arg(long)]
+        file: PathBuf,
+        /// The client gRPC address.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     /// Copy the whole database, consistently, from any node into a SQLite
     /// file (while writes go on).
     Backup {

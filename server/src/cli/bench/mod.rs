@@ -6,6 +6,8 @@
 //! (`--target etcd`), so `bench/compare.sh` compares like with like.
 
 #[cfg(not(madsim))]
+pub mod baseline;
+#[cfg(not(madsim))]
 mod etcd;
 
 use std::time::Duration;
