@@ -78,7 +78,7 @@ impl Baseline {
         let chunk = {
             let mut prepared = conn.prepare_cached(&statement.sql).map_err(sql_status)?;
             let columns: Vec<Column> =
-                (prepared.column_names()).map(|name| Column { name: name.to_owned(), ..Column::default() }).collect();
+                prepared.column_names().map(|name| Column { name: name.to_owned(), ..Column::default() }).collect();
             let width = columns.len();
             let mut rows = prepared.query(params_from_iter(bind(statement))).map_err(sql_status)?;
             let mut chunk = QueryChunk { columns, ..QueryChunk::default() };
