@@ -146,6 +146,20 @@ def yaml_lint(label, manifests, findings):
             findings.append(f"{label}: yamllint {path}: {lint.stdout.strip()}")
 
 
+def promises_catch_a_broken_chart():
+    """The promise checks fed a StatefulSet that breaks them must fail it."""
+    objects, _ = render({})
+    objects = json.loads(json.dumps(objects))
+    container = statefulset(objects)["spec"]["template"]["spec"]["containers"][0]
+    statefulset(objects)["spec"]["podManagementPolicy"] = "OrderedReady"
+    container["readinessProbe"]["httpGet"]["path"] = "/livez"
+    container["lifecycle"]["preStop"] = {"exec": {"command": ["deeb", "nodes", "remove"]}}
+    findings = []
+    promises("broken", {}, objects, findings)
+    wanted = ["podManagementPolicy", "readiness on /readyz", "preStop"]
+    return all(any(word in finding for finding in findings) for word in wanted)
+
+
 def validator_catches_a_bad_object():
     """The validator itself must fail a wrong object (a string for replicas,
     an unknown field), or its passes mean nothing."""
@@ -192,13 +206,20 @@ def main():
             reason = " ".join(str(error).split())
             print(f"   refused as it should be: {label}: {reason[:150]}")
     check(validator_catches_a_bad_object(), "kubernetes-validate passed a broken StatefulSet", findings)
+    check(promises_catch_a_broken_chart(), "the promise checks passed a broken StatefulSet", findings)
+    print("   the promise checks fail a broken StatefulSet (OrderedReady, readiness on /livez, exec preStop): ok")
     print("   kubernetes-validate fails a broken StatefulSet (a string for replicas, an unknown field): ok")
+    conclude("chart", findings)
+
+
+def conclude(name, findings):
+    """Prints the findings and exits 1 if there are any; else says ok."""
     if findings:
         print("FINDINGS:")
         for finding in findings:
             print(f"  - {finding}")
         sys.exit(1)
-    print("== chart: ok")
+    print(f"== {name}: ok")
 
 
 if __name__ == "__main__":

@@ -468,6 +468,7 @@ def finish(pods, writer, figures):
 
     acked = set(writer.acked)
     contents = {ordinal: query_ids(pods, ordinal) for ordinal in range(3)}
+    problems = judge(acked, contents)
     lost = sorted(acked - set(contents[0]))
     figures.append(f"writes: {sum(writer.attempts.values())} attempted, {len(acked)} acknowledged, "
                    f"{len(lost)} acknowledged writes lost; by the phase each write began in:")
@@ -475,15 +476,32 @@ def finish(pods, writer, figures):
         errors = writer.errors.get(phase, 0)
         last = f" (last: {writer.last_error[phase]})" if errors else ""
         figures.append(f"  {phase}: {writer.attempts[phase]} writes, {errors} errors{last}")
+    return problems
+
+
+def judge(acked, contents):
+    """What is wrong with the end state: an acknowledged write missing on
+    any pod, replicas that differ, or too few writes to mean anything."""
     problems = []
-    if lost:
-        problems.append(f"acknowledged writes lost: {lost[:20]}")
-    if len(acked) < 50:
-        problems.append(f"only {len(acked)} writes acknowledged: the rehearsal measured too little")
-    for ordinal, ids in contents.items():
+    for ordinal, ids in sorted(contents.items()):
+        lost = sorted(acked - set(ids))
+        if lost:
+            problems.append(f"pod {ordinal} lacks acknowledged writes: {lost[:20]}")
         if ids != contents[0]:
             problems.append(f"pod {ordinal} holds {len(ids)} rows, pod 0 {len(contents[0])}: replicas differ")
+    if len(acked) < 50:
+        problems.append(f"only {len(acked)} writes acknowledged: the rehearsal measured too little")
     return problems
+
+
+def judge_catches_bad_ends():
+    """The end-state check fed known-bad ends must fail them, and pass a good one."""
+    acked = set(range(1, 101))
+    good = {ordinal: list(range(1, 102)) for ordinal in range(3)}
+    lost_one = {**good, 2: [i for i in good[2] if i != 40]}
+    few = {ordinal: [1, 2] for ordinal in range(3)}
+    return (not judge(acked, good) and any("lacks" in p for p in judge(acked, lost_one))
+            and any("differ" in p for p in judge(acked, lost_one)) and bool(judge({1, 2}, few)))
 
 
 def make_secrets(pods, work):
@@ -511,6 +529,8 @@ def main():
                         help="with the chart's client and peer TLS (certificates from `deeb certs`, a wildcard for "
                              "the peers' DNS names); cold start, kill -9 and rolling restart only")
     options = parser.parse_args()
+    if not judge_catches_bad_ends():
+        raise SystemExit("the rehearsal's end-state check passed a bad end")
     if os.geteuid() != 0:
         raise SystemExit("the rehearsal needs root (network and UTS namespaces)")
     values = {}
@@ -538,12 +558,7 @@ def main():
             print(f"   logs and data kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    if problems:
-        print("FAILED:")
-        for problem in problems:
-            print(f"  - {problem}")
-        sys.exit(1)
-    print("== rehearsal: ok")
+    chart.conclude("rehearsal", problems)
 
 
 if __name__ == "__main__":
