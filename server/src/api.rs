@@ -408,6 +408,8 @@ impl DeebService {
             deeb_proto::Consistency::Stale => Consistency::Stale { max_staleness: None },
             deeb_proto::Consistency::Lease => return Err(invalid("a backup is linearizable or stale, not lease")),
         };
+        let format = deeb_proto::BackupFormat::try_from(request.get_ref().format)
+            .map_err(|_| invalid("unknown backup format: sqlite or sql"))?;
         let (dir, running) = &self.backups;
         let Ok(running) = running.clone().try_acquire_owned() else {
             let message = format!("{BACKUPS_RUNNING_MAX} backups are running on this node already; retry later");
@@ -416,7 +418,7 @@ impl DeebService {
         let reader = self.handle.read(consistency).await.map_err(to_status)?;
         let (chunks, stream) = mpsc::channel(BACKUP_CHUNKS_BUFFERED_MAX);
         let served_by = self.handle.id().0;
-        backup::spawn(reader, (dir.clone(), running), served_by, BACKUP_CHUNK_BYTES, chunks);
+        backup::spawn(reader, (dir.clone(), running), (served_by, format), BACKUP_CHUNK_BYTES, chunks);
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deeb_core::sql::Reader;
-use deeb_proto::{BackupChunk, BackupHeader};
+use deeb_proto::{BackupChunk, BackupFormat, BackupHeader};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::Status;
 
@@ -38,27 +38,28 @@ pub fn clear_scratch(data_dir: &Path) {
     }
 }
 
-/// Copies the database from `reader` into `dir` and streams it to `chunks`
-/// in pieces of at most `chunk_bytes`, the first with the header.
-/// `running` is held until the stream ends.
+/// Copies the database from `reader` into `dir` (as SQL text too, for
+/// `BackupFormat::Sql`) and streams it to `chunks` in pieces of at most
+/// `chunk_bytes`, the first with the header. `running` is held until the
+/// stream ends.
 pub fn spawn(
     reader: Reader,
     (dir, running): (PathBuf, OwnedSemaphorePermit),
-    served_by: u64,
+    (served_by, format): (u64, BackupFormat),
     chunk_bytes: usize,
     chunks: BackupSender,
 ) {
     #[cfg(not(madsim))]
     tokio::task::spawn_blocking(move || {
         let _running = running;
-        if let Err(error) = run(&reader, &dir, served_by, chunk_bytes, &chunks) {
+        if let Err(error) = run(&reader, &dir, (served_by, format), chunk_bytes, &chunks) {
             let _ = chunks.blocking_send(Err(to_status(error)));
         }
     });
     #[cfg(madsim)]
     {
         // The simulator has no threads and no backups to take.
-        let _ = (reader, dir, running, served_by, chunk_bytes);
+        let _ = (reader, dir, running, served_by, format, chunk_bytes);
         let _ = chunks.try_send(Err(Status::unimplemented("backups are not simulated")));
     }
 }
@@ -76,20 +77,28 @@ impl Drop for Scratch {
 fn run(
     reader: &Reader,
     dir: &Path,
-    served_by: u64,
+    (served_by, format): (u64, BackupFormat),
     chunk_bytes: usize,
     chunks: &BackupSender,
 ) -> Result<(), ServerError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let io = |what: &str, error: std::io::Error| ServerError::Internal(format!("backup {what}: {error}"));
     std::fs::create_dir_all(dir).map_err(|error| io("scratch directory", error))?;
-    let scratch = Scratch(dir.join(format!("backup-{}.db", NEXT.fetch_add(1, Ordering::Relaxed))));
-    let applied_index =
-        reader.copy_into(&scratch.0).map_err(|error| ServerError::Internal(format!("backup: {error}")))?;
-    let total_bytes = std::fs::metadata(&scratch.0).map_err(|error| io("size", error))?.len();
+    let number = NEXT.fetch_add(1, Ordering::Relaxed);
+    let copy = Scratch(dir.join(format!("backup-{number}.db")));
+    let applied_index = reader.copy_into(&copy.0).map_err(|error| ServerError::Internal(format!("backup: {error}")))?;
+    let sent = match format {
+        BackupFormat::Sqlite => copy,
+        BackupFormat::Sql => {
+            let text = Scratch(dir.join(format!("backup-{number}.sql")));
+            dump_to(&copy.0, &text.0)?;
+            text
+        }
+    };
+    let total_bytes = std::fs::metadata(&sent.0).map_err(|error| io("size", error))?.len();
     let mut buffer = vec![0; chunk_bytes.max(1)];
     let mut crc32c = 0;
-    let mut file = File::open(&scratch.0).map_err(|error| io("read", error))?;
+    let mut file = File::open(&sent.0).map_err(|error| io("read", error))?;
     loop {
         let read = file.read(&mut buffer).map_err(|error| io("read", error))?;
         if read == 0 {
@@ -98,7 +107,7 @@ fn run(
         crc32c = crc32c::crc32c_append(crc32c, &buffer[..read]);
     }
     let mut header = Some(BackupHeader { applied_index, total_bytes, crc32c, served_by });
-    let mut file = File::open(&scratch.0).map_err(|error| io("read", error))?;
+    let mut file = File::open(&sent.0).map_err(|error| io("read", error))?;
     loop {
         let read = file.read(&mut buffer).map_err(|error| io("read", error))?;
         if read == 0 && header.is_none() {
@@ -110,4 +119,17 @@ fn run(
             return Ok(());
         }
     }
+}
+
+/// The copy at `copy` as SQL text in a file at `text` (written through a
+/// buffer, row by row).
+#[cfg_attr(madsim, allow(dead_code))]
+fn dump_to(copy: &Path, text: &Path) -> Result<(), ServerError> {
+    let failed = |error: String| ServerError::Internal(format!("backup as SQL: {error}"));
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(copy, flags).map_err(|error| failed(error.to_string()))?;
+    let file = File::create(text).map_err(|error| failed(error.to_string()))?;
+    let mut out = std::io::BufWriter::new(file);
+    deeb_core::sql::dump::dump(&conn, &mut out).map_err(|error| failed(error.to_string()))?;
+    std::io::Write::flush(&mut out).map_err(|error| failed(error.to_string()))
 }

@@ -118,8 +118,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchBaseline { file, listen } => {
             bench::baseline::serve(&file, listen, cli::shutdown_signal()).await.map_err(anyhow::Error::msg)
         }
-        Command::Backup { client, out, consistency } => {
-            let line = cli::backup::run(&client, &out, consistency).await.map_err(anyhow::Error::msg)?;
+        Command::Backup { client, out, format, consistency } => {
+            let line = cli::backup::run(&client, &out, (format, consistency)).await.map_err(anyhow::Error::msg)?;
             emit(&format!("{line}\n"))
         }
         Command::Health { http, path } => {

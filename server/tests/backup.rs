@@ -16,21 +16,21 @@ use common::{peak_rss_kib, wait_for, wait_with_peak_rss, Cluster};
 use deeb_client::Options;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// `deeb backup` into `out`: its exit code, stdout and stderr.
-async fn cli_backup(cluster: &Cluster, node: u64, out: &Path, consistency: &str) -> (i32, String, String) {
+/// `deeb backup` into `out` with `flags`: its exit code, stdout and stderr.
+async fn cli_backup(cluster: &Cluster, node: u64, out: &Path, flags: &[&str]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
-    command.args(["backup", "--addr", &cluster.addr(node), "--out"]).arg(out).args(["--consistency", consistency]);
+    command.args(["backup", "--addr", &cluster.addr(node), "--out"]).arg(out).args(flags);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run deeb");
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
 }
 
-/// `GET /db/backup` into `out` (HTTP/1.0: the body runs to the close):
-/// the applied index from its header.
-async fn http_backup(address: &str, out: &Path) -> u64 {
+/// `GET target` (`/db/backup...`) into `out` (HTTP/1.0: the body runs to
+/// the close): the applied index from its header.
+async fn http_backup(address: &str, target: &str, out: &Path) -> u64 {
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-    stream.write_all(b"GET /db/backup HTTP/1.0\r\n\r\n").await.expect("write");
+    stream.write_all(format!("GET {target} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
         .await
@@ -96,13 +96,13 @@ async fn backups_under_write_load_hold_every_acknowledged_write() {
         let out = dir.path().join(format!("backup-{round}.db"));
         let before = acked.load(Ordering::Relaxed);
         let (rows, index) = if round % 2 == 0 {
-            let (code, stdout, stderr) = cli_backup(&cluster, node, &out, "linearizable").await;
+            let (code, stdout, stderr) = cli_backup(&cluster, node, &out, &["--consistency", "linearizable"]).await;
             assert_eq!(code, 0, "{stdout}{stderr}");
             assert!(stdout.starts_with(&format!("backup of node {node} at applied index ")), "{stdout}");
             let index = stdout.split_whitespace().nth(7).and_then(|n| n.trim_end_matches(':').parse().ok());
             (prefix_in(&out), index.expect("the index in the line"))
         } else {
-            let index = http_backup(&cluster.http_addr(node), &out).await;
+            let index = http_backup(&cluster.http_addr(node), "/db/backup", &out).await;
             (prefix_in(&out), index)
         };
         println!("backup {round} from node {node}: {rows} rows at index {index}, {before} acknowledged before");
@@ -114,7 +114,7 @@ async fn backups_under_write_load_hold_every_acknowledged_write() {
     // Writes stopped: a copy taken now is the cluster's state at its index.
     let total = acked.load(Ordering::Relaxed);
     let out = dir.path().join("final.db");
-    let (code, stdout, stderr) = cli_backup(&cluster, follower, &out, "linearizable").await;
+    let (code, stdout, stderr) = cli_backup(&cluster, follower, &out, &["--consistency", "linearizable"]).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(prefix_in(&out), total);
     let (index, digest) = deeb_core::sql::file_digest(&out).expect("digest");
@@ -126,10 +126,11 @@ async fn backups_under_write_load_hold_every_acknowledged_write() {
     let status = client.status(request).await.expect("status").into_inner();
     assert_eq!((status.digest_index, status.digest), (index, digest), "the backup is the cluster's state");
     // A stale backup and refusals.
-    let (code, _, stderr) = cli_backup(&cluster, follower, &dir.path().join("stale.db"), "stale").await;
+    let (code, _, stderr) =
+        cli_backup(&cluster, follower, &dir.path().join("stale.db"), &["--consistency", "stale"]).await;
     assert_eq!(code, 0, "{stderr}");
     let bad = dir.path().join("no-such-dir").join("x.db");
-    let (code, _, stderr) = cli_backup(&cluster, follower, &bad, "linearizable").await;
+    let (code, _, stderr) = cli_backup(&cluster, follower, &bad, &["--consistency", "linearizable"]).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("no-such-dir"), "{stderr}");
     // The node removes each copy once its stream ends (just after the
@@ -205,4 +206,90 @@ fn the_prefix_check_sees_a_gap() {
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![7_u8; 8192]).expect("write");
     assert!(std::panic::catch_unwind(|| prefix_in(&junk)).is_err(), "a damaged file passes");
+}
+
+/// Every row of every table but deeb's own, typed, sorted: what a SQL
+/// backup must carry.
+fn user_rows(conn: &rusqlite::Connection) -> Vec<String> {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE '\\_deeb\\_%' ESCAPE '\\'")
+        .expect("schema")
+        .query_map([], |row| row.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut select = conn.prepare(&format!("SELECT * FROM \"{table}\"")).expect("select");
+        let width = select.column_count();
+        let mut result = select.query([]).expect("rows");
+        while let Some(row) = result.next().expect("row") {
+            let cells: Vec<String> = (0..width).map(|at| format!("{:?}", row.get_ref(at).expect("cell"))).collect();
+            rows.push(format!("{table}: {}", cells.join(" | ")));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// `deeb backup --format sql` and `GET /db/backup?fmt=sql`: SQL text that
+/// loads into plain SQLite as the same rows (types included) as the
+/// SQLite-file backup of the same node, without deeb's own tables.
+#[tokio::test]
+async fn sql_backups_load_into_sqlite_as_the_same_rows() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
+    for sql in [
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE)",
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id) ON DELETE CASCADE, \
+         v, twice INT AS (id * 2) STORED)",
+        "CREATE INDEX child_v ON child (v)",
+        "CREATE VIEW names AS SELECT name FROM parent",
+        "INSERT INTO parent (name) VALUES ('it''s'), ('line\nbreak'), ('ünï ✓')",
+        "INSERT INTO child (parent, v) VALUES (1, 0.1), (1, x'00ff'), (2, -9223372036854775808), (2, NULL), \
+         (3, 'text'), (3, 1e300)",
+        "DELETE FROM parent WHERE id = 3",
+    ] {
+        cluster.execute(leader, sql).await.expect(sql);
+    }
+    let response = cluster.execute(leader, "INSERT INTO parent (name) VALUES ('last')").await.expect("insert");
+    cluster.wait_applied(follower, response.index).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (sqlite, text) = (dir.path().join("copy.db"), dir.path().join("copy.sql"));
+    let (code, _, stderr) = cli_backup(&cluster, follower, &sqlite, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = cli_backup(&cluster, follower, &text, &["--format", "sql"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("backup of node"), "{stdout}");
+    let over_http = dir.path().join("http.sql");
+    http_backup(&cluster.http_addr(leader), "/db/backup?fmt=sql", &over_http).await;
+    let file = rusqlite::Connection::open(&sqlite).expect("open the file backup");
+    for dump in [&text, &over_http] {
+        let sql = std::fs::read_to_string(dump).expect("SQL text");
+        assert!(!sql.contains("_deeb_"), "deeb's tables stay out of a SQL backup:\n{sql}");
+        let loaded = rusqlite::Connection::open_in_memory().expect("open");
+        loaded.execute_batch(&sql).expect("the SQL backup loads into SQLite");
+        assert_eq!(user_rows(&loaded), user_rows(&file), "{}", dump.display());
+        let next: i64 = loaded
+            .query_row("INSERT INTO parent (name) VALUES ('next') RETURNING id", [], |row| row.get(0))
+            .expect("insert");
+        assert_eq!(next, 5, "AUTOINCREMENT goes on past the deleted id 3 and 'last' (4)");
+    }
+    // 3 parents, 4 children (the cascade took parent 3's two), and the
+    // AUTOINCREMENT counter's row.
+    assert_eq!(user_rows(&file).len(), 8, "{:#?}", user_rows(&file));
+    let (status, _, body) = common_http_get(&cluster.http_addr(leader), "/db/backup?fmt=csv").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// A GET's status and body.
+async fn common_http_get(address: &str, target: &str) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stream.write_all(format!("GET {target} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
 }

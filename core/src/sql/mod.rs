@@ -20,6 +20,7 @@ mod apply;
 mod classify;
 pub mod complete;
 mod digest;
+pub mod dump;
 mod random;
 mod reader;
 pub mod requests;

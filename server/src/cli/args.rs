@@ -106,6 +106,10 @@ pub enum Command {
         /// The file to write (first to FILE.partial, renamed once checked).
         #[arg(long)]
         out: PathBuf,
+        /// What the file is: the SQLite database, or SQL text (schema and
+        /// INSERTs, like sqlite3's `.dump`; no `_deeb_*` tables).
+        #[arg(long, value_enum, default_value_t = super::backup::BackupFileFormat::Sqlite)]
+        format: super::backup::BackupFileFormat,
         /// Which state the copy holds.
         #[arg(long, value_enum, default_value_t = super::backup::BackupConsistency::Linearizable)]
         consistency: super::backup::BackupConsistency,

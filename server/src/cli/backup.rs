@@ -6,10 +6,19 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use deeb_proto::{BackupRequest, Consistency};
+use deeb_proto::{BackupFormat, BackupRequest, Consistency};
 
 use super::args::ClientArgs;
 use super::commands;
+
+/// What a backup file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackupFileFormat {
+    /// The SQLite database file.
+    Sqlite,
+    /// SQL text: the schema and every row as an INSERT.
+    Sql,
+}
 
 /// Which state a backup holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -26,8 +35,16 @@ pub enum BackupConsistency {
 /// # Errors
 /// The node refused or failed, the stream broke, the checksum did not
 /// match, or the file could not be written.
-pub async fn run(client: &ClientArgs, out: &Path, consistency: BackupConsistency) -> Result<String, String> {
+pub async fn run(
+    client: &ClientArgs,
+    out: &Path,
+    (format, consistency): (BackupFileFormat, BackupConsistency),
+) -> Result<String, String> {
     let connected = commands::connect(client)?;
+    let format = match format {
+        BackupFileFormat::Sqlite => BackupFormat::Sqlite,
+        BackupFileFormat::Sql => BackupFormat::Sql,
+    };
     let consistency = match consistency {
         BackupConsistency::Linearizable => Consistency::Linearizable,
         BackupConsistency::Stale => Consistency::Stale,
@@ -36,7 +53,7 @@ pub async fn run(client: &ClientArgs, out: &Path, consistency: BackupConsistency
     // copies the database.
     let partial = partial_path(out);
     let mut file = std::fs::File::create(&partial).map_err(|error| format!("{}: {error}", partial.display()))?;
-    let request = BackupRequest { consistency: consistency as i32 };
+    let request = BackupRequest { consistency: consistency as i32, format: format as i32 };
     let result = async {
         let mut stream = connected.backup(request).await.map_err(|error| commands::describe_error(&error))?;
         let (mut header, mut written, mut crc32c) = (None, 0_u64, 0_u32);

@@ -14,8 +14,8 @@ use base64::Engine as _;
 use deeb_proto::deeb_server::Deeb as _;
 use deeb_proto::value::Kind;
 use deeb_proto::{
-    BackupRequest, Consistency, ErrorCode, ExecuteRequest, NamedValue, QueryChunk, QueryRequest, Statement,
-    StatusRequest, Value,
+    BackupFormat, BackupRequest, Consistency, ErrorCode, ExecuteRequest, NamedValue, QueryChunk, QueryRequest,
+    Statement, StatusRequest, Value,
 };
 use serde_json::{json, Map, Value as Json};
 use tokio_stream::StreamExt as _;
@@ -282,30 +282,39 @@ pub async fn leader(call: Call, Query(params): Query<Params>) -> Response {
 }
 
 /// `GET /db/backup` (the `backup` permission): a consistent copy of the
-/// whole database as a SQLite file, taken on this node while writes go on,
+/// whole database as a SQLite file (`fmt=sql`: as SQL text, like sqlite3's
+/// `.dump`, without deeb's `_deeb_*` tables), taken on this node while writes go on,
 /// streamed (`Content-Length` set, so a broken transfer shows), with its
 /// applied index and CRC32C in headers. `?level=none`: this node's state
 /// as it is; otherwise every write acknowledged before the request.
 #[utoipa::path(get, path = "/db/backup", operation_id = "db_backup", tag = "rqlite",
     params(("level" = Option<String>, Query, pattern = "^(none|weak|linearizable|strong|auto)?$",
-        description = "`none`: this node as it is; otherwise linearizable")),
+        description = "`none`: this node as it is; otherwise linearizable"),
+        ("fmt" = Option<String>, Query, pattern = "^(binary|sql)?$",
+        description = "`sql`: SQL text (schema and INSERTs); otherwise the SQLite file")),
     responses(
-        (status = 200, description = "The SQLite file; `X-DEEB-APPLIED-INDEX` and `X-DEEB-CRC32C` say what it holds",
-            content_type = "application/octet-stream"),
-        (status = 400, description = "An unsupported format (`fmt=sql`, `compress`)", body = String, content_type = "text/plain"),
+        (status = 200, description = "The SQLite file, or the SQL text with `fmt=sql`; `X-DEEB-APPLIED-INDEX` and \
+            `X-DEEB-CRC32C` say what it holds", content(("application/octet-stream"), (String = "text/plain"))),
+        (status = 400, description = "An unsupported format (`compress`, an unknown `fmt`)", body = String,
+            content_type = "text/plain"),
         (status = 503, description = "No quorum for the read barrier, or backups already running: retry", body = String,
             content_type = "text/plain"),
     ))]
 pub async fn backup(call: Call, Query(params): Query<Params>) -> Response {
-    if params.get("fmt").is_some_and(|format| format != "binary") || params.contains_key("compress") {
-        return bad_request("deeb backs up as a SQLite file only (no fmt=sql, no compress) for now".into());
+    let format = match params.get("fmt").map(String::as_str) {
+        None | Some("" | "binary") => BackupFormat::Sqlite,
+        Some("sql") => BackupFormat::Sql,
+        Some(other) => return bad_request(format!("unknown fmt {other:?}: binary (the SQLite file) or sql")),
+    };
+    if params.contains_key("compress") {
+        return bad_request("deeb does not compress backups (no compress) for now".into());
     }
     let consistency = match params.get("level").map(String::as_str) {
         Some("none") => Consistency::Stale,
         None | Some("" | "weak" | "linearizable" | "strong" | "auto") => Consistency::Linearizable,
         Some(other) => return bad_request(format!("unknown level {other:?}")),
     };
-    let request = call.request(BackupRequest { consistency: consistency as i32 });
+    let request = call.request(BackupRequest { consistency: consistency as i32, format: format as i32 });
     let mut chunks = match call.api.backup(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Failure::of(&status).into_response(),
@@ -325,7 +334,11 @@ pub async fn backup(call: Call, Query(params): Query<Params>) -> Response {
     });
     let mut response = axum::body::Body::from_stream(bytes).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    let content_type = match format {
+        BackupFormat::Sqlite => "application/octet-stream",
+        BackupFormat::Sql => "text/plain; charset=utf-8",
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(header.total_bytes));
     headers.insert("x-deeb-applied-index", HeaderValue::from(header.applied_index));
     if let Ok(crc) = HeaderValue::from_str(&format!("{:08x}", header.crc32c)) {
