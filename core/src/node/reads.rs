@@ -43,6 +43,8 @@ pub(super) struct Reads {
     pending: BTreeMap<ClientToken, PendingRead>,
     /// The ReadIndex rounds in flight, oldest first.
     rounds: VecDeque<Round>,
+    /// Reads waiting for the next round, in arrival order.
+    waiting: Vec<ClientToken>,
     /// The number of the last round asked (per run: contexts also carry
     /// the incarnation).
     last_round: u64,
@@ -106,8 +108,6 @@ struct PendingRead {
     /// When the read first asked for a read index (this node's clock).
     asked_at: Duration,
     deadline_tick: u64,
-    /// The round that asks for this read's index, once one does.
-    round: Option<u64>,
     read_index: Option<u64>,
 }
 
@@ -115,6 +115,8 @@ struct PendingRead {
 /// asked.
 struct Round {
     number: u64,
+    /// The reads it asks for (some may have expired since).
+    readers: Vec<ClientToken>,
     issued_tick: u64,
     /// How many times it was asked for again (raft-rs drops a request it
     /// cannot serve, silently).
@@ -184,9 +186,12 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return Err(ReadError::QueueFull { max });
         }
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
-        let round = self.reads.rounds.back().filter(|_| self.reads.join_round_in_flight).map(|round| round.number);
-        let read = PendingRead { asked_at: self.now, deadline_tick, round, read_index: None };
+        let read = PendingRead { asked_at: self.now, deadline_tick, read_index: None };
         self.reads.pending.insert(token, read);
+        match self.reads.rounds.back_mut().filter(|_| self.reads.join_round_in_flight) {
+            Some(in_flight) => in_flight.readers.push(token),
+            None => self.reads.waiting.push(token),
+        }
         self.observe(super::NodeEvent::ReadIndexAsked { token: token.0 });
         // While a snapshot installs, raft must not queue messages under the
         // ready it handed out: the round starts on a later tick.
@@ -235,20 +240,17 @@ impl Reads {
     /// `ROUNDS_IN_FLIGHT_MAX` are in flight (they wait for one to end).
     /// True if it asked.
     pub(super) fn start_round<S: Storage>(&mut self, raw: &mut RawNode<S>, ticks: u64) -> bool {
-        if self.rounds.len() >= ROUNDS_IN_FLIGHT_MAX {
+        if self.rounds.len() >= ROUNDS_IN_FLIGHT_MAX || self.waiting.is_empty() {
+            return false;
+        }
+        let pending = &self.pending;
+        let readers: Vec<ClientToken> = self.waiting.drain(..).filter(|token| pending.contains_key(token)).collect();
+        if readers.is_empty() {
             return false;
         }
         let number = self.last_round + 1;
-        let mut any = false;
-        for read in self.pending.values_mut().filter(|read| read.round.is_none()) {
-            read.round = Some(number);
-            any = true;
-        }
-        if !any {
-            return false;
-        }
         self.last_round = number;
-        self.rounds.push_back(Round { number, issued_tick: ticks, attempt: 0 });
+        self.rounds.push_back(Round { number, readers, issued_tick: ticks, attempt: 0 });
         raw.read_index(read_context(&self.context_prefix, number, 0));
         true
     }
@@ -310,11 +312,11 @@ impl Reads {
             let Some(Ok(bytes)) = rest.get(..8).filter(|_| rest.len() == 16).map(<[u8; 8]>::try_from) else { continue };
             let number = u64::from_be_bytes(bytes);
             let Some(at) = self.rounds.iter().position(|round| round.number == number) else { continue };
-            self.rounds.remove(at);
-            for (token, read) in &mut self.pending {
-                if read.round == Some(number) && read.read_index.is_none() {
+            let Some(round) = self.rounds.remove(at) else { continue };
+            for token in round.readers {
+                if let Some(read) = self.pending.get_mut(&token).filter(|read| read.read_index.is_none()) {
                     read.read_index = Some(state.index);
-                    confirmed.push((*token, state.index));
+                    confirmed.push((token, state.index));
                 }
             }
         }
@@ -357,7 +359,8 @@ impl Reads {
         }
         // A round whose reads all expired is over.
         let pending = &self.pending;
-        self.rounds.retain(|round| pending.values().any(|read| read.round == Some(round.number)));
+        self.rounds.retain(|round| round.readers.iter().any(|token| pending.contains_key(token)));
+        self.waiting.retain(|token| pending.contains_key(token));
         if !may_ask {
             return;
         }
@@ -431,8 +434,8 @@ mod tests {
         assert_eq!(reads.answered.len(), COMPLETED_CONTEXTS_MAX);
     }
 
-    fn pending(round: Option<u64>) -> PendingRead {
-        PendingRead { asked_at: Duration::ZERO, deadline_tick: 9, round, read_index: None }
+    fn pending() -> PendingRead {
+        PendingRead { asked_at: Duration::ZERO, deadline_tick: 9, read_index: None }
     }
 
     /// A confirmed index reaches every read of the round the context
@@ -441,10 +444,12 @@ mod tests {
     #[test]
     fn read_states_confirm_the_whole_round_at_any_attempt() {
         let mut reads = Reads::new(2, 1, false);
-        reads.pending.insert(ClientToken(7), pending(Some(4)));
-        reads.pending.insert(ClientToken(8), pending(Some(4)));
-        reads.pending.insert(ClientToken(9), pending(None));
-        reads.rounds.push_back(Round { number: 4, issued_tick: 0, attempt: 1 });
+        for token in [7, 8, 9] {
+            reads.pending.insert(ClientToken(token), pending());
+        }
+        let readers = vec![ClientToken(7), ClientToken(8)];
+        reads.rounds.push_back(Round { number: 4, readers, issued_tick: 0, attempt: 1 });
+        reads.waiting.push(ClientToken(9));
         let prefix = reads.context_prefix;
         let other = read_context(&[9; 16], 4, 1);
         let ours = read_context(&prefix, 4, 1);
