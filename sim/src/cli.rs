@@ -394,7 +394,7 @@ fn caught_by(report: &RunReport) -> &str {
 
 fn first_catch(mutant: Mutant, budget: u64) -> (Option<(u64, Scenario, RunReport)>, u64) {
     for seed in 0..budget {
-        let scenario = Scenario::for_seed(seed);
+        let scenario = mutant.scenario(seed);
         let report = run_seed(&options(seed, scenario, mutant.nodes(), Some(mutant)));
         if report.failed() {
             return (Some((seed, scenario, report)), seed + 1);

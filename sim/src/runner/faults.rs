@@ -67,9 +67,12 @@ struct ChaosState {
     /// (counted apart: acknowledgements are far more frequent).
     vote_crashes_left: usize,
     ack_crashes_left: usize,
-    /// Crash points still allowed right after a snapshot install or a log
-    /// compaction.
-    snapshot_crashes_left: usize,
+    /// Crash points still allowed right after a snapshot install, and
+    /// right after a log compaction (counted apart: compactions are far
+    /// more frequent, and used to spend every crash before a rare install
+    /// came).
+    install_crashes_left: usize,
+    compaction_crashes_left: usize,
     /// Nodes that reached a crash point of their log disk.
     disk_crashes: usize,
     /// Nodes about to crash (`late_across_restarts`): messages sent to
@@ -89,13 +92,15 @@ impl Chaos {
             if swarm.crash_points { (VOTE_CRASHES_PER_SEED_MAX, ACK_CRASHES_PER_SEED_MAX) } else { (0, 0) };
         let snapshot_crash_points = swarm.crash_points || swarm.state_machine_crash_points;
         let snapshot_crashes_left = if snapshot_crash_points { SNAPSHOT_CRASHES_PER_SEED_MAX } else { 0 };
+        let (install_crashes_left, compaction_crashes_left) = (snapshot_crashes_left, snapshot_crashes_left);
         let state = ChaosState {
             rng: SmallRng::seed_from_u64(seed ^ CHAOS_SALT),
             state_machine_rng: SmallRng::seed_from_u64(seed ^ STATE_MACHINE_SALT),
             observations: Observations::default(),
             vote_crashes_left,
             ack_crashes_left,
-            snapshot_crashes_left,
+            install_crashes_left,
+            compaction_crashes_left,
             disk_crashes: 0,
             doomed: BTreeMap::new(),
             deaf_rng: SmallRng::seed_from_u64(seed ^ DEAF_SALT),
@@ -188,14 +193,18 @@ impl Chaos {
                 }
             }
             NodeEvent::SnapshotInstalled { .. } | NodeEvent::Compacted { .. } => {
-                let rate = match event {
-                    NodeEvent::SnapshotInstalled { .. } => CRASH_ON_INSTALL_RATE,
-                    _ => CRASH_ON_COMPACTION_RATE,
+                let installed = matches!(event, NodeEvent::SnapshotInstalled { .. });
+                let (rate, left) = match installed {
+                    true => (CRASH_ON_INSTALL_RATE, state.install_crashes_left),
+                    false => (CRASH_ON_COMPACTION_RATE, state.compaction_crashes_left),
                 };
-                if state.snapshot_crashes_left == 0 || !state.state_machine_rng.gen_bool(rate) {
+                if left == 0 || !state.state_machine_rng.gen_bool(rate) {
                     return;
                 }
-                state.snapshot_crashes_left -= 1;
+                match installed {
+                    true => state.install_crashes_left -= 1,
+                    false => state.compaction_crashes_left -= 1,
+                }
                 // Down at once, before the state machine syncs anything else.
                 let request = CrashRequest {
                     node,

@@ -2,6 +2,8 @@
 
 use deeb_core::Mutations;
 
+use super::swarm::Scenario;
+
 /// One deliberately injected bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutant {
@@ -120,6 +122,17 @@ impl Mutant {
         match self {
             Mutant::KeepStaleSuffix => 5,
             _ => 3,
+        }
+    }
+
+    /// The scenario seed `seed` runs this mutant in: an unsynced snapshot
+    /// install shows only where a kill follows the install on the SQLite
+    /// files' crash model, so it runs among crashes; the others take every
+    /// scenario in turn.
+    pub fn scenario(self, seed: u64) -> Scenario {
+        match self {
+            Mutant::SnapshotInstallUnsynced => Scenario::Crashes,
+            _ => Scenario::for_seed(seed),
         }
     }
 
