@@ -40,15 +40,22 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    /// Answers one connection with `answer`.
+    /// Answers one connection with `answer`: reads the whole request
+    /// first and the client's close last (closing with unread bytes would
+    /// reset the connection before the answer arrives).
     fn serve_once(answer: &'static str) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().expect("accept");
-            let mut request = [0u8; 1024];
-            let _ = stream.read(&mut request);
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|read| read == 1) {
+                request.push(byte[0]);
+            }
             let _ = stream.write_all(answer.as_bytes());
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let _ = stream.read_to_end(&mut request);
         });
         address
     }
