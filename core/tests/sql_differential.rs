@@ -124,6 +124,21 @@ fn checker_reports_each_fault() {
     assert!(clean.is_none(), "plain SQLite against itself: {clean:?}");
 }
 
+/// A program that leaves SQLite's defined behaviour (seed 1377292299): the
+/// reference notices, and plain SQLite standing in for deeb malforms its
+/// own database on it, which the integrity check of every replica reports.
+#[test]
+fn checker_reports_a_malformed_database() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_regressions/before-update-trigger-deletes-its-row.sql");
+    let text = std::fs::read_to_string(path).expect("readable");
+    let program = Program::parse(&text).expect("parses");
+    let outcome = runner::run(&program, &mut FakeTarget::new(Fault::None));
+    assert!(outcome.undefined, "the reference must notice: {outcome:?}");
+    let kind = outcome.finding.as_ref().map(|finding| finding.kind);
+    assert_eq!(kind, Some(Kind::Malformed), "{outcome:?}");
+}
+
 /// Every regression file loads, and its replay reports a failure when one
 /// is present: against a fake deeb whose node stops at the file's last
 /// write, each file's replay must report that stop.
@@ -293,6 +308,9 @@ struct Totals {
     sqlite_failures: usize,
     /// Programs ended early at the reference's own bounds.
     outgrown: usize,
+    /// Programs that left SQLite's defined behaviour (checked from there
+    /// only for equal replicas and live nodes).
+    undefined: usize,
     /// Programs without findings, their requests and run time (the time
     /// a CI run will take once nothing is found).
     clean_programs: usize,
@@ -309,6 +327,7 @@ impl Totals {
         self.refusals += outcome.refusals;
         self.sqlite_failures += outcome.sqlite_failures;
         self.outgrown += usize::from(outcome.outgrown);
+        self.undefined += usize::from(outcome.undefined);
     }
 
     fn finding_count(&self) -> usize {
@@ -318,12 +337,13 @@ impl Totals {
     fn print(&self, programs: usize, started: &Stopwatch) {
         println!(
             "sql_differential: {programs} programs, {} requests, {} statements, {} documented refusals, \
-             {} requests SQLite failed, {} ended at the reference's bounds, {} findings ({} distinct) in {:.1?}",
+             {} requests SQLite failed, {} ended at the reference's bounds, {} left SQLite's defined behaviour, {} findings ({} distinct) in {:.1?}",
             self.requests,
             self.statements,
             self.refusals,
             self.sqlite_failures,
             self.outgrown,
+            self.undefined,
             self.finding_count(),
             self.findings.len(),
             started.elapsed()

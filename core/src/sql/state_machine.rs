@@ -41,6 +41,13 @@ const SAVEPOINT: &str = "deeb_request";
 
 /// The savepoint each statement of a request runs in.
 const STATEMENT_SAVEPOINT: &str = "deeb_statement";
+
+/// Added to SQLite's "database disk image is malformed" when the statement
+/// caused it ([`SqliteStateMachine::contain_corruption`]).
+const UNDEFINED_SUFFIX: &str = " (while running this statement, which SQLite leaves undefined: seen when a BEFORE \
+     trigger deletes or changes the row its statement is changing; the statement was undone and the database \
+     checked well formed)";
+
 /// Rows of hidden-rowid tables one statement may insert or update before the leader
 /// stops listing their rowids and replays the statement instead (about
 /// 16 bytes each while the statement runs).
@@ -489,6 +496,9 @@ impl SqliteStateMachine {
                 error.message = format!("{} ({})", error.message, value_limit_text(self.limits.row_changes_bytes_max));
                 return Ok(Err(error));
             }
+            Err(error) if error.sqlite_code.is_some_and(|code| code & 0xff == rusqlite::ffi::SQLITE_CORRUPT) => {
+                return self.contain_corruption(error);
+            }
             Err(error) => return Ok(Err(error)),
         };
         let mut ops = Vec::new();
@@ -562,6 +572,29 @@ impl SqliteStateMachine {
         }
         self.writer.execute_batch(&format!("RELEASE {STATEMENT_SAVEPOINT}"))?;
         Ok(Ok((ops.into_iter().map(|k| Op { kind: Some(k) }).collect(), result)))
+    }
+
+    /// A client statement answered SQLITE_CORRUPT. SQLite's undefined
+    /// behaviour does that: a BEFORE trigger deleting the row its statement
+    /// is updating can leave the statement's cursor on a b-tree it then
+    /// finds malformed (differential seed 1377292299). Every later write of
+    /// the same transaction then fails the same way, even once the
+    /// statement is undone, so the whole batch is rolled back (as `OR
+    /// ROLLBACK` does: the earlier requests run again in a new batch). If
+    /// the database as last committed passes SQLite's `quick_check` (a pass
+    /// over the whole file, paid only on this path), the statement failed
+    /// and the node goes on; if not, the file itself is damaged and the
+    /// node stops.
+    fn contain_corruption(&self, error: StatementError) -> Result<StatementOutcome, SqlError> {
+        self.writer.execute_batch("ROLLBACK")?;
+        let verdict: String = self.writer.query_row("PRAGMA quick_check(1)", [], |row| row.get(0))?;
+        if verdict != "ok" {
+            return Err(SqlError::Other(format!(
+                "database: SQLite reported corruption ({}) and the database fails quick_check: {verdict}",
+                error.message
+            )));
+        }
+        Ok(Err(StatementError { message: format!("{}{UNDEFINED_SUFFIX}", error.message), ..error }))
     }
 
     /// True if a statement's row changes must be replayed on the leader
@@ -878,7 +911,10 @@ fn run_client(
         // SQLITE_FULL here is also what an exhausted AUTOINCREMENT counter
         // answers: the request's error. A disk that is really full fails
         // deeb's own writes next (commit, apply), and those stop the node.
-        if is_fatal(&e) && e.sqlite_error_code() != Some(ErrorCode::DiskFull) {
+        // SQLITE_CORRUPT is also what SQLite's undefined behaviour can
+        // answer: `contain_corruption` tells the two apart.
+        let code = e.sqlite_error_code();
+        if is_fatal(&e) && !matches!(code, Some(ErrorCode::DiskFull | ErrorCode::DatabaseCorrupt)) {
             return Err(e.into());
         }
         Ok(Err(match (auth.denied(), progress.stopped(), e) {

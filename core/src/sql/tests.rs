@@ -737,3 +737,56 @@ fn write_statements_return_their_rows() {
     let error = results[0].as_ref().expect_err("too many returned rows");
     assert!(error.message.contains("over the limit of"), "{error}");
 }
+
+/// SQLITE_CORRUPT from a client statement is that statement's error only if
+/// the database, with the statement undone, passes `quick_check`: SQLite's
+/// undefined behaviour answers it from a sound file (a BEFORE UPDATE
+/// trigger deleting the row its upsert updates), and the node goes on; on
+/// a file that is really damaged the leader must stop (an outer error).
+#[test]
+fn corruption_is_the_client_error_only_in_a_sound_database() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut sm = open(&dir, "a.db");
+    let setup = [
+        st("CREATE TABLE t(k TEXT PRIMARY KEY, v BLOB)"),
+        st("WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 200) \
+            INSERT INTO t SELECT 'k' || x, zeroblob(500) FROM s"),
+        st("CREATE TABLE u(k TEXT PRIMARY KEY, c0, c1 NUMERIC NOT NULL UNIQUE)"),
+        st("CREATE TRIGGER g BEFORE UPDATE ON u BEGIN DELETE FROM u WHERE k = OLD.k; END"),
+        st("INSERT INTO u VALUES ('q', 'q', -2), ('a ', 'a ', 4)"),
+    ];
+    leader_batch(&mut sm, 1, &[setup.to_vec()]);
+    let undefined = st("INSERT INTO u(k, c0, c1) VALUES (2, 2, 1), ('a ', 2, 6), ('B', 1, 11), (2, 'B', 16) \
+                        ON CONFLICT(k) DO UPDATE SET c0 = excluded.c0");
+    // Every later write of the transaction would fail too: the batch ends.
+    sm.begin_batch(2).expect("begin");
+    sm.execute_request(&[st("UPDATE t SET v = x'02' WHERE k = 'k3'")]).expect("runs").expect("updates");
+    let outcome = sm.execute_request(&[undefined]).expect("the client's error, not the database's");
+    let error = outcome.expect_err("SQLite answers SQLITE_CORRUPT");
+    assert!(error.message.contains("malformed") && error.message.contains("checked well formed"), "{error}");
+    assert!(!sm.batch_open(), "the batch is rolled back, its earlier requests to run again");
+    let (_, results) = leader_batch(&mut sm, 2, &[vec![st("INSERT INTO u VALUES ('z', 0, 50)")]]);
+    assert!(results[0].is_ok(), "the next batch writes: {:?}", results[0]);
+    assert_eq!(scalar(&sm, "SELECT count(*) FROM u"), int(3));
+
+    // Damage table t's root page on disk (its page-type byte).
+    drop(sm);
+    let path = dir.path().join("a.db");
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let (root, page_size): (i64, i64) = conn
+        .query_row(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = 't'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("root page");
+    drop(conn);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[((root - 1) * page_size) as usize] = 0;
+    std::fs::write(&path, bytes).expect("write");
+    let mut sm = open(&dir, "a.db");
+    sm.begin_batch(3).expect("begin");
+    let outcome = sm.execute_request(&[st("UPDATE t SET v = x'01' WHERE k = 'k7'")]);
+    let error = outcome.expect_err("a damaged file stops the leader");
+    assert!(error.to_string().contains("quick_check"), "{error}");
+}

@@ -97,6 +97,10 @@ impl Target for FakeTarget {
         if self.fault == Fault::DivergentReplica {
             dumps[2].1.truncate(1);
         }
-        Ok(Settled { digests, dumps })
+        // Its one real database, behind all three: plain SQLite, so a
+        // program reaching SQLite's undefined behaviour malforms it.
+        let check = super::target::quick_check(connection);
+        let checks = (1..=3).map(|id| (id, check.clone())).collect();
+        Ok(Settled { digests, dumps, checks })
     }
 }

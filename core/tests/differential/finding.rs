@@ -25,6 +25,8 @@ pub enum Kind {
     Replicas,
     /// A replica's dump differs from SQLite's.
     Dump,
+    /// A replica's database fails SQLite's integrity check.
+    Malformed,
 }
 
 #[derive(Clone, Debug)]

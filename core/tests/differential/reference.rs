@@ -3,6 +3,13 @@
 //! if any statement fails, if SQLite already ended the transaction itself
 //! (`OR ROLLBACK`, `RAISE(ROLLBACK)`), or if deferred foreign keys would
 //! fail at commit.
+//!
+//! A program can also leave SQLite's defined behaviour: a BEFORE UPDATE or
+//! BEFORE DELETE trigger that deletes the row its statement is changing
+//! gives undefined results, and this build then writes a malformed b-tree
+//! without an error (seed 1377292299). The reference notices (an integrity
+//! check after each request while triggers exist, or SQLITE_CORRUPT) and
+//! says so in [`Reference::undefined`]; its answers mean nothing after that.
 
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +25,8 @@ pub struct Reference {
     open: bool,
     /// VM steps of the running statement, in progress-handler calls.
     steps: Arc<AtomicU64>,
+    /// The database failed SQLite's integrity check (undefined behaviour).
+    undefined: bool,
 }
 
 /// The reference's own bounds, so a long run's memory and time stay
@@ -56,7 +65,7 @@ impl Reference {
                 Arc::as_ptr(&steps).cast_mut().cast(),
             )
         };
-        Reference { conn, open: false, steps }
+        Reference { conn, open: false, steps, undefined: false }
     }
 
     /// True if the last statement run was stopped at the step bound.
@@ -68,6 +77,23 @@ impl Reference {
     pub fn full(&self) -> bool {
         let bytes = "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size";
         self.conn.query_row(bytes, [], |row| row.get::<_, i64>(0)).expect("size readable") > DATABASE_BYTES_MAX
+    }
+
+    /// True once a request left the database malformed: SQLite's own
+    /// behaviour is undefined from there, so its answers are no reference.
+    pub fn undefined(&self) -> bool {
+        self.undefined
+    }
+
+    /// Checks the database's b-trees while triggers exist (only they reach
+    /// undefined behaviour here), once per request.
+    fn check_defined(&mut self) {
+        let triggers = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'";
+        if self.undefined || self.conn.query_row(triggers, [], |row| row.get::<_, i64>(0)).unwrap_or(1) == 0 {
+            return;
+        }
+        let check = self.conn.query_row("PRAGMA quick_check", [], |row| row.get::<_, String>(0));
+        self.undefined = !check.is_ok_and(|verdict| verdict == "ok");
     }
 
     pub fn connection(&self) -> &Connection {
@@ -87,6 +113,7 @@ impl Reference {
                 Ok(result) => results.push(result),
                 Err(message) => {
                     self.roll_back();
+                    self.check_defined();
                     return Answer::Failed { statement_index: Some(index), message };
                 }
             }
@@ -103,6 +130,7 @@ impl Reference {
                 message: "FOREIGN KEY constraint failed (at commit)".into(),
             };
         }
+        self.check_defined();
         self.open = true;
         Answer::Done(results)
     }
@@ -149,8 +177,15 @@ impl Reference {
     }
 
     fn roll_back(&mut self) {
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("ROLLBACK TO r; RELEASE r").expect("rollback to the savepoint");
+        if self.conn.is_autocommit() {
+            return;
+        }
+        if let Err(error) = self.conn.execute_batch("ROLLBACK TO r; RELEASE r") {
+            // SQLITE_CORRUPT from a malformed b-tree: `r` opened the
+            // transaction, so ROLLBACK undoes the same.
+            assert_eq!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt), "{error}");
+            self.conn.execute_batch("ROLLBACK").expect("rollback");
+            self.undefined = true;
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Outcome {
     pub sqlite_failures: usize,
     /// The program crossed the reference's own bounds and ended early.
     pub outgrown: bool,
+    /// The program left SQLite's defined behaviour ([`Reference::undefined`]).
+    pub undefined: bool,
 }
 
 /// Runs `program` on `target`, stopping at the first finding.
@@ -45,6 +47,10 @@ pub fn run(program: &Program, target: &mut dyn Target) -> Outcome {
             Request::Write(statements) => write(statements, &mut reference, target, non_deterministic, &mut outcome),
             Request::Query(sql) => query(sql, &reference, target, non_deterministic, &mut outcome),
         };
+        // SQLite's own behaviour became undefined: from here deeb is held
+        // only to its own replicas (equal) and to staying up.
+        outcome.undefined |= reference.undefined();
+        non_deterministic |= reference.undefined();
         let checked = checked.and_then(|()| {
             if index == last || (index + 1) % SETTLE_EVERY == 0 || outcome.outgrown {
                 settle(&reference, target, non_deterministic)
@@ -95,7 +101,7 @@ fn write(
     if matches!(actual, Answer::Failed { ref message, .. } if refusals::documented(message).is_some()) {
         outcome.refusals += 1;
     }
-    let verdict = if non_deterministic {
+    let verdict = if non_deterministic || reference.undefined() {
         Ok(matches!(actual, Answer::Done(_)))
     } else if leaves_violation_refused(&expected, &actual, reference) {
         outcome.refusals += 1;
@@ -215,6 +221,9 @@ fn settle(reference: &Reference, target: &mut dyn Target, non_deterministic: boo
     let dumps_differ = settled.dumps.iter().any(|(_, dump)| dump != &settled.dumps[0].1);
     if digests.len() > 1 || dumps_differ {
         return Err((Kind::Replicas, replicas_differ(&settled)));
+    }
+    if let Some((id, check)) = settled.checks.iter().find(|(_, check)| check != "ok") {
+        return Err((Kind::Malformed, format!("node {id}'s database fails SQLite's integrity check: {check}")));
     }
     if non_deterministic {
         return Ok(());

@@ -30,6 +30,16 @@ pub struct Settled {
     pub digests: Vec<(u64, u64, u64)>,
     /// The dump of every node, lowest id first.
     pub dumps: Vec<(u64, Dump)>,
+    /// `PRAGMA quick_check`'s answer on every node ("ok" if well formed).
+    pub checks: Vec<(u64, String)>,
+}
+
+/// `PRAGMA quick_check`'s answer on a database: "ok" if it is well formed.
+pub fn quick_check(conn: &rusqlite::Connection) -> String {
+    let verdicts = conn.prepare("PRAGMA quick_check").and_then(|mut statement| {
+        statement.query_map([], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()
+    });
+    verdicts.map_or_else(|error| error.to_string(), |verdicts| verdicts.join("; "))
 }
 
 pub trait Target {
@@ -121,7 +131,12 @@ impl Target for DeebTarget {
         let digests: Vec<(u64, u64, u64)> =
             digests.into_iter().map(|(id, (index, digest))| (id, index, digest)).collect();
         let mut dumps = Vec::new();
+        let mut checks = Vec::new();
         for id in self.cluster.running() {
+            let path = self.cluster.data_dir(id).join("state.db");
+            let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|error| Broken { kind: Kind::HarnessPanic, detail: format!("node {id}: open: {error}") })?;
+            checks.push((id, quick_check(&conn)));
             let reader = self
                 .cluster
                 .node(id)
@@ -129,7 +144,7 @@ impl Target for DeebTarget {
                 .map_err(|error| Broken { kind: Kind::HarnessPanic, detail: format!("node {id}: reader: {error}") })?;
             dumps.push((id, dump(&mut |sql| reader_rows(&reader, sql))));
         }
-        Ok(Settled { digests, dumps })
+        Ok(Settled { digests, dumps, checks })
     }
 }
 

@@ -164,6 +164,11 @@ impl Cluster {
         self.start(id);
     }
 
+    /// Where node `id` keeps its files (its SQLite database is `state.db`).
+    pub fn data_dir(&self, id: u64) -> &std::path::Path {
+        &self.slots[&id].data_dir
+    }
+
     pub fn node(&self, id: u64) -> &Node<MemDisk> {
         self.slots[&id].node.as_ref().expect("node is running")
     }
