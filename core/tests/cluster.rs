@@ -781,3 +781,86 @@ fn promote_only_promotes_a_learner() {
     let voters = cluster.node(leader).status().members.iter().filter(|member| !member.learner).count();
     assert_eq!(voters, 3);
 }
+
+/// `deeb restore --bootstrap`: a new cluster seeded on every node from the
+/// same SQLite file (here a copy taken from another cluster, with that
+/// cluster's own tables in it) starts with its rows on every node, takes
+/// writes, and a node joining later is sent a snapshot of them, not the
+/// log from index 1 onto an empty database.
+#[test]
+fn a_cluster_seeded_from_a_file_starts_equal_and_joiners_get_its_rows() {
+    let files = tempfile::tempdir().expect("temp dir");
+    let backup = files.path().join("backup.db");
+    {
+        let mut source = Cluster::new(3, 12);
+        source.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER)");
+        source.execute("CREATE TABLE plain (v)");
+        source.execute(
+            "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 300) \
+                        INSERT INTO kv SELECT 'k' || x, x FROM s",
+        );
+        source.execute("INSERT INTO plain VALUES (1), (2), (2)");
+        let leader = source.wait_leader();
+        source.node(leader).reader().expect("reader").copy_into(&backup).expect("copy");
+    }
+    let mut cluster = Cluster::seeded(3, 13, &backup);
+    for id in 1..=3 {
+        let rows = query(cluster.node(id), "SELECT count(*), sum(v) FROM kv");
+        assert_eq!((integer_of(&rows[0], 0), integer_of(&rows[0], 1)), (300, 45150), "node {id}");
+    }
+    cluster.execute("INSERT INTO kv VALUES ('new', 1)");
+    cluster.execute("DELETE FROM plain WHERE v = 2");
+    cluster.assert_converged();
+    cluster.add_slot(4, Vec::new());
+    let leader = cluster.wait_leader();
+    let learner = MemberChange::AddLearner { id: NodeId(4), address: "node-4:7000".to_owned() };
+    cluster.admin(leader, vec![learner]).expect("add learner");
+    cluster.run_until(30 * SECOND, "the joiner catches up", |c| {
+        c.node(4).status().applied_index >= c.node(leader).status().applied_index
+    });
+    cluster.assert_converged();
+    assert_eq!(integer_of(&query(cluster.node(4), "SELECT count(*) FROM kv")[0], 0), 301);
+    assert_eq!(integer_of(&query(cluster.node(4), "SELECT count(*) FROM plain")[0], 0), 1);
+    let members = cluster.node(4).status().members;
+    assert_eq!(members.len(), 4, "{members:?}");
+}
+
+/// What seeding refuses, each by name: a data directory in use, a file
+/// with rows deeb cannot replicate, a damaged file.
+#[test]
+fn seeding_refuses_what_it_cannot_replicate() {
+    let files = tempfile::tempdir().expect("temp dir");
+    let members = vec![(NodeId(1), "node-1:7000".to_owned())];
+    let make = |name: &str, sql: &str| {
+        let path = files.path().join(name);
+        rusqlite::Connection::open(&path).expect("open").execute_batch(sql).expect("setup");
+        path
+    };
+    let seed = |source: &std::path::Path, dir: &str| {
+        deeb_core::node::seed_data_dir(NodeId(1), &files.path().join(dir), source, &members)
+            .map(|seeded| format!("{seeded:?}"))
+            .unwrap_or_else(|error| format!("error: {error}"))
+    };
+    let good = make("good.db", "CREATE TABLE t(k INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, 'a'), (2, 'b');");
+    assert!(seed(&good, "a").contains("rows: 2"), "{}", seed(&good, "a2"));
+    assert!(seed(&good, "a").contains("is not empty"), "a data directory in use");
+    let null_key = make("null.db", "CREATE TABLE n(k TEXT PRIMARY KEY, v); INSERT INTO n VALUES (NULL, 1);");
+    assert!(seed(&null_key, "b").contains("NULL in its PRIMARY KEY column \"k\""), "{}", seed(&null_key, "b2"));
+    let dangling = make(
+        "fk.db",
+        "PRAGMA foreign_keys=OFF; CREATE TABLE p(id INTEGER PRIMARY KEY); \
+         CREATE TABLE c(id INTEGER PRIMARY KEY, p INTEGER REFERENCES p(id)); INSERT INTO c VALUES (1, 9);",
+    );
+    assert!(seed(&dangling, "c").contains("foreign keys point nowhere"), "{}", seed(&dangling, "c2"));
+    let collated = make("nocase.db", "CREATE TABLE k(k TEXT PRIMARY KEY COLLATE NOCASE);");
+    assert!(seed(&collated, "d").contains("collation"), "{}", seed(&collated, "d2"));
+    let damaged = files.path().join("damaged.db");
+    let mut bytes = std::fs::read(&good).expect("read");
+    let page_size = 4096;
+    bytes[page_size] = 0; // the page-type byte of table t's root page
+    std::fs::write(&damaged, bytes).expect("write");
+    assert!(seed(&damaged, "e").contains("integrity check"), "{}", seed(&damaged, "e2"));
+    for dir in ["b", "c", "d", "e"] {
+        assert!(!files.path().join(dir).join("state.db").exists(), "{dir}: nothing left behind");
+    }
+}

@@ -422,6 +422,21 @@ impl DeebService {
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 
+    /// Where `POST /db/load` writes a SQLite file it is given, and the
+    /// permit it holds meanwhile (loads count among the backups).
+    ///
+    /// # Errors
+    /// As many backups or loads as may run are running.
+    pub fn scratch(&self) -> Result<(PathBuf, tokio::sync::OwnedSemaphorePermit), Status> {
+        let (dir, running) = &self.backups;
+        let Ok(running) = running.clone().try_acquire_owned() else {
+            let message =
+                format!("{BACKUPS_RUNNING_MAX} backups or loads are running on this node already; retry later");
+            return Err(Status::resource_exhausted(message));
+        };
+        Ok((dir.clone(), running))
+    }
+
     async fn status_call(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         self.security.admit(&request, Permission::Status).await?;
         let mut response = self.member_status().await?;

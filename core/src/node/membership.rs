@@ -298,15 +298,7 @@ pub(super) fn bootstrap<D: Disk>(
     if !fresh || initial_members.is_empty() {
         return Ok(());
     }
-    let mut members = initial_members.to_vec();
-    members.sort();
-    members.dedup_by_key(|(id, _)| *id);
-    if members.len() != initial_members.len() || members.iter().any(|(id, _)| id.0 == 0) {
-        return Err(OpenError::Invalid("initial members need distinct non-zero ids".to_owned()));
-    }
-    if !members.iter().any(|(id, _)| *id == config.id) {
-        return Err(OpenError::Invalid(format!("node {} is not among the initial members", config.id)));
-    }
+    let members = initial_voters(config.id, initial_members)?;
     let entries: Vec<Entry> =
         members.iter().zip(1..).map(|((id, address), index)| bootstrap_entry(*id, address, index)).collect();
     log.append(&entries)?;
@@ -315,6 +307,57 @@ pub(super) fn bootstrap<D: Disk>(
     log.sync()?;
     Ok(())
 }
+
+/// The initial members sorted by id, checked: distinct non-zero ids, `me`
+/// among them.
+fn initial_voters(me: NodeId, initial_members: &[(NodeId, String)]) -> Result<Vec<(NodeId, String)>, OpenError> {
+    let mut members = initial_members.to_vec();
+    members.sort();
+    members.dedup_by_key(|(id, _)| *id);
+    if members.len() != initial_members.len() || members.iter().any(|(id, _)| id.0 == 0) {
+        return Err(OpenError::Invalid("initial members need distinct non-zero ids".to_owned()));
+    }
+    if !members.iter().any(|(id, _)| *id == me) {
+        return Err(OpenError::Invalid(format!("node {me} is not among the initial members")));
+    }
+    Ok(members)
+}
+
+/// `deeb restore --bootstrap`: seeds the data directory of node `id` of a
+/// new cluster with the SQLite database at `source` (see
+/// [`crate::sql::seed`]), recorded as applied at index 1 of the bootstrap
+/// term with the initial members as voters. Done with the same file and
+/// members on every initial node, they start equal; opening the directory
+/// records a snapshot at that index (`reconcile`) in place of the bootstrap
+/// entries, so the log starts after it and a node that joins later is sent
+/// a snapshot. `data_dir` must be new or empty.
+///
+/// # Errors
+/// Bad members, a data directory in use, or a file deeb cannot replicate.
+pub fn seed_data_dir(
+    id: NodeId,
+    data_dir: &std::path::Path,
+    source: &std::path::Path,
+    initial_members: &[(NodeId, String)],
+) -> Result<crate::sql::seed::Seeded, OpenError> {
+    let members = initial_voters(id, initial_members)?;
+    if std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(OpenError::Invalid(format!(
+            "{} is not empty: seed only a new node's data directory",
+            data_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let voters = members.iter().map(|(id, _)| id.0).collect();
+    let conf_state = raft::eraftpb::ConfState { voters, ..Default::default() };
+    let conf_bytes = conf_state.write_to_bytes().expect("conf state encodes");
+    let members: Vec<(u64, String)> = members.into_iter().map(|(id, address)| (id.0, address)).collect();
+    let applied = Applied { index: SEEDED_INDEX, term: BOOTSTRAP_TERM };
+    Ok(crate::sql::seed::seed(source, &data_dir.join("state.db"), applied, &conf_bytes, &members)?)
+}
+
+/// The index a seeded database is recorded as applied at.
+const SEEDED_INDEX: u64 = 1;
 
 fn bootstrap_entry(id: NodeId, address: &str, index: u64) -> Entry {
     let mut conf_change = ConfChange::default();

@@ -32,7 +32,7 @@ use crate::state_machine::{Readers as _, StateMachine};
 pub use apply::{AppliedEntries, EntriesToApply};
 pub use events::{NodeEvent, Observer};
 pub use execute::{BatchToExecute, ExecutedBatch};
-pub use membership::MemberChange;
+pub use membership::{seed_data_dir, MemberChange};
 pub use output::{AdminError, ClientToken, Output, ReadError, WriteError, WriteOutcome};
 pub use reads::Consistency;
 pub use snapshots::{

@@ -22,7 +22,7 @@ use super::{
 };
 
 /// Creates the internal tables (idempotent).
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _deeb_meta(
     id INTEGER PRIMARY KEY CHECK (id = 0),
     applied_index INTEGER NOT NULL,
@@ -1052,7 +1052,7 @@ fn table_names(conn: &Connection) -> Result<std::collections::BTreeSet<String>, 
 /// that is not STRICT) a key of several columns that may hold NULL. (A
 /// one-column key that may hold NULL is checked after each write instead:
 /// an index seek.)
-fn unsupported_primary_key(conn: &Connection, table: &str) -> Result<Option<&'static str>, SqlError> {
+pub(super) fn unsupported_primary_key(conn: &Connection, table: &str) -> Result<Option<&'static str>, SqlError> {
     let collated = "SELECT 1 FROM pragma_index_list(?1) AS i, pragma_index_xinfo(i.name) AS x \
                     WHERE i.origin = 'pk' AND x.key AND x.coll <> 'BINARY'";
     if conn.query_row(collated, [table], |_| Ok(())).optional()?.is_some() {

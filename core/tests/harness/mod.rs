@@ -89,6 +89,16 @@ impl Cluster {
     }
 
     pub fn with_config(size: u64, seed: u64, configure: fn(&mut Config)) -> Self {
+        Self::build(size, seed, configure, None)
+    }
+
+    /// A new cluster whose nodes were seeded from the SQLite file at
+    /// `source` (`deeb restore --bootstrap` on every node) before they start.
+    pub fn seeded(size: u64, seed: u64, source: &std::path::Path) -> Self {
+        Self::build(size, seed, default_config, Some(source))
+    }
+
+    fn build(size: u64, seed: u64, configure: fn(&mut Config), source: Option<&std::path::Path>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let initial: Vec<(NodeId, String)> = (1..=size).map(|id| (NodeId(id), format!("node-{id}:7000"))).collect();
         let mut cluster = Self {
@@ -110,6 +120,10 @@ impl Cluster {
             _dir: dir,
         };
         for id in 1..=size {
+            if let Some(source) = source {
+                let data_dir = cluster._dir.path().join(format!("node-{id}"));
+                deeb_core::node::seed_data_dir(NodeId(id), &data_dir, source, &initial).expect("seeds");
+            }
             cluster.add_slot(id, initial.clone());
         }
         cluster

@@ -114,6 +114,30 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = super::backup::BackupConsistency::Linearizable)]
         consistency: super::backup::BackupConsistency,
     },
+    /// Load a backup back: online through any node (`--addr`), as SQL in
+    /// requests of bounded size (a SQLite file is dumped to SQL first; not
+    /// atomic: a failure says how far it got); or offline (`--bootstrap
+    /// DATA_DIR`), seeding a new node's data directory with a SQLite file's
+    /// whole state: run it for every initial node with the same file and
+    /// `--peers`, then start them with that `--peers`.
+    Restore {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The backup: a SQLite file or SQL text.
+        file: PathBuf,
+        /// Seed this new node's data directory instead of loading online.
+        #[arg(long, value_name = "DATA_DIR", requires_all = ["id", "peers"])]
+        bootstrap: Option<PathBuf>,
+        /// With --bootstrap: the node's id.
+        #[arg(long, env = "DEEB_ID", requires = "bootstrap")]
+        id: Option<u64>,
+        /// With --bootstrap: the new cluster's initial voters, as `deeb serve --peers`.
+        #[arg(long, env = "DEEB_PEERS", value_parser = peers_arg, requires = "bootstrap")]
+        peers: Option<PeerList>,
+        /// Online: statements per request (each request is one transaction).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        statements_per_request: u64,
+    },
     /// Print an argon2 hash of a password (read from the terminal or
     /// stdin) for the users file's `password_hash`; with --token, make a
     /// random bearer token and print it with its `token_hash`.

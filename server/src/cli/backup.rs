@@ -113,18 +113,18 @@ fn partial_path(out: &Path) -> PathBuf {
 
 /// A progress line on a terminal (bytes, rate, time left), redrawn at most
 /// a few times a second; nothing otherwise.
-struct Progress {
-    started: Instant,
+pub(super) struct Progress {
+    pub(super) started: Instant,
     drawn: Option<Instant>,
     terminal: bool,
 }
 
 impl Progress {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Progress { started: Instant::now(), drawn: None, terminal: std::io::stderr().is_terminal() }
     }
 
-    fn show(&mut self, done: u64, total: u64) {
+    pub(super) fn show(&mut self, done: u64, total: u64) {
         if !self.terminal || self.drawn.is_some_and(|at| at.elapsed().as_millis() < 200) {
             return;
         }
@@ -142,7 +142,7 @@ impl Progress {
         );
     }
 
-    fn done(&self) {
+    pub(super) fn done(&self) {
         if self.terminal && self.drawn.is_some() {
             eprintln!();
         }

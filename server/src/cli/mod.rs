@@ -9,6 +9,7 @@ pub mod dev;
 pub mod health;
 pub mod output;
 pub mod pod;
+pub mod restore;
 pub mod secrets;
 pub mod shell;
 pub mod table;

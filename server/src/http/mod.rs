@@ -6,6 +6,7 @@
 //! accept loop as gRPC (`crate::security::listener`): the client TLS
 //! settings, the connection limit and the idle timeout apply.
 
+mod load;
 mod native;
 mod rqlite;
 
@@ -45,6 +46,7 @@ pub async fn serve(
         .route("/leader", get(rqlite::leader))
         .route("/metrics", get(rqlite::metrics))
         .route("/db/backup", get(rqlite::backup))
+        .route("/db/load", post(load::load))
         .route("/api/v1/raft/progress", get(native::raft_progress))
         .route("/api/v1/execute", post(native::execute))
         .route("/api/v1/query", post(native::query))
@@ -76,6 +78,7 @@ pub async fn serve(
         rqlite::leader,
         rqlite::metrics,
         rqlite::backup,
+        load::load,
         native::raft_progress,
         native::execute,
         native::query,

@@ -26,7 +26,7 @@ use crate::api::DeebService;
 use crate::security::Permission;
 
 /// URL parameters, as given (`?pretty` is present with an empty value).
-type Params = HashMap<String, String>;
+pub(super) type Params = HashMap<String, String>;
 
 /// The three `/db/*` endpoints.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -481,7 +481,7 @@ pub async fn livez(State(api): State<DeebService>) -> Response {
 const READY_LAG_MAX: u64 = 1000;
 
 /// Why a call gave no result.
-enum Failure {
+pub(super) enum Failure {
     /// The statement failed (SQL, constraint, limit): a per-statement
     /// `error`, HTTP 200.
     Statement(String),
@@ -495,7 +495,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn of(status: &tonic::Status) -> Failure {
+    pub(super) fn of(status: &tonic::Status) -> Failure {
         // deeb names the failing statement's place in its request; each
         // rqlite result stands in that place already.
         let detail = deeb_client::detail_of(status);
@@ -526,7 +526,7 @@ impl Failure {
         }
     }
 
-    fn into_response(self) -> Response {
+    pub(super) fn into_response(self) -> Response {
         match self {
             Failure::Statement(message) | Failure::Refused(message) => {
                 json_response(StatusCode::OK, &Params::new(), &json!({ "results": [], "error": message }), 0)
@@ -949,7 +949,7 @@ fn respond(params: &Params, results: Vec<Json>, started: Instant, served: Served
     json_response(StatusCode::OK, params, &body, served.node)
 }
 
-fn json_response(code: StatusCode, params: &Params, body: &Json, served_by: u64) -> Response {
+pub(super) fn json_response(code: StatusCode, params: &Params, body: &Json, served_by: u64) -> Response {
     let text =
         if params.contains_key("pretty") { serde_json::to_string_pretty(body) } else { serde_json::to_string(body) }
             .unwrap_or_default();
@@ -962,11 +962,11 @@ fn json_response(code: StatusCode, params: &Params, body: &Json, served_by: u64)
     response
 }
 
-fn text(code: StatusCode, message: String) -> Response {
+pub(super) fn text(code: StatusCode, message: String) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
 }
 
-fn bad_request(message: String) -> Response {
+pub(super) fn bad_request(message: String) -> Response {
     text(StatusCode::BAD_REQUEST, message)
 }
 

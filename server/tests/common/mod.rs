@@ -88,7 +88,17 @@ impl Cluster {
     /// [`Cluster::start`] with every node run under `launcher` (a command
     /// and its arguments, the node's command line appended).
     pub fn start_under(launcher: &[&str], size: u64, extra_args: &[&str]) -> Self {
-        let mut cluster = Self {
+        let mut cluster = Self::unstarted(launcher, size, extra_args);
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// A cluster's directories and ports, no node started yet (start each
+    /// with [`Cluster::spawn`]).
+    pub fn unstarted(launcher: &[&str], size: u64, extra_args: &[&str]) -> Self {
+        Self {
             dir: tempfile::tempdir().expect("temp dir"),
             ports: (1..=size).map(|id| (id, free_port())).collect(),
             peer_ports: (1..=size).map(|id| (id, free_port())).collect(),
@@ -98,11 +108,7 @@ impl Cluster {
             options: Options::default(),
             secrets: Vec::new(),
             launcher: launcher.iter().map(|arg| (*arg).to_owned()).collect(),
-        };
-        for id in 1..=size {
-            cluster.spawn(id);
         }
-        cluster
     }
 
     /// Log lines (of every node) that hold a secret or key material.
@@ -131,7 +137,8 @@ impl Cluster {
         format!("127.0.0.1:{}", self.peer_ports[&id])
     }
 
-    fn peers(&self) -> String {
+    /// The initial voters, as `--peers` takes them.
+    pub fn peers(&self) -> String {
         let initial = self.ports.keys().filter(|id| **id <= 3);
         initial.map(|id| format!("{id}={}", self.peer_addr(*id))).collect::<Vec<_>>().join(",")
     }

@@ -1,0 +1,155 @@
+//! `deeb restore`: a backup back into a cluster.
+//!
+//! - Online (`--addr`): the backup's SQL runs through the leader in
+//!   requests of bounded size, each one transaction, with a progress line.
+//!   A SQL backup is read as it is; a SQLite file (a `deeb backup`, or any
+//!   SQLite database) is first dumped to SQL text in a temporary file. A
+//!   load is not atomic: a failed request stops it, and the error says how
+//!   far it got (load into an empty cluster, or restore offline).
+//! - Offline (`--bootstrap DATA_DIR`): seeds a new node's data directory
+//!   from a SQLite file, the whole state at once (see
+//!   `deeb_core::node::seed_data_dir`); run it on every initial node with
+//!   the same file, `--id` and `--peers`, then start the nodes as a new
+//!   cluster with the same `--peers`.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+
+use deeb_core::sql::load::Loader;
+use deeb_core::NodeId;
+
+use super::args::ClientArgs;
+use super::backup::Progress;
+use super::commands;
+
+/// SQLite's file header.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Bytes of SQL text per request (the server's default limit is 4 MiB).
+pub const REQUEST_BYTES: usize = 1 << 20;
+
+/// Seeds `data_dir` for node `id` of the new cluster `peers`.
+///
+/// # Errors
+/// The file or the directory is unusable, or holds what deeb cannot replicate.
+pub fn bootstrap(data_dir: &Path, file: &Path, id: u64, peers: &[(NodeId, String)]) -> Result<String, String> {
+    if !is_sqlite(file)? {
+        return Err(format!(
+            "{}: --bootstrap takes a SQLite file (a `deeb backup --format sqlite`); load SQL text online with --addr",
+            file.display()
+        ));
+    }
+    let seeded =
+        deeb_core::node::seed_data_dir(NodeId(id), data_dir, file, peers).map_err(|error| error.to_string())?;
+    Ok(format!(
+        "seeded {} for node {id} of {} from {}: {} tables, {} rows; start it with --peers as a new cluster",
+        data_dir.display(),
+        peers.iter().map(|(id, address)| format!("{id}={address}")).collect::<Vec<_>>().join(","),
+        file.display(),
+        seeded.tables.len(),
+        seeded.rows
+    ))
+}
+
+/// Loads `file` through the node at `client`'s address.
+///
+/// # Errors
+/// The file cannot be read, a request failed (the message says how far the
+/// load got), or the node cannot be reached.
+pub async fn online(client: &ClientArgs, file: &Path, statements_per_request: usize) -> Result<String, String> {
+    let connected = commands::connect(client)?;
+    let text = match is_sqlite(file)? {
+        true => SqlText::dumped(file)?,
+        false => SqlText { path: file.to_path_buf(), temporary: false },
+    };
+    let opened = std::fs::File::open(&text.path).map_err(|error| format!("{}: {error}", text.path.display()))?;
+    let total = opened.metadata().map_err(|error| format!("{}: {error}", text.path.display()))?.len();
+    let mut reader = BufReader::new(opened);
+    let mut loader = Loader::new(statements_per_request, REQUEST_BYTES);
+    let mut progress = Progress::new();
+    let (mut read, mut requests, mut loaded, mut line) = (0_u64, 0_u64, 0_u64, String::new());
+    loop {
+        line.clear();
+        let bytes = reader.read_line(&mut line).map_err(|error| format!("{}: {error}", text.path.display()))?;
+        read += bytes as u64;
+        let full = match bytes {
+            0 => loader.finish(),
+            _ => loader.feed(&line),
+        };
+        let full = full.map_err(|error| format!("{}: {error}", file.display()))?;
+        for request in full {
+            let count = request.len() as u64;
+            send(&connected, request, requests, loaded).await?;
+            (requests, loaded) = (requests + 1, loaded + count);
+            progress.show(read, total);
+        }
+        if bytes == 0 {
+            break;
+        }
+    }
+    progress.done();
+    let seconds = progress.started.elapsed().as_secs_f64();
+    Ok(format!(
+        "loaded {loaded} statements in {requests} requests ({} left out: transaction control, PRAGMA, \
+         sqlite_sequence) from {}: {total} bytes in {seconds:.1} s ({:.1} MiB/s)",
+        loader.skipped,
+        file.display(),
+        total as f64 / f64::from(1 << 20) / seconds.max(1e-9),
+    ))
+}
+
+/// Sends one request; on failure, says how far the load got.
+async fn send(client: &deeb_client::Client, request: Vec<String>, sent: u64, loaded: u64) -> Result<(), String> {
+    let first: Vec<String> = request.iter().map(|sql| sql.chars().take(80).collect()).collect();
+    let batch = request.into_iter().map(|sql| deeb_server::api::statement(&sql)).collect();
+    client.execute_statements(batch).await.map(drop).map_err(|error| {
+        let at = error.statement_index.map_or(String::new(), |index| {
+            let sql = first.get(index as usize).map_or("", String::as_str);
+            format!(" at its statement {} ({sql}...)", index + 1)
+        });
+        format!(
+            "request {} of the load failed{at}: {}; the {sent} requests before it ({loaded} statements) \
+             are loaded, this one and the rest are not",
+            sent + 1,
+            commands::describe_error(&error)
+        )
+    })
+}
+
+/// True if `file` starts with SQLite's header.
+fn is_sqlite(file: &Path) -> Result<bool, String> {
+    let mut header = [0_u8; 16];
+    let mut opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
+    let read = opened.read(&mut header).map_err(|error| format!("{}: {error}", file.display()))?;
+    Ok(read == header.len() && &header == SQLITE_MAGIC)
+}
+
+/// The SQL text a load reads: the file itself, or a SQLite file's dump in
+/// a temporary file (removed when dropped).
+struct SqlText {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl SqlText {
+    fn dumped(database: &Path) -> Result<SqlText, String> {
+        let failed = |error: String| format!("{}: dumping it as SQL: {error}", database.display());
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(database, flags).map_err(|error| failed(error.to_string()))?;
+        let path = std::env::temp_dir().join(format!("deeb-restore-{}.sql", std::process::id()));
+        let text = SqlText { path, temporary: true };
+        let file = std::fs::File::create(&text.path).map_err(|error| failed(error.to_string()))?;
+        let mut out = std::io::BufWriter::new(file);
+        deeb_core::sql::dump::dump(&conn, &mut out).map_err(|error| failed(error.to_string()))?;
+        std::io::Write::flush(&mut out).map_err(|error| failed(error.to_string()))?;
+        Ok(text)
+    }
+}
+
+impl Drop for SqlText {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

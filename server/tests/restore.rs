@@ -1,0 +1,169 @@
+//! Restores as an operator runs them: a backup (SQLite file or SQL text)
+//! loaded online into a new cluster with `deeb restore --addr` and with
+//! rqlite's `POST /db/load`, and a new cluster seeded offline with `deeb
+//! restore --bootstrap` on every node; each ends with the source's rows
+//! (its SQL dump, byte for byte) on every node.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Cluster;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Runs `deeb ARGS`: its exit code, stdout and stderr.
+async fn deeb(args: Vec<String>) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run deeb");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
+}
+
+/// `deeb backup` of node `node` into `out` (`--format sql` if `sql`).
+async fn backup(cluster: &Cluster, node: u64, out: &Path, sql: bool) {
+    let mut words = args(&["backup", "--addr", &cluster.addr(node), "--out", out.to_str().expect("UTF-8")]);
+    if sql {
+        words.extend(args(&["--format", "sql"]));
+    }
+    let (code, _, stderr) = deeb(words).await;
+    assert_eq!(code, 0, "backup: {stderr}");
+}
+
+/// The source: a schema with what a load must keep in order (foreign keys,
+/// AUTOINCREMENT, a trigger that must not fire on the loaded rows, an index,
+/// a view) and 3,000 rows. Returns its SQLite and SQL backups.
+async fn source(dir: &Path) -> (PathBuf, PathBuf) {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    for sql in [
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL)",
+        "CREATE TABLE child (k TEXT PRIMARY KEY, parent INTEGER NOT NULL REFERENCES parent(id), v BLOB)",
+        "CREATE TRIGGER counted AFTER INSERT ON child BEGIN UPDATE parent SET name = name || '+' WHERE id = NEW.parent; END",
+        "CREATE INDEX child_parent ON child (parent)",
+        "CREATE VIEW sizes AS SELECT parent, count(*) AS n FROM child GROUP BY parent",
+        "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 1000) \
+         INSERT INTO parent (name) SELECT 'p;' || x || ' it''s' FROM s",
+        "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 2000) \
+         INSERT INTO child SELECT 'k' || x, 1 + x % 1000, randomblob(40) FROM s",
+    ] {
+        cluster.execute(leader, sql).await.expect(sql);
+    }
+    let (sqlite, sql) = (dir.join("source.db"), dir.join("source.sql"));
+    backup(&cluster, leader, &sqlite, false).await;
+    backup(&cluster, leader, &sql, true).await;
+    (sqlite, sql)
+}
+
+/// Every node's SQL dump equals `expected` (the source's).
+async fn assert_holds(cluster: &Cluster, expected: &Path, dir: &Path, what: &str) {
+    let expected = std::fs::read_to_string(expected).expect("source dump");
+    for node in 1..=3 {
+        let out = dir.join(format!("{what}-{node}.sql"));
+        let mut words = args(&["backup", "--addr", &cluster.addr(node), "--out", out.to_str().expect("UTF-8")]);
+        words.extend(args(&["--format", "sql", "--consistency", "linearizable"]));
+        let (code, _, stderr) = deeb(words).await;
+        assert_eq!(code, 0, "{what}: backup of node {node}: {stderr}");
+        let dumped = std::fs::read_to_string(&out).expect("dump");
+        assert!(dumped == expected, "{what}: node {node} differs from the source");
+    }
+}
+
+/// `POST /db/load` with `body`: the status and the answer's body.
+async fn http_load(address: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head =
+        format!("POST /db/load HTTP/1.0\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(120), stream.read_to_string(&mut answer))
+        .await
+        .expect("answered within 120 s")
+        .expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, body.to_owned())
+}
+
+#[tokio::test]
+async fn backups_load_online_through_the_cli_and_http() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (sqlite, sql) = source(dir.path()).await;
+
+    // SQL text through the CLI, then the SQLite file over HTTP.
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[1, 2, 3]).await;
+    let (code, stdout, stderr) = deeb(args(&["restore", "--addr", &cluster.addr(2), sql.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("loaded 3005 statements"), "{stdout}");
+    assert_holds(&cluster, &sql, dir.path(), "cli-sql").await;
+    // Loaded again into a cluster that has the tables: refused at once,
+    // saying how far it got.
+    let (code, _, stderr) = deeb(args(&["restore", "--addr", &cluster.addr(3), sqlite.to_str().unwrap()])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("request 1 of the load failed") && stderr.contains("already exists"), "{stderr}");
+    drop(cluster);
+
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_leader(&[1, 2, 3]).await;
+    let file = std::fs::read(&sqlite).expect("read");
+    let (status, body) = http_load(&cluster.http_addr(3), "application/octet-stream", &file).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"statements\":3005") && !body.contains("error"), "{body}");
+    assert_holds(&cluster, &sql, dir.path(), "http-sqlite").await;
+    let scratch = cluster.data_dir(3).join("backup-scratch");
+    let left: Vec<_> = std::fs::read_dir(&scratch).map(|entries| entries.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the load's files are removed: {left:?}");
+    let (status, body) = http_load(&cluster.http_addr(1), "text/plain", b"INSERT INTO nowhere VALUES (1);").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("no such table: nowhere") && body.contains("request 1 of the load failed"), "{body}");
+    let (status, body) = http_load(&cluster.http_addr(1), "text/plain", b"SELECT 1;\xff").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn a_cluster_bootstrapped_from_a_backup_starts_with_its_rows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (sqlite, sql) = source(dir.path()).await;
+    let mut cluster = Cluster::unstarted(&[], 3, &[]);
+    let peers = cluster.peers();
+    for id in 1..=3_u64 {
+        let data_dir = cluster.data_dir(id);
+        let words = vec![
+            "restore".to_owned(),
+            "--bootstrap".to_owned(),
+            data_dir.to_str().expect("UTF-8").to_owned(),
+            "--id".to_owned(),
+            id.to_string(),
+            "--peers".to_owned(),
+            peers.clone(),
+            sqlite.to_str().expect("UTF-8").to_owned(),
+        ];
+        let (code, stdout, stderr) = deeb(words.clone()).await;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("2 tables, 3000 rows"), "{stdout}");
+        let (code, _, stderr) = deeb(words).await;
+        assert_eq!(code, 1, "a second seeding of the same directory is refused");
+        assert!(stderr.contains("is not empty"), "{stderr}");
+    }
+    // SQL text is not a whole state: --bootstrap takes SQLite files only.
+    let other = dir.path().join("other");
+    let sql_words = args(&["restore", "--bootstrap", other.to_str().unwrap(), "--id", "1", "--peers", &peers]);
+    let (code, _, stderr) = deeb([sql_words, vec![sql.to_str().unwrap().to_owned()]].concat()).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("takes a SQLite file"), "{stderr}");
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    assert_holds(&cluster, &sql, dir.path(), "bootstrapped").await;
+    let written = cluster.execute(leader, "INSERT INTO parent (name) VALUES ('after') RETURNING id").await;
+    assert_eq!(written.expect("a write").results[0].last_insert_id, 1001);
+}
