@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use deeb_proto::{op, Op, Statement, StatementResult, Write, WriteBatch};
+use deeb_proto::{op, Op, RestorePart, Statement, StatementResult, Write, WriteBatch};
 use prost::Message as _;
 
 use super::output::{WriteError, WriteOutcome};
@@ -32,6 +32,8 @@ pub(super) struct Request {
     pub(super) request_id: u64,
     pub(super) statements: Vec<Statement>,
     pub(super) key: Option<String>,
+    /// A restore piece (the batch's only request).
+    pub(super) restore: Option<RestorePart>,
 }
 
 /// A batch the worker ran, on its way back to the node.
@@ -87,6 +89,14 @@ impl<S: StateMachine> BatchToExecute<S> {
         while bytes < self.bytes_max && !sm.batch_time_spent() {
             let Some(at) = to_run.pop_front() else { break };
             let request = &self.requests[at];
+            if let Some(part) = &request.restore {
+                // Nothing to run: every replica applies it from the entry.
+                let write = Write { request_id: request.request_id, restore: Some(part.clone()), ..Write::default() };
+                outcome.batch.writes.push(write);
+                outcome.executed.push((at, Vec::new()));
+                sm.rollback_batch()?;
+                break;
+            }
             if let Some(key) = &request.key {
                 // Applied before (by this leader or another): the first answer.
                 if let Some((index, results)) = sm.recorded_request(key)? {
@@ -136,7 +146,7 @@ impl<S: StateMachine> BatchToExecute<S> {
                 outcome.next_batch_requests_max = Some(executed.len() - 1);
                 outcome.not_run.splice(0..0, executed);
             }
-        } else if outcome.executed.is_empty() {
+        } else if outcome.executed.is_empty() && sm.batch_open() {
             sm.rollback_batch()?;
         }
         Ok(outcome)

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use deeb_proto::{Statement, StatementResult, WriteBatch};
+use deeb_proto::{RestorePart, Statement, StatementResult, WriteBatch};
 use prost::Message as _;
 use raft::StateRole;
 
@@ -38,7 +38,12 @@ struct QueuedWrite {
     statements: Vec<Statement>,
     /// The client's idempotency key, if any.
     key: Option<String>,
+    /// A piece of a restore instead of statements (always a batch of its own).
+    restore: Option<RestorePart>,
 }
+
+/// What a request asks: its statements, or a restore piece.
+type Body = (Vec<Statement>, Option<RestorePart>);
 
 /// Who waits for one request: its client and the retries of its key that
 /// arrived meanwhile, all answered alike.
@@ -152,7 +157,38 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             }
         }
         let callers = Callers { token, retries: Vec::new() };
-        self.writes.queue.push_back(QueuedWrite { callers, statements, key });
+        self.writes.queue.push_back(QueuedWrite { callers, statements, key, restore: None });
+        self.drive();
+        Ok(())
+    }
+
+    /// Queues a piece of a whole-database restore ([`RestorePart`]): a
+    /// batch and an entry of its own, applied on every replica (this one
+    /// too) from the entry. The answer comes as `Output::WriteDone`.
+    ///
+    /// # Errors
+    /// As [`Self::submit_write`].
+    pub fn submit_restore_part(&mut self, now: Duration, token: ClientToken, part: RestorePart) -> Result<(), WriteError> {
+        self.advance_clock(now);
+        if self.fatal.is_some() {
+            return Err(WriteError::Stopped);
+        }
+        if !self.in_configuration() {
+            return Err(WriteError::NotMember { node: self.id });
+        }
+        if self.role != StateRole::Leader {
+            return Err(WriteError::NotLeader { leader: self.leader() });
+        }
+        let limits = &self.config.limits;
+        if part.data.len() > limits.request_bytes_max {
+            let (size, max) = (part.data.len(), limits.request_bytes_max);
+            return Err(WriteError::TooLarge { what: "restore piece", size, max });
+        }
+        if self.writes.queue.len() >= limits.write_queue_max {
+            return Err(WriteError::QueueFull { max: limits.write_queue_max });
+        }
+        let callers = Callers { token, retries: Vec::new() };
+        self.writes.queue.push_back(QueuedWrite { callers, statements: Vec::new(), key: None, restore: Some(part) });
         self.drive();
         Ok(())
     }
@@ -199,11 +235,21 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let (next_index, term) = (log.last_index() + 1, self.raw.raft.term);
         let limits = &self.config.limits;
         let requests_max = self.writes.next_batch_requests_max.take().unwrap_or(limits.batch_requests_max);
-        let taken = self.writes.queue.len().min(requests_max);
+        // A restore piece goes alone; other requests up to the next one.
+        let taken = match self.writes.queue.iter().position(|queued| queued.restore.is_some()) {
+            Some(0) => 1,
+            Some(restore) => restore.min(requests_max),
+            None => self.writes.queue.len().min(requests_max),
+        };
         let (mut requests, mut callers) = (Vec::with_capacity(taken), Vec::with_capacity(taken));
         for queued in self.writes.queue.drain(..taken).collect::<Vec<_>>() {
             let request_id = self.writes.allocate_request_id(term);
-            requests.push(Request { request_id, statements: queued.statements, key: queued.key.clone() });
+            requests.push(Request {
+                request_id,
+                statements: queued.statements,
+                key: queued.key.clone(),
+                restore: queued.restore,
+            });
             callers.push(Executing { request_id, callers: queued.callers, key: queued.key });
         }
         let applied = sm.applied();
@@ -262,8 +308,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         outcome: Outcome,
     ) -> Result<(), Fatal> {
         let ExecutingBatch { next_index, term, requests: callers, .. } = executing;
-        let mut slots: Vec<Option<(Executing, Vec<Statement>)>> =
-            callers.into_iter().zip(requests).map(|(waiting, request)| Some((waiting, request.statements))).collect();
+        let mut slots: Vec<Option<(Executing, Body)>> = callers
+            .into_iter()
+            .zip(requests)
+            .map(|(waiting, request)| Some((waiting, (request.statements, request.restore))))
+            .collect();
         let mut take = |at: usize| {
             slots.get_mut(at).and_then(Option::take).ok_or_else(|| {
                 Fatal::Invariant(format!("the batch for index {next_index} answered request {at} twice or not at all"))
@@ -272,10 +321,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         for (at, result) in outcome.answered {
             answer_all(&mut self.outputs, take(at)?.0.callers.tokens(), &result);
         }
-        let mut executed: Vec<(Executing, Vec<StatementResult>, Vec<Statement>)> = (outcome.executed.into_iter())
-            .map(|(at, results)| take(at).map(|(waiting, statements)| (waiting, results, statements)))
+        let mut executed: Vec<(Executing, Vec<StatementResult>, Body)> = (outcome.executed.into_iter())
+            .map(|(at, results)| take(at).map(|(waiting, body)| (waiting, results, body)))
             .collect::<Result<_, _>>()?;
-        let not_run: Vec<(Executing, Vec<Statement>)> =
+        let not_run: Vec<(Executing, Body)> =
             outcome.not_run.into_iter().map(&mut take).collect::<Result<_, _>>()?;
         if slots.iter().any(Option::is_some) {
             return Err(Fatal::Invariant(format!("the batch for index {next_index} left a request unanswered")));
@@ -285,7 +334,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             && raft.term == term
             && raft.raft_log.last_index() + 1 == next_index
             && raft.lead_transferee.is_none();
-        if !executed.is_empty() && !still_ours {
+        if !executed.is_empty() && !still_ours && self.sm_mut()?.batch_open() {
             tracing::debug!(node = self.id.0, next_index, term, "batch came back too late to propose: undone");
             self.sm_mut()?.rollback_batch()?;
         }
@@ -297,17 +346,18 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             }
             return Ok(());
         }
-        let requeue = |(waiting, statements): (Executing, Vec<Statement>)| QueuedWrite {
+        let requeue = |(waiting, (statements, restore)): (Executing, Body)| QueuedWrite {
             callers: waiting.callers,
             statements,
             key: waiting.key,
+            restore,
         };
         let mut back: Vec<QueuedWrite> = Vec::new();
         if still_ours {
             self.writes.next_batch_requests_max = outcome.next_batch_requests_max;
         } else {
             // Run again in a later batch, at the index it will really have.
-            back.extend(executed.drain(..).map(|(waiting, _, statements)| requeue((waiting, statements))));
+            back.extend(executed.drain(..).map(|(waiting, _, body)| requeue((waiting, body))));
         }
         back.extend(not_run.into_iter().map(requeue));
         for queued in back.into_iter().rev() {
@@ -331,9 +381,14 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn propose_batch(&mut self, mut batch: WriteBatch, waiters: Vec<Waiter>, next_index: u64) -> Result<(), Fatal> {
         batch.proposer = self.id.0;
         let command = deeb_proto::Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
+        // A restore piece's batch holds no transaction: every replica, this
+        // one too, applies it from the entry.
+        let transaction_open = self.sm_mut()?.batch_open();
         if let Err(error) = self.raw.propose(Vec::new(), command.encode_to_vec()) {
             tracing::debug!(node = self.id.0, %error, "proposal refused");
-            self.sm_mut()?.rollback_batch()?;
+            if transaction_open {
+                self.sm_mut()?.rollback_batch()?;
+            }
             let result = Err(WriteError::NotLeader { leader: self.leader() });
             for waiter in &waiters {
                 answer_all(&mut self.outputs, waiter.callers.tokens(), &result);
@@ -345,7 +400,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             return Err(Fatal::Invariant(format!("a batch executed for index {next_index} was proposed at {index}")));
         }
         let term = self.raw.raft.term;
-        self.writes.in_flight = Some(InFlight { index, term, transaction_open: true, requests: waiters });
+        self.writes.in_flight = Some(InFlight { index, term, transaction_open, requests: waiters });
         Ok(())
     }
 }

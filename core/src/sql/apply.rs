@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use deeb_proto::{op, Sequences, WriteBatch};
+use deeb_proto::{op, Sequences, Write, WriteBatch};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -28,6 +28,14 @@ impl SqliteStateMachine {
     /// rolled back.
     pub fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
         self.ensure_no_batch()?;
+        // A restore piece is an entry of its own (the leader batches it alone).
+        if let [Write { restore: Some(part), .. }] = &batch.writes[..] {
+            let outcome = self.apply_restore_part(part, applied)?;
+            if !matches!(outcome, super::restore::Outcome::Stored) {
+                tracing::info!(index = applied.index, id = %part.id, ?outcome, "restore");
+            }
+            return Ok(());
+        }
         let foreign_keys = if self.apply_foreign_keys() { "ON" } else { "OFF" };
         let outside = self.applied_index_outside_batch();
         let conn = self.writer_mut();

@@ -25,6 +25,7 @@ pub mod load;
 mod random;
 mod reader;
 pub mod requests;
+pub mod restore;
 mod rowids;
 pub mod seed;
 mod session;

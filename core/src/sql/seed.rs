@@ -71,14 +71,23 @@ pub fn seed(
     Ok(seeded)
 }
 
-enum Refusal {
+pub(super) enum Refusal {
     Refused(String),
     Sql(SqlError),
 }
 
+/// SQLite's errors on the file are the file's (not a database, damaged,
+/// a `_deeb_meta` of another shape...): deeb refuses it. Only the disk or
+/// memory failing is this node's error.
 impl From<rusqlite::Error> for Refusal {
     fn from(error: rusqlite::Error) -> Self {
-        Refusal::Sql(error.into())
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::OutOfMemory) => {
+                Refusal::Sql(error.into())
+            }
+            _ => Refusal::Refused(format!("SQLite: {error}")),
+        }
     }
 }
 
@@ -88,13 +97,19 @@ impl From<SqlError> for Refusal {
     }
 }
 
-fn check_and_record(
+/// Checks the file at `path` in place and records deeb's own tables in it
+/// (see [`seed`]); `Refused` says why deeb cannot take it.
+pub(super) fn check_and_record(
     path: &Path,
     applied: Applied,
     conf_state: &[u8],
     members: &[(u64, String)],
 ) -> Result<Seeded, Refusal> {
     let conn = Connection::open(path)?;
+    let verdict: String = conn.query_row("PRAGMA integrity_check(1)", [], |row| row.get(0))?;
+    if verdict != "ok" {
+        return Err(Refusal::Refused(format!("it fails SQLite's integrity check: {verdict}")));
+    }
     let virtual_table = "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'";
     if let Some(name) = conn.query_row(virtual_table, [], |row| row.get::<_, String>(0)).optional()? {
         return Err(Refusal::Refused(format!("table {name:?} is a virtual table (deeb does not replicate those)")));
@@ -130,7 +145,7 @@ fn check_and_record(
         return Err(Refusal::Sql(SqlError::Other(format!("could not leave WAL mode (journal_mode={mode})"))));
     }
     conn.execute_batch(&format!("BEGIN IMMEDIATE;{}{}", state_machine::SCHEMA, requests::SCHEMA))?;
-    conn.execute_batch("DELETE FROM _deeb_requests; DELETE FROM _deeb_members;")?;
+    conn.execute_batch("DELETE FROM _deeb_requests; DELETE FROM _deeb_members; DROP TABLE IF EXISTS _deeb_restore;")?;
     for (id, address) in members {
         conn.execute("INSERT INTO _deeb_members(id, address) VALUES (?1, ?2)", rusqlite::params![*id as i64, address])?;
     }

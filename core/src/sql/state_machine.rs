@@ -775,11 +775,20 @@ impl SqliteStateMachine {
                     None => tx.execute("DELETE FROM _deeb_members WHERE id = ?1", [*id as i64])?,
                 };
             }
+        } else {
+            // A new leader's first entry: a restore left unfinished by the
+            // leader before it never completes.
+            Self::drop_unfinished_restore(&tx)?;
         }
         write_applied(&tx, applied)?;
         tx.commit()?;
         self.applied = applied;
         Ok(())
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     pub(crate) fn ensure_no_batch(&self) -> Result<(), SqlError> {
@@ -860,6 +869,8 @@ impl SqliteStateMachine {
             self.writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
         }
         self.applied = read_applied(&self.writer)?;
+        // Another file's schema: nothing cached from this one holds.
+        self.keyed_rowid_tables = classify::KeyedRowidCache::default();
         Ok(self.applied)
     }
 }

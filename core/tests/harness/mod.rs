@@ -493,6 +493,33 @@ impl Cluster {
         Ok(token)
     }
 
+    /// Submits a restore piece to node `id`.
+    pub fn submit_restore_part(&mut self, id: u64, part: deeb_proto::RestorePart) -> Result<ClientToken, WriteError> {
+        let token = self.token();
+        let now = self.now;
+        self.node_mut(id).submit_restore_part(now, token, part)?;
+        self.drain(id);
+        Ok(token)
+    }
+
+    /// Restores the file `bytes` through the current leader in pieces of
+    /// `piece` bytes, each waited for: the index of the last, or the
+    /// first error.
+    pub fn restore(&mut self, id: &str, bytes: &[u8], piece: usize) -> Result<u64, WriteError> {
+        let mut index = 0;
+        for at in 0..bytes.len().div_ceil(piece).max(1) {
+            let part = restore_part(id, bytes, piece, at);
+            let leader = self.wait_leader();
+            let token = self.submit_restore_part(leader, part)?;
+            match self.wait_reply(token, Duration::from_secs(30)) {
+                Reply::Write(Ok(outcome)) => index = outcome.index.0,
+                Reply::Write(Err(error)) => return Err(error),
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+        Ok(index)
+    }
+
     pub fn wait_reply(&mut self, token: ClientToken, bound: Duration) -> Reply {
         self.run_until(bound, "a reply", |c| c.replies.contains_key(&token));
         self.replies.remove(&token).expect("just checked")
@@ -588,6 +615,21 @@ impl Cluster {
         let distinct: BTreeSet<(u64, u64)> = digests.values().copied().collect();
         assert_eq!(distinct.len(), 1, "seed {}: replicas differ: {digests:?}", self.seed);
         digests.values().next().expect("at least one node").1
+    }
+}
+
+/// Piece `at` of the file `bytes` cut in pieces of `piece` bytes.
+pub fn restore_part(id: &str, bytes: &[u8], piece: usize, at: usize) -> deeb_proto::RestorePart {
+    let count = bytes.len().div_ceil(piece).max(1);
+    let data = bytes.chunks(piece).nth(at).unwrap_or_default().to_vec();
+    let last = at + 1 == count;
+    deeb_proto::RestorePart {
+        id: id.to_owned(),
+        offset: (at * piece) as u64,
+        data,
+        last,
+        total_bytes: if last { bytes.len() as u64 } else { 0 },
+        crc32c: if last { crc32c::crc32c(bytes) } else { 0 },
     }
 }
 

@@ -1,0 +1,179 @@
+//! Whole-database restores through the log ([`RestorePart`]): every replica
+//! keeps a restore's pieces in table `_deeb_restore` as it applies them
+//! (replicated state: in snapshots and digests like any table), and at the
+//! last piece writes them out as a file beside its database, checks it (its
+//! size and CRC32C, then as `deeb restore --bootstrap` checks a file) and
+//! installs it as the state as of that entry, keeping the membership. The
+//! install is one synced transaction; a crash before it applies the last
+//! entry again. A file that fails a check leaves the old state (the pieces
+//! dropped), on every replica alike: the checks read only the pieces.
+//!
+//! A piece that does not follow the stored ones changes nothing; the first
+//! (offset 0) drops any other restore's pieces, and so does a new leader's
+//! first entry ([`SqliteStateMachine::drop_unfinished_restore`]): a restore
+//! whose leader is gone never completes, so it leaves nothing behind.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use deeb_proto::RestorePart;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::seed::{self, Refusal};
+use super::state_machine::{write_applied, SqliteStateMachine};
+use super::{Applied, ApplyError, SqlError};
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS _deeb_restore(\
+    offset INTEGER PRIMARY KEY, id TEXT NOT NULL, data BLOB NOT NULL)";
+
+/// Why a restore's file was not installed (the same on every replica).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A piece stored (or one that changed nothing).
+    Stored,
+    /// The file is the state now.
+    Installed { tables: usize, rows: u64 },
+    /// The file failed a check; the old state stays.
+    Refused(String),
+}
+
+impl SqliteStateMachine {
+    /// Applies one restore piece at `applied`.
+    pub(super) fn apply_restore_part(&mut self, part: &RestorePart, applied: Applied) -> Result<Outcome, ApplyError> {
+        self.ensure_no_batch()?;
+        let expected = expected_offset(self.writer_mut(), &part.id)?;
+        let follows = part.offset == 0 || Some(part.offset) == expected;
+        if part.last && follows {
+            return self.install(part, applied);
+        }
+        let tx = self.writer_mut().transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
+        if follows {
+            tx.execute_batch(SCHEMA).map_err(SqlError::from)?;
+            if part.offset == 0 {
+                tx.execute("DELETE FROM _deeb_restore", []).map_err(SqlError::from)?;
+            }
+            tx.execute(
+                "INSERT INTO _deeb_restore(offset, id, data) VALUES (?1, ?2, ?3)",
+                params![part.offset as i64, part.id, part.data],
+            )
+            .map_err(SqlError::from)?;
+        }
+        write_applied(&tx, applied)?;
+        tx.commit().map_err(SqlError::from)?;
+        self.set_applied(applied);
+        Ok(Outcome::Stored)
+    }
+
+    /// A new leader's first entry: an unfinished restore is dropped (in the
+    /// entry's own transaction, `conn`).
+    pub(super) fn drop_unfinished_restore(conn: &Connection) -> Result<(), SqlError> {
+        if restore_table_exists(conn)? {
+            conn.execute("DELETE FROM _deeb_restore", [])?;
+        }
+        Ok(())
+    }
+
+    /// The last piece: the file written out, checked and installed, or the
+    /// pieces dropped.
+    fn install(&mut self, part: &RestorePart, applied: Applied) -> Result<Outcome, ApplyError> {
+        let file = self.restore_file(applied);
+        let _removed = RemovedOnDrop(file.clone());
+        let written = write_file(self.writer_mut(), part, &file)?;
+        let checked = match written {
+            Err(reason) => Err(reason),
+            Ok(()) => {
+                let conf_state = self.conf_state()?.unwrap_or_default();
+                let members: Vec<(u64, String)> = self.members()?;
+                match seed::check_and_record(&file, applied, &conf_state, &members) {
+                    Ok(seeded) => Ok(seeded),
+                    Err(Refusal::Refused(reason)) => Err(reason),
+                    Err(Refusal::Sql(error)) => return Err(error.into()),
+                }
+            }
+        };
+        match checked {
+            Ok(seeded) => {
+                let installed = self.install_snapshot(&file)?;
+                if installed != applied {
+                    return Err(ApplyError::Sql(SqlError::Other(format!(
+                        "the restored file installed as {installed:?}, not {applied:?}"
+                    ))));
+                }
+                Ok(Outcome::Installed { tables: seeded.tables.len(), rows: seeded.rows })
+            }
+            Err(reason) => {
+                let tx =
+                    self.writer_mut().transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
+                Self::drop_unfinished_restore(&tx)?;
+                write_applied(&tx, applied)?;
+                tx.commit().map_err(SqlError::from)?;
+                self.set_applied(applied);
+                Ok(Outcome::Refused(reason))
+            }
+        }
+    }
+
+    /// Where the last piece's file is written (beside the database).
+    fn restore_file(&self, applied: Applied) -> PathBuf {
+        self.path().with_extension(format!("restore-{}.db", applied.index))
+    }
+}
+
+/// Where the next piece of restore `id` goes, if its pieces are stored.
+fn expected_offset(conn: &Connection, id: &str) -> Result<Option<u64>, SqlError> {
+    if !restore_table_exists(conn)? {
+        return Ok(None);
+    }
+    let next = "SELECT offset + length(data) FROM _deeb_restore WHERE id = ?1 ORDER BY offset DESC LIMIT 1";
+    Ok(conn.query_row(next, [id], |row| row.get::<_, i64>(0)).optional()?.map(|next| next as u64))
+}
+
+fn restore_table_exists(conn: &Connection) -> Result<bool, SqlError> {
+    let exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_deeb_restore'";
+    Ok(conn.query_row(exists, [], |_| Ok(())).optional()?.is_some())
+}
+
+/// Writes the stored pieces and the last one to `file` (a piece at a time),
+/// checking its size and CRC32C: `Err` names what does not match.
+fn write_file(conn: &Connection, last: &RestorePart, file: &std::path::Path) -> Result<Result<(), String>, SqlError> {
+    let io = |error: std::io::Error| SqlError::Other(format!("restore file {}: {error}", file.display()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file).map_err(io)?);
+    let (mut written, mut crc32c) = (0_u64, 0_u32);
+    if last.offset > 0 {
+        let mut pieces = conn.prepare("SELECT offset, data FROM _deeb_restore WHERE id = ?1 ORDER BY offset")?;
+        let mut rows = pieces.query([&last.id])?;
+        while let Some(row) = rows.next()? {
+            let (offset, data): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
+            if offset as u64 != written {
+                return Ok(Err(format!("a piece is missing at byte {written}")));
+            }
+            crc32c = crc32c::crc32c_append(crc32c, &data);
+            out.write_all(&data).map_err(io)?;
+            written += data.len() as u64;
+        }
+    }
+    crc32c = crc32c::crc32c_append(crc32c, &last.data);
+    out.write_all(&last.data).map_err(io)?;
+    written += last.data.len() as u64;
+    out.into_inner().map_err(|error| io(error.into_error()))?.sync_all().map_err(io)?;
+    if written != last.total_bytes || crc32c != last.crc32c {
+        return Ok(Err(format!(
+            "the file arrived damaged: {written} of {} bytes, CRC32C {crc32c:08x}, expected {:08x}",
+            last.total_bytes, last.crc32c
+        )));
+    }
+    Ok(Ok(()))
+}
+
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut name = self.0.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(name));
+        }
+    }
+}
