@@ -147,7 +147,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute`].
     pub async fn execute_statements(&self, statements: Vec<Statement>) -> Result<ExecuteResponse, Error> {
-        let request = ExecuteRequest { statements, idempotency_key: new_idempotency_key() };
+        let request = ExecuteRequest { statements, idempotency_key: new_idempotency_key(), restore: None };
         self.execute_request(request).await
     }
 

@@ -66,14 +66,13 @@ pub fn request_keys_are_replicated<S: StateMachine>(dir: &Path, open: &mut dyn F
     let executed = executed.expect("the insert runs");
     leader.record_request("k1", &executed.results).expect("record");
     leader.commit_batch(Applied { index: 2, term: 1 }).expect("commit");
-    let write =
-        Write {
-            request_id: 1,
-            ops: executed.ops,
-            idempotency_key: "k1".into(),
-            results: executed.results.clone(),
-            ..Write::default()
-        };
+    let write = Write {
+        request_id: 1,
+        ops: executed.ops,
+        idempotency_key: "k1".into(),
+        results: executed.results.clone(),
+        ..Write::default()
+    };
     follower
         .apply_batch(&WriteBatch { proposer: 1, writes: vec![write] }, Applied { index: 2, term: 1 })
         .expect("apply");

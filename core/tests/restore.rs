@@ -55,6 +55,12 @@ fn a_file_restored_through_the_log_is_the_state_on_every_node() {
     cluster.execute("INSERT INTO old VALUES (1)");
     let index = cluster.restore("first", &bytes, 16 * 1024).expect("restored");
     let digest = cluster.assert_converged();
+    let outcome = query(cluster.node(2), "SELECT id, outcome FROM _deeb_restores");
+    assert_eq!(outcome.len(), 1);
+    assert_eq!(
+        format!("{:?}", outcome[0].values),
+        format!("{:?}", [harness::text("first"), harness::text("installed: 2 tables, 2001 rows")])
+    );
     for id in 1..=3 {
         assert_eq!(count(&cluster, id, "r"), Some(2000), "node {id}");
         assert_eq!(count(&cluster, id, "old"), None, "node {id}: the old tables are gone");
@@ -98,6 +104,7 @@ fn a_restore_whose_leader_is_gone_leaves_the_old_state() {
     }
     cluster.start(leader);
     cluster.assert_converged();
+    assert_eq!(count(&cluster, 1, "_deeb_restores"), None, "no restore completed");
     for id in 1..=3 {
         assert_eq!(count(&cluster, id, "old"), Some(1), "node {id}: the old state");
         assert_eq!(count(&cluster, id, "r"), None, "node {id}: nothing of the file");
@@ -137,6 +144,8 @@ fn a_damaged_or_unusable_file_leaves_the_old_state() {
         .expect("null key file");
     cluster.restore("null", &std::fs::read(&path).expect("read"), piece).expect("applied");
     cluster.assert_converged();
+    let outcomes = query(cluster.node(1), "SELECT outcome FROM _deeb_restores");
+    assert!(format!("{outcomes:?}").contains("refused: table \\\"n\\\" has a row with NULL"), "{outcomes:?}");
     for id in 1..=3 {
         assert_eq!(count(&cluster, id, "old"), Some(0), "node {id}: the old state");
         assert_eq!(pieces_stored(&cluster, id), 0, "node {id}");

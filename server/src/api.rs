@@ -201,7 +201,12 @@ impl DeebService {
         (forwarded_here, principal): (bool, &Principal),
     ) -> Result<ExecuteResponse, ServerError> {
         let key = Some(message.idempotency_key.clone()).filter(|key| !key.is_empty());
-        match self.handle.write(message.statements.clone(), key).await {
+        let written = match &message.restore {
+            // A piece that arrives twice changes nothing the second time.
+            Some(part) => self.handle.restore_part(part.clone()).await,
+            None => self.handle.write(message.statements.clone(), key).await,
+        };
+        match written {
             Ok(outcome) => {
                 Ok(ExecuteResponse { results: outcome.results, served_by: self.handle.id().0, index: outcome.index.0 })
             }
@@ -370,6 +375,13 @@ fn api_of<T>(request: &Request<T>) -> Api {
 impl DeebService {
     async fn execute_call(&self, request: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
         let principal = self.security.admit(&request, Permission::Execute).await?;
+        if request.get_ref().restore.is_some() {
+            // Replacing the whole database is a restore's permission.
+            self.security.admit(&request, Permission::Backup).await?;
+            if !request.get_ref().statements.is_empty() {
+                return Err(invalid("a restore piece comes without statements"));
+            }
+        }
         let forwarded_here = is_forwarded(&request);
         let message = request.into_inner();
         let answer = self.with_retry(|| self.execute_once(&message, (forwarded_here, &principal))).await;

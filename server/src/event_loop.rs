@@ -36,6 +36,8 @@ pub enum Input {
     Peer { from: NodeId, from_address: String, messages: Vec<Vec<u8>> },
     /// A client write.
     Write { statements: Vec<Statement>, key: Option<String>, reply: oneshot::Sender<Result<WriteOutcome, WriteError>> },
+    /// A piece of a whole-database restore (answered like a write).
+    Restore { part: deeb_proto::RestorePart, reply: oneshot::Sender<Result<WriteOutcome, WriteError>> },
     /// A client read: answered with a reader once it may run.
     Read { consistency: Consistency, reply: oneshot::Sender<Result<Reader, ReadError>> },
     /// A membership change or leader transfer.
@@ -73,6 +75,7 @@ impl Input {
         match self {
             Input::Peer { .. } => "Peer",
             Input::Write { .. } => "Write",
+            Input::Restore { .. } => "Restore",
             Input::Read { .. } => "Read",
             Input::Admin { .. } => "Admin",
             Input::Status { .. } => "Status",
@@ -304,12 +307,20 @@ impl<D: Disk> EventLoop<D> {
         let now = self.now();
         match input {
             Input::Peer { from, from_address, messages } => self.step_peer(now, from, from_address, &messages),
-            Input::Write { reply, .. } if self.shutting_down => drop(reply.send(Err(WriteError::Stopped))),
+            Input::Write { reply, .. } | Input::Restore { reply, .. } if self.shutting_down => {
+                drop(reply.send(Err(WriteError::Stopped)))
+            }
             Input::Read { reply, .. } if self.shutting_down => drop(reply.send(Err(ReadError::Stopped))),
             Input::Admin { reply, .. } if self.shutting_down => drop(reply.send(Err(AdminError::Stopped))),
             Input::Write { statements, key, reply } => {
                 let token = self.token(Pending::Write(reply));
                 if let Err(error) = self.node.submit_keyed_write(now, token, statements, key) {
+                    self.answer_write(token, Err(error));
+                }
+            }
+            Input::Restore { part, reply } => {
+                let token = self.token(Pending::Write(reply));
+                if let Err(error) = self.node.submit_restore_part(now, token, part) {
                     self.answer_write(token, Err(error));
                 }
             }

@@ -43,6 +43,15 @@ impl NodeHandle {
         Ok(self.call(|reply| Input::Write { statements, key, reply }).await??)
     }
 
+    /// Proposes a piece of a whole-database restore (applied when this
+    /// returns `Ok`).
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub async fn restore_part(&self, part: deeb_proto::RestorePart) -> Result<WriteOutcome, ServerError> {
+        Ok(self.call(|reply| Input::Restore { part, reply }).await??)
+    }
+
     /// Waits until a read at `consistency` may run, and returns the
     /// connection to run it on.
     ///

@@ -122,10 +122,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let line = cli::backup::run(&client, &out, (format, consistency)).await.map_err(anyhow::Error::msg)?;
             emit(&format!("{line}\n"))
         }
-        Command::Restore { client, file, bootstrap, id, peers, statements_per_request } => {
+        Command::Restore { client, file, bootstrap, id, peers, as_sql, statements_per_request } => {
             let line = match (bootstrap, id, peers) {
                 (Some(data_dir), Some(id), Some(peers)) => cli::restore::bootstrap(&data_dir, &file, id, &peers.0),
-                _ => cli::restore::online(&client, &file, statements_per_request as usize).await,
+                _ => cli::restore::online(&client, &file, statements_per_request as usize, as_sql).await,
             };
             emit(&format!("{}\n", line.map_err(anyhow::Error::msg)?))
         }

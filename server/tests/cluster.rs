@@ -81,6 +81,7 @@ async fn idempotent_retry_across_a_leader_kill() {
     let request = deeb_proto::ExecuteRequest {
         statements: vec![deeb_server::api::statement("INSERT INTO k (v) VALUES ('once') RETURNING id")],
         idempotency_key: "retry-me".into(),
+        restore: None,
     };
     let mut client = cluster.client(leader).await;
     let first = client.execute(request.clone()).await.expect("first").into_inner();

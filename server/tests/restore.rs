@@ -1,8 +1,8 @@
-//! Restores as an operator runs them: a backup (SQLite file or SQL text)
-//! loaded online into a new cluster with `deeb restore --addr` and with
-//! rqlite's `POST /db/load`, and a new cluster seeded offline with `deeb
-//! restore --bootstrap` on every node; each ends with the source's rows
-//! (its SQL dump, byte for byte) on every node.
+//! Restores as an operator runs them: a backup online with `deeb restore
+//! --addr` and rqlite's `POST /db/load` (a SQLite file replaces the whole
+//! database, atomically; SQL text loads as statements), and a new cluster
+//! seeded offline with `deeb restore --bootstrap` on every node; each ends
+//! with the source's rows (its SQL dump, byte for byte) on every node.
 
 mod common;
 
@@ -104,11 +104,25 @@ async fn backups_load_online_through_the_cli_and_http() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("loaded 3005 statements"), "{stdout}");
     assert_holds(&cluster, &sql, dir.path(), "cli-sql").await;
-    // Loaded again into a cluster that has the tables: refused at once,
-    // saying how far it got.
-    let (code, _, stderr) = deeb(args(&["restore", "--addr", &cluster.addr(3), sqlite.to_str().unwrap()])).await;
+    // Its rows loaded again as statements into a cluster that has the
+    // tables: refused at once, saying how far it got.
+    let words = args(&["restore", "--as-sql", "--addr", &cluster.addr(3), sqlite.to_str().unwrap()]);
+    let (code, _, stderr) = deeb(words).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("request 1 of the load failed") && stderr.contains("already exists"), "{stderr}");
+    // The SQLite file itself replaces the whole database, whatever it holds.
+    cluster.execute(1, "CREATE TABLE extra (v)").await.expect("create");
+    let (code, stdout, stderr) = deeb(args(&["restore", "--addr", &cluster.addr(3), sqlite.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("as the whole database: installed: 2 tables, 3000 rows"), "{stdout}");
+    assert_holds(&cluster, &sql, dir.path(), "cli-sqlite").await;
+    // A file the nodes cannot take leaves it as it was.
+    let fake = dir.path().join("fake.db");
+    std::fs::write(&fake, b"SQLite format 3\0 and then nothing of a database").expect("write");
+    let (code, _, stderr) = deeb(args(&["restore", "--addr", &cluster.addr(1), fake.to_str().unwrap()])).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("refused") && stderr.contains("keeps its old state"), "{stderr}");
+    assert_holds(&cluster, &sql, dir.path(), "after-refusal").await;
     drop(cluster);
 
     let cluster = Cluster::start(3, &[]);
@@ -116,11 +130,16 @@ async fn backups_load_online_through_the_cli_and_http() {
     let file = std::fs::read(&sqlite).expect("read");
     let (status, body) = http_load(&cluster.http_addr(3), "application/octet-stream", &file).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"statements\":3005") && !body.contains("error"), "{body}");
+    assert!(body.contains("installed: 2 tables, 3000 rows") && !body.contains("error"), "{body}");
     assert_holds(&cluster, &sql, dir.path(), "http-sqlite").await;
     let scratch = cluster.data_dir(3).join("backup-scratch");
     let left: Vec<_> = std::fs::read_dir(&scratch).map(|entries| entries.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "the load's files are removed: {left:?}");
+    // SQL text over HTTP, into what the database holds.
+    let text = b"CREATE TABLE more (v); INSERT INTO more VALUES (1), (2);";
+    let (status, body) = http_load(&cluster.http_addr(2), "text/plain", text).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"statements\":2"), "{body}");
     let (status, body) = http_load(&cluster.http_addr(1), "text/plain", b"INSERT INTO nowhere VALUES (1);").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("no such table: nowhere") && body.contains("request 1 of the load failed"), "{body}");

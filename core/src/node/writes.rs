@@ -168,7 +168,12 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     ///
     /// # Errors
     /// As [`Self::submit_write`].
-    pub fn submit_restore_part(&mut self, now: Duration, token: ClientToken, part: RestorePart) -> Result<(), WriteError> {
+    pub fn submit_restore_part(
+        &mut self,
+        now: Duration,
+        token: ClientToken,
+        part: RestorePart,
+    ) -> Result<(), WriteError> {
         self.advance_clock(now);
         if self.fatal.is_some() {
             return Err(WriteError::Stopped);
@@ -324,8 +329,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let mut executed: Vec<(Executing, Vec<StatementResult>, Body)> = (outcome.executed.into_iter())
             .map(|(at, results)| take(at).map(|(waiting, body)| (waiting, results, body)))
             .collect::<Result<_, _>>()?;
-        let not_run: Vec<(Executing, Body)> =
-            outcome.not_run.into_iter().map(&mut take).collect::<Result<_, _>>()?;
+        let not_run: Vec<(Executing, Body)> = outcome.not_run.into_iter().map(&mut take).collect::<Result<_, _>>()?;
         if slots.iter().any(Option::is_some) {
             return Err(Fatal::Invariant(format!("the batch for index {next_index} left a request unanswered")));
         }

@@ -12,6 +12,9 @@
 //! (offset 0) drops any other restore's pieces, and so does a new leader's
 //! first entry ([`SqliteStateMachine::drop_unfinished_restore`]): a restore
 //! whose leader is gone never completes, so it leaves nothing behind.
+//!
+//! What the last piece came to is recorded in table `_deeb_restores` (in
+//! the installed state, or beside the old one), for its client to read.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -93,6 +96,10 @@ impl SqliteStateMachine {
         };
         match checked {
             Ok(seeded) => {
+                let outcome = format!("installed: {} tables, {} rows", seeded.tables.len(), seeded.rows);
+                let conn = Connection::open(&file).map_err(SqlError::from)?;
+                record_outcome(&conn, &part.id, applied, &outcome)?;
+                drop(conn);
                 let installed = self.install_snapshot(&file)?;
                 if installed != applied {
                     return Err(ApplyError::Sql(SqlError::Other(format!(
@@ -102,9 +109,12 @@ impl SqliteStateMachine {
                 Ok(Outcome::Installed { tables: seeded.tables.len(), rows: seeded.rows })
             }
             Err(reason) => {
-                let tx =
-                    self.writer_mut().transaction_with_behavior(TransactionBehavior::Immediate).map_err(SqlError::from)?;
+                let tx = self
+                    .writer_mut()
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(SqlError::from)?;
                 Self::drop_unfinished_restore(&tx)?;
+                record_outcome(&tx, &part.id, applied, &format!("refused: {reason}"))?;
                 write_applied(&tx, applied)?;
                 tx.commit().map_err(SqlError::from)?;
                 self.set_applied(applied);
@@ -117,6 +127,21 @@ impl SqliteStateMachine {
     fn restore_file(&self, applied: Applied) -> PathBuf {
         self.path().with_extension(format!("restore-{}.db", applied.index))
     }
+}
+
+/// Records what restore `id` came to, for the client that sent it to
+/// read (`SELECT outcome FROM _deeb_restores WHERE id = ?`): the last
+/// restore's only; none means it did not complete.
+fn record_outcome(conn: &Connection, id: &str, applied: Applied, outcome: &str) -> Result<(), SqlError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _deeb_restores(id TEXT PRIMARY KEY, applied_index INTEGER NOT NULL, outcome TEXT NOT NULL); \
+         DELETE FROM _deeb_restores;",
+    )?;
+    conn.execute(
+        "INSERT INTO _deeb_restores(id, applied_index, outcome) VALUES (?1, ?2, ?3)",
+        params![id, applied.index as i64, outcome],
+    )?;
+    Ok(())
 }
 
 /// Where the next piece of restore `id` goes, if its pieces are stored.

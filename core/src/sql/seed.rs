@@ -145,7 +145,10 @@ pub(super) fn check_and_record(
         return Err(Refusal::Sql(SqlError::Other(format!("could not leave WAL mode (journal_mode={mode})"))));
     }
     conn.execute_batch(&format!("BEGIN IMMEDIATE;{}{}", state_machine::SCHEMA, requests::SCHEMA))?;
-    conn.execute_batch("DELETE FROM _deeb_requests; DELETE FROM _deeb_members; DROP TABLE IF EXISTS _deeb_restore;")?;
+    conn.execute_batch(
+        "DELETE FROM _deeb_requests; DELETE FROM _deeb_members; DROP TABLE IF EXISTS _deeb_restore; \
+         DROP TABLE IF EXISTS _deeb_restores;",
+    )?;
     for (id, address) in members {
         conn.execute("INSERT INTO _deeb_members(id, address) VALUES (?1, ?2)", rusqlite::params![*id as i64, address])?;
     }

@@ -114,12 +114,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = super::backup::BackupConsistency::Linearizable)]
         consistency: super::backup::BackupConsistency,
     },
-    /// Load a backup back: online through any node (`--addr`), as SQL in
-    /// requests of bounded size (a SQLite file is dumped to SQL first; not
-    /// atomic: a failure says how far it got); or offline (`--bootstrap
-    /// DATA_DIR`), seeding a new node's data directory with a SQLite file's
-    /// whole state: run it for every initial node with the same file and
-    /// `--peers`, then start them with that `--peers`.
+    /// Load a backup back. Online through any node (`--addr`): a SQLite file
+    /// replaces the whole database, atomically (through the log: every node
+    /// installs it at once, or none does); SQL text runs as statements in
+    /// requests of bounded size (not atomic: a failure says how far it
+    /// got). Offline (`--bootstrap DATA_DIR`): seeds a new node's data
+    /// directory with a SQLite file's whole state; run it for every initial
+    /// node with the same file and `--peers`, then start them with that
+    /// `--peers`.
     Restore {
         #[command(flatten)]
         client: ClientArgs,
@@ -134,6 +136,10 @@ pub enum Command {
         /// With --bootstrap: the new cluster's initial voters, as `deeb serve --peers`.
         #[arg(long, env = "DEEB_PEERS", value_parser = peers_arg, requires = "bootstrap")]
         peers: Option<PeerList>,
+        /// Online: load a SQLite file's rows as statements (dumped to SQL
+        /// first) into what the database holds, instead of replacing it.
+        #[arg(long, conflicts_with = "bootstrap")]
+        as_sql: bool,
         /// Online: statements per request (each request is one transaction).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
         statements_per_request: u64,

@@ -1,11 +1,12 @@
 //! `deeb restore`: a backup back into a cluster.
 //!
-//! - Online (`--addr`): the backup's SQL runs through the leader in
-//!   requests of bounded size, each one transaction, with a progress line.
-//!   A SQL backup is read as it is; a SQLite file (a `deeb backup`, or any
-//!   SQLite database) is first dumped to SQL text in a temporary file. A
-//!   load is not atomic: a failed request stops it, and the error says how
-//!   far it got (load into an empty cluster, or restore offline).
+//! - Online (`--addr`), a SQLite file (a `deeb backup`, or any SQLite
+//!   database): it replaces the whole database, atomically, through the
+//!   log (see `deeb_proto::RestorePart`), with a progress line.
+//! - Online, SQL text (or a SQLite file with `--as-sql`, dumped to SQL in a
+//!   temporary file first): its statements run through the leader in
+//!   requests of bounded size, each one transaction. Not atomic: a failed
+//!   request stops it, and the error says how far it got.
 //! - Offline (`--bootstrap DATA_DIR`): seeds a new node's data directory
 //!   from a SQLite file, the whole state at once (see
 //!   `deeb_core::node::seed_data_dir`); run it on every initial node with
@@ -51,17 +52,132 @@ pub fn bootstrap(data_dir: &Path, file: &Path, id: u64, peers: &[(NodeId, String
     ))
 }
 
-/// Loads `file` through the node at `client`'s address.
+/// Bytes of the file per restore piece (each a log entry).
+pub const PIECE_BYTES: usize = 256 << 10;
+
+/// Restores `file` through the node at `client`'s address: a SQLite file
+/// replaces the whole database ([`replace`]); SQL text (or a SQLite file
+/// with `as_sql`) is loaded as statements ([`load`]).
+///
+/// # Errors
+/// As [`replace`] and [`load`].
+pub async fn online(
+    client: &ClientArgs,
+    file: &Path,
+    statements_per_request: usize,
+    as_sql: bool,
+) -> Result<String, String> {
+    match (is_sqlite(file)?, as_sql) {
+        (true, false) => replace(client, file).await,
+        (true, true) => load(client, &SqlText::dumped(file)?, file, statements_per_request).await,
+        (false, _) => {
+            load(client, &SqlText { path: file.to_path_buf(), temporary: false }, file, statements_per_request).await
+        }
+    }
+}
+
+/// Replaces the whole database with the SQLite file `file`, atomically:
+/// the file goes through the log in pieces and every node installs it at
+/// the last (`deeb_proto::RestorePart`); then the outcome is read back.
+///
+/// # Errors
+/// The file cannot be read, a piece was refused, the nodes refused the
+/// file (it stays as it was), or the restore did not complete (a leader
+/// change while it ran: the old state stays; run it again).
+async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
+    let connected = commands::connect(client)?;
+    let failed = |error: std::io::Error| format!("{}: {error}", file.display());
+    let total = std::fs::metadata(file).map_err(failed)?.len();
+    let mut crc32c = 0;
+    let mut reader = BufReader::new(std::fs::File::open(file).map_err(failed)?);
+    let mut buffer = vec![0; PIECE_BYTES];
+    loop {
+        let read = reader.read(&mut buffer).map_err(failed)?;
+        if read == 0 {
+            break;
+        }
+        crc32c = crc32c::crc32c_append(crc32c, &buffer[..read]);
+    }
+    let id = deeb_client::new_idempotency_key();
+    let mut reader = BufReader::new(std::fs::File::open(file).map_err(failed)?);
+    let (mut progress, mut offset) = (Progress::new(), 0_u64);
+    loop {
+        let read = read_piece(&mut reader, &mut buffer).map_err(failed)?;
+        let last = offset + read as u64 >= total;
+        let part = deeb_proto::RestorePart {
+            id: id.clone(),
+            offset,
+            data: buffer[..read].to_vec(),
+            last,
+            total_bytes: if last { total } else { 0 },
+            crc32c: if last { crc32c } else { 0 },
+        };
+        let request = deeb_proto::ExecuteRequest { restore: Some(part), ..Default::default() };
+        connected.execute_request(request).await.map_err(|error| {
+            format!(
+                "the restore stopped at byte {offset} of {total}: {}; the cluster keeps its old state",
+                commands::describe_error(&error)
+            )
+        })?;
+        offset += read as u64;
+        progress.show(offset, total);
+        if last {
+            break;
+        }
+    }
+    progress.done();
+    let seconds = progress.started.elapsed().as_secs_f64();
+    let sql = format!("SELECT outcome, applied_index FROM _deeb_restores WHERE id = '{id}'");
+    let answer = commands::query(&connected, &sql, super::args::Level::Linearizable, None, None).await;
+    let answer = answer
+        .map_err(|error| format!("the restore's outcome could not be read: {}", commands::describe_error(&error)))?;
+    let outcome = answer.rows.first().and_then(|row| row.values.first()).and_then(|value| match &value.kind {
+        Some(deeb_proto::value::Kind::Text(text)) => Some(text.clone()),
+        _ => None,
+    });
+    match outcome {
+        Some(outcome) if outcome.starts_with("installed") => Ok(format!(
+            "restored {} ({total} bytes, CRC32C {crc32c:08x}) as the whole database: {outcome}, in {seconds:.1} s \
+             ({:.1} MiB/s)",
+            file.display(),
+            total as f64 / f64::from(1 << 20) / seconds.max(1e-9)
+        )),
+        Some(outcome) => {
+            Err(format!("the nodes did not take {}: {outcome}; the cluster keeps its old state", file.display()))
+        }
+        None => Err(format!(
+            "the restore of {} did not complete (the leader changed while it ran); the cluster keeps its old state: \
+             run it again",
+            file.display()
+        )),
+    }
+}
+
+/// Fills `buffer` from `reader` as far as the file goes.
+fn read_piece(reader: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..])? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    Ok(filled)
+}
+
+/// Loads the SQL text `text` (from `file`) as statements through the node
+/// at `client`'s address.
 ///
 /// # Errors
 /// The file cannot be read, a request failed (the message says how far the
 /// load got), or the node cannot be reached.
-pub async fn online(client: &ClientArgs, file: &Path, statements_per_request: usize) -> Result<String, String> {
+async fn load(
+    client: &ClientArgs,
+    text: &SqlText,
+    file: &Path,
+    statements_per_request: usize,
+) -> Result<String, String> {
     let connected = commands::connect(client)?;
-    let text = match is_sqlite(file)? {
-        true => SqlText::dumped(file)?,
-        false => SqlText { path: file.to_path_buf(), temporary: false },
-    };
     let opened = std::fs::File::open(&text.path).map_err(|error| format!("{}: {error}", text.path.display()))?;
     let total = opened.metadata().map_err(|error| format!("{}: {error}", text.path.display()))?.len();
     let mut reader = BufReader::new(opened);

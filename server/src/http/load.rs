@@ -1,12 +1,13 @@
-//! `POST /db/load`, rqlite's restore: a dump loaded through the write path,
-//! as `deeb restore --addr` does. SQL text is read as it arrives; a SQLite
-//! file (by its header) is written to the node's scratch directory, dumped
-//! to SQL there and read back. Either way the statements run in requests
-//! of bounded size (`deeb_core::sql::load`), each one transaction, retried
-//! with its idempotency key while its outcome is unknown. Not atomic: a
+//! `POST /db/load`, rqlite's restore, as `deeb restore --addr` does it. A
+//! SQLite file (by its header) is written to the node's scratch directory
+//! and replaces the whole database, atomically, through the log (pieces,
+//! installed by every node at the last: `deeb_proto::RestorePart`). SQL
+//! text is read as it arrives and its statements run in requests of
+//! bounded size (`deeb_core::sql::load`), each one transaction, retried
+//! with its idempotency key while its outcome is unknown; not atomic: a
 //! failed request stops the load and the answer says how far it got.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use deeb_core::sql::load::Loader;
 use deeb_proto::deeb_server::Deeb as _;
-use deeb_proto::ExecuteRequest;
+use deeb_proto::{ExecuteRequest, QueryRequest, RestorePart};
 use serde_json::json;
 use tokio_stream::StreamExt as _;
 
@@ -26,6 +27,8 @@ use crate::security::Permission;
 
 /// SQLite's file header.
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+/// Bytes of a SQLite file per restore piece (each a log entry).
+const PIECE_BYTES: usize = 256 << 10;
 /// Statements per request, and bytes of SQL text (the server's default
 /// limits are 1000 and 4 MiB).
 const REQUEST_STATEMENTS: usize = 500;
@@ -37,9 +40,10 @@ const REQUEST_BYTES: usize = 1 << 20;
     request_body(content = String, description = "SQL text (a dump; `text/plain`) or a SQLite file \
         (`application/octet-stream`)"),
     responses(
-        (status = 200, description = "Loaded (`loaded`: statements, requests, and statements left out: the \
-            dump's transaction control, PRAGMA, sqlite_sequence), or a request failed (`error` says how far the \
-            load got)"),
+        (status = 200, description = "A SQLite file replaced the whole database (`restored`: its bytes and the \
+            nodes' outcome), or SQL text loaded (`loaded`: statements, requests, and statements left out: the \
+            dump's transaction control, PRAGMA, sqlite_sequence); or it failed (`error`: for SQL text, how far \
+            the load got; a SQLite file leaves the old state)"),
         (status = 400, description = "The body is not UTF-8 SQL text or a SQLite file", body = String,
             content_type = "text/plain"),
         (status = 503, description = "No leader or no quorum: the answer says how far the load got", body = String,
@@ -58,7 +62,8 @@ pub async fn load(call: Call, Query(params): Query<Params>, body: Body) -> Respo
             None => break,
         }
     }
-    let mut load = Load { call: &call, loader: Loader::new(REQUEST_STATEMENTS, REQUEST_BYTES), requests: 0, loaded: 0 };
+    let loader = Loader::new(REQUEST_STATEMENTS, REQUEST_BYTES);
+    let mut load = Load { call: &call, loader, requests: 0, loaded: 0, restored: None };
     let started = Instant::now();
     let loaded = match head.starts_with(SQLITE_MAGIC) {
         true => load.sqlite_file(head, chunks).await,
@@ -67,11 +72,18 @@ pub async fn load(call: Call, Query(params): Query<Params>, body: Body) -> Respo
     if let Err(response) = loaded {
         return response;
     }
-    let body = json!({
-        "results": [],
-        "loaded": { "statements": load.loaded, "requests": load.requests, "left_out": load.loader.skipped },
-        "time": started.elapsed().as_secs_f64(),
-    });
+    let body = match &load.restored {
+        Some((bytes, outcome)) => json!({
+            "results": [],
+            "restored": { "bytes": bytes, "outcome": outcome },
+            "time": started.elapsed().as_secs_f64(),
+        }),
+        None => json!({
+            "results": [],
+            "loaded": { "statements": load.loaded, "requests": load.requests, "left_out": load.loader.skipped },
+            "time": started.elapsed().as_secs_f64(),
+        }),
+    };
     json_response(StatusCode::OK, &params, &body, 0)
 }
 
@@ -82,6 +94,8 @@ struct Load<'c> {
     loader: Loader,
     requests: u64,
     loaded: u64,
+    /// A SQLite file installed: its size and the nodes' outcome.
+    restored: Option<(u64, String)>,
 }
 
 impl Load<'_> {
@@ -109,16 +123,19 @@ impl Load<'_> {
         }
     }
 
-    /// A SQLite file: written to the scratch directory, dumped to SQL
-    /// there, read back line by line; both files removed however it ends.
+    /// A SQLite file: written to the scratch directory (removed however
+    /// it ends), then proposed in pieces that replace the whole database
+    /// at the last (`deeb_proto::RestorePart`), as `deeb restore` does;
+    /// the outcome is read back.
     #[cfg(not(madsim))]
     async fn sqlite_file(&mut self, head: Vec<u8>, mut chunks: BodyChunks) -> Result<(), Response> {
         let (dir, _running) = self.call.api.scratch().map_err(|status| Failure::of(&status).into_response())?;
         let scratch = Scratch::new(&dir).map_err(|error| internal(&error))?;
-        let mut file = std::fs::File::create(&scratch.database).map_err(|error| internal(&error.to_string()))?;
-        let mut piece = head;
+        let mut file = std::fs::File::create(&scratch.0).map_err(|error| internal(&error.to_string()))?;
+        let (mut piece, mut total, mut crc32c) = (head, 0_u64, 0_u32);
         loop {
             tokio::task::block_in_place(|| file.write_all(&piece)).map_err(|error| internal(&error.to_string()))?;
+            (total, crc32c) = (total + piece.len() as u64, crc32c::crc32c_append(crc32c, &piece));
             match chunks.next().await {
                 Some(Ok(chunk)) => piece = chunk.to_vec(),
                 Some(Err(error)) => return Err(bad_request(format!("reading the body: {error}"))),
@@ -126,24 +143,74 @@ impl Load<'_> {
             }
         }
         drop(file);
-        let (database, sql) = (scratch.database.clone(), scratch.sql.clone());
-        let dumped = tokio::task::spawn_blocking(move || crate::backup::dump_to(&database, &sql)).await;
-        match dumped {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(bad_request(format!("the body is not a usable SQLite file: {error}"))),
-            Err(error) => return Err(internal(&error.to_string())),
-        }
-        let opened = std::fs::File::open(&scratch.sql).map_err(|error| internal(&error.to_string()))?;
-        let mut reader = std::io::BufReader::new(opened);
-        let mut line = String::new();
+        let mut reader = std::fs::File::open(&scratch.0).map_err(|error| internal(&error.to_string()))?;
+        let id = deeb_client::new_idempotency_key();
+        let (mut buffer, mut offset) = (vec![0; PIECE_BYTES], 0_u64);
         loop {
-            line.clear();
-            let read = tokio::task::block_in_place(|| reader.read_line(&mut line));
-            match read.map_err(|error| internal(&error.to_string()))? {
-                0 => return self.finish().await,
-                _ => self.feed(&line).await?,
+            let read = tokio::task::block_in_place(|| read_piece(&mut reader, &mut buffer))
+                .map_err(|error| internal(&error.to_string()))?;
+            let last = offset + read as u64 >= total;
+            let part = RestorePart {
+                id: id.clone(),
+                offset,
+                data: buffer[..read].to_vec(),
+                last,
+                total_bytes: if last { total } else { 0 },
+                crc32c: if last { crc32c } else { 0 },
+            };
+            let message = ExecuteRequest { restore: Some(part), ..Default::default() };
+            if let Err(status) = self.execute(message).await {
+                let stopped =
+                    format!("the restore stopped at byte {offset} of {total}; the database keeps its old state");
+                return Err(with_context(&status, &stopped));
+            }
+            offset += read as u64;
+            if last {
+                break;
             }
         }
+        let outcome = self.restore_outcome(&id).await?;
+        match outcome {
+            Some(outcome) if outcome.starts_with("installed") => {
+                self.restored = Some((total, outcome));
+                Ok(())
+            }
+            Some(outcome) => Err(Failure::Statement(format!(
+                "the nodes did not take the file: {outcome}; the database keeps its old state"
+            ))
+            .into_response()),
+            None => Err(Failure::Unavailable(
+                "the restore did not complete (the leader changed while it ran); the database keeps its old state: \
+                 load it again"
+                    .into(),
+            )
+            .into_response()),
+        }
+    }
+
+    /// What restore `id` came to, read linearizably (none: it did not
+    /// complete).
+    #[cfg(not(madsim))]
+    async fn restore_outcome(&self, id: &str) -> Result<Option<String>, Response> {
+        let sql = format!("SELECT outcome FROM _deeb_restores WHERE id = '{id}'");
+        let request = QueryRequest {
+            statement: Some(crate::api::statement(&sql)),
+            consistency: deeb_proto::Consistency::Linearizable as i32,
+            ..Default::default()
+        };
+        let unreadable = |status: &tonic::Status| with_context(status, "the restore's outcome could not be read");
+        let mut chunks =
+            self.call.api.query(self.call.request(request)).await.map_err(|s| unreadable(&s))?.into_inner();
+        let mut outcome = None;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|s| unreadable(&s))?;
+            let text = chunk.rows.first().and_then(|row| row.values.first()).and_then(|value| match &value.kind {
+                Some(deeb_proto::value::Kind::Text(text)) => Some(text.clone()),
+                _ => None,
+            });
+            outcome = outcome.or(text);
+        }
+        Ok(outcome)
     }
 
     /// The simulator has no threads to write and dump files on.
@@ -174,35 +241,33 @@ impl Load<'_> {
         Ok(())
     }
 
-    /// Runs one request, retrying with its key while the outcome is unknown.
+    /// Runs one request of statements; on failure, says how far the load got.
     async fn send(&mut self, request: Vec<String>) -> Result<(), Response> {
         let count = request.len() as u64;
         let statements = request.iter().map(|sql| crate::api::statement(sql)).collect();
-        let message = ExecuteRequest { statements, idempotency_key: deeb_client::new_idempotency_key() };
+        let message = ExecuteRequest { statements, idempotency_key: deeb_client::new_idempotency_key(), restore: None };
+        match self.execute(message).await {
+            Ok(()) => {
+                (self.requests, self.loaded) = (self.requests + 1, self.loaded + count);
+                Ok(())
+            }
+            Err(status) => Err(with_context(&status, &self.how_far())),
+        }
+    }
+
+    /// Runs one request, sent again (with its key, if it has one) while
+    /// its outcome is unknown.
+    async fn execute(&self, message: ExecuteRequest) -> Result<(), tonic::Status> {
         let (mut wait, mut attempt) = (std::time::Duration::from_millis(50), 0);
         loop {
             attempt += 1;
             match self.call.api.execute(self.call.request(message.clone())).await {
-                Ok(_) => {
-                    (self.requests, self.loaded) = (self.requests + 1, self.loaded + count);
-                    return Ok(());
+                Ok(_) => return Ok(()),
+                Err(status) if attempt <= RETRIES_MAX && deeb_client::Error::from(status.clone()).worth_retrying() => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
                 }
-                Err(status) => {
-                    if attempt <= RETRIES_MAX && deeb_client::Error::from(status.clone()).worth_retrying() {
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(std::time::Duration::from_secs(1));
-                        continue;
-                    }
-                    let how_far = self.how_far();
-                    return Err(match Failure::of(&status) {
-                        Failure::Statement(error) | Failure::Refused(error) => {
-                            Failure::Statement(format!("{error}; {how_far}"))
-                        }
-                        Failure::Unavailable(error) => Failure::Unavailable(format!("{error}; {how_far}")),
-                        other => other,
-                    }
-                    .into_response());
-                }
+                Err(status) => return Err(status),
             }
         }
     }
@@ -227,16 +292,36 @@ impl Load<'_> {
 const RETRIES_MAX: u32 = 30;
 
 #[cfg_attr(madsim, allow(dead_code))]
+/// The failure `status` as an answer, its message followed by `context`.
+fn with_context(status: &tonic::Status, context: &str) -> Response {
+    match Failure::of(status) {
+        Failure::Statement(error) | Failure::Refused(error) => Failure::Statement(format!("{error}; {context}")),
+        Failure::Unavailable(error) => Failure::Unavailable(format!("{error}; {context}")),
+        other => other,
+    }
+    .into_response()
+}
+
+/// Fills `buffer` from `reader` as far as the file goes.
+#[cfg_attr(madsim, allow(dead_code))]
+fn read_piece(reader: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..])? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    Ok(filled)
+}
+
 fn internal(error: &str) -> Response {
     text(StatusCode::INTERNAL_SERVER_ERROR, format!("load: {error}"))
 }
 
-/// A loaded SQLite file and its dump, removed when dropped.
+/// A loaded SQLite file, removed when dropped.
 #[cfg_attr(madsim, allow(dead_code))]
-struct Scratch {
-    database: PathBuf,
-    sql: PathBuf,
-}
+struct Scratch(PathBuf);
 
 #[cfg_attr(madsim, allow(dead_code))]
 impl Scratch {
@@ -244,13 +329,12 @@ impl Scratch {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         std::fs::create_dir_all(dir).map_err(|error| format!("scratch directory: {error}"))?;
         let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Scratch { database: dir.join(format!("load-{number}.db")), sql: dir.join(format!("load-{number}.sql")) })
+        Ok(Scratch(dir.join(format!("load-{number}.db"))))
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.database);
-        let _ = std::fs::remove_file(&self.sql);
+        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -251,7 +251,7 @@ pub async fn execute(call: Call, JsonBody(request): JsonBody<ExecuteRequest>) ->
         Ok(statements) => statements,
         Err(message) => return invalid(message),
     };
-    let message = deeb_proto::ExecuteRequest { statements, idempotency_key: request.idempotency_key };
+    let message = deeb_proto::ExecuteRequest { statements, idempotency_key: request.idempotency_key, restore: None };
     match call.api.execute(call.request(message)).await {
         Ok(response) => {
             let response = response.into_inner();

@@ -576,7 +576,11 @@ impl Call {
         let mut served = Served::default();
         let (mut next, mut end) = (0, statements.len());
         while next < statements.len() {
-            let batch = ExecuteRequest { statements: statements[next..end].to_vec(), idempotency_key: String::new() };
+            let batch = ExecuteRequest {
+                statements: statements[next..end].to_vec(),
+                idempotency_key: String::new(),
+                restore: None,
+            };
             match self.api.execute(self.request(batch)).await {
                 Ok(response) => {
                     let response = response.into_inner();

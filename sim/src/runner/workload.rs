@@ -368,7 +368,8 @@ impl Client {
     /// the first answer and apply nothing. `Ok` with the whole response.
     async fn execute_response(&mut self, statements: Vec<Statement>) -> Result<ExecuteResponse, Failure> {
         self.counter += 1;
-        let request = ExecuteRequest { statements, idempotency_key: format!("sim-{}-{}", self.id, self.counter) };
+        let idempotency_key = format!("sim-{}-{}", self.id, self.counter);
+        let request = ExecuteRequest { statements, idempotency_key, restore: None };
         let first = self.execute_once(request.clone()).await;
         if first != Err(Failure::Unknown) {
             return first;
