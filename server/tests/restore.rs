@@ -186,3 +186,78 @@ async fn a_cluster_bootstrapped_from_a_backup_starts_with_its_rows() {
     let written = cluster.execute(leader, "INSERT INTO parent (name) VALUES ('after') RETURNING id").await;
     assert_eq!(written.expect("a write").results[0].last_insert_id, 1001);
 }
+
+/// The leader killed (`kill -9`) while a restore's pieces stream: the
+/// restore does not complete, every node keeps the old state (never part of
+/// the new one), and the same restore run again completes.
+#[tokio::test]
+async fn a_restore_cut_by_a_leader_kill_leaves_the_old_state() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("big.db");
+    {
+        let conn = rusqlite::Connection::open(&file).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE big (k INTEGER PRIMARY KEY, v BLOB); \
+             WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 40000) \
+             INSERT INTO big SELECT x, randomblob(1000) FROM n;",
+        )
+        .expect("fill");
+    }
+    let new_dump = dir.path().join("new.sql");
+    {
+        let conn = rusqlite::Connection::open(&file).expect("open");
+        let mut out = std::fs::File::create(&new_dump).expect("create");
+        deeb_core::sql::dump::dump(&conn, &mut out).expect("dump");
+    }
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(leader, "CREATE TABLE old (v)").await.expect("create");
+    cluster.execute(leader, "INSERT INTO old VALUES ('kept')").await.expect("insert");
+    let old_dump = dir.path().join("old.sql");
+    backup(&cluster, leader, &old_dump, true).await;
+    let via = [1, 2, 3].into_iter().find(|id| *id != leader).expect("a follower");
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_deeb"))
+        .args(["restore", "--addr", &cluster.addr(via)])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start deeb restore");
+    // Kill the leader once some pieces are stored, well before the last.
+    let pieces = |cluster: &Cluster| {
+        let client = cluster.sql_client(via, deeb_client::Options::default());
+        async move {
+            let read = common::query_with(&client, "SELECT count(*) FROM _deeb_restore").await.ok()?;
+            match read.rows.first()?.first()? {
+                deeb_client::Value::Integer(count) if *count >= 10 => Some(*count),
+                _ => None,
+            }
+        }
+    };
+    common::wait_for(Duration::from_secs(60), "pieces stored", || pieces(&cluster)).await;
+    cluster.kill(leader);
+    let output = tokio::task::spawn_blocking(move || {
+        for _ in 0..600 {
+            if restore.try_wait().expect("wait").is_some() {
+                return restore.wait_with_output().expect("output");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = restore.kill();
+        panic!("deeb restore did not end within 60 s of the kill");
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("keeps its old state"), "{stderr}");
+    cluster.spawn(leader);
+    cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.wait_applied(leader, 1).await;
+    assert_holds(&cluster, &old_dump, dir.path(), "after-kill").await;
+    let (code, stdout, stderr) = deeb(args(&["restore", "--addr", &cluster.addr(via), file.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("installed: 1 tables, 40000 rows"), "{stdout}");
+    assert_holds(&cluster, &new_dump, dir.path(), "restored").await;
+}

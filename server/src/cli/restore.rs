@@ -52,6 +52,10 @@ pub fn bootstrap(data_dir: &Path, file: &Path, id: u64, peers: &[(NodeId, String
     ))
 }
 
+/// SQLite's answer when no restore ever completed (the table of outcomes
+/// is made by the first).
+pub const NO_OUTCOMES: &str = "no such table: _deeb_restores";
+
 /// Bytes of the file per restore piece (each a log entry).
 pub const PIECE_BYTES: usize = 256 << 10;
 
@@ -128,9 +132,14 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
     progress.done();
     let seconds = progress.started.elapsed().as_secs_f64();
     let sql = format!("SELECT outcome, applied_index FROM _deeb_restores WHERE id = '{id}'");
-    let answer = commands::query(&connected, &sql, super::args::Level::Linearizable, None, None).await;
-    let answer = answer
-        .map_err(|error| format!("the restore's outcome could not be read: {}", commands::describe_error(&error)))?;
+    let answer = match commands::query(&connected, &sql, super::args::Level::Linearizable, None, None).await {
+        // No restore ever completed on this cluster.
+        Err(error) if error.message.contains(NO_OUTCOMES) => commands::QueryResult::default(),
+        Err(error) => {
+            return Err(format!("the restore's outcome could not be read: {}", commands::describe_error(&error)))
+        }
+        Ok(answer) => answer,
+    };
     let outcome = answer.rows.first().and_then(|row| row.values.first()).and_then(|value| match &value.kind {
         Some(deeb_proto::value::Kind::Text(text)) => Some(text.clone()),
         _ => None,

@@ -27,6 +27,9 @@ use crate::security::Permission;
 
 /// SQLite's file header.
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+/// SQLite's answer when no restore ever completed (the table of outcomes
+/// is made by the first).
+const NO_OUTCOMES: &str = "no such table: _deeb_restores";
 /// Bytes of a SQLite file per restore piece (each a log entry).
 const PIECE_BYTES: usize = 256 << 10;
 /// Statements per request, and bytes of SQL text (the server's default
@@ -199,11 +202,20 @@ impl Load<'_> {
             ..Default::default()
         };
         let unreadable = |status: &tonic::Status| with_context(status, "the restore's outcome could not be read");
-        let mut chunks =
-            self.call.api.query(self.call.request(request)).await.map_err(|s| unreadable(&s))?.into_inner();
+        // No such table: no restore ever completed on this cluster.
+        let absent = |status: &tonic::Status| status.message().contains(NO_OUTCOMES);
+        let mut chunks = match self.call.api.query(self.call.request(request)).await {
+            Ok(chunks) => chunks.into_inner(),
+            Err(status) if absent(&status) => return Ok(None),
+            Err(status) => return Err(unreadable(&status)),
+        };
         let mut outcome = None;
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|s| unreadable(&s))?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(status) if absent(&status) => return Ok(None),
+                Err(status) => return Err(unreadable(&status)),
+            };
             let text = chunk.rows.first().and_then(|row| row.values.first()).and_then(|value| match &value.kind {
                 Some(deeb_proto::value::Kind::Text(text)) => Some(text.clone()),
                 _ => None,
