@@ -21,6 +21,7 @@ pub mod identity;
 pub mod metrics;
 pub mod peer;
 pub mod query;
+pub mod restore;
 pub mod security;
 pub mod server;
 pub mod snapshot;

@@ -143,14 +143,15 @@ async fn backups_under_write_load_hold_every_acknowledged_write() {
 }
 
 /// The most a node's or the client's peak RSS may be while a large
-/// database backs up.
+/// database backs up or is restored.
 const PEAK_KIB_MAX: i64 = 100 * 1024;
 
-/// A ~100 MiB database backs up from a follower with the serving node's and
-/// the client's peak RSS well under the file's size (the full 1 GiB run is
-/// `scripts/backup-large.sh`).
+/// A ~100 MiB database backs up from a follower, then is restored from
+/// the backup through the follower, with every node's and the client's peak
+/// RSS well under the file's size (the full 1 GiB run is
+/// `scripts/backup-large`).
 #[tokio::test]
-async fn a_large_backup_streams_in_flat_memory() {
+async fn a_large_backup_and_restore_stream_in_flat_memory() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(&[1, 2, 3]).await;
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).expect("follower");
@@ -186,6 +187,31 @@ async fn a_large_backup_streams_in_flat_memory() {
     assert!(bytes > 96 << 20, "{bytes}");
     assert!(server < PEAK_KIB_MAX && client_peak < PEAK_KIB_MAX, "server {server} KiB, client {client_peak} KiB");
     assert_eq!(prefix_of_big(&out), rows_per_write * 24);
+
+    // The same file restored (replacing the whole database) through the
+    // follower: every node stores the pieces and installs the file.
+    cluster.execute(leader, "DELETE FROM big WHERE id <= 10").await.expect("delete");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
+    command.args(["restore", "--addr", &cluster.addr(follower)]).arg(&out);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = std::time::Instant::now();
+    let child = command.spawn().expect("start deeb restore");
+    let (code, client_peak) = tokio::task::spawn_blocking(move || wait_with_peak_rss(child)).await.expect("join");
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(code, 0);
+    let peaks: Vec<i64> =
+        [1, 2, 3].iter().map(|id| peak_rss_kib(cluster.children[id].id()).expect("a node's VmHWM")).collect();
+    println!(
+        "restore of {:.1} MiB in {seconds:.1} s ({:.1} MiB/s): nodes' peak RSS {peaks:?} KiB; client's {client_peak} KiB",
+        bytes as f64 / f64::from(1 << 20),
+        bytes as f64 / f64::from(1 << 20) / seconds,
+    );
+    assert!(peaks.iter().all(|peak| *peak < PEAK_KIB_MAX), "nodes {peaks:?} KiB");
+    assert!(client_peak < PEAK_KIB_MAX, "client {client_peak} KiB");
+    for id in [1, 2, 3] {
+        let count = cluster.query(id, "SELECT count(*) FROM big").await.expect("count");
+        assert_eq!(format!("{:?}", count.rows[0][0]), format!("Integer({})", rows_per_write * 24), "node {id}");
+    }
 }
 
 fn prefix_of_big(file: &Path) -> i64 {

@@ -15,9 +15,11 @@
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use deeb_core::sql::load::Loader;
 use deeb_core::NodeId;
+use deeb_server::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES};
 
 use super::args::ClientArgs;
 use super::backup::Progress;
@@ -51,13 +53,6 @@ pub fn bootstrap(data_dir: &Path, file: &Path, id: u64, peers: &[(NodeId, String
         seeded.rows
     ))
 }
-
-/// SQLite's answer when no restore ever completed (the table of outcomes
-/// is made by the first).
-pub const NO_OUTCOMES: &str = "no such table: _deeb_restores";
-
-/// Bytes of the file per restore piece (each a log entry).
-pub const PIECE_BYTES: usize = 256 << 10;
 
 /// Restores `file` through the node at `client`'s address: a SQLite file
 /// replaces the whole database ([`replace`]); SQL text (or a SQLite file
@@ -96,7 +91,7 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
     let mut reader = BufReader::new(std::fs::File::open(file).map_err(failed)?);
     let mut buffer = vec![0; PIECE_BYTES];
     loop {
-        let read = reader.read(&mut buffer).map_err(failed)?;
+        let read = read_piece(&mut reader, &mut buffer).map_err(failed)?;
         if read == 0 {
             break;
         }
@@ -107,22 +102,33 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
     let (mut progress, mut offset) = (Progress::new(), 0_u64);
     loop {
         let read = read_piece(&mut reader, &mut buffer).map_err(failed)?;
-        let last = offset + read as u64 >= total;
-        let part = deeb_proto::RestorePart {
-            id: id.clone(),
-            offset,
-            data: buffer[..read].to_vec(),
-            last,
-            total_bytes: if last { total } else { 0 },
-            crc32c: if last { crc32c } else { 0 },
-        };
+        let part = piece(&id, offset, buffer[..read].to_vec(), (total, crc32c));
+        let last = part.last;
         let request = deeb_proto::ExecuteRequest { restore: Some(part), ..Default::default() };
-        connected.execute_request(request).await.map_err(|error| {
-            format!(
-                "the restore stopped at byte {offset} of {total}: {}; the cluster keeps its old state",
-                commands::describe_error(&error)
-            )
-        })?;
+        // The last piece's entry writes out, checks and installs the whole
+        // file, which may outlast a request's timeout: it is sent again (a
+        // piece applied twice changes nothing the second time) until one
+        // is answered, which means the first was applied before it.
+        let deadline = Instant::now() + install_time_max(total);
+        loop {
+            match connected.execute_request(request.clone()).await {
+                Ok(_) => break,
+                Err(error) if last && error.worth_retrying() && Instant::now() < deadline => {}
+                Err(error) if last => {
+                    return Err(format!(
+                        "the restore's last piece got no answer: {}; its outcome is unknown until the nodes \
+                         answer (`SELECT * FROM _deeb_restores` on any node shows it)",
+                        commands::describe_error(&error)
+                    ))
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "the restore stopped at byte {offset} of {total}: {}; the cluster keeps its old state",
+                        commands::describe_error(&error)
+                    ))
+                }
+            }
+        }
         offset += read as u64;
         progress.show(offset, total);
         if last {
@@ -131,15 +137,15 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
     }
     progress.done();
     let seconds = progress.started.elapsed().as_secs_f64();
-    let sql = format!("SELECT outcome, applied_index FROM _deeb_restores WHERE id = '{id}'");
-    let answer = match commands::query(&connected, &sql, super::args::Level::Linearizable, None, None).await {
-        // No restore ever completed on this cluster.
-        Err(error) if error.message.contains(NO_OUTCOMES) => commands::QueryResult::default(),
-        Err(error) => {
-            return Err(format!("the restore's outcome could not be read: {}", commands::describe_error(&error)))
-        }
-        Ok(answer) => answer,
-    };
+    let answer =
+        match commands::query(&connected, &outcome_query(&id), super::args::Level::Linearizable, None, None).await {
+            // No restore ever completed on this cluster.
+            Err(error) if error.message.contains(NO_OUTCOMES) => commands::QueryResult::default(),
+            Err(error) => {
+                return Err(format!("the restore's outcome could not be read: {}", commands::describe_error(&error)))
+            }
+            Ok(answer) => answer,
+        };
     let outcome = answer.rows.first().and_then(|row| row.values.first()).and_then(|value| match &value.kind {
         Some(deeb_proto::value::Kind::Text(text)) => Some(text.clone()),
         _ => None,
@@ -162,16 +168,10 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
     }
 }
 
-/// Fills `buffer` from `reader` as far as the file goes.
-fn read_piece(reader: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..])? {
-            0 => break,
-            read => filled += read,
-        }
-    }
-    Ok(filled)
+/// How long the last piece may take to be answered: its entry writes,
+/// checks and installs the whole file (a few passes over it).
+fn install_time_max(total: u64) -> Duration {
+    Duration::from_secs(60 + total / (4 << 20))
 }
 
 /// Loads the SQL text `text` (from `file`) as statements through the node

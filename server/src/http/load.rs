@@ -17,21 +17,17 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use deeb_core::sql::load::Loader;
 use deeb_proto::deeb_server::Deeb as _;
-use deeb_proto::{ExecuteRequest, QueryRequest, RestorePart};
+use deeb_proto::{ExecuteRequest, QueryRequest};
 use serde_json::json;
 use tokio_stream::StreamExt as _;
 
 use super::rqlite::{bad_request, json_response, text, Failure, Params};
 use super::Call;
+use crate::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES};
 use crate::security::Permission;
 
 /// SQLite's file header.
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
-/// SQLite's answer when no restore ever completed (the table of outcomes
-/// is made by the first).
-const NO_OUTCOMES: &str = "no such table: _deeb_restores";
-/// Bytes of a SQLite file per restore piece (each a log entry).
-const PIECE_BYTES: usize = 256 << 10;
 /// Statements per request, and bytes of SQL text (the server's default
 /// limits are 1000 and 4 MiB).
 const REQUEST_STATEMENTS: usize = 500;
@@ -135,12 +131,12 @@ impl Load<'_> {
         let (dir, _running) = self.call.api.scratch().map_err(|status| Failure::of(&status).into_response())?;
         let scratch = Scratch::new(&dir).map_err(|error| internal(&error))?;
         let mut file = std::fs::File::create(&scratch.0).map_err(|error| internal(&error.to_string()))?;
-        let (mut piece, mut total, mut crc32c) = (head, 0_u64, 0_u32);
+        let (mut received, mut total, mut crc32c) = (head, 0_u64, 0_u32);
         loop {
-            tokio::task::block_in_place(|| file.write_all(&piece)).map_err(|error| internal(&error.to_string()))?;
-            (total, crc32c) = (total + piece.len() as u64, crc32c::crc32c_append(crc32c, &piece));
+            tokio::task::block_in_place(|| file.write_all(&received)).map_err(|error| internal(&error.to_string()))?;
+            (total, crc32c) = (total + received.len() as u64, crc32c::crc32c_append(crc32c, &received));
             match chunks.next().await {
-                Some(Ok(chunk)) => piece = chunk.to_vec(),
+                Some(Ok(chunk)) => received = chunk.to_vec(),
                 Some(Err(error)) => return Err(bad_request(format!("reading the body: {error}"))),
                 None => break,
             }
@@ -152,20 +148,22 @@ impl Load<'_> {
         loop {
             let read = tokio::task::block_in_place(|| read_piece(&mut reader, &mut buffer))
                 .map_err(|error| internal(&error.to_string()))?;
-            let last = offset + read as u64 >= total;
-            let part = RestorePart {
-                id: id.clone(),
-                offset,
-                data: buffer[..read].to_vec(),
-                last,
-                total_bytes: if last { total } else { 0 },
-                crc32c: if last { crc32c } else { 0 },
-            };
+            let part = piece(&id, offset, buffer[..read].to_vec(), (total, crc32c));
+            let last = part.last;
             let message = ExecuteRequest { restore: Some(part), ..Default::default() };
+            // The last piece's entry installs the whole file, which may
+            // outlast a request's timeout: `execute` sends it again (a piece
+            // applied twice changes nothing) until one is answered.
             if let Err(status) = self.execute(message).await {
-                let stopped =
-                    format!("the restore stopped at byte {offset} of {total}; the database keeps its old state");
-                return Err(with_context(&status, &stopped));
+                let context = match last {
+                    true => "the restore's last piece got no answer: its outcome is unknown until the nodes answer \
+                             (`SELECT * FROM _deeb_restores` on any node shows it)"
+                        .to_owned(),
+                    false => {
+                        format!("the restore stopped at byte {offset} of {total}; the database keeps its old state")
+                    }
+                };
+                return Err(with_context(&status, &context));
             }
             offset += read as u64;
             if last {
@@ -195,9 +193,8 @@ impl Load<'_> {
     /// complete).
     #[cfg(not(madsim))]
     async fn restore_outcome(&self, id: &str) -> Result<Option<String>, Response> {
-        let sql = format!("SELECT outcome FROM _deeb_restores WHERE id = '{id}'");
         let request = QueryRequest {
-            statement: Some(crate::api::statement(&sql)),
+            statement: Some(crate::api::statement(&outcome_query(id))),
             consistency: deeb_proto::Consistency::Linearizable as i32,
             ..Default::default()
         };
@@ -314,19 +311,7 @@ fn with_context(status: &tonic::Status, context: &str) -> Response {
     .into_response()
 }
 
-/// Fills `buffer` from `reader` as far as the file goes.
 #[cfg_attr(madsim, allow(dead_code))]
-fn read_piece(reader: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..])? {
-            0 => break,
-            read => filled += read,
-        }
-    }
-    Ok(filled)
-}
-
 fn internal(error: &str) -> Response {
     text(StatusCode::INTERNAL_SERVER_ERROR, format!("load: {error}"))
 }
