@@ -79,16 +79,19 @@ impl Pki {
 const ADMIN_PASSWORD: &str = "admin-Secret-1";
 const READER_PASSWORD: &str = "reader-Secret-2";
 const OPERATOR_PASSWORD: &str = "operator-secret-7";
+const WRITER_PASSWORD: &str = "writer-secret-5";
 
 /// A users file: admin (all), reader (query, status), anonymous (status).
 fn users_file(dir: &Path) -> PathBuf {
     let admin = hash_secret(ADMIN_PASSWORD).expect("hash");
     let reader = hash_secret(READER_PASSWORD).expect("hash");
     let operator = hash_secret(OPERATOR_PASSWORD).expect("hash");
+    let writer = hash_secret(WRITER_PASSWORD).expect("hash");
     let text = format!(
         r#"[{{"username": "admin", "password_hash": "{admin}", "perms": ["all"]}},
             {{"username": "reader", "password_hash": "{reader}", "perms": ["query", "status"]}},
             {{"username": "operator", "password_hash": "{operator}", "perms": ["backup"]}},
+            {{"username": "writer", "password_hash": "{writer}", "perms": ["execute"]}},
             {{"username": "*", "perms": ["status"]}}]"#
     );
     let path = dir.join("users.json");
@@ -159,6 +162,14 @@ async fn permissions_hold_through_follower_and_leader() {
         let query = common::query_with(&operator, "SELECT 1").await.expect_err("the operator may not query");
         assert_eq!(code_of(&query), Some(tonic::Code::PermissionDenied), "{query:?}");
     }
+    // A restore replaces the whole database: it needs `backup` as well as
+    // `execute`, which alone writes.
+    let writer = cluster.sql_client(follower, as_user(pki.options(None), "writer", WRITER_PASSWORD));
+    writer.execute_sql("INSERT INTO t VALUES (3)").await.expect("the writer writes");
+    let piece = deeb_proto::RestorePart { id: "r".into(), last: true, data: b"x".to_vec(), ..Default::default() };
+    let restore = deeb_proto::ExecuteRequest { restore: Some(piece), ..Default::default() };
+    let refused = writer.execute_request(restore).await.expect_err("a writer may not restore");
+    assert_eq!(code_of(&refused), Some(tonic::Code::PermissionDenied), "{refused:?}");
     let wrong = cluster.sql_client(follower, as_user(pki.options(None), "reader", "not-the-password"));
     let refused = common::query_with(&wrong, "SELECT 1").await.expect_err("wrong password");
     assert_eq!(code_of(&refused), Some(tonic::Code::Unauthenticated), "{refused:?}");
