@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub security: SecurityConfig,
     /// The simulator's observer and fault seams; empty for real.
     pub hooks: Hooks,
+    /// Scheduled backups (`--backup-interval`, `--backup-dir`, `--backup-keep`).
+    pub backups: Option<crate::scheduled::Schedule>,
 }
 
 impl ServeConfig {
@@ -89,6 +91,7 @@ impl ServeConfig {
             shutdown_transfer_timeout: Duration::from_secs(3),
             security: SecurityConfig::default(),
             hooks: Hooks::default(),
+            backups: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod peer;
 pub mod query;
 pub mod restore;
+pub mod scheduled;
 pub mod security;
 pub mod server;
 pub mod snapshot;

@@ -94,6 +94,12 @@ struct Inner {
     reads: Family<ConsistencyLabels, Counter>,
     connections: Family<ListenerLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
+    scheduled_backups: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,6 +140,7 @@ impl Metrics {
             reads: Family::default(),
             connections: Family::default(),
             connections_refused: Family::default(),
+            scheduled_backups: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -174,6 +181,11 @@ impl Metrics {
             "refused_connections",
             "Connections refused on each listener (over --max-connections)",
             inner.connections_refused.clone(),
+        );
+        r.register(
+            "scheduled_backups",
+            "Scheduled backup slots this node handled: taken, unchanged (skipped), failed",
+            inner.scheduled_backups.clone(),
         );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }
@@ -260,6 +272,11 @@ impl Metrics {
     pub fn connection_opened(&self, listener: &'static str) -> ConnectionGauge {
         self.0.connections.get_or_create(&ListenerLabels { listener }).inc();
         ConnectionGauge { metrics: self.clone(), listener }
+    }
+
+    /// A scheduled backup slot handled here: `taken`, `unchanged`, `failed`.
+    pub fn scheduled_backup(&self, outcome: &'static str) {
+        self.0.scheduled_backups.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     pub fn connection_refused(&self, listener: &'static str) {

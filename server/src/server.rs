@@ -106,6 +106,10 @@ pub async fn run_node<D: Disk + 'static>(
     if !config.join.is_empty() {
         tokio::spawn(join_in_background(config.clone(), security.clone(), handle.clone()));
     }
+    let scheduled = config.backups.clone().map(|schedule| {
+        let scratch = crate::backup::scratch_dir(&config.data_dir);
+        tokio::spawn(crate::scheduled::run(schedule, handle.clone(), metrics.clone(), scratch))
+    });
     let addresses = (config.advertise.clone(), client_addresses);
     let credentials = (identity, cluster.clone());
     let sending = (security, metrics.clone());
@@ -125,6 +129,9 @@ pub async fn run_node<D: Disk + 'static>(
     };
     let result = event_loop.run(stop, config.shutdown_transfer_timeout).await;
     shutting_down.store(true, Ordering::Relaxed);
+    if let Some(scheduled) = scheduled {
+        scheduled.abort();
+    }
     let _ = stop_server.send(());
     // Graceful gRPC shutdown waits for open connections (peers keep theirs);
     // bound it, then drop whatever is left.

@@ -360,6 +360,17 @@ pub struct ServeArgs {
     /// The longest a query may ask to run.
     #[arg(long, env = "DEEB_STATEMENT_TIMEOUT_MAX", value_parser = duration_arg, default_value = "60s")]
     pub statement_timeout_max: Duration,
+    /// Take a backup every this long (at least 1s; e.g. 1h), on whichever
+    /// node leads, into --backup-dir; skipped when nothing changed.
+    #[arg(long, env = "DEEB_BACKUP_INTERVAL", value_parser = duration_arg, requires = "backup_dir")]
+    pub backup_interval: Option<Duration>,
+    /// Where scheduled backups go, with their manifest.json: give every
+    /// node the same directory on storage they share, or each its own.
+    #[arg(long, env = "DEEB_BACKUP_DIR", requires = "backup_interval")]
+    pub backup_dir: Option<PathBuf>,
+    /// How many scheduled backups to keep (the oldest go first).
+    #[arg(long, env = "DEEB_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backup_keep: u64,
 }
 
 /// `deeb dev` flags.
@@ -524,6 +535,10 @@ impl ServeArgs {
         core.snapshot_interval_entries = self.snapshot_interval.unwrap_or(core.snapshot_interval_entries);
         core.compaction_lag_entries = self.compaction_lag.unwrap_or(core.compaction_lag_entries);
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
+        config.backups = self
+            .backup_interval
+            .zip(self.backup_dir.clone())
+            .map(|(interval, dir)| deeb_server::scheduled::Schedule { interval, dir, keep: self.backup_keep as usize });
         config.validate()?;
         Ok(config)
     }

@@ -1,0 +1,110 @@
+//! Scheduled backups as an operator sets them up: three nodes given the
+//! same `--backup-dir`, a 1 s interval, keep 3. Only the leader takes
+//! them, each slot once, none while nothing changes, the last three kept
+//! and listed in the manifest, and a leader change neither loses nor
+//! repeats one.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{wait_for, Cluster};
+use deeb_server::scheduled::{Entry, Manifest};
+
+const KEEP: usize = 3;
+
+fn manifest(dir: &Path) -> Manifest {
+    Manifest::load(dir).expect("the manifest reads")
+}
+
+/// Waits for a backup holding the write at `index`: the entry.
+async fn backup_holding(dir: &Path, index: u64) -> Entry {
+    wait_for(Duration::from_secs(20), "a backup holding the write", || async {
+        manifest(dir).backups.into_iter().find(|entry| entry.applied_index >= index)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_leader_takes_one_backup_a_slot_and_keeps_the_last_ones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let backups = dir.path().join("backups");
+    let args = ["--backup-interval", "1s", "--backup-dir", backups.to_str().expect("UTF-8"), "--backup-keep", "3"];
+    let mut cluster = Cluster::start(3, &args);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(leader, "CREATE TABLE t (v INTEGER)").await.expect("create");
+    let mut taken = Vec::new();
+    for value in 0..5 {
+        let written = cluster.execute(leader, &format!("INSERT INTO t VALUES ({value})")).await.expect("insert");
+        taken.push(backup_holding(&backups, written.index).await);
+    }
+    assert!(taken.iter().all(|entry| entry.taken_by == leader), "only the leader takes them: {taken:#?}");
+    // Nothing changes for three slots: no new backup, the slots handled.
+    let before = manifest(&backups);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = manifest(&backups);
+    assert_eq!(after.backups, before.backups, "unchanged: no new backup");
+    assert!(after.last_slot >= before.last_slot + 2, "the quiet slots are handled: {before:?} then {after:?}");
+
+    // The leader goes; the next one takes the backups from then on.
+    cluster.kill(leader);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let next = cluster.wait_leader(&others).await;
+    let written = cluster.execute(next, "INSERT INTO t VALUES (100)").await.expect("insert");
+    let entry = backup_holding(&backups, written.index).await;
+    assert_eq!(entry.taken_by, next);
+
+    let kept = manifest(&backups);
+    kept.verify(&backups, KEEP).expect("the manifest matches the files");
+    assert_eq!(kept.backups.len(), KEEP);
+    let mut files: Vec<String> = std::fs::read_dir(&backups)
+        .expect("dir")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = kept.backups.iter().map(|entry| entry.file.clone()).collect();
+    expected.push("manifest.json".to_owned());
+    expected.sort();
+    assert_eq!(files, expected, "the kept files and the manifest, nothing else");
+    // Each file is the state it says: its digest, and the last has the
+    // last write.
+    for entry in &kept.backups {
+        let (index, digest) = deeb_core::sql::file_digest(&backups.join(&entry.file)).expect("digest");
+        assert_eq!((index, format!("{digest:016x}")), (entry.applied_index, entry.digest.clone()), "{}", entry.file);
+    }
+    let last = rusqlite::Connection::open(backups.join(&entry.file)).expect("open");
+    let max: i64 = last.query_row("SELECT max(v) FROM t", [], |row| row.get(0)).expect("max");
+    assert_eq!(max, 100);
+}
+
+/// The manifest check finds each fault it is there for.
+#[test]
+fn the_manifest_check_finds_faults() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("a.db"), b"aaaa").expect("write");
+    std::fs::write(dir.path().join("b.db"), b"bbbb").expect("write");
+    let entry = |file: &str, slot: u64, crc32c: u32| Entry {
+        file: file.to_owned(),
+        slot,
+        applied_index: slot,
+        bytes: 4,
+        crc32c: format!("{crc32c:08x}"),
+        digest: String::new(),
+        taken_by: 1,
+        taken_at: 0,
+    };
+    let (a, b) = (crc32c::crc32c(b"aaaa"), crc32c::crc32c(b"bbbb"));
+    let good = Manifest { last_slot: 2, backups: vec![entry("a.db", 1, a), entry("b.db", 2, b)] };
+    good.verify(dir.path(), 2).expect("a good manifest");
+    let faults = [
+        ("too many kept", good.clone(), 1),
+        ("a slot repeated", Manifest { backups: vec![entry("a.db", 2, a), entry("b.db", 2, b)], ..good.clone() }, 2),
+        ("a slot past the last handled", Manifest { last_slot: 1, ..good.clone() }, 2),
+        ("a damaged file", Manifest { backups: vec![entry("a.db", 1, b)], ..good.clone() }, 2),
+        ("a missing file", Manifest { backups: vec![entry("c.db", 1, a)], ..good.clone() }, 2),
+    ];
+    for (fault, manifest, keep) in faults {
+        assert!(manifest.verify(dir.path(), keep).is_err(), "{fault} passes");
+    }
+}
