@@ -186,3 +186,38 @@ fn a_node_that_misses_pieces_catches_up_from_a_snapshot() {
     cluster.assert_converged();
     assert_eq!(count(&cluster, down, "r"), Some(3000));
 }
+
+/// A client that does not learn a piece's outcome sends it again: the
+/// second copy changes nothing, whether the first piece again after the
+/// second was stored, or a one-piece restore's only piece after it was
+/// installed and written to since.
+#[test]
+fn a_piece_sent_again_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bytes = file(dir.path(), "r.db", 500);
+    let mut cluster = Cluster::new(3, 25);
+    let piece = 8 * 1024;
+    let leader = cluster.wait_leader();
+    for at in [0, 1, 0, 1, 2] {
+        let token = cluster.submit_restore_part(leader, restore_part("twice", &bytes, piece, at)).expect("submit");
+        assert!(matches!(cluster.wait_reply(token, 30 * SECOND), Reply::Write(Ok(_))));
+    }
+    cluster.assert_converged();
+    assert!((1..=3).all(|id| pieces_stored(&cluster, id) == 3), "pieces 0, 1, 2 stored once each");
+    let last = bytes.len().div_ceil(piece) - 1;
+    for at in 3..=last {
+        let token = cluster.submit_restore_part(leader, restore_part("twice", &bytes, piece, at)).expect("submit");
+        assert!(matches!(cluster.wait_reply(token, 30 * SECOND), Reply::Write(Ok(_))));
+    }
+    cluster.assert_converged();
+    assert_eq!(count(&cluster, 1, "r"), Some(500));
+    // The whole file in one piece, installed, written to, then sent again.
+    let single = bytes.len();
+    cluster.restore("once", &bytes, single).expect("restored");
+    cluster.execute("INSERT INTO r VALUES ('after', x'00')");
+    let leader = cluster.wait_leader();
+    let token = cluster.submit_restore_part(leader, restore_part("once", &bytes, single, 0)).expect("submit");
+    assert!(matches!(cluster.wait_reply(token, 30 * SECOND), Reply::Write(Ok(_))));
+    cluster.assert_converged();
+    assert_eq!(count(&cluster, 2, "r"), Some(501), "the write after the restore stays");
+}

@@ -133,15 +133,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         key: Option<String>,
     ) -> Result<(), WriteError> {
         self.advance_clock(now);
-        if self.fatal.is_some() {
-            return Err(WriteError::Stopped);
-        }
-        if !self.in_configuration() {
-            return Err(WriteError::NotMember { node: self.id });
-        }
-        if self.role != StateRole::Leader {
-            return Err(WriteError::NotLeader { leader: self.leader() });
-        }
+        self.may_write()?;
         self.check_write(&statements)?;
         let key = key.filter(|key| !key.is_empty() && !self.config.mutations.ignore_idempotency_keys());
         if let Some(key) = &key {
@@ -175,15 +167,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         part: RestorePart,
     ) -> Result<(), WriteError> {
         self.advance_clock(now);
-        if self.fatal.is_some() {
-            return Err(WriteError::Stopped);
-        }
-        if !self.in_configuration() {
-            return Err(WriteError::NotMember { node: self.id });
-        }
-        if self.role != StateRole::Leader {
-            return Err(WriteError::NotLeader { leader: self.leader() });
-        }
+        self.may_write()?;
         let limits = &self.config.limits;
         if part.data.len() > limits.request_bytes_max {
             let (size, max) = (part.data.len(), limits.request_bytes_max);
@@ -195,6 +179,20 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let callers = Callers { token, retries: Vec::new() };
         self.writes.queue.push_back(QueuedWrite { callers, statements: Vec::new(), key: None, restore: Some(part) });
         self.drive();
+        Ok(())
+    }
+
+    /// This node takes writes: running, a member, the leader.
+    fn may_write(&self) -> Result<(), WriteError> {
+        if self.fatal.is_some() {
+            return Err(WriteError::Stopped);
+        }
+        if !self.in_configuration() {
+            return Err(WriteError::NotMember { node: self.id });
+        }
+        if self.role != StateRole::Leader {
+            return Err(WriteError::NotLeader { leader: self.leader() });
+        }
         Ok(())
     }
 

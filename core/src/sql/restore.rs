@@ -8,9 +8,10 @@
 //! entry again. A file that fails a check leaves the old state (the pieces
 //! dropped), on every replica alike: the checks read only the pieces.
 //!
-//! A piece that does not follow the stored ones changes nothing; the first
-//! (offset 0) drops any other restore's pieces, and so does a new leader's
-//! first entry ([`SqliteStateMachine::drop_unfinished_restore`]): a restore
+//! A piece that does not follow the stored ones changes nothing, nor does
+//! one of a restore that completed (a client sending a piece again); the
+//! first (offset 0) drops any other restore's pieces, and so does a new
+//! leader's first entry ([`SqliteStateMachine::drop_unfinished_restore`]): a restore
 //! whose leader is gone never completes, so it leaves nothing behind.
 //!
 //! What the last piece came to is recorded in table `_deeb_restores` (in
@@ -44,8 +45,12 @@ impl SqliteStateMachine {
     /// Applies one restore piece at `applied`.
     pub(super) fn apply_restore_part(&mut self, part: &RestorePart, applied: Applied) -> Result<Outcome, ApplyError> {
         self.ensure_no_batch()?;
+        // A piece sent again (its client did not learn the first's
+        // outcome) changes nothing: a restore that completed is never
+        // applied twice, nor is a first piece already stored.
+        let completed = outcome_recorded(self.writer_mut(), &part.id)?;
         let expected = expected_offset(self.writer_mut(), &part.id)?;
-        let follows = part.offset == 0 || Some(part.offset) == expected;
+        let follows = !completed && (part.offset == 0 && expected.is_none() || Some(part.offset) == expected);
         if part.last && follows {
             return self.install(part, applied);
         }
@@ -142,6 +147,15 @@ fn record_outcome(conn: &Connection, id: &str, applied: Applied, outcome: &str) 
         params![id, applied.index as i64, outcome],
     )?;
     Ok(())
+}
+
+/// True if restore `id` completed here (installed or refused).
+fn outcome_recorded(conn: &Connection, id: &str) -> Result<bool, SqlError> {
+    let exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_deeb_restores'";
+    if conn.query_row(exists, [], |_| Ok(())).optional()?.is_none() {
+        return Ok(false);
+    }
+    Ok(conn.query_row("SELECT 1 FROM _deeb_restores WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
 }
 
 /// Where the next piece of restore `id` goes, if its pieces are stored.

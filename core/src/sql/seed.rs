@@ -93,7 +93,10 @@ impl From<rusqlite::Error> for Refusal {
 
 impl From<SqlError> for Refusal {
     fn from(error: SqlError) -> Self {
-        Refusal::Sql(error)
+        match error {
+            SqlError::Sqlite(error) => error.into(),
+            other => Refusal::Sql(other),
+        }
     }
 }
 

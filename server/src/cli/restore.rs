@@ -104,6 +104,9 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
         let read = read_piece(&mut reader, &mut buffer).map_err(failed)?;
         let part = piece(&id, offset, buffer[..read].to_vec(), (total, crc32c));
         let last = part.last;
+        if read == 0 && !last {
+            return Err(format!("{}: it shrank while it was read; the cluster keeps its old state", file.display()));
+        }
         let request = deeb_proto::ExecuteRequest { restore: Some(part), ..Default::default() };
         // The last piece's entry writes out, checks and installs the whole
         // file, which may outlast a request's timeout: it is sent again (a

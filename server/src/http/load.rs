@@ -150,6 +150,9 @@ impl Load<'_> {
                 .map_err(|error| internal(&error.to_string()))?;
             let part = piece(&id, offset, buffer[..read].to_vec(), (total, crc32c));
             let last = part.last;
+            if read == 0 && !last {
+                return Err(internal("the received file shrank while it was read"));
+            }
             let message = ExecuteRequest { restore: Some(part), ..Default::default() };
             // The last piece's entry installs the whole file, which may
             // outlast a request's timeout: `execute` sends it again (a piece
