@@ -124,30 +124,37 @@ impl Manifest {
     }
 }
 
-/// Takes scheduled backups until the process ends.
+/// Takes scheduled backups until the process ends. Each node looks every
+/// second (at most), so one that comes to lead mid-slot takes that slot's
+/// backup if its predecessor did not; a slot that failed here is tried
+/// again only at the next.
 pub async fn run(schedule: Schedule, handle: NodeHandle, metrics: Metrics, scratch: PathBuf) {
     let interval = schedule.interval.max(Duration::from_secs(1));
+    let mut failed_slot = None;
     loop {
-        let now = unix_now();
-        let slot = now.as_secs() / interval.as_secs();
-        match take(&schedule, slot, &handle, &scratch).await {
-            Ok(Outcome::Taken(entry)) => {
-                tracing::info!(slot, file = %entry.file, index = entry.applied_index, bytes = entry.bytes, "scheduled backup");
-                metrics.scheduled_backup("taken");
-            }
-            Ok(Outcome::Unchanged) => {
-                tracing::debug!(slot, "scheduled backup skipped: nothing changed since the last");
-                metrics.scheduled_backup("unchanged");
-            }
-            Ok(Outcome::Handled | Outcome::NotLeader) => {}
-            Err(error) => {
-                tracing::warn!(slot, %error, "scheduled backup failed; the next slot tries again");
-                metrics.scheduled_backup("failed");
+        let slot = unix_now().as_secs() / interval.as_secs();
+        if failed_slot != Some(slot) {
+            match take(&schedule, slot, &handle, &scratch).await {
+                Ok(Outcome::Taken(entry)) => {
+                    let (file, index, bytes) = (&entry.file, entry.applied_index, entry.bytes);
+                    tracing::info!(slot, %file, index, bytes, "scheduled backup");
+                    metrics.scheduled_backup("taken");
+                }
+                Ok(Outcome::Unchanged) => {
+                    tracing::debug!(slot, "scheduled backup skipped: nothing changed since the last");
+                    metrics.scheduled_backup("unchanged");
+                }
+                Ok(Outcome::Handled | Outcome::NotLeader) => {}
+                Err(error) => {
+                    tracing::warn!(slot, %error, "scheduled backup failed; the next slot tries again");
+                    metrics.scheduled_backup("failed");
+                    failed_slot = Some(slot);
+                }
             }
         }
-        // Until the next slot begins (a failed slot is not tried again).
         let next = Duration::from_secs((slot + 1) * interval.as_secs());
-        tokio::time::sleep(next.saturating_sub(unix_now()).max(Duration::from_millis(50))).await;
+        let until_next = next.saturating_sub(unix_now());
+        tokio::time::sleep(until_next.clamp(Duration::from_millis(50), Duration::from_secs(1))).await;
     }
 }
 

@@ -145,6 +145,8 @@ async fn backups_load_online_through_the_cli_and_http() {
     assert!(body.contains("no such table: nowhere") && body.contains("request 1 of the load failed"), "{body}");
     let (status, body) = http_load(&cluster.http_addr(1), "text/plain", b"SELECT 1;\xff").await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = http_load(&cluster.http_addr(1), "text/plain", b"").await;
+    assert_eq!(status, 400, "an empty load is a mistake: {body}");
 }
 
 #[tokio::test]

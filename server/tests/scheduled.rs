@@ -108,3 +108,32 @@ fn the_manifest_check_finds_faults() {
         assert!(manifest.verify(dir.path(), keep).is_err(), "{fault} passes");
     }
 }
+
+/// The leader dies just before a slot begins, with a change it never
+/// backed up: the node that comes to lead takes that slot's backup in the
+/// slot itself (nodes look every second), not a slot later.
+#[tokio::test]
+async fn a_new_leader_takes_the_slot_its_predecessor_missed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let backups = dir.path().join("backups");
+    let interval = 5;
+    let args = ["--backup-interval", "5s", "--backup-dir", backups.to_str().expect("UTF-8")];
+    let mut cluster = Cluster::start(3, &args);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(leader, "CREATE TABLE t (v INTEGER)").await.expect("create");
+    backup_holding(&backups, 1).await;
+    // Just before the next slot: a change, then the leader goes.
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    let slot_start = |slot: u64| Duration::from_secs(slot * interval);
+    let next_slot = now().as_secs() / interval + 1;
+    tokio::time::sleep(slot_start(next_slot).saturating_sub(now() + Duration::from_millis(400))).await;
+    let written = cluster.execute(leader, "INSERT INTO t VALUES (1)").await.expect("insert");
+    cluster.kill(leader);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let next = cluster.wait_leader(&others).await;
+    let led_in = now().as_secs() / interval;
+    let entry = backup_holding(&backups, written.index).await;
+    assert_eq!(entry.taken_by, next);
+    assert_eq!(entry.slot, led_in, "taken in the slot the new leader began leading in");
+    manifest(&backups).verify(&backups, 7).expect("the manifest matches the files");
+}

@@ -43,7 +43,7 @@ const REQUEST_BYTES: usize = 1 << 20;
             nodes' outcome), or SQL text loaded (`loaded`: statements, requests, and statements left out: the \
             dump's transaction control, PRAGMA, sqlite_sequence); or it failed (`error`: for SQL text, how far \
             the load got; a SQLite file leaves the old state)"),
-        (status = 400, description = "The body is not UTF-8 SQL text or a SQLite file", body = String,
+        (status = 400, description = "The body is empty, or not UTF-8 SQL text or a SQLite file", body = String,
             content_type = "text/plain"),
         (status = 503, description = "No leader or no quorum: the answer says how far the load got", body = String,
             content_type = "text/plain"),
@@ -62,6 +62,9 @@ pub async fn load(call: Call, Query(params): Query<Params>, body: Body) -> Respo
         }
     }
     let loader = Loader::new(REQUEST_STATEMENTS, REQUEST_BYTES);
+    if head.is_empty() {
+        return bad_request("an empty body: send SQL text or a SQLite file".into());
+    }
     let mut load = Load { call: &call, loader, requests: 0, loaded: 0, restored: None };
     let started = Instant::now();
     let loaded = match head.starts_with(SQLITE_MAGIC) {
