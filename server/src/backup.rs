@@ -123,8 +123,7 @@ fn run(
 
 /// The copy at `copy` as SQL text in a file at `text` (written through a
 /// buffer, row by row).
-#[cfg_attr(madsim, allow(dead_code))]
-pub(crate) fn dump_to(copy: &Path, text: &Path) -> Result<(), ServerError> {
+pub fn dump_to(copy: &Path, text: &Path) -> Result<(), ServerError> {
     let failed = |error: String| ServerError::Internal(format!("backup as SQL: {error}"));
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(copy, flags).map_err(|error| failed(error.to_string()))?;

@@ -3,6 +3,13 @@
 
 use deeb_proto::RestorePart;
 
+/// SQLite's file header: how a SQLite file is told from SQL text.
+pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Bytes of SQL text per request of a load (the server's default limit is
+/// 4 MiB).
+pub const REQUEST_BYTES: usize = 1 << 20;
+
 /// Bytes of the file per piece (each a log entry of its own).
 pub const PIECE_BYTES: usize = 256 << 10;
 

@@ -75,7 +75,7 @@ impl SqliteStateMachine {
     /// A new leader's first entry: an unfinished restore is dropped (in the
     /// entry's own transaction, `conn`).
     pub(super) fn drop_unfinished_restore(conn: &Connection) -> Result<(), SqlError> {
-        if restore_table_exists(conn)? {
+        if table_exists(conn, "_deeb_restore")? {
             conn.execute("DELETE FROM _deeb_restore", [])?;
         }
         Ok(())
@@ -151,8 +151,7 @@ fn record_outcome(conn: &Connection, id: &str, applied: Applied, outcome: &str) 
 
 /// True if restore `id` completed here (installed or refused).
 fn outcome_recorded(conn: &Connection, id: &str) -> Result<bool, SqlError> {
-    let exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_deeb_restores'";
-    if conn.query_row(exists, [], |_| Ok(())).optional()?.is_none() {
+    if !table_exists(conn, "_deeb_restores")? {
         return Ok(false);
     }
     Ok(conn.query_row("SELECT 1 FROM _deeb_restores WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
@@ -160,16 +159,16 @@ fn outcome_recorded(conn: &Connection, id: &str) -> Result<bool, SqlError> {
 
 /// Where the next piece of restore `id` goes, if its pieces are stored.
 fn expected_offset(conn: &Connection, id: &str) -> Result<Option<u64>, SqlError> {
-    if !restore_table_exists(conn)? {
+    if !table_exists(conn, "_deeb_restore")? {
         return Ok(None);
     }
     let next = "SELECT offset + length(data) FROM _deeb_restore WHERE id = ?1 ORDER BY offset DESC LIMIT 1";
     Ok(conn.query_row(next, [id], |row| row.get::<_, i64>(0)).optional()?.map(|next| next as u64))
 }
 
-fn restore_table_exists(conn: &Connection) -> Result<bool, SqlError> {
-    let exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_deeb_restore'";
-    Ok(conn.query_row(exists, [], |_| Ok(())).optional()?.is_some())
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, SqlError> {
+    let exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1";
+    Ok(conn.query_row(exists, [name], |_| Ok(())).optional()?.is_some())
 }
 
 /// Writes the stored pieces and the last one to `file` (a piece at a time),

@@ -19,17 +19,11 @@ use std::time::{Duration, Instant};
 
 use deeb_core::sql::load::Loader;
 use deeb_core::NodeId;
-use deeb_server::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES};
+use deeb_server::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES, REQUEST_BYTES, SQLITE_MAGIC};
 
 use super::args::ClientArgs;
 use super::backup::Progress;
 use super::commands;
-
-/// SQLite's file header.
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
-/// Bytes of SQL text per request (the server's default limit is 4 MiB).
-pub const REQUEST_BYTES: usize = 1 << 20;
 
 /// Seeds `data_dir` for node `id` of the new cluster `peers`.
 ///
@@ -87,21 +81,14 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
     let connected = commands::connect(client)?;
     let failed = |error: std::io::Error| format!("{}: {error}", file.display());
     let total = std::fs::metadata(file).map_err(failed)?.len();
-    let mut crc32c = 0;
-    let mut reader = BufReader::new(std::fs::File::open(file).map_err(failed)?);
-    let mut buffer = vec![0; PIECE_BYTES];
-    loop {
-        let read = read_piece(&mut reader, &mut buffer).map_err(failed)?;
-        if read == 0 {
-            break;
-        }
-        crc32c = crc32c::crc32c_append(crc32c, &buffer[..read]);
-    }
     let id = deeb_client::new_idempotency_key();
     let mut reader = BufReader::new(std::fs::File::open(file).map_err(failed)?);
-    let (mut progress, mut offset) = (Progress::new(), 0_u64);
+    let mut buffer = vec![0; PIECE_BYTES];
+    // The CRC32C rides on the last piece only: it is summed as the pieces go.
+    let (mut progress, mut offset, mut crc32c) = (Progress::new(), 0_u64, 0_u32);
     loop {
         let read = read_piece(&mut reader, &mut buffer).map_err(failed)?;
+        crc32c = crc32c::crc32c_append(crc32c, &buffer[..read]);
         let part = piece(&id, offset, buffer[..read].to_vec(), (total, crc32c));
         let last = part.last;
         if read == 0 && !last {
@@ -261,15 +248,10 @@ struct SqlText {
 
 impl SqlText {
     fn dumped(database: &Path) -> Result<SqlText, String> {
-        let failed = |error: String| format!("{}: dumping it as SQL: {error}", database.display());
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(database, flags).map_err(|error| failed(error.to_string()))?;
         let path = std::env::temp_dir().join(format!("deeb-restore-{}.sql", std::process::id()));
         let text = SqlText { path, temporary: true };
-        let file = std::fs::File::create(&text.path).map_err(|error| failed(error.to_string()))?;
-        let mut out = std::io::BufWriter::new(file);
-        deeb_core::sql::dump::dump(&conn, &mut out).map_err(|error| failed(error.to_string()))?;
-        std::io::Write::flush(&mut out).map_err(|error| failed(error.to_string()))?;
+        deeb_server::backup::dump_to(database, &text.path)
+            .map_err(|error| format!("{}: dumping it as SQL: {error}", database.display()))?;
         Ok(text)
     }
 }

@@ -23,15 +23,11 @@ use tokio_stream::StreamExt as _;
 
 use super::rqlite::{bad_request, json_response, text, Failure, Params};
 use super::Call;
-use crate::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES};
+use crate::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES, REQUEST_BYTES, SQLITE_MAGIC};
 use crate::security::Permission;
 
-/// SQLite's file header.
-const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
-/// Statements per request, and bytes of SQL text (the server's default
-/// limits are 1000 and 4 MiB).
+/// Statements per request (the server's default limit is 1000).
 const REQUEST_STATEMENTS: usize = 500;
-const REQUEST_BYTES: usize = 1 << 20;
 
 /// Loads a SQL dump or a SQLite file (the `backup` permission, and
 /// `execute` for its statements).
@@ -67,7 +63,7 @@ pub async fn load(call: Call, Query(params): Query<Params>, body: Body) -> Respo
     }
     let mut load = Load { call: &call, loader, requests: 0, loaded: 0, restored: None };
     let started = Instant::now();
-    let loaded = match head.starts_with(SQLITE_MAGIC) {
+    let loaded = match head.starts_with(SQLITE_MAGIC.as_slice()) {
         true => load.sqlite_file(head, chunks).await,
         false => load.sql_text(head, chunks).await,
     };
