@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use deeb_proto::{
     BackupRequest, ErrorCode, ExecuteRequest, ExecuteResponse, QueryRequest, Statement, StatusRequest, StatusResponse,
+    WatchRequest,
 };
 use tonic::metadata::MetadataValue;
 
@@ -237,10 +238,39 @@ impl Client {
     /// # Errors
     /// No node answered, or the node refused.
     pub async fn backup(&self, request: BackupRequest) -> Result<tonic::Streaming<deeb_proto::BackupChunk>, Error> {
+        self.first_answering(|mut client| {
+            let request = self.request(request.clone());
+            async move { client.backup(request).await }
+        })
+        .await
+    }
+
+    /// The change stream (`Watch`) from the first given node that answers:
+    /// every committed row change from `request.from_index` on, in log
+    /// order, following new writes until dropped. Resume after a broken
+    /// stream from the last index seen: changes come at least once, and
+    /// (index, request, position) names each one.
+    ///
+    /// # Errors
+    /// No node answered, or the node refused (ERROR_CODE_COMPACTED: the
+    /// index is no longer in the log).
+    pub async fn watch(&self, request: WatchRequest) -> Result<tonic::Streaming<deeb_proto::Change>, Error> {
+        self.first_answering(|mut client| {
+            let request = self.request(request.clone());
+            async move { client.watch(request).await }
+        })
+        .await
+    }
+
+    /// A streaming call to each given node in turn, until one answers.
+    async fn first_answering<T, Call, Answer>(&self, call: Call) -> Result<T, Error>
+    where
+        Call: Fn(GrpcClient) -> Answer,
+        Answer: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut last = None;
         for address in self.nodes.iter() {
-            let mut client = self.pool.client(address)?;
-            match client.backup(self.request(request)).await {
+            match call(self.pool.client(address)?).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) if detail_of(&status).is_none() && status.code() == tonic::Code::Unavailable => {
                     last = Some(Error::from(status));

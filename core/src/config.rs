@@ -27,6 +27,11 @@ pub struct Config {
     pub compaction_lag_entries: u64,
     /// Log segment size before a new segment file is started.
     pub segment_bytes_max: u64,
+    /// The wall clock (milliseconds since the Unix epoch) when the node's
+    /// `now` was zero: a batch's proposal time is this plus `now`, for the
+    /// change stream's timestamps (replicas never read it). 0 in the
+    /// simulator.
+    pub clock_epoch_unix_ms: u64,
     /// The limits.
     pub limits: Limits,
     /// Deliberately injected bugs, for proving the simulator catches them.
@@ -47,6 +52,7 @@ impl Config {
             snapshot_interval_entries: 10_000,
             compaction_lag_entries: 1_000,
             segment_bytes_max: 16 * 1024 * 1024,
+            clock_epoch_unix_ms: 0,
             limits: Limits::default(),
             mutations: Mutations::default(),
         }

@@ -21,7 +21,7 @@ fn statement(sql: &str) -> Statement {
 /// write) and commits it; returns what a follower would apply.
 fn leader_batch<S: StateMachine>(sm: &mut S, index: u64, requests: &[&[&str]]) -> WriteBatch {
     sm.begin_batch(index).expect("begin_batch");
-    let mut batch = WriteBatch { proposer: 1, writes: Vec::new() };
+    let mut batch = WriteBatch { proposer: 1, writes: Vec::new(), ..Default::default() };
     for (id, request) in requests.iter().enumerate() {
         let statements: Vec<Statement> = request.iter().map(|sql| statement(sql)).collect();
         match sm.execute_request(&statements).expect("execute_request") {
@@ -74,7 +74,10 @@ pub fn request_keys_are_replicated<S: StateMachine>(dir: &Path, open: &mut dyn F
         ..Write::default()
     };
     follower
-        .apply_batch(&WriteBatch { proposer: 1, writes: vec![write] }, Applied { index: 2, term: 1 })
+        .apply_batch(
+            &WriteBatch { proposer: 1, writes: vec![write], ..Default::default() },
+            Applied { index: 2, term: 1 },
+        )
         .expect("apply");
     let expected = Some((2, executed.results));
     assert_eq!(leader.recorded_request("k1").expect("lookup"), expected);

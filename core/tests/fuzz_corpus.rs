@@ -218,8 +218,14 @@ fn log_roundtrip_seeds() -> Seeds {
 fn command_bytes(request_id: u64) -> Vec<u8> {
     let ddl = Op { kind: Some(op::Kind::Ddl("CREATE TABLE x (a)".into())) };
     let write = Write { request_id, ops: vec![ddl], ..Default::default() };
-    Command { kind: Some(deeb_proto::command::Kind::WriteBatch(WriteBatch { proposer: 1, writes: vec![write] })) }
-        .encode_to_vec()
+    Command {
+        kind: Some(deeb_proto::command::Kind::WriteBatch(WriteBatch {
+            proposer: 1,
+            writes: vec![write],
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec()
 }
 
 fn command_seeds() -> Seeds {
@@ -233,7 +239,7 @@ fn command_seeds() -> Seeds {
         },
         Write { request_id: 8, ops: changesets, ..Default::default() },
     ];
-    let batch = WriteBatch { proposer: 3, writes };
+    let batch = WriteBatch { proposer: 3, writes, ..Default::default() };
     let command = Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
     vec![("ddl", command_bytes(1)), ("changesets", command.encode_to_vec()), ("empty-command", Vec::new())]
 }

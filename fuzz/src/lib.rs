@@ -558,7 +558,9 @@ pub fn run_batch(requests: &[Vec<Statement>], mutations: Mutations) -> Result<Ba
             Write { request_id: number as u64 + 1, ops, ..Write::default() }
         })
         .collect();
-    let command = Command { kind: Some(deeb_proto::command::Kind::WriteBatch(WriteBatch { proposer: 1, writes })) };
+    let command = Command {
+        kind: Some(deeb_proto::command::Kind::WriteBatch(WriteBatch { proposer: 1, writes, ..Default::default() })),
+    };
     let Some(deeb_proto::command::Kind::WriteBatch(batch)) =
         Command::decode(command.encode_to_vec().as_slice()).expect("a command decodes").kind
     else {
@@ -765,6 +767,7 @@ pub fn check_changeset_apply(data: &[u8]) {
             ops: vec![Op { kind: Some(op::Kind::Changeset(data.to_vec())) }],
             ..Write::default()
         }],
+        ..WriteBatch::default()
     };
     match state_machine.apply_batch(&batch, applied) {
         Ok(()) => assert_eq!(state_machine.applied(), applied),

@@ -10,8 +10,9 @@ use std::time::Duration;
 use deeb_core::{AdminError, Consistency, MemberChange, NodeId, ReadError, Role, Status as NodeStatus, WriteError};
 use deeb_proto::deeb_server::Deeb;
 use deeb_proto::{
-    AddNodeRequest, AdminResponse, BackupChunk, BackupRequest, ExecuteRequest, ExecuteResponse, MemberStatus,
+    AddNodeRequest, AdminResponse, BackupChunk, BackupRequest, Change, ExecuteRequest, ExecuteResponse, MemberStatus,
     QueryChunk, QueryRequest, RemoveNodeRequest, Statement, StatusRequest, StatusResponse, TransferLeaderRequest,
+    WatchRequest,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
@@ -26,6 +27,7 @@ use crate::metrics::{Api, Metrics};
 use crate::peer::ClientAddresses;
 use crate::query::{self, ChunkLimits, ShuttingDown};
 use crate::security::{Permission, Principal, Security};
+use crate::watch;
 
 /// The `Deeb` gRPC service of one node.
 #[derive(Clone, Debug)]
@@ -43,6 +45,8 @@ pub struct DeebService {
     metrics: Metrics,
     /// Where backups are copied before they stream, and how many may run.
     backups: (PathBuf, Arc<Semaphore>),
+    /// How many change streams may be open.
+    watches: Arc<Semaphore>,
 }
 
 /// How long queries may run.
@@ -80,7 +84,8 @@ impl DeebService {
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
         let pool = Arc::new(Mutex::new((security.generation(), forwarding_pool(&security))));
-        Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses, metrics, backups }
+        let watches = Arc::new(Semaphore::new(watch::WATCHES_MAX));
+        Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses, metrics, backups, watches }
     }
 
     /// This node's metrics.
@@ -345,6 +350,13 @@ impl Deeb for DeebService {
         self.measured((api_of(&request), "backup"), self.backup_call(request)).await
     }
 
+    type WatchStream = ReceiverStream<Result<Change, Status>>;
+
+    /// (Timed to its start: the changes stream after.)
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        self.measured((api_of(&request), "watch"), self.watch_call(request)).await
+    }
+
     async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<AdminResponse>, Status> {
         self.measured((api_of(&request), "add_node"), self.admin(request, AdminCall::Add)).await
     }
@@ -432,6 +444,16 @@ impl DeebService {
         let served_by = self.handle.id().0;
         backup::spawn(reader, (dir.clone(), running), (served_by, format), BACKUP_CHUNK_BYTES, chunks);
         Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
+    /// A change stream reveals every row written: the `query` permission.
+    async fn watch_call(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<ReceiverStream<Result<Change, Status>>>, Status> {
+        self.security.admit(&request, Permission::Query).await?;
+        let changes = watch::start(self.handle.clone(), request.get_ref(), &self.watches).await?;
+        Ok(Response::new(ReceiverStream::new(changes)))
     }
 
     /// Where `POST /db/load` writes a SQLite file it is given, and the

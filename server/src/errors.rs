@@ -37,6 +37,12 @@ pub enum ServerError {
     /// The node's own database failed while answering (e.g. a digest).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A change stream asked for entries below the log's first index.
+    #[error(
+        "compacted: the log now starts at index {first_index}; take a backup (deeb backup), load it, then watch \
+         from the backup's applied index + 1"
+    )]
+    Compacted { first_index: u64 },
     /// The leader answered a forwarded request with this status: relayed as is.
     #[error("{}", .0.message())]
     Forwarded(Status),
@@ -76,6 +82,7 @@ pub fn http_code(status: &Status) -> u16 {
         ErrorCode::Constraint => 409,
         ErrorCode::Limit => 413,
         ErrorCode::Permission => 403,
+        ErrorCode::Compacted => 410,
         ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::Overloaded | ErrorCode::Consistency => 503,
         ErrorCode::OutcomeUnknown | ErrorCode::Internal => 500,
         // No detail: a transport failure or a status made outside `to_status`.
@@ -101,6 +108,7 @@ fn is_not_applied(error: &ServerError) -> bool {
         ServerError::Write(error) => !matches!(error, WriteError::OutcomeUnknown),
         ServerError::Admin(error) => !matches!(error, AdminError::OutcomeUnknown | AdminError::TransferTimeout(_)),
         ServerError::Read(_) | ServerError::Query(_) | ServerError::Invalid(_) => true,
+        ServerError::Compacted { .. } => true,
         ServerError::Overloaded | ServerError::NoLeader(_) => true,
         ServerError::Timeout(_) | ServerError::ShuttingDown | ServerError::Internal(_) => false,
     }
@@ -158,6 +166,7 @@ fn classify(error: &ServerError) -> (Code, ErrorDetail) {
         ServerError::ShuttingDown | ServerError::NoLeader(_) => plain(Code::Unavailable, ErrorCode::Unavailable),
         ServerError::Invalid(_) => plain(Code::InvalidArgument, ErrorCode::InvalidRequest),
         ServerError::Internal(_) => plain(Code::Internal, ErrorCode::Internal),
+        ServerError::Compacted { .. } => plain(Code::OutOfRange, ErrorCode::Compacted),
         ServerError::Forwarded(_) => unreachable!("relayed as is by to_status"),
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use deeb_core::disk::Disk;
 use deeb_core::node::{
-    AppliedEntries, ExecutedBatch, InstalledSnapshot, ReceivedSnapshot, SnapshotReceiveError, SnapshotReceiver,
-    SnapshotTaken,
+    AppliedEntries, AppliedLog, ExecutedBatch, InstalledSnapshot, LogReadError, ReceivedSnapshot, SnapshotReceiveError,
+    SnapshotReceiver, SnapshotTaken,
 };
 use deeb_core::sql::{QueryError, Reader, SqliteStateMachine};
 use deeb_core::{
@@ -46,6 +46,8 @@ pub enum Input {
     Status { reply: oneshot::Sender<Status> },
     /// The state digest at the applied index (a full scan; for checks).
     Digest { reply: oneshot::Sender<Result<(u64, u64), String>> },
+    /// Applied log entries, for the change stream.
+    Log { from: u64, max_bytes: u64, reply: oneshot::Sender<Result<AppliedLog, LogReadError>> },
     /// A member's address.
     Address { id: NodeId, reply: oneshot::Sender<Option<String>> },
     /// A peer starts streaming a snapshot to us.
@@ -80,6 +82,7 @@ impl Input {
             Input::Admin { .. } => "Admin",
             Input::Status { .. } => "Status",
             Input::Digest { .. } => "Digest",
+            Input::Log { .. } => "Log",
             Input::Address { .. } => "Address",
             Input::SnapshotStart { .. } => "SnapshotStart",
             Input::SnapshotReceived { .. } => "SnapshotReceived",
@@ -332,6 +335,9 @@ impl<D: Disk> EventLoop<D> {
             }
             Input::Admin { request, reply } => self.admin(now, request, reply),
             Input::Status { reply } => drop(reply.send(self.node.status())),
+            Input::Log { from, max_bytes, reply } => {
+                let _ = reply.send(self.node.applied_entries(from, max_bytes));
+            }
             Input::Digest { reply } => {
                 // A full scan: on a worker, from one read transaction.
                 let readers = self.node.readers();

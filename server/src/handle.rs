@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use deeb_core::node::{AppliedLog, LogReadError};
 use deeb_core::sql::Reader;
 use deeb_core::{Consistency, MemberChange, NodeId, Status, WriteOutcome};
 use deeb_proto::Statement;
@@ -91,6 +92,20 @@ impl NodeHandle {
     /// The database could not be read, a full queue, a timeout, or shutdown.
     pub async fn digest(&self) -> Result<(u64, u64), ServerError> {
         self.call(|reply| Input::Digest { reply }).await?.map_err(ServerError::Internal)
+    }
+
+    /// The applied log entries from `from` on (about `max_bytes` of them,
+    /// at least one if there is one), and the applied index.
+    ///
+    /// # Errors
+    /// `from` is below the log's first index, the log cannot be read, a
+    /// full queue, a timeout, or shutdown.
+    pub async fn applied_entries(&self, from: u64, max_bytes: u64) -> Result<AppliedLog, ServerError> {
+        match self.call(|reply| Input::Log { from, max_bytes, reply }).await? {
+            Ok(log) => Ok(log),
+            Err(LogReadError::Compacted { first_index }) => Err(ServerError::Compacted { first_index }),
+            Err(error @ LogReadError::Log(_)) => Err(ServerError::Internal(error.to_string())),
+        }
     }
 
     /// The address of `id`, from the replicated member list or from peers'

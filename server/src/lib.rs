@@ -26,6 +26,7 @@ pub mod scheduled;
 pub mod security;
 pub mod server;
 pub mod snapshot;
+pub mod watch;
 
 pub use config::ServeConfig;
 pub use errors::{to_status, ServerError};

@@ -118,6 +118,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchBaseline { file, listen } => {
             bench::baseline::serve(&file, listen, cli::shutdown_signal()).await.map_err(anyhow::Error::msg)
         }
+        #[cfg(not(madsim))]
+        Command::Watch { client, from, tables, before } => {
+            cli::watch::run(&client, from, tables, before).await.map_err(anyhow::Error::msg)
+        }
+        #[cfg(madsim)]
+        Command::Watch { .. } => {
+            anyhow::bail!("`deeb watch` prints the HTTP API's JSON, which simulation does not build")
+        }
         Command::Backup { client, out, format, consistency } => {
             let line = cli::backup::run(&client, &out, (format, consistency)).await.map_err(anyhow::Error::msg)?;
             emit(&format!("{line}\n"))

@@ -48,6 +48,17 @@ pub enum ServeError {
     Join { address: String, message: String },
 }
 
+/// The wall clock when the node's clock read zero, given it reads `now`
+/// (the change stream's timestamps). 0 in the simulator, whose runs must
+/// repeat byte for byte.
+fn clock_epoch_unix_ms(now: Duration) -> u64 {
+    if cfg!(madsim) {
+        return 0;
+    }
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(wall.saturating_sub(now).as_millis()).unwrap_or(0)
+}
+
 /// Runs one node until `shutdown` resolves or it stops on a fatal error.
 /// `disk` holds the raft log (`FsDisk` on `data_dir/log` for real; the
 /// simulator passes its own).
@@ -64,7 +75,9 @@ pub async fn run_node<D: Disk + 'static>(
     let clock = LoopClock::new(Instant::now(), config.hooks.clock.clone());
     let metrics = Metrics::new();
     let disk = TimedDisk::new(disk, metrics.clone());
-    let mut node = Node::open(config.core.clone(), disk, &config.data_dir, &config.peers, clock.now())?;
+    let mut core = config.core.clone();
+    core.clock_epoch_unix_ms = clock_epoch_unix_ms(clock.now());
+    let mut node = Node::open(core, disk, &config.data_dir, &config.peers, clock.now())?;
     let statement_clock = std::time::Instant::now();
     node.set_clock(Box::new(move || statement_clock.elapsed()));
     if let Some(observer) = config.hooks.observer.clone() {

@@ -46,6 +46,34 @@ use reads::Reads;
 use snapshots::{Installing, Snapshots};
 use writes::Writes;
 
+/// Entries read back for the change stream.
+#[derive(Clone, Debug, Default)]
+pub struct AppliedLog {
+    pub entries: Vec<LogEntry>,
+    /// The node's applied index when they were read.
+    pub applied: u64,
+}
+
+/// One log entry: its payload is a `Command` if `normal` (empty for a new
+/// leader's first entry), else a membership change.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    pub index: u64,
+    pub term: u64,
+    pub normal: bool,
+    pub data: Vec<u8>,
+}
+
+/// Why [`Node::applied_entries`] failed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum LogReadError {
+    /// The entries asked for were compacted into a snapshot.
+    #[error("the log was compacted: its first index is {first_index}")]
+    Compacted { first_index: u64 },
+    #[error("the log could not be read: {0}")]
+    Log(String),
+}
+
 /// Opening a node failed.
 #[derive(Debug, Error)]
 pub enum OpenError {
@@ -442,6 +470,44 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// A known member's address.
     pub fn address(&self, id: NodeId) -> Option<&str> {
         self.members.get(&id).map(String::as_str)
+    }
+
+    /// The applied entries from index `from` on (at least one if there is
+    /// one, then no more than about `max_bytes`), for the change stream,
+    /// and the applied index. Entries already applied are read back from
+    /// the log's segments, as raft does for a follower far behind.
+    ///
+    /// # Errors
+    /// [`LogReadError::Compacted`] if `from` is below the first index the
+    /// log holds; [`LogReadError::Log`] if a segment cannot be read.
+    pub fn applied_entries(&self, from: u64, max_bytes: u64) -> Result<AppliedLog, LogReadError> {
+        use raft::Storage as _;
+        let applied = self.raw.raft.raft_log.applied;
+        let store = self.raw.store();
+        let first_index = store.first_index();
+        if from < first_index {
+            return Err(LogReadError::Compacted { first_index });
+        }
+        if from > applied {
+            return Ok(AppliedLog { entries: Vec::new(), applied });
+        }
+        let entries =
+            store.entries(from, applied + 1, max_bytes, raft::GetEntriesContext::empty(false)).map_err(|error| {
+                match error {
+                    raft::Error::Store(raft::StorageError::Compacted) => LogReadError::Compacted { first_index },
+                    error => LogReadError::Log(error.to_string()),
+                }
+            })?;
+        let entries = entries
+            .into_iter()
+            .map(|entry| LogEntry {
+                index: entry.index,
+                term: entry.term,
+                normal: entry.get_entry_type() == EntryType::EntryNormal,
+                data: entry.data.to_vec(),
+            })
+            .collect();
+        Ok(AppliedLog { entries, applied })
     }
 
     /// The members (voters and learners) in this node's applied

@@ -382,6 +382,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
     fn propose_batch(&mut self, mut batch: WriteBatch, waiters: Vec<Waiter>, next_index: u64) -> Result<(), Fatal> {
         batch.proposer = self.id.0;
+        batch.proposed_unix_ms = self.config.clock_epoch_unix_ms.saturating_add(self.now.as_millis() as u64);
         let command = deeb_proto::Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
         // A restore piece's batch holds no transaction: every replica, this
         // one too, applies it from the entry.

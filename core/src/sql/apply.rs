@@ -84,6 +84,9 @@ pub(crate) fn apply_ops<'o>(
                 changesets.push(changeset);
                 continue;
             }
+            // Names for the change stream; the changesets after it are
+            // still one statement's.
+            Some(op::Kind::Columns(_)) => continue,
             Some(op::Kind::Rowids(rowids)) => rowids::apply_rowids(conn, &changesets, rowids, index)?,
             Some(op::Kind::Ddl(sql)) => conn.execute_batch(sql).map_err(|e| {
                 if is_fatal(&e) {

@@ -17,6 +17,7 @@ use deeb_proto::{Op, StatementResult};
 use thiserror::Error;
 
 mod apply;
+pub mod changes;
 mod classify;
 pub mod complete;
 mod digest;

@@ -315,6 +315,38 @@ pub(crate) fn changed_keys(changesets: &[&[u8]], wanted: impl Fn(&str) -> bool) 
     Ok(keys)
 }
 
+/// One change of a changeset with its values, as the change stream shows it.
+#[derive(Clone, Debug)]
+pub(crate) struct RowChange {
+    pub table: String,
+    /// `SQLITE_INSERT`, `SQLITE_UPDATE` or `SQLITE_DELETE`.
+    pub op: c_int,
+    /// Per column: part of the primary key.
+    pub key: Vec<bool>,
+    /// Per column, the value before (DELETE: all; UPDATE: the key and the
+    /// columns it changed, None elsewhere; INSERT: none).
+    pub old: Vec<Option<Cell>>,
+    /// Per column, the value after (INSERT: all; UPDATE: the columns it
+    /// changed; DELETE: none).
+    pub new: Vec<Option<Cell>>,
+}
+
+/// The changes of `changeset` with their values, in order.
+pub(crate) fn row_changes(changeset: &[u8]) -> rusqlite::Result<Vec<RowChange>> {
+    let mut out = Vec::new();
+    for_each_change(changeset, |iter| {
+        let ChangeInfo { table, columns, op } = current_change(iter)?;
+        let key = primary_key_columns(iter)?.into_iter().map(|flag| flag != 0).collect();
+        let values =
+            |new: bool| (0..columns).map(|col| change_value(iter, new, col)).collect::<rusqlite::Result<Vec<_>>>();
+        let old = if op == ffi::SQLITE_INSERT { vec![None; columns] } else { values(false)? };
+        let new = if op == ffi::SQLITE_DELETE { vec![None; columns] } else { values(true)? };
+        out.push(RowChange { table, op, key, old, new });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// The primary-key flags of the iterator's current table, one per column.
 fn primary_key_columns(iter: *mut ffi::sqlite3_changeset_iter) -> rusqlite::Result<Vec<u8>> {
     let mut flags: *mut u8 = ptr::null_mut();

@@ -1,7 +1,8 @@
 //! The state machine: writer connection, leader batches, meta tables,
 //! digests and snapshots.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -85,6 +86,12 @@ pub struct SqliteStateMachine {
     /// A statement of the current request was replayed (which forgets the
     /// deferred foreign-key violations SQLite was counting).
     replayed_in_request: std::cell::Cell<bool>,
+    /// Tables the current request's ops already name the columns of (a
+    /// `Columns` op), since its start or its last schema change.
+    columns_named: RefCell<BTreeSet<String>>,
+    /// Column names per table, as `Columns` ops carry them, for one schema
+    /// version.
+    column_names: RefCell<(i64, HashMap<String, Vec<String>>)>,
     /// The index the open batch will be proposed at.
     batch_index: u64,
     /// The open batch recorded an idempotency key (old ones are pruned at
@@ -298,6 +305,8 @@ impl SqliteStateMachine {
             batch_index: 0,
             batch_recorded_keys: false,
             replayed_in_request: std::cell::Cell::new(false),
+            columns_named: RefCell::default(),
+            column_names: RefCell::default(),
             keyed_rowid_tables: classify::KeyedRowidCache::default(),
         })
     }
@@ -405,6 +414,7 @@ impl SqliteStateMachine {
         }
         self.writer.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
         self.replayed_in_request.set(false);
+        self.columns_named.borrow_mut().clear();
         let mut executed = Executed::default();
         let mut changes_bytes = 0u64;
         let mut returned_bytes = 0usize;
@@ -518,6 +528,7 @@ impl SqliteStateMachine {
                 }
             }
             ops.push(op::Kind::Ddl(statement.sql.clone()));
+            self.columns_named.borrow_mut().clear();
             // A schema change reports no rows: SQLite counts the rows a
             // DROP TABLE of a child table deletes to settle deferred
             // foreign-key violations, a count a replayed statement earlier
@@ -547,6 +558,7 @@ impl SqliteStateMachine {
                 Some(written) => rowids::leader_rowids(&self.writer, &keyed.hidden_rowid, &parts_ref, written)?,
                 None => LeaderRowids::Unrepresentable,
             };
+            ops.extend(self.columns_ops(&parts_ref)?);
             ops.extend(parts.into_iter().map(op::Kind::Changeset));
             match rowids {
                 LeaderRowids::Op(rowids) => ops.extend(rowids.map(op::Kind::Rowids)),
@@ -572,6 +584,37 @@ impl SqliteStateMachine {
         }
         self.writer.execute_batch(&format!("RELEASE {STATEMENT_SAVEPOINT}"))?;
         Ok(Ok((ops.into_iter().map(|k| Op { kind: Some(k) }).collect(), result)))
+    }
+
+    /// A `Columns` op for each table `changesets` change whose columns the
+    /// request's ops do not name yet: the change stream's column names, as
+    /// this schema has them.
+    fn columns_ops(&self, changesets: &[&[u8]]) -> Result<Vec<op::Kind>, SqlError> {
+        let version = schema_version(&self.writer)?;
+        let mut cache = self.column_names.borrow_mut();
+        if cache.0 != version {
+            *cache = (version, HashMap::new());
+        }
+        let mut named = self.columns_named.borrow_mut();
+        let mut ops = Vec::new();
+        for changeset in changesets {
+            for change in session::changeset_changes(changeset)? {
+                if named.contains(&change.table) {
+                    continue;
+                }
+                let names = match cache.1.get(&change.table) {
+                    Some(names) => names.clone(),
+                    None => {
+                        let names = changeset_column_names(&self.writer, &change.table)?;
+                        cache.1.insert(change.table.clone(), names.clone());
+                        names
+                    }
+                };
+                named.insert(change.table.clone());
+                ops.push(op::Kind::Columns(deeb_proto::Columns { table: change.table, names }));
+            }
+        }
+        Ok(ops)
     }
 
     /// A client statement answered SQLITE_CORRUPT. SQLite's undefined
@@ -1052,6 +1095,17 @@ fn foreign_key_violations(conn: &Connection) -> Result<bool, SqlError> {
 }
 
 /// The names of the tables in `main`.
+/// A table's columns as its changesets number them: a table without a
+/// declared primary key starts with its rowid (`_rowid_`).
+fn changeset_column_names(conn: &Connection, table: &str) -> Result<Vec<String>, SqlError> {
+    let mut stmt = conn.prepare_cached("SELECT name, pk FROM main.pragma_table_info(?1)")?;
+    let columns: Vec<(String, i64)> =
+        stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let keyed = columns.iter().any(|(_, pk)| *pk != 0);
+    let rowid = (!keyed).then(|| "_rowid_".to_string());
+    Ok(rowid.into_iter().chain(columns.into_iter().map(|(name, _)| name)).collect())
+}
+
 fn table_names(conn: &Connection) -> Result<std::collections::BTreeSet<String>, SqlError> {
     let mut stmt = conn.prepare_cached("SELECT name FROM sqlite_master WHERE type = 'table'")?;
     let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;

@@ -30,7 +30,7 @@ fn leader_batch(
     requests: &[Vec<Statement>],
 ) -> (WriteBatch, Vec<Result<Executed, RequestError>>) {
     sm.begin_batch(index).expect("begin");
-    let mut batch = WriteBatch { proposer: 1, writes: vec![] };
+    let mut batch = WriteBatch { proposer: 1, writes: vec![], ..Default::default() };
     let mut results = vec![];
     for (i, req) in requests.iter().enumerate() {
         let r = sm.execute_request(req).expect("execute");

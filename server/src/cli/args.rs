@@ -98,6 +98,22 @@ pub enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// Print every committed row change from any node's log, one JSON line
+    /// each (as `GET /api/v1/watch` does), following new writes until
+    /// stopped. Resume with `--from` the last index printed.
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The first log index; 0: changes after the node's applied index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Only these tables (comma-separated); default all.
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+        /// Also print the row before each update and delete.
+        #[arg(long)]
+        before: bool,
+    },
     /// Copy the whole database, consistently, from any node into a SQLite
     /// file (while writes go on).
     Backup {

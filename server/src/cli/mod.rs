@@ -13,6 +13,8 @@ pub mod restore;
 pub mod secrets;
 pub mod shell;
 pub mod table;
+#[cfg(not(madsim))]
+pub mod watch;
 
 /// Resolves on Ctrl-C or (on Unix, real mode) SIGTERM.
 pub async fn shutdown_signal() {

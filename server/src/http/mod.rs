@@ -10,6 +10,8 @@ mod load;
 mod native;
 mod rqlite;
 
+pub use native::change_line;
+
 use std::future::Future;
 use std::io;
 
@@ -51,6 +53,7 @@ pub async fn serve(
         .route("/api/v1/execute", post(native::execute))
         .route("/api/v1/query", post(native::query))
         .route("/api/v1/status", get(native::status))
+        .route("/api/v1/watch", get(native::watch))
         .route("/api/v1/add-node", post(native::add_node))
         .route("/api/v1/remove-node", post(native::remove_node))
         .route("/api/v1/transfer-leader", post(native::transfer_leader))
@@ -83,6 +86,7 @@ pub async fn serve(
         native::execute,
         native::query,
         native::status,
+        native::watch,
         native::add_node,
         native::remove_node,
         native::transfer_leader,

@@ -315,6 +315,133 @@ pub async fn query(call: Call, JsonBody(request): JsonBody<QueryRequest>) -> Res
     response
 }
 
+/// `GET /api/v1/watch`'s parameters: the `WatchRequest` fields.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WatchParams {
+    /// The first log index to deliver; 0 (the default): changes after the
+    /// node's applied index.
+    #[serde(default)]
+    from_index: u64,
+    /// Comma-separated table names (case-insensitive); none: all tables.
+    #[serde(default)]
+    tables: Option<String>,
+    /// Also fill `before` for updates and deletes.
+    #[serde(default)]
+    include_before_images: bool,
+}
+
+/// A column's value in a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ColumnValue {
+    name: String,
+    value: Option<SqlValue>,
+}
+
+/// One committed row change (the `Change` message): `kind` is `INSERT`,
+/// `UPDATE`, `DELETE`, `DDL` (`sql` holds it) or `RESTORE` (`sql` holds
+/// its id). An UPDATE's images hold its key and the columns it changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Change {
+    index: u64,
+    term: u64,
+    timestamp_unix_ms: u64,
+    request: u32,
+    position: u32,
+    last_in_request: bool,
+    kind: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    table: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    key: Vec<ColumnValue>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    before: Vec<ColumnValue>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    after: Vec<ColumnValue>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    sql: String,
+}
+
+/// The change stream (the `query` permission): every committed row change
+/// from `from_index` on, in log order, one `Change` per line, following
+/// new writes until the client closes the connection. Served by any node
+/// from its own log.
+#[utoipa::path(get, path = "/api/v1/watch", operation_id = "watch", tag = "native", params(WatchParams), responses(
+    (status = 200, description = "Newline-delimited JSON: one Change per line, without end; an error (the \
+        log compacted past a slow reader, the node stopping) ends it with a Failure line", body = Change,
+        content_type = "application/x-ndjson"),
+    (status = 400, description = "A malformed parameter", body = Failure),
+    (status = 410, description = "`from_index` is below the log's first index (code ERROR_CODE_COMPACTED; \
+        the message names the first index): take a backup and resume from its index", body = Failure),
+    (status = 503, description = "Too many change streams on this node, or it does not answer: retry", body = Failure),
+))]
+pub async fn watch(
+    call: Call,
+    params: Result<Query<WatchParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => return invalid(format!("{rejection}: from_index=N, tables=a,b, include_before_images=true")),
+    };
+    let tables = params.tables.iter().flat_map(|tables| tables.split(',')).map(str::trim);
+    let request = deeb_proto::WatchRequest {
+        from_index: params.from_index,
+        tables: tables.filter(|table| !table.is_empty()).map(str::to_owned).collect(),
+        include_before_images: params.include_before_images,
+    };
+    let changes = match call.api.watch(call.request(request)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return failed(&status),
+    };
+    let lines = changes.map(|change| {
+        let line = match change {
+            Ok(change) => change_line(change),
+            Err(status) => {
+                let mut line = serde_json::to_vec(&failure_of(&status)).unwrap_or_default();
+                line.push(b'\n');
+                line
+            }
+        };
+        Ok::<_, Infallible>(Bytes::from(line))
+    });
+    let mut response = Body::from_stream(lines).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+/// A change as one line of JSON (with its newline), as `GET
+/// /api/v1/watch` and `deeb watch` print it.
+pub fn change_line(change: deeb_proto::Change) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&change_of(change)).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+fn change_of(change: deeb_proto::Change) -> Change {
+    let columns = |values: Vec<deeb_proto::NamedValue>| {
+        values
+            .into_iter()
+            .map(|named| ColumnValue { name: named.name, value: named.value.and_then(json_value) })
+            .collect()
+    };
+    let kind = change.kind().as_str_name().trim_start_matches("CHANGE_KIND_").to_owned();
+    Change {
+        index: change.index,
+        term: change.term,
+        timestamp_unix_ms: change.timestamp_unix_ms,
+        request: change.request,
+        position: change.position,
+        last_in_request: change.last_in_request,
+        kind,
+        table: change.table,
+        key: columns(change.key),
+        before: columns(change.before),
+        after: columns(change.after),
+        sql: change.sql,
+    }
+}
+
 /// This node's status (`?with_digest=true` adds the state digest: a full scan).
 #[utoipa::path(get, path = "/api/v1/status", operation_id = "status", tag = "native", params(StatusParams), responses(
     (status = 200, description = "This node's view", body = StatusResponse),

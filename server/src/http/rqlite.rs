@@ -512,7 +512,7 @@ impl Failure {
             ErrorCode::Sql | ErrorCode::Constraint | ErrorCode::Limit | ErrorCode::InvalidRequest => {
                 Failure::Statement(message)
             }
-            ErrorCode::Refused => Failure::Refused(message),
+            ErrorCode::Refused | ErrorCode::Compacted => Failure::Refused(message),
             ErrorCode::Timeout
             | ErrorCode::Unavailable
             | ErrorCode::OutcomeUnknown

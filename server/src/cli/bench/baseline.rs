@@ -13,9 +13,9 @@ use std::sync::{Mutex, PoisonError};
 use deeb_core::sql::{value_from_sql, value_to_sql};
 use deeb_proto::deeb_server::{Deeb, DeebServer};
 use deeb_proto::{
-    AddNodeRequest, AdminResponse, BackupChunk, BackupRequest, Column, ExecuteRequest, ExecuteResponse, QueryChunk,
-    QueryRequest, RemoveNodeRequest, Row, Statement, StatementResult, StatusRequest, StatusResponse,
-    TransferLeaderRequest,
+    AddNodeRequest, AdminResponse, BackupChunk, BackupRequest, Change, Column, ExecuteRequest, ExecuteResponse,
+    QueryChunk, QueryRequest, RemoveNodeRequest, Row, Statement, StatementResult, StatusRequest, StatusResponse,
+    TransferLeaderRequest, WatchRequest,
 };
 use rusqlite::{params_from_iter, Connection};
 use tokio_stream::Stream;
@@ -122,6 +122,12 @@ impl Deeb for Baseline {
 
     async fn backup(&self, _: Request<BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
         Err(Status::unimplemented("the baseline has no backup"))
+    }
+
+    type WatchStream = Chunks<Change>;
+
+    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("the baseline has no change stream"))
     }
 
     async fn add_node(&self, _: Request<AddNodeRequest>) -> Result<Response<AdminResponse>, Status> {
