@@ -790,3 +790,111 @@ fn corruption_is_the_client_error_only_in_a_sound_database() {
     let error = outcome.expect_err("a damaged file stops the leader");
     assert!(error.to_string().contains("quick_check"), "{error}");
 }
+
+/// One change as text: kind, table, key, before and after, for asserts.
+fn change_text(change: &deeb_proto::Change) -> String {
+    let values = |values: &[NamedValue]| {
+        let shown: Vec<String> = values
+            .iter()
+            .map(|named| match named.value.as_ref().and_then(|value| value.kind.as_ref()) {
+                Some(Kind::Integer(i)) => format!("{}={i}", named.name),
+                Some(Kind::Text(t)) => format!("{}='{t}'", named.name),
+                Some(other) => format!("{}={other:?}", named.name),
+                None => format!("{}=NULL", named.name),
+            })
+            .collect();
+        shown.join(",")
+    };
+    let kind = change.kind().as_str_name().trim_start_matches("CHANGE_KIND_");
+    match kind {
+        "DDL" | "RESTORE" => format!("{kind} {}", change.sql),
+        _ => format!(
+            "{kind} {} key({}) before({}) after({})",
+            change.table,
+            values(&change.key),
+            values(&change.before),
+            values(&change.after)
+        ),
+    }
+}
+
+fn batch_bytes(batch: &WriteBatch) -> Vec<u8> {
+    use prost::Message as _;
+    deeb_proto::Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch.clone())) }.encode_to_vec()
+}
+
+#[test]
+fn the_change_stream_shows_each_change_with_the_names_its_schema_had() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let requests = vec![
+        vec![
+            st("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INT, g INT GENERATED ALWAYS AS (n * 2) STORED)"),
+            st("INSERT INTO t (id, v, n) VALUES (1, 'a', 10), (2, 'b', 20)"),
+            st("CREATE TABLE plain (a, b)"),
+            st("INSERT INTO plain VALUES ('x', NULL)"),
+        ],
+        vec![
+            st("UPDATE t SET v = 'A' WHERE id = 1"),
+            st("DELETE FROM t WHERE id = 2"),
+            st("ALTER TABLE t RENAME COLUMN v TO label"),
+            st("UPDATE t SET label = 'AA', n = 11 WHERE id = 1"),
+        ],
+    ];
+    let (mut batch, results) = leader_batch(&mut leader, 2, &requests);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    batch.proposed_unix_ms = 1234;
+    let data = batch_bytes(&batch);
+
+    let all = changes::entry_changes(2, 1, &data, &changes::Filter::new(&[], true)).expect("changes");
+    let shown: Vec<String> = all.iter().map(change_text).collect();
+    assert_eq!(
+        shown,
+        [
+            "DDL CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INT, g INT GENERATED ALWAYS AS (n * 2) STORED)",
+            // A generated column is computed, not recorded.
+            "INSERT t key(id=1) before() after(id=1,v='a',n=10)",
+            "INSERT t key(id=2) before() after(id=2,v='b',n=20)",
+            "DDL CREATE TABLE plain (a, b)",
+            "INSERT plain key(_rowid_=1) before() after(_rowid_=1,a='x',b=NULL)",
+            // An UPDATE's images: its key and the columns it changed.
+            "UPDATE t key(id=1) before(id=1,v='a') after(id=1,v='A')",
+            "DELETE t key(id=2) before(id=2,v='b',n=20) after()",
+            "DDL ALTER TABLE t RENAME COLUMN v TO label",
+            "UPDATE t key(id=1) before(id=1,label='A',n=10) after(id=1,label='AA',n=11)",
+        ],
+    );
+    let places: Vec<(u32, u32, bool)> = all.iter().map(|c| (c.request, c.position, c.last_in_request)).collect();
+    assert_eq!(
+        places,
+        [(0, 0, false), (0, 1, false), (0, 2, false), (0, 3, false), (0, 4, true)]
+            .into_iter()
+            .chain([(1, 0, false), (1, 1, false), (1, 2, false), (1, 3, true)])
+            .collect::<Vec<_>>()
+    );
+    assert!(all.iter().all(|c| c.index == 2 && c.term == 1 && c.timestamp_unix_ms == 1234));
+
+    // A table filter (any case) keeps schema changes; no before images
+    // unless asked.
+    let only_t = changes::entry_changes(2, 1, &data, &changes::Filter::new(&["T".into()], false)).expect("changes");
+    let shown: Vec<String> = only_t.iter().map(change_text).collect();
+    assert_eq!(shown.len(), 8, "{shown:?}");
+    assert!(!shown.iter().any(|line| line.contains("plain key")), "{shown:?}");
+    assert!(only_t.iter().all(|change| change.before.is_empty()));
+
+    // Replicas ignore the names: the batch applies to the same state.
+    let mut follower = open(&dir, "follower.db");
+    follower.apply_batch(&batch, Applied { index: 2, term: 1 }).expect("apply");
+    assert_eq!(leader.digest().expect("digest"), follower.digest().expect("digest"));
+}
+
+#[test]
+fn the_change_stream_refuses_an_entry_it_cannot_decode() {
+    let filter = changes::Filter::new(&[], true);
+    assert_eq!(changes::entry_changes(3, 1, &[], &filter).expect("empty entry"), Vec::new());
+    assert!(changes::entry_changes(3, 1, &[0xff, 0xff, 0xff], &filter).is_err());
+    let write =
+        Write { ops: vec![deeb_proto::Op { kind: Some(op::Kind::Changeset(vec![1, 2, 3])) }], ..Write::default() };
+    let batch = WriteBatch { proposer: 1, writes: vec![write], ..Default::default() };
+    assert!(changes::entry_changes(3, 1, &batch_bytes(&batch), &filter).is_err());
+}
