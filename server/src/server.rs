@@ -352,7 +352,8 @@ async fn serve_http<F: Future<Output = ()> + Send + 'static>(
             metrics: api.metrics().clone(),
         };
         let body_bytes_max = client_request_bytes_max(&config.core.limits);
-        crate::http::serve(incoming(listener, settings), api, body_bytes_max, until_stopped())
+        let limits = (body_bytes_max, settings.idle_timeout);
+        crate::http::serve(incoming(listener, settings), api, limits, until_stopped())
             .await
             .map_err(|error| error.to_string())
     };

@@ -238,19 +238,25 @@ async fn a_consumer_on_a_follower_sees_every_change_once_through_two_leader_kill
 /// `GET path` on `address`: the status and the body read for at most
 /// `read_for` (a stream does not end by itself).
 async fn http_get(address: &str, path: &str, read_for: Duration) -> (u16, String) {
+    let (status, body, _) = http_get_open(address, path, read_for).await;
+    (status, body)
+}
+
+/// [`http_get`], and whether the connection was still open at the end.
+async fn http_get_open(address: &str, path: &str, read_for: Duration) -> (u16, String, bool) {
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
     stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("write");
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(read_for, stream.read_to_end(&mut answer)).await;
+    let open = tokio::time::timeout(read_for, stream.read_to_end(&mut answer)).await.is_err();
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    (status, body.to_owned())
+    (status, body.to_owned(), open)
 }
 
 #[tokio::test]
 async fn a_watch_below_the_compaction_point_names_the_first_index() {
-    let cluster = Cluster::start(3, &["--snapshot-interval", "20", "--compaction-lag", "5"]);
+    let cluster = Cluster::start(3, &["--snapshot-interval", "20", "--compaction-lag", "5", "--idle-timeout", "2s"]);
     let leader = cluster.wait_leader(&[1, 2, 3]).await;
     cluster.execute(leader, "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, s TEXT)").await.expect("create");
     let mut last = 0;
@@ -290,11 +296,18 @@ async fn a_watch_below_the_compaction_point_names_the_first_index() {
     let (status, body) = http_get(&http, &path, Duration::from_secs(2)).await;
     assert_eq!(status, 200, "{body}");
     let lines: Vec<serde_json::Value> =
-        body.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect();
+        body.lines().filter(|line| !line.is_empty()).map(|line| serde_json::from_str(line).expect("JSON")).collect();
     // One insert per entry from the first index to the last.
     assert_eq!(lines.len() as u64, last - first_index + 1, "{body}");
     assert!(lines.iter().all(|line| line["kind"] == "INSERT" && line["table"] == "t"), "{body}");
     assert_eq!(lines.last().map(|line| line["key"][0]["value"]["integer"].clone()), Some(59.into()));
+
+    // A quiet stream outlives the connections' 2 s idle timeout: it sends
+    // an empty line every second.
+    let (status, body, open) = http_get_open(&http, "/api/v1/watch", Duration::from_secs(5)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(open, "the stream was closed: {body:?}");
+    assert!(body.len() >= 3 && body.bytes().all(|byte| byte == b'\n'), "{body:?}");
 }
 
 #[test]

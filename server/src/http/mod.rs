@@ -14,6 +14,7 @@ pub use native::change_line;
 
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::{header, HeaderMap};
@@ -34,7 +35,7 @@ use crate::security::{ConnInfo, Side};
 pub async fn serve(
     connections: ReceiverStream<io::Result<Conn>>,
     api: DeebService,
-    body_bytes_max: usize,
+    (body_bytes_max, idle_timeout): (usize, Duration),
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let router = Router::new()
@@ -58,6 +59,7 @@ pub async fn serve(
         .route("/api/v1/remove-node", post(native::remove_node))
         .route("/api/v1/transfer-leader", post(native::transfer_leader))
         .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(axum::Extension(native::KeepAlive(idle_timeout / 2)))
         .with_state(api)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/openapi-ui").url("/openapi.json", ApiDoc::openapi()));
     let listener = Accepted(connections);

@@ -378,6 +378,7 @@ pub struct Change {
 ))]
 pub async fn watch(
     call: Call,
+    axum::Extension(KeepAlive(keep_alive)): axum::Extension<KeepAlive>,
     params: Result<Query<WatchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let params = match params {
@@ -394,21 +395,38 @@ pub async fn watch(
         Ok(response) => response.into_inner(),
         Err(status) => return failed(&status),
     };
-    let lines = changes.map(|change| {
-        let line = match change {
-            Ok(change) => change_line(change),
-            Err(status) => {
-                let mut line = serde_json::to_vec(&failure_of(&status)).unwrap_or_default();
-                line.push(b'\n');
-                line
+    // An empty line when nothing else went out for a while: the
+    // connection shows it is alive (its idle timeout counts what it sends
+    // too), and NDJSON readers skip empty lines.
+    let (lines, body) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let mut changes = changes;
+    tokio::spawn(async move {
+        loop {
+            let line = match tokio::time::timeout(keep_alive, changes.next()).await {
+                Err(_) => Bytes::from_static(b"\n"),
+                Ok(None) => return,
+                Ok(Some(Ok(change))) => Bytes::from(change_line(change)),
+                Ok(Some(Err(status))) => {
+                    let mut line = serde_json::to_vec(&failure_of(&status)).unwrap_or_default();
+                    line.push(b'\n');
+                    Bytes::from(line)
+                }
+            };
+            if lines.send(line).await.is_err() {
+                return;
             }
-        };
-        Ok::<_, Infallible>(Bytes::from(line))
+        }
     });
-    let mut response = Body::from_stream(lines).into_response();
+    let body = tokio_stream::wrappers::ReceiverStream::new(body).map(Ok::<_, Infallible>);
+    let mut response = Body::from_stream(body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     response
 }
+
+/// How long a change stream over HTTP stays silent before it sends an
+/// empty line: half the connection's idle timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepAlive(pub std::time::Duration);
 
 /// A change as one line of JSON (with its newline), as `GET
 /// /api/v1/watch` and `deeb watch` print it.

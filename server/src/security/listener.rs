@@ -197,11 +197,18 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
+    /// What the connection sends counts as activity too: a stream the
+    /// client only reads (a change stream) stays open while it moves.
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.io {
+        let this = &mut *self;
+        let written = match &mut this.io {
             Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, data),
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, data),
+        };
+        if this.resets && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
         }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
