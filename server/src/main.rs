@@ -126,8 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch { .. } => {
             anyhow::bail!("`deeb watch` prints the HTTP API's JSON, which simulation does not build")
         }
-        Command::Backup { client, out, format, consistency } => {
-            let line = cli::backup::run(&client, &out, (format, consistency)).await.map_err(anyhow::Error::msg)?;
+        Command::Backup { client, out, format, consistency, compress } => {
+            let line =
+                cli::backup::run(&client, &out, (format, consistency, compress)).await.map_err(anyhow::Error::msg)?;
             emit(&format!("{line}\n"))
         }
         Command::Restore { client, file, bootstrap, id, peers, as_sql, statements_per_request } => {

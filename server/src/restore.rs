@@ -6,6 +6,23 @@ use deeb_proto::RestorePart;
 /// SQLite's file header: how a SQLite file is told from SQL text.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
+/// gzip's header: a compressed backup (`deeb backup --compress`,
+/// `GET /db/backup?compress`).
+pub const GZIP_MAGIC: &[u8; 2] = &[0x1f, 0x8b];
+
+/// Decompresses the gzip file `source` into `out`, a buffer at a time;
+/// returns the bytes written.
+///
+/// # Errors
+/// Either file fails, or `source` is not (whole) gzip.
+pub fn gunzip(source: &std::path::Path, out: &std::path::Path) -> std::io::Result<u64> {
+    let mut reader = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(source)?));
+    let mut writer = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let written = std::io::copy(&mut reader, &mut writer)?;
+    std::io::Write::flush(&mut writer)?;
+    Ok(written)
+}
+
 /// Bytes of SQL text per request of a load (the server's default limit is
 /// 4 MiB).
 pub const REQUEST_BYTES: usize = 1 << 20;

@@ -92,6 +92,50 @@ async fn http_load(address: &str, content_type: &str, body: &[u8]) -> (u16, Stri
     (status, body.to_owned())
 }
 
+/// `deeb backup --compress` and `GET /db/backup?compress` give gzip whose
+/// contents are the database (the CRC32C the node sent); `deeb restore`
+/// takes the compressed file as it is; `POST /db/load` refuses gzip with a
+/// clear 400.
+async fn compressed_backups_restore_as_they_are(cluster: &Cluster, sql: &Path, dir: &Path) {
+    use std::io::Read as _;
+    let gz = dir.join("cluster.db.gz");
+    let mut words = args(&["backup", "--compress", "--addr", &cluster.addr(2), "--out", gz.to_str().expect("UTF-8")]);
+    words.extend(args(&["--consistency", "linearizable"]));
+    let (code, stdout, stderr) = deeb(words).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("gzip-compressed to"), "{stdout}");
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&gz).expect("open")).read_to_end(&mut plain).expect("gunzip");
+    assert!(plain.starts_with(b"SQLite format 3\0"), "a SQLite file inside");
+    assert!(std::fs::metadata(&gz).expect("size").len() < plain.len() as u64, "smaller compressed");
+
+    let mut stream = tokio::net::TcpStream::connect(cluster.http_addr(3)).await.expect("connect");
+    stream.write_all(b"GET /db/backup?compress HTTP/1.0\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+        .await
+        .expect("in time")
+        .expect("read");
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"), "{head}");
+    assert!(head.contains("content-type: application/gzip"), "{head}");
+    let crc = head.lines().find_map(|line| line.strip_prefix("x-deeb-crc32c: ")).expect("crc header");
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(&answer[end + 4..]).read_to_end(&mut body).expect("gunzip the body");
+    assert_eq!(format!("{:08x}", crc32c::crc32c(&body)), crc, "the contents are what the node sent");
+
+    cluster.execute(1, "CREATE TABLE later (v)").await.expect("a change the restore undoes");
+    let (code, stdout, stderr) = deeb(args(&["restore", "--addr", &cluster.addr(1), gz.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("installed: 2 tables, 3000 rows"), "{stdout}");
+    assert_holds(cluster, sql, dir, "cli-gzip").await;
+    let (status, body) =
+        http_load(&cluster.http_addr(1), "application/octet-stream", &std::fs::read(&gz).expect("gz")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("gzip"), "{body}");
+}
+
 #[tokio::test]
 async fn backups_load_online_through_the_cli_and_http() {
     let dir = tempfile::tempdir().expect("dir");
@@ -123,6 +167,7 @@ async fn backups_load_online_through_the_cli_and_http() {
     assert_eq!(code, 1);
     assert!(stderr.contains("refused") && stderr.contains("keeps its old state"), "{stderr}");
     assert_holds(&cluster, &sql, dir.path(), "after-refusal").await;
+    compressed_backups_restore_as_they_are(&cluster, &sql, dir.path()).await;
     drop(cluster);
 
     let cluster = Cluster::start(3, &[]);

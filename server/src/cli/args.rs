@@ -129,6 +129,9 @@ pub enum Command {
         /// Which state the copy holds.
         #[arg(long, value_enum, default_value_t = super::backup::BackupConsistency::Linearizable)]
         consistency: super::backup::BackupConsistency,
+        /// Write the file gzip-compressed (`deeb restore` takes it as it is).
+        #[arg(long)]
+        compress: bool,
     },
     /// Load a backup back. Online through any node (`--addr`): a SQLite file
     /// replaces the whole database, atomically (through the log: every node

@@ -38,7 +38,7 @@ pub enum BackupConsistency {
 pub async fn run(
     client: &ClientArgs,
     out: &Path,
-    (format, consistency): (BackupFileFormat, BackupConsistency),
+    (format, consistency, compress): (BackupFileFormat, BackupConsistency, bool),
 ) -> Result<String, String> {
     let connected = commands::connect(client)?;
     let format = match format {
@@ -52,7 +52,11 @@ pub async fn run(
     // The file first: a path that cannot be written fails before the node
     // copies the database.
     let partial = partial_path(out);
-    let mut file = std::fs::File::create(&partial).map_err(|error| format!("{}: {error}", partial.display()))?;
+    let file = std::fs::File::create(&partial).map_err(|error| format!("{}: {error}", partial.display()))?;
+    let mut file = match compress {
+        true => Out::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::fast())),
+        false => Out::Plain(file),
+    };
     let request = BackupRequest { consistency: consistency as i32, format: format as i32 };
     let result = async {
         let mut stream = connected.backup(request).await.map_err(|error| commands::describe_error(&error))?;
@@ -79,6 +83,7 @@ pub async fn run(
                 header.total_bytes, header.crc32c
             ));
         }
+        let file = file.finish().map_err(|error| format!("{}: {error}", partial.display()))?;
         file.sync_all().map_err(|error| format!("{}: {error}", partial.display()))?;
         std::fs::rename(&partial, out).map_err(|error| format!("{}: {error}", out.display()))?;
         if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -87,8 +92,12 @@ pub async fn run(
                 .map_err(|error| format!("{}: {error}", dir.display()))?;
         }
         let seconds = progress.started.elapsed().as_secs_f64();
+        let compressed = match compress {
+            true => format!(" (gzip-compressed to {} bytes)", std::fs::metadata(out).map_or(0, |meta| meta.len())),
+            false => String::new(),
+        };
         Ok(format!(
-            "backup of node {} at applied index {}: {} bytes, CRC32C {:08x}, in {seconds:.1} s ({:.1} MiB/s) to {}",
+            "backup of node {} at applied index {}: {} bytes, CRC32C {:08x}, in {seconds:.1} s ({:.1} MiB/s) to {}{compressed}",
             header.served_by,
             header.applied_index,
             header.total_bytes,
@@ -102,6 +111,29 @@ pub async fn run(
         let _ = std::fs::remove_file(&partial);
     }
     result
+}
+
+/// The backup file, compressed as it is written or not.
+enum Out {
+    Plain(std::fs::File),
+    Gzip(flate2::write::GzEncoder<std::fs::File>),
+}
+
+impl Out {
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Plain(file) => file.write_all(data),
+            Out::Gzip(encoder) => encoder.write_all(data),
+        }
+    }
+
+    /// The file, everything written to it.
+    fn finish(self) -> std::io::Result<std::fs::File> {
+        match self {
+            Out::Plain(file) => Ok(file),
+            Out::Gzip(encoder) => encoder.finish(),
+        }
+    }
 }
 
 /// Where the file is written until it is complete and checked.

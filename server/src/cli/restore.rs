@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use deeb_core::sql::load::Loader;
 use deeb_core::NodeId;
-use deeb_server::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES, REQUEST_BYTES, SQLITE_MAGIC};
+use deeb_server::restore::{
+    gunzip, outcome_query, piece, read_piece, GZIP_MAGIC, NO_OUTCOMES, PIECE_BYTES, REQUEST_BYTES, SQLITE_MAGIC,
+};
 
 use super::args::ClientArgs;
 use super::backup::Progress;
@@ -29,7 +31,9 @@ use super::commands;
 ///
 /// # Errors
 /// The file or the directory is unusable, or holds what deeb cannot replicate.
-pub fn bootstrap(data_dir: &Path, file: &Path, id: u64, peers: &[(NodeId, String)]) -> Result<String, String> {
+pub fn bootstrap(data_dir: &Path, given: &Path, id: u64, peers: &[(NodeId, String)]) -> Result<String, String> {
+    let staged = Staged::decompressed(given)?;
+    let file = staged.path.as_path();
     if !is_sqlite(file)? {
         return Err(format!(
             "{}: --bootstrap takes a SQLite file (a `deeb backup --format sqlite`); load SQL text online with --addr",
@@ -42,7 +46,7 @@ pub fn bootstrap(data_dir: &Path, file: &Path, id: u64, peers: &[(NodeId, String
         "seeded {} for node {id} of {} from {}: {} tables, {} rows; start it with --peers as a new cluster",
         data_dir.display(),
         peers.iter().map(|(id, address)| format!("{id}={address}")).collect::<Vec<_>>().join(","),
-        file.display(),
+        given.display(),
         seeded.tables.len(),
         seeded.rows
     ))
@@ -60,11 +64,13 @@ pub async fn online(
     statements_per_request: usize,
     as_sql: bool,
 ) -> Result<String, String> {
+    let staged = Staged::decompressed(file)?;
+    let file = staged.path.as_path();
     match (is_sqlite(file)?, as_sql) {
         (true, false) => replace(client, file).await,
-        (true, true) => load(client, &SqlText::dumped(file)?, file, statements_per_request).await,
+        (true, true) => load(client, &Staged::dumped(file)?, file, statements_per_request).await,
         (false, _) => {
-            load(client, &SqlText { path: file.to_path_buf(), temporary: false }, file, statements_per_request).await
+            load(client, &Staged { path: file.to_path_buf(), temporary: false }, file, statements_per_request).await
         }
     }
 }
@@ -172,7 +178,7 @@ fn install_time_max(total: u64) -> Duration {
 /// load got), or the node cannot be reached.
 async fn load(
     client: &ClientArgs,
-    text: &SqlText,
+    text: &Staged,
     file: &Path,
     statements_per_request: usize,
 ) -> Result<String, String> {
@@ -233,30 +239,50 @@ async fn send(client: &deeb_client::Client, request: Vec<String>, sent: u64, loa
 
 /// True if `file` starts with SQLite's header.
 fn is_sqlite(file: &Path) -> Result<bool, String> {
-    let mut header = [0_u8; 16];
-    let mut opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
-    let read = opened.read(&mut header).map_err(|error| format!("{}: {error}", file.display()))?;
-    Ok(read == header.len() && &header == SQLITE_MAGIC)
+    starts_with(file, SQLITE_MAGIC)
 }
 
-/// The SQL text a load reads: the file itself, or a SQLite file's dump in
-/// a temporary file (removed when dropped).
-struct SqlText {
+/// True if `file` starts with `magic`.
+fn starts_with(file: &Path, magic: &[u8]) -> Result<bool, String> {
+    let mut header = vec![0_u8; magic.len()];
+    let mut opened = std::fs::File::open(file).map_err(|error| format!("{}: {error}", file.display()))?;
+    let read = opened.read(&mut header).map_err(|error| format!("{}: {error}", file.display()))?;
+    Ok(read == header.len() && header == magic)
+}
+
+/// A file a restore reads: the one given, or one made from it in a
+/// temporary file (removed when dropped): a SQLite file's dump, a
+/// compressed file's contents.
+struct Staged {
     path: PathBuf,
     temporary: bool,
 }
 
-impl SqlText {
-    fn dumped(database: &Path) -> Result<SqlText, String> {
+impl Staged {
+    fn dumped(database: &Path) -> Result<Staged, String> {
         let path = std::env::temp_dir().join(format!("deeb-restore-{}.sql", std::process::id()));
-        let text = SqlText { path, temporary: true };
+        let text = Staged { path, temporary: true };
         deeb_server::backup::dump_to(database, &text.path)
             .map_err(|error| format!("{}: dumping it as SQL: {error}", database.display()))?;
         Ok(text)
     }
+
+    /// `file` itself, or its contents if it is gzip-compressed.
+    fn decompressed(file: &Path) -> Result<Staged, String> {
+        if !starts_with(file, GZIP_MAGIC)? {
+            return Ok(Staged { path: file.to_path_buf(), temporary: false });
+        }
+        // Named after the file: what the restore prints names it.
+        let name = file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = format!("{}.unzipped-{}", name.trim_end_matches(".gz"), std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let staged = Staged { path, temporary: true };
+        gunzip(file, &staged.path).map_err(|error| format!("{}: decompressing it: {error}", file.display()))?;
+        Ok(staged)
+    }
 }
 
-impl Drop for SqlText {
+impl Drop for Staged {
     fn drop(&mut self) {
         if self.temporary {
             let _ = std::fs::remove_file(&self.path);

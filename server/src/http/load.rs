@@ -23,7 +23,9 @@ use tokio_stream::StreamExt as _;
 
 use super::rqlite::{bad_request, json_response, text, Failure, Params};
 use super::Call;
-use crate::restore::{outcome_query, piece, read_piece, NO_OUTCOMES, PIECE_BYTES, REQUEST_BYTES, SQLITE_MAGIC};
+use crate::restore::{
+    outcome_query, piece, read_piece, GZIP_MAGIC, NO_OUTCOMES, PIECE_BYTES, REQUEST_BYTES, SQLITE_MAGIC,
+};
 use crate::security::Permission;
 
 /// Statements per request (the server's default limit is 1000).
@@ -60,6 +62,12 @@ pub async fn load(call: Call, Query(params): Query<Params>, body: Body) -> Respo
     let loader = Loader::new(REQUEST_STATEMENTS, REQUEST_BYTES);
     if head.is_empty() {
         return bad_request("an empty body: send SQL text or a SQLite file".into());
+    }
+    if head.starts_with(GZIP_MAGIC) {
+        return bad_request(
+            "a gzip-compressed body: decompress it first (gunzip), or load the file with deeb restore, which does"
+                .into(),
+        );
     }
     let mut load = Load { call: &call, loader, requests: 0, loaded: 0, restored: None };
     let started = Instant::now();

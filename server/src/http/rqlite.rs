@@ -287,15 +287,20 @@ pub async fn leader(call: Call, Query(params): Query<Params>) -> Response {
 /// streamed (`Content-Length` set, so a broken transfer shows), with its
 /// applied index and CRC32C in headers. `?level=none`: this node's state
 /// as it is; otherwise every write acknowledged before the request.
+/// `?compress`: gzip-compressed as it streams (no `Content-Length`: a
+/// broken transfer shows as a gzip stream cut short).
 #[utoipa::path(get, path = "/db/backup", operation_id = "db_backup", tag = "rqlite",
     params(("level" = Option<String>, Query, pattern = "^(none|weak|linearizable|strong|auto)?$",
         description = "`none`: this node as it is; otherwise linearizable"),
         ("fmt" = Option<String>, Query, pattern = "^(binary|sql)?$",
-        description = "`sql`: SQL text (schema and INSERTs); otherwise the SQLite file")),
+        description = "`sql`: SQL text (schema and INSERTs); otherwise the SQLite file"),
+        ("compress" = Option<String>, Query, pattern = "^(true|false)?$",
+        description = "present (or `true`): gzip-compressed, without `Content-Length`")),
     responses(
         (status = 200, description = "The SQLite file, or the SQL text with `fmt=sql`; `X-DEEB-APPLIED-INDEX` and \
-            `X-DEEB-CRC32C` say what it holds", content(("application/octet-stream"), (String = "text/plain"))),
-        (status = 400, description = "An unsupported format (`compress`, an unknown `fmt`)", body = String,
+            `X-DEEB-CRC32C` say what it holds (uncompressed)", content(("application/octet-stream"),
+            (String = "text/plain"), ("application/gzip"))),
+        (status = 400, description = "An unknown `fmt`, `level` or `compress` value", body = String,
             content_type = "text/plain"),
         (status = 503, description = "No quorum for the read barrier, or backups already running: retry", body = String,
             content_type = "text/plain"),
@@ -306,9 +311,11 @@ pub async fn backup(call: Call, Query(params): Query<Params>) -> Response {
         Some("sql") => BackupFormat::Sql,
         Some(other) => return bad_request(format!("unknown fmt {other:?}: binary (the SQLite file) or sql")),
     };
-    if params.contains_key("compress") {
-        return bad_request("deeb does not compress backups (no compress) for now".into());
-    }
+    let compress = match params.get("compress").map(String::as_str) {
+        None | Some("false") => false,
+        Some("" | "true") => true,
+        Some(other) => return bad_request(format!("compress={other:?}: true, false, or no value")),
+    };
     let consistency = match params.get("level").map(String::as_str) {
         Some("none") => Consistency::Stale,
         None | Some("" | "weak" | "linearizable" | "strong" | "auto") => Consistency::Linearizable,
@@ -332,20 +339,51 @@ pub async fn backup(call: Call, Query(params): Query<Params>) -> Response {
         // Cut the body short: the client sees fewer bytes than announced.
         Err(status) => Err(std::io::Error::other(status.message().to_owned())),
     });
-    let mut response = axum::body::Body::from_stream(bytes).into_response();
+    let mut response = match compress {
+        true => axum::body::Body::from_stream(gzipped(bytes)).into_response(),
+        false => axum::body::Body::from_stream(bytes).into_response(),
+    };
     let headers = response.headers_mut();
-    let content_type = match format {
-        BackupFormat::Sqlite => "application/octet-stream",
-        BackupFormat::Sql => "text/plain; charset=utf-8",
+    let content_type = match (compress, format) {
+        (true, _) => "application/gzip",
+        (false, BackupFormat::Sqlite) => "application/octet-stream",
+        (false, BackupFormat::Sql) => "text/plain; charset=utf-8",
     };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(header.total_bytes));
+    // Compressed, the length is known only at the end.
+    if !compress {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(header.total_bytes));
+    }
     headers.insert("x-deeb-applied-index", HeaderValue::from(header.applied_index));
     if let Ok(crc) = HeaderValue::from_str(&format!("{:08x}", header.crc32c)) {
         headers.insert("x-deeb-crc32c", crc);
     }
     headers.insert("x-deeb-served-by", HeaderValue::from(header.served_by));
     response
+}
+
+/// `bytes` gzip-compressed as they pass, a chunk at a time (a broken
+/// source ends the stream broken, as it came).
+fn gzipped(
+    mut bytes: impl tokio_stream::Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Bytes>> {
+    use std::io::Write as _;
+    let (compressed, stream) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        while let Some(chunk) = bytes.next().await {
+            let out = chunk.and_then(|chunk| {
+                tokio::task::block_in_place(|| encoder.write_all(&chunk))?;
+                Ok(Bytes::from(std::mem::take(encoder.get_mut())))
+            });
+            let failed = out.is_err();
+            if compressed.send(out).await.is_err() || failed {
+                return;
+            }
+        }
+        let _ = compressed.send(encoder.finish().map(Bytes::from)).await;
+    });
+    tokio_stream::wrappers::ReceiverStream::new(stream)
 }
 
 /// `GET /metrics` (the `status` permission): Prometheus' text format.
