@@ -10,6 +10,7 @@ use deeb_core::NodeId;
 use super::output::Format;
 use super::pod::{self, PodPeers};
 use deeb_server::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
+use deeb_server::scheduled::Store;
 use deeb_server::security::tls::TlsFiles;
 use deeb_server::security::{ConnectionLimits, SecurityConfig};
 
@@ -380,13 +381,20 @@ pub struct ServeArgs {
     #[arg(long, env = "DEEB_STATEMENT_TIMEOUT_MAX", value_parser = duration_arg, default_value = "60s")]
     pub statement_timeout_max: Duration,
     /// Take a backup every this long (at least 1s; e.g. 1h), on whichever
-    /// node leads, into --backup-dir; skipped when nothing changed.
-    #[arg(long, env = "DEEB_BACKUP_INTERVAL", value_parser = duration_arg, requires = "backup_dir")]
+    /// node leads, into --backup-dir or --backup-url; skipped when nothing
+    /// changed.
+    #[arg(long, env = "DEEB_BACKUP_INTERVAL", value_parser = duration_arg, requires = "backup_to")]
     pub backup_interval: Option<Duration>,
     /// Where scheduled backups go, with their manifest.json: give every
     /// node the same directory on storage they share, or each its own.
-    #[arg(long, env = "DEEB_BACKUP_DIR", requires = "backup_interval")]
+    #[arg(long, env = "DEEB_BACKUP_DIR", requires = "backup_interval", group = "backup_to")]
     pub backup_dir: Option<PathBuf>,
+    /// Or an S3-compatible object store, `s3://BUCKET/PREFIX`, configured
+    /// from the AWS_* environment variables (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ENDPOINT_URL and
+    /// AWS_ALLOW_HTTP=true for a server other than AWS's).
+    #[arg(long, env = "DEEB_BACKUP_URL", requires = "backup_interval", group = "backup_to")]
+    pub backup_url: Option<String>,
     /// How many scheduled backups to keep (the oldest go first).
     #[arg(long, env = "DEEB_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
     pub backup_keep: u64,
@@ -554,10 +562,17 @@ impl ServeArgs {
         core.snapshot_interval_entries = self.snapshot_interval.unwrap_or(core.snapshot_interval_entries);
         core.compaction_lag_entries = self.compaction_lag.unwrap_or(core.compaction_lag_entries);
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
-        config.backups = self
-            .backup_interval
-            .zip(self.backup_dir.clone())
-            .map(|(interval, dir)| deeb_server::scheduled::Schedule { interval, dir, keep: self.backup_keep as usize });
+        config.backups = match (self.backup_interval, &self.backup_dir, &self.backup_url) {
+            (Some(interval), Some(dir), _) => Some((interval, Store::Dir(dir.clone()))),
+            #[cfg(not(madsim))]
+            (Some(interval), None, Some(url)) => Some((interval, Store::objects(url).map_err(ConfigError::Invalid)?)),
+            _ => None,
+        }
+        .map(|(interval, to)| deeb_server::scheduled::Schedule {
+            interval,
+            to,
+            keep: self.backup_keep as usize,
+        });
         config.validate()?;
         Ok(config)
     }
