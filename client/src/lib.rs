@@ -239,7 +239,7 @@ impl Client {
     /// No node answered, or the node refused.
     pub async fn backup(&self, request: BackupRequest) -> Result<tonic::Streaming<deeb_proto::BackupChunk>, Error> {
         self.first_answering(|mut client| {
-            let request = self.request(request.clone());
+            let request = self.request(request);
             async move { client.backup(request).await }
         })
         .await

@@ -56,7 +56,7 @@ fn fold(changes: &[Change]) -> Result<Rows, String> {
                 return Err(format!("{place:?} after {previous_place:?}: out of log order"));
             }
             let same_request = (previous.index, previous.request) == (change.index, change.request);
-            if same_request != !previous.last_in_request || (same_request && change.position != previous.position + 1) {
+            if same_request == previous.last_in_request || (same_request && change.position != previous.position + 1) {
                 return Err(format!("{place:?} after {previous_place:?}: a request not whole"));
             }
         }
