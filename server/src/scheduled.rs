@@ -275,28 +275,32 @@ impl Manifest {
 /// Takes scheduled backups until the process ends. Each node looks every
 /// second (at most), so one that comes to lead mid-slot takes that slot's
 /// backup if its predecessor did not; a slot that failed here is tried
-/// again only at the next.
+/// again only at the next, and one this node saw handled is not looked at
+/// again (the manifest is read once a slot, not once a second).
 pub async fn run(schedule: Schedule, handle: NodeHandle, metrics: Metrics, scratch: PathBuf) {
     let interval = schedule.interval.max(Duration::from_secs(1));
-    let mut failed_slot = None;
+    let mut settled_slot = None;
     loop {
         let slot = unix_now().as_secs() / interval.as_secs();
-        if failed_slot != Some(slot) {
+        if settled_slot != Some(slot) {
             match take(&schedule, slot, &handle, &scratch).await {
                 Ok(Outcome::Taken(entry)) => {
                     let (file, index, bytes) = (&entry.file, entry.applied_index, entry.bytes);
                     tracing::info!(slot, %file, index, bytes, "scheduled backup");
                     metrics.scheduled_backup("taken");
+                    settled_slot = Some(slot);
                 }
                 Ok(Outcome::Unchanged) => {
                     tracing::debug!(slot, "scheduled backup skipped: nothing changed since the last");
                     metrics.scheduled_backup("unchanged");
+                    settled_slot = Some(slot);
                 }
-                Ok(Outcome::Handled | Outcome::NotLeader) => {}
+                Ok(Outcome::Handled) => settled_slot = Some(slot),
+                Ok(Outcome::NotLeader) => {}
                 Err(error) => {
                     tracing::warn!(slot, %error, "scheduled backup failed; the next slot tries again");
                     metrics.scheduled_backup("failed");
-                    failed_slot = Some(slot);
+                    settled_slot = Some(slot);
                 }
             }
         }

@@ -914,6 +914,7 @@ impl SqliteStateMachine {
         self.applied = read_applied(&self.writer)?;
         // Another file's schema: nothing cached from this one holds.
         self.keyed_rowid_tables = classify::KeyedRowidCache::default();
+        self.column_names = RefCell::default();
         Ok(self.applied)
     }
 }

@@ -898,3 +898,33 @@ fn the_change_stream_refuses_an_entry_it_cannot_decode() {
     let batch = WriteBatch { proposer: 1, writes: vec![write], ..Default::default() };
     assert!(changes::entry_changes(3, 1, &batch_bytes(&batch), &filter).is_err());
 }
+
+/// A snapshot of another database with the same schema version but
+/// another schema: after it is installed the names are its own (SQLite's
+/// backup moves the installed schema version on, and the state machine
+/// drops its cached names besides).
+#[test]
+fn the_change_stream_names_columns_from_an_installed_snapshot() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut leader = open(&dir, "leader.db");
+    let mut other = open(&dir, "other.db");
+    let (batch, _) =
+        leader_batch(&mut leader, 2, &[vec![st("CREATE TABLE t (a, b)"), st("INSERT INTO t VALUES (1, 2)")]]);
+    let names = |batch: &WriteBatch| -> Vec<String> {
+        let changes =
+            changes::entry_changes(2, 1, &batch_bytes(batch), &changes::Filter::new(&[], false)).expect("changes");
+        changes.iter().flat_map(|change| change.after.iter().map(|named| named.name.clone())).collect()
+    };
+    assert_eq!(names(&batch), ["_rowid_", "a", "b"]);
+    leader_batch(&mut other, 2, &[vec![st("CREATE TABLE t (x, y)")]]);
+    let version = |name: &str| -> i64 {
+        let conn = rusqlite::Connection::open(dir.path().join(name)).expect("open");
+        conn.query_row("PRAGMA schema_version", [], |row| row.get(0)).expect("version")
+    };
+    assert_eq!(version("leader.db"), version("other.db"), "the same schema version, another schema");
+    let snap = dir.path().join("snap.db");
+    other.create_snapshot(&snap).expect("snapshot");
+    leader.install_snapshot(&snap).expect("install");
+    let (batch, _) = leader_batch(&mut leader, 3, &[vec![st("INSERT INTO t VALUES (3, 4)")]]);
+    assert_eq!(names(&batch), ["_rowid_", "x", "y"]);
+}
