@@ -340,13 +340,23 @@ async fn take(schedule: &Schedule, slot: u64, handle: &NodeHandle, scratch: &Pat
         Err::<Copy, _>("scheduled backups are not simulated".to_owned())
     };
     let Copy { applied_index, digest, bytes, crc32c } = copy?;
+    let read = manifest.clone();
     if manifest.backups.last().is_some_and(|last| last.digest == digest) {
+        if moved_on(&schedule.to, &read).await? {
+            return Ok(Outcome::Handled);
+        }
         manifest.last_slot = slot;
         manifest.store(&schedule.to).await?;
         return Ok(Outcome::Unchanged);
     }
     let file = format!("backup-{slot}-{applied_index}.db");
     schedule.to.upload(&file, &copied).await?;
+    if moved_on(&schedule.to, &read).await? {
+        // A node that led after this one wrote the manifest meanwhile
+        // (this one was deposed during a long copy): its record stands.
+        let _ = schedule.to.remove(&file).await;
+        return Ok(Outcome::Handled);
+    }
     let (taken_by, taken_at, crc32c) = (status.id.0, unix_now().as_secs(), format!("{crc32c:08x}"));
     let entry = Entry { file, slot, applied_index, bytes, crc32c, digest, taken_by, taken_at };
     manifest.backups.push(entry.clone());
@@ -362,6 +372,14 @@ async fn take(schedule: &Schedule, slot: u64, handle: &NodeHandle, scratch: &Pat
         }
     }
     Ok(Outcome::Taken(entry))
+}
+
+/// True if the manifest is no longer the one `read` (another node wrote
+/// it since). Checked just before writing it: a deposed leader that took
+/// long to copy does not overwrite its successor's record. (Not atomic: the
+/// window is one read and one write, not a whole copy.)
+async fn moved_on(store: &Store, read: &Manifest) -> Result<bool, String> {
+    Ok(store.manifest().await? != *read)
 }
 
 /// A consistent copy in the scratch directory, and what it holds.

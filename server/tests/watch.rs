@@ -235,6 +235,47 @@ async fn a_consumer_on_a_follower_sees_every_change_once_through_two_leader_kill
     assert_eq!(rows, table_rows(&cluster, follower).await, "the folded stream differs from the table");
 }
 
+/// A stream its consumer does not read, while 96 MiB of rows are written:
+/// the serving follower's peak RSS stays within a few MiB of the other
+/// follower's (the stream waits for its consumer, holding a bounded
+/// window), and every row then arrives once the consumer reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_does_not_read_holds_back_its_stream_not_server_memory() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (serving, idle) = (followers[0], followers[1]);
+    let created = cluster.execute(leader, "CREATE TABLE big (id INTEGER PRIMARY KEY, pad TEXT)").await.expect("create");
+    let client = deeb_client::Client::new(&[&cluster.addr(serving)], Options::default());
+    let request = WatchRequest { from_index: created.index + 1, tables: vec!["big".into()], ..WatchRequest::default() };
+    let mut stream = client.watch(request).await.expect("watch");
+    let (writes, rows_per_write) = (24, 4096);
+    for write in 0..writes {
+        let sql = format!(
+            "INSERT INTO big (pad) SELECT printf('%.1000c', char(65 + {write})) FROM \
+             (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows_per_write}) SELECT x FROM c)"
+        );
+        cluster.execute(leader, &sql).await.expect("fill");
+    }
+    let index = cluster.status(leader).await.expect("status").commit_index;
+    for id in &followers {
+        cluster.wait_applied(*id, index).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peak = |id: u64| common::peak_rss_kib(cluster.children[&id].id()).expect("VmHWM");
+    let (serving_peak, idle_peak) = (peak(serving), peak(idle));
+    println!("96 MiB written, the stream unread: serving follower's peak RSS {serving_peak} KiB, the other's {idle_peak} KiB");
+    assert!(serving_peak < idle_peak + 32 * 1024, "the unread stream cost {} KiB", serving_peak - idle_peak);
+
+    let mut received = 0;
+    while received < writes * rows_per_write {
+        let change = tokio::time::timeout(Duration::from_secs(20), stream.message()).await;
+        let change = change.expect("a change within 20 s").expect("stream").expect("a change");
+        assert_eq!((change.kind(), change.table.as_str()), (ChangeKind::Insert, "big"));
+        received += 1;
+    }
+}
+
 /// `GET path` on `address`: the status and the body read for at most
 /// `read_for` (a stream does not end by itself).
 async fn http_get(address: &str, path: &str, read_for: Duration) -> (u16, String) {

@@ -368,8 +368,9 @@ pub struct Change {
 /// new writes until the client closes the connection. Served by any node
 /// from its own log.
 #[utoipa::path(get, path = "/api/v1/watch", operation_id = "watch", tag = "native", params(WatchParams), responses(
-    (status = 200, description = "Newline-delimited JSON: one Change per line, without end; an error (the \
-        log compacted past a slow reader, the node stopping) ends it with a Failure line", body = Change,
+    (status = 200, description = "Newline-delimited JSON: one Change per line, without end, and an empty line \
+        after half the idle timeout of quiet; an error (the log compacted past a slow reader, the node \
+        stopping) ends it with a Failure line", body = Change,
         content_type = "application/x-ndjson"),
     (status = 400, description = "A malformed parameter", body = Failure),
     (status = 410, description = "`from_index` is below the log's first index (code ERROR_CODE_COMPACTED; \
