@@ -29,20 +29,14 @@ async fn cli_backup(cluster: &Cluster, node: u64, out: &Path, flags: &[&str]) ->
 /// `GET target` (`/db/backup...`) into `out` (HTTP/1.0: the body runs to
 /// the close): the applied index from its header.
 async fn http_backup(address: &str, target: &str, out: &Path) -> u64 {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-    stream.write_all(format!("GET {target} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
-        .await
-        .expect("answered within 60 s")
-        .expect("read");
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
-    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
-    assert!(head.starts_with("http/1.0 200") || head.starts_with("http/1.1 200"), "{head}");
+    let request = format!("GET {target} HTTP/1.0\r\n\r\n");
+    let answer = common::http(address, request.as_bytes(), Duration::from_secs(60)).await;
+    let head = answer.head;
+    assert!(answer.status == 200 && !answer.open, "answered in full within 60 s: {head}");
     let header = |name: &str| {
         head.lines().find_map(|line| line.strip_prefix(&format!("{name}: ")).map(str::to_owned)).expect(name)
     };
-    let body = &answer[end + 4..];
+    let body = &answer.body;
     assert_eq!(header("content-length").parse::<usize>().ok(), Some(body.len()), "the whole file");
     let crc = u32::from_str_radix(&header("x-deeb-crc32c"), 16).expect("hex");
     assert_eq!(crc32c::crc32c(body), crc, "the checksum matches");

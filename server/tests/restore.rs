@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Cluster;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Runs `deeb ARGS`: its exit code, stdout and stderr.
 async fn deeb(args: Vec<String>) -> (i32, String, String) {
@@ -77,19 +76,13 @@ async fn assert_holds(cluster: &Cluster, expected: &Path, dir: &Path, what: &str
 
 /// `POST /db/load` with `body`: the status and the answer's body.
 async fn http_load(address: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-    let head =
-        format!("POST /db/load HTTP/1.0\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).await.expect("write");
-    stream.write_all(body).await.expect("write");
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(120), stream.read_to_string(&mut answer))
-        .await
-        .expect("answered within 120 s")
-        .expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    (status, body.to_owned())
+    let mut request =
+        format!("POST /db/load HTTP/1.0\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    request.extend_from_slice(body);
+    let answer = common::http(address, &request, Duration::from_secs(120)).await;
+    assert!(!answer.open, "answered within 120 s");
+    (answer.status, String::from_utf8_lossy(&answer.body).into_owned())
 }
 
 /// `deeb backup --compress` and `GET /db/backup?compress` give gzip whose
@@ -109,20 +102,14 @@ async fn compressed_backups_restore_as_they_are(cluster: &Cluster, sql: &Path, d
     assert!(plain.starts_with(b"SQLite format 3\0"), "a SQLite file inside");
     assert!(std::fs::metadata(&gz).expect("size").len() < plain.len() as u64, "smaller compressed");
 
-    let mut stream = tokio::net::TcpStream::connect(cluster.http_addr(3)).await.expect("connect");
-    stream.write_all(b"GET /db/backup?compress HTTP/1.0\r\n\r\n").await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
-        .await
-        .expect("in time")
-        .expect("read");
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
-    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
-    assert!(head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"), "{head}");
+    let answer =
+        common::http(&cluster.http_addr(3), b"GET /db/backup?compress HTTP/1.0\r\n\r\n", Duration::from_secs(60)).await;
+    let head = answer.head;
+    assert!(answer.status == 200 && !answer.open, "{head}");
     assert!(head.contains("content-type: application/gzip"), "{head}");
     let crc = head.lines().find_map(|line| line.strip_prefix("x-deeb-crc32c: ")).expect("crc header");
     let mut body = Vec::new();
-    flate2::read::GzDecoder::new(&answer[end + 4..]).read_to_end(&mut body).expect("gunzip the body");
+    flate2::read::GzDecoder::new(answer.body.as_slice()).read_to_end(&mut body).expect("gunzip the body");
     assert_eq!(format!("{:08x}", crc32c::crc32c(&body)), crc, "the contents are what the node sent");
 
     cluster.execute(1, "CREATE TABLE later (v)").await.expect("a change the restore undoes");

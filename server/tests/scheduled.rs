@@ -82,19 +82,10 @@ async fn create_bucket(endpoint: &str, bucket: &str) {
 }
 
 async fn s3_request(endpoint: &str, request: &str) -> (u16, Vec<u8>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect to the S3 server");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
-        .await
-        .expect("in time")
-        .expect("read");
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
-    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    (status, answer[end + 4..].to_vec())
+    let answer = common::http(address, request.as_bytes(), Duration::from_secs(30)).await;
+    assert!(!answer.open, "the S3 server answered within 30 s");
+    (answer.status, answer.body)
 }
 
 /// Three nodes with `destination` and a 1 s interval, keep 3: five

@@ -16,7 +16,6 @@ use common::{cells, Cluster};
 use deeb_client::Options;
 use deeb_proto::value::Kind;
 use deeb_proto::{Change, ChangeKind, ErrorCode, NamedValue, Statement, TransferLeaderRequest, WatchRequest};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The test table, as the change stream folds it: id -> column -> value.
 type Rows = BTreeMap<String, BTreeMap<String, String>>;
@@ -285,14 +284,8 @@ async fn http_get(address: &str, path: &str, read_for: Duration) -> (u16, String
 
 /// [`http_get`], and whether the connection was still open at the end.
 async fn http_get_open(address: &str, path: &str, read_for: Duration) -> (u16, String, bool) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-    stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    let open = tokio::time::timeout(read_for, stream.read_to_end(&mut answer)).await.is_err();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    (status, body.to_owned(), open)
+    let answer = common::http(address, format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes(), read_for).await;
+    (answer.status, String::from_utf8_lossy(&answer.body).into_owned(), answer.open)
 }
 
 #[tokio::test]

@@ -313,6 +313,31 @@ impl Cluster {
     }
 }
 
+/// An HTTP/1.0 answer (it runs to the close).
+pub struct HttpAnswer {
+    pub status: u16,
+    /// The status line and headers, lower-cased.
+    pub head: String,
+    pub body: Vec<u8>,
+    /// Still open when the reading time ran out (a stream without end).
+    pub open: bool,
+}
+
+/// Sends `request` (head and body, HTTP/1.0) to `address` and reads the
+/// answer for at most `read_for`.
+pub async fn http(address: &str, request: &[u8], read_for: Duration) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let open = tokio::time::timeout(read_for, stream.read_to_end(&mut answer)).await.is_err();
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(answer.len());
+    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = answer.get(end + 4..).unwrap_or_default().to_vec();
+    HttpAnswer { status, head, body, open }
+}
+
 /// Polls `probe` until it yields a value; panics after `bound`.
 pub async fn wait_for<T, F, Fut>(bound: Duration, what: &str, mut probe: F) -> T
 where
