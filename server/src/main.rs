@@ -119,8 +119,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bench::baseline::serve(&file, listen, cli::shutdown_signal()).await.map_err(anyhow::Error::msg)
         }
         #[cfg(not(madsim))]
-        Command::Watch { client, from, tables, before } => {
-            cli::watch::run(&client, from, tables, before).await.map_err(anyhow::Error::msg)
+        Command::Watch { client, from, tables, before, format } => {
+            cli::watch::run(&client, (from, tables, before), format).await.map_err(anyhow::Error::msg)
         }
         #[cfg(madsim)]
         Command::Watch { .. } => {

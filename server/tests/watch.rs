@@ -336,6 +336,19 @@ async fn a_watch_below_the_compaction_point_names_the_first_index() {
     assert!(lines.iter().all(|line| line["kind"] == "INSERT" && line["table"] == "t"), "{body}");
     assert_eq!(lines.last().map(|line| line["key"][0]["value"]["integer"].clone()), Some(59.into()));
 
+    // In Debezium's envelope; an unknown format is a 400.
+    let path = format!("/api/v1/watch?from_index={first_index}&format=debezium");
+    let (status, body) = http_get(&http, &path, Duration::from_secs(2)).await;
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<serde_json::Value> =
+        body.lines().filter(|line| !line.is_empty()).map(|line| serde_json::from_str(line).expect("JSON")).collect();
+    assert_eq!(events.len() as u64, last - first_index + 1, "{body}");
+    let final_event = events.last().expect("an event");
+    assert_eq!((final_event["op"].clone(), final_event["after"]["id"].clone()), ("c".into(), 59.into()), "{body}");
+    assert_eq!(final_event["source"]["lsn"], last);
+    let (status, body) = http_get(&http, "/api/v1/watch?format=avro", Duration::from_secs(10)).await;
+    assert_eq!(status, 400, "{body}");
+
     // A quiet stream outlives the connections' 2 s idle timeout: it sends
     // an empty line every second.
     let (status, body, open) = http_get_open(&http, "/api/v1/watch", Duration::from_secs(5)).await;

@@ -114,6 +114,10 @@ pub enum Command {
         /// Also print the row before each update and delete.
         #[arg(long)]
         before: bool,
+        /// deeb's own lines (as `GET /api/v1/watch`), or Debezium's JSON
+        /// envelope.
+        #[arg(long, value_enum, default_value_t = WatchFormat::Native)]
+        format: WatchFormat,
     },
     /// Copy the whole database, consistently, from any node into a SQLite
     /// file (while writes go on).
@@ -398,6 +402,15 @@ pub struct ServeArgs {
     /// How many scheduled backups to keep (the oldest go first).
     #[arg(long, env = "DEEB_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
     pub backup_keep: u64,
+}
+
+/// How `deeb watch` prints a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchFormat {
+    /// deeb's `Change`, as `GET /api/v1/watch` sends it.
+    Native,
+    /// Debezium's JSON envelope (before, after, source, op, ts_ms).
+    Debezium,
 }
 
 /// `deeb dev` flags.

@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use deeb_proto::WatchRequest;
 
-use super::args::ClientArgs;
+use super::args::{ClientArgs, WatchFormat};
 use super::commands;
 
 /// Prints changes until the stream ends (the node stopped: an error) or
@@ -14,7 +14,11 @@ use super::commands;
 /// # Errors
 /// The node refused (`compacted`: the message names the first index the
 /// log holds) or the stream broke.
-pub async fn run(client: &ClientArgs, from_index: u64, tables: Vec<String>, before: bool) -> Result<(), String> {
+pub async fn run(
+    client: &ClientArgs,
+    (from_index, tables, before): (u64, Vec<String>, bool),
+    format: WatchFormat,
+) -> Result<(), String> {
     let connected = commands::connect(client)?;
     let request = WatchRequest { from_index, tables, include_before_images: before };
     let mut changes = connected.watch(request).await.map_err(|error| commands::describe_error(&error))?;
@@ -23,7 +27,10 @@ pub async fn run(client: &ClientArgs, from_index: u64, tables: Vec<String>, befo
         let Some(change) = change else {
             return Err("the node ended the change stream".into());
         };
-        let line = deeb_server::http::change_line(change);
+        let line = match format {
+            WatchFormat::Native => deeb_server::http::change_line(change),
+            WatchFormat::Debezium => deeb_server::http::debezium_line(&change),
+        };
         let mut out = std::io::stdout().lock();
         if out.write_all(&line).and_then(|()| out.flush()).is_err() {
             return Ok(());

@@ -6,10 +6,12 @@
 //! accept loop as gRPC (`crate::security::listener`): the client TLS
 //! settings, the connection limit and the idle timeout apply.
 
+mod debezium;
 mod load;
 mod native;
 mod rqlite;
 
+pub use debezium::line as debezium_line;
 pub use native::change_line;
 
 use std::future::Future;

@@ -330,6 +330,11 @@ pub struct WatchParams {
     /// Also fill `before` for updates and deletes.
     #[serde(default)]
     include_before_images: bool,
+    /// `native` (the default: `Change` objects) or `debezium` (Debezium's
+    /// JSON envelope, README: Change stream).
+    #[serde(default)]
+    #[param(pattern = "^(native|debezium)$")]
+    format: Option<String>,
 }
 
 /// A column's value in a change.
@@ -386,6 +391,11 @@ pub async fn watch(
         Ok(Query(params)) => params,
         Err(rejection) => return invalid(format!("{rejection}: from_index=N, tables=a,b, include_before_images=true")),
     };
+    let render: fn(deeb_proto::Change) -> Vec<u8> = match params.format.as_deref() {
+        None | Some("native") => change_line,
+        Some("debezium") => |change: deeb_proto::Change| super::debezium::line(&change),
+        Some(other) => return invalid(format!("format={other:?}: native or debezium")),
+    };
     let tables = params.tables.iter().flat_map(|tables| tables.split(',')).map(str::trim);
     let request = deeb_proto::WatchRequest {
         from_index: params.from_index,
@@ -406,7 +416,7 @@ pub async fn watch(
             let line = match tokio::time::timeout(keep_alive, changes.next()).await {
                 Err(_) => Bytes::from_static(b"\n"),
                 Ok(None) => return,
-                Ok(Some(Ok(change))) => Bytes::from(change_line(change)),
+                Ok(Some(Ok(change))) => Bytes::from(render(change)),
                 Ok(Some(Err(status))) => {
                     let mut line = serde_json::to_vec(&failure_of(&status)).unwrap_or_default();
                     line.push(b'\n');
