@@ -288,6 +288,15 @@ async fn http_get_open(address: &str, path: &str, read_for: Duration) -> (u16, S
     (answer.status, String::from_utf8_lossy(&answer.body).into_owned(), answer.open)
 }
 
+/// A stream's JSON lines (keep-alive lines left out) as read for 2 s, and
+/// its body; the answer must be a 200.
+async fn json_lines(address: &str, path: &str) -> (Vec<serde_json::Value>, String) {
+    let (status, body) = http_get(address, path, Duration::from_secs(2)).await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().filter(|line| !line.is_empty()).map(|line| serde_json::from_str(line).expect("JSON"));
+    (lines.collect(), body)
+}
+
 #[tokio::test]
 async fn a_watch_below_the_compaction_point_names_the_first_index() {
     let cluster = Cluster::start(3, &["--snapshot-interval", "20", "--compaction-lag", "5", "--idle-timeout", "2s"]);
@@ -327,10 +336,7 @@ async fn a_watch_below_the_compaction_point_names_the_first_index() {
     let (status, body) = http_get(&http, "/api/v1/watch?from_index=x", Duration::from_secs(10)).await;
     assert_eq!(status, 400, "{body}");
     let path = format!("/api/v1/watch?from_index={first_index}&tables=T&include_before_images=true");
-    let (status, body) = http_get(&http, &path, Duration::from_secs(2)).await;
-    assert_eq!(status, 200, "{body}");
-    let lines: Vec<serde_json::Value> =
-        body.lines().filter(|line| !line.is_empty()).map(|line| serde_json::from_str(line).expect("JSON")).collect();
+    let (lines, body) = json_lines(&http, &path).await;
     // One insert per entry from the first index to the last.
     assert_eq!(lines.len() as u64, last - first_index + 1, "{body}");
     assert!(lines.iter().all(|line| line["kind"] == "INSERT" && line["table"] == "t"), "{body}");
@@ -338,10 +344,7 @@ async fn a_watch_below_the_compaction_point_names_the_first_index() {
 
     // In Debezium's envelope; an unknown format is a 400.
     let path = format!("/api/v1/watch?from_index={first_index}&format=debezium");
-    let (status, body) = http_get(&http, &path, Duration::from_secs(2)).await;
-    assert_eq!(status, 200, "{body}");
-    let events: Vec<serde_json::Value> =
-        body.lines().filter(|line| !line.is_empty()).map(|line| serde_json::from_str(line).expect("JSON")).collect();
+    let (events, body) = json_lines(&http, &path).await;
     assert_eq!(events.len() as u64, last - first_index + 1, "{body}");
     let final_event = events.last().expect("an event");
     assert_eq!((final_event["op"].clone(), final_event["after"]["id"].clone()), ("c".into(), 59.into()), "{body}");

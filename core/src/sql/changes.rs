@@ -18,6 +18,7 @@ use prost::Message as _;
 use rusqlite::ffi;
 
 use super::session::{self, Cell, RowChange};
+use super::value::cell_to_proto;
 
 pub use deeb_proto::Change;
 
@@ -142,12 +143,8 @@ fn row_change(change: RowChange, names: Option<&[String]>, before_images: bool, 
 
 /// A stored value as a proto value (text that is not UTF-8, lossily).
 fn value_of(cell: &Cell) -> Value {
-    let kind = match cell {
-        Cell::Null => None,
-        Cell::Integer(i) => Some(Kind::Integer(*i)),
-        Cell::Real(r) => Some(Kind::Real(*r)),
-        Cell::Text(t) => Some(Kind::Text(String::from_utf8_lossy(t).into_owned())),
-        Cell::Blob(b) => Some(Kind::Blob(b.clone())),
-    };
-    Value { kind }
+    match cell {
+        Cell::Text(text) => Value { kind: Some(Kind::Text(String::from_utf8_lossy(text).into_owned())) },
+        other => cell_to_proto(other).unwrap_or_default(),
+    }
 }

@@ -558,7 +558,8 @@ impl SqliteStateMachine {
                 Some(written) => rowids::leader_rowids(&self.writer, &keyed.hidden_rowid, &parts_ref, written)?,
                 None => LeaderRowids::Unrepresentable,
             };
-            ops.extend(self.columns_ops(&parts_ref)?);
+            // No schema change: the version is still `before`.
+            ops.extend(self.columns_ops(before, &parts_ref)?);
             ops.extend(parts.into_iter().map(op::Kind::Changeset));
             match rowids {
                 LeaderRowids::Op(rowids) => ops.extend(rowids.map(op::Kind::Rowids)),
@@ -589,8 +590,8 @@ impl SqliteStateMachine {
     /// A `Columns` op for each table `changesets` change whose columns the
     /// request's ops do not name yet: the change stream's column names, as
     /// this schema has them.
-    fn columns_ops(&self, changesets: &[&[u8]]) -> Result<Vec<op::Kind>, SqlError> {
-        let version = schema_version(&self.writer)?;
+    /// `version` is the schema version they were made under.
+    fn columns_ops(&self, version: i64, changesets: &[&[u8]]) -> Result<Vec<op::Kind>, SqlError> {
         let mut cache = self.column_names.borrow_mut();
         if cache.0 != version {
             *cache = (version, HashMap::new());
