@@ -86,6 +86,23 @@ pub trait StateMachine {
     /// Leader: opens the batch that will be proposed at `next_index`.
     fn begin_batch(&mut self, next_index: u64) -> Result<(), SqlError>;
 
+    /// True for a request this backend runs in an entry of its own, when
+    /// the entry commits, on every replica (the leader too): MySQL commits
+    /// implicitly around a schema change, so it cannot wait in an open
+    /// batch. The leader's client gets the outcome from
+    /// [`Self::take_outcomes`].
+    fn runs_alone(&self, _statements: &[Statement]) -> bool {
+        false
+    }
+
+    /// The outcome of each write of the batch just applied by
+    /// [`Self::apply_batch`], for a backend whose requests may run only
+    /// then (see [`Self::runs_alone`]); `None` keeps the results
+    /// [`Self::execute_request`] gave.
+    fn take_outcomes(&mut self) -> Option<Vec<Result<Vec<StatementResult>, RequestError>>> {
+        None
+    }
+
     /// Leader: runs one client request in the open batch. The inner error
     /// is the client's; if the request ended the batch itself,
     /// [`Self::batch_open`] is false afterwards.

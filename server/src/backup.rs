@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deeb_core::sql::Reader;
+
+use crate::backend::BackendReader;
 use deeb_proto::{BackupChunk, BackupFormat, BackupHeader};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::Status;
@@ -43,7 +45,7 @@ pub fn clear_scratch(data_dir: &Path) {
 /// `chunk_bytes`, the first with the header. `running` is held until the
 /// stream ends.
 pub fn spawn(
-    reader: Reader,
+    reader: BackendReader,
     (dir, running): (PathBuf, OwnedSemaphorePermit),
     (served_by, format): (u64, BackupFormat),
     chunk_bytes: usize,
@@ -52,7 +54,13 @@ pub fn spawn(
     #[cfg(not(madsim))]
     tokio::task::spawn_blocking(move || {
         let _running = running;
-        if let Err(error) = run(&reader, &dir, (served_by, format), chunk_bytes, &chunks) {
+        let Some(reader) = reader.sqlite() else {
+            let refusal = "the MySQL backend takes no backups through deeb: back up the node's MySQL server with \
+                           mariadb-dump --single-transaction or mariadb-backup";
+            let _ = chunks.blocking_send(Err(Status::failed_precondition(refusal)));
+            return;
+        };
+        if let Err(error) = run(reader, &dir, (served_by, format), chunk_bytes, &chunks) {
             let _ = chunks.blocking_send(Err(to_status(error)));
         }
     });

@@ -60,6 +60,40 @@ pub struct ServeConfig {
     pub hooks: Hooks,
     /// Scheduled backups (`--backup-interval`, `--backup-dir`, `--backup-keep`).
     pub backups: Option<crate::scheduled::Schedule>,
+    /// The MySQL/MariaDB server that holds this node's data (`--backend
+    /// mysql --mysql-url`); `None`: SQLite in the data directory.
+    pub mysql_url: Option<MysqlUrl>,
+}
+
+/// A MySQL URL, whose password never reaches a log (its `Debug` and
+/// `Display` show `***` instead).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MysqlUrl(pub String);
+
+impl MysqlUrl {
+    /// The URL with the password hidden.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else { return "***".into() };
+        match rest.rsplit_once('@') {
+            Some((user_password, host)) => {
+                let user = user_password.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MysqlUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for MysqlUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 impl ServeConfig {
@@ -92,6 +126,7 @@ impl ServeConfig {
             security: SecurityConfig::default(),
             hooks: Hooks::default(),
             backups: None,
+            mysql_url: None,
         }
     }
 

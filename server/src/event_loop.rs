@@ -15,7 +15,9 @@ use deeb_core::node::{
     AppliedEntries, AppliedLog, ExecutedBatch, InstalledSnapshot, LogReadError, ReceivedSnapshot, SnapshotReceiveError,
     SnapshotReceiver, SnapshotTaken,
 };
-use deeb_core::sql::{QueryError, Reader, SqliteStateMachine};
+use deeb_core::sql::QueryError;
+
+use crate::backend::{Backend, BackendReader as Reader};
 use deeb_core::{
     AdminError, ClientToken, Consistency, MemberChange, Node, NodeId, Output, ReadError, Readers as _, Role, Status,
     WriteError, WriteOutcome,
@@ -60,13 +62,13 @@ pub enum Input {
     SnapshotTaken { taken: SnapshotTaken },
     /// The batch `Output::ExecuteBatch` handed out ran (with the state
     /// machine, which comes back with it).
-    BatchExecuted { executed: Box<ExecutedBatch<SqliteStateMachine>> },
+    BatchExecuted { executed: Box<ExecutedBatch<Backend>> },
     /// The entries `Output::ApplyEntries` handed out were applied (the
     /// state machine comes back with them).
-    EntriesApplied { applied: Box<AppliedEntries<SqliteStateMachine>> },
+    EntriesApplied { applied: Box<AppliedEntries<Backend>> },
     /// The snapshot `Output::InstallSnapshot` handed out was installed (the
     /// state machine comes back with it).
-    SnapshotInstalled { installed: Box<InstalledSnapshot<SqliteStateMachine>> },
+    SnapshotInstalled { installed: Box<InstalledSnapshot<Backend>> },
     /// A peer could not be reached.
     Unreachable { to: NodeId },
 }
@@ -157,7 +159,7 @@ const DRIFTING_WAKE_MIN: Duration = Duration::from_micros(100);
 
 /// The loop's state. Owned by one task.
 pub(crate) struct EventLoop<D: Disk> {
-    node: Node<D>,
+    node: Node<D, Backend>,
     clock: LoopClock,
     inputs: mpsc::Receiver<Input>,
     loopback: mpsc::Sender<Input>,
@@ -184,7 +186,7 @@ struct Removals {
 impl<D: Disk> EventLoop<D> {
     /// A loop over an opened node, on the clock its `now` was read from.
     pub(crate) fn new(
-        node: Node<D>,
+        node: Node<D, Backend>,
         clock: LoopClock,
         inputs: mpsc::Receiver<Input>,
         loopback: mpsc::Sender<Input>,

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::backend::BackendReader as Reader;
 use deeb_core::node::{AppliedLog, LogReadError};
-use deeb_core::sql::Reader;
 use deeb_core::{Consistency, MemberChange, NodeId, Status, WriteOutcome};
 use deeb_proto::Statement;
 use tokio::sync::{mpsc, oneshot};

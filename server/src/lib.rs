@@ -8,6 +8,7 @@
 //! used on these paths, so the same code runs under madsim.
 
 pub mod api;
+pub mod backend;
 pub mod backup;
 pub mod client;
 pub mod config;

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deeb_core::sql::{QueryError, Reader};
+use deeb_core::sql::QueryError;
 use deeb_proto::{QueryChunk, Statement};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::backend::BackendReader as Reader;
 use crate::errors::{to_status, ServerError};
 
 /// Where a query's chunks go: the gRPC response stream.
@@ -86,6 +87,9 @@ pub fn spawn(
 /// chunk (then it must run where it may take its time).
 #[cfg(not(madsim))]
 fn run_inline(reader: &Reader, statement: &Statement, limits: ChunkLimits) -> Option<Result<QueryChunk, Status>> {
+    if !reader.runs_inline() {
+        return None;
+    }
     const TOO_LONG: &str = "too long to run inline";
     let (mut long, mut answer, mut made) = (false, None, 0);
     let stop = || {
@@ -157,7 +161,7 @@ mod tests {
         let statements = [sql("CREATE TABLE t (x INTEGER PRIMARY KEY)"), sql(fill)];
         sm.execute_request(&statements).expect("runs").expect("executes");
         sm.commit_batch(Applied { index: 1, term: 1 }).expect("commit");
-        let reader = sm.reader().expect("reader");
+        let reader = Reader::Sqlite(sm.reader().expect("reader"));
         (dir, reader)
     }
 

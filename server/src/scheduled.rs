@@ -393,7 +393,8 @@ struct Copy {
 
 /// The blocking part: the copy into `copied`, its digest, size and CRC32C.
 #[cfg_attr(madsim, allow(dead_code))]
-fn copy(reader: &deeb_core::sql::Reader, scratch: &Path, copied: &Path) -> Result<Copy, String> {
+fn copy(reader: &crate::backend::BackendReader, scratch: &Path, copied: &Path) -> Result<Copy, String> {
+    let reader = reader.sqlite().ok_or("scheduled backups need the SQLite backend")?;
     std::fs::create_dir_all(scratch).map_err(|error| format!("scratch directory: {error}"))?;
     let applied_index = reader.copy_into(copied).map_err(|error| format!("copy: {error}"))?;
     let (_, digest) = deeb_core::sql::file_digest(copied).map_err(|error| format!("digest: {error}"))?;

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deeb_core::disk::Disk;
+use deeb_core::sql::SqliteStateMachine;
 use deeb_core::{Node, OpenError};
+
+use crate::backend::Backend;
 use deeb_proto::deeb_server::DeebServer;
 use deeb_proto::peer_server::PeerServer;
 use deeb_proto::{AddNodeRequest, StatusRequest};
@@ -59,6 +62,20 @@ fn clock_epoch_unix_ms(now: Duration) -> u64 {
     u64::try_from(wall.saturating_sub(now).as_millis()).unwrap_or(0)
 }
 
+/// The node's database: its MySQL server with `--mysql-url`, otherwise
+/// SQLite in the data directory.
+fn open_backend(config: &ServeConfig) -> Result<Backend, OpenError> {
+    #[cfg(not(madsim))]
+    if let Some(url) = &config.mysql_url {
+        tracing::info!(node = config.id().0, mysql = %url, "data in MySQL");
+        return Ok(Backend::Mysql(crate::backend::mysql::MysqlStateMachine::open(&url.0)?));
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let mut sm = SqliteStateMachine::open(&config.data_dir.join("state.db"), config.core.seed)?;
+    sm.set_mutations(config.core.mutations.clone());
+    Ok(Backend::Sqlite(sm))
+}
+
 /// Runs one node until `shutdown` resolves or it stops on a fatal error.
 /// `disk` holds the raft log (`FsDisk` on `data_dir/log` for real; the
 /// simulator passes its own).
@@ -77,7 +94,8 @@ pub async fn run_node<D: Disk + 'static>(
     let disk = TimedDisk::new(disk, metrics.clone());
     let mut core = config.core.clone();
     core.clock_epoch_unix_ms = clock_epoch_unix_ms(clock.now());
-    let mut node = Node::open(core, disk, &config.data_dir, &config.peers, clock.now())?;
+    let backend = open_backend(&config)?;
+    let mut node = Node::open_with(core, disk, backend, &config.data_dir, &config.peers, clock.now())?;
     let statement_clock = std::time::Instant::now();
     node.set_clock(Box::new(move || statement_clock.elapsed()));
     if let Some(observer) = config.hooks.observer.clone() {

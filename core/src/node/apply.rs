@@ -7,6 +7,7 @@
 
 use deeb_proto::WriteBatch;
 
+use super::writes::Outcomes;
 use crate::sql::{Applied, ApplyError};
 use crate::state_machine::StateMachine;
 
@@ -34,6 +35,8 @@ pub struct AppliedEntries<S> {
     pub(super) sm: S,
     /// How many steps were done before one failed.
     pub(super) done: usize,
+    /// What each done step's requests did, where the state machine told.
+    pub(super) outcomes: Vec<Option<Outcomes>>,
     pub(super) result: Result<(), StepError>,
 }
 
@@ -48,7 +51,7 @@ pub(super) enum StepError {
 impl<S: StateMachine> EntriesToApply<S> {
     /// Applies the steps in order, stopping at the first that fails.
     pub fn apply(mut self) -> AppliedEntries<S> {
-        let mut done = 0;
+        let (mut done, mut outcomes) = (0, Vec::new());
         let mut result = Ok(());
         for step in std::mem::take(&mut self.steps) {
             result = run_step(&mut self.sm, step);
@@ -56,8 +59,9 @@ impl<S: StateMachine> EntriesToApply<S> {
                 break;
             }
             done += 1;
+            outcomes.push(self.sm.take_outcomes());
         }
-        AppliedEntries { sm: self.sm, done, result }
+        AppliedEntries { sm: self.sm, done, outcomes, result }
     }
 }
 

@@ -943,7 +943,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 break;
             };
             let applied = Applied { index: entry.index, term: entry.term };
-            let mut answers = VecDeque::new();
+            let (mut answers, mut own) = (VecDeque::new(), None);
             let step = match entry.data.is_empty() {
                 true => {
                     self.writes.settle_not_ours(applied.index, &mut answers)?;
@@ -951,11 +951,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 }
                 false => {
                     let batch = decode_write_batch(&entry, applied)?;
-                    self.writes.plan_apply(self.id, batch, applied, &mut answers)?
+                    self.writes.plan_apply(self.id, batch, applied, &mut answers, &mut own)?
                 }
             };
             steps.push(step);
-            entries.push(ApplyingEntry { applied, checksum: self.checksum_for_observer(&entry), answers });
+            entries.push(ApplyingEntry { applied, checksum: self.checksum_for_observer(&entry), answers, own });
         }
         let sm = self.sm.take().ok_or_else(away)?;
         self.applying = Some(Applying { applied: sm.applied(), entries });
@@ -974,7 +974,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// state machine is back, and their clients are answered.
     pub fn entries_applied(&mut self, now: Duration, done: AppliedEntries<S>) {
         self.advance_clock(now);
-        let AppliedEntries { sm, done, result } = done;
+        let AppliedEntries { sm, done, outcomes, result } = done;
         let Some(applying) = self.applying.take() else {
             self.stop(Fatal::Invariant("applied entries came back that were never sent".into()));
             return;
@@ -983,8 +983,11 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         if self.fatal.is_some() {
             return;
         }
-        for entry in applying.entries.into_iter().take(done) {
+        for (entry, outcomes) in applying.entries.into_iter().take(done).zip(outcomes) {
             self.outputs.extend(entry.answers);
+            if let Some(own) = entry.own {
+                own.answer_outcomes(outcomes, &mut self.outputs);
+            }
             self.observe_applied(entry.applied, entry.checksum);
         }
         let settled = result
@@ -1117,6 +1120,9 @@ struct ApplyingEntry {
     applied: Applied,
     checksum: u32,
     answers: VecDeque<Output>,
+    /// Our own batch applied from the log: its waiters, answered with what
+    /// applying it did.
+    own: Option<writes::InFlight>,
 }
 
 /// A committed normal entry's write batch.

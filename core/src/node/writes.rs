@@ -15,8 +15,12 @@ use super::output::{ClientToken, Output, WriteError, WriteOutcome};
 use super::{Fatal, Node};
 use crate::disk::Disk;
 use crate::ids::{LogIndex, NodeId};
-use crate::sql::{requests, Applied};
+use crate::sql::{requests, Applied, RequestError};
 use crate::state_machine::StateMachine;
+
+/// What applying a batch did, request by request (see
+/// [`StateMachine::take_outcomes`]).
+pub(super) type Outcomes = Vec<Result<Vec<StatementResult>, RequestError>>;
 
 /// Queued, executing and in-flight writes.
 #[derive(Default)]
@@ -77,7 +81,7 @@ struct Executing {
 }
 
 /// A batch proposed by this node and not yet applied.
-struct InFlight {
+pub(super) struct InFlight {
     index: u64,
     term: u64,
     /// True while the SQLite transaction that executed it is still open.
@@ -238,8 +242,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let (next_index, term) = (log.last_index() + 1, self.raw.raft.term);
         let limits = &self.config.limits;
         let requests_max = self.writes.next_batch_requests_max.take().unwrap_or(limits.batch_requests_max);
-        // A restore piece goes alone; other requests up to the next one.
-        let taken = match self.writes.queue.iter().position(|queued| queued.restore.is_some()) {
+        // A restore piece (or a request the state machine runs alone) goes
+        // alone; other requests up to the next one.
+        let alone = |queued: &QueuedWrite| queued.restore.is_some() || sm.runs_alone(&queued.statements);
+        let taken = match self.writes.queue.iter().take(requests_max).position(alone) {
             Some(0) => 1,
             Some(restore) => restore.min(requests_max),
             None => self.writes.queue.len().min(requests_max),
@@ -453,13 +459,16 @@ impl Writes {
 
     /// Plans applying a committed batch: commit our open transaction if it
     /// is our entry, otherwise apply its changesets; `answers` get our
-    /// waiters' answers, to be given once it is applied.
+    /// waiters' answers, to be given once it is applied, or, for our entry
+    /// applied from the log (no transaction was open), `own` gets our
+    /// waiters, answered with what applying it did.
     pub(super) fn plan_apply(
         &mut self,
         me: NodeId,
         batch: Box<WriteBatch>,
         applied: Applied,
         answers: &mut VecDeque<Output>,
+        own: &mut Option<InFlight>,
     ) -> Result<Step, Fatal> {
         let in_flight = self.in_flight.take_if(|flight| flight.index == applied.index);
         let Some(flight) = in_flight else { return Ok(Step::Apply(batch, applied)) };
@@ -473,12 +482,12 @@ impl Writes {
             flight.answer_unknown(answers);
             return Ok(Step::Apply(batch, applied));
         }
-        let step = match flight.transaction_open {
-            true => Step::Commit(applied),
-            false => Step::Apply(batch, applied),
-        };
+        if !flight.transaction_open {
+            *own = Some(flight);
+            return Ok(Step::Apply(batch, applied));
+        }
         flight.answer_applied(answers);
-        Ok(step)
+        Ok(Step::Commit(applied))
     }
 
     /// An entry that is not our write batch applied at `index` (or a
@@ -532,6 +541,20 @@ impl InFlight {
     fn answer_applied(self, outputs: &mut VecDeque<Output>) {
         for waiter in self.requests {
             let result = Ok(WriteOutcome { results: waiter.results.clone(), index: LogIndex(self.index) });
+            answer_all(outputs, waiter.callers.tokens(), &result);
+        }
+    }
+
+    /// Answers with what applying the entry did, request by request, if the
+    /// state machine told ([`StateMachine::take_outcomes`]); otherwise with
+    /// the results the batch's execution gave.
+    pub(super) fn answer_outcomes(self, outcomes: Option<Outcomes>, outputs: &mut VecDeque<Output>) {
+        let Some(outcomes) = outcomes.filter(|outcomes| outcomes.len() == self.requests.len()) else {
+            return self.answer_applied(outputs);
+        };
+        let index = LogIndex(self.index);
+        for (waiter, outcome) in self.requests.into_iter().zip(outcomes) {
+            let result = outcome.map(|results| WriteOutcome { results, index }).map_err(WriteError::Statement);
             answer_all(outputs, waiter.callers.tokens(), &result);
         }
     }

@@ -9,7 +9,7 @@ use deeb_core::NodeId;
 
 use super::output::Format;
 use super::pod::{self, PodPeers};
-use deeb_server::config::{parse_duration, parse_peers, ConfigError, ServeConfig};
+use deeb_server::config::{parse_duration, parse_peers, ConfigError, MysqlUrl, ServeConfig};
 use deeb_server::scheduled::Store;
 use deeb_server::security::tls::TlsFiles;
 use deeb_server::security::{ConnectionLimits, SecurityConfig};
@@ -402,6 +402,27 @@ pub struct ServeArgs {
     /// How many scheduled backups to keep (the oldest go first).
     #[arg(long, env = "DEEB_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
     pub backup_keep: u64,
+    /// Where the node keeps its data: `sqlite` (a file in --data-dir) or
+    /// `mysql` (its own MySQL or MariaDB server, --mysql-url). The raft log
+    /// stays in --data-dir either way.
+    #[arg(long, env = "DEEB_BACKEND", value_enum, default_value = "sqlite")]
+    pub backend: BackendKind,
+    /// With --backend mysql: the node's server and database,
+    /// mysql://USER:PASSWORD@HOST:PORT/DATABASE (never logged).
+    #[arg(long, env = "DEEB_MYSQL_URL", hide_env_values = true, value_parser = secret_arg)]
+    pub mysql_url: Option<Secret>,
+    /// Or a file holding that URL (a mounted secret), read at start.
+    #[arg(long, env = "DEEB_MYSQL_URL_FILE", conflicts_with = "mysql_url")]
+    pub mysql_url_file: Option<PathBuf>,
+}
+
+/// Where a node keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// SQLite, in the data directory.
+    Sqlite,
+    /// The node's own MySQL or MariaDB server.
+    Mysql,
 }
 
 /// How `deeb watch` prints a change.
@@ -586,8 +607,38 @@ impl ServeArgs {
             to,
             keep: self.backup_keep as usize,
         });
+        config.mysql_url = self.mysql_url()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The MySQL URL of `--backend mysql`, from --mysql-url or its file.
+    fn mysql_url(&self) -> Result<Option<MysqlUrl>, ConfigError> {
+        let given = self.mysql_url.is_some() || self.mysql_url_file.is_some();
+        match self.backend {
+            BackendKind::Sqlite if given => {
+                Err(ConfigError::Invalid("--mysql-url needs --backend mysql (the default is sqlite)".into()))
+            }
+            BackendKind::Sqlite => Ok(None),
+            BackendKind::Mysql => {
+                let url = match (&self.mysql_url, &self.mysql_url_file) {
+                    (Some(url), _) => url.0.clone(),
+                    (None, Some(file)) => std::fs::read_to_string(file)
+                        .map_err(|error| ConfigError::Invalid(format!("--mysql-url-file {}: {error}", file.display())))?
+                        .trim()
+                        .to_owned(),
+                    (None, None) => {
+                        return Err(ConfigError::Invalid(
+                            "--backend mysql needs --mysql-url mysql://USER:PASSWORD@HOST:PORT/DATABASE".into(),
+                        ))
+                    }
+                };
+                if !url.starts_with("mysql://") {
+                    return Err(ConfigError::Invalid("--mysql-url must start with mysql://".into()));
+                }
+                Ok(Some(MysqlUrl(url)))
+            }
+        }
     }
 
     /// `--id`, or the ordinal in the host name (which must then be the

@@ -26,6 +26,8 @@ pub struct Cluster {
     pub http_ports: BTreeMap<u64, u16>,
     pub children: BTreeMap<u64, Child>,
     pub extra_args: Vec<String>,
+    /// Arguments of one node only (e.g. its own `--mysql-url`).
+    pub node_args: BTreeMap<u64, Vec<String>>,
     /// How `status`, `execute` and `query` connect (TLS, credentials).
     pub options: Options,
     /// Strings no log line may hold (passwords, tokens); key material is
@@ -105,6 +107,7 @@ impl Cluster {
             http_ports: (1..=size).map(|id| (id, free_port())).collect(),
             children: BTreeMap::new(),
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            node_args: BTreeMap::new(),
             options: Options::default(),
             secrets: Vec::new(),
             launcher: launcher.iter().map(|arg| (*arg).to_owned()).collect(),
@@ -198,6 +201,7 @@ impl Cluster {
             .arg(self.data_dir(id))
             .args(args)
             .args(&self.extra_args)
+            .args(self.node_args.get(&id).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

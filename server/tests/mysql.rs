@@ -1,0 +1,244 @@
+//! The MySQL/MariaDB sidecar backend against real servers: three MariaDB
+//! servers the test starts on loopback (`mariadbd --no-defaults`), one per
+//! `deeb serve --backend mysql`. Needs MariaDB installed (`.ci/run` installs
+//! it); every server and node is stopped when the test ends.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{wait_for, Cluster};
+use deeb_client::Options;
+use deeb_proto::ErrorCode;
+use deeb_server::backend::mysql::local::LocalServer;
+use mysql::prelude::Queryable;
+
+/// Three MariaDB servers and the deeb cluster over them (dropped first).
+struct MysqlCluster {
+    cluster: Cluster,
+    servers: Vec<LocalServer>,
+}
+
+impl MysqlCluster {
+    fn start(extra_args: &[&str]) -> Self {
+        let mut cluster = Cluster::unstarted(&[], 3, extra_args);
+        let mut servers = Vec::new();
+        for id in 1..=3u64 {
+            let dir = cluster.dir.path().join(format!("mariadb-{id}"));
+            let server = LocalServer::start(&dir, common::free_port()).expect("start MariaDB (is it installed?)");
+            cluster.secrets.push(server.password().to_owned());
+            let args = ["--backend", "mysql", "--mysql-url", &server.url()].map(String::from).to_vec();
+            cluster.node_args.insert(id, args);
+            servers.push(server);
+        }
+        for id in 1..=3 {
+            cluster.spawn(id);
+        }
+        MysqlCluster { cluster, servers }
+    }
+
+    fn server(&self, id: u64) -> &LocalServer {
+        &self.servers[usize::try_from(id - 1).expect("small")]
+    }
+
+    /// Every row of `table` on node `id`'s server, in primary key order,
+    /// read directly (not through deeb).
+    fn rows(&self, id: u64, table: &str) -> Vec<Vec<mysql::Value>> {
+        let mut conn = self.server(id).connect_root().expect("root connection");
+        let rows: Vec<mysql::Row> = conn.query(format!("SELECT * FROM {table} ORDER BY 1")).expect("select");
+        rows.into_iter().map(mysql::Row::unwrap).collect()
+    }
+}
+
+async fn execute(cluster: &Cluster, id: u64, sql: &str) -> deeb_proto::ExecuteResponse {
+    cluster.execute(id, sql).await.unwrap_or_else(|error| panic!("{sql}: {error:?}"))
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE parent (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(40) NOT NULL, \
+     at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), r DOUBLE, touched INT NOT NULL DEFAULT 0) ENGINE=InnoDB",
+    "CREATE TABLE child (id INT AUTO_INCREMENT PRIMARY KEY, parent INT NOT NULL, note VARCHAR(60), \
+     FOREIGN KEY (parent) REFERENCES parent(id) ON DELETE CASCADE)",
+    "CREATE TABLE audit (parent_id INT PRIMARY KEY, what VARCHAR(80), at DATETIME(6), r DOUBLE)",
+    "CREATE TABLE counters (name VARCHAR(20) PRIMARY KEY, n INT NOT NULL)",
+    "CREATE TRIGGER parent_audit AFTER INSERT ON parent FOR EACH ROW BEGIN \
+     INSERT INTO audit (parent_id, what, at, r) VALUES (NEW.id, CONCAT('new ', NEW.name), NOW(6), RAND()); END",
+    "CREATE TRIGGER parent_touch BEFORE UPDATE ON parent FOR EACH ROW BEGIN SET NEW.touched = OLD.touched + 1; END",
+];
+
+/// One round of the workload: every kind of statement the determinism
+/// check covers.
+fn workload(round: u64) -> Vec<String> {
+    vec![
+        format!("INSERT INTO parent (name, r) VALUES ('p{round}', RAND())"),
+        format!(
+            "INSERT INTO parent (name, r) VALUES ('a{round}', RAND()), ('b{round}', RAND() * 2), ('c{round}', NULL)"
+        ),
+        format!(
+            "INSERT INTO child (parent, note) SELECT id, CONCAT('of ', name, ' at ', NOW(6)) FROM parent \
+             WHERE name IN ('p{round}', 'b{round}')"
+        ),
+        format!("INSERT INTO counters VALUES ('c{}', 1) ON DUPLICATE KEY UPDATE n = n + 1", round % 5),
+        format!("UPDATE parent SET r = RAND() WHERE id % 7 = {}", round % 7),
+        format!("DELETE FROM parent WHERE id % 11 = {} ORDER BY id LIMIT 2", round % 11),
+    ]
+}
+
+#[tokio::test]
+async fn statements_replicate_deterministically_through_a_leader_kill() {
+    let mut mysql = MysqlCluster::start(&[]);
+    let leader = mysql.cluster.wait_leader(&[1, 2, 3]).await;
+    for sql in SCHEMA {
+        execute(&mysql.cluster, leader, sql).await;
+    }
+    // Two clients write through every node until told to stop; the leader
+    // is killed and restarted while they write.
+    let addresses: Vec<String> = (1..=3).map(|id| mysql.cluster.addr(id)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = |first: u64| {
+        let (addresses, stop) = (addresses.clone(), stop.clone());
+        async move {
+            let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+            let client = deeb_client::Client::new(&refs, Options::default());
+            let (mut acknowledged, mut failed) = (0, 0);
+            // Bounded: 5,000 rounds is far more than the test's seconds take.
+            for round in (first..first + 10_000).step_by(2) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for sql in workload(round) {
+                    match client.execute_sql(&sql).await {
+                        Ok(_) => acknowledged += 1,
+                        Err(error) => {
+                            assert_ne!(error.error_code, Some(ErrorCode::Refused), "{sql}: {error:?}");
+                            failed += 1;
+                        }
+                    }
+                }
+            }
+            (acknowledged, failed)
+        }
+    };
+    let (one, two) = (tokio::spawn(writer(0)), tokio::spawn(writer(1)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leader = mysql.cluster.wait_leader(&[1, 2, 3]).await;
+    mysql.cluster.kill(leader);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    mysql.cluster.spawn(leader);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!one.is_finished() && !two.is_finished(), "the writers wrote all along");
+    stop.store(true, Ordering::Relaxed);
+    let (one, two) = (one.await.expect("writer"), two.await.expect("writer"));
+    println!("writes acknowledged {} / failed {} (leader {leader} killed and restarted)", one.0 + two.0, one.1 + two.1);
+    assert!(one.0 + two.0 > 100, "the cluster kept taking writes: {one:?} {two:?}");
+    let last = execute(&mysql.cluster, 1, "INSERT INTO counters VALUES ('end', 1)").await.index;
+    mysql.cluster.assert_equal_digests(&[1, 2, 3], last).await;
+    for table in ["parent", "child", "audit", "counters"] {
+        let first = mysql.rows(1, table);
+        assert!(!first.is_empty(), "{table} has rows");
+        for id in [2, 3] {
+            assert_eq!(mysql.rows(id, table), first, "{table} on node {id}'s server differs from node 1's");
+        }
+    }
+    let audit = mysql.rows(1, "audit");
+    let distinct: std::collections::BTreeSet<String> = audit.iter().map(|row| format!("{:?}", row[3])).collect();
+    assert!(distinct.len() > audit.len() / 2, "RAND() drew different numbers per row");
+}
+
+/// The statements MySQL's replication cannot run alike everywhere, each with
+/// the words its error must hold.
+const UNSAFE: &[(&str, &str)] = &[
+    ("INSERT INTO t (v) VALUES (UUID())", "UUID()"),
+    ("INSERT INTO t (n) VALUES (UUID_SHORT())", "UUID_SHORT()"),
+    ("INSERT INTO t (v) VALUES (SYSDATE())", "SYSDATE()"),
+    ("INSERT INTO t (v) VALUES (USER())", "USER()"),
+    ("INSERT INTO t (n) VALUES (CONNECTION_ID())", "CONNECTION_ID()"),
+    ("INSERT INTO t (n) VALUES (FOUND_ROWS())", "FOUND_ROWS()"),
+    ("INSERT INTO t (n) VALUES (GET_LOCK('x', 0))", "GET_LOCK()"),
+    ("INSERT INTO t (v) VALUES (LOAD_FILE('/etc/hostname'))", "LOAD_FILE()"),
+    ("INSERT INTO t (n) VALUES (SLEEP(1))", "SLEEP()"),
+    ("INSERT INTO t (v) VALUES (@@hostname)", "system variable"),
+    ("INSERT INTO t (n) VALUES (f(1))", "stored or loadable function"),
+    ("UPDATE t SET n = 1 LIMIT 1", "ORDER BY"),
+    ("DELETE FROM t ORDER BY v LIMIT 1", "primary key's columns"),
+    ("INSERT INTO two (a, b) VALUES (1, 1) ON DUPLICATE KEY UPDATE b = 2", "more than one unique key"),
+    ("LOAD DATA INFILE '/tmp/x' INTO TABLE t", "parse"),
+    ("XA START 'x'", "parse"),
+    ("LOCK TABLES t WRITE", "LOCK TABLES"),
+    ("CALL p()", "stored procedures"),
+    ("CREATE PROCEDURE q() BEGIN SELECT 1; END", "parse"),
+    ("CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t", "parse"),
+    ("CREATE TABLE s AS SELECT * FROM t", "CREATE TABLE ... SELECT"),
+    ("CREATE TEMPORARY TABLE tmp (id INT PRIMARY KEY)", "temporary"),
+    ("INSERT INTO mysql.user (Host) VALUES ('x')", "another database"),
+    ("CREATE TABLE nokey (a INT)", "PRIMARY KEY"),
+    ("INSERT INTO keyless (a) VALUES (1)", "no PRIMARY KEY"),
+    ("SET @x = 1", "SET"),
+];
+
+#[tokio::test]
+async fn unsafe_statements_are_refused_before_they_are_proposed() {
+    let mysql = MysqlCluster::start(&[]);
+    let cluster = &mysql.cluster;
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    execute(cluster, leader, "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(100), n BIGINT)").await;
+    execute(cluster, leader, "CREATE TABLE two (a INT PRIMARY KEY, b INT UNIQUE)").await;
+    // Tables and functions made behind deeb's back (deeb would refuse them).
+    let mut root = mysql.server(leader).connect_root().expect("root");
+    root.query_drop("CREATE TABLE keyless (a INT)").expect("keyless table");
+    root.query_drop("CREATE FUNCTION f(x INT) RETURNS INT DETERMINISTIC RETURN x + 1").expect("stored function");
+    let before = cluster.status(leader).await.expect("status");
+    for (sql, reason) in UNSAFE {
+        let error = cluster.execute(leader, sql).await.expect_err(sql);
+        assert_eq!(error.error_code, Some(ErrorCode::Refused), "{sql}: {error:?}");
+        assert!(error.message.contains(reason), "{sql}: {:?} does not name {reason:?}", error.message);
+    }
+    let after = cluster.status(leader).await.expect("status");
+    assert_eq!(
+        (after.term, after.commit_index),
+        (before.term, before.commit_index),
+        "nothing was proposed for {} refused statements",
+        UNSAFE.len()
+    );
+    // And the node keeps serving.
+    let inserted = execute(cluster, leader, "INSERT INTO t (v, n) VALUES ('ok', 1), ('ok too', 2)").await;
+    assert_eq!((inserted.results[0].rows_affected, inserted.results[0].last_insert_id), (2, 1));
+    let error = cluster.execute(leader, "INSERT INTO t (id, v) VALUES (1, 'again')").await.expect_err("duplicate");
+    assert_eq!(error.error_code, Some(ErrorCode::Constraint), "{error:?}");
+    assert!(error.message.contains("1062"), "MySQL's code: {}", error.message);
+    // The digests cover every table: the one made behind deeb's back goes.
+    root.query_drop("DROP TABLE keyless").expect("drop");
+    cluster.assert_equal_digests(&[1, 2, 3], inserted.index).await;
+}
+
+#[tokio::test]
+async fn a_follower_whose_data_was_changed_stops_with_a_divergence_error() {
+    let mut mysql = MysqlCluster::start(&[]);
+    let leader = mysql.cluster.wait_leader(&[1, 2, 3]).await;
+    execute(&mysql.cluster, leader, "CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)").await;
+    let filled = execute(&mysql.cluster, leader, "INSERT INTO t VALUES (1, 0), (2, 0), (3, 0), (4, 0)").await;
+    let victim = (1..=3).find(|id| *id != leader).expect("a follower");
+    mysql.cluster.wait_applied(victim, filled.index).await;
+    let mut root = mysql.server(victim).connect_root().expect("root");
+    root.query_drop("DELETE FROM t WHERE id = 3").expect("a change behind deeb's back");
+    let changed = execute(&mysql.cluster, leader, "UPDATE t SET n = n + 1").await;
+    assert_eq!(changed.results[0].rows_affected, 4);
+    let child = mysql.cluster.children.get_mut(&victim).expect("running");
+    let exited = wait_for(Duration::from_secs(20), "the changed follower to stop", || {
+        let status = child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    assert!(!exited.success(), "stopped with an error");
+    let log = std::fs::read_to_string(mysql.cluster.dir.path().join(format!("node-{victim}.log"))).expect("log");
+    assert!(
+        log.contains(&format!("replica divergence at index {}", changed.index)) && log.contains("affected 3 rows"),
+        "the log names the entry and what differed"
+    );
+    mysql.cluster.children.remove(&victim);
+    let others: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
+    let later = execute(&mysql.cluster, leader, "INSERT INTO t VALUES (5, 0)").await;
+    mysql.cluster.assert_equal_digests(&others, later.index).await;
+}
