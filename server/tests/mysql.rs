@@ -13,6 +13,7 @@ use common::{wait_for, Cluster};
 use deeb_client::Options;
 use deeb_proto::ErrorCode;
 use deeb_server::backend::mysql::local::LocalServer;
+use deeb_server::backend::mysql::MysqlStateMachine;
 use mysql::prelude::Queryable;
 
 /// Three MariaDB servers and the deeb cluster over them (dropped first).
@@ -241,4 +242,20 @@ async fn a_follower_whose_data_was_changed_stops_with_a_divergence_error() {
     let others: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
     let later = execute(&mysql.cluster, leader, "INSERT INTO t VALUES (5, 0)").await;
     mysql.cluster.assert_equal_digests(&others, later.index).await;
+}
+
+#[test]
+fn the_state_machine_conformance_suite_passes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = LocalServer::start(&dir.path().join("mariadb"), common::free_port()).expect("start MariaDB");
+    let mut root = server.connect_root().expect("root");
+    // Each scenario's state machine gets a new database, named after the
+    // path the suite gives it.
+    let mut open = |path: &std::path::Path| {
+        let name = path.file_name().expect("name").to_string_lossy().replace('-', "_");
+        root.query_drop(format!("DROP DATABASE IF EXISTS {name}")).expect("drop");
+        root.query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4")).expect("create");
+        MysqlStateMachine::open(&server.url_of(&name)).expect("open the MySQL state machine")
+    };
+    deeb_core::conformance::run_all(dir.path(), &mut open);
 }

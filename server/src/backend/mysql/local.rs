@@ -141,7 +141,12 @@ impl LocalServer {
 
     /// The `--mysql-url` of database `deeb` on this server.
     pub fn url(&self) -> String {
-        format!("mysql://deeb:{}@127.0.0.1:{}/deeb", self.password, self.port)
+        self.url_of("deeb")
+    }
+
+    /// The URL of another database on this server.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("mysql://deeb:{}@127.0.0.1:{}/{database}", self.password, self.port)
     }
 
     /// The password in [`Self::url`] (for checking logs never show it).

@@ -486,6 +486,23 @@ impl MysqlStateMachine {
         Ok(builtin)
     }
 
+    /// MySQL's own error for a statement the parser could not read, if
+    /// preparing it (which runs nothing) fails: a syntax error is the
+    /// client's, not a refusal.
+    fn syntax_error(&self, at: usize, sql: &str) -> Option<RequestError> {
+        let mut conn = self.readers.connection().ok()?;
+        match conn.prep(sql) {
+            Ok(prepared) => {
+                let _ = conn.close(prepared);
+                None
+            }
+            Err(mysql::Error::MySqlError(error)) if error.code == 1064 => {
+                Some(RequestError::new(at, statement_error(&error)))
+            }
+            Err(_) => None,
+        }
+    }
+
     /// The statement as replicated, with the context it runs under.
     fn replicated(statement: &Statement, batch: &Batch, at: usize) -> MysqlStatement {
         let (rand_seed1, rand_seed2) = seeds(batch.next_index, batch.requests, at);
@@ -817,7 +834,9 @@ impl StateMachine for MysqlStateMachine {
             }
             let plan = match refuse::check_write(&statement.sql) {
                 Ok(plan) => plan,
-                Err(refusal) => return Ok(Err(refused(at, refusal))),
+                Err(refusal) if refuse::parses(&statement.sql) => return Ok(Err(refused(at, refusal))),
+                // MySQL says what is wrong with a statement that is not SQL.
+                Err(refusal) => return Ok(Err(self.syntax_error(at, &statement.sql).unwrap_or(refused(at, refusal)))),
             };
             if plan.schema_change && statements.len() > 1 {
                 return Ok(Err(refused(

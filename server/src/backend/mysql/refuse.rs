@@ -116,6 +116,12 @@ fn first_keyword(sql: &str) -> &str {
     &rest[..end]
 }
 
+/// True if the parser reads `sql` (false: a syntax error, or MySQL syntax
+/// the parser does not know).
+pub(crate) fn parses(sql: &str) -> bool {
+    Parser::parse_sql(&MySqlDialect {}, sql).is_ok()
+}
+
 fn parse_one(sql: &str) -> Result<Statement, Refusal> {
     let mut statements = Parser::parse_sql(&MySqlDialect {}, sql).map_err(|error| {
         format!("refused: deeb could not parse the statement to check it is deterministic ({error})")
