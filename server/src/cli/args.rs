@@ -452,6 +452,11 @@ pub struct DevArgs {
     /// prints how to connect.
     #[arg(long)]
     pub secure: bool,
+    /// `mysql`: each node keeps its data in a MariaDB server of its own,
+    /// started here (data under --dir, port base-port + 300 + N - 1, needs
+    /// `apt-get install mariadb-server`) and stopped with the cluster.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: BackendKind,
 }
 
 /// `deeb bench` flags.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::args::DevArgs;
+use deeb_server::backend::mysql::local::LocalServer;
+
+use super::args::{BackendKind, DevArgs};
 use super::commands;
 
 /// Child processes killed when dropped (also on panic or early return).
@@ -50,12 +52,28 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     let peers: Vec<String> =
         peer_addresses.iter().enumerate().map(|(index, address)| format!("{}={address}", index + 1)).collect();
     let secured = if args.secure { Some(Secured::prepare(&args.dir, args.nodes)?) } else { None };
+    // Stopped after the nodes (dropped after `children`).
+    let mut mariadb = Vec::new();
+    if args.backend == BackendKind::Mysql {
+        for index in 0..args.nodes {
+            let dir = args.dir.join(format!("mariadb-{}", index + 1));
+            let server = LocalServer::start(&dir, port(MYSQL_PORT_OFFSET + index)?)?;
+            let url_file = dir.join("url");
+            write_secret(&url_file, &server.url())?;
+            println!("node {}: MariaDB on 127.0.0.1:{} (data in {})", index + 1, server.port(), dir.display());
+            mariadb.push((server, url_file));
+        }
+    }
     let mut children = Children(Vec::new());
     let mut started = Vec::new();
     for (index, (address, peer_address)) in addresses.iter().zip(&peer_addresses).enumerate() {
         let id = index as u64 + 1;
         let listeners = Listeners { client: address, peer: peer_address, http: &http_addresses[index] };
-        let extra = secured.as_ref().map(|secured| secured.node_flags(id)).unwrap_or_default();
+        let mut extra = secured.as_ref().map(|secured| secured.node_flags(id)).unwrap_or_default();
+        if let Some((_, url_file)) = mariadb.get(index) {
+            let url_file = url_file.to_string_lossy().into_owned();
+            extra.extend(["--backend".to_owned(), "mysql".to_owned(), "--mysql-url-file".to_owned(), url_file]);
+        }
         let (child, command_line) = spawn_node(id, listeners, &peers.join(","), (&args.dir, &extra), log_level)?;
         started.push(format!("node {id}: pid {}: {command_line}", child.id().unwrap_or(0)));
         children.0.push(child);
@@ -95,11 +113,27 @@ pub async fn run(args: &DevArgs, log_level: &str) -> Result<(), String> {
     super::shutdown_signal().await;
     println!("stopping");
     drop(children);
+    drop(mariadb);
     Ok(())
+}
+
+/// Writes `text` to a file only its owner reads.
+fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|error| format!("{}: {error}", path.display()))
 }
 
 /// Node N's peer listener is on base-port + this + N - 1.
 const PEER_PORT_OFFSET: u64 = 100;
+/// Node N's MariaDB server (`--backend mysql`) is on base-port + this + N - 1.
+const MYSQL_PORT_OFFSET: u64 = 300;
 /// Node N's HTTP API is on base-port - this + N - 1 (4001 for node 1, as
 /// rqlite's).
 const HTTP_PORT_BELOW: u64 = 3000;

@@ -463,9 +463,9 @@ pub async fn status(call: Call, Query(params): Query<Params>) -> Response {
 }
 
 /// `GET /readyz` (the `ready` permission): 200 with a known leader, this
-/// node in the cluster's configuration (not removed, not still joining)
-/// and caught up to within `READY_LAG_MAX` entries of what it knows
-/// committed; 503 otherwise; `?noleader` checks only that the node answers.
+/// node in the cluster's configuration (not removed, not still joining),
+/// caught up to within `READY_LAG_MAX` entries of what it knows committed
+/// and its database answering a local read; 503 otherwise; `?noleader` checks only that the node answers.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health", params(("noleader" = Option<String>, Query,
         description = "Only check that the node answers")),
     responses(
@@ -496,6 +496,11 @@ pub async fn readyz(call: Call, Query(params): Query<Params>) -> Response {
     let lag = status.commit_index.saturating_sub(status.applied_index);
     if lag > READY_LAG_MAX {
         let line = format!("[+]node ok\n[+]leader ok\n[-]store not ready: {lag} entries behind");
+        return text(StatusCode::SERVICE_UNAVAILABLE, line);
+    }
+    // The database answers a local read (a MySQL sidecar may be down).
+    if let Err(message) = api.local_status().await {
+        let line = format!("[+]node ok\n[+]leader ok\n[-]store not ready: {message}");
         return text(StatusCode::SERVICE_UNAVAILABLE, line);
     }
     text(StatusCode::OK, "[+]node ok\n[+]leader ok\n[+]store ok".into())

@@ -46,6 +46,7 @@ impl LocalServer {
     pub fn start(dir: &Path, port: u16) -> Result<LocalServer, String> {
         let data = dir.join("data");
         std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+        // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
         if !data.join("mysql").is_dir() {
             let mut install = Command::new(program("mariadb-install-db")?);
@@ -95,8 +96,20 @@ impl LocalServer {
             .arg(format!("--port={}", self.port))
             .args(["--bind-address=127.0.0.1", "--innodb-buffer-pool-size=64M", "--max-connections=200"])
             .args(["--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci"]);
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             command.arg("--user=root");
+        }
+        // SAFETY: prctl only, between fork and exec: the server dies with
+        // the thread that started it (a test, `deeb dev`), however it dies.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let child = command
             .stdin(Stdio::null())
@@ -182,6 +195,7 @@ impl LocalServer {
     pub fn stop(&mut self, kill: bool) {
         let Some(mut child) = self.child.take() else { return };
         if !kill {
+            // SAFETY: a signal to our own child, which has not been reaped.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {

@@ -30,7 +30,7 @@ pub use snapshot::Taker as MysqlSnapshotTaker;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deeb_core::sql::{
     Applied, ApplyError, Clock, ErrorClass, Executed, QueryError, RequestError, SqlError, StatementError, WriteLimits,
@@ -95,13 +95,39 @@ pub(crate) fn quote(name: &str) -> String {
 
 /// Opens a connection with deeb's session settings.
 pub(crate) fn connect(opts: &Opts) -> Result<Conn, SqlError> {
-    let mut conn = Conn::new(opts.clone()).map_err(sql_error)?;
+    connect_checked(opts).map_err(sql_error)
+}
+
+/// Connects, waiting while the server cannot be reached (it is starting,
+/// stopped, or the network is down), logging why every half minute. A
+/// server that answers with an error (access denied, no such database) is
+/// not waited for.
+fn wait_for_server(opts: &Opts) -> Result<Conn, SqlError> {
+    const LOG_EVERY: u32 = 30;
+    let mut attempts = 0u32;
+    loop {
+        match connect_checked(opts) {
+            Ok(conn) => return Ok(conn),
+            Err(error @ mysql::Error::MySqlError(_)) => return Err(sql_error(error)),
+            Err(error) => {
+                if attempts % LOG_EVERY == 0 {
+                    tracing::warn!(%error, "the node's MySQL server cannot be reached: nothing is applied until it is");
+                }
+                attempts = attempts.wrapping_add(1);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// [`connect`], keeping MySQL's own error.
+fn connect_checked(opts: &Opts) -> Result<Conn, mysql::Error> {
+    let mut conn = Conn::new(opts.clone())?;
     conn.query_drop(format!(
         "SET SESSION sql_mode = '{SQL_MODE}', time_zone = '{TIME_ZONE}', NAMES {CHARACTER_SET}, \
          auto_increment_increment = 1, auto_increment_offset = 1, foreign_key_checks = 1, autocommit = 1"
-    ))
-    .map_err(sql_error)?;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").map_err(sql_error)?;
+    ))?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
     Ok(conn)
 }
 
@@ -261,7 +287,45 @@ fn read_result<P: mysql::prelude::Protocol>(
 }
 
 fn column(column: &mysql::Column) -> Column {
-    Column { name: column.name_str().into_owned(), declared_type: format!("{:?}", column.column_type()) }
+    Column { name: column.name_str().into_owned(), declared_type: type_name(column).to_owned() }
+}
+
+/// The SQL name of a column's type, as MySQL's DDL spells it.
+fn type_name(column: &mysql::Column) -> &'static str {
+    use mysql::consts::ColumnType as T;
+    let binary = column.character_set() == 63;
+    match column.column_type() {
+        T::MYSQL_TYPE_TINY => "tinyint",
+        T::MYSQL_TYPE_SHORT => "smallint",
+        T::MYSQL_TYPE_INT24 => "mediumint",
+        T::MYSQL_TYPE_LONG => "int",
+        T::MYSQL_TYPE_LONGLONG => "bigint",
+        T::MYSQL_TYPE_FLOAT => "float",
+        T::MYSQL_TYPE_DOUBLE => "double",
+        T::MYSQL_TYPE_DECIMAL | T::MYSQL_TYPE_NEWDECIMAL => "decimal",
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => "date",
+        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2 => "datetime",
+        T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2 => "timestamp",
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => "time",
+        T::MYSQL_TYPE_YEAR => "year",
+        T::MYSQL_TYPE_BIT => "bit",
+        T::MYSQL_TYPE_JSON => "json",
+        T::MYSQL_TYPE_ENUM => "enum",
+        T::MYSQL_TYPE_SET => "set",
+        T::MYSQL_TYPE_GEOMETRY => "geometry",
+        T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING if binary => "varbinary",
+        T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => "varchar",
+        T::MYSQL_TYPE_STRING if binary => "binary",
+        T::MYSQL_TYPE_STRING => "char",
+        T::MYSQL_TYPE_TINY_BLOB | T::MYSQL_TYPE_MEDIUM_BLOB | T::MYSQL_TYPE_LONG_BLOB | T::MYSQL_TYPE_BLOB
+            if binary =>
+        {
+            "blob"
+        }
+        T::MYSQL_TYPE_TINY_BLOB | T::MYSQL_TYPE_MEDIUM_BLOB | T::MYSQL_TYPE_LONG_BLOB | T::MYSQL_TYPE_BLOB => "text",
+        T::MYSQL_TYPE_NULL => "null",
+        _ => "",
+    }
 }
 
 /// What deeb knows of the schema to check statements: each table's
@@ -304,7 +368,7 @@ impl MysqlStateMachine {
         if opts.get_db_name().is_none_or(str::is_empty) {
             return Err(SqlError::Other("--mysql-url names no database (mysql://USER:PASS@HOST:PORT/DB)".into()));
         }
-        let mut conn = connect(&opts)?;
+        let mut conn = wait_for_server(&opts)?;
         let (lock_mode, flush): (Option<u64>, Option<u64>) = conn
             .query_first("SELECT @@innodb_autoinc_lock_mode, @@innodb_flush_log_at_trx_commit")
             .map_err(sql_error)?
@@ -641,6 +705,88 @@ impl MysqlStateMachine {
         Ok(())
     }
 
+    /// Applies a committed batch (one try; see [`Self::applying`]).
+    fn apply_batch_once(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
+        if let [write] = &batch.writes[..] {
+            if let [Op { kind: Some(op::Kind::Mysql(statement)) }] = &write.ops[..] {
+                if statement.schema_change {
+                    return self.apply_schema_change(write, statement, applied);
+                }
+            }
+        }
+        self.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
+        for write in &batch.writes {
+            if let Err(error) = self.apply_write(write, applied.index) {
+                let _ = self.conn.query_drop("ROLLBACK");
+                return Err(error);
+            }
+        }
+        self.finish_entry(applied, "")?;
+        Ok(())
+    }
+
+    fn apply_membership_once(
+        &mut self,
+        applied: Applied,
+        conf_state: &[u8],
+        members: &[(u64, Option<String>)],
+    ) -> Result<(), SqlError> {
+        self.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
+        self.conn.exec_drop("UPDATE _deeb_state SET conf_state = ? WHERE id = 1", (conf_state,)).map_err(sql_error)?;
+        for (id, address) in members {
+            match address {
+                Some(address) => self
+                    .conn
+                    .exec_drop("REPLACE INTO _deeb_members (id, address) VALUES (?, ?)", (id, address.as_bytes())),
+                None => self.conn.exec_drop("DELETE FROM _deeb_members WHERE id = ?", (id,)),
+            }
+            .map_err(sql_error)?;
+        }
+        self.finish_entry(applied, "")
+    }
+
+    /// Runs one apply step. If it failed because the connection to MySQL
+    /// broke (the server stopped or cannot be reached), waits until MySQL
+    /// is back, settles what the break interrupted, and runs the step again
+    /// unless it had committed: a node whose MySQL is away applies nothing
+    /// (and says so in /readyz) and catches up when it returns.
+    fn applying<E: From<SqlError>>(
+        &mut self,
+        applied: Applied,
+        mut step: impl FnMut(&mut Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        loop {
+            if applied.index <= self.applied.index {
+                return Ok(());
+            }
+            match step(self) {
+                Err(_) if self.conn.ping().is_err() => self.reconnect()?,
+                result => return result,
+            }
+        }
+    }
+
+    /// Waits for MySQL and opens the applier connection again.
+    fn reconnect(&mut self) -> Result<(), SqlError> {
+        self.batch = None;
+        self.conn = wait_for_server(&self.opts)?;
+        self.readers.forget_idle();
+        self.set_statement_timeout();
+        snapshot::finish_install(&mut self.conn)?;
+        self.settle_schema_change()?;
+        self.applied = self.read_applied()?;
+        tracing::info!(applied = self.applied.index, "MySQL is back: applying resumes");
+        Ok(())
+    }
+
+    fn set_statement_timeout(&mut self) {
+        let seconds = self.limits.statement_timeout.as_secs_f64();
+        // MariaDB's statement deadline (MySQL has none for writes).
+        if let Err(error) = self.conn.query_drop(format!("SET SESSION max_statement_time = {seconds}")) {
+            tracing::debug!(%error, "no max_statement_time on this server");
+        }
+    }
+
     /// Records an idempotency key with its results (in the open
     /// transaction).
     fn record(&mut self, key: &str, index: u64, results: &[StatementResult]) -> Result<(), SqlError> {
@@ -780,13 +926,8 @@ impl StateMachine for MysqlStateMachine {
     type Snapshots = snapshot::Taker;
 
     fn set_limits(&mut self, limits: WriteLimits) {
-        let seconds = limits.statement_timeout.as_secs_f64();
-        // MariaDB's statement deadline (MySQL has none for writes).
-        if let Err(error) = self.conn.query_drop(format!("SET SESSION max_statement_time = {seconds}")) {
-            tracing::debug!(%error, "no max_statement_time on this server");
-        }
-        self.readers.set_timeout(limits.statement_timeout);
         self.limits = limits;
+        self.set_statement_timeout();
     }
 
     fn set_clock(&mut self, _clock: Clock) {}
@@ -910,30 +1051,14 @@ impl StateMachine for MysqlStateMachine {
     }
 
     fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
-        if applied.index <= self.applied.index {
-            return Ok(());
-        }
-        if let [write] = &batch.writes[..] {
-            if let [Op { kind: Some(op::Kind::Mysql(statement)) }] = &write.ops[..] {
-                if statement.schema_change {
-                    return self.apply_schema_change(write, statement, applied);
-                }
-            }
-        }
-        self.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
-        for write in &batch.writes {
-            if let Err(error) = self.apply_write(write, applied.index) {
-                let _ = self.conn.query_drop("ROLLBACK");
-                return Err(error);
-            }
-        }
-        self.finish_entry(applied, "")?;
-        Ok(())
+        self.applying(applied, |sm| sm.apply_batch_once(batch, applied))
     }
 
     fn apply_empty(&mut self, applied: Applied) -> Result<(), SqlError> {
-        self.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
-        self.finish_entry(applied, "")
+        self.applying(applied, |sm| {
+            sm.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
+            sm.finish_entry(applied, "")
+        })
     }
 
     fn apply_membership(
@@ -942,18 +1067,7 @@ impl StateMachine for MysqlStateMachine {
         conf_state: &[u8],
         members: &[(u64, Option<String>)],
     ) -> Result<(), SqlError> {
-        self.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
-        self.conn.exec_drop("UPDATE _deeb_state SET conf_state = ? WHERE id = 1", (conf_state,)).map_err(sql_error)?;
-        for (id, address) in members {
-            match address {
-                Some(address) => self
-                    .conn
-                    .exec_drop("REPLACE INTO _deeb_members (id, address) VALUES (?, ?)", (id, address.as_bytes())),
-                None => self.conn.exec_drop("DELETE FROM _deeb_members WHERE id = ?", (id,)),
-            }
-            .map_err(sql_error)?;
-        }
-        self.finish_entry(applied, "")
+        self.applying(applied, |sm| sm.apply_membership_once(applied, conf_state, members))
     }
 
     fn readers(&self) -> MysqlReaders {
@@ -983,29 +1097,39 @@ impl StateMachine for MysqlStateMachine {
 #[derive(Clone)]
 pub struct MysqlReaders {
     opts: Opts,
-    idle: Arc<Mutex<Vec<Conn>>>,
+    idle: Idle,
 }
+
+/// Idle read connections, with when each was last used.
+type Idle = Arc<Mutex<Vec<(Conn, Instant)>>>;
+
+/// A connection idle longer than this is pinged before use (the server
+/// may have restarted meanwhile).
+const PING_AFTER: Duration = Duration::from_secs(5);
 
 /// Idle read connections kept.
 const READERS_IDLE_MAX: usize = 32;
 
 impl MysqlReaders {
-    fn set_timeout(&self, timeout: Duration) {
-        // Connections opened from now on carry it; none are open yet.
-        let _ = timeout;
+    /// Drops the idle connections (the server went away).
+    fn forget_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 
     /// A read-only connection, from the pool or new.
     fn connection(&self) -> Result<Pooled, SqlError> {
-        let idle = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
-        let conn = match idle {
-            Some(conn) => conn,
-            None => {
-                let mut conn = connect(&self.opts)?;
-                conn.query_drop("SET SESSION TRANSACTION READ ONLY").map_err(sql_error)?;
-                conn
+        loop {
+            let idle = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
+            let Some((mut conn, since)) = idle else { break };
+            if since.elapsed() < PING_AFTER || conn.ping().is_ok() {
+                return Ok(Pooled { conn: Some(conn), idle: self.idle.clone() });
             }
-        };
+            self.forget_idle();
+        }
+        let mut conn = connect(&self.opts)?;
+        conn.query_drop("SET SESSION TRANSACTION READ ONLY").map_err(sql_error)?;
         Ok(Pooled { conn: Some(conn), idle: self.idle.clone() })
     }
 }
@@ -1013,7 +1137,7 @@ impl MysqlReaders {
 /// A read connection, back to the pool when dropped (unless it failed).
 pub struct Pooled {
     conn: Option<Conn>,
-    idle: Arc<Mutex<Vec<Conn>>>,
+    idle: Idle,
 }
 
 impl std::ops::Deref for Pooled {
@@ -1041,7 +1165,7 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.idle.lock()) {
             if idle.len() < READERS_IDLE_MAX {
-                idle.push(conn);
+                idle.push((conn, Instant::now()));
             }
         }
     }
