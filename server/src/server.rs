@@ -68,7 +68,9 @@ fn open_backend(config: &ServeConfig) -> Result<Backend, OpenError> {
     #[cfg(not(madsim))]
     if let Some(url) = &config.mysql_url {
         tracing::info!(node = config.id().0, mysql = %url, "data in MySQL");
-        return Ok(Backend::Mysql(crate::backend::mysql::MysqlStateMachine::open(&url.0)?));
+        let mut sm = crate::backend::mysql::MysqlStateMachine::open(&url.0)?;
+        sm.set_check_interval(config.core.snapshot_interval_entries);
+        return Ok(Backend::Mysql(sm));
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let mut sm = SqliteStateMachine::open(&config.data_dir.join("state.db"), config.core.seed)?;

@@ -96,7 +96,9 @@ pub(crate) fn apply_ops<'o>(
                 }
             })?,
             Some(op::Kind::Sequences(sequences)) => apply_sequences(conn, sequences, index)?,
-            Some(op::Kind::Mysql(_)) => return Err(divergence(index, "a MySQL statement in a SQLite replica".into())),
+            Some(op::Kind::Mysql(_) | op::Kind::MysqlCheck(_)) => {
+                return Err(divergence(index, "a MySQL op in a SQLite replica".into()))
+            }
             None => return Err(divergence(index, "an op with no kind (unknown op type?)".into())),
         }
         changesets.clear();

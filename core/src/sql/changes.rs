@@ -87,7 +87,7 @@ fn batch_changes(index: u64, term: u64, batch: &WriteBatch, filter: &Filter) -> 
                         }
                     }
                 }
-                op::Kind::Sequences(_) | op::Kind::Rowids(_) | op::Kind::Mysql(_) => {}
+                op::Kind::Sequences(_) | op::Kind::Rowids(_) | op::Kind::Mysql(_) | op::Kind::MysqlCheck(_) => {}
             }
         }
         if let Some(part) = write.restore.as_ref().filter(|part| part.last) {

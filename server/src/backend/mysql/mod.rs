@@ -36,7 +36,7 @@ use deeb_core::sql::{
     Applied, ApplyError, Clock, ErrorClass, Executed, QueryError, RequestError, SqlError, StatementError, WriteLimits,
 };
 use deeb_core::{Readers, SnapshotTaker as _, StateMachine};
-use deeb_proto::{op, Column, MysqlStatement, Op, QueryChunk, Row, Statement, StatementResult, WriteBatch};
+use deeb_proto::{op, Column, MysqlCheck, MysqlStatement, Op, QueryChunk, Row, Statement, StatementResult, WriteBatch};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, Params};
 use prost::Message as _;
@@ -131,6 +131,33 @@ fn connect_checked(opts: &Opts) -> Result<Conn, mysql::Error> {
     Ok(conn)
 }
 
+/// A replica's digest of every table as of one entry (see
+/// [`deeb_proto::MysqlCheck`]), computed on a read connection of its own in
+/// a consistent read opened right after that entry committed.
+enum Check {
+    Running(std::thread::JoinHandle<Result<u64, String>>),
+    Done(Result<u64, String>),
+}
+
+impl Check {
+    /// The digest, waiting for it if `wait`.
+    fn result(&mut self, wait: bool) -> Option<&Result<u64, String>> {
+        if let Check::Running(handle) = self {
+            if !wait && !handle.is_finished() {
+                return None;
+            }
+            let Check::Running(handle) = std::mem::replace(self, Check::Done(Err(String::new()))) else {
+                unreachable!("matched above")
+            };
+            *self = Check::Done(handle.join().unwrap_or_else(|_| Err("the digest thread panicked".into())));
+        }
+        match self {
+            Check::Done(result) => Some(result),
+            Check::Running(_) => None,
+        }
+    }
+}
+
 /// The leader's open batch.
 struct Batch {
     next_index: u64,
@@ -140,6 +167,10 @@ struct Batch {
     timestamp_us: i64,
     /// Idempotency keys recorded in it (readers do not see them yet).
     keys: HashMap<String, Vec<StatementResult>>,
+    /// The leader's digest for an earlier check entry, to carry in the
+    /// first write that runs; `included` once it is in one.
+    check: Option<MysqlCheck>,
+    included: Option<u64>,
 }
 
 /// What one statement did.
@@ -354,6 +385,13 @@ pub struct MysqlStateMachine {
     outcomes: Option<Outcomes>,
     schema: Schema,
     readers: MysqlReaders,
+    /// Digest every table as of each entry whose index is a multiple of
+    /// this (0: never).
+    check_every: u64,
+    checks: std::collections::BTreeMap<u64, Check>,
+    /// The newest check entry whose digest this node (as leader) has
+    /// carried in an entry.
+    check_sent: u64,
 }
 
 impl MysqlStateMachine {
@@ -396,11 +434,74 @@ impl MysqlStateMachine {
             outcomes: None,
             schema: Schema::default(),
             readers,
+            check_every: 0,
+            checks: std::collections::BTreeMap::new(),
+            check_sent: 0,
         };
         snapshot::finish_install(&mut sm.conn)?;
         sm.settle_schema_change()?;
         sm.applied = sm.read_applied()?;
         Ok(sm)
+    }
+
+    /// Digests every table as of each entry whose index is a multiple of
+    /// `entries` (0: never), and compares the leader's digests with its own.
+    pub fn set_check_interval(&mut self, entries: u64) {
+        self.check_every = entries;
+    }
+
+    /// Starts digesting the state as of `index` (just committed), off the
+    /// applier, if `index` is a check entry.
+    fn start_check(&mut self, index: u64) -> Result<(), SqlError> {
+        if self.check_every == 0 || index % self.check_every != 0 {
+            return Ok(());
+        }
+        let mut conn = self.readers.connection()?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").map_err(sql_error)?;
+        let handle = std::thread::spawn(move || {
+            let digest = data_digest(&mut conn).map_err(|error| error.to_string());
+            let _ = conn.query_drop("COMMIT");
+            digest
+        });
+        self.checks.insert(index, Check::Running(handle));
+        let keep_from = index.saturating_sub(self.check_every.saturating_mul(3));
+        self.checks = self.checks.split_off(&keep_from);
+        Ok(())
+    }
+
+    /// The leader's next digest to carry: the newest check entry not yet
+    /// carried whose digest is ready.
+    fn check_to_send(&mut self) -> Option<MysqlCheck> {
+        let sent = self.check_sent;
+        let (index, check) = self.checks.range_mut(sent + 1..).next_back()?;
+        match check.result(false)? {
+            Ok(digest) => Some(MysqlCheck { index: *index, digest: *digest }),
+            Err(_) => None,
+        }
+    }
+
+    /// Compares the leader's digest with this replica's own, if it has one
+    /// (it has none for entries a snapshot jumped over or from before a
+    /// restart).
+    fn compare_check(&mut self, leader: &MysqlCheck, index: u64) -> Result<(), ApplyError> {
+        let Some(own) = self.checks.get_mut(&leader.index).and_then(|check| check.result(true)) else {
+            return Ok(());
+        };
+        match own {
+            Ok(digest) if *digest != leader.digest => Err(ApplyError::Divergence {
+                index,
+                reason: format!(
+                    "the digest of every table as of entry {} is {digest:016x} here and {:016x} on the leader: \
+                     this replica's data differs",
+                    leader.index, leader.digest
+                ),
+            }),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(entry = leader.index, %error, "no digest to compare with the leader's");
+                Ok(())
+            }
+        }
     }
 
     fn read_applied(&mut self) -> Result<Applied, SqlError> {
@@ -638,8 +739,13 @@ impl MysqlStateMachine {
         }
         self.conn.query_drop("SAVEPOINT deeb_request; SET last_insert_id = 0").map_err(sql_error)?;
         for (at, op) in write.ops.iter().enumerate() {
-            let Some(op::Kind::Mysql(statement)) = &op.kind else {
-                return Err(divergence(format!("op {at} is not a MySQL statement (a SQLite entry?)")));
+            let statement = match &op.kind {
+                Some(op::Kind::Mysql(statement)) => statement,
+                Some(op::Kind::MysqlCheck(check)) => {
+                    self.compare_check(check, index)?;
+                    continue;
+                }
+                _ => return Err(divergence(format!("op {at} is not a MySQL statement (a SQLite entry?)"))),
             };
             match run_statement(&mut self.conn, statement, None) {
                 Ok(ran) if !statement.checked => drop(ran),
@@ -814,6 +920,9 @@ impl MysqlStateMachine {
         }
         self.conn.query_drop("COMMIT").map_err(sql_error)?;
         self.applied = applied;
+        if let Err(error) = self.start_check(applied.index) {
+            tracing::warn!(entry = applied.index, %error, "no digest of this entry's state to check");
+        }
         Ok(())
     }
 }
@@ -963,7 +1072,9 @@ impl StateMachine for MysqlStateMachine {
             return Err(SqlError::Other("begin_batch with a batch open".into()));
         }
         self.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
-        self.batch = Some(Batch { next_index, requests: 0, timestamp_us: now_micros(), keys: HashMap::new() });
+        let check = self.check_to_send();
+        let timestamp_us = now_micros();
+        self.batch = Some(Batch { next_index, requests: 0, timestamp_us, keys: HashMap::new(), check, included: None });
         Ok(())
     }
 
@@ -1003,7 +1114,14 @@ impl StateMachine for MysqlStateMachine {
             let ops = vec![Op { kind: Some(op::Kind::Mysql(statement)) }];
             return Ok(Ok(Executed { ops, results: vec![StatementResult::default()] }));
         }
-        Ok(self.run_request(statements)?.map(|(ops, results)| Executed { ops, results }))
+        let mut executed = self.run_request(statements)?.map(|(ops, results)| Executed { ops, results });
+        if let (Ok(executed), Some(batch)) = (&mut executed, self.batch.as_mut()) {
+            if let Some(check) = batch.check.take() {
+                batch.included = Some(check.index);
+                executed.ops.insert(0, Op { kind: Some(op::Kind::MysqlCheck(check)) });
+            }
+        }
+        Ok(executed)
     }
 
     fn record_request(&mut self, key: &str, results: &[StatementResult]) -> Result<(), SqlError> {
@@ -1037,9 +1155,10 @@ impl StateMachine for MysqlStateMachine {
     }
 
     fn commit_batch(&mut self, applied: Applied) -> Result<(), SqlError> {
-        if self.batch.take().is_none() {
+        let Some(batch) = self.batch.take() else {
             return Err(SqlError::Other("commit_batch without an open batch".into()));
-        }
+        };
+        self.check_sent = self.check_sent.max(batch.included.unwrap_or(0));
         self.finish_entry(applied, "")
     }
 
