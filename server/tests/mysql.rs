@@ -363,3 +363,58 @@ async fn a_change_no_statement_touches_is_found_by_the_table_digests() {
     let later = execute(&mysql.cluster, leader, "INSERT INTO busy (v) VALUES (-1)").await;
     mysql.cluster.assert_equal_digests(&others, later.index).await;
 }
+
+/// A node far behind catches up by a snapshot of a large database in
+/// bounded memory: `DEEB_MYSQL_SNAPSHOT_MB` of rows (16 in CI;
+/// `scripts/mysql-snapshot-large` runs 200), the catching-up node's and the
+/// leader's peak RSS printed and bounded.
+#[tokio::test]
+#[ignore = "needs MariaDB: .ci/mysql installs it and runs these"]
+async fn a_large_snapshot_installs_in_bounded_memory() {
+    let megabytes: u64 = std::env::var("DEEB_MYSQL_SNAPSHOT_MB").ok().and_then(|mb| mb.parse().ok()).unwrap_or(16);
+    let mut mysql = MysqlCluster::start(&["--snapshot-interval", "20", "--compaction-lag", "2"]);
+    let leader = mysql.cluster.wait_leader(&[1, 2, 3]).await;
+    execute(&mysql.cluster, leader, "CREATE TABLE big (id INT AUTO_INCREMENT PRIMARY KEY, pad LONGTEXT)").await;
+    let behind = (1..=3).find(|id| *id != leader).expect("a follower");
+    mysql.cluster.kill(behind);
+    let started = std::time::Instant::now();
+    let mut last = 0;
+    for n in 0..megabytes {
+        // One MiB a row, made by MySQL from a short statement.
+        let sql = format!("INSERT INTO big (pad) VALUES (CONCAT({n}, REPEAT('x', 1048570)))");
+        last = execute(&mysql.cluster, leader, &sql).await.index;
+    }
+    for _ in 0..25 {
+        last = execute(&mysql.cluster, leader, "UPDATE big SET pad = CONCAT('y', SUBSTRING(pad, 2)) WHERE id = 1")
+            .await
+            .index;
+    }
+    let leader_pid = mysql.cluster.children[&leader].id();
+    println!(
+        "wrote {megabytes} MiB in {:.1} s; leader's peak RSS {} KiB",
+        started.elapsed().as_secs_f64(),
+        common::peak_rss_kib(leader_pid).unwrap_or(0)
+    );
+    mysql.cluster.spawn(behind);
+    let pid = mysql.cluster.children[&behind].id();
+    let catching_up = std::time::Instant::now();
+    let mut peak = 0;
+    wait_for(Duration::from_secs(600), "the node behind to catch up", || {
+        peak = peak.max(common::peak_rss_kib(pid).unwrap_or(0));
+        let status = mysql.cluster.status(behind);
+        async move { status.await.ok().filter(|status| status.applied_index >= last).map(drop) }
+    })
+    .await;
+    let leader_peak = common::peak_rss_kib(leader_pid).unwrap_or(0);
+    let log = std::fs::read_to_string(mysql.cluster.dir.path().join(format!("node-{behind}.log"))).expect("log");
+    assert!(log.contains("installed snapshot"), "node {behind} caught up by snapshot");
+    println!(
+        "{megabytes} MiB snapshot: caught up in {:.1} s; peak RSS {} KiB on the node that installed it, {} KiB on the \
+         leader",
+        catching_up.elapsed().as_secs_f64(),
+        peak,
+        leader_peak
+    );
+    assert!(peak < 128 * 1024 && leader_peak < 128 * 1024, "bounded memory: {peak} / {leader_peak} KiB");
+    mysql.cluster.assert_equal_digests(&[1, 2, 3], last).await;
+}
