@@ -90,7 +90,8 @@ impl DeebConnection {
     }
 
     async fn upsert(&mut self, key: u64, value: &[u8]) -> Result<(), String> {
-        let sql = format!("INSERT OR REPLACE INTO {TABLE} (k, v) VALUES (?, ?)");
+        // REPLACE INTO: the same upsert in SQLite and MySQL.
+        let sql = format!("REPLACE INTO {TABLE} (k, v) VALUES (?, ?)");
         let params = vec![integer(key as i64), Value { kind: Some(deeb_proto::value::Kind::Blob(value.to_vec())) }];
         self.execute(Statement { sql, params, named_params: Vec::new() }).await
     }
@@ -369,18 +370,18 @@ async fn setup(args: &BenchArgs, connection: &mut Connection) -> Result<(), Stri
     }
     match connection {
         Connection::Deeb(deeb) => {
-            // In chunks, to stay under the per-request row limits.
-            let chunk = (1 << 20) / (args.value_bytes as u64 + 16).max(1);
+            // In chunks of rows with parameters (SQL both SQLite and MySQL
+            // take), to stay under the per-request limits.
+            let chunk = ((1 << 20) / (args.value_bytes as u64 + 16).max(1)).clamp(1, 500);
+            let value = Value { kind: Some(deeb_proto::value::Kind::Blob(vec![0; args.value_bytes])) };
             let mut first = 0;
             while first < args.keys {
-                let last = (first + chunk.max(1)).min(args.keys) - 1;
-                let fill = format!(
-                    "INSERT OR REPLACE INTO {TABLE} (k, v) WITH RECURSIVE n(i) AS (SELECT {first} UNION ALL \
-                     SELECT i + 1 FROM n WHERE i < {last}) SELECT i, zeroblob({}) FROM n",
-                    args.value_bytes
-                );
-                deeb.execute(statement(&fill)).await?;
-                first = last + 1;
+                let last = (first + chunk).min(args.keys);
+                let rows = vec!["(?, ?)"; (last - first) as usize].join(", ");
+                let sql = format!("REPLACE INTO {TABLE} (k, v) VALUES {rows}");
+                let params = (first..last).flat_map(|key| [integer(key as i64), value.clone()]).collect();
+                deeb.execute(Statement { sql, params, named_params: Vec::new() }).await?;
+                first = last;
             }
         }
         #[cfg(not(madsim))]
