@@ -81,6 +81,10 @@ const SCHEMA: &[&str] = &[
     ) ENGINE=InnoDB",
 ];
 
+/// `_deeb_state`'s mark of a schema change: its entry (index, term), the
+/// schema's digest before it, its idempotency key, and the applied index.
+type SchemaChangeMark = (u64, u64, u64, Option<Vec<u8>>, u64);
+
 /// What the leader's requests did, request by request.
 type Outcomes = Vec<Result<Vec<StatementResult>, RequestError>>;
 
@@ -110,7 +114,7 @@ fn wait_for_server(opts: &Opts) -> Result<Conn, SqlError> {
             Ok(conn) => return Ok(conn),
             Err(error @ mysql::Error::MySqlError(_)) => return Err(sql_error(error)),
             Err(error) => {
-                if attempts % LOG_EVERY == 0 {
+                if attempts.is_multiple_of(LOG_EVERY) {
                     tracing::warn!(%error, "the node's MySQL server cannot be reached: nothing is applied until it is");
                 }
                 attempts = attempts.wrapping_add(1);
@@ -453,7 +457,7 @@ impl MysqlStateMachine {
     /// Starts digesting the state as of `index` (just committed), off the
     /// applier, if `index` is a check entry.
     fn start_check(&mut self, index: u64) -> Result<(), SqlError> {
-        if self.check_every == 0 || index % self.check_every != 0 {
+        if self.check_every == 0 || !index.is_multiple_of(self.check_every) {
             return Ok(());
         }
         // One digest at a time (each reads every table): a check entry
@@ -524,7 +528,7 @@ impl MysqlStateMachine {
     /// is still as it was before, the change did not run (the entry runs
     /// again); otherwise it did (recorded as applied).
     fn settle_schema_change(&mut self) -> Result<(), SqlError> {
-        let row: Option<(u64, u64, u64, Option<Vec<u8>>, u64)> = self
+        let row: Option<SchemaChangeMark> = self
             .conn
             .query_first("SELECT ddl_index, ddl_term, ddl_schema, ddl_key, applied_index FROM _deeb_state WHERE id = 1")
             .map_err(sql_error)?;
@@ -693,10 +697,7 @@ impl MysqlStateMachine {
 
     /// Runs a request's statements under a savepoint; on a statement's
     /// error rolls back to it. The outer error is the server's.
-    fn run_request(
-        &mut self,
-        statements: &[Statement],
-    ) -> Result<Result<(Vec<Op>, Vec<StatementResult>), RequestError>, SqlError> {
+    fn run_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError> {
         let Some(batch) = self.batch.as_ref() else {
             return Err(SqlError::Other("execute_request without an open batch".into()));
         };
@@ -734,7 +735,7 @@ impl MysqlStateMachine {
         if let Some(batch) = self.batch.as_mut() {
             batch.requests += 1;
         }
-        Ok(Ok((ops, results)))
+        Ok(Ok(Executed { ops, results }))
     }
 
     /// Applies one write's statements in the open transaction, checking
@@ -920,7 +921,7 @@ impl MysqlStateMachine {
                 (applied.index, applied.term),
             )
             .map_err(sql_error)?;
-        if applied.index > KEY_ENTRIES && applied.index % 64 == 0 {
+        if applied.index > KEY_ENTRIES && applied.index.is_multiple_of(64) {
             self.conn
                 .exec_drop("DELETE FROM _deeb_requests WHERE entry_index < ?", (applied.index - KEY_ENTRIES,))
                 .map_err(sql_error)?;
@@ -1121,7 +1122,7 @@ impl StateMachine for MysqlStateMachine {
             let ops = vec![Op { kind: Some(op::Kind::Mysql(statement)) }];
             return Ok(Ok(Executed { ops, results: vec![StatementResult::default()] }));
         }
-        let mut executed = self.run_request(statements)?.map(|(ops, results)| Executed { ops, results });
+        let mut executed = self.run_request(statements)?;
         if let (Ok(executed), Some(batch)) = (&mut executed, self.batch.as_mut()) {
             if let Some(check) = batch.check.take() {
                 batch.included = Some(check.index);

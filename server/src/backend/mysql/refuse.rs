@@ -235,7 +235,7 @@ fn refusal_for(statement: &Statement) -> Refusal {
     let reason = match statement {
         Statement::Set(_) => "SET changes session state, which does not carry from one request to the next",
         Statement::Call(_) => "stored procedures may do anything; deeb cannot check them",
-        Statement::LockTables { .. } | Statement::UnlockTables { .. } => {
+        Statement::LockTables { .. } | Statement::UnlockTables => {
             "LOCK TABLES locks one server; deeb orders writes itself"
         }
         Statement::StartTransaction { .. }
@@ -405,7 +405,7 @@ fn transactional_engine(text: &str) -> Result<(), Refusal> {
     let upper = text.to_ascii_uppercase();
     let Some(at) = upper.find("ENGINE") else { return Ok(()) };
     let engine: String = upper[at + "ENGINE".len()..]
-        .trim_start_matches(|c: char| c == ' ' || c == '=')
+        .trim_start_matches([' ', '='])
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();

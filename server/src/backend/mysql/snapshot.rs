@@ -154,7 +154,7 @@ fn take_once(opts: &Opts, dest: &Path) -> Result<TakenSnapshot, Taking> {
     }
     conn.query_drop("COMMIT")?;
     let crc = records.crc;
-    records.out.write_all(&[b'E'])?;
+    records.out.write_all(b"E")?;
     records.out.write_all(&8u64.to_le_bytes())?;
     records.out.write_all(&u64::from(crc).to_le_bytes())?;
     let file = records.out.into_inner().map_err(|error| error.into_error())?;
