@@ -42,6 +42,9 @@ VALUE_SETS = {
         "extraArgs": ["--snapshot-interval", "20000"],
         "extraEnv": [{"name": "DEEB_REQUEST_TIMEOUT", "value": "20s"}],
     },
+    "MySQL backend: a MariaDB sidecar per pod": {
+        "mysql": {"enabled": True, "secretName": "deeb-mysql", "persistence": {"size": "20Gi"}},
+    },
 }
 
 # Each must be refused, by the schema or by the chart's own checks.
@@ -54,6 +57,8 @@ BAD_VALUES = {
     "bad volume size": {"persistence": {"size": "lots"}},
     "fewer pods than founders": {"replicaCount": 2},
     "client TLS without a secret": {"tls": {"client": {"enabled": True}}},
+    "MySQL sidecar without a secret": {"mysql": {"enabled": True}},
+    "MySQL database name with a quote": {"mysql": {"enabled": True, "secretName": "s", "database": "a'b"}},
 }
 
 
@@ -120,6 +125,26 @@ def promises(label, values, objects, findings):
           f"{label}: --insecure-peers exactly when peer TLS is off", findings)
     scheme = "HTTPS" if tls.get("client", {}).get("enabled") else "HTTP"
     check(container["readinessProbe"]["httpGet"]["scheme"] == scheme, f"{label}: probe scheme", findings)
+    mysql = values.get("mysql", {}).get("enabled", False)
+    names = [c["name"] for c in pod["containers"]]
+    claims = [claim["metadata"]["name"] for claim in spec["volumeClaimTemplates"]]
+    check(names == (["deeb", "mariadb"] if mysql else ["deeb"]), f"{label}: containers {names}", findings)
+    check(("mysql" in claims) == mysql, f"{label}: a volume of its own for MariaDB", findings)
+    check((env.get("DEEB_BACKEND") == "mysql") == mysql, f"{label}: --backend mysql exactly with the sidecar",
+          findings)
+    if mysql:
+        url = env.get("DEEB_MYSQL_URL") or ""
+        check(url.startswith("mysql://deeb:$(DEEB_MYSQL_PASSWORD)@127.0.0.1:3306/"),
+              f"{label}: deeb reaches the sidecar on localhost with the Secret's password: {url}", findings)
+        password = next((item for item in container["env"] if item["name"] == "DEEB_MYSQL_PASSWORD"), {})
+        check("secretKeyRef" in password.get("valueFrom", {}), f"{label}: the password from the Secret", findings)
+        names = [item["name"] for item in container["env"]]
+        check(names.index("DEEB_MYSQL_PASSWORD") < names.index("DEEB_MYSQL_URL"),
+              f"{label}: the password is defined before the URL that refers to it", findings)
+        sidecar = pod["containers"][1]
+        check("--bind-address=127.0.0.1" in sidecar["args"], f"{label}: MariaDB only on the pod's localhost",
+              findings)
+        check(any(obj["kind"] == "ConfigMap" for obj in objects), f"{label}: the init grant", findings)
 
 
 def validate(label, objects, findings):

@@ -136,6 +136,9 @@ fn parse_one(sql: &str) -> Result<Statement, Refusal> {
 /// Checks one statement of a write request.
 pub(crate) fn check_write(sql: &str) -> Result<Plan, Refusal> {
     let statement = parse_one(sql)?;
+    if !replicated_kind(&statement) {
+        return Err(refusal_for(&statement));
+    }
     let mut plan = Plan { schema_change: is_schema_change(sql), ..Plan::default() };
     check_names(&statement)?;
     check_expressions(&statement, &mut plan)?;
@@ -153,12 +156,11 @@ pub(crate) fn check_write(sql: &str) -> Result<Plan, Refusal> {
         }
         Statement::Insert(insert) => check_insert(insert, &mut plan)?,
         Statement::Update(update) => {
-            let tables = table_names(std::iter::once(&update.table.relation));
+            let tables = all_tables(&update.table);
             let order = update.order_by.iter().map(|expr| expr.expr.clone()).collect::<Vec<_>>();
-            if !update.table.joins.is_empty() || update.from.is_some() {
-                plan.writes.extend(all_tables(&update.table));
-            } else {
-                plan.writes.extend(tables.clone());
+            plan.writes.extend(tables.clone());
+            if update.from.is_some() {
+                return Err("refused: UPDATE ... FROM is not MySQL".into());
             }
             limited(update.limit.is_some(), tables, &order, &mut plan)?;
         }
@@ -228,6 +230,28 @@ pub(crate) fn check_write(sql: &str) -> Result<Plan, Refusal> {
         return Err("refused: deeb could not tell which tables the statement writes".into());
     }
     Ok(plan)
+}
+
+/// The kinds of statement the MySQL backend replicates (each checked
+/// further); every other kind is refused with [`refusal_for`].
+fn replicated_kind(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::CreateTable(_)
+            | Statement::AlterTable(_)
+            | Statement::CreateIndex(_)
+            | Statement::CreateView(_)
+            | Statement::AlterView(_)
+            | Statement::CreateTrigger(_)
+            | Statement::DropTrigger(_)
+            | Statement::RenameTable(_)
+            | Statement::Truncate(_)
+            | Statement::Drop { .. }
+    )
 }
 
 /// Why a kind of statement is not replicated.
