@@ -486,3 +486,69 @@ async fn a_large_snapshot_installs_in_bounded_memory() {
     assert!(peak < 128 * 1024 && leader_peak < 128 * 1024, "bounded memory: {peak} / {leader_peak} KiB");
     mysql.cluster.assert_equal_digests(&[1, 2, 3], last).await;
 }
+
+#[tokio::test]
+#[ignore = "needs MariaDB: .ci/mysql installs it and runs these"]
+async fn reads_at_every_consistency_stream_typed_values_in_chunks() {
+    let mysql = MysqlCluster::start(&[]);
+    let cluster = &mysql.cluster;
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    execute(
+        cluster,
+        leader,
+        "CREATE TABLE r (id INT PRIMARY KEY, v VARCHAR(20), d DECIMAL(10,2), at DATETIME(3), b VARBINARY(4), \
+         f DOUBLE, n INT)",
+    )
+    .await;
+    let mut last = 0;
+    for block in 0..5 {
+        let rows: Vec<String> = (block * 1000..(block + 1) * 1000)
+            .map(|id| format!("({id}, 'v{id}', {id}.25, '2026-11-30 12:00:00.125', X'00ff', {id}.5, NULL)"))
+            .collect();
+        last = execute(cluster, leader, &format!("INSERT INTO r VALUES {}", rows.join(", "))).await.index;
+    }
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.wait_applied(follower, last).await;
+    for (node, consistency) in [
+        (follower, deeb_proto::Consistency::Linearizable),
+        (leader, deeb_proto::Consistency::Lease),
+        (follower, deeb_proto::Consistency::Stale),
+    ] {
+        let mut client = cluster.client(node).await;
+        let statement = deeb_proto::Statement { sql: "SELECT * FROM r ORDER BY id".into(), ..Default::default() };
+        let request = deeb_proto::QueryRequest {
+            statement: Some(statement),
+            consistency: consistency as i32,
+            max_staleness_ms: 0,
+            timeout_ms: 0,
+        };
+        let mut stream = client.query(request).await.expect("query").into_inner();
+        let (mut chunks, mut rows, mut columns) = (0, Vec::new(), Vec::new());
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            chunks += 1;
+            if chunks == 1 {
+                columns = chunk.columns.clone();
+            }
+            rows.extend(chunk.rows);
+        }
+        assert_eq!(rows.len(), 5000, "{consistency:?}: every row");
+        assert!(chunks >= 5, "{consistency:?}: streamed in chunks, not whole: {chunks}");
+        let types: Vec<&str> = columns.iter().map(|column| column.declared_type.as_str()).collect();
+        assert_eq!(types, ["int", "varchar", "decimal", "datetime", "varbinary", "double", "int"]);
+        use deeb_proto::value::Kind;
+        let kinds: Vec<Option<Kind>> = rows[7].values.iter().map(|value| value.kind.clone()).collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(Kind::Integer(7)),
+                Some(Kind::Text("v7".into())),
+                Some(Kind::Text("7.25".into())),
+                Some(Kind::Text("2026-11-30 12:00:00.125".into())),
+                Some(Kind::Blob(vec![0, 255])),
+                Some(Kind::Real(7.5)),
+                None,
+            ],
+            "{consistency:?}: typed values"
+        );
+    }
+}

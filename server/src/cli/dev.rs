@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use deeb_server::backend::mysql::local::LocalServer;
+use deeb_server::backend::mysql::local::{die_with_parent, LocalServer};
 
 use super::args::{BackendKind, DevArgs};
 use super::commands;
@@ -183,16 +183,8 @@ fn spawn_node(
         .collect::<Vec<_>>()
         .join(" ");
     let mut command = Command::new(&exe);
-    // SAFETY: prctl only, between fork and exec: the node gets SIGKILL when
-    // `deeb dev` dies, however it dies, so no node outlives it.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // The node gets SIGKILL when `deeb dev` dies, however it dies.
+    die_with_parent(command.as_std_mut());
     let child = command
         .args(args)
         .stdin(Stdio::null())

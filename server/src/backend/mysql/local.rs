@@ -35,6 +35,21 @@ fn program(name: &str) -> Result<PathBuf, String> {
     Err(format!("{name} not found: install MariaDB first (apt-get install mariadb-server)"))
 }
 
+/// Makes the child `command` starts get SIGKILL when the thread that
+/// started it dies, however it dies, so that no child outlives its parent.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl only, between fork and exec (async-signal-safe).
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 impl LocalServer {
     /// Makes the data directory under `dir` if it is new, starts the server
     /// on `port`, and waits until it takes connections; creates database
@@ -100,17 +115,9 @@ impl LocalServer {
         if unsafe { libc::geteuid() } == 0 {
             command.arg("--user=root");
         }
-        // SAFETY: prctl only, between fork and exec: the server dies with
-        // the thread that started it (a test, `deeb dev`), however it dies.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // The server dies with the thread that started it (a test, `deeb
+        // dev`), however that dies.
+        die_with_parent(&mut command);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())

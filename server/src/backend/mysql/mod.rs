@@ -396,6 +396,10 @@ pub struct MysqlStateMachine {
     /// The newest check entry whose digest this node (as leader) has
     /// carried in an entry.
     check_sent: u64,
+    /// The applier session has the leader's statement deadline on (only
+    /// while the leader runs a batch: a replica never cuts short a statement
+    /// the leader ran to its end).
+    deadline_on: bool,
 }
 
 impl MysqlStateMachine {
@@ -441,6 +445,7 @@ impl MysqlStateMachine {
             check_every: 0,
             checks: std::collections::BTreeMap::new(),
             check_sent: 0,
+            deadline_on: false,
         };
         snapshot::finish_install(&mut sm.conn)?;
         sm.settle_schema_change()?;
@@ -873,6 +878,7 @@ impl MysqlStateMachine {
             if applied.index <= self.applied.index {
                 return Ok(());
             }
+            self.set_deadline(false)?;
             match step(self) {
                 Err(_) if self.conn.ping().is_err() => self.reconnect()?,
                 result => return result,
@@ -885,7 +891,7 @@ impl MysqlStateMachine {
         self.batch = None;
         self.conn = wait_for_server(&self.opts)?;
         self.readers.forget_idle();
-        self.set_statement_timeout();
+        self.deadline_on = false;
         snapshot::finish_install(&mut self.conn)?;
         self.settle_schema_change()?;
         self.applied = self.read_applied()?;
@@ -893,12 +899,22 @@ impl MysqlStateMachine {
         Ok(())
     }
 
-    fn set_statement_timeout(&mut self) {
-        let seconds = self.limits.statement_timeout.as_secs_f64();
-        // MariaDB's statement deadline (MySQL has none for writes).
-        if let Err(error) = self.conn.query_drop(format!("SET SESSION max_statement_time = {seconds}")) {
-            tracing::debug!(%error, "no max_statement_time on this server");
+    /// Turns the leader's statement deadline (MariaDB's
+    /// `max_statement_time`; MySQL has none for writes) on or off.
+    fn set_deadline(&mut self, on: bool) -> Result<(), SqlError> {
+        if on == self.deadline_on {
+            return Ok(());
         }
+        let seconds = if on { self.limits.statement_timeout.as_secs_f64() } else { 0.0 };
+        match self.conn.query_drop(format!("SET SESSION max_statement_time = {seconds}")) {
+            Ok(()) => {}
+            Err(mysql::Error::MySqlError(error)) if error.code == 1193 => {
+                tracing::debug!(%error, "no max_statement_time on this server: writes have no deadline");
+            }
+            Err(error) => return Err(sql_error(error)),
+        }
+        self.deadline_on = on;
+        Ok(())
     }
 
     /// Records an idempotency key with its results (in the open
@@ -1044,7 +1060,6 @@ impl StateMachine for MysqlStateMachine {
 
     fn set_limits(&mut self, limits: WriteLimits) {
         self.limits = limits;
-        self.set_statement_timeout();
     }
 
     fn set_clock(&mut self, _clock: Clock) {}
@@ -1079,6 +1094,7 @@ impl StateMachine for MysqlStateMachine {
         if self.batch.is_some() {
             return Err(SqlError::Other("begin_batch with a batch open".into()));
         }
+        self.set_deadline(true)?;
         self.conn.query_drop("START TRANSACTION").map_err(sql_error)?;
         let check = self.check_to_send();
         let timestamp_us = now_micros();
@@ -1213,6 +1229,7 @@ impl StateMachine for MysqlStateMachine {
         if self.batch.is_some() {
             return Err(SqlError::Other("install_snapshot with a batch open".into()));
         }
+        self.set_deadline(false)?;
         snapshot::install(&self.opts, &mut self.conn, src)?;
         self.schema = Schema::default();
         self.applied = self.read_applied()?;

@@ -22,7 +22,7 @@ pub(crate) fn to_proto(value: Value, column: &Column) -> deeb_proto::Value {
         Value::Float(real) => Some(Kind::Real(f64::from(real))),
         Value::Double(real) => Some(Kind::Real(real)),
         Value::Bytes(bytes) => Some(bytes_kind(bytes, column)),
-        date @ (Value::Date(..) | Value::Time(..)) => Some(Kind::Text(text_of(&date))),
+        date @ (Value::Date(..) | Value::Time(..)) => Some(Kind::Text(temporal_text(&date, column))),
     };
     deeb_proto::Value { kind }
 }
@@ -71,9 +71,27 @@ fn is_temporal(kind: ColumnType) -> bool {
     )
 }
 
-/// MySQL's own text for a date or time value.
-fn text_of(value: &Value) -> String {
-    value.as_sql(true).trim_matches('\'').to_owned()
+/// A date or time as MySQL's text protocol shows it: a DATE without a
+/// time, fractions of a second to the column's precision.
+fn temporal_text(value: &Value, column: &Column) -> String {
+    let fraction = |micros: u32| match usize::from(column.decimals().min(6)) {
+        0 => String::new(),
+        digits => format!(".{:06}", micros)[..=digits].to_owned(),
+    };
+    match *value {
+        Value::Date(year, month, day, ..) if column.column_type() == ColumnType::MYSQL_TYPE_DATE => {
+            format!("{year:04}-{month:02}-{day:02}")
+        }
+        Value::Date(year, month, day, hour, minute, second, micros) => {
+            format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}{}", fraction(micros))
+        }
+        Value::Time(negative, days, hours, minutes, seconds, micros) => {
+            let hours = u64::from(days) * 24 + u64::from(hours);
+            let sign = if negative { "-" } else { "" };
+            format!("{sign}{hours:02}:{minutes:02}:{seconds:02}{}", fraction(micros))
+        }
+        _ => String::new(),
+    }
 }
 
 /// A client's parameter as a MySQL value.
