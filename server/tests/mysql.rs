@@ -552,3 +552,22 @@ async fn reads_at_every_consistency_stream_typed_values_in_chunks() {
         );
     }
 }
+
+#[tokio::test]
+#[ignore = "needs MariaDB: .ci/mysql installs it and runs these"]
+async fn a_runaway_write_is_cut_short_on_the_leader_and_the_node_serves_on() {
+    let mysql = MysqlCluster::start(&["--statement-timeout", "1s"]);
+    let cluster = &mysql.cluster;
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    execute(cluster, leader, "CREATE TABLE big (id INT PRIMARY KEY)").await;
+    let rows: Vec<String> = (0..2000).map(|id| format!("({id})")).collect();
+    execute(cluster, leader, &format!("INSERT INTO big VALUES {}", rows.join(", "))).await;
+    execute(cluster, leader, "CREATE TABLE t (id INT PRIMARY KEY, n BIGINT)").await;
+    let started = std::time::Instant::now();
+    let runaway = "INSERT INTO t SELECT 1, COUNT(*) FROM big a, big b, big c";
+    let error = cluster.execute(leader, runaway).await.expect_err("cut short");
+    assert_eq!(error.error_code, Some(ErrorCode::Timeout), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "cut at the deadline: {:?}", started.elapsed());
+    let done = execute(cluster, leader, "INSERT INTO t VALUES (2, 2)").await;
+    cluster.assert_equal_digests(&[1, 2, 3], done.index).await;
+}
