@@ -95,6 +95,13 @@ pub trait StateMachine {
         false
     }
 
+    /// False for a backend that cannot install a SQLite file restored
+    /// through the log ([`deeb_proto::RestorePart`]): the leader refuses
+    /// such pieces before they are proposed.
+    fn takes_restores(&self) -> bool {
+        true
+    }
+
     /// The outcome of each write of the batch just applied by
     /// [`Self::apply_batch`], for a backend whose requests may run only
     /// then (see [`Self::runs_alone`]); `None` keeps the results

@@ -45,8 +45,9 @@ pub struct DeebService {
     metrics: Metrics,
     /// Where backups are copied before they stream, and how many may run.
     backups: (PathBuf, Arc<Semaphore>),
-    /// How many change streams may be open.
-    watches: Arc<Semaphore>,
+    /// How many change streams may be open (`None`: no change stream, the
+    /// MySQL backend's entries hold statements, not row changes).
+    watches: Option<Arc<Semaphore>>,
 }
 
 /// How long queries may run.
@@ -78,13 +79,13 @@ impl DeebService {
         shutting_down: ShuttingDown,
         client_addresses: ClientAddresses,
         (security, metrics): (Arc<Security>, Metrics),
-        backup_dir: PathBuf,
+        (backup_dir, change_stream): (PathBuf, bool),
     ) -> Self {
         let backups = (backup_dir, Arc::new(Semaphore::new(BACKUPS_RUNNING_MAX)));
         let served_by = handle.id().0;
         let limits = ChunkLimits { rows_max: query_chunk_rows_max, bytes_max: query_chunk_bytes_max, served_by };
         let pool = Arc::new(Mutex::new((security.generation(), forwarding_pool(&security))));
-        let watches = Arc::new(Semaphore::new(watch::WATCHES_MAX));
+        let watches = change_stream.then(|| Arc::new(Semaphore::new(watch::WATCHES_MAX)));
         Self { handle, pool, security, limits, timeouts, shutting_down, client_addresses, metrics, backups, watches }
     }
 
@@ -452,7 +453,11 @@ impl DeebService {
         request: Request<WatchRequest>,
     ) -> Result<Response<ReceiverStream<Result<Change, Status>>>, Status> {
         self.security.admit(&request, Permission::Query).await?;
-        let changes = watch::start(self.handle.clone(), request.get_ref(), &self.watches).await?;
+        let Some(watches) = &self.watches else {
+            let refusal = "no change stream with the MySQL backend: its entries hold statements, not row changes";
+            return Err(Status::failed_precondition(refusal));
+        };
+        let changes = watch::start(self.handle.clone(), request.get_ref(), watches).await?;
         Ok(Response::new(ReceiverStream::new(changes)))
     }
 

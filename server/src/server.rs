@@ -197,7 +197,7 @@ async fn serve_grpc(
         shutting_down,
         client_addresses.clone(),
         (security.clone(), metrics.clone()),
-        crate::backup::scratch_dir(&config.data_dir),
+        (crate::backup::scratch_dir(&config.data_dir), config.mysql_url.is_none()),
     );
     let receiving = (security.clone(), metrics);
     let peers = PeerServer::new(PeerService::new(inputs, client_addresses, peer_checks, receiving));

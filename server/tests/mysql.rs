@@ -571,3 +571,40 @@ async fn a_runaway_write_is_cut_short_on_the_leader_and_the_node_serves_on() {
     let done = execute(cluster, leader, "INSERT INTO t VALUES (2, 2)").await;
     cluster.assert_equal_digests(&[1, 2, 3], done.index).await;
 }
+
+#[tokio::test]
+#[ignore = "needs MariaDB: .ci/mysql installs it and runs these"]
+async fn sqlite_only_features_are_refused_clearly_and_stop_no_node() {
+    let mysql = MysqlCluster::start(&[]);
+    let cluster = &mysql.cluster;
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    execute(cluster, leader, "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let client = cluster.sql_client(leader, Options::default());
+    let mut backup = client.backup(deeb_proto::BackupRequest::default()).await.expect("the call is taken");
+    let status = backup.message().await.expect_err("no backup through deeb");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("mariadb-dump"), "says what to do instead: {}", status.message());
+    let error = client.watch(deeb_proto::WatchRequest::default()).await.expect_err("no change stream");
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition, "{error:?}");
+    // A SQLite file sent to be restored: refused before any piece is
+    // proposed (applying one would stop every node).
+    let file = cluster.dir.path().join("restore.db");
+    let sqlite = rusqlite::Connection::open(&file).expect("sqlite");
+    sqlite.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);").expect("fill");
+    drop(sqlite);
+    let body = std::fs::read(&file).expect("read");
+    let head = format!(
+        "POST /db/load HTTP/1.0\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let request = [head.as_bytes(), &body].concat();
+    let answer = common::http(&cluster.http_addr(leader), &request, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(
+        text.contains("does not restore SQLite files") && text.contains("keeps its old state"),
+        "{}: {text}",
+        answer.status
+    );
+    let done = execute(cluster, leader, "INSERT INTO t VALUES (1)").await;
+    cluster.assert_equal_digests(&[1, 2, 3], done.index).await;
+}

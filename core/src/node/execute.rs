@@ -89,6 +89,11 @@ impl<S: StateMachine> BatchToExecute<S> {
         while bytes < self.bytes_max && !sm.batch_time_spent() {
             let Some(at) = to_run.pop_front() else { break };
             let request = &self.requests[at];
+            if request.restore.is_some() && !sm.takes_restores() {
+                let refusal = "this cluster's backend does not restore SQLite files: load the data with SQL instead";
+                outcome.answered.push((at, Err(WriteError::Invalid(refusal.into()))));
+                continue;
+            }
             if let Some(part) = &request.restore {
                 // Nothing to run: every replica applies it from the entry.
                 let write = Write { request_id: request.request_id, restore: Some(part.clone()), ..Write::default() };

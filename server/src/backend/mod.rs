@@ -141,6 +141,10 @@ impl StateMachine for Backend {
         each!(self, Backend, sm => sm.runs_alone(statements))
     }
 
+    fn takes_restores(&self) -> bool {
+        each!(self, Backend, sm => sm.takes_restores())
+    }
+
     fn take_outcomes(&mut self) -> Option<Vec<Result<Vec<StatementResult>, RequestError>>> {
         each!(self, Backend, sm => sm.take_outcomes())
     }

@@ -625,6 +625,11 @@ impl ServeArgs {
                 Err(ConfigError::Invalid("--mysql-url needs --backend mysql (the default is sqlite)".into()))
             }
             BackendKind::Sqlite => Ok(None),
+            BackendKind::Mysql if self.backup_interval.is_some() => Err(ConfigError::Invalid(
+                "scheduled backups copy the SQLite file: with --backend mysql back up each node's MySQL server \
+                 (mariadb-dump --single-transaction, mariadb-backup)"
+                    .into(),
+            )),
             BackendKind::Mysql => {
                 let url = match (&self.mysql_url, &self.mysql_url_file) {
                     (Some(url), _) => url.0.clone(),

@@ -109,6 +109,12 @@ async fn replace(client: &ClientArgs, file: &Path) -> Result<String, String> {
         loop {
             match connected.execute_request(request.clone()).await {
                 Ok(_) => break,
+                Err(error) if error.not_applied => {
+                    return Err(format!(
+                        "the restore was refused: {}; the cluster keeps its old state",
+                        commands::describe_error(&error)
+                    ))
+                }
                 Err(error) if last && error.worth_retrying() && Instant::now() < deadline => {}
                 Err(error) if last => {
                     return Err(format!(

@@ -166,6 +166,8 @@ impl Load<'_> {
             // applied twice changes nothing) until one is answered.
             if let Err(status) = self.execute(message).await {
                 let context = match last {
+                    // Refused before it was proposed: nothing applied.
+                    _ if status.code() == tonic::Code::InvalidArgument => "the database keeps its old state".to_owned(),
                     true => "the restore's last piece got no answer: its outcome is unknown until the nodes answer \
                              (`SELECT * FROM _deeb_restores` on any node shows it)"
                         .to_owned(),

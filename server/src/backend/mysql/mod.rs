@@ -1086,6 +1086,10 @@ impl StateMachine for MysqlStateMachine {
         statements.iter().any(|statement| refuse::is_schema_change(&statement.sql))
     }
 
+    fn takes_restores(&self) -> bool {
+        false
+    }
+
     fn take_outcomes(&mut self) -> Option<Outcomes> {
         self.outcomes.take()
     }
