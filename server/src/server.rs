@@ -62,15 +62,22 @@ fn clock_epoch_unix_ms(now: Duration) -> u64 {
     u64::try_from(wall.saturating_sub(now).as_millis()).unwrap_or(0)
 }
 
-/// The node's database: its MySQL server with `--mysql-url`, otherwise
-/// SQLite in the data directory.
-fn open_backend(config: &ServeConfig) -> Result<Backend, OpenError> {
+/// The node's database: its MySQL server with `--mysql-url` (waited for
+/// while it cannot be reached, off the runtime), otherwise SQLite in the
+/// data directory.
+async fn open_backend(config: &ServeConfig) -> Result<Backend, OpenError> {
     #[cfg(not(madsim))]
     if let Some(url) = &config.mysql_url {
         tracing::info!(node = config.id().0, mysql = %url, "data in MySQL");
-        let mut sm = crate::backend::mysql::MysqlStateMachine::open(&url.0)?;
-        sm.set_check_interval(config.core.snapshot_interval_entries);
-        return Ok(Backend::Mysql(sm));
+        let (url, check_every) = (url.0.clone(), config.core.snapshot_interval_entries);
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut sm = crate::backend::mysql::MysqlStateMachine::open(&url)?;
+            sm.set_check_interval(check_every);
+            Ok::<_, deeb_core::sql::SqlError>(sm)
+        })
+        .await
+        .map_err(|error| OpenError::Invalid(format!("opening MySQL: {error}")))?;
+        return Ok(Backend::Mysql(opened?));
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let mut sm = SqliteStateMachine::open(&config.data_dir.join("state.db"), config.core.seed)?;
@@ -96,7 +103,13 @@ pub async fn run_node<D: Disk + 'static>(
     let disk = TimedDisk::new(disk, metrics.clone());
     let mut core = config.core.clone();
     core.clock_epoch_unix_ms = clock_epoch_unix_ms(clock.now());
-    let backend = open_backend(&config)?;
+    // A node waiting for its MySQL still stops when told to.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let backend = tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(()),
+        backend = open_backend(&config) => backend?,
+    };
     let mut node = Node::open_with(core, disk, backend, &config.data_dir, &config.peers, clock.now())?;
     let statement_clock = std::time::Instant::now();
     node.set_clock(Box::new(move || statement_clock.elapsed()));
@@ -156,7 +169,7 @@ pub async fn run_node<D: Disk + 'static>(
     let stop = async {
         tokio::select! {
             biased;
-            () = shutdown => {}
+            () = &mut shutdown => {}
             message = &mut server_failure => failure = message.ok(),
         }
     };

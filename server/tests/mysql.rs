@@ -608,3 +608,27 @@ async fn sqlite_only_features_are_refused_clearly_and_stop_no_node() {
     let done = execute(cluster, leader, "INSERT INTO t VALUES (1)").await;
     cluster.assert_equal_digests(&[1, 2, 3], done.index).await;
 }
+
+#[tokio::test]
+#[ignore = "needs MariaDB: .ci/mysql installs it and runs these"]
+async fn a_node_started_while_its_mysql_is_down_waits_for_it_and_stops_when_told() {
+    let mut mysql = MysqlCluster::start(&[]);
+    let leader = mysql.cluster.wait_leader(&[1, 2, 3]).await;
+    execute(&mysql.cluster, leader, "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let victim = (1..=3).find(|id| *id != leader).expect("a follower");
+    let server = usize::try_from(victim - 1).expect("small");
+    mysql.cluster.kill(victim);
+    mysql.servers[server].stop(true);
+    mysql.cluster.spawn(victim);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let child = mysql.cluster.children.get_mut(&victim).expect("started");
+    assert!(child.try_wait().expect("wait").is_none(), "it waits for its MySQL instead of exiting");
+    assert!(mysql.cluster.terminate(victim), "SIGTERM stops a node waiting for its MySQL, cleanly");
+    let last = execute(&mysql.cluster, leader, "INSERT INTO t VALUES (1)").await.index;
+    mysql.cluster.spawn(victim);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    mysql.servers[server].restart().expect("MariaDB starts again");
+    mysql.cluster.assert_equal_digests(&[1, 2, 3], last).await;
+    let log = std::fs::read_to_string(mysql.cluster.dir.path().join(format!("node-{victim}.log"))).expect("log");
+    assert!(log.contains("MySQL server cannot be reached"), "the log says why it waits");
+}

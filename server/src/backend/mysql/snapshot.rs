@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use deeb_core::sql::{Applied, SqlError};
 use deeb_core::{SnapshotTaker, TakenSnapshot};
@@ -28,7 +29,7 @@ const INSERT_BYTES: usize = 1 << 20;
 /// Rows per transaction while loading.
 const COMMIT_ROWS: usize = 5_000;
 /// Attempts at a consistent read that a concurrent schema change spoiled.
-const TAKE_ATTEMPTS: usize = 5;
+const TAKE_ATTEMPTS: usize = 10;
 
 /// Takes a snapshot on a connection of its own (the node goes on).
 pub struct Taker {
@@ -38,7 +39,11 @@ pub struct Taker {
 impl SnapshotTaker for Taker {
     fn take(self, dest: &Path) -> Result<TakenSnapshot, SqlError> {
         let mut last = None;
-        for _ in 0..TAKE_ATTEMPTS {
+        for attempt in 0..TAKE_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200 * attempt as u64));
+            }
+            wait_for_schema_change(&self.opts)?;
             match take_once(&self.opts, dest) {
                 // 1412: "Table definition has changed": a schema change
                 // ran after the consistent read began.
@@ -48,6 +53,29 @@ impl SnapshotTaker for Taker {
             }
         }
         Err(last.unwrap_or_else(|| SqlError::Other("snapshot not taken".into())))
+    }
+}
+
+/// How long a snapshot waits for a schema change to finish (MySQL cannot
+/// read a table consistently across one).
+const SCHEMA_CHANGE_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// Waits while a schema change is running (marked in `_deeb_state`).
+fn wait_for_schema_change(opts: &Opts) -> Result<(), SqlError> {
+    let mut conn = connect(opts)?;
+    let started = std::time::Instant::now();
+    loop {
+        let running: Option<u64> =
+            conn.query_first("SELECT ddl_index FROM _deeb_state WHERE id = 1").map_err(sql_error)?;
+        if running.unwrap_or(0) == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > SCHEMA_CHANGE_WAIT_MAX {
+            return Err(SqlError::Other(format!(
+                "a schema change has run for over {SCHEMA_CHANGE_WAIT_MAX:?}: no snapshot until it ends"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -103,9 +131,14 @@ fn field(out: &mut Vec<u8>, bytes: &[u8]) {
 fn take_once(opts: &Opts, dest: &Path) -> Result<TakenSnapshot, Taking> {
     let mut conn = connect(opts)?;
     conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
-    let (index, term, conf_state): (u64, u64, Option<Vec<u8>>) = conn
-        .query_first("SELECT applied_index, applied_term, conf_state FROM _deeb_state WHERE id = 1")?
+    let (index, term, conf_state, schema_change): (u64, u64, Option<Vec<u8>>, u64) = conn
+        .query_first("SELECT applied_index, applied_term, conf_state, ddl_index FROM _deeb_state WHERE id = 1")?
         .ok_or_else(|| SqlError::Other("_deeb_state has no row".into()))?;
+    if schema_change != 0 {
+        // Its effects may be in the tables already, its entry not yet
+        // applied: the read would be of no entry.
+        return Err(Taking::Changed(SqlError::Other(format!("schema change {schema_change} running"))));
+    }
     let file = File::create(dest)?;
     let mut records = Records { out: BufWriter::new(file), crc: 0 };
     records.out.write_all(MAGIC)?;
