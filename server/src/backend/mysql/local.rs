@@ -60,21 +60,29 @@ impl LocalServer {
     /// log is named).
     pub fn start(dir: &Path, port: u16) -> Result<LocalServer, String> {
         let data = dir.join("data");
-        std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+        // A temporary directory of its own: a starting server deletes every
+        // `#sql*` file in its tmpdir, another server's temporary tables too.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|error| format!("{}: {error}", tmp.display()))?;
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
         if !data.join("mysql").is_dir() {
             let mut install = Command::new(program("mariadb-install-db")?);
-            install.arg("--no-defaults").arg(format!("--datadir={}", data.display()));
+            install.arg("--no-defaults").arg(format!("--datadir={}", data.display())).env("TMPDIR", &tmp);
             install.args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
             if as_root {
                 install.arg("--user=root");
             }
             let output = install.output().map_err(|error| format!("mariadb-install-db: {error}"))?;
             if !output.status.success() {
+                let log = dir.join("install.log");
+                let _ = std::fs::write(&log, [&output.stdout[..], &output.stderr[..]].concat());
+                let text = String::from_utf8_lossy(&output.stderr).into_owned();
+                let errors: Vec<&str> = text.lines().filter(|line| line.contains("ERROR")).collect();
                 return Err(format!(
-                    "mariadb-install-db failed: {}",
-                    String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or_default()
+                    "mariadb-install-db failed: {} (all of it in {})",
+                    errors.join("; "),
+                    log.display()
                 ));
             }
         }
@@ -107,6 +115,7 @@ impl LocalServer {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.join("mysqld.pid").display()))
+            .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
             .arg(format!("--log-error={}", log.display()))
             .arg(format!("--port={}", self.port))
             .args(["--bind-address=127.0.0.1", "--innodb-buffer-pool-size=64M", "--max-connections=200"])
