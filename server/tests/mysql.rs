@@ -68,6 +68,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TRIGGER parent_audit AFTER INSERT ON parent FOR EACH ROW BEGIN \
      INSERT INTO audit (parent_id, what, at, r) VALUES (NEW.id, CONCAT('new ', NEW.name), NOW(6), RAND()); END",
     "CREATE TRIGGER parent_touch BEFORE UPDATE ON parent FOR EACH ROW BEGIN SET NEW.touched = OLD.touched + 1; END",
+    // A one-statement body (no BEGIN ... END).
+    "CREATE TRIGGER child_mark BEFORE INSERT ON child FOR EACH ROW SET NEW.note = CONCAT(NEW.note, '!')",
 ];
 
 /// One round of the workload: every kind of statement the determinism

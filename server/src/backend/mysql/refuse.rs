@@ -123,7 +123,15 @@ pub(crate) fn parses(sql: &str) -> bool {
 }
 
 fn parse_one(sql: &str) -> Result<Statement, Refusal> {
-    let mut statements = Parser::parse_sql(&MySqlDialect {}, sql).map_err(|error| {
+    let parsed = Parser::parse_sql(&MySqlDialect {}, sql).or_else(|error| {
+        // The parser reads only block bodies of triggers: a one-statement
+        // body is checked as the same trigger with a block body.
+        match trigger_with_block_body(sql) {
+            Some(block) => Parser::parse_sql(&MySqlDialect {}, &block).map_err(|_| error),
+            None => Err(error),
+        }
+    });
+    let mut statements = parsed.map_err(|error| {
         format!("refused: deeb could not parse the statement to check it is deterministic ({error})")
     })?;
     match statements.len() {
@@ -131,6 +139,24 @@ fn parse_one(sql: &str) -> Result<Statement, Refusal> {
         0 => Err("refused: no statement".into()),
         _ => Err("refused: one SQL statement per statement of the request".into()),
     }
+}
+
+/// `CREATE TRIGGER ... FOR EACH ROW statement` with its statement in a
+/// `BEGIN ... END` block: the same trigger, in the form the parser reads.
+/// `None` for anything else.
+fn trigger_with_block_body(sql: &str) -> Option<String> {
+    if !first_keyword(sql).eq_ignore_ascii_case("CREATE") {
+        return None;
+    }
+    // ASCII upper-casing keeps byte offsets.
+    let upper = sql.to_ascii_uppercase();
+    upper.find(" TRIGGER ")?;
+    let at = upper.find("FOR EACH ROW")? + "FOR EACH ROW".len();
+    let body = sql[at..].trim().trim_end_matches(';').trim();
+    if body.to_ascii_uppercase().starts_with("BEGIN") {
+        return None;
+    }
+    Some(format!("{} BEGIN {body}; END", &sql[..at]))
 }
 
 /// Checks one statement of a write request.
@@ -528,6 +554,16 @@ mod tests {
             let refusal = refused(sql);
             assert!(refusal.contains(reason), "{sql}: {refusal:?} does not name {reason:?}");
         }
+    }
+
+    #[test]
+    fn one_statement_trigger_bodies_are_checked_too() {
+        let plain = "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW INSERT INTO log (v) VALUES (NEW.v)";
+        assert!(check_write(plain).is_ok_and(|plan| plan.schema_change));
+        let unsafe_body = "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW INSERT INTO log (v) VALUES (UUID())";
+        assert!(refused(unsafe_body).contains("UUID()"));
+        assert_eq!(trigger_with_block_body("CREATE TABLE t (id INT PRIMARY KEY)"), None);
+        assert_eq!(trigger_with_block_body("CREATE TRIGGER tr BEFORE UPDATE ON t FOR EACH ROW BEGIN END"), None);
     }
 
     #[test]
