@@ -294,9 +294,16 @@ impl Shell {
                 true
             }
             ".tables" => {
-                let sql = "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
-                           AND name NOT LIKE '_deeb_%' ORDER BY name";
-                self.print_raw(sql).await
+                let sqlite = "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+                              AND name NOT LIKE '_deeb_%' ORDER BY name";
+                // The MySQL backend has no sqlite_schema.
+                let mysql = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+                             AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME NOT LIKE '\\_deeb\\_%' ORDER BY TABLE_NAME";
+                let result = match commands::query(&self.client, sqlite, self.level, None, None).await {
+                    Err(_) => commands::query(&self.client, mysql, self.level, None, None).await,
+                    found => found,
+                };
+                self.print_first_column(result)
             }
             ".schema" => self.print_raw(&schema_query(argument)).await,
             ".status" => self.status(false).await,
@@ -343,7 +350,13 @@ impl Shell {
     /// Prints the first column of each row as is (for `.tables` and
     /// `.schema`, whose output is meant to be read or run again).
     async fn print_raw(&mut self, sql: &str) -> bool {
-        match commands::query(&self.client, sql, self.level, None, None).await {
+        let result = commands::query(&self.client, sql, self.level, None, None).await;
+        self.print_first_column(result)
+    }
+
+    /// Prints each row's first value on a line of its own, or the error.
+    fn print_first_column(&mut self, result: Result<commands::QueryResult, deeb_client::Error>) -> bool {
+        match result {
             Ok(result) => {
                 let mut text = String::new();
                 for row in &result.rows {
@@ -470,7 +483,7 @@ fn is_write_refused_as_query(error: &commands::Error) -> bool {
 /// True for statements that go to `Query` (reads) rather than `Execute`.
 pub fn is_query(sql: &str) -> bool {
     let first = first_keyword(sql).to_ascii_uppercase();
-    matches!(first.as_str(), "SELECT" | "WITH" | "PRAGMA" | "EXPLAIN" | "VALUES")
+    matches!(first.as_str(), "SELECT" | "WITH" | "PRAGMA" | "EXPLAIN" | "VALUES" | "SHOW" | "DESCRIBE" | "DESC")
 }
 
 /// The first word of a statement, skipping leading comments.
@@ -503,7 +516,8 @@ fn schema_query(table: Option<&str>) -> String {
 
 const HELP: &str = "\
 Statements end with ';' and may span lines (SQLite decides where one ends, so
-trigger bodies stay whole). SELECT/WITH/PRAGMA/EXPLAIN/VALUES run as queries on
+trigger bodies stay whole). SELECT/WITH/PRAGMA/EXPLAIN/VALUES (and, for the
+MySQL backend, SHOW/DESCRIBE) run as queries on
 this node, everything else as a write (forwarded to the leader).
 Ctrl-C cancels the input or the running statement; Ctrl-D leaves.
 .tables                 list tables
@@ -536,6 +550,7 @@ mod tests {
         assert!(is_query("select * from t"));
         assert!(is_query("  -- c\n WITH x AS (SELECT 1) SELECT * FROM x"));
         assert!(is_query("PRAGMA table_info(t)"));
+        assert!(is_query("SHOW TABLES") && is_query("describe t"));
         assert!(is_query("VALUES (1)"));
         assert!(!is_query("INSERT INTO t VALUES (1)"));
         assert!(!is_query("BEGIN"));

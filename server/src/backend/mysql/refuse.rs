@@ -166,7 +166,7 @@ pub(crate) fn check_write(sql: &str) -> Result<Plan, Refusal> {
         return Err(refusal_for(&statement));
     }
     let mut plan = Plan { schema_change: is_schema_change(sql), ..Plan::default() };
-    check_names(&statement)?;
+    check_names(&statement, false)?;
     check_expressions(&statement, &mut plan)?;
     match &statement {
         Statement::Query(query) => {
@@ -315,7 +315,7 @@ fn refusal_for(statement: &Statement) -> Refusal {
 /// Statement text allowed on the read path: one query, nothing locked.
 pub(crate) fn check_read(sql: &str) -> Result<(), Refusal> {
     let statement = parse_one(sql)?;
-    check_names(&statement)?;
+    check_names(&statement, true)?;
     match &statement {
         Statement::Query(query) if query.locks.is_empty() => Ok(()),
         Statement::Query(_) => Err("refused: a locking read would block the replication of writes".into()),
@@ -328,9 +328,14 @@ pub(crate) fn check_read(sql: &str) -> Result<(), Refusal> {
     }
 }
 
-/// Names only this database's tables, never deeb's own.
-fn check_names(statement: &Statement) -> Result<(), Refusal> {
+/// Names only this database's tables, never deeb's own (a read may also
+/// name `information_schema`'s).
+fn check_names(statement: &Statement, read: bool) -> Result<(), Refusal> {
     let flow = visit_relations(statement, |name: &ObjectName| {
+        let catalog = name.0.first().and_then(|part| part.as_ident()).map(|ident| ident.value.to_ascii_lowercase());
+        if read && name.0.len() == 2 && catalog.as_deref() == Some("information_schema") {
+            return ControlFlow::Continue(());
+        }
         if name.0.len() > 1 {
             return ControlFlow::Break(format!(
                 "refused: {name} names another database; deeb replicates one database, name tables alone"
@@ -582,5 +587,7 @@ mod tests {
         assert!(check_read("SELECT * FROM t FOR UPDATE").is_err());
         assert!(check_read("INSERT INTO t VALUES (1)").unwrap_err().contains("not a read"));
         assert!(check_read("SELECT * FROM mysql.user").is_err());
+        assert!(check_read("SELECT TABLE_NAME FROM information_schema.TABLES").is_ok());
+        assert!(check_write("INSERT INTO t SELECT TABLE_NAME FROM information_schema.TABLES").is_err());
     }
 }
