@@ -176,7 +176,7 @@ pub(crate) fn check_write(sql: &str) -> Result<Plan, Refusal> {
                     "refused: locking reads (FOR UPDATE, LOCK IN SHARE MODE) lock nothing across replicas".into()
                 );
             }
-            if query.to_string().to_ascii_uppercase().contains(" INTO ") {
+            if matches!(&*query.body, SetExpr::Select(select) if select.into.is_some()) {
                 return Err("refused: SELECT ... INTO writes outside the database or into session variables".into());
             }
         }
@@ -455,19 +455,26 @@ fn limited(limit: bool, tables: Vec<String>, order: &[Expr], plan: &mut Plan) ->
     Ok(())
 }
 
-/// Only InnoDB tables roll back with the request (and replicate alike).
+/// Only InnoDB tables roll back with the request (and replicate alike):
+/// every `ENGINE [=] name` option in `text` must name InnoDB (a column or
+/// comment that merely says "engine" is not one).
 fn transactional_engine(text: &str) -> Result<(), Refusal> {
     let upper = text.to_ascii_uppercase();
-    let Some(at) = upper.find("ENGINE") else { return Ok(()) };
-    let engine: String = upper[at + "ENGINE".len()..]
-        .trim_start_matches([' ', '='])
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    match engine.as_str() {
-        "INNODB" => Ok(()),
-        other => Err(format!("refused: ENGINE={other}: only InnoDB tables are transactional and replicated")),
+    for (at, _) in upper.match_indices("ENGINE") {
+        let before = upper[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '`' || c == '\'' || c == '"') {
+            continue;
+        }
+        let rest = &upper[at + "ENGINE".len()..];
+        let value = rest.trim_start_matches(' ');
+        let Some(value) = value.strip_prefix('=') else { continue };
+        let engine: String =
+            value.trim_start_matches(' ').chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if engine != "INNODB" {
+            return Err(format!("refused: ENGINE={engine}: only InnoDB tables are transactional and replicated"));
+        }
     }
+    Ok(())
 }
 
 fn last_part(name: &ObjectName) -> String {
@@ -507,6 +514,7 @@ mod tests {
             "DELETE FROM t WHERE id > 3",
             "REPLACE INTO t VALUES (1, 'a')",
             "SELECT LAST_INSERT_ID()",
+            "SELECT 'go into the engine = x' AS note",
         ] {
             let plan = check_write(sql).unwrap_or_else(|refusal| panic!("{sql}: {refusal}"));
             assert!(!plan.schema_change, "{sql}");
@@ -518,6 +526,12 @@ mod tests {
         let plan =
             check_write("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT) ENGINE=InnoDB").expect("ddl");
         assert!(plan.schema_change);
+        for sql in [
+            "CREATE TABLE e (id INT PRIMARY KEY, engine VARCHAR(10), note TEXT COMMENT 'engine = fast')",
+            "CREATE TABLE f (id INT PRIMARY KEY) ENGINE = InnoDB",
+        ] {
+            assert!(check_write(sql).is_ok_and(|plan| plan.schema_change), "{sql}");
+        }
     }
 
     #[test]
@@ -550,6 +564,8 @@ mod tests {
             ("INSERT INTO t SELECT * FROM u ON DUPLICATE KEY UPDATE v = 1", "ON DUPLICATE KEY"),
             ("INSERT IGNORE INTO t SELECT * FROM u", "IGNORE"),
             ("SET @x = 1", "SET"),
+            ("SELECT 1 INTO @x", "refused"),
+            ("CREATE TABLE k (a INT PRIMARY KEY) ENGINE = Aria", "InnoDB"),
             ("BEGIN", "transaction"),
             ("INSERT INTO _deeb_state VALUES (1)", "deeb's own"),
             ("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)", "one SQL statement"),
