@@ -220,6 +220,7 @@ const UNSAFE: &[(&str, &str)] = &[
     ("REVOKE ALL ON *.* FROM 'x'@'%'", "privileges"),
     ("KILL 1", "one server"),
     ("FLUSH TABLES", "one server"),
+    ("CREATE TRIGGER numbered AFTER INSERT ON two FOR EACH ROW INSERT INTO t (v) VALUES ('x')", "AUTO_INCREMENT"),
     ("CREATE TABLE s AS SELECT * FROM t", "CREATE TABLE ... SELECT"),
     ("CREATE TABLE s LIKE t", "LIKE"),
     ("CREATE TEMPORARY TABLE tmp (id INT PRIMARY KEY)", "temporary"),

@@ -589,6 +589,14 @@ impl MysqlStateMachine {
                         )));
                     }
                 }
+                Need::NoAutoIncrement { table } => {
+                    if self.has_auto_increment(table)? {
+                        return Ok(Err(format!(
+                            "refused: a trigger inserting into {table}, which has an AUTO_INCREMENT column, is \
+                             unsafe for statement replication (the replicas could number its rows differently)"
+                        )));
+                    }
+                }
                 Need::TotalOrder { table, order } => {
                     let total = self.keys(table)?.is_some_and(|keys| {
                         keys.primary.iter().all(|column| order.iter().any(|o| o.eq_ignore_ascii_case(column)))
@@ -644,6 +652,19 @@ impl MysqlStateMachine {
         let keys = Keys { primary, unique: unique.len() };
         self.schema.keys.insert(table.to_owned(), keys.clone());
         Ok(Some(keys))
+    }
+
+    /// True if `table` exists and has an AUTO_INCREMENT column.
+    fn has_auto_increment(&mut self, table: &str) -> Result<bool, SqlError> {
+        let mut conn = self.readers.connection()?;
+        let found: Option<u64> = conn
+            .exec_first(
+                "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+                 AND EXTRA LIKE '%auto_increment%'",
+                (table,),
+            )
+            .map_err(sql_error)?;
+        Ok(found.is_some())
     }
 
     /// True unless `name` is a stored function or a loadable one.

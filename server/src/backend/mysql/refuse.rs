@@ -12,8 +12,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, visit_relations, AlterTableOperation, ColumnOption, Expr, FromTable, Function, ObjectName,
-    OnInsert, OrderByKind, SetExpr, Statement, TableConstraint, TableFactor, TableObject,
+    visit_expressions, visit_relations, visit_statements, AlterTableOperation, ColumnOption, Expr, FromTable, Function,
+    ObjectName, OnInsert, OrderByKind, SetExpr, Statement, TableConstraint, TableFactor, TableObject,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -87,6 +87,10 @@ pub(crate) enum Need {
     /// `UPDATE`/`DELETE ... LIMIT`: which rows it takes depends on the
     /// scan order unless the `ORDER BY` names every primary key column.
     TotalOrder { table: String, order: Vec<String> },
+    /// A trigger inserting into a table with an AUTO_INCREMENT column: the
+    /// value the replicas fix (`insert_id`) would number the trigger's row
+    /// or the statement's, which MySQL's replication calls unsafe.
+    NoAutoIncrement { table: String },
 }
 
 /// Why a statement is refused (the client's error message).
@@ -234,10 +238,19 @@ pub(crate) fn check_write(sql: &str) -> Result<Plan, Refusal> {
             }
             transactional_engine(&statement.to_string())?;
         }
+        Statement::CreateTrigger(_) => {
+            let _ = visit_statements(&statement, |inner: &Statement| {
+                if let Statement::Insert(insert) = inner {
+                    if let TableObject::TableName(name) = &insert.table {
+                        plan.needs.push(Need::NoAutoIncrement { table: last_part(name) });
+                    }
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
         Statement::CreateIndex(_)
         | Statement::CreateView(_)
         | Statement::AlterView(_)
-        | Statement::CreateTrigger(_)
         | Statement::DropTrigger(_)
         | Statement::RenameTable(_)
         | Statement::Truncate(_) => {}
@@ -575,6 +588,17 @@ mod tests {
             let refusal = refused(sql);
             assert!(refusal.contains(reason), "{sql}: {refusal:?} does not name {reason:?}");
         }
+    }
+
+    #[test]
+    fn triggers_name_the_tables_they_insert_into() {
+        let trigger = "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW BEGIN INSERT INTO log (v) VALUES (NEW.v); \
+                       REPLACE INTO other (id) VALUES (NEW.id); END";
+        let plan = check_write(trigger).expect("a trigger");
+        assert_eq!(
+            plan.needs,
+            vec![Need::NoAutoIncrement { table: "log".into() }, Need::NoAutoIncrement { table: "other".into() }]
+        );
     }
 
     #[test]
