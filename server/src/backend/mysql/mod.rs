@@ -994,17 +994,11 @@ fn user_tables(conn: &mut Conn) -> Result<Vec<(String, String)>, SqlError> {
 /// `SHOW CREATE TABLE` (or VIEW) without the AUTO_INCREMENT counter, which
 /// replicas may hold differently (a failed insert moves it on the leader).
 fn create_statement(conn: &mut Conn, table: &str, kind: &str) -> Result<String, SqlError> {
-    let object = if kind == "VIEW" { "VIEW" } else { "TABLE" };
-    Ok(strip_auto_increment(&show_create(conn, object, table).map_err(sql_error)?))
-}
-
-/// The statement `SHOW CREATE {object}` gives for `name` (`object` is
-/// TABLE, VIEW or TRIGGER), empty if there is none.
-pub(crate) fn show_create(conn: &mut Conn, object: &str, name: &str) -> mysql::Result<String> {
-    let row: Option<mysql::Row> = conn.query_first(format!("SHOW CREATE {object} {}", quote(name)))?;
-    // A trigger's statement follows its sql_mode.
-    let column = if object == "TRIGGER" { 2 } else { 1 };
-    Ok(row.and_then(|row| row.get(column)).unwrap_or_default())
+    let view = kind == "VIEW";
+    let sql = format!("SHOW CREATE {} {}", if view { "VIEW" } else { "TABLE" }, quote(table));
+    let row: Option<mysql::Row> = conn.query_first(sql).map_err(sql_error)?;
+    let text: String = row.and_then(|row| row.get(1)).unwrap_or_default();
+    Ok(strip_auto_increment(&text))
 }
 
 fn strip_auto_increment(text: &str) -> String {

@@ -20,7 +20,7 @@ use deeb_core::{SnapshotTaker, TakenSnapshot};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, Value};
 
-use super::{connect, order_columns, quote, show_create, sql_error, user_tables, values, SCHEMA};
+use super::{connect, order_columns, quote, sql_error, user_tables, values, SCHEMA};
 
 const MAGIC: &[u8] = b"deeb mysql snapshot 1\n";
 /// Rows loaded per INSERT (and bytes, whichever comes first).
@@ -153,7 +153,8 @@ fn take_once(opts: &Opts, dest: &Path) -> Result<TakenSnapshot, Taking> {
     let tables = user_tables(&mut conn)?;
     copied.extend(tables.iter().filter(|(_, kind)| kind == "BASE TABLE").map(|(name, _)| name.clone()));
     for table in &copied {
-        let create = show_create(&mut conn, "TABLE", table)?;
+        let create: Option<mysql::Row> = conn.query_first(format!("SHOW CREATE TABLE {}", quote(table)))?;
+        let create: String = create.and_then(|row| row.get(1)).unwrap_or_default();
         let mut payload = Vec::new();
         field(&mut payload, table.as_bytes());
         field(&mut payload, create.as_bytes());
@@ -171,7 +172,8 @@ fn take_once(opts: &Opts, dest: &Path) -> Result<TakenSnapshot, Taking> {
     }
     // Views, then triggers: created after the swap, in this order.
     for (name, _) in tables.iter().filter(|(_, kind)| kind == "VIEW") {
-        let create = show_create(&mut conn, "VIEW", name)?;
+        let create: Option<mysql::Row> = conn.query_first(format!("SHOW CREATE VIEW {}", quote(name)))?;
+        let create: String = create.and_then(|row| row.get(1)).unwrap_or_default();
         records.put(b'O', strip_definer(&create).as_bytes())?;
     }
     let triggers: Vec<String> = conn.query(
@@ -179,7 +181,8 @@ fn take_once(opts: &Opts, dest: &Path) -> Result<TakenSnapshot, Taking> {
          ORDER BY ACTION_ORDER, TRIGGER_NAME",
     )?;
     for name in triggers {
-        let create = show_create(&mut conn, "TRIGGER", &name)?;
+        let create: Option<mysql::Row> = conn.query_first(format!("SHOW CREATE TRIGGER {}", quote(&name)))?;
+        let create: String = create.and_then(|row| row.get(2)).unwrap_or_default();
         records.put(b'O', strip_definer(&create).as_bytes())?;
     }
     conn.query_drop("COMMIT")?;
