@@ -152,17 +152,21 @@ async fn snapshots_under_writes_keep_leadership() {
         }
         slowest
     });
+    // At least 60 writes, and on until the leader has taken a snapshot (a
+    // fast run's 60 writes can end before the first ~120 MB one is done).
     let started = Instant::now();
-    let mut last = 0;
-    for value in 0..60 {
-        last = cluster.execute(leader, &format!("INSERT INTO big (b) VALUES ({value})")).await.expect("write").index;
+    let (mut last, mut writes) = (0, 0);
+    let mut status = cluster.status(leader).await.expect("status");
+    while writes < 60 || (status.snapshot_index <= 12 && started.elapsed() < Duration::from_secs(60)) {
+        last = cluster.execute(leader, &format!("INSERT INTO big (b) VALUES ({writes})")).await.expect("write").index;
+        writes += 1;
+        status = cluster.status(leader).await.expect("status");
     }
     let writing = started.elapsed();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let slowest = poller.await.expect("poller");
-    let status = cluster.status(leader).await.expect("status");
     println!(
-        "60 writes while snapshots of ~120 MB were taken: {writing:?}; slowest status answer {slowest:?}; \
+        "{writes} writes while snapshots of ~120 MB were taken: {writing:?}; slowest status answer {slowest:?}; \
          snapshot index {}",
         status.snapshot_index
     );

@@ -126,6 +126,7 @@ fn swarm_of(options: &RunOptions) -> Swarm {
     let swarm = Swarm::draw(options.seed, options.scenario, options.nodes);
     match options.mutant {
         Some(Mutant::LeaseBeyondClockBound) => swarm.breaking_the_lease(),
+        Some(Mutant::StaleBoundOnLeaderContact) => swarm.lagging_stale_readers(),
         _ => swarm,
     }
 }

@@ -182,6 +182,19 @@ impl Swarm {
         }
     }
 
+    /// This swarm with bounded-stale reads on and slow work (applies up to
+    /// 75 ms each): followers that hear their leader but apply behind it,
+    /// where a staleness bound taken from leader contact shows.
+    pub fn lagging_stale_readers(self) -> Self {
+        Self {
+            stale_reads: true,
+            lease_reads: false,
+            clock_jumps: false,
+            work_time_max: self.work_time_max.max(Duration::from_millis(1_500)),
+            ..self
+        }
+    }
+
     /// This swarm with the lease's clock assumption broken and no other
     /// fault: lease reads only where a violation must show.
     pub fn breaking_the_lease(self) -> Self {
