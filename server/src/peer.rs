@@ -290,7 +290,9 @@ struct Link {
     sent: u64,
     /// When the last batch (or probe) was sent.
     last_sent: Instant,
-    /// Smoothed time from sending a batch to its answer.
+    /// The shortest time from sending a batch to its answer seen on this
+    /// link: the path's round trip without losses (a smoothed time would
+    /// grow with the losses the probes are for, and probe ever later).
     answer_time: Duration,
     dead_after: Duration,
 }
@@ -317,7 +319,7 @@ impl Link {
             }
             // Dropping `count` tells the sender the call ended.
         });
-        let (unanswered, last_sent, answer_time) = (VecDeque::new(), Instant::now(), PROBE_AFTER_MIN);
+        let (unanswered, last_sent, answer_time) = (VecDeque::new(), Instant::now(), PROBE_AFTER_MAX);
         Ok(Link {
             batches,
             answered,
@@ -387,7 +389,7 @@ impl Link {
         while self.unanswered.len() > pending {
             let (sent_at, bytes) = self.unanswered.pop_front().expect("longer than pending");
             self.unanswered_bytes -= bytes;
-            self.answer_time = (self.answer_time * 7 + sent_at.elapsed()) / 8;
+            self.answer_time = self.answer_time.min(sent_at.elapsed());
         }
         if ended {
             return Err("the raft stream ended".into());
@@ -611,8 +613,8 @@ pub(crate) const PEER_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bound on connecting to and calling a peer.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bounds on how long a batch goes unanswered before a [`Link`] probes
-/// (three smoothed answer times between them).
-const PROBE_AFTER_MIN: Duration = Duration::from_millis(2);
+/// (three of its shortest answer times).
+const PROBE_AFTER_MIN: Duration = Duration::from_millis(1);
 const PROBE_AFTER_MAX: Duration = Duration::from_millis(200);
 /// Batches sent on a [`Link`] and not yet answered, at most.
 const LINK_WINDOW_BATCHES: usize = 64;
