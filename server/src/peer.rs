@@ -628,6 +628,133 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 mod tests {
     use super::*;
 
+    use deeb_proto::peer_server::PeerServer;
+    use tokio::net::TcpListener;
+
+    /// Serves `service` on a loopback port; returns its address.
+    async fn serve<P: Peer>(service: P) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let (accepted, connections) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                if accepted.send(Ok::<_, std::io::Error>(stream)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let router = tonic::transport::Server::builder().add_service(PeerServer::new(service));
+        tokio::spawn(router.serve_with_incoming(ReceiverStream::new(connections)));
+        address
+    }
+
+    fn batch(messages: Vec<Vec<u8>>) -> RaftBatch {
+        RaftBatch { from: 2, messages, from_address: "127.0.0.1:1".into(), ..RaftBatch::default() }
+    }
+
+    /// A peer that takes raft streams and never answers a batch (a
+    /// connection that carries nothing while it looks open).
+    struct Silent;
+
+    #[tonic::async_trait]
+    impl Peer for Silent {
+        async fn raft(&self, _: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+            std::future::pending().await
+        }
+
+        type RaftStreamStream = ReceiverStream<Result<RaftAck, Status>>;
+
+        async fn raft_stream(
+            &self,
+            request: Request<Streaming<RaftBatch>>,
+        ) -> Result<Response<Self::RaftStreamStream>, Status> {
+            let (answers, stream) = mpsc::channel(1);
+            let mut batches = request.into_inner();
+            // Reads every batch, answers none.
+            tokio::spawn(async move {
+                let _answers = answers;
+                while let Ok(Some(_)) = batches.message().await {}
+            });
+            Ok(Response::new(ReceiverStream::new(stream)))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<SnapshotAck>, Status> {
+            Err(Status::unimplemented("silent"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_to_a_peer_that_answers_stays_up_and_its_batches_reach_the_loop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (inputs, mut received) = mpsc::channel(64);
+        let identities = PeerIdentities::load(dir.path()).expect("identities");
+        let cluster = ClusterId::load(dir.path(), &[], "").expect("cluster id");
+        let security = Arc::new(Security::open());
+        let service = PeerService::new(
+            inputs,
+            ClientAddresses::default(),
+            (identities, cluster),
+            (security.clone(), Metrics::new()),
+        );
+        let address = serve(service).await;
+        let dead_after = Duration::from_millis(300);
+        let mut link = Link::open(&security, &address, dead_after).await.expect("open");
+        // Three times dead_after of sending, with probes between.
+        for round in 0..18u8 {
+            link.send(batch(vec![vec![round]]), 1).await.expect("the link stays up");
+            link.send(batch(Vec::new()), 0).await.expect("a probe");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !link.unanswered.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                link.settle().expect("the link stays up");
+            }
+        })
+        .await
+        .expect("every batch answered");
+        let mut delivered = Vec::new();
+        while let Ok(Input::Peer { messages, .. }) = received.try_recv() {
+            delivered.extend(messages);
+        }
+        let sent: Vec<Vec<u8>> = (0..18u8).map(|round| vec![round]).collect();
+        assert_eq!(delivered, sent, "every batch in order, probes not handed on");
+    }
+
+    #[tokio::test]
+    async fn a_link_to_a_peer_that_answers_nothing_fails_within_its_bound() {
+        let address = serve(Silent).await;
+        let security = Security::open();
+        let dead_after = Duration::from_millis(300);
+        let mut link = Link::open(&security, &address, dead_after).await.expect("open");
+        let started = Instant::now();
+        link.send(batch(vec![vec![1]]), 1).await.expect("sent: nothing is overdue yet");
+        let mut probes = 0;
+        let failed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match Link::wait(Some(&mut link)).await {
+                    Ok(()) => {
+                        probes += 1;
+                        if let Err(error) = link.send(batch(Vec::new()), 0).await {
+                            return error;
+                        }
+                    }
+                    Err(error) => return error,
+                }
+            }
+        })
+        .await
+        .expect("the link failed within 5 s");
+        let took = started.elapsed();
+        assert!(failed.contains("answered no batch"), "{failed}");
+        assert!(took >= dead_after && took < dead_after * 3, "failed after {took:?}");
+        assert!(probes > 0, "probed while the batch went unanswered");
+        assert!(link.send(batch(vec![vec![2]]), 1).await.is_err(), "stays failed");
+    }
+
     fn at(client: &str) -> Advertised {
         Advertised { client: client.into(), http: format!("http-{client}") }
     }
