@@ -127,6 +127,7 @@ fn swarm_of(options: &RunOptions) -> Swarm {
     match options.mutant {
         Some(Mutant::LeaseBeyondClockBound) => swarm.breaking_the_lease(),
         Some(Mutant::StaleBoundOnLeaderContact) => swarm.lagging_stale_readers(),
+        Some(Mutant::ForgetVote) => swarm.contested_elections(),
         _ => swarm,
     }
 }

@@ -195,6 +195,13 @@ impl Swarm {
         }
     }
 
+    /// This swarm with elections often contested: tiny timeouts, partitions
+    /// and kills, and crashes right after votes, where a vote not made
+    /// durable lets a voter back within the election vote again.
+    pub fn contested_elections(self) -> Self {
+        Self { partitions: true, kills: true, crash_points: true, tiny_timeouts: true, ..self }
+    }
+
     /// This swarm with the lease's clock assumption broken and no other
     /// fault: lease reads only where a violation must show.
     pub fn breaking_the_lease(self) -> Self {
