@@ -58,6 +58,11 @@ impl Config {
         }
     }
 
+    /// The shortest election timeout (`election_ticks` ticks).
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.tick_ms.saturating_mul(self.election_ticks as u64))
+    }
+
     /// The time a write statement may run. Statements run on the host's
     /// worker, not on the loop that sends heartbeats, so it may exceed the
     /// election timeout.

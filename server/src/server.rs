@@ -161,6 +161,7 @@ pub async fn run_node<D: Disk + 'static>(
     let sending = (security, metrics.clone());
     let mut peers = PeerSenders::new(config.id(), addresses, credentials, inputs.clone(), PEER_QUEUE_MAX, sending);
     peers.inject_faults(config.hooks.transport.clone());
+    peers.dead_after(config.core.election_timeout());
     let chunk_bytes_max = config.core.limits.snapshot_chunk_bytes_max;
     let work_time = config.hooks.work_time.clone();
     let event_loop = EventLoop::new(node, clock, receiver, inputs, peers, chunk_bytes_max, (work_time, metrics))
