@@ -219,7 +219,7 @@ impl DeebService {
             Err(ServerError::Write(WriteError::NotLeader { leader: Some(leader) })) if !forwarded_here => {
                 let mut client = self.leader_client(leader).await?;
                 let answer = self.bounded(client.execute(forwarded_for(message.clone(), principal))).await?;
-                answer.map(Response::into_inner).map_err(ServerError::Forwarded)
+                answer.map(Response::into_inner).map_err(|status| forward_failed(leader, status))
             }
             Err(error) => Err(error),
         }
@@ -250,7 +250,7 @@ impl DeebService {
                         self.bounded(client.transfer_leader(forwarded_for(*transfer, principal))).await?
                     }
                 };
-                answer.map(Response::into_inner).map_err(ServerError::Forwarded)
+                answer.map(Response::into_inner).map_err(|status| forward_failed(leader, status))
             }
             Err(error) => Err(error),
         }
@@ -276,7 +276,7 @@ impl DeebService {
     ) -> Result<(), ServerError> {
         let mut client = self.leader_client(leader).await?;
         let answer = self.bounded(client.query(forwarded_for(message, principal))).await?;
-        let mut stream = answer.map_err(ServerError::Forwarded)?.into_inner();
+        let mut stream = answer.map_err(|status| forward_failed(leader, status))?.into_inner();
         tokio::spawn(async move {
             loop {
                 let item = stream.message().await;
@@ -514,6 +514,31 @@ fn is_transient(error: &ServerError) -> bool {
     }
 }
 
+/// A forwarded call's failure. A leader this node could not even connect
+/// to (refused: it died, and no new leader is known here yet) was never
+/// sent the request, so that is retried like a missing leader; any other
+/// failure is relayed as is.
+fn forward_failed(leader: NodeId, status: Status) -> ServerError {
+    if never_connected(&status) {
+        return ServerError::NoLeader(format!("leader {leader} refused the connection: {}", status.message()));
+    }
+    ServerError::Forwarded(status)
+}
+
+/// True if `error` or one of its sources is a refused connection: an error
+/// of `connect`, so nothing was sent.
+fn never_connected(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let refused = error.downcast_ref::<std::io::Error>();
+        if refused.is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 fn invalid(what: &str) -> Status {
     to_status(ServerError::Invalid(what.to_owned()))
 }
@@ -595,3 +620,45 @@ const BACKUP_CHUNKS_BUFFERED_MAX: usize = 4;
 const QUERY_CHUNKS_BUFFERED_MAX: usize = 4;
 /// Pause between retries while no leader is known.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use deeb_proto::ExecuteRequest;
+    use tokio::io::AsyncReadExt;
+
+    use super::{forward_failed, statement, NodeId, ServerError};
+
+    async fn execute_at(address: &str) -> tonic::Status {
+        let pool = deeb_client::Pool::new(Duration::from_secs(2), None);
+        let mut client = pool.client(address).expect("pooled client");
+        let request = ExecuteRequest { statements: vec![statement("SELECT 1")], ..Default::default() };
+        client.execute(request).await.expect_err("nothing serves there")
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retried_and_a_broken_call_is_relayed() {
+        // Nothing listens: the request was never sent, so it may go again.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = closed.local_addr().expect("address").to_string();
+        drop(closed);
+        let refused = execute_at(&address).await;
+        assert!(matches!(forward_failed(NodeId(1), refused), ServerError::NoLeader(_)));
+
+        // A peer that accepts and drops each connection unanswered: the
+        // request may have reached it, so the failure is relayed as is.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let dropper = tokio::spawn(async move {
+            for _ in 0..8 {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut buffer = [0u8; 64];
+                let _ = socket.read(&mut buffer).await;
+            }
+        });
+        let broken = execute_at(&address).await;
+        assert!(matches!(forward_failed(NodeId(1), broken), ServerError::Forwarded(_)));
+        dropper.abort();
+    }
+}

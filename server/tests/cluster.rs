@@ -95,6 +95,30 @@ async fn idempotent_retry_across_a_leader_kill() {
     assert_eq!(cells(&rows), [["1"]], "applied once");
 }
 
+/// Right after the leader is killed, a follower still names it as leader
+/// for up to an election timeout: calls through that follower wait for the
+/// next leader (the dead one refuses connections, so nothing was sent)
+/// instead of failing with a transport error, as an operator's
+/// `deeb nodes remove` of the dead node did in the chart's rehearsal.
+#[tokio::test]
+async fn calls_through_a_follower_wait_out_a_dead_leader() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(&[1, 2, 3]).await;
+    cluster.execute(leader, "CREATE TABLE t (id INTEGER PRIMARY KEY)").await.expect("create");
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let mut client = cluster.client(others[0]).await;
+    cluster.kill(leader);
+    let write = deeb_proto::ExecuteRequest {
+        statements: vec![deeb_server::api::statement("INSERT INTO t (id) VALUES (1)")],
+        ..Default::default()
+    };
+    let written = client.execute(write).await.expect("a write through the follower").into_inner();
+    assert_ne!(written.served_by, leader);
+    client.remove_node(deeb_proto::RemoveNodeRequest { node_id: leader }).await.expect("the dead leader removed");
+    let status = cluster.status(others[1]).await.expect("status");
+    assert!(status.members.iter().all(|member| member.node_id != leader), "{status:?}");
+}
+
 /// The client crate given every node sends writes to the leader itself,
 /// follows a new leader after `kill -9` (retrying with the request's key),
 /// streams rows, and keeps one pooled channel per node it talked to.
