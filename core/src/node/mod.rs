@@ -203,6 +203,11 @@ pub struct Node<D: Disk, S: StateMachine = SqliteStateMachine> {
     highest_term: u64,
     /// Mutation `send_before_sync` only: a sync deferred to the next ready.
     sync_owed: bool,
+    /// A ready whose appends to followers are queued as outputs and whose
+    /// own entries are not yet persisted: the host sends the appends first,
+    /// then the next `poll_output` persists it (the leader's sync overlaps
+    /// the followers' instead of preceding them).
+    unpersisted: Option<raft::Ready>,
     /// This leader applied its own removal and must step down.
     step_down_pending: bool,
     observer: Option<Observer>,
@@ -301,6 +306,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             last_leader_contact: None,
             highest_term: 0,
             sync_owed: false,
+            unpersisted: None,
             step_down_pending: false,
             observer: None,
         };
@@ -374,6 +380,18 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// The next effect for the host, or `None` when there is nothing to do.
     /// Drain it after every call that feeds the node.
     pub fn poll_output(&mut self) -> Option<Output> {
+        // Each round ends with outputs queued (the appends it deferred for)
+        // or nothing deferred, so this ends.
+        while self.outputs.is_empty() {
+            let Some(ready) = self.unpersisted.take() else { break };
+            if self.fatal.is_some() {
+                break;
+            }
+            match self.finish_ready(ready) {
+                Ok(()) => self.drive(),
+                Err(error) => self.stop(error),
+            }
+        }
         self.outputs.pop_front()
     }
 
@@ -557,6 +575,13 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     fn advance_clock(&mut self, now: Duration) {
         // The host's clock never goes backwards for the node.
         self.now = self.now.max(now);
+        // A host that fed an input without draining the outputs first:
+        // the ready handed out before is persisted before raft moves on.
+        if let Some(ready) = self.unpersisted.take() {
+            if let Err(error) = self.finish_ready(ready) {
+                self.stop(error);
+            }
+        }
     }
 
     /// Steps one peer message that arrived at `received_at` (earlier than
@@ -670,6 +695,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 
     fn drive_once(&mut self) -> Result<bool, Fatal> {
+        if self.unpersisted.is_some() {
+            return Ok(false); // `poll_output` goes on once the appends are out.
+        }
         let mut progressed = false;
         // A snapshot to install needs the state machine: while it is away
         // on the worker (a batch, a run of entries), the ready that holds it
@@ -697,10 +725,19 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             self.on_role_change(role, leader)?;
         }
         // The leader may send appends before persisting its own copy.
-        self.send_messages(ready.take_messages());
+        let messages = ready.take_messages();
+        let appends = messages.iter().any(|message| message.get_msg_type() == MessageType::MsgAppend);
+        let snapshots = messages.iter().any(|message| message.get_msg_type() == MessageType::MsgSnapshot);
+        self.send_messages(messages);
         if !ready.snapshot().is_empty() {
             // The rest of this ready waits until the worker installed it.
             return self.start_install(ready);
+        }
+        if appends && !snapshots && !ready.entries().is_empty() {
+            // Out to the followers before this node's own sync (the host
+            // drains the sends, then `poll_output` persists the rest).
+            self.unpersisted = Some(ready);
+            return Ok(());
         }
         self.finish_ready(ready)
     }
