@@ -988,7 +988,17 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 }
                 false => {
                     let batch = decode_write_batch(&entry, applied)?;
-                    self.writes.plan_apply(self.id, batch, applied, &mut answers, &mut own)?
+                    let step = self.writes.plan_apply(self.id, batch, applied, &mut answers, &mut own)?;
+                    if matches!(step, Step::Commit(_)) {
+                        // Our own batch, executed here: its results are
+                        // known and its entry is committed (durable on a
+                        // quorum), so its clients hear now, not after the
+                        // commit on the worker. Every read that must see it
+                        // waits until it applied (ReadIndex, lease, bounded
+                        // staleness all wait for the committed index).
+                        self.outputs.append(&mut answers);
+                    }
+                    step
                 }
             };
             steps.push(step);

@@ -150,10 +150,29 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 true => {}
                 false => return self.submit_read_index(token),
             },
-            Consistency::Lease if self.lease_held() => {}
+            Consistency::Lease if self.lease_held() => return self.submit_lease_read(token),
             Consistency::Lease | Consistency::Linearizable => return self.submit_read_index(token),
         }
         self.outputs.push_back(Output::ReadReady { token });
+        Ok(())
+    }
+
+    /// A read under the leader's lease runs once everything committed is
+    /// applied: the leader answers a write when its entry commits, before
+    /// the entry applies here.
+    fn submit_lease_read(&mut self, token: ClientToken) -> Result<(), ReadError> {
+        let committed = self.raw.raft.raft_log.committed;
+        if self.applied().index >= committed || self.config.mutations.lease_read_before_apply() {
+            self.outputs.push_back(Output::ReadReady { token });
+            return Ok(());
+        }
+        let max = self.config.limits.pending_reads_max;
+        if self.reads.pending.len() >= max {
+            return Err(ReadError::QueueFull { max });
+        }
+        let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
+        let read = PendingRead { asked_at: self.now, deadline_tick, read_index: Some(committed) };
+        self.reads.pending.insert(token, read);
         Ok(())
     }
 

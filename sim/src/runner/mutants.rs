@@ -53,6 +53,9 @@ pub enum Mutant {
     /// A read arriving while a ReadIndex round is in flight joins it
     /// (issue 15's batched ReadIndex).
     ReadJoinsRoundInFlight,
+    /// A lease read runs at once instead of once the committed index
+    /// applied (issue 15's acknowledgement at commit).
+    LeaseReadBeforeApply,
     /// Not a code change: the lease's assumption broken on purpose (a
     /// node's clock far slower than the drift it allows), which lease
     /// reads must be seen to violate (`Swarm::breaking_the_lease`).
@@ -63,7 +66,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// The mutants `mutants` and `ci` require to be caught.
-    pub const ALL: [Mutant; 20] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -84,6 +87,7 @@ impl Mutant {
         Mutant::LeaseBeyondClockBound,
         Mutant::BareReadContexts,
         Mutant::ReadJoinsRoundInFlight,
+        Mutant::LeaseReadBeforeApply,
     ];
 
     /// Mutants the faults catch too rarely to require (`run --mutant` and
@@ -111,6 +115,7 @@ impl Mutant {
             Mutant::KeepStaleSuffix => "keep-stale-suffix",
             Mutant::BareReadContexts => "bare-read-contexts",
             Mutant::ReadJoinsRoundInFlight => "read-joins-round-in-flight",
+            Mutant::LeaseReadBeforeApply => "lease-read-before-apply",
             Mutant::LeaseBeyondClockBound => "lease-beyond-clock-bound",
             Mutant::Canary => "canary",
         }
@@ -164,6 +169,7 @@ impl Mutant {
             Mutant::KeepStaleSuffix => mutations.keep_stale_suffix = true,
             Mutant::BareReadContexts => mutations.bare_read_contexts = true,
             Mutant::ReadJoinsRoundInFlight => mutations.read_joins_round_in_flight = true,
+            Mutant::LeaseReadBeforeApply => mutations.lease_read_before_apply = true,
             Mutant::LeaseBeyondClockBound | Mutant::Canary => {}
         }
         mutations

@@ -128,6 +128,7 @@ fn swarm_of(options: &RunOptions) -> Swarm {
         Some(Mutant::LeaseBeyondClockBound) => swarm.breaking_the_lease(),
         Some(Mutant::StaleBoundOnLeaderContact) => swarm.lagging_stale_readers(),
         Some(Mutant::ForgetVote) => swarm.contested_elections(),
+        Some(Mutant::LeaseReadBeforeApply) => swarm.lease_readers_of_slow_applies(),
         _ => swarm,
     }
 }

@@ -195,6 +195,19 @@ impl Swarm {
         }
     }
 
+    /// This swarm with lease reads on and slow work (applies up to 75 ms
+    /// each): the leader answers its writes at commit, so a lease read
+    /// that does not wait for the apply shows.
+    pub fn lease_readers_of_slow_applies(self) -> Self {
+        Self {
+            stale_reads: false,
+            lease_reads: true,
+            clock_jumps: false,
+            work_time_max: self.work_time_max.max(Duration::from_millis(1_500)),
+            ..self
+        }
+    }
+
     /// This swarm with elections often contested: tiny timeouts, partitions
     /// and kills, and crashes right after votes, where a vote not made
     /// durable lets a voter back within the election vote again.
