@@ -1337,6 +1337,55 @@ mod tests {
         node
     }
 
+    /// The leader answers a write when its entry commits, before its own
+    /// commit to the database on the worker; a lease or stale read it
+    /// serves meanwhile waits for that apply, so its clients read their
+    /// writes.
+    #[test]
+    fn the_leader_answers_at_commit_and_its_reads_wait_for_the_apply() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut node = leader(dir.path());
+        let now = Duration::from_millis(5_000);
+        let statement =
+            |sql: &str| deeb_proto::Statement { sql: sql.to_owned(), params: Vec::new(), named_params: Vec::new() };
+        node.submit_write(now, ClientToken(1), vec![statement("CREATE TABLE t (x)")]).expect("submit");
+        // Run the batch; hold the apply that commits it.
+        let (mut answered, mut held) = (false, None);
+        for _ in 0..16 {
+            let Some(output) = node.poll_output() else { break };
+            match output {
+                Output::ExecuteBatch => {
+                    let batch = node.batch_to_execute().expect("the batch");
+                    node.batch_executed(now, batch.execute());
+                }
+                Output::ApplyEntries => held = node.entries_to_apply(),
+                Output::WriteDone { token: ClientToken(1), result } => answered = result.is_ok(),
+                _ => {}
+            }
+        }
+        let held = held.expect("the commit waits on the worker");
+        assert!(answered, "answered before the leader's own commit to the database");
+        let reads = [(2, Consistency::Lease), (3, Consistency::Stale { max_staleness: None })];
+        for (token, consistency) in reads {
+            node.submit_read(now, ClientToken(token), consistency).expect("read");
+        }
+        let mut ready = Vec::new();
+        while let Some(output) = node.poll_output() {
+            if let Output::ReadReady { token } = output {
+                ready.push(token.0);
+            }
+        }
+        assert!(ready.is_empty(), "reads ran before the answered write applied: {ready:?}");
+        node.entries_applied(now, held.apply());
+        while let Some(output) = node.poll_output() {
+            if let Output::ReadReady { token } = output {
+                ready.push(token.0);
+            }
+        }
+        ready.sort_unstable();
+        assert_eq!(ready, vec![2, 3], "both reads run once it applied");
+    }
+
     /// Held inputs stay under their bound by dropping the oldest peer
     /// messages; other inputs are never dropped, and order is kept.
     #[test]

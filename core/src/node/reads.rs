@@ -109,6 +109,10 @@ struct PendingRead {
     asked_at: Duration,
     deadline_tick: u64,
     read_index: Option<u64>,
+    /// Once released, this node's data holds every write acknowledged
+    /// before `asked_at` (a ReadIndex or the lease confirmed it; not so a
+    /// stale read that waits only for the leader's own writes).
+    confirms: bool,
 }
 
 /// One ReadIndex request for every read that was waiting when it was
@@ -145,33 +149,42 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         }
         match consistency {
             _ if self.config.mutations.read_without_read_index() => {}
-            Consistency::Stale { max_staleness: None } => {}
+            Consistency::Stale { max_staleness: None } => return self.submit_local_read(token, false),
             Consistency::Stale { max_staleness: Some(bound) } => match self.staleness_within(bound)? {
-                true => {}
+                true => return self.submit_local_read(token, false),
                 false => return self.submit_read_index(token),
             },
-            Consistency::Lease if self.lease_held() => return self.submit_lease_read(token),
+            Consistency::Lease if self.lease_held() => return self.submit_local_read(token, true),
             Consistency::Lease | Consistency::Linearizable => return self.submit_read_index(token),
         }
         self.outputs.push_back(Output::ReadReady { token });
         Ok(())
     }
 
-    /// A read under the leader's lease runs once everything committed is
-    /// applied: the leader answers a write when its entry commits, before
-    /// the entry applies here.
-    fn submit_lease_read(&mut self, token: ClientToken) -> Result<(), ReadError> {
+    /// A read of this node's data as it is (a stale read, or a lease read,
+    /// which `confirms`), except that on the leader it waits until
+    /// everything committed has applied: the leader answers a write when
+    /// its entry commits, before the entry applies here, and its clients
+    /// read their own writes.
+    fn submit_local_read(&mut self, token: ClientToken, confirms: bool) -> Result<(), ReadError> {
         let committed = self.raw.raft.raft_log.committed;
-        if self.applied().index >= committed || self.config.mutations.lease_read_before_apply() {
+        let applied = self.applied().index;
+        if self.role != StateRole::Leader || applied >= committed || self.config.mutations.lease_read_before_apply() {
             self.outputs.push_back(Output::ReadReady { token });
             return Ok(());
         }
+        self.pend_read(token, Some(committed), confirms)
+    }
+
+    /// Holds `token`'s read until it has a read index (if `read_index` is
+    /// none) and this node applied it; at most `pending_reads_max` wait.
+    fn pend_read(&mut self, token: ClientToken, read_index: Option<u64>, confirms: bool) -> Result<(), ReadError> {
         let max = self.config.limits.pending_reads_max;
         if self.reads.pending.len() >= max {
             return Err(ReadError::QueueFull { max });
         }
         let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
-        let read = PendingRead { asked_at: self.now, deadline_tick, read_index: Some(committed) };
+        let read = PendingRead { asked_at: self.now, deadline_tick, read_index, confirms };
         self.reads.pending.insert(token, read);
         Ok(())
     }
@@ -200,13 +213,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     }
 
     fn submit_read_index(&mut self, token: ClientToken) -> Result<(), ReadError> {
-        let max = self.config.limits.pending_reads_max;
-        if self.reads.pending.len() >= max {
-            return Err(ReadError::QueueFull { max });
-        }
-        let deadline_tick = self.ticks + self.config.limits.read_timeout_ticks;
-        let read = PendingRead { asked_at: self.now, deadline_tick, read_index: None };
-        self.reads.pending.insert(token, read);
+        self.pend_read(token, None, true)?;
         match self.reads.rounds.back_mut().filter(|_| self.reads.join_round_in_flight) {
             Some(in_flight) => in_flight.readers.push(token),
             None => self.reads.waiting.push(token),
@@ -353,7 +360,9 @@ impl Reads {
             .collect();
         for token in ready {
             let read = self.pending.remove(&token).expect("collected from pending");
-            self.confirmed_at = self.confirmed_at.max(Some(read.asked_at));
+            if read.confirms {
+                self.confirmed_at = self.confirmed_at.max(Some(read.asked_at));
+            }
             outputs.push_back(Output::ReadReady { token });
         }
     }
@@ -454,7 +463,7 @@ mod tests {
     }
 
     fn pending() -> PendingRead {
-        PendingRead { asked_at: Duration::ZERO, deadline_tick: 9, read_index: None }
+        PendingRead { asked_at: Duration::ZERO, deadline_tick: 9, read_index: None, confirms: true }
     }
 
     /// A confirmed index reaches every read of the round the context
