@@ -235,8 +235,9 @@ mutations! {
     /// round, whose index was asked for before the read arrived: it can
     /// miss a write acknowledged in between (issue 15's batched ReadIndex).
     read_joins_round_in_flight,
-    /// Serve a read under the lease at once, not once the committed index
-    /// applied: the leader answers its writes when they commit, so such a
-    /// read can miss one (issue 15's acknowledgement at commit).
+    /// Serve a lease read (or a stale read on the leader) at once, not once
+    /// the committed index applied: the leader answers its writes when they
+    /// commit, so such a read can miss one (issue 15's acknowledgement at
+    /// commit).
     lease_read_before_apply,
 }

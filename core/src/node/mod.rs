@@ -382,17 +382,20 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     pub fn poll_output(&mut self) -> Option<Output> {
         // Each round ends with outputs queued (the appends it deferred for)
         // or nothing deferred, so this ends.
-        while self.outputs.is_empty() {
-            let Some(ready) = self.unpersisted.take() else { break };
-            if self.fatal.is_some() {
-                break;
-            }
-            match self.finish_ready(ready) {
-                Ok(()) => self.drive(),
-                Err(error) => self.stop(error),
-            }
+        while self.outputs.is_empty() && self.fatal.is_none() && self.finish_held_ready() {
+            self.drive();
         }
         self.outputs.pop_front()
+    }
+
+    /// Persists and finishes the ready held while its appends went out
+    /// (stopping the node if that fails); false if none was held.
+    fn finish_held_ready(&mut self) -> bool {
+        let Some(ready) = self.unpersisted.take() else { return false };
+        if let Err(error) = self.finish_ready(ready) {
+            self.stop(error);
+        }
+        true
     }
 
     /// A batch of raft messages from a peer (rust-protobuf bytes each).
@@ -577,11 +580,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.now = self.now.max(now);
         // A host that fed an input without draining the outputs first:
         // the ready handed out before is persisted before raft moves on.
-        if let Some(ready) = self.unpersisted.take() {
-            if let Err(error) = self.finish_ready(ready) {
-                self.stop(error);
-            }
-        }
+        self.finish_held_ready();
     }
 
     /// Steps one peer message that arrived at `received_at` (earlier than
@@ -994,8 +993,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                         // known and its entry is committed (durable on a
                         // quorum), so its clients hear now, not after the
                         // commit on the worker. Every read that must see it
-                        // waits until it applied (ReadIndex, lease, bounded
-                        // staleness all wait for the committed index).
+                        // waits until it applied (ReadIndex reads for their
+                        // index; lease and stale reads on the leader for
+                        // the committed one).
                         self.outputs.append(&mut answers);
                     }
                     step
@@ -1369,20 +1369,21 @@ mod tests {
         for (token, consistency) in reads {
             node.submit_read(now, ClientToken(token), consistency).expect("read");
         }
-        let mut ready = Vec::new();
-        while let Some(output) = node.poll_output() {
-            if let Output::ReadReady { token } = output {
-                ready.push(token.0);
-            }
-        }
+        let ready_reads = |node: &mut Node<MemDisk>| {
+            let outputs = std::iter::from_fn(|| node.poll_output());
+            let mut tokens: Vec<u64> = outputs
+                .filter_map(|output| match output {
+                    Output::ReadReady { token } => Some(token.0),
+                    _ => None,
+                })
+                .collect();
+            tokens.sort_unstable();
+            tokens
+        };
+        let ready = ready_reads(&mut node);
         assert!(ready.is_empty(), "reads ran before the answered write applied: {ready:?}");
         node.entries_applied(now, held.apply());
-        while let Some(output) = node.poll_output() {
-            if let Output::ReadReady { token } = output {
-                ready.push(token.0);
-            }
-        }
-        ready.sort_unstable();
+        let ready = ready_reads(&mut node);
         assert_eq!(ready, vec![2, 3], "both reads run once it applied");
     }
 

@@ -186,26 +186,20 @@ impl Swarm {
     /// 75 ms each): followers that hear their leader but apply behind it,
     /// where a staleness bound taken from leader contact shows.
     pub fn lagging_stale_readers(self) -> Self {
-        Self {
-            stale_reads: true,
-            lease_reads: false,
-            clock_jumps: false,
-            work_time_max: self.work_time_max.max(Duration::from_millis(1_500)),
-            ..self
-        }
+        Self { stale_reads: true, lease_reads: false, ..self.with_slow_work() }
     }
 
     /// This swarm with lease reads on and slow work (applies up to 75 ms
     /// each): the leader answers its writes at commit, so a lease read
     /// that does not wait for the apply shows.
     pub fn lease_readers_of_slow_applies(self) -> Self {
-        Self {
-            stale_reads: false,
-            lease_reads: true,
-            clock_jumps: false,
-            work_time_max: self.work_time_max.max(Duration::from_millis(1_500)),
-            ..self
-        }
+        Self { stale_reads: false, lease_reads: true, ..self.with_slow_work() }
+    }
+
+    /// This swarm with work up to 1.5 s (applies up to 75 ms) and no clock
+    /// jumps.
+    fn with_slow_work(self) -> Self {
+        Self { clock_jumps: false, work_time_max: self.work_time_max.max(Duration::from_millis(1_500)), ..self }
     }
 
     /// This swarm with elections often contested: tiny timeouts, partitions
