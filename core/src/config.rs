@@ -83,6 +83,11 @@ pub struct Limits {
     pub write_queue_max: usize,
     /// Requests in one batch (one raft entry).
     pub batch_requests_max: usize,
+    /// Batches the leader keeps proposed and not yet committed (its
+    /// pipeline): the next executes while earlier ones replicate, all in
+    /// one open transaction committed with the last. 1 runs one batch at
+    /// a time. (A backend that cannot pipeline runs one at a time.)
+    pub batches_in_flight_max: usize,
     /// Bytes of changesets in one batch; a request that would exceed it
     /// waits for the next batch, and a request larger than it on its own
     /// is refused.
@@ -122,6 +127,7 @@ impl Default for Limits {
             statements_per_request_max: 1_000,
             write_queue_max: 10_000,
             batch_requests_max: 1_024,
+            batches_in_flight_max: 4,
             batch_bytes_max: 16 * 1024 * 1024,
             pending_reads_max: 10_000,
             pending_admin_max: 16,
@@ -240,4 +246,10 @@ mutations! {
     /// commit, so such a read can miss one (issue 15's acknowledgement at
     /// commit).
     lease_read_before_apply,
+    /// A request whose SQL ends the leader's transaction in a batch
+    /// executing on top of batches in flight (its pipeline) starts a new
+    /// transaction and goes on, as a batch with nothing under it does: the
+    /// batches in flight are gone from it, yet still counted on to commit
+    /// with it (issue 15's pipelined group commit).
+    pipeline_over_lost_transaction,
 }

@@ -36,16 +36,21 @@
 //!      the result with [`Node::batch_executed`]. Only then is the batch
 //!      proposed as one log entry (if this node still leads in the same
 //!      term at the same index; otherwise its requests run again or are
-//!      told "not the leader"). Committed entries wait for the state
+//!      told "not the leader"). The transaction stays open with the
+//!      batch kept in it, and the next batch may execute on top of it
+//!      while its entry replicates (the leader's pipeline, up to
+//!      `Limits::batches_in_flight_max`). Committed entries wait for the state
 //!      machine to come back and apply in log order; reads are served
 //!      meanwhile from [`Node::readers`], which need no state machine.
 //!    - [`Output::ApplyEntries`]: a run of committed entries to apply.
 //!      [`Node::entries_to_apply`] hands over the steps the node planned
-//!      (commit the leader's open batch for its own entry, apply the row
-//!      changes of another's, record an empty entry) with the state
-//!      machine; the worker runs [`node::EntriesToApply::apply`] and the
-//!      host returns it with [`Node::entries_applied`], after which the
-//!      node answers those entries' clients ([`Output::WriteDone`]).
+//!      (commit the leader's open transaction at the last of its own
+//!      entries kept in it, apply the row changes of another's, record an
+//!      empty entry) with the state machine; the worker runs
+//!      [`node::EntriesToApply::apply`] and the host returns it with
+//!      [`Node::entries_applied`], after which the node answers those
+//!      entries' clients ([`Output::WriteDone`]; the leader answers its
+//!      own batches' clients when their entries commit).
 //!      Membership changes, rare and small, apply on the node between runs.
 //!    - [`Output::TakeSnapshot`]: a snapshot of the applied state from one
 //!      read transaction, [`Node::snapshot_to_take`] run on the worker

@@ -83,8 +83,32 @@ pub trait StateMachine {
     /// The members' addresses as of [`Self::applied`].
     fn members(&self) -> Result<Vec<(u64, String)>, SqlError>;
 
-    /// Leader: opens the batch that will be proposed at `next_index`.
+    /// Leader: opens the batch that will be proposed at `next_index`, on
+    /// top of the batches kept in the open transaction, if any (see
+    /// [`Self::pipelines_batches`]).
     fn begin_batch(&mut self, next_index: u64) -> Result<(), SqlError>;
+
+    /// True for a backend that may execute a batch on top of batches
+    /// proposed and not yet committed, all in one open transaction that
+    /// [`Self::commit_batch`] commits once the last of them commits (the
+    /// leader's pipeline). False: one batch at a time, and
+    /// [`Self::keep_batch`] and [`Self::rollback_all`] need not
+    /// distinguish the executing batch from kept ones.
+    fn pipelines_batches(&self) -> bool {
+        false
+    }
+
+    /// Leader: the executing batch was proposed; it stays in the open
+    /// transaction, and a later [`Self::begin_batch`] opens on top of it.
+    fn keep_batch(&mut self) -> Result<(), SqlError> {
+        Ok(())
+    }
+
+    /// Leader: drops the open transaction with every batch in it, kept or
+    /// executing (leadership lost).
+    fn rollback_all(&mut self) -> Result<(), SqlError> {
+        self.rollback_batch()
+    }
 
     /// True for a request this backend runs in an entry of its own, when
     /// the entry commits, on every replica (the leader too): MySQL commits
@@ -125,17 +149,20 @@ pub trait StateMachine {
     /// still remembered (the open batch included).
     fn recorded_request(&self, key: &str) -> Result<Option<(u64, Vec<StatementResult>)>, SqlError>;
 
-    /// True while a batch is open.
+    /// True while a batch transaction is open (a batch executing, or
+    /// batches kept).
     fn batch_open(&self) -> bool;
 
     /// True once the open batch has run as long as one statement may (the
     /// rest of the queue waits for the next batch).
     fn batch_time_spent(&self) -> bool;
 
-    /// Leader: keeps the open batch, as the entry `applied`.
+    /// Leader: commits the open transaction (every batch kept, and the one
+    /// executing) as the entry `applied`, that of its last batch.
     fn commit_batch(&mut self, applied: Applied) -> Result<(), SqlError>;
 
-    /// Leader: drops the open batch.
+    /// Leader: drops the executing batch; batches kept before it stay.
+    /// With none kept, the transaction ends.
     fn rollback_batch(&mut self) -> Result<(), SqlError>;
 
     /// Applies a committed batch executed elsewhere (or dropped here).

@@ -864,3 +864,87 @@ fn seeding_refuses_what_it_cannot_replicate() {
         assert!(!files.path().join(dir).join("state.db").exists(), "{dir}: nothing left behind");
     }
 }
+
+/// Writes submitted one at a time to a leader whose followers are paused,
+/// then the followers resumed: the index each write was answered at.
+fn indexes_of_writes_behind_paused_followers(configure: fn(&mut Config)) -> Vec<u64> {
+    let mut cluster = Cluster::with_config(3, 21, configure);
+    cluster.execute("CREATE TABLE p (v INTEGER)");
+    let leader = cluster.wait_leader();
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    followers.iter().for_each(|id| cluster.pause(*id));
+    let mut tokens = Vec::new();
+    for value in 0..6 {
+        let sql = format!("INSERT INTO p VALUES ({value})");
+        tokens.push(cluster.submit_write(leader, vec![statement(&sql)]).expect("the leader takes it"));
+        cluster.run_for(5 * MILLISECOND);
+    }
+    assert!(tokens.iter().all(|token| !cluster.replies.contains_key(token)), "nothing commits without a quorum");
+    followers.iter().for_each(|id| cluster.resume(*id));
+    let indexes = tokens
+        .into_iter()
+        .map(|token| match cluster.wait_reply(token, 10 * SECOND) {
+            Reply::Write(Ok(outcome)) => outcome.index.0,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let rows = query(cluster.node(leader), "SELECT v FROM p ORDER BY v");
+    assert_eq!(rows.iter().map(|row| integer_of(row, 0)).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+    cluster.assert_converged();
+    indexes
+}
+
+/// The leader's pipeline: while its first batch waits for a quorum, the
+/// next ones execute on top of it and are proposed, each its own entry,
+/// up to `batches_in_flight_max` (4); the rest wait and go together once
+/// those applied. With the bound at 1, every write after the first waits
+/// for it and they go as one batch (the bad case the check tells apart).
+#[test]
+fn the_leader_pipelines_batches_while_earlier_ones_replicate() {
+    let pipelined = indexes_of_writes_behind_paused_followers(|_| {});
+    let first = pipelined[0];
+    assert_eq!(pipelined, vec![first, first + 1, first + 2, first + 3, first + 4, first + 4]);
+    let one_at_a_time = indexes_of_writes_behind_paused_followers(|config| config.limits.batches_in_flight_max = 1);
+    let first = one_at_a_time[0];
+    assert_eq!(one_at_a_time, vec![first, first + 1, first + 1, first + 1, first + 1, first + 1]);
+}
+
+/// A request whose SQL ends the whole transaction (`INSERT OR ROLLBACK`)
+/// in a batch on top of one in flight takes that batch's effects out of
+/// the leader's transaction too: it fails alone, the batch in flight
+/// commits and applies from its entry, the requests beside the failing
+/// one run again in a later batch, and nothing is lost or applied twice.
+#[test]
+fn a_rollback_on_top_of_a_batch_in_flight_loses_nothing() {
+    for seed in 30..34 {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.execute("CREATE TABLE k (id INTEGER PRIMARY KEY)");
+        cluster.execute("INSERT INTO k VALUES (1)");
+        let leader = cluster.wait_leader();
+        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        followers.iter().for_each(|id| cluster.pause(*id));
+        let in_flight = cluster.submit_write(leader, vec![statement("INSERT INTO k VALUES (2)")]).expect("leader");
+        cluster.run_for(5 * MILLISECOND);
+        let mut submit = |sql: &str| cluster.submit_write(leader, vec![statement(sql)]).expect("leader");
+        let (before, failing, after) = (
+            submit("INSERT INTO k VALUES (3)"),
+            submit("INSERT OR ROLLBACK INTO k VALUES (1)"),
+            submit("INSERT INTO k VALUES (4)"),
+        );
+        cluster.run_for(5 * MILLISECOND);
+        followers.iter().for_each(|id| cluster.resume(*id));
+        for token in [in_flight, before, after] {
+            match cluster.wait_reply(token, 10 * SECOND) {
+                Reply::Write(Ok(_)) => {}
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+        match cluster.wait_reply(failing, 10 * SECOND) {
+            Reply::Write(Err(WriteError::Statement(_))) => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        cluster.assert_converged();
+        let rows = query(cluster.node(leader), "SELECT id FROM k ORDER BY id");
+        assert_eq!(rows.iter().map(|row| integer_of(row, 0)).collect::<Vec<_>>(), vec![1, 2, 3, 4], "seed {seed}");
+    }
+}

@@ -437,7 +437,7 @@ impl<D: Disk> EventLoop<D> {
     /// seconds leaves heartbeats, votes and reads flowing.
     fn execute_batch(&mut self) {
         let Some(batch) = self.node.batch_to_execute() else { return };
-        self.metrics.batch(batch.requests());
+        self.metrics.batch(batch.requests(), batch.on_top());
         self.off_loop(Job::Batch, move || Some(Input::BatchExecuted { executed: Box::new(batch.execute()) }));
     }
 

@@ -84,6 +84,7 @@ struct Inner {
     proposals_pending: Gauge,
     proposals_failed: Counter,
     batch_requests: Histogram,
+    batches_on_top: Counter,
     wal_fsync: Histogram,
     jobs: Family<JobLabels, Histogram>,
     peer_sent: Family<PeerLabels, Counter>,
@@ -130,6 +131,7 @@ impl Metrics {
             proposals_pending: Gauge::default(),
             proposals_failed: Counter::default(),
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            batches_on_top: Counter::default(),
             wal_fsync: seconds(),
             jobs: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
             peer_sent: Family::default(),
@@ -158,6 +160,11 @@ impl Metrics {
             "server_batch_requests",
             "Client requests in each batch the leader proposed (group commit)",
             inner.batch_requests.clone(),
+        );
+        r.register(
+            "server_batches_pipelined",
+            "Batches the leader executed on top of batches still in flight (--batches-in-flight)",
+            inner.batches_on_top.clone(),
         );
         r.register("disk_wal_fsync_duration_seconds", "Raft log fsyncs", inner.wal_fsync.clone());
         r.register(
@@ -222,8 +229,11 @@ impl Metrics {
         }
     }
 
-    pub fn batch(&self, requests: usize) {
+    pub fn batch(&self, requests: usize, on_top: bool) {
         self.0.batch_requests.observe(requests as f64);
+        if on_top {
+            self.0.batches_on_top.inc();
+        }
     }
 
     pub fn job(&self, job: Job, took: Duration) {

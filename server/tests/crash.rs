@@ -1,6 +1,6 @@
 //! The whole cluster killed with SIGKILL in the middle of a 64-client write
-//! run (group commit full, the state machine's commits not synced one by
-//! one): after a restart every acknowledged write is there, none applied
+//! run (group commit full, batches pipelined on the leader, the state
+//! machine's commits not synced one by one): after a restart every acknowledged write is there, none applied
 //! twice, and every replica holds the same data.
 
 mod common;
@@ -68,6 +68,7 @@ async fn kill_all_mid_write_run_loses_nothing_acknowledged_and_applies_nothing_t
         (0..CLIENTS).map(|client| tokio::spawn(writer(cluster.addr(client % 3 + 1), client, stop.clone()))).collect();
     // Let the run reach full speed, then kill every node within moments.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let pipelined = pipelined_batches(&cluster).await;
     for id in 1..=3 {
         cluster.kill(id);
     }
@@ -77,6 +78,7 @@ async fn kill_all_mid_write_run_loses_nothing_acknowledged_and_applies_nothing_t
         acknowledged.extend(writer.await.expect("writer"));
     }
     assert!(acknowledged.len() > 100, "the run wrote too little to test anything: {}", acknowledged.len());
+    assert!(pipelined > 0.0, "no batch ran on top of another in flight: the run tested no pipeline");
 
     for id in 1..=3 {
         cluster.spawn(id);
@@ -102,8 +104,23 @@ async fn kill_all_mid_write_run_loses_nothing_acknowledged_and_applies_nothing_t
         assert_eq!(row[1], row[2], "client {}: counter {} but {} rows: a write applied twice", row[0], row[1], row[2]);
     }
     println!(
-        "{} writes acknowledged before the kill, {} present after the restart (the rest were in flight)",
+        "{} writes acknowledged before the kill ({pipelined} batches executed on top of batches in flight), {} \
+         present after the restart (the rest were in flight)",
         acknowledged.len(),
         present.len()
     );
+}
+
+/// Batches the nodes executed on top of batches in flight so far (their
+/// leaders' pipelines), from their metrics.
+async fn pipelined_batches(cluster: &Cluster) -> f64 {
+    let mut total = 0.0;
+    for id in 1..=3 {
+        let request = b"GET /metrics HTTP/1.0\r\n\r\n";
+        let answer = common::http(&cluster.http_addr(id), request, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        let sample = text.lines().find_map(|line| line.strip_prefix("deeb_server_batches_pipelined_total "));
+        total += sample.and_then(|value| value.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    }
+    total
 }

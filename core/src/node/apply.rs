@@ -22,8 +22,12 @@ pub struct EntriesToApply<S> {
 
 /// What applying one entry takes.
 pub(super) enum Step {
-    /// The leader's own batch: keep its open transaction as the entry.
+    /// The leader's own batch, the last kept in its open transaction:
+    /// commit that transaction as the entry.
     Commit(Applied),
+    /// The leader's own batch, kept in its open transaction with later
+    /// ones: committed with the last of them (the next steps).
+    Kept(Applied),
     /// Row changes executed elsewhere (or on this node, then dropped).
     Apply(Box<WriteBatch>, Applied),
     /// An entry with no data (a new leader's first).
@@ -45,7 +49,12 @@ pub struct AppliedEntries<S> {
 #[derive(Debug)]
 pub(super) enum StepError {
     Apply(ApplyError),
-    OpenBatch { index: u64 },
+    /// The batch transaction was open (`open`) where it must not be, or
+    /// closed where it must be open.
+    Transaction {
+        index: u64,
+        open: bool,
+    },
 }
 
 impl<S: StateMachine> EntriesToApply<S> {
@@ -69,8 +78,10 @@ fn run_step<S: StateMachine>(sm: &mut S, step: Step) -> Result<(), StepError> {
     let sql = |error| StepError::Apply(ApplyError::Sql(error));
     match step {
         Step::Commit(applied) => sm.commit_batch(applied).map_err(sql),
+        Step::Kept(applied) if !sm.batch_open() => Err(StepError::Transaction { index: applied.index, open: false }),
+        Step::Kept(_) => Ok(()),
         Step::Apply(_, applied) | Step::Empty(applied) if sm.batch_open() => {
-            Err(StepError::OpenBatch { index: applied.index })
+            Err(StepError::Transaction { index: applied.index, open: true })
         }
         Step::Apply(batch, applied) => sm.apply_batch(&batch, applied).map_err(StepError::Apply),
         Step::Empty(applied) => sm.apply_empty(applied).map_err(sql),

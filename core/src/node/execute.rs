@@ -23,8 +23,13 @@ pub struct BatchToExecute<S> {
     pub(super) next_index: u64,
     pub(super) requests: Vec<Request>,
     pub(super) bytes_max: usize,
+    /// It runs on top of batches kept in the open transaction (proposed,
+    /// not yet committed).
+    pub(super) on_top: bool,
     /// Mutation `replicate_statements`.
     pub(super) replicate_statements: bool,
+    /// Mutation `pipeline_over_lost_transaction`.
+    pub(super) over_lost_transaction: bool,
 }
 
 /// One queued client request, as the worker sees it.
@@ -61,6 +66,11 @@ pub(super) struct Outcome {
     /// The batch outgrew its bytes bound and was undone: the next one takes
     /// at most this many requests.
     pub(super) next_batch_requests_max: Option<usize>,
+    /// A request's SQL ended the whole transaction while the batch ran on
+    /// top of kept ones: those are gone from it too (their entries must
+    /// apply from the log), and the batch stopped (its other requests are
+    /// in `not_run`: they must run on a state that holds the kept ones).
+    pub(super) lost_kept: bool,
 }
 
 impl<S: StateMachine> BatchToExecute<S> {
@@ -69,11 +79,19 @@ impl<S: StateMachine> BatchToExecute<S> {
         self.requests.len()
     }
 
+    /// True if it runs on top of batches still in flight (the leader's
+    /// pipeline), in their open transaction.
+    pub fn on_top(&self) -> bool {
+        self.on_top
+    }
+
     /// Runs the requests in one open batch until a bound is reached (its
     /// row-change bytes, or as long as one statement may run). A request
     /// whose SQL fails is answered with its error; if its SQL ended the
     /// whole batch transaction, the requests before it run again in a new
-    /// one (each such failure answers one request, so this ends).
+    /// one (each such failure answers one request, so this ends), or, on
+    /// top of kept batches that ended with it, in a later batch
+    /// ([`Outcome::lost_kept`]).
     pub fn execute(mut self) -> ExecutedBatch<S> {
         let result = self.run();
         let Self { sm, next_index, requests, .. } = self;
@@ -112,6 +130,14 @@ impl<S: StateMachine> BatchToExecute<S> {
             match sm.execute_request(&request.statements)? {
                 Err(error) => {
                     outcome.answered.push((at, Err(WriteError::Statement(error))));
+                    if !sm.batch_open() && self.on_top && !self.over_lost_transaction {
+                        outcome.lost_kept = true;
+                        (outcome.batch.writes, bytes) = (Vec::new(), 0);
+                        for (earlier, _) in outcome.executed.drain(..).rev() {
+                            to_run.push_front(earlier);
+                        }
+                        break;
+                    }
                     if !sm.batch_open() {
                         sm.begin_batch(self.next_index)?;
                         for (earlier, _) in outcome.executed.drain(..).rev() {

@@ -829,8 +829,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             );
         }
         let executing = jobs[0];
-        if executing && self.writes.has_in_flight() {
-            return broken("a batch executes while another is in flight".to_owned());
+        if executing && self.writes.has_in_flight_without_transaction() {
+            return broken("a batch executes while one of ours in flight waits to apply from the log".to_owned());
         }
         let applied = self.applied().index;
         let log = &self.raw.raft.raft_log;
@@ -941,6 +941,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// Applies committed entries in log order; while the state machine is
     /// away on the worker they wait (see [`Self::apply_unapplied`]).
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), Fatal> {
+        self.writes.answer_committed(&entries, &mut self.outputs);
         self.unapplied.extend(entries);
         self.apply_unapplied()
     }
@@ -950,6 +951,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// the host's worker (`Output::ApplyEntries`).
     fn apply_unapplied(&mut self) -> Result<(), Fatal> {
         self.roll_back_lost_batch()?;
+        if self.role != StateRole::Leader {
+            let log = &self.raw.raft.raft_log;
+            self.writes.settle_overwritten(|index| log.term(index).unwrap_or(0), &mut self.outputs);
+        }
         while self.sm.is_some() {
             let Some(entry) = self.unapplied.front() else { break };
             let applied = Applied { index: entry.index, term: entry.term };
@@ -958,7 +963,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 continue;
             }
             if entry.get_entry_type() == EntryType::EntryNormal {
-                return self.send_entries_to_apply();
+                self.send_entries_to_apply()?;
+                break;
             }
             let Some(entry) = self.unapplied.pop_front() else { break };
             self.writes.settle_not_ours(applied.index, &mut self.outputs)?;
@@ -970,12 +976,16 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
 
     /// Plans the run of write and empty entries at the head of the queue
     /// and sends it, with the state machine, to the host's worker; their
-    /// clients are answered when it comes back.
+    /// clients are answered when it comes back. Our batches kept in one
+    /// open transaction wait until the last of them is committed.
     fn send_entries_to_apply(&mut self) -> Result<(), Fatal> {
         let (mut steps, mut entries) = (Vec::new(), Vec::new());
+        let committed = self.unapplied.back().map_or(0, |entry| entry.index);
+        let hold_from = self.writes.hold_from(committed).unwrap_or(u64::MAX);
         while steps.len() < APPLY_RUN_ENTRIES_MAX {
-            let Some(entry) = self.unapplied.pop_front_if(|entry| entry.get_entry_type() == EntryType::EntryNormal)
-            else {
+            let applies =
+                |entry: &mut Entry| entry.get_entry_type() == EntryType::EntryNormal && entry.index < hold_from;
+            let Some(entry) = self.unapplied.pop_front_if(applies) else {
                 break;
             };
             let applied = Applied { index: entry.index, term: entry.term };
@@ -988,14 +998,10 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 false => {
                     let batch = decode_write_batch(&entry, applied)?;
                     let step = self.writes.plan_apply(self.id, batch, applied, &mut answers, &mut own)?;
-                    if matches!(step, Step::Commit(_)) {
-                        // Our own batch, executed here: its results are
-                        // known and its entry is committed (durable on a
-                        // quorum), so its clients hear now, not after the
-                        // commit on the worker. Every read that must see it
-                        // waits until it applied (ReadIndex reads for their
-                        // index; lease and stale reads on the leader for
-                        // the committed one).
+                    if matches!(step, Step::Commit(_) | Step::Kept(_)) {
+                        // Our own batch, executed here: its clients hear at
+                        // its commit (`Writes::answer_committed`), normally
+                        // before this.
                         self.outputs.append(&mut answers);
                     }
                     step
@@ -1003,6 +1009,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             };
             steps.push(step);
             entries.push(ApplyingEntry { applied, checksum: self.checksum_for_observer(&entry), answers, own });
+        }
+        if steps.is_empty() {
+            return Ok(());
         }
         let sm = self.sm.take().ok_or_else(away)?;
         self.applying = Some(Applying { applied: sm.applied(), entries });
@@ -1040,8 +1049,9 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         let settled = result
             .map_err(|error| match error {
                 StepError::Apply(error) => Fatal::Apply(error),
-                StepError::OpenBatch { index } => {
-                    Fatal::Invariant(format!("a batch transaction is open while applying entry {index}"))
+                StepError::Transaction { index, open } => {
+                    let state = if open { "open" } else { "not open" };
+                    Fatal::Invariant(format!("a batch transaction is {state} while applying entry {index}"))
                 }
             })
             .and_then(|()| self.apply_unapplied())

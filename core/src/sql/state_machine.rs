@@ -42,6 +42,9 @@ const SAVEPOINT: &str = "deeb_request";
 
 /// The savepoint each statement of a request runs in.
 const STATEMENT_SAVEPOINT: &str = "deeb_statement";
+/// The savepoint around one batch, so that it can be dropped while the
+/// batches kept before it in the same transaction stay.
+const BATCH_SAVEPOINT: &str = "deeb_batch";
 
 /// Added to SQLite's "database disk image is malformed" when the statement
 /// caused it ([`SqliteStateMachine::contain_corruption`]).
@@ -69,7 +72,13 @@ pub struct SqliteStateMachine {
     writer: Connection,
     seed: u64,
     applied: Applied,
+    /// True while the batch transaction is open: a batch executing, or
+    /// batches kept in it (proposed, waiting for their entries to commit).
     batch_open: bool,
+    /// A batch is executing inside its savepoint (not yet kept).
+    batch_executing: bool,
+    /// Batches kept in the open transaction.
+    kept_batches: usize,
     /// Behind the writer's `random()` and `randomblob()`.
     random: BatchRandom,
     limits: WriteLimits,
@@ -94,8 +103,8 @@ pub struct SqliteStateMachine {
     column_names: RefCell<(i64, HashMap<String, Vec<String>>)>,
     /// The index the open batch will be proposed at.
     batch_index: u64,
-    /// The open batch recorded an idempotency key (old ones are pruned at
-    /// its commit, as replicas do when they apply it).
+    /// The executing batch recorded an idempotency key (old ones are
+    /// pruned when it is kept, as replicas do when they apply it).
     batch_recorded_keys: bool,
 }
 
@@ -296,6 +305,8 @@ impl SqliteStateMachine {
             seed,
             applied,
             batch_open: false,
+            batch_executing: false,
+            kept_batches: 0,
             random,
             limits: WriteLimits::default(),
             clock: None,
@@ -368,16 +379,20 @@ impl SqliteStateMachine {
         Ok(rows)
     }
 
-    /// Leader: opens the batch transaction (`BEGIN IMMEDIATE`, triggers on).
+    /// Leader: opens the batch that will be proposed at `next_index`, in
+    /// its own savepoint: on top of the batches kept in the open
+    /// transaction, or in a new one (`BEGIN IMMEDIATE`, triggers on).
     /// `next_index` seeds SQLite's PRNG.
     pub fn begin_batch(&mut self, next_index: u64) -> Result<(), SqlError> {
-        if self.batch_open {
-            return Err(SqlError::Other("a batch is already open".into()));
+        if self.batch_executing {
+            return Err(SqlError::Other("a batch is already executing".into()));
         }
-        self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
-        // Client SQL runs with foreign keys enforced and their actions on;
-        // the changesets carry the cascades (followers apply with them off).
-        self.writer.execute_batch("PRAGMA foreign_keys=ON")?;
+        if !self.batch_open {
+            self.writer.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+            // Client SQL runs with foreign keys enforced and their actions on;
+            // the changesets carry the cascades (followers apply with them off).
+            self.writer.execute_batch("PRAGMA foreign_keys=ON")?;
+        }
         // No value or row may outgrow what a request may replicate.
         session::set_length_limit(&self.writer, self.limits.row_changes_bytes_max);
         let seed = batch_seed(self.seed, next_index);
@@ -385,12 +400,39 @@ impl SqliteStateMachine {
         // is seeded too for anything internal that draws from it.
         self.random.reseed(seed);
         session::seed_prng(((seed >> 32) ^ seed) as u32 as i32);
-        self.writer.execute_batch("BEGIN IMMEDIATE")?;
+        if !self.batch_open {
+            self.writer.execute_batch("BEGIN IMMEDIATE")?;
+        }
+        self.writer.execute_batch(&format!("SAVEPOINT {BATCH_SAVEPOINT}"))?;
         self.batch_open = true;
+        self.batch_executing = true;
         self.batch_index = next_index;
         self.batch_recorded_keys = false;
         self.batch_started = self.clock.as_ref().map(|clock| clock());
         Ok(())
+    }
+
+    /// Leader: the executing batch was proposed; it stays in the open
+    /// transaction (committed with the last batch kept, by
+    /// [`Self::commit_batch`]) and the next batch may begin on top of it.
+    /// Old idempotency keys are pruned as of its index now, as replicas
+    /// do when they apply its entry.
+    pub fn keep_batch(&mut self) -> Result<(), SqlError> {
+        if !self.batch_executing {
+            return Err(SqlError::Other("no batch is executing".into()));
+        }
+        if self.batch_recorded_keys {
+            requests::prune(&self.writer, self.batch_index)?;
+        }
+        self.writer.execute_batch(&format!("RELEASE {BATCH_SAVEPOINT}"))?;
+        self.batch_executing = false;
+        self.kept_batches += 1;
+        Ok(())
+    }
+
+    /// Batches kept in the open transaction.
+    pub fn kept_batches(&self) -> usize {
+        self.kept_batches
     }
 
     /// True once the open batch has run as long as one statement may: take
@@ -409,8 +451,8 @@ impl SqliteStateMachine {
     /// false afterwards and the earlier requests must run again in a new
     /// batch. An outer `Err` means the database failed.
     pub fn execute_request(&mut self, statements: &[Statement]) -> Result<Result<Executed, RequestError>, SqlError> {
-        if !self.batch_open {
-            return Err(SqlError::Other("no batch is open".into()));
+        if !self.batch_executing {
+            return Err(SqlError::Other("no batch is executing".into()));
         }
         self.writer.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
         self.replayed_in_request.set(false);
@@ -458,8 +500,9 @@ impl SqliteStateMachine {
     /// Undoes the current request and returns its error.
     fn fail_request(&mut self, error: RequestError) -> Result<Result<Executed, RequestError>, SqlError> {
         if self.writer.is_autocommit() {
-            // The request's SQL rolled back the whole batch transaction.
-            self.batch_open = false;
+            // The request's SQL rolled back the whole batch transaction,
+            // with any batches kept in it.
+            self.forget_transaction();
         } else {
             self.writer.execute_batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"))?;
         }
@@ -733,13 +776,14 @@ impl SqliteStateMachine {
         )
     }
 
-    /// Leader: the batch's entry applied: record `applied` and COMMIT.
+    /// Leader: the entry of the last batch kept (or of the one executing,
+    /// kept first) applied: record `applied` and COMMIT every batch kept.
     pub fn commit_batch(&mut self, applied: Applied) -> Result<(), SqlError> {
+        if self.batch_executing {
+            self.keep_batch()?;
+        }
         if !self.batch_open {
             return Err(SqlError::Other("no batch is open".into()));
-        }
-        if self.batch_recorded_keys {
-            requests::prune(&self.writer, applied.index)?;
         }
         let outside = self.applied_index_outside_batch();
         if !outside {
@@ -749,7 +793,7 @@ impl SqliteStateMachine {
         if outside {
             write_applied(&self.writer, applied)?;
         }
-        self.batch_open = false;
+        self.forget_transaction();
         self.applied = applied;
         Ok(())
     }
@@ -757,8 +801,8 @@ impl SqliteStateMachine {
     /// Leader: records a request's idempotency key and results in the open
     /// batch (after the request ran).
     pub fn record_request(&mut self, key: &str, results: &[StatementResult]) -> Result<(), SqlError> {
-        if !self.batch_open {
-            return Err(SqlError::Other("no batch is open".into()));
+        if !self.batch_executing {
+            return Err(SqlError::Other("no batch is executing".into()));
         }
         requests::record(&self.writer, key, self.batch_index, results)?;
         self.batch_recorded_keys = true;
@@ -771,13 +815,36 @@ impl SqliteStateMachine {
         requests::lookup(&self.writer, key)
     }
 
-    /// Leader: drop the open batch (leadership lost, proposal refused).
+    /// Leader: drops the executing batch (undone, or its proposal refused);
+    /// the batches kept before it stay. With none kept, the transaction
+    /// ends.
     pub fn rollback_batch(&mut self) -> Result<(), SqlError> {
-        self.batch_open = false;
+        if self.batch_executing && !self.writer.is_autocommit() {
+            self.writer.execute_batch(&format!("ROLLBACK TO {BATCH_SAVEPOINT}; RELEASE {BATCH_SAVEPOINT}"))?;
+        }
+        self.batch_executing = false;
+        if self.kept_batches == 0 {
+            self.rollback_all()?;
+        }
+        Ok(())
+    }
+
+    /// Leader: drops the open transaction with every batch in it
+    /// (leadership lost: their entries, if they commit, apply from the log).
+    pub fn rollback_all(&mut self) -> Result<(), SqlError> {
+        self.forget_transaction();
         if !self.writer.is_autocommit() {
             self.writer.execute_batch("ROLLBACK")?;
         }
         Ok(())
+    }
+
+    /// The batch transaction ended (committed, rolled back, or ended by
+    /// a request's own SQL).
+    fn forget_transaction(&mut self) {
+        self.batch_open = false;
+        self.batch_executing = false;
+        self.kept_batches = 0;
     }
 
     /// True while a batch transaction is open.
@@ -1221,6 +1288,18 @@ impl crate::state_machine::StateMachine for SqliteStateMachine {
 
     fn rollback_batch(&mut self) -> Result<(), SqlError> {
         SqliteStateMachine::rollback_batch(self)
+    }
+
+    fn pipelines_batches(&self) -> bool {
+        true
+    }
+
+    fn keep_batch(&mut self) -> Result<(), SqlError> {
+        SqliteStateMachine::keep_batch(self)
+    }
+
+    fn rollback_all(&mut self) -> Result<(), SqlError> {
+        SqliteStateMachine::rollback_all(self)
     }
 
     fn apply_batch(&mut self, batch: &deeb_proto::WriteBatch, applied: Applied) -> Result<(), ApplyError> {

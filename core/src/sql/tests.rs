@@ -928,3 +928,42 @@ fn the_change_stream_names_columns_from_an_installed_snapshot() {
     let (batch, _) = leader_batch(&mut leader, 3, &[vec![st("INSERT INTO t VALUES (3, 4)")]]);
     assert_eq!(names(&batch), ["_rowid_", "x", "y"]);
 }
+
+/// The leader's pipeline in the state machine: a batch kept in the open
+/// transaction stays when the batch on top of it is dropped, readers see
+/// neither until the commit, which keeps both and records the last index;
+/// dropping everything (leadership lost) leaves the state as it was.
+#[test]
+fn batches_kept_in_one_transaction_commit_together() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut sm = open(&dir, "a.db");
+    leader_batch(&mut sm, 1, &[vec![st("CREATE TABLE t(x)")]]);
+    let insert = |sm: &mut SqliteStateMachine, x: i64| {
+        sm.execute_request(&[stp("INSERT INTO t VALUES (?1)", vec![int(x)])]).expect("runs").expect("inserts");
+    };
+    sm.begin_batch(2).expect("begin");
+    insert(&mut sm, 2);
+    sm.keep_batch().expect("keep");
+    sm.begin_batch(3).expect("on top");
+    insert(&mut sm, 3);
+    sm.rollback_batch().expect("drop the top one");
+    assert!(sm.batch_open(), "the kept batch is still open");
+    sm.begin_batch(3).expect("on top again");
+    insert(&mut sm, 4);
+    sm.keep_batch().expect("keep");
+    assert_eq!(scalar(&sm, "SELECT count(*) FROM t"), int(0), "readers see only committed batches");
+    sm.commit_batch(Applied { index: 3, term: 1 }).expect("commit");
+    assert_eq!(scalar(&sm, "SELECT group_concat(x) FROM t"), Value { kind: Some(Kind::Text("2,4".into())) });
+    assert_eq!(sm.applied(), Applied { index: 3, term: 1 });
+
+    sm.begin_batch(4).expect("begin");
+    insert(&mut sm, 5);
+    sm.keep_batch().expect("keep");
+    sm.begin_batch(5).expect("on top");
+    insert(&mut sm, 6);
+    sm.rollback_all().expect("drop all");
+    assert!(!sm.batch_open());
+    assert_eq!(scalar(&sm, "SELECT count(*) FROM t"), int(2));
+    leader_batch(&mut sm, 4, &[vec![st("INSERT INTO t VALUES (7)")]]);
+    assert_eq!(scalar(&sm, "SELECT count(*) FROM t"), int(3));
+}

@@ -181,6 +181,18 @@ impl StateMachine for Backend {
         each!(self, Backend, sm => sm.rollback_batch())
     }
 
+    fn pipelines_batches(&self) -> bool {
+        each!(self, Backend, sm => sm.pipelines_batches())
+    }
+
+    fn keep_batch(&mut self) -> Result<(), SqlError> {
+        each!(self, Backend, sm => sm.keep_batch())
+    }
+
+    fn rollback_all(&mut self) -> Result<(), SqlError> {
+        each!(self, Backend, sm => sm.rollback_all())
+    }
+
     fn apply_batch(&mut self, batch: &WriteBatch, applied: Applied) -> Result<(), ApplyError> {
         each!(self, Backend, sm => sm.apply_batch(batch, applied))
     }

@@ -370,6 +370,11 @@ pub struct ServeArgs {
     /// a snapshot (default 1000).
     #[arg(long, env = "DEEB_COMPACTION_LAG")]
     pub compaction_lag: Option<u64>,
+    /// Batches the leader keeps proposed and not yet committed: the next
+    /// executes while earlier ones replicate (1: one at a time; the MySQL
+    /// backend runs one at a time).
+    #[arg(long, env = "DEEB_BATCHES_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub batches_in_flight: u64,
     /// Milliseconds per raft tick.
     #[arg(long, env = "DEEB_TICK_MS")]
     pub tick_ms: Option<u64>,
@@ -601,6 +606,7 @@ impl ServeArgs {
         core.snapshot_interval_entries = self.snapshot_interval.unwrap_or(core.snapshot_interval_entries);
         core.compaction_lag_entries = self.compaction_lag.unwrap_or(core.compaction_lag_entries);
         core.tick_ms = self.tick_ms.unwrap_or(core.tick_ms);
+        core.limits.batches_in_flight_max = self.batches_in_flight as usize;
         config.backups = match (self.backup_interval, &self.backup_dir, &self.backup_url) {
             (Some(interval), Some(dir), _) => Some((interval, Store::Dir(dir.clone()))),
             #[cfg(not(madsim))]

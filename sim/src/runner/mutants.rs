@@ -56,6 +56,10 @@ pub enum Mutant {
     /// A lease read runs at once instead of once the committed index
     /// applied (issue 15's acknowledgement at commit).
     LeaseReadBeforeApply,
+    /// A request ending the leader's transaction on top of batches in
+    /// flight starts a new one and goes on without them (issue 15's
+    /// pipelined group commit).
+    PipelineOverLostTransaction,
     /// Not a code change: the lease's assumption broken on purpose (a
     /// node's clock far slower than the drift it allows), which lease
     /// reads must be seen to violate (`Swarm::breaking_the_lease`).
@@ -66,7 +70,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// The mutants `mutants` and `ci` require to be caught.
-    pub const ALL: [Mutant; 21] = [
+    pub const ALL: [Mutant; 22] = [
         Mutant::Canary,
         Mutant::ReadWithoutReadIndex,
         Mutant::ReadBeforeApply,
@@ -88,6 +92,7 @@ impl Mutant {
         Mutant::BareReadContexts,
         Mutant::ReadJoinsRoundInFlight,
         Mutant::LeaseReadBeforeApply,
+        Mutant::PipelineOverLostTransaction,
     ];
 
     /// Mutants the faults catch too rarely to require (`run --mutant` and
@@ -116,6 +121,7 @@ impl Mutant {
             Mutant::BareReadContexts => "bare-read-contexts",
             Mutant::ReadJoinsRoundInFlight => "read-joins-round-in-flight",
             Mutant::LeaseReadBeforeApply => "lease-read-before-apply",
+            Mutant::PipelineOverLostTransaction => "pipeline-over-lost-transaction",
             Mutant::LeaseBeyondClockBound => "lease-beyond-clock-bound",
             Mutant::Canary => "canary",
         }
@@ -170,6 +176,7 @@ impl Mutant {
             Mutant::BareReadContexts => mutations.bare_read_contexts = true,
             Mutant::ReadJoinsRoundInFlight => mutations.read_joins_round_in_flight = true,
             Mutant::LeaseReadBeforeApply => mutations.lease_read_before_apply = true,
+            Mutant::PipelineOverLostTransaction => mutations.pipeline_over_lost_transaction = true,
             Mutant::LeaseBeyondClockBound | Mutant::Canary => {}
         }
         mutations
