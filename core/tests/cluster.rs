@@ -948,3 +948,51 @@ fn a_rollback_on_top_of_a_batch_in_flight_loses_nothing() {
         assert_eq!(rows.iter().map(|row| integer_of(row, 0)).collect::<Vec<_>>(), vec![1, 2, 3, 4], "seed {seed}");
     }
 }
+
+/// A request that fails on top of a batch in flight, because of what that
+/// batch wrote, hears its error only once that batch commits; if the batch
+/// never commits (its leader cut off before any follower got it), the
+/// failed request is told "not the leader", never an error that reveals a
+/// write no replica holds.
+#[test]
+fn an_error_that_saw_a_batch_in_flight_waits_for_its_commit() {
+    for (seed, lose_leader) in [(40, false), (41, true), (42, false), (43, true)] {
+        let mut cluster = Cluster::new(3, seed);
+        cluster.execute("CREATE TABLE u (id INTEGER PRIMARY KEY)");
+        let leader = cluster.wait_leader();
+        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        followers.iter().for_each(|id| cluster.pause(*id));
+        let first = cluster.submit_write(leader, vec![statement("INSERT INTO u VALUES (7)")]).expect("leader");
+        cluster.run_for(5 * MILLISECOND);
+        let second = cluster.submit_write(leader, vec![statement("INSERT INTO u VALUES (7)")]).expect("leader");
+        cluster.run_for(20 * MILLISECOND);
+        assert!(!cluster.replies.contains_key(&second), "seed {seed}: the error waits for the batch under it");
+        if lose_leader {
+            // The batch never reaches a follower; they elect another
+            // leader, whose log replaces it once the old one hears it.
+            cluster.isolate(leader);
+            followers.iter().for_each(|id| cluster.resume(*id));
+            cluster.run_for(3 * SECOND);
+            assert!(!cluster.replies.contains_key(&second), "seed {seed}: answered before its fate was known");
+            cluster.heal();
+        }
+        followers.iter().for_each(|id| cluster.resume(*id));
+        let (first_reply, second_reply) =
+            (cluster.wait_reply(first, 30 * SECOND), cluster.wait_reply(second, 30 * SECOND));
+        match (lose_leader, first_reply, second_reply) {
+            (false, Reply::Write(Ok(_)), Reply::Write(Err(WriteError::Statement(error)))) => {
+                assert!(error.to_string().contains("UNIQUE"), "seed {seed}: {error}");
+            }
+            (true, Reply::Write(Err(WriteError::OutcomeUnknown | WriteError::NotLeader { .. })), second) => {
+                assert!(matches!(second, Reply::Write(Err(WriteError::NotLeader { .. }))), "seed {seed}: {second:?}");
+            }
+            other => panic!("seed {seed}: {other:?}"),
+        }
+        cluster.heal();
+        cluster.execute("INSERT INTO u VALUES (8)");
+        cluster.assert_converged();
+        let expected = if lose_leader { vec![8] } else { vec![7, 8] };
+        let rows = query(cluster.node(leader), "SELECT id FROM u ORDER BY id");
+        assert_eq!(rows.iter().map(|row| integer_of(row, 0)).collect::<Vec<_>>(), expected, "seed {seed}");
+    }
+}

@@ -951,10 +951,8 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
     /// the host's worker (`Output::ApplyEntries`).
     fn apply_unapplied(&mut self) -> Result<(), Fatal> {
         self.roll_back_lost_batch()?;
-        if self.role != StateRole::Leader {
-            let log = &self.raw.raft.raft_log;
-            self.writes.settle_overwritten(|index| log.term(index).unwrap_or(0), &mut self.outputs);
-        }
+        let log = &self.raw.raft.raft_log;
+        self.writes.settle_overwritten(|index| log.term(index).unwrap_or(0), &mut self.outputs);
         while self.sm.is_some() {
             let Some(entry) = self.unapplied.front() else { break };
             let applied = Applied { index: entry.index, term: entry.term };
@@ -1062,12 +1060,16 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
         self.drive();
     }
 
-    /// A leader that lost leadership rolls back the batch it proposed (the
-    /// entry may still commit; then it applies from its changesets), once
-    /// the state machine is home.
+    /// A leader that lost leadership rolls back the batches it proposed
+    /// (their entries may still commit; then they apply from their
+    /// changesets), once the state machine is home; so does one that
+    /// leads again in a later term (it lost leadership while the state
+    /// machine was away, and a leader between may have replaced them).
     fn roll_back_lost_batch(&mut self) -> Result<(), Fatal> {
+        let term = self.raw.raft.term;
+        let lost = self.role != StateRole::Leader || self.writes.has_open_batch_before(term);
         match self.sm.as_mut() {
-            Some(sm) if self.role != StateRole::Leader => self.writes.roll_back_in_flight(sm),
+            Some(sm) if lost => self.writes.roll_back_in_flight(sm),
             _ => Ok(()),
         }
     }
@@ -1239,6 +1241,11 @@ fn validate_config(config: &Config) -> Result<(), OpenError> {
     }
     if config.snapshot_interval_entries == 0 {
         return invalid("snapshot_interval_entries must be non-zero");
+    }
+    // Batches kept in one transaction apply in one run (their commit
+    // comes with the last of them).
+    if !(1..=APPLY_RUN_ENTRIES_MAX).contains(&config.limits.batches_in_flight_max) {
+        return invalid(&format!("batches_in_flight_max must be 1 to {APPLY_RUN_ENTRIES_MAX}"));
     }
     Ok(())
 }

@@ -92,6 +92,19 @@ pub(super) struct InFlight {
     /// Its clients have their answers (given when the entry committed).
     answered: bool,
     requests: Vec<Waiter>,
+    /// Failed requests whose errors wait for this entry.
+    deferred: Vec<Deferred>,
+}
+
+/// A request that failed on the leader, answered with its error only once
+/// the entries whose writes it may have seen (earlier requests of its
+/// batch, our batches in flight under it) commit: an error such as a
+/// UNIQUE violation can reveal a write, which must not be one that never
+/// commits. If they never do, it is told "not the leader" (it was never
+/// proposed, so it may be sent again).
+struct Deferred {
+    callers: Callers,
+    result: Result<WriteOutcome, WriteError>,
 }
 
 struct Waiter {
@@ -248,7 +261,12 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             self.writes.in_flight.is_empty() && log.applied == log.last_index() && sm.applied().index == log.applied;
         let on_top = !fresh
             && sm.pipelines_batches()
-            && self.writes.may_pile_on(log.last_index(), log.committed, self.config.limits.batches_in_flight_max)
+            && self.writes.may_pile_on(
+                self.raw.raft.term,
+                log.last_index(),
+                log.committed,
+                self.config.limits.batches_in_flight_max,
+            )
             && self.writes.queue.front().is_some_and(|queued| !alone(queued));
         if !fresh && !on_top {
             return false;
@@ -342,8 +360,16 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 Fatal::Invariant(format!("the batch for index {next_index} answered request {at} twice or not at all"))
             })
         };
+        // A request's SQL error may reflect what the requests before it in
+        // this batch, or our batches in flight under it, wrote: it waits
+        // for their entries to commit (`Deferred`).
+        let mut deferred: Vec<Deferred> = Vec::new();
         for (at, result) in outcome.answered {
-            answer_all(&mut self.outputs, take(at)?.0.callers.tokens(), &result);
+            let callers = take(at)?.0.callers;
+            match result {
+                Err(WriteError::Statement(_)) => deferred.push(Deferred { callers, result }),
+                _ => answer_all(&mut self.outputs, callers.tokens(), &result),
+            }
         }
         let mut executed: Vec<(Executing, Vec<StatementResult>, Body)> = (outcome.executed.into_iter())
             .map(|(at, results)| take(at).map(|(waiting, body)| (waiting, results, body)))
@@ -371,6 +397,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             for waiting in unproposed {
                 answer_all(&mut self.outputs, waiting.callers.tokens(), &result);
             }
+            self.writes.defer_to_last(deferred, &mut self.outputs);
             return Ok(());
         }
         let requeue = |(waiting, (statements, restore)): (Executing, Body)| QueuedWrite {
@@ -391,6 +418,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             self.writes.queue.push_front(queued);
         }
         if executed.is_empty() {
+            self.writes.defer_to_last(deferred, &mut self.outputs);
             return Ok(());
         }
         let waiters = executed
@@ -402,10 +430,16 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
                 key: waiting.key,
             })
             .collect();
-        self.propose_batch(outcome.batch, waiters, next_index)
+        self.propose_batch(outcome.batch, waiters, deferred, next_index)
     }
 
-    fn propose_batch(&mut self, mut batch: WriteBatch, waiters: Vec<Waiter>, next_index: u64) -> Result<(), Fatal> {
+    fn propose_batch(
+        &mut self,
+        mut batch: WriteBatch,
+        waiters: Vec<Waiter>,
+        deferred: Vec<Deferred>,
+        next_index: u64,
+    ) -> Result<(), Fatal> {
         batch.proposer = self.id.0;
         batch.proposed_unix_ms = self.config.clock_epoch_unix_ms.saturating_add(self.now.as_millis() as u64);
         let command = deeb_proto::Command { kind: Some(deeb_proto::command::Kind::WriteBatch(batch)) };
@@ -421,6 +455,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             for waiter in &waiters {
                 answer_all(&mut self.outputs, waiter.callers.tokens(), &result);
             }
+            self.writes.defer_to_last(deferred, &mut self.outputs);
             return Ok(());
         }
         let index = self.raw.raft.raft_log.last_index();
@@ -431,7 +466,7 @@ impl<D: Disk, S: StateMachine> Node<D, S> {
             self.sm_mut()?.keep_batch()?;
         }
         let term = self.raw.raft.term;
-        let flight = InFlight { index, term, transaction_open, answered: false, requests: waiters };
+        let flight = InFlight { index, term, transaction_open, answered: false, requests: waiters, deferred };
         self.writes.in_flight.push_back(flight);
         Ok(())
     }
@@ -454,8 +489,15 @@ impl Writes {
         self.in_flight.iter().any(|flight| !flight.transaction_open)
     }
 
+    /// True if one of our batches of a term before `term` is in flight
+    /// with its transaction open.
+    pub(super) fn has_open_batch_before(&self, term: u64) -> bool {
+        self.in_flight.iter().any(|flight| flight.transaction_open && flight.term < term)
+    }
+
     /// True if the next batch may execute on top of ours in flight, in
-    /// their open transaction: fewer than `max` of them, all still in it,
+    /// their open transaction: fewer than `max` of them, all still in it
+    /// and of this `term`,
     /// the last of them the log's last entry (nothing else appended since,
     /// so the new batch's entry follows them), not all committed (then
     /// they are about to apply, and the next batch waits for that), and at
@@ -464,9 +506,9 @@ impl Writes {
     /// limit: on two cores, 64 writers over three nodes made 0.066 entries
     /// per write and 10-20% fewer writes/s without it (issue 15's note);
     /// where requests queue faster than entries commit, batches overlap.
-    fn may_pile_on(&self, last_index: u64, committed: u64, max: usize) -> bool {
+    fn may_pile_on(&self, term: u64, last_index: u64, committed: u64, max: usize) -> bool {
         self.in_flight.len() < max
-            && self.in_flight.iter().all(|flight| flight.transaction_open)
+            && self.in_flight.iter().all(|flight| flight.transaction_open && flight.term == term)
             && self.in_flight.back().is_some_and(|last| {
                 last.index == last_index && committed < last_index && self.queue.len() >= last.requests.len()
             })
@@ -608,6 +650,16 @@ impl Writes {
         });
     }
 
+    /// Failed requests of a batch that was not proposed: their errors wait
+    /// for the last of our batches in flight (they ran on top of it), or go
+    /// now if there is none or it is answered (committed).
+    fn defer_to_last(&mut self, deferred: Vec<Deferred>, outputs: &mut VecDeque<Output>) {
+        match self.in_flight.back_mut().filter(|flight| !flight.answered) {
+            Some(last) => last.deferred.extend(deferred),
+            None => deferred.iter().for_each(|failed| answer_all(outputs, failed.callers.tokens(), &failed.result)),
+        }
+    }
+
     /// Leadership lost: turn the queue away. (A batch still executing is
     /// answered when it comes back; the open transaction of one in flight
     /// is rolled back with [`Self::roll_back_in_flight`].)
@@ -646,6 +698,19 @@ impl InFlight {
             let result = Ok(WriteOutcome { results: waiter.results.clone(), index: LogIndex(self.index) });
             answer_all(outputs, waiter.callers.tokens(), &result);
         }
+        self.answer_deferred(true, outputs);
+    }
+
+    /// The failed requests that waited for this entry: their errors if it
+    /// `committed`, otherwise "not the leader".
+    fn answer_deferred(&mut self, committed: bool, outputs: &mut VecDeque<Output>) {
+        for failed in self.deferred.drain(..) {
+            let result = match committed {
+                true => failed.result,
+                false => Err(WriteError::NotLeader { leader: None }),
+            };
+            answer_all(outputs, failed.callers.tokens(), &result);
+        }
     }
 
     /// Answers with what applying the entry did, request by request, if the
@@ -656,14 +721,15 @@ impl InFlight {
         let Some(outcomes) = outcomes.filter(|outcomes| outcomes.len() == self.requests.len()) else {
             return self.answer_applied(outputs);
         };
-        if self.answered {
+        if std::mem::replace(&mut self.answered, true) {
             return;
         }
         let index = LogIndex(self.index);
-        for (waiter, outcome) in self.requests.into_iter().zip(outcomes) {
+        for (waiter, outcome) in self.requests.iter().zip(outcomes) {
             let result = outcome.map(|results| WriteOutcome { results, index }).map_err(WriteError::Statement);
             answer_all(outputs, waiter.callers.tokens(), &result);
         }
+        self.answer_deferred(true, outputs);
     }
 
     fn answer_unknown(&mut self, outputs: &mut VecDeque<Output>) {
@@ -673,5 +739,6 @@ impl InFlight {
         for waiter in &self.requests {
             answer_all(outputs, waiter.callers.tokens(), &Err(WriteError::OutcomeUnknown));
         }
+        self.answer_deferred(false, outputs);
     }
 }
