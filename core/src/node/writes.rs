@@ -497,11 +497,11 @@ impl Writes {
 
     /// True if the next batch may execute on top of ours in flight, in
     /// their open transaction: fewer than `max` of them, all still in it
-    /// and of this `term`,
-    /// the last of them the log's last entry (nothing else appended since,
-    /// so the new batch's entry follows them), not all committed (then
-    /// they are about to apply, and the next batch waits for that), and at
-    /// least as many requests queued as the last of them holds. That last
+    /// and of this `term`, the last of them the log's last entry (nothing
+    /// else appended since, so the new batch's entry follows them), not
+    /// all committed (then they are about to apply, and the next batch
+    /// waits for that), and at least as many requests queued as the last
+    /// of them holds. That last
     /// rule keeps batches large where the CPU, not the round trip, is the
     /// limit: on two cores, 64 writers over three nodes made 0.066 entries
     /// per write and 10-20% fewer writes/s without it (issue 15's note);
