@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{peak_rss_kib, wait_for, wait_with_peak_rss, Cluster};
+use common::{peak_rss_kib, reset_peak_rss, wait_for, wait_with_peak_rss, Cluster};
 use deeb_client::Options;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -136,14 +136,23 @@ async fn backups_under_write_load_hold_every_acknowledged_write() {
     .await;
 }
 
-/// The most a node's or the client's peak RSS may be while a large
-/// database backs up or is restored.
+/// The most the client's peak RSS may be while a large database backs up
+/// or is restored.
 const PEAK_KIB_MAX: i64 = 100 * 1024;
 
+/// The most a node's RSS may grow while it serves a backup or takes in a
+/// restore of the ~96 MiB file: one that held the file would grow by more.
+/// (Nodes come to it holding 50-95 MiB, kept from the writes that filled
+/// the database, the leader the most; an absolute bound of 100 MiB, as the
+/// client has, counted those writes: it failed a CI run at 102 MiB, and
+/// runs of the code before the pipeline reached 96-100 MiB. Measured from
+/// where each phase starts, a node grew by 1-14 MiB in local runs.)
+const GROWTH_KIB_MAX: i64 = 64 * 1024;
+
 /// A ~100 MiB database backs up from a follower, then is restored from
-/// the backup through the follower, with every node's and the client's peak
-/// RSS well under the file's size (the full 1 GiB run is
-/// `scripts/backup-large`).
+/// the backup through the follower, with every node's RSS growing by well
+/// under the file's size and the client's peak under 100 MiB (the full
+/// 1 GiB run is `scripts/backup-large`).
 #[tokio::test]
 async fn a_large_backup_and_restore_stream_in_flat_memory() {
     let cluster = Cluster::start(3, &[]);
@@ -160,9 +169,12 @@ async fn a_large_backup_and_restore_stream_in_flat_memory() {
     }
     let index = cluster.status(leader).await.expect("status").commit_index;
     cluster.wait_applied(follower, index).await;
+    // The peaks below are of the backup and of the restore, not of the
+    // writes that filled the database (4 MiB of row changes each, which
+    // the leader held several copies of while it replicated them).
     let pid = cluster.children[&follower].id();
+    let start = reset_peak_rss(pid);
     let server_peak = || peak_rss_kib(pid).expect("the serving node's VmHWM");
-    let before = server_peak();
     let dir = tempfile::tempdir().expect("dir");
     let out = dir.path().join("big.db");
     let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
@@ -174,17 +186,19 @@ async fn a_large_backup_and_restore_stream_in_flat_memory() {
     let bytes = std::fs::metadata(&out).expect("backup").len();
     let server = server_peak();
     println!(
-        "backup of {:.1} MiB: serving node's peak RSS {before} KiB before (after the writes), {server} KiB \
-         after; client's {client_peak} KiB",
+        "backup of {:.1} MiB: serving node's RSS {start} KiB before, peak {server} KiB during; client's peak \
+         {client_peak} KiB",
         bytes as f64 / f64::from(1 << 20),
     );
     assert!(bytes > 96 << 20, "{bytes}");
-    assert!(server < PEAK_KIB_MAX && client_peak < PEAK_KIB_MAX, "server {server} KiB, client {client_peak} KiB");
+    assert!(server - start < GROWTH_KIB_MAX, "server from {start} to {server} KiB");
+    assert!(client_peak < PEAK_KIB_MAX, "client {client_peak} KiB");
     assert_eq!(prefix_of_big(&out), rows_per_write * 24);
 
     // The same file restored (replacing the whole database) through the
     // follower: every node stores the pieces and installs the file.
     cluster.execute(leader, "DELETE FROM big WHERE id <= 10").await.expect("delete");
+    let starts: Vec<i64> = [1, 2, 3].iter().map(|id| reset_peak_rss(cluster.children[id].id())).collect();
     let mut command = Command::new(env!("CARGO_BIN_EXE_deeb"));
     command.args(["restore", "--addr", &cluster.addr(follower)]).arg(&out);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -196,11 +210,13 @@ async fn a_large_backup_and_restore_stream_in_flat_memory() {
     let peaks: Vec<i64> =
         [1, 2, 3].iter().map(|id| peak_rss_kib(cluster.children[id].id()).expect("a node's VmHWM")).collect();
     println!(
-        "restore of {:.1} MiB in {seconds:.1} s ({:.1} MiB/s): nodes' peak RSS {peaks:?} KiB; client's {client_peak} KiB",
+        "restore of {:.1} MiB in {seconds:.1} s ({:.1} MiB/s): nodes' RSS {starts:?} KiB before, peak {peaks:?} \
+         KiB during; client's peak {client_peak} KiB",
         bytes as f64 / f64::from(1 << 20),
         bytes as f64 / f64::from(1 << 20) / seconds,
     );
-    assert!(peaks.iter().all(|peak| *peak < PEAK_KIB_MAX), "nodes {peaks:?} KiB");
+    let growths: Vec<i64> = peaks.iter().zip(&starts).map(|(peak, start)| peak - start).collect();
+    assert!(growths.iter().all(|growth| *growth < GROWTH_KIB_MAX), "nodes from {starts:?} to {peaks:?} KiB");
     assert!(client_peak < PEAK_KIB_MAX, "client {client_peak} KiB");
     for id in [1, 2, 3] {
         let count = cluster.query(id, "SELECT count(*) FROM big").await.expect("count");

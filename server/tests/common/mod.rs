@@ -400,6 +400,15 @@ pub fn peak_rss_kib(pid: u32) -> Option<i64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Starts measuring process `pid`'s peak RSS afresh (`VmHWM` back to its
+/// current RSS, as `clear_refs` value 5 does), so a later
+/// [`peak_rss_kib`] shows the peak of what came after, not of earlier work.
+/// Returns the RSS it starts from, in KiB.
+pub fn reset_peak_rss(pid: u32) -> i64 {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
+    peak_rss_kib(pid).expect("the peak RSS just reset")
+}
+
 /// Waits for `child` and returns its exit code and its own peak RSS in KiB:
 /// the largest `VmHWM` of its process image, polled until it exits. (Not
 /// `wait4`'s `ru_maxrss`: Linux carries into it the peak of the image the
